@@ -1,0 +1,101 @@
+"""The contract of the serving core: one scheduler loop, two clocks.
+
+The scheduler (``llmplan.runtime.core``) owns request state, the paged KV block
+allocator, admission, preemption and the call into a batch policy. Each iteration it
+hands a :class:`ScheduledBatch` to an :class:`Executor`:
+
+* the simulator's executor prices the batch with the planner's cost model
+  (``llmplan.plan.costmodel``) or a calibration profile and advances a virtual clock;
+* the engine's executor runs a real torch forward pass over the paged KV cache and
+  samples tokens, and the clock is the wall clock.
+
+The scheduler never knows which one it talks to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+from llmplan.workload.types import RequestSpec
+
+
+class SeqStatus(Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    PREEMPTED = "preempted"  # KV dropped; recomputed when re-admitted
+    FINISHED = "finished"
+    REJECTED = "rejected"
+    ABORTED = "aborted"
+
+
+@dataclass(slots=True)
+class SeqState:
+    """A request inside an instance."""
+
+    spec: RequestSpec
+    status: SeqStatus = SeqStatus.WAITING
+    # Engine only: real token ids (prompt, then generated). The simulator leaves them empty.
+    prompt_token_ids: list[int] = field(default_factory=list)
+    output_token_ids: list[int] = field(default_factory=list)
+    num_computed_tokens: int = 0  # tokens whose KV is in the cache
+    num_generated: int = 0
+    block_ids: list[int] = field(default_factory=list)
+    predicted_output_tokens: int | None = None
+    predicted_bucket: int | None = None
+    first_scheduled_s: float | None = None
+    first_token_s: float | None = None
+    finish_s: float | None = None
+    preemptions: int = 0
+    token_times_s: list[float] | None = None
+    finish_reason: str | None = None  # "length", "stop", "eos", "abort", ...
+    sampling: object | None = None  # engine's SamplingParams; opaque to the core
+
+    @property
+    def rid(self) -> int:
+        return self.spec.rid
+
+    @property
+    def total_len(self) -> int:
+        """Tokens the sequence occupies once the pending step has run."""
+        return self.spec.prompt_tokens + self.num_generated
+
+
+@dataclass(slots=True)
+class ScheduledSeq:
+    seq: SeqState
+    num_new_tokens: int  # prefill chunk length, or 1 for a decode step
+    context_len: int  # tokens already in the KV cache before this step
+    is_prefill: bool
+
+
+@dataclass(slots=True)
+class ScheduledBatch:
+    items: list[ScheduledSeq]
+    # Static-batching policies pad every sequence to the batch's longest; the executor
+    # prices (or computes) the padded shape and the scheduler counts the waste.
+    padded_tokens: int = 0
+
+    @property
+    def num_prefill_tokens(self) -> int:
+        return sum(i.num_new_tokens for i in self.items if i.is_prefill)
+
+    @property
+    def num_decode(self) -> int:
+        return sum(1 for i in self.items if not i.is_prefill)
+
+
+@dataclass(slots=True)
+class StepResult:
+    """What an executor returns for one iteration."""
+
+    duration_s: float
+    # Engine: the sampled token per sequence that produced one this step (rid -> token id).
+    # Simulator: None; the core counts one token per decode/last-prefill-chunk step and
+    # stops a sequence when it reaches spec.output_tokens.
+    next_tokens: dict[int, int] | None = None
+
+
+class Executor(Protocol):
+    def execute(self, batch: ScheduledBatch) -> StepResult: ...
