@@ -1,0 +1,93 @@
+"""Integrity checks on a RunResult before any statistic is computed.
+
+A negative or NaN time, a finished request without a first token, or a request that
+vanished is a bug in whatever produced the result (simulator or live client). We raise
+instead of averaging it away, so a wrong number never reaches a report.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+from llmplan.errors import LlmplanError
+from llmplan.metrics.types import RunResult
+from llmplan.workload.types import Workload
+
+# Clocks are floats; allow rounding noise when checking event order.
+_EPS = 1e-9
+
+
+class InvalidRunResultError(LlmplanError):
+    """The run result violates an invariant: a bug in its producer, not in the user's input."""
+
+
+def _bad(rid: int, what: str) -> InvalidRunResultError:
+    return InvalidRunResultError(
+        f"request {rid}: {what}; a bug in the simulator/bench client that produced the run"
+    )
+
+
+def validate_run(result: RunResult, workload: Workload | None = None) -> None:
+    """Raise :class:`InvalidRunResultError` on the first violated invariant.
+
+    Conservation (with ``workload``): every request appears exactly once, as ``ok`` or as
+    ``rejected``/``failed`` with a reason.
+    """
+    seen = Counter(r.rid for r in result.records)
+    dup = [rid for rid, c in seen.items() if c > 1]
+    if dup:
+        raise _bad(dup[0], f"appears {seen[dup[0]]} times in the records")
+    if workload is not None:
+        want = {r.rid for r in workload.requests}
+        missing = want - seen.keys()
+        extra = seen.keys() - want
+        if missing:
+            raise _bad(min(missing), f"is in the workload but has no record ({len(missing)} requests lost)")
+        if extra:
+            raise _bad(min(extra), "has a record but is not in the workload")
+    for r in result.records:
+        for name in ("arrival_s", "first_scheduled_s", "first_token_s", "finish_s"):
+            v = getattr(r, name)
+            if v is not None and (not math.isfinite(v) or v < 0):
+                raise _bad(r.rid, f"{name} = {v} (times must be finite and >= 0)")
+        if r.output_tokens < 0 or r.prompt_tokens < 0:
+            raise _bad(r.rid, f"negative token count (prompt {r.prompt_tokens}, output {r.output_tokens})")
+        if r.status == "ok":
+            if r.first_token_s is None or r.finish_s is None:
+                raise _bad(r.rid, "status ok but first_token_s or finish_s is missing")
+            if r.output_tokens < 1:
+                raise _bad(r.rid, "status ok with no output tokens")
+        elif r.status in ("rejected", "failed"):
+            if not r.reason:
+                raise _bad(r.rid, f"status {r.status} without a reason")
+        else:
+            raise _bad(r.rid, f"unknown status {r.status!r}")
+        chain = [("arrival_s", r.arrival_s), ("first_scheduled_s", r.first_scheduled_s)]
+        chain += [("first_token_s", r.first_token_s), ("finish_s", r.finish_s)]
+        prev_name, prev = chain[0]
+        for name, v in chain[1:]:
+            if v is None:
+                continue
+            if v + _EPS < prev:
+                raise _bad(r.rid, f"{name} = {v:.6f} is before {prev_name} = {prev:.6f}")
+            prev_name, prev = name, v
+        if r.token_times_s:
+            tt = r.token_times_s
+            if any(not math.isfinite(t) for t in tt):
+                raise _bad(r.rid, "a token time is NaN or infinite")
+            if any(b + _EPS < a for a, b in zip(tt, tt[1:], strict=False)):
+                raise _bad(r.rid, "token times go backwards")
+            if r.first_token_s is not None and abs(tt[0] - r.first_token_s) > 1e-6:
+                raise _bad(r.rid, f"first token time {tt[0]:.6f} != first_token_s {r.first_token_s:.6f}")
+    for s in result.samples:
+        if not (math.isfinite(s.t_s) and s.t_s >= 0 and 0 <= s.busy_frac <= 1 + _EPS):
+            raise InvalidRunResultError(
+                f"instance {s.instance} sample at t={s.t_s}: bad time or busy_frac {s.busy_frac}; "
+                "this is a bug in the producer of the run"
+            )
+        if s.kv_blocks_used < 0 or s.kv_blocks_used > s.kv_blocks_total:
+            raise InvalidRunResultError(
+                f"instance {s.instance} sample at t={s.t_s}: kv_blocks_used {s.kv_blocks_used} outside "
+                f"0..{s.kv_blocks_total}; this is a bug in the producer of the run"
+            )
