@@ -1,0 +1,248 @@
+"""The OpenAI-compatible FastAPI app around one :class:`AsyncEngine`.
+
+``create_app(engine)`` is all a caller needs: the app starts the engine in its lifespan
+and drains it on shutdown. It depends only on the engine protocol, so the torch engine,
+a test engine or a remote adapter all serve the same API.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from llmplan.runtime.engine.api import AsyncEngine, GenerateRequest
+from llmplan.runtime.server.chat import render_chat
+from llmplan.runtime.server.errors import APIError, error_body, install_error_handlers, parse_body
+from llmplan.runtime.server.metrics import CONTENT_TYPE, ServerMetrics
+from llmplan.runtime.server.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    resolve_max_tokens,
+    sampling_params,
+)
+from llmplan.runtime.server.session import RequestSession
+from llmplan.runtime.server.sse import DONE, sse
+from llmplan.workload.types import SLO
+
+
+@dataclass
+class ServerState:
+    """Shared between the app and the process runner (which flips ``draining`` on SIGTERM)."""
+
+    engine: AsyncEngine
+    model_name: str
+    metrics: ServerMetrics
+    created: int
+    draining: bool = False
+
+    def check_accepting(self) -> None:
+        if self.draining:
+            self.metrics.outcome("draining")
+            raise APIError(503, "the server is shutting down; send the request to another instance",
+                           headers={"Retry-After": "5"})
+
+    def check_model(self, model: str | None) -> None:
+        # Clients must send *some* model name; accept the served name or any path that ends in it.
+        if model and model != self.model_name and not self.model_name.endswith(model):
+            raise APIError(404, f"model '{model}' is not served here; use '{self.model_name}' "
+                           "(see GET /v1/models)", param="model")
+
+
+def _vocab_size(engine: AsyncEngine) -> int | None:
+    for owner in (engine, engine.tokenizer):
+        size = getattr(owner, "vocab_size", None)
+        if isinstance(size, int) and size > 0:
+            return size
+    return None
+
+
+def _tokenize(state: ServerState, prompt: str | list[int]) -> tuple[list[int], str | None]:
+    if isinstance(prompt, str):
+        return list(state.engine.tokenizer.encode(prompt)), prompt
+    vocab = _vocab_size(state.engine)
+    if vocab is not None:
+        bad = next((t for t in prompt if t >= vocab), None)
+        if bad is not None:
+            raise APIError(400, f"token id {bad} in 'prompt' is outside the vocabulary (0..{vocab - 1})",
+                           param="prompt")
+    return list(prompt), None
+
+
+def _slo(body: CompletionRequest | ChatCompletionRequest) -> SLO:
+    return SLO(ttft_s=body.slo_ttft_s, tpot_s=body.slo_tpot_s, e2e_s=body.slo_e2e_s)
+
+
+def create_app(engine: AsyncEngine, *, served_model_name: str | None = None) -> FastAPI:
+    state = ServerState(
+        engine=engine,
+        model_name=served_model_name or engine.model_name,
+        metrics=ServerMetrics(engine.stats, served_model_name or engine.model_name),
+        created=int(time.time()),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await engine.start()
+        try:
+            yield
+        finally:
+            # uvicorn has already waited for open responses; this finishes whatever remains.
+            state.draining = True
+            await engine.shutdown(drain=True)
+
+    app = FastAPI(title="llmplan serve", version="1", lifespan=lifespan)
+    app.state.llmplan = state
+    install_error_handlers(app)
+
+    @app.get("/health")
+    async def health() -> Response:
+        if state.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        s = engine.stats()
+        return JSONResponse({"status": "ok", "waiting": s.waiting, "running": s.running})
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [{
+                "id": state.model_name,
+                "object": "model",
+                "created": state.created,
+                "owned_by": "llmplan",
+                "max_model_len": engine.max_model_len,
+            }],
+        }
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(state.metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.post("/v1/completions")
+    async def completions(raw: Request) -> Response:
+        state.check_accepting()
+        try:
+            body = parse_body(CompletionRequest, await raw.body())
+            body.check_supported()
+            state.check_model(body.model)
+            ids, text = _tokenize(state, body.single_prompt())
+            max_tokens = resolve_max_tokens(body.max_tokens, len(ids), engine.max_model_len, "max_tokens")
+        except APIError:
+            state.metrics.outcome("bad_request")
+            raise
+        req = GenerateRequest(f"cmpl-{uuid.uuid4().hex}", ids, sampling_params(body, max_tokens),
+                              _slo(body), prompt=text)
+        session = RequestSession(engine, req, raw, state.metrics)
+        if not await session.admit():
+            return Response(status_code=499)  # nginx's 'client closed request'; nobody reads it
+        created = int(time.time())
+
+        def chunk(text: str, finish: str | None) -> dict[str, Any]:
+            return {"id": req.request_id, "object": "text_completion", "created": created,
+                    "model": state.model_name,
+                    "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]}
+
+        if body.stream:
+            async def stream() -> AsyncIterator[bytes]:
+                async for out in session.outputs():
+                    if out.new_text or out.finished:
+                        yield sse(chunk(out.new_text, _finish(out.finish_reason) if out.finished else None))
+                if session.error:
+                    yield sse(error_body(500, session.error))
+                elif body.include_usage_in_stream():
+                    yield sse({"id": req.request_id, "object": "text_completion", "created": created,
+                               "model": state.model_name, "choices": [], "usage": session.usage.as_dict()})
+                yield DONE
+
+            return StreamingResponse(stream(), media_type="text/event-stream", headers=_SSE_HEADERS)
+
+        pieces = [out.new_text async for out in session.outputs()]
+        if session.client_gone:
+            return Response(status_code=499)
+        if session.error:
+            raise APIError(500, session.error)
+        result = chunk("".join(pieces), _finish(session.finish_reason))
+        result["usage"] = session.usage.as_dict()
+        return JSONResponse(result)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(raw: Request) -> Response:
+        state.check_accepting()
+        try:
+            body = parse_body(ChatCompletionRequest, await raw.body())
+            body.check_supported()
+            state.check_model(body.model)
+            messages = body.plain_messages()
+            text = render_chat(engine.tokenizer, messages, body.add_generation_prompt)
+            ids = list(engine.tokenizer.encode(text))
+            field = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
+            max_tokens = resolve_max_tokens(
+                body.requested_max_tokens(), len(ids), engine.max_model_len, field
+            )
+        except APIError:
+            state.metrics.outcome("bad_request")
+            raise
+        req = GenerateRequest(f"chatcmpl-{uuid.uuid4().hex}", ids, sampling_params(body, max_tokens),
+                              _slo(body), prompt=text)
+        session = RequestSession(engine, req, raw, state.metrics)
+        if not await session.admit():
+            return Response(status_code=499)  # nginx's 'client closed request'; nobody reads it
+        created = int(time.time())
+
+        def chunk(delta: dict[str, str], finish: str | None) -> dict[str, Any]:
+            return {"id": req.request_id, "object": "chat.completion.chunk", "created": created,
+                    "model": state.model_name,
+                    "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+        if body.stream:
+            async def stream() -> AsyncIterator[bytes]:
+                yield sse(chunk({"role": "assistant", "content": ""}, None))
+                async for out in session.outputs():
+                    if out.new_text or out.finished:
+                        delta = {"content": out.new_text} if out.new_text else {}
+                        yield sse(chunk(delta, _finish(out.finish_reason) if out.finished else None))
+                if session.error:
+                    yield sse(error_body(500, session.error))
+                elif body.include_usage_in_stream():
+                    yield sse({"id": req.request_id, "object": "chat.completion.chunk", "created": created,
+                               "model": state.model_name, "choices": [], "usage": session.usage.as_dict()})
+                yield DONE
+
+            return StreamingResponse(stream(), media_type="text/event-stream", headers=_SSE_HEADERS)
+
+        pieces = [out.new_text async for out in session.outputs()]
+        if session.client_gone:
+            return Response(status_code=499)
+        if session.error:
+            raise APIError(500, session.error)
+        return JSONResponse({
+            "id": req.request_id, "object": "chat.completion", "created": created, "model": state.model_name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(pieces)},
+                         "logprobs": None, "finish_reason": _finish(session.finish_reason)}],
+            "usage": session.usage.as_dict(),
+        })
+
+    return app
+
+
+# Proxies (nginx) buffer SSE unless told not to; clients must not cache a stream.
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _finish(reason: str | None) -> str:
+    # OpenAI clients know "stop" and "length"; an abort only reaches a client that is gone.
+    return reason if reason in ("stop", "length", "abort") else "stop"
+
+
+def state_of(app: FastAPI) -> ServerState:
+    return app.state.llmplan
+
+
+__all__ = ["ServerState", "create_app", "state_of"]

@@ -1,0 +1,178 @@
+"""OpenAI request bodies and the checks that turn them into engine requests.
+
+Only what the engine can honour is accepted; unknown OpenAI fields (``user``,
+``logit_bias`` ...) are ignored the way vLLM ignores them, but a field whose value would
+change the answer and is not supported (``n > 1``, ``best_of``, ``echo``, ``logprobs``)
+is refused with a 400 naming it, never silently dropped. These models carry no engine
+state, so llmplan's front end can validate with them before proxying.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from llmplan.runtime.engine.api import SamplingParams
+from llmplan.runtime.server.errors import APIError
+
+# OpenAI's completion default; chat defaults to "the rest of the context" instead.
+DEFAULT_COMPLETION_MAX_TOKENS = 16
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_usage: bool = False
+
+
+class _SamplingFields(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = 1
+    seed: int | None = None
+    # vLLM extension used by benchmarks: generate exactly max_tokens tokens.
+    ignore_eos: bool = False
+    # Optional latency targets (llmplan extension), forwarded to SLO-aware schedulers.
+    slo_ttft_s: float | None = Field(None, gt=0)
+    slo_tpot_s: float | None = Field(None, gt=0)
+    slo_e2e_s: float | None = Field(None, gt=0)
+    best_of: int | None = None
+    logprobs: Any = None
+    echo: bool = False
+
+    def check_supported(self) -> None:
+        if self.n != 1:
+            raise APIError(400, f"'n' must be 1 (got {self.n}); send n separate requests", param="n")
+        if self.best_of not in (None, 1):
+            raise APIError(400, "'best_of' is not supported; leave it unset", param="best_of")
+        if self.logprobs not in (None, False, 0):
+            raise APIError(400, "'logprobs' is not supported; leave it unset", param="logprobs")
+        if self.echo:
+            raise APIError(400, "'echo' is not supported; leave it unset or false", param="echo")
+        if isinstance(self.stop, list) and any(not s for s in self.stop):
+            raise APIError(400, "'stop' entries must be non-empty strings", param="stop")
+
+    def stop_list(self) -> list[str]:
+        if self.stop is None or self.stop == "":
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+    def include_usage_in_stream(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class CompletionRequest(_SamplingFields):
+    # Checked by single_prompt(): a union here would turn one mistake into four messages.
+    prompt: Any
+    max_tokens: int | None = Field(DEFAULT_COMPLETION_MAX_TOKENS, ge=1)
+    suffix: str | None = None
+
+    def single_prompt(self) -> str | list[int]:
+        """The one prompt of this request: text or token ids. Batched prompts are refused."""
+        p = self.prompt
+        if isinstance(p, list) and len(p) == 1 and isinstance(p[0], str | list):
+            p = p[0]
+        elif isinstance(p, list) and p and all(isinstance(x, str | list) for x in p):
+            raise APIError(
+                400,
+                f"'prompt' holds {len(p)} prompts; batched prompts are not supported, "
+                "send one request per prompt",
+                param="prompt",
+            )
+        if self.suffix:
+            raise APIError(400, "'suffix' is not supported; leave it unset", param="suffix")
+        if isinstance(p, str):
+            if not p:
+                raise APIError(400, "'prompt' is empty; send at least one character", param="prompt")
+            return p
+        if isinstance(p, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in p):
+            if not p:
+                raise APIError(400, "'prompt' is empty; send at least one token id", param="prompt")
+            bad = next((t for t in p if t < 0), None)
+            if bad is not None:
+                raise APIError(400, f"'prompt' holds a negative token id ({bad})", param="prompt")
+            return p
+        raise APIError(
+            400, "'prompt' must be a string or a list of token ids (non-negative integers)", param="prompt"
+        )
+
+
+class ChatContentPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ChatContentPart] | None = None
+    name: str | None = None
+
+    def text(self, index: int) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        out = []
+        for j, part in enumerate(self.content):
+            if part.type != "text" or part.text is None:
+                raise APIError(
+                    400,
+                    f"content part of type '{part.type}' is not supported; send text parts only",
+                    param=f"messages[{index}].content[{j}]",
+                )
+            out.append(part.text)
+        return "".join(out)
+
+
+class ChatCompletionRequest(_SamplingFields):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    add_generation_prompt: bool = True
+
+    def requested_max_tokens(self) -> int | None:
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    def plain_messages(self) -> list[dict[str, str]]:
+        return [{"role": m.role, "content": m.text(i)} for i, m in enumerate(self.messages)]
+
+
+def resolve_max_tokens(requested: int | None, prompt_tokens: int, max_model_len: int, field: str) -> int:
+    """vLLM's rule: the prompt must leave room, and prompt + max_tokens must fit the context."""
+    if prompt_tokens >= max_model_len:
+        raise APIError(
+            400,
+            f"the prompt has {prompt_tokens} tokens but the model's context is {max_model_len} tokens; "
+            "shorten the prompt",
+            param="prompt" if field == "max_tokens" else "messages",
+        )
+    room = max_model_len - prompt_tokens
+    if requested is None:
+        return room
+    if requested > room:
+        raise APIError(
+            400,
+            f"this model's maximum context length is {max_model_len} tokens, but {prompt_tokens} prompt "
+            f"tokens + {requested} '{field}' = {prompt_tokens + requested}; "
+            f"lower '{field}' to at most {room}",
+            param=field,
+        )
+    return requested
+
+
+def sampling_params(req: _SamplingFields, max_tokens: int) -> SamplingParams:
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        stop=req.stop_list(),
+        ignore_eos=req.ignore_eos,
+        seed=req.seed,
+    )

@@ -1,0 +1,215 @@
+"""One request's life between the HTTP connection and the engine.
+
+The session owns three guarantees the server makes:
+
+* the request is admitted or refused *before* any response header is sent, so a full
+  queue is a real 429 with ``Retry-After`` even for streaming requests;
+* a client that goes away cancels its request in the engine (``engine.abort``), which
+  frees its KV blocks, whether it left while queued, mid-prefill or mid-stream;
+* latency metrics and the outcome counter are recorded exactly once per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from starlette.requests import Request
+
+from llmplan.runtime.engine.api import AsyncEngine, GenerateOutput, GenerateRequest, QueueFullError
+from llmplan.runtime.server.errors import APIError
+from llmplan.runtime.server.metrics import ServerMetrics
+
+log = logging.getLogger("llmplan.serve")
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
+
+@dataclass
+class RequestSession:
+    engine: AsyncEngine
+    request: GenerateRequest
+    http: Request
+    metrics: ServerMetrics
+    arrival: float = field(default_factory=time.monotonic)
+    usage: Usage = field(default_factory=Usage)
+    finish_reason: str | None = None
+    error: str | None = None
+    _stream: AsyncIterator[GenerateOutput] | None = None
+    _first: GenerateOutput | None = None
+    _first_token_t: float | None = None
+    _watcher: asyncio.Task[None] | None = None
+    _done: bool = False
+    _counted: int = 0
+    _recorded: bool = False
+    client_gone: bool = False
+
+    def __post_init__(self) -> None:
+        self.usage.prompt_tokens = len(self.request.prompt_token_ids)
+
+    @property
+    def rid(self) -> str:
+        return self.request.request_id
+
+    async def admit(self) -> bool:
+        """Submit to the engine and wait for its first output.
+
+        Returns False when the client left before that (the request is aborted and the
+        caller has nobody to answer); raises APIError 429 when the queue is full.
+        """
+        self._watcher = asyncio.create_task(self._watch_disconnect(), name=f"disconnect-{self.rid}")
+        first: asyncio.Task[GenerateOutput] | None = None
+        try:
+            # generate() may refuse at call time or on the first step of its iterator.
+            self._stream = self.engine.generate(self.request)
+            first = asyncio.ensure_future(anext(self._stream))
+            await asyncio.wait({first, self._watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if not first.done():
+                # The client left while the request was queued or in prefill.
+                first.cancel()
+                await self._abort()
+                self._record("abort")
+                return False
+            self._first = first.result()
+            return True
+        except QueueFullError as exc:
+            self._close_watcher()
+            self._record("rejected_429")
+            raise APIError(
+                429,
+                f"the engine's waiting queue is full; retry after {exc.retry_after_s:.1f}s "
+                "or lower the request rate",
+                headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))},
+            ) from None
+        except StopAsyncIteration:
+            self._close_watcher()
+            self._record("error")
+            raise APIError(500, "the engine ended the request without any output") from None
+        except asyncio.CancelledError:
+            if first is not None:
+                first.cancel()
+            await self._abort()
+            self._close_watcher()
+            self._record("abort")
+            raise
+        except Exception as exc:  # an engine bug must still reach the client as an error
+            log.exception("engine failed on request %s", self.rid)
+            await self._abort()
+            self._close_watcher()
+            self._record("error")
+            raise APIError(500, f"engine error: {exc}") from None
+
+    async def outputs(self) -> AsyncIterator[GenerateOutput]:
+        """The engine's increments, starting with the one admit() already received.
+
+        Closing this iterator early (client disconnect, task cancelled) aborts the request.
+        """
+        assert self._stream is not None and self._first is not None, "admit() first"
+        try:
+            out: GenerateOutput | None = self._first
+            while out is not None:
+                self._account(out)
+                yield out
+                if out.finished:
+                    break
+                try:
+                    out = await anext(self._stream)
+                except StopAsyncIteration:
+                    # An engine stream must end with finished=True; treat silence as an error.
+                    self.error = self.error or "the engine stream ended without a finish"
+                    self.finish_reason = "error"
+                    out = None
+        except Exception as exc:
+            log.exception("engine failed on request %s", self.rid)
+            self.error = f"engine error: {exc}"
+            self.finish_reason = "error"
+        finally:
+            if not self._done:
+                await self._abort()
+            self._close_watcher()
+            with contextlib.suppress(Exception):
+                await self._stream.aclose()  # type: ignore[attr-defined]
+            self._record(self._outcome())
+
+    def _account(self, out: GenerateOutput) -> None:
+        if out.new_token_ids and self._first_token_t is None:
+            self._first_token_t = time.monotonic()
+        self._counted += len(out.new_token_ids)
+        # Engines report cumulative counts; fall back to counting increments when they do not.
+        self.usage.completion_tokens = max(out.completion_tokens, self._counted)
+        if out.prompt_tokens:
+            self.usage.prompt_tokens = out.prompt_tokens
+        if out.finished:
+            self._done = True
+            self.finish_reason = out.finish_reason or "stop"
+            if out.error or out.finish_reason == "error":
+                self.error = out.error or "the engine reported an error"
+                self.finish_reason = "error"
+
+    def _outcome(self) -> str:
+        if self.client_gone or self.finish_reason == "abort" or not self._done:
+            return "abort"
+        if self.error:
+            return "error"
+        return "ok"
+
+    def _record(self, outcome: str) -> None:
+        if self._recorded:
+            return
+        self._recorded = True
+        m = self.metrics
+        m.outcome(outcome)
+        if outcome != "ok":
+            return
+        now = time.monotonic()
+        m.prompt_tokens.inc(self.usage.prompt_tokens)
+        m.generation_tokens.inc(self.usage.completion_tokens)
+        m.e2e.observe(now - self.arrival)
+        if self._first_token_t is not None:
+            m.ttft.observe(self._first_token_t - self.arrival)
+            if self.usage.completion_tokens >= 2:
+                m.tpot.observe((now - self._first_token_t) / (self.usage.completion_tokens - 1))
+
+    async def _abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        # Shielded: this often runs while the handler is being cancelled.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self.engine.abort(self.rid))
+
+    async def _watch_disconnect(self) -> None:
+        """Abort the request in the engine as soon as the client goes away.
+
+        Runs for the whole life of the request, including while it waits in the queue
+        and before any byte of the response is sent.
+        """
+        receive = self.http.receive
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+        if not self._done:
+            self.client_gone = True
+            log.info("client disconnected; aborting %s", self.rid)
+            await self._abort()
+
+    def _close_watcher(self) -> None:
+        if self._watcher is not None and not self._watcher.done():
+            self._watcher.cancel()
