@@ -2,13 +2,53 @@
 
 The planner (HELR, P:D) and the simulator both price work here; a calibration profile
 measured on a real engine can replace it behind the same :class:`IterationCost` protocol.
-(Filled in by the planning work, issue 3.)
+
+Model
+-----
+Every decoder layer on a GPU costs ``max(FLOPs / (peak * compute_eff), bytes / (bw * memory_eff))``
+plus a fixed launch overhead, where
+
+* FLOPs  = ``2 * linear_params * new_tokens + 4 * heads * head_dim * query_key_pairs``
+* bytes  = weights of the layer (read once per iteration, whatever the batch)
+  + KV read (context tokens of decoding sequences) + KV written (every new token)
+  + activations (``4 * hidden`` values in and out per token).
+
+Tensor parallelism of degree ``t`` divides weights, FLOPs and KV (KV heads are replicated when
+there are fewer of them than ``t``) and adds two ring all-reduces of the activations per layer.
+Pipeline stages run one after another for one batch, so an iteration costs the sum of stage
+times plus one activation transfer per stage boundary (``latency + bytes / (bw * link_eff)``
+over the best path between the two GPUs). The LM head (logits for one token per sequence)
+runs on the last stage. Defaults for the efficiency factors are in :class:`CostParams` and
+are documented there; ``llmplan calibrate`` may replace them with measured values.
+
+API
+---
+* :class:`GpuPerf`, :class:`LinkPerf` -- what one GPU / one GPU-to-GPU path offers;
+  ``GpuPerf.from_attrs(graph.nodes["GPU0"])``, :func:`best_link(graph, a, b)`.
+* :func:`layer_time`, :func:`prefill_layer_time`, :func:`decode_layer_time`,
+  :func:`transfer_time`, :func:`allreduce_time` -- the building blocks (seconds).
+* :class:`StageSpec` -- layers ``[start, end)`` on a TP group of GPUs.
+* :class:`InstanceCost` -- implements :class:`IterationCost`: ``iteration_time(BatchShape)`` is
+  O(stages) with all coefficients precomputed. Build with ``InstanceCost.from_plan(plan, graph)``,
+  ``InstanceCost.single(spec, gpu_attrs, tp=1, pp=1)`` or ``InstanceCost(spec, stages, links)``.
+  ``kv_capacity_tokens()`` / ``kv_capacity_blocks(block_size)`` size the paged KV cache;
+  ``prefill_time(tokens)`` / ``decode_time(batch, ctx)`` are convenience wrappers.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+    from llmplan.models.spec import ModelSpec
+    from llmplan.plan.types import Plan
+
+GIB = 1024**3
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,3 +72,363 @@ class IterationCost(Protocol):
     def iteration_time(self, shape: BatchShape) -> float:
         """Seconds one iteration of this shape takes on the instance."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class CostParams:
+    """Efficiency factors and overheads of the roofline (defaults are typical of vLLM on Ampere/Hopper).
+
+    compute_eff: fraction of the datasheet's dense BF16 peak that large GEMMs reach (~0.6).
+    memory_eff: fraction of peak HBM bandwidth that weight/KV streaming reaches (~0.8).
+    link_eff: fraction of a link's nominal bandwidth that NCCL send/recv reaches (~0.8).
+    layer_overhead_s: kernel-launch and small-op cost per layer per iteration.
+    iteration_overhead_s: scheduler, sampling and Python cost per iteration.
+    gpu_memory_utilization: fraction of device memory the engine may use (vLLM's default 0.9);
+        the rest covers the CUDA context, NCCL buffers and allocator fragmentation.
+    activation_reserve_gib: transient activation workspace per GPU (prefill peak).
+    """
+
+    compute_eff: float = 0.6
+    memory_eff: float = 0.8
+    link_eff: float = 0.8
+    layer_overhead_s: float = 5e-6
+    iteration_overhead_s: float = 1e-3
+    gpu_memory_utilization: float = 0.9
+    activation_reserve_gib: float = 0.5
+
+
+DEFAULT_PARAMS = CostParams()
+
+
+@dataclass(frozen=True, slots=True)
+class GpuPerf:
+    name: str
+    flops: float  # dense BF16 FLOP/s after power-cap scaling
+    mem_bw: float  # bytes/s
+    memory_bytes: float
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> GpuPerf:
+        try:
+            return cls(
+                name=str(attrs.get("name") or attrs.get("model") or "gpu"),
+                flops=float(attrs["bf16_tflops"]) * 1e12,
+                mem_bw=float(attrs["hbm_gbps"]) * 1e9,
+                memory_bytes=float(attrs["memory_gib"]) * GIB,
+            )
+        except KeyError as exc:
+            from llmplan.errors import LlmplanError
+
+            raise LlmplanError(
+                f"GPU attributes lack {exc.args[0]!r}; build the topology with llmplan.topology.load_topology"
+            ) from None
+
+    def usable_bytes(self, params: CostParams = DEFAULT_PARAMS) -> float:
+        return self.memory_bytes * params.gpu_memory_utilization - params.activation_reserve_gib * GIB
+
+
+@dataclass(frozen=True, slots=True)
+class LinkPerf:
+    bandwidth: float  # bytes/s per direction
+    latency_s: float
+    kind: str = ""
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> LinkPerf:
+        return cls(
+            float(attrs["bandwidth_gbps"]) * 1e9,
+            float(attrs.get("latency_us", 0.0)) * 1e-6,
+            str(attrs.get("link", "")),
+        )
+
+
+LOCAL = LinkPerf(math.inf, 0.0, "SELF")
+
+
+def best_link(graph: nx.Graph, a: str, b: str) -> LinkPerf:
+    """Bandwidth and latency of the best path between two GPUs.
+
+    The topology graph has an edge between every GPU pair, and the direct edge is the path
+    NCCL uses; when an edge is missing the widest path (max bottleneck bandwidth, latencies
+    summed along it) stands in.
+    """
+    if a == b:
+        return LOCAL
+    if graph.has_edge(a, b):
+        return LinkPerf.from_attrs(graph.edges[a, b])
+    import networkx as nx
+
+    # Widest path: maximum spanning tree contains a max-bottleneck path between any two nodes.
+    tree = nx.maximum_spanning_tree(graph, weight="bandwidth_gbps")
+    try:
+        path = nx.shortest_path(tree, a, b)
+    except nx.NetworkXNoPath:
+        from llmplan.errors import LlmplanError
+
+        raise LlmplanError(
+            f"no path between {a} and {b} in the topology; check the topology source"
+        ) from None
+    edges = [graph.edges[u, v] for u, v in zip(path, path[1:], strict=False)]
+    return LinkPerf(
+        min(float(e["bandwidth_gbps"]) for e in edges) * 1e9,
+        sum(float(e.get("latency_us", 0.0)) for e in edges) * 1e-6,
+        "PATH",
+    )
+
+
+def transfer_time(nbytes: float, link: LinkPerf, params: CostParams = DEFAULT_PARAMS) -> float:
+    if link.bandwidth == math.inf or nbytes <= 0:
+        return 0.0
+    return link.latency_s + nbytes / (link.bandwidth * params.link_eff)
+
+
+def allreduce_time(nbytes: float, tp: int, link: LinkPerf, params: CostParams = DEFAULT_PARAMS) -> float:
+    """Ring all-reduce: 2(t-1) steps, each moving nbytes/t over the slowest link of the group."""
+    if tp <= 1 or nbytes <= 0:
+        return 0.0
+    return 2 * (tp - 1) * (link.latency_s + nbytes / tp / (link.bandwidth * params.link_eff))
+
+
+def _kv_split(spec: ModelSpec, tp: int) -> int:
+    """How many ways TP divides the KV cache (KV heads are replicated beyond their count)."""
+    return max(1, min(tp, spec.num_key_value_heads))
+
+
+def layer_time(
+    spec: ModelSpec,
+    gpu: GpuPerf,
+    tokens: float,
+    attn_pairs: float,
+    kv_read_tokens: float,
+    tp: int = 1,
+    params: CostParams = DEFAULT_PARAMS,
+) -> float:
+    """One decoder layer: roofline of compute and memory traffic (no TP communication)."""
+    flops = spec.layer_flops(tokens, attn_pairs) / tp
+    nbytes = (
+        spec.layer_weight_bytes / tp
+        + spec.kv_bytes_per_token_layer * (kv_read_tokens + tokens) / _kv_split(spec, tp)
+        + 4 * spec.hidden_size * spec.dtype_bytes * tokens
+    )
+    return (
+        max(flops / (gpu.flops * params.compute_eff), nbytes / (gpu.mem_bw * params.memory_eff))
+        + params.layer_overhead_s
+    )
+
+
+def prefill_layer_time(
+    spec: ModelSpec,
+    gpu: GpuPerf,
+    prompt_tokens: int,
+    batch: int = 1,
+    tp: int = 1,
+    params: CostParams = DEFAULT_PARAMS,
+) -> float:
+    """One layer prefilling ``batch`` prompts of ``prompt_tokens`` tokens each."""
+    tokens = batch * prompt_tokens
+    pairs = batch * prompt_tokens * (prompt_tokens + 1) / 2
+    return layer_time(spec, gpu, tokens, pairs, 0.0, tp, params)
+
+
+def decode_layer_time(
+    spec: ModelSpec,
+    gpu: GpuPerf,
+    batch: int,
+    context: float,
+    tp: int = 1,
+    params: CostParams = DEFAULT_PARAMS,
+) -> float:
+    """One layer producing one token for each of ``batch`` sequences with mean ``context`` KV tokens."""
+    return layer_time(spec, gpu, batch, batch * context, batch * context, tp, params)
+
+
+def head_time(
+    spec: ModelSpec, gpu: GpuPerf, logits_tokens: float, tp: int = 1, params: CostParams = DEFAULT_PARAMS
+) -> float:
+    """Final norm + LM head for ``logits_tokens`` positions (one per sequence)."""
+    if logits_tokens <= 0:
+        return 0.0
+    flops = spec.head_flops_per_token * logits_tokens / tp
+    nbytes = spec.vocab_size * spec.hidden_size * spec.dtype_bytes / tp
+    return max(flops / (gpu.flops * params.compute_eff), nbytes / (gpu.mem_bw * params.memory_eff))
+
+
+def activation_bytes(spec: ModelSpec, tokens: float) -> float:
+    return tokens * spec.hidden_size * spec.dtype_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StageSpec:
+    """Layers ``[start, end)`` on a tensor-parallel group (one GPU when ``len(gpus) == 1``)."""
+
+    gpus: tuple[GpuPerf, ...]
+    start: int
+    end: int
+    first: bool
+    last: bool
+    tp_link: LinkPerf = LOCAL  # slowest link inside the TP group
+
+    @property
+    def layers(self) -> int:
+        return self.end - self.start
+
+    @property
+    def tp(self) -> int:
+        return len(self.gpus)
+
+    @property
+    def gpu(self) -> GpuPerf:
+        """The slowest GPU of the group paces it."""
+        return min(self.gpus, key=lambda g: (g.flops, g.mem_bw))
+
+    def weight_bytes_per_gpu(self, spec: ModelSpec) -> float:
+        w = self.layers * spec.layer_weight_bytes
+        if self.first:
+            w += spec.embed_weight_bytes
+        if self.last:
+            w += spec.head_weight_bytes
+        return w / self.tp
+
+    def kv_bytes_per_token_per_gpu(self, spec: ModelSpec) -> float:
+        return self.layers * spec.kv_bytes_per_token_layer / _kv_split(spec, self.tp)
+
+
+@dataclass(slots=True)
+class InstanceCost:
+    """One serving instance (PP stages, each a TP group): implements :class:`IterationCost`."""
+
+    spec: ModelSpec
+    stages: Sequence[StageSpec]
+    links: Sequence[LinkPerf] = ()  # links[k] joins stages k and k+1
+    params: CostParams = DEFAULT_PARAMS
+    _coef: tuple = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.links) != max(0, len(self.stages) - 1):
+            raise ValueError("links must join consecutive stages (len(stages) - 1 entries)")
+        s, p = self.spec, self.params
+        per_stage = []
+        for st in self.stages:
+            g, t, n = st.gpu, st.tp, st.layers
+            inv_c = 1.0 / (g.flops * p.compute_eff)
+            inv_m = 1.0 / (g.mem_bw * p.memory_eff)
+            kvs = _kv_split(s, t)
+            # Per layer: compute = ct*T + cp*P ; memory = m0 + mk*(KVread + T) + ma*T
+            ct = 2.0 * s.layer_linear_params / t * inv_c
+            cp = 4.0 * s.num_attention_heads * s.head_dim / t * inv_c
+            m0 = s.layer_weight_bytes / t * inv_m
+            mk = s.kv_bytes_per_token_layer / kvs * inv_m
+            ma = 4 * s.hidden_size * s.dtype_bytes * inv_m
+            ar = activation_bytes(s, 1.0)
+            head_c = (s.head_flops_per_token / t * inv_c) if st.last else 0.0
+            head_m = (s.vocab_size * s.hidden_size * s.dtype_bytes / t * inv_m) if st.last else 0.0
+            per_stage.append(
+                (n, ct, cp, m0, mk, ma, n * p.layer_overhead_s, t, st.tp_link, ar, head_c, head_m)
+            )
+        self._coef = tuple(per_stage)
+
+    # ---- IterationCost --------------------------------------------------------------------
+    def iteration_time(self, shape: BatchShape) -> float:
+        tokens = shape.prefill_tokens + shape.decode_seqs
+        if tokens <= 0:
+            return 0.0
+        pairs = shape.prefill_attn + shape.decode_ctx
+        kv_rw = shape.decode_ctx + tokens
+        logits = shape.decode_seqs + (1 if shape.prefill_tokens > 0 else 0)
+        total = self.params.iteration_overhead_s
+        for n, ct, cp, m0, mk, ma, ovh, t, tpl, ar, hc, hm in self._coef:
+            comp = ct * tokens + cp * pairs
+            mem = m0 + mk * kv_rw + ma * tokens
+            total += n * (comp if comp > mem else mem) + ovh
+            if t > 1:
+                total += 2 * n * allreduce_time(ar * tokens, t, tpl, self.params)
+            if hc:
+                hcomp, total_h = hc * logits, hm
+                total += hcomp if hcomp > total_h else total_h
+        act = activation_bytes(self.spec, tokens)
+        for link in self.links:
+            total += transfer_time(act, link, self.params)
+        return total
+
+    # ---- conveniences ---------------------------------------------------------------------
+    def prefill_time(self, prompt_tokens: int, batch: int = 1) -> float:
+        return self.iteration_time(
+            BatchShape(
+                prefill_tokens=prompt_tokens * batch,
+                prefill_attn=batch * prompt_tokens * (prompt_tokens + 1) / 2,
+            )
+        )
+
+    def decode_time(self, batch: int, context: float) -> float:
+        return self.iteration_time(BatchShape(decode_seqs=batch, decode_ctx=int(batch * context)))
+
+    def kv_capacity_tokens(self) -> int:
+        """Tokens of KV the instance can hold: the tightest stage's free memory / its per-token KV."""
+        cap = math.inf
+        for st in self.stages:
+            free = min(g.usable_bytes(self.params) for g in st.gpus) - st.weight_bytes_per_gpu(self.spec)
+            per_tok = st.kv_bytes_per_token_per_gpu(self.spec)
+            if per_tok > 0:
+                cap = min(cap, max(0.0, free) / per_tok)
+        return 0 if cap == math.inf else int(cap)
+
+    def kv_capacity_blocks(self, block_size: int = 16) -> int:
+        return self.kv_capacity_tokens() // block_size
+
+    @property
+    def num_gpus(self) -> int:
+        return sum(st.tp for st in self.stages)
+
+    # ---- constructors ---------------------------------------------------------------------
+    @classmethod
+    def single(
+        cls,
+        spec: ModelSpec,
+        gpu_attrs: Mapping[str, Any] | GpuPerf,
+        tp: int = 1,
+        pp: int = 1,
+        link: LinkPerf | Mapping[str, Any] | None = None,
+        params: CostParams = DEFAULT_PARAMS,
+    ) -> InstanceCost:
+        """``tp * pp`` identical GPUs, layers split as evenly as possible over ``pp`` stages."""
+        gpu = gpu_attrs if isinstance(gpu_attrs, GpuPerf) else GpuPerf.from_attrs(gpu_attrs)
+        lk = (
+            link
+            if isinstance(link, LinkPerf)
+            else (LinkPerf.from_attrs(link) if link else LinkPerf(300e9, 3e-6, "NV"))
+        )
+        n = spec.num_hidden_layers
+        if not 1 <= pp <= n:
+            raise ValueError(f"pp must be in [1, {n}]")
+        bounds = [round(k * n / pp) for k in range(pp + 1)]
+        stages = [
+            StageSpec((gpu,) * tp, bounds[k], bounds[k + 1], k == 0, k == pp - 1, lk if tp > 1 else LOCAL)
+            for k in range(pp)
+        ]
+        return cls(spec, stages, [lk] * (pp - 1), params)
+
+    @classmethod
+    def from_plan(
+        cls, plan: Plan, graph: nx.Graph, params: CostParams | None = None, instance: int = 0
+    ) -> InstanceCost:
+        """The instance of a saved plan (``instance`` picks one of a P:D plan's instances)."""
+        from llmplan.models.spec import ModelSpec
+
+        spec = ModelSpec.from_dict(plan.model_spec)
+        stages_plan = plan.instance_stages(instance)
+        stages, links = [], []
+        for k, sp in enumerate(stages_plan):
+            gpus = tuple(GpuPerf.from_attrs(graph.nodes[g]) for g in sp.gpus)
+            tpl = LOCAL
+            for a in sp.gpus:
+                for b in sp.gpus:
+                    if a < b:
+                        lk = best_link(graph, a, b)
+                        if lk.bandwidth < tpl.bandwidth:
+                            tpl = lk
+            stages.append(
+                StageSpec(gpus, sp.layer_start, sp.layer_end, k == 0, k == len(stages_plan) - 1, tpl)
+            )
+            if k:
+                links.append(best_link(graph, stages_plan[k - 1].gpus[0], sp.gpus[0]))
+        return cls(spec, stages, links, params or plan.cost_params())

@@ -1,0 +1,180 @@
+"""The Plan: what `llmplan plan` decides and later commands (`serve`, `bench`, the simulator) read.
+
+Saved as JSON or YAML (``Plan.save(path)`` picks by suffix; ``Plan.load(path)``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmplan.errors import LlmplanError
+
+PLAN_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class PlanWorkload:
+    """The reference workload a plan is sized and priced for.
+
+    max_batch sequences of input_len prompt tokens and output_len generated tokens:
+    the KV reserve is max_batch * (input_len + output_len) tokens.
+    """
+
+    max_batch: int = 32
+    input_len: int = 512
+    output_len: int = 256
+
+    @property
+    def kv_tokens(self) -> int:
+        return self.max_batch * (self.input_len + self.output_len)
+
+
+@dataclass(slots=True)
+class StagePlan:
+    gpus: list[str]  # topology node ids, TP group ("GPU3"); one for pure pipeline stages
+    layer_start: int
+    layer_end: int  # exclusive
+    gpu_name: str = ""
+    weights_gib: float = 0.0
+    kv_gib: float = 0.0
+    free_gib: float = 0.0
+    prefill_s: float = 0.0  # this stage's share of one prompt's prefill
+    decode_s: float = 0.0  # this stage's share of one decode step of the reference batch
+    link_to_next: str = ""  # link class to the next stage ("PIX", "NV18", ...)
+
+    @property
+    def layers(self) -> int:
+        return self.layer_end - self.layer_start
+
+    @property
+    def gpu_indices(self) -> list[int]:
+        return [int(g.removeprefix("GPU")) for g in self.gpus]
+
+
+@dataclass(slots=True)
+class InstancePlan:
+    role: str = "both"  # both | prefill | decode
+    stages: list[StagePlan] = field(default_factory=list)
+
+    @property
+    def gpus(self) -> list[str]:
+        return [g for s in self.stages for g in s.gpus]
+
+
+@dataclass(slots=True)
+class Plan:
+    model: str
+    model_spec: dict[str, Any]
+    topology: str
+    mode: str  # HE | LR | HELR | PD
+    instances: list[InstancePlan]
+    workload: PlanWorkload = field(default_factory=PlanWorkload)
+    a1: float = 0.5
+    a2: float = 0.5
+    metrics: dict[str, Any] = field(default_factory=dict)
+    explanation: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    pd: dict[str, Any] | None = None
+    version: int = PLAN_VERSION
+
+    @property
+    def stages(self) -> list[StagePlan]:
+        return self.instances[0].stages
+
+    def instance_stages(self, instance: int = 0) -> list[StagePlan]:
+        if not 0 <= instance < len(self.instances):
+            raise LlmplanError(
+                f"plan has {len(self.instances)} instance(s); instance {instance} does not exist"
+            )
+        return self.instances[instance].stages
+
+    @property
+    def num_gpus(self) -> int:
+        return sum(len(i.gpus) for i in self.instances)
+
+    def cost_params(self):
+        from llmplan.plan.costmodel import CostParams
+
+        return CostParams(**self.params) if self.params else CostParams()
+
+    # ---- serialisation --------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Plan:
+        try:
+            if d.get("version", PLAN_VERSION) > PLAN_VERSION:
+                raise LlmplanError(
+                    f"plan format v{d['version']} is newer than this llmplan (v{PLAN_VERSION}); "
+                    "upgrade llmplan"
+                )
+            instances = [
+                InstancePlan(role=i.get("role", "both"), stages=[StagePlan(**s) for s in i["stages"]])
+                for i in d["instances"]
+            ]
+            return cls(
+                model=d["model"],
+                model_spec=d["model_spec"],
+                topology=d.get("topology", ""),
+                mode=d["mode"],
+                instances=instances,
+                workload=PlanWorkload(**d.get("workload", {})),
+                a1=d.get("a1", 0.5),
+                a2=d.get("a2", 0.5),
+                metrics=d.get("metrics", {}),
+                explanation=list(d.get("explanation", [])),
+                params=d.get("params", {}),
+                pd=d.get("pd"),
+                version=d.get("version", PLAN_VERSION),
+            )
+        except (KeyError, TypeError) as exc:
+            raise LlmplanError(
+                f"not a llmplan plan ({exc}); create one with `llmplan plan --out plan.json`"
+            ) from None
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def save(self, path: str | Path) -> Path:
+        p = Path(path)
+        text = self.to_yaml() if p.suffix in (".yaml", ".yml") else self.to_json()
+        tmp = p.with_name(p.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(p)  # never leave a half-written plan behind
+        return p
+
+    @classmethod
+    def load(cls, path: str | Path) -> Plan:
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except FileNotFoundError:
+            raise LlmplanError(
+                f"plan file {str(p)!r} does not exist; create it with `llmplan plan --out {p}`"
+            ) from None
+        try:
+            if p.suffix in (".yaml", ".yml"):
+                import yaml
+
+                d = yaml.safe_load(text)
+            else:
+                d = json.loads(text)
+        except Exception as exc:  # noqa: BLE001 - any parse error becomes one line
+            raise LlmplanError(
+                f"plan file {str(p)!r} cannot be parsed ({type(exc).__name__}); "
+                "regenerate it with `llmplan plan --out`"
+            ) from None
+        if not isinstance(d, dict):
+            raise LlmplanError(
+                f"plan file {str(p)!r} is not a plan object; regenerate it with `llmplan plan`"
+            )
+        return cls.from_dict(d)
