@@ -1,0 +1,62 @@
+"""Batch policies: plain objects that the scheduler (simulator and engine alike) consults.
+
+``get_policy("slo-odbs", threshold=0.3)`` builds one by name; :data:`POLICIES` lists them.
+See :mod:`llmplan.batch.base` for the protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from llmplan.batch.base import AdmissionView, BatchPolicy, deadline, predicted_len
+from llmplan.batch.fcfs import ContinuousFCFS, StaticFCFS
+from llmplan.batch.length import LJF, SJF
+from llmplan.batch.s3 import S3
+from llmplan.batch.uellm import ODBS, SLODBS, SLOODBS
+from llmplan.errors import LlmplanError
+
+POLICIES: dict[str, Callable[..., Any]] = {
+    "fcfs": ContinuousFCFS,
+    "static-fcfs": StaticFCFS,
+    "sjf": SJF,
+    "ljf": LJF,
+    "s3": S3,
+    "slo-odbs": SLOODBS,
+    "slo-dbs": SLODBS,
+    "odbs": ODBS,
+}
+ALIASES = {"continuous-fcfs": "fcfs", "vllm": "fcfs", "static": "static-fcfs", "uellm": "slo-odbs"}
+
+
+def get_policy(name: str, **kwargs: Any) -> BatchPolicy:
+    """Build a policy by name (case-insensitive; aliases: continuous-fcfs/vllm, static, uellm)."""
+    key = name.strip().lower().replace("_", "-")
+    key = ALIASES.get(key, key)
+    factory = POLICIES.get(key)
+    if factory is None:
+        known = ", ".join(sorted(POLICIES) + sorted(ALIASES))
+        raise LlmplanError(f"unknown batch policy {name!r}; choose one of: {known}")
+    try:
+        return factory(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise LlmplanError(f"bad options for batch policy {key!r}: {e}") from None
+
+
+__all__ = [
+    "ALIASES",
+    "POLICIES",
+    "AdmissionView",
+    "BatchPolicy",
+    "ContinuousFCFS",
+    "LJF",
+    "ODBS",
+    "S3",
+    "SJF",
+    "SLODBS",
+    "SLOODBS",
+    "StaticFCFS",
+    "deadline",
+    "get_policy",
+    "predicted_len",
+]

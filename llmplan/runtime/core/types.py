@@ -51,6 +51,11 @@ class SeqState:
     token_times_s: list[float] | None = None
     finish_reason: str | None = None  # "length", "stop", "eos", "abort", ...
     sampling: object | None = None  # engine's SamplingParams; opaque to the core
+    # Added by the serving core (all optional, defaults keep older callers working):
+    reserved_tokens: int = 0  # KV slots booked at admission (prompt + predicted output, policy-dependent)
+    mispredicted: bool = False  # generated more tokens than predicted_output_tokens
+    transferred_tokens: int = 0  # KV tokens that arrive with the request (P/D hand-off), not recomputed
+    arrival_seq: int = 0  # order of arrival at this instance (FCFS tie-break, victim choice)
 
     @property
     def rid(self) -> int:
@@ -76,6 +81,13 @@ class ScheduledBatch:
     # Static-batching policies pad every sequence to the batch's longest; the executor
     # prices (or computes) the padded shape and the scheduler counts the waste.
     padded_tokens: int = 0
+    # The padded part of the shape, for executors that price it (the simulator); a real engine
+    # may skip the padding and only run ``items``. Decode padding: finished members of a static
+    # batch that still occupy a slot until the batch's longest request finishes.
+    pad_prefill_tokens: int = 0
+    pad_prefill_attn: float = 0.0
+    pad_decode_seqs: int = 0
+    pad_decode_ctx: int = 0
 
     @property
     def num_prefill_tokens(self) -> int:

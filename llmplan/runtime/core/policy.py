@@ -1,0 +1,55 @@
+"""The batch-policy protocol the scheduler calls (implementations: :mod:`llmplan.batch`).
+
+A policy decides *which waiting sequences to admit, in what order*; the scheduler owns
+memory, preemption and the step loop. Both the simulator and the real engine drive the same
+scheduler with the same policy objects.
+
+Contract of :meth:`BatchPolicy.select`: return candidates in admission order. The scheduler
+admits them one by one while KV blocks, ``max_num_seqs`` and the token budget allow. On the
+first candidate that does not fit it stops (``skip_blocked = False``: head-of-line order, as
+vLLM's FCFS) or tries the next one (``skip_blocked = True``: packing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from llmplan.runtime.core.types import SeqState
+
+Reserve = Literal["none", "predicted"]
+
+
+@dataclass(slots=True)
+class AdmissionView:
+    """What a policy may know about its instance when it picks candidates."""
+
+    free_blocks: int
+    total_blocks: int
+    block_size: int
+    num_running: int
+    max_num_seqs: int
+    token_budget: int  # tokens left in this step's budget
+
+    @property
+    def capacity_tokens(self) -> int:
+        return self.total_blocks * self.block_size
+
+
+class BatchPolicy(Protocol):
+    name: str
+    # True: a batch runs until its longest member finishes; nothing joins it meanwhile
+    # (finished members keep their slot as padding). False: iteration-level batching.
+    static: bool
+    # "none": KV grows on demand (vLLM paging). "predicted": prompt + predicted output is booked
+    # at admission (S3/UELLM-style); a sequence that outgrows it grows on demand or is preempted.
+    reserve: Reserve
+    uses_prediction: bool
+    skip_blocked: bool
+    # True when select() depends only on the waiting/running state, not on ``now``: then, if
+    # nothing was admitted at one step, nothing is admitted until a sequence finishes or
+    # arrives, which lets the simulator fast-forward pure decode steps.
+    time_invariant: bool
+
+    def select(self, waiting: Sequence[SeqState], view: AdmissionView, now: float) -> Sequence[SeqState]: ...

@@ -1,0 +1,538 @@
+"""The per-instance scheduler: request state, paged KV, admission, preemption, batching.
+
+Both clocks drive it the same way::
+
+    batch = sched.schedule(now)                 # decide this iteration's work
+    result = executor.execute(batch)            # torch forward pass, or cost-model pricing
+    done = sched.update(batch, result, now2)    # account tokens, stop, free blocks
+
+Token accounting (one rule for prefill, chunked prefill, decode and recompute): a sequence
+*knows* ``K = prompt_tokens + num_generated`` tokens and has the KV of
+``num_computed_tokens = c`` of them. A step computes ``n <= K - c`` new tokens; when the step
+brings ``c`` up to ``K`` the model samples one new token (``num_generated += 1``). A fresh
+request therefore prefills its prompt and emits its first token in the same step; a
+preempted one re-prefills prompt *and* generated tokens (recompute) and then continues.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from llmplan.runtime.core.blocks import BlockManager, blocks_for
+from llmplan.runtime.core.policy import AdmissionView, BatchPolicy
+from llmplan.runtime.core.types import ScheduledBatch, ScheduledSeq, SeqState, SeqStatus, StepResult
+
+Role = Literal["both", "prefill", "decode"]
+_RUNNING = SeqStatus.RUNNING
+
+
+class StopRule(Protocol):
+    """Decides when a sequence is done after it emitted a token."""
+
+    def __call__(self, seq: SeqState) -> str | None:
+        """A finish reason ("length", "stop", "eos", ...) or None to continue."""
+        ...
+
+    def steps_left(self, seq: SeqState) -> int | None:
+        """Tokens still to emit before the rule fires, if that is known in advance (the
+        simulator's rule); None when it depends on sampled tokens (EOS, stop strings), which
+        disables decode fast-forward."""
+        ...
+
+
+class OutputLengthStop:
+    """The simulator's stop rule: a request generates exactly ``spec.output_tokens`` tokens."""
+
+    def __call__(self, seq: SeqState) -> str | None:
+        return "length" if seq.num_generated >= seq.spec.output_tokens else None
+
+    def steps_left(self, seq: SeqState) -> int | None:
+        return seq.spec.output_tokens - seq.num_generated
+
+
+@dataclass(slots=True)
+class SchedulerConfig:
+    num_blocks: int
+    block_size: int = 16
+    max_num_seqs: int = 256
+    # Token budget per step (prefill chunk tokens + one per decode). Without chunked prefill,
+    # a prompt longer than the budget still runs, alone among prefills, as in vLLM.
+    max_num_batched_tokens: int = 8192
+    chunked_prefill: bool = False
+    # Share of blocks admission keeps free so running sequences can grow (vLLM: 1%).
+    watermark: float = 0.01
+    # Longest sequence (prompt + output); None = the KV capacity. A sequence reaching it stops
+    # with finish_reason "max_model_len", so one sequence alone can always run to completion.
+    max_model_len: int | None = None
+    # "prefill": a sequence leaves after its first token (P/D disaggregation hand-off);
+    # "decode": sequences may arrive with their KV (``transferred_tokens``).
+    role: Role = "both"
+    record_token_times: bool = False
+
+    def __post_init__(self) -> None:
+        if self.num_blocks <= 0:
+            raise ValueError(f"num_blocks must be positive (got {self.num_blocks}); give the KV pool memory")
+        if self.block_size <= 0 or self.max_num_seqs <= 0 or self.max_num_batched_tokens <= 0:
+            raise ValueError("block_size, max_num_seqs and max_num_batched_tokens must be positive")
+        cap = self.num_blocks * self.block_size
+        if self.max_model_len is None or self.max_model_len > cap:
+            self.max_model_len = cap
+
+
+@dataclass(slots=True)
+class SchedulerStats:
+    admitted: int = 0
+    finished: int = 0
+    rejected: int = 0
+    aborted: int = 0
+    handoffs: int = 0
+    preemptions: int = 0
+    # Preemptions forced by a sequence that had outgrown its predicted length.
+    misprediction_preemptions: int = 0
+    mispredictions: int = 0  # sequences that generated more than predicted (underestimates)
+    padding_tokens: int = 0
+    steps: int = 0
+    prefill_tokens: int = 0  # includes recomputed tokens
+    recompute_tokens: int = 0
+    decode_tokens: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+def _default_policy() -> BatchPolicy:
+    from llmplan.batch.fcfs import ContinuousFCFS
+
+    return ContinuousFCFS()
+
+
+@dataclass(slots=True)
+class _StaticBatch:
+    members: list[SeqState] = field(default_factory=list)
+    done: list[SeqState] = field(default_factory=list)  # finished, padding until the batch drains
+    pad_ctx: int = 0  # sum of the padding slots' context lengths
+
+
+class Scheduler:
+    """One serving instance's scheduler. Not thread-safe: the engine calls it from its loop."""
+
+    def __init__(
+        self,
+        config: SchedulerConfig,
+        policy: BatchPolicy | None = None,
+        stop: StopRule | None = None,
+        name: str = "instance0",
+    ) -> None:
+        self.config = config
+        self.policy = policy if policy is not None else _default_policy()
+        if self.policy.static and (config.role != "both" or config.chunked_prefill):
+            raise ValueError(
+                f"static batching policy {self.policy.name!r} runs whole batches on one instance: "
+                "use it without chunked prefill and without P/D disaggregation"
+            )
+        self.stop: StopRule = stop if stop is not None else OutputLengthStop()
+        self.name = name
+        self.blocks = BlockManager(config.num_blocks, config.block_size)
+        self.waiting: list[SeqState] = []  # arrival order; preempted sequences go to the front
+        self.running: list[SeqState] = []  # admission order; preemption victims come from the tail
+        self.seqs: dict[int, SeqState] = {}
+        self.stats = SchedulerStats()
+        self._arrivals = 0
+        self._watermark_blocks = int(config.watermark * config.num_blocks)
+        self._static = _StaticBatch() if self.policy.static else None
+        # Set by schedule(): True when the next steps cannot admit anything until a sequence
+        # finishes or arrives (see decode_run_limit).
+        self._admission_stable = False
+        self._preempted_this_step = False
+        self.on_finish: Callable[[SeqState], None] | None = None
+
+    # ------------------------------------------------------------------ requests in and out
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+    @property
+    def num_running(self) -> int:
+        return len(self.running)
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def add(self, seq: SeqState, now: float) -> bool:
+        """Queue a sequence. Returns False and marks it REJECTED (with ``finish_reason``
+        saying why) when it can never run on this instance."""
+        p = seq.spec.prompt_tokens
+        need = max(p, seq.transferred_tokens) + 1
+        reason = None
+        if p <= 0:
+            reason = f"prompt has {p} tokens; a request needs at least one prompt token"
+        elif need > self.config.max_model_len:
+            reason = (
+                f"prompt of {p} tokens does not fit the instance's {self.config.max_model_len}-token "
+                "KV capacity; give the instance more KV memory or shorten the prompt"
+            )
+        if reason is not None:
+            seq.status = SeqStatus.REJECTED
+            seq.finish_reason = reason
+            seq.finish_s = now
+            self.stats.rejected += 1
+            return False
+        seq.status = SeqStatus.WAITING
+        seq.arrival_seq = self._arrivals
+        self._arrivals += 1
+        if self.config.record_token_times and seq.token_times_s is None:
+            seq.token_times_s = []
+        self.waiting.append(seq)
+        self.seqs[seq.rid] = seq
+        return True
+
+    def abort(self, rid: int, now: float | None = None) -> SeqState | None:
+        """Drop a request wherever it is and free its KV blocks (client went away)."""
+        seq = self.seqs.pop(rid, None)
+        if seq is None:
+            return None
+        if seq.status is _RUNNING:
+            self.running.remove(seq)
+            if self._static is not None and seq in self._static.members:
+                self._static.members.remove(seq)
+        else:
+            self.waiting = [s for s in self.waiting if s is not seq]
+        self.blocks.free(seq)
+        seq.status = SeqStatus.ABORTED
+        seq.finish_reason = "abort"
+        seq.finish_s = now
+        self.stats.aborted += 1
+        return seq
+
+    # ------------------------------------------------------------------ one iteration
+    def schedule(self, now: float) -> ScheduledBatch:
+        self._preempted_this_step = False
+        if self._static is not None:
+            return self._schedule_static(now)
+        cfg = self.config
+        budget = cfg.max_num_batched_tokens
+        chunked = cfg.chunked_prefill
+        items: list[ScheduledSeq] = []
+        running = self.running
+        has_prefill = False
+        i = 0
+        while i < len(running) and budget > 0:
+            seq = running[i]
+            c = seq.num_computed_tokens
+            pending = seq.spec.prompt_tokens + seq.num_generated - c
+            is_prefill = pending > 1 or c < seq.spec.prompt_tokens
+            n = min(pending, budget) if (is_prefill and chunked) else pending
+            if not self._grow(seq, c + n):
+                break  # seq itself was the last one and got preempted
+            items.append(ScheduledSeq(seq, n, c, is_prefill))
+            has_prefill |= is_prefill
+            budget -= n
+            i += 1
+        admitted = 0
+        if self.waiting:
+            admitted = self._admit(items, budget, has_prefill, now)
+        self._admission_stable = (
+            admitted == 0 and not self._preempted_this_step and self.policy.time_invariant
+        )
+        return ScheduledBatch(items)
+
+    def _grow(self, seq: SeqState, tokens: int) -> bool:
+        """Make room for ``tokens`` KV slots of a running sequence, preempting from the tail
+        of the running list (latest admitted first) when blocks run out."""
+        while not self.blocks.ensure(seq, tokens):
+            victim = self.running[-1]
+            if seq.mispredicted:
+                self.stats.misprediction_preemptions += 1
+            self._preempt(victim)
+            if victim is seq:
+                return False
+        return True
+
+    def _preempt(self, seq: SeqState) -> None:
+        self.running.remove(seq)
+        if self._static is not None and seq in self._static.members:
+            self._static.members.remove(seq)
+        self.blocks.free(seq)
+        seq.num_computed_tokens = 0
+        seq.transferred_tokens = 0
+        seq.reserved_tokens = 0
+        seq.status = SeqStatus.PREEMPTED
+        seq.preemptions += 1
+        self.stats.preemptions += 1
+        self._preempted_this_step = True
+        self.waiting.insert(0, seq)
+
+    def _reservation(self, seq: SeqState, known: int) -> int:
+        r = known
+        if self.policy.reserve == "predicted" and seq.predicted_output_tokens is not None:
+            r = max(r, seq.spec.prompt_tokens + seq.predicted_output_tokens)
+        return min(r, self.config.max_model_len)
+
+    def _admit(self, items: list[ScheduledSeq], budget: int, has_prefill: bool, now: float) -> int:
+        cfg = self.config
+        blocks = self.blocks
+        running = self.running
+        if len(running) >= cfg.max_num_seqs or budget <= 0:
+            return 0
+        view = AdmissionView(
+            free_blocks=blocks.num_free,
+            total_blocks=blocks.num_blocks,
+            block_size=blocks.block_size,
+            num_running=len(running),
+            max_num_seqs=cfg.max_num_seqs,
+            token_budget=budget,
+        )
+        skip = self.policy.skip_blocked
+        admitted = 0
+        for seq in self.policy.select(self.waiting, view, now):
+            if len(running) >= cfg.max_num_seqs or budget <= 0:
+                break
+            known = seq.spec.prompt_tokens + seq.num_generated
+            if seq.transferred_tokens:
+                c, n, is_prefill = seq.transferred_tokens, known - seq.transferred_tokens, False
+            else:
+                c, is_prefill = 0, True
+                n = min(known, budget) if cfg.chunked_prefill else known
+                if not cfg.chunked_prefill and n > budget and has_prefill:
+                    if skip:
+                        continue
+                    break
+            # Whole prompt (plus any predicted output) is booked at admission, so a chunked
+            # prefill can never stall half-way for lack of blocks.
+            reserve = self._reservation(seq, known if seq.transferred_tokens == 0 else c + n)
+            # The watermark protects running sequences' growth; with nothing running there is
+            # nothing to protect and holding it back could starve a near-capacity request.
+            wm = self._watermark_blocks if running else 0
+            if not blocks.can_allocate(blocks.extra_blocks(seq, reserve), wm):
+                if skip:
+                    continue
+                break
+            blocks.ensure(seq, reserve)
+            seq.reserved_tokens = reserve
+            seq.num_computed_tokens = c
+            seq.status = _RUNNING
+            if seq.first_scheduled_s is None:
+                seq.first_scheduled_s = now
+            running.append(seq)
+            items.append(ScheduledSeq(seq, n, c, is_prefill))
+            has_prefill |= is_prefill
+            budget -= n
+            admitted += 1
+            self.stats.admitted += 1
+        if admitted:
+            self.waiting = [s for s in self.waiting if s.status is not _RUNNING]
+        return admitted
+
+    def _schedule_static(self, now: float) -> ScheduledBatch:
+        sb = self._static
+        assert sb is not None
+        if self.running:
+            items = []
+            i = 0
+            while i < len(self.running):
+                seq = self.running[i]
+                c = seq.num_computed_tokens
+                if not self._grow(seq, c + 1):
+                    break
+                items.append(ScheduledSeq(seq, 1, c, False))
+                i += 1
+            self._admission_stable = not self._preempted_this_step
+            npad = len(sb.done)
+            return ScheduledBatch(items, padded_tokens=npad, pad_decode_seqs=npad, pad_decode_ctx=sb.pad_ctx)
+        # The previous batch has drained: its members' blocks come back now.
+        for s in sb.done:
+            self.blocks.free(s)
+        sb.done.clear()
+        sb.members.clear()
+        sb.pad_ctx = 0
+        items: list[ScheduledSeq] = []
+        if self.waiting:
+            # A static batch is bounded by memory and max_num_seqs, not by a token budget.
+            self._admit(items, 1 << 62, False, now)
+        sb.members = [it.seq for it in items]
+        self._admission_stable = False
+        if not items:
+            return ScheduledBatch(items)
+        longest = max(it.num_new_tokens for it in items)
+        pad = sum(longest - it.num_new_tokens for it in items)
+        pad_attn = sum(longest * longest / 2 - it.num_new_tokens * it.num_new_tokens / 2 for it in items)
+        return ScheduledBatch(items, padded_tokens=pad, pad_prefill_tokens=pad, pad_prefill_attn=pad_attn)
+
+    # ------------------------------------------------------------------ after the step
+    def update(self, batch: ScheduledBatch, result: StepResult, now: float) -> list[SeqState]:
+        """Account the step that ran; returns sequences that left the instance this step
+        (finished, or handed off to a decode instance when ``role == "prefill"``)."""
+        stats = self.stats
+        stats.steps += 1
+        stats.padding_tokens += batch.padded_tokens
+        next_tokens = result.next_tokens
+        out: list[SeqState] = []
+        for it in batch.items:
+            seq = it.seq
+            if seq.status is not _RUNNING:
+                continue  # aborted while the step ran
+            n = it.num_new_tokens
+            c = it.context_len + n
+            seq.num_computed_tokens = c
+            if it.is_prefill:
+                stats.prefill_tokens += n
+                if seq.preemptions:
+                    stats.recompute_tokens += n
+            else:
+                stats.decode_tokens += n
+            if c < seq.spec.prompt_tokens + seq.num_generated:
+                continue  # a prefill chunk that did not reach the end
+            seq.num_generated += 1
+            if next_tokens is not None:
+                tok = next_tokens.get(seq.rid)
+                if tok is not None:
+                    seq.output_token_ids.append(tok)
+            if seq.first_token_s is None:
+                seq.first_token_s = now
+            if seq.token_times_s is not None:
+                seq.token_times_s.append(now)
+            self._check_prediction(seq)
+            if self._after_token(seq, now):
+                out.append(seq)
+        if self._static is not None:
+            self._static.pad_ctx += batch.pad_decode_seqs
+        return out
+
+    def _check_prediction(self, seq: SeqState) -> None:
+        p = seq.predicted_output_tokens
+        if p is not None and not seq.mispredicted and seq.num_generated > p:
+            seq.mispredicted = True
+            self.stats.mispredictions += 1
+
+    def _after_token(self, seq: SeqState, now: float) -> bool:
+        reason = self.stop(seq)
+        if reason is None and seq.spec.prompt_tokens + seq.num_generated >= self.config.max_model_len:
+            reason = "max_model_len"
+        if reason is not None:
+            self._finish(seq, reason, now)
+            return True
+        if self.config.role == "prefill":
+            self._handoff(seq)
+            return True
+        return False
+
+    def _finish(self, seq: SeqState, reason: str, now: float) -> None:
+        seq.status = SeqStatus.FINISHED
+        seq.finish_reason = reason
+        seq.finish_s = now
+        self.running.remove(seq)
+        self.seqs.pop(seq.rid, None)
+        self.stats.finished += 1
+        if self._static is not None:
+            # Its slot stays in the batch as padding until the longest member finishes.
+            self._static.done.append(seq)
+            self._static.pad_ctx += seq.num_computed_tokens
+        else:
+            self.blocks.free(seq)
+        if self.on_finish is not None:
+            self.on_finish(seq)
+
+    def _handoff(self, seq: SeqState) -> None:
+        """Prefill instance: the sequence leaves with its KV; the receiver re-queues it."""
+        self.running.remove(seq)
+        self.seqs.pop(seq.rid, None)
+        self.blocks.free(seq)
+        seq.finish_reason = "handoff"
+        self.stats.handoffs += 1
+
+    # ------------------------------------------------------------------ decode fast-forward
+    def decode_run_limit(self, batch: ScheduledBatch, max_steps: int) -> int:
+        """How many consecutive iterations, starting with ``batch`` (just scheduled), are pure
+        decode steps of exactly this set of sequences: no admission, no preemption, no
+        finish before the last of them. Always >= 1.
+
+        The simulator uses it to price and apply those steps in one go
+        (:meth:`apply_decode_run`); the result is identical to calling schedule/update that
+        many times. The engine does not need it.
+        """
+        items = batch.items
+        if max_steps <= 1 or not items or batch.pad_prefill_tokens:
+            return 1
+        if self.waiting and not self._admission_stable:
+            return 1
+        if len(items) != len(self.running):
+            return 1  # token budget left someone out: not a steady state
+        k = max_steps
+        max_len = self.config.max_model_len
+        steps_left = self.stop.steps_left
+        bs = self.config.block_size
+        n = 0
+        for it in items:
+            if it.is_prefill:
+                return 1
+            seq = it.seq
+            left = steps_left(seq)
+            if left is None:
+                return 1
+            cap_left = max_len - seq.spec.prompt_tokens - seq.num_generated
+            if cap_left < left:
+                left = cap_left
+            if left < k:
+                k = left
+            n += 1
+        if k <= 1:
+            return 1
+        free = self.blocks.num_free
+        # Each sequence already holds the slot of step 1; over k steps it needs at most
+        # ceil((k-1)/bs) more blocks. The common case (plenty of memory) ends here.
+        if n * blocks_for(k - 1, bs) <= free:
+            return k
+        slack = [len(it.seq.block_ids) * bs - it.context_len - 1 for it in items]
+
+        def need(steps: int) -> int:
+            extra = steps - 1
+            return sum(blocks_for(extra - s, bs) for s in slack if extra > s)
+
+        lo, hi = 1, k  # need(lo) == 0 <= free
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if need(mid) <= free:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def apply_decode_run(
+        self, batch: ScheduledBatch, steps: int, now: float, step_ends: Sequence[float] | None = None
+    ) -> list[SeqState]:
+        """Apply ``steps`` decode iterations of ``batch`` that end at ``now`` (the last step's
+        end); ``step_ends`` gives every step's end time when token times are recorded."""
+        stats = self.stats
+        stats.steps += steps
+        npad = batch.pad_decode_seqs
+        stats.padding_tokens += npad * steps
+        out: list[SeqState] = []
+        blocks = self.blocks
+        for it in batch.items:
+            seq = it.seq
+            c = it.context_len + steps
+            seq.num_computed_tokens = c
+            seq.num_generated += steps
+            if not blocks.ensure(seq, c):
+                raise AssertionError("decode_run_limit admitted a run the KV pool cannot hold")
+            if seq.token_times_s is not None:
+                if step_ends is None:
+                    raise ValueError("record_token_times needs step_ends for a decode run")
+                seq.token_times_s.extend(step_ends)
+            self._check_prediction(seq)
+            if self._after_token(seq, now):
+                out.append(seq)
+        stats.decode_tokens += len(batch.items) * steps
+        if self._static is not None:
+            self._static.pad_ctx += npad * steps
+        return out
+
+    # ------------------------------------------------------------------ introspection
+    def kv_usage(self) -> float:
+        return self.blocks.num_used / self.blocks.num_blocks
+
+    def waiting_tokens(self) -> int:
+        return sum(s.spec.prompt_tokens + s.num_generated for s in self.waiting)
