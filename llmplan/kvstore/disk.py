@@ -1,0 +1,196 @@
+"""Disk tier: one file per (block, layer), self-describing and checksummed, written atomically.
+
+File layout::
+
+    b"LPKV" | u8 version | u32 header_len | header (JSON: dtype, shape, layer, key) | payload
+    | sha256(everything before)            (32 bytes)
+
+A reader recomputes the digest over the whole file, so a flipped bit anywhere, a truncation or
+a half-written file is detected; such a file is deleted and reported as a miss, so the caller
+recomputes the block instead of serving garbage. Writes go to a unique temporary name and
+``os.replace`` into place (atomic on POSIX), so a crash leaves either the old file or none;
+stale temporaries are swept when the tier opens. Opening re-indexes the directory from file
+names (cheap: no reads); contents are verified on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import struct
+import threading
+import uuid
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+
+from llmplan.errors import LlmplanError
+from llmplan.kvstore.memory import Key
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"LPKV"
+VERSION = 1
+SUFFIX = ".kvb"
+_PREFIX = struct.Struct("<4sBI")
+_DIGEST = 32
+_DTYPES = {str(d): d for d in (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int8,
+                               torch.uint8, torch.float8_e4m3fn, torch.float8_e5m2)}
+
+
+def encode(key: Key, t: torch.Tensor) -> bytes:
+    t = t.detach().to("cpu").contiguous()
+    if str(t.dtype) not in _DTYPES:
+        raise LlmplanError(f"the KV store cannot persist dtype {t.dtype}; use fp32/fp16/bf16/fp8/int8")
+    header = json.dumps(
+        {"dtype": str(t.dtype), "shape": list(t.shape), "layer": key[1], "key": key[0].hex()}
+    ).encode()
+    payload = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+    body = _PREFIX.pack(MAGIC, VERSION, len(header)) + header + payload
+    return body + hashlib.sha256(body).digest()
+
+
+def decode(data: bytes, key: Key) -> torch.Tensor:
+    """Inverse of :func:`encode`; raises ``ValueError`` on any corruption or mismatch."""
+    if len(data) < _PREFIX.size + _DIGEST:
+        raise ValueError(f"truncated ({len(data)} bytes)")
+    body, digest = data[:-_DIGEST], data[-_DIGEST:]
+    if hashlib.sha256(body).digest() != digest:
+        raise ValueError("checksum mismatch")
+    magic, version, hlen = _PREFIX.unpack_from(body)
+    if magic != MAGIC or version != VERSION:
+        raise ValueError(f"not a v{VERSION} KV block file")
+    header = json.loads(body[_PREFIX.size:_PREFIX.size + hlen])
+    if header["key"] != key[0].hex() or header["layer"] != key[1]:
+        raise ValueError("file holds another block")
+    dtype = _DTYPES[header["dtype"]]
+    payload = body[_PREFIX.size + hlen:]
+    shape = tuple(header["shape"])
+    expect = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
+    if len(payload) != expect:
+        raise ValueError(f"payload is {len(payload)} bytes, header says {expect}")
+    if not payload:
+        return torch.empty(shape, dtype=dtype)
+    return torch.frombuffer(bytearray(payload), dtype=torch.uint8).view(dtype).reshape(shape)
+
+
+class DiskTier:
+    def __init__(self, root: str | os.PathLike, capacity_bytes: int | None = None) -> None:
+        self.root = Path(root)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise LlmplanError(
+                f"cannot create KV store directory {self.root}: {e}; pick a writable --kv-dir"
+            ) from e
+        self.capacity_bytes = capacity_bytes
+        self.used_bytes = 0
+        self.corrupt_dropped = 0
+        self.evictions = 0
+        self._index: OrderedDict[Key, int] = OrderedDict()  # key -> file size, LRU order
+        self._lock = threading.Lock()
+        self._reindex()
+
+    # -- layout
+    def path(self, key: Key) -> Path:
+        hx = key[0].hex()
+        return self.root / hx[:2] / f"{hx}.L{key[1]}{SUFFIX}"
+
+    @staticmethod
+    def _parse(p: Path) -> Key | None:
+        name = p.name[: -len(SUFFIX)]
+        hx, _, layer = name.partition(".L")
+        try:
+            return bytes.fromhex(hx), int(layer)
+        except ValueError:
+            return None
+
+    def _reindex(self) -> None:
+        found: list[tuple[float, Key, int]] = []
+        for sub in self.root.iterdir() if self.root.exists() else []:
+            if not sub.is_dir():
+                continue
+            for p in sub.iterdir():
+                if ".tmp." in p.name:  # a write that never reached its rename
+                    p.unlink(missing_ok=True)
+                    continue
+                if p.suffix != SUFFIX:
+                    continue
+                key = self._parse(p)
+                if key is None:
+                    continue
+                st = p.stat()
+                found.append((st.st_mtime, key, st.st_size))
+        for _, key, size in sorted(found, key=lambda x: x[0]):
+            self._index[key] = size
+            self.used_bytes += size
+
+    # -- API
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, key: Key) -> bool:
+        with self._lock:
+            return key in self._index
+
+    def keys(self) -> list[Key]:
+        with self._lock:
+            return list(self._index)
+
+    def put(self, key: Key, t: torch.Tensor) -> None:
+        data = encode(key, t)
+        path = self.path(key)
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+        with self._lock:
+            old = self._index.pop(key, None)
+            if old is not None:
+                self.used_bytes -= old
+            self._index[key] = len(data)
+            self.used_bytes += len(data)
+            victims = self._evict_locked()
+        for k in victims:
+            self.path(k).unlink(missing_ok=True)
+
+    def _evict_locked(self) -> list[Key]:
+        victims: list[Key] = []
+        if self.capacity_bytes is None:
+            return victims
+        while self.used_bytes > self.capacity_bytes and len(self._index) > 1:
+            k, size = self._index.popitem(last=False)
+            self.used_bytes -= size
+            self.evictions += 1
+            victims.append(k)
+        return victims
+
+    def get(self, key: Key) -> torch.Tensor | None:
+        with self._lock:
+            if key not in self._index:
+                return None
+            self._index.move_to_end(key)
+        path = self.path(key)
+        try:
+            data = path.read_bytes()
+            return decode(data, key)
+        except FileNotFoundError:
+            self._drop(key)
+            return None
+        except (ValueError, KeyError, json.JSONDecodeError, UnicodeDecodeError, struct.error) as e:
+            log.warning("KV store: dropping corrupt block file %s (%s); it will be recomputed", path, e)
+            with self._lock:
+                self.corrupt_dropped += 1
+            self._drop(key)
+            path.unlink(missing_ok=True)
+            return None
+
+    def _drop(self, key: Key) -> None:
+        with self._lock:
+            size = self._index.pop(key, None)
+            if size is not None:
+                self.used_bytes -= size
