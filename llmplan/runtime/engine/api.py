@@ -95,3 +95,16 @@ class QueueFullError(Exception):
     def __init__(self, retry_after_s: float = 1.0) -> None:
         super().__init__(f"queue full; retry after {retry_after_s:.1f}s")
         self.retry_after_s = retry_after_s
+
+
+class InvalidRequestError(ValueError):
+    """The request cannot run on this engine (empty prompt, prompt + max_tokens beyond the
+    context, token ids outside the vocabulary); the server answers 400 with this message."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class EngineClosedError(RuntimeError):
+    """The engine is shutting down (or not started) and accepts no new requests (HTTP 503)."""

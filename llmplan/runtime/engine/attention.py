@@ -1,0 +1,127 @@
+"""Attention over the paged KV cache, in plain vectorised torch.
+
+One step's tokens are flattened into a single ``[T, ...]`` batch: the decode tokens first
+(one per sequence), then each prefill chunk. New K/V are scattered into their cache slots
+(``slot = block_id * block_size + offset``), then
+
+* decode: the sequences' blocks are gathered with a padded block table into
+  ``[D, kv_heads, L, head_dim]`` and one masked ``scaled_dot_product_attention`` call
+  serves the whole decode batch (GQA handled by ``enable_gqa``);
+* prefill chunks (chunked prefill): a chunk with no cached context attends to its own fresh
+  K/V with ``is_causal``; a later chunk gathers its context from the cache and uses a causal
+  mask shifted by the context length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(slots=True)
+class PrefillSpan:
+    start: int  # offset of the chunk in the flattened token batch
+    length: int  # new tokens in this chunk
+    context_len: int  # tokens already cached before this chunk
+    block_table: torch.Tensor  # [num_blocks_needed] long: blocks covering context + chunk
+
+
+@dataclass(slots=True)
+class AttnMetadata:
+    slot_mapping: torch.Tensor  # [T] long
+    num_decode: int
+    decode_block_tables: torch.Tensor | None = None  # [D, max_blocks] long (padded with 0)
+    decode_mask: torch.Tensor | None = None  # [D, 1, 1, L] bool, True = attend
+    decode_len: int = 0  # L: padded key length of the decode gather
+    prefills: list[PrefillSpan] = field(default_factory=list)
+    _per_device: dict[torch.device, AttnMetadata] = field(default_factory=dict)
+
+    def to(self, device: torch.device) -> AttnMetadata:
+        """A copy on ``device`` (cached): pipeline stages on other devices reuse it per layer."""
+        if self.slot_mapping.device == device:
+            return self
+        hit = self._per_device.get(device)
+        if hit is None:
+
+            def mv(t: torch.Tensor | None) -> torch.Tensor | None:
+                return None if t is None else t.to(device, non_blocking=True)
+
+            hit = AttnMetadata(
+                slot_mapping=mv(self.slot_mapping),  # type: ignore[arg-type]
+                num_decode=self.num_decode,
+                decode_block_tables=mv(self.decode_block_tables),
+                decode_mask=mv(self.decode_mask),
+                decode_len=self.decode_len,
+                prefills=[
+                    PrefillSpan(p.start, p.length, p.context_len, p.block_table.to(device))
+                    for p in self.prefills
+                ],
+            )
+            self._per_device[device] = hit
+        return hit
+
+
+def write_kv(
+    k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slots: torch.Tensor
+) -> None:
+    """Scatter new K/V ``[T, kv_heads, head_dim]`` into the pools at ``slots``."""
+    nb, bs, kvh, hd = k_cache.shape
+    k_cache.view(nb * bs, kvh, hd).index_copy_(0, slots, k)
+    v_cache.view(nb * bs, kvh, hd).index_copy_(0, slots, v)
+
+
+def _gather(cache: torch.Tensor, block_table: torch.Tensor, length: int) -> torch.Tensor:
+    """Blocks of ``block_table`` (``[..., nb]``) as ``[..., kv_heads, length, head_dim]``."""
+    g = cache[block_table]  # [..., nb, bs, kvh, hd]
+    g = g.flatten(-4, -3)[..., :length, :, :]
+    return g.transpose(-3, -2)
+
+
+def paged_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    meta: AttnMetadata,
+    num_heads: int,
+    num_kv_heads: int,
+    head_dim: int,
+) -> torch.Tensor:
+    """``q`` ``[T, H*hd]``, ``k``/``v`` ``[T, KVH*hd]`` (already rotated) -> output ``[T, H*hd]``."""
+    t = q.shape[0]
+    q = q.view(t, num_heads, head_dim)
+    k = k.view(t, num_kv_heads, head_dim)
+    v = v.view(t, num_kv_heads, head_dim)
+    write_kv(k_cache, v_cache, k, v, meta.slot_mapping)
+    out = torch.empty_like(q)
+    gqa = num_heads != num_kv_heads
+
+    d = meta.num_decode
+    if d:
+        assert meta.decode_block_tables is not None
+        kd = _gather(k_cache, meta.decode_block_tables, meta.decode_len)  # [D, kvh, L, hd]
+        vd = _gather(v_cache, meta.decode_block_tables, meta.decode_len)
+        qd = q[:d].unsqueeze(2)  # [D, H, 1, hd]
+        od = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=meta.decode_mask, enable_gqa=gqa)
+        out[:d] = od.squeeze(2)
+
+    for p in meta.prefills:
+        s, n = p.start, p.length
+        qp = q[s : s + n].transpose(0, 1).unsqueeze(0)  # [1, H, n, hd]
+        if p.context_len == 0:
+            kp = k[s : s + n].transpose(0, 1).unsqueeze(0)
+            vp = v[s : s + n].transpose(0, 1).unsqueeze(0)
+            op = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True, enable_gqa=gqa)
+        else:
+            total = p.context_len + n
+            kp = _gather(k_cache, p.block_table, total).unsqueeze(0)
+            vp = _gather(v_cache, p.block_table, total).unsqueeze(0)
+            qpos = torch.arange(p.context_len, total, device=q.device).unsqueeze(1)
+            kpos = torch.arange(total, device=q.device).unsqueeze(0)
+            mask = kpos <= qpos  # [n, total]
+            op = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=mask, enable_gqa=gqa)
+        out[s : s + n] = op.squeeze(0).transpose(0, 1)
+    return out.view(t, num_heads * head_dim)

@@ -1,0 +1,193 @@
+"""Assemble an engine: model + weights + paged KV pool + the core's Scheduler + policy."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from llmplan.errors import LlmplanError
+from llmplan.runtime.core.scheduler import Scheduler, SchedulerConfig
+from llmplan.runtime.engine.async_engine import AsyncLLMEngine
+from llmplan.runtime.engine.config import ModelConfig, catalog_config, load_hf_config
+from llmplan.runtime.engine.executor import TorchExecutor
+from llmplan.runtime.engine.kvcache import PagedKVCache, bytes_per_block
+from llmplan.runtime.engine.llm_engine import LLMEngine
+from llmplan.runtime.engine.loader import init_dummy_weights, load_hf_weights
+from llmplan.runtime.engine.model import LlamaModel
+from llmplan.runtime.engine.placement import layer_devices_from_plan
+from llmplan.runtime.engine.tokenizer import load_tokenizer
+
+log = logging.getLogger(__name__)
+
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+# Fallback while llmplan.batch has no registry: name -> "module:Class".
+_POLICIES = {
+    "fcfs": "llmplan.batch.fcfs:ContinuousFCFS",
+    "static": "llmplan.batch.fcfs:StaticFCFS",
+    "static-fcfs": "llmplan.batch.fcfs:StaticFCFS",
+    "sjf": "llmplan.batch.length:SJF",
+    "s3": "llmplan.batch.s3:S3",
+}
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return DTYPES[dtype.lower()]
+    except KeyError:
+        raise LlmplanError(f"unknown dtype {dtype!r}; use one of float32, bfloat16, float16") from None
+
+
+def resolve_policy(name: str | Any) -> Any:
+    """A batch policy object from the simulator's registry (``llmplan.batch``) by name."""
+    if not isinstance(name, str):
+        return name
+    batch = importlib.import_module("llmplan.batch")
+    for fn_name in ("get_policy", "make_policy", "build_policy"):
+        fn = getattr(batch, fn_name, None)
+        if callable(fn):
+            return fn(name)
+    target = _POLICIES.get(name.lower())
+    if target is None:
+        raise LlmplanError(f"unknown scheduler {name!r}; use one of {', '.join(sorted(_POLICIES))}")
+    mod, cls = target.split(":")
+    return getattr(importlib.import_module(mod), cls)()
+
+
+def build_model(
+    model: str | Path | None = None,
+    dummy_weights: str | None = None,
+    plan: Any = None,
+    device: str = "cpu",
+    dtype: str | torch.dtype = "float32",
+    seed: int = 0,
+) -> tuple[ModelConfig, LlamaModel]:
+    if (model is None) == (dummy_weights is None):
+        raise LlmplanError("give exactly one of --model PATH (a local HF directory) or --dummy-weights NAME")
+    cfg = load_hf_config(model) if model is not None else catalog_config(str(dummy_weights))
+    torch_dtype = resolve_dtype(dtype)
+    devices = layer_devices_from_plan(plan, cfg.num_layers, device)
+    weight_bytes = cfg.num_params() * torch.empty((), dtype=torch_dtype).element_size()
+    if all(d.type == "cpu" for d in devices):
+        try:
+            import psutil
+
+            avail = psutil.virtual_memory().available
+            if weight_bytes > 0.9 * avail:
+                raise LlmplanError(
+                    f"{cfg.name} needs {weight_bytes / 2**30:.1f} GiB for weights in {torch_dtype} but only "
+                    f"{avail / 2**30:.1f} GiB of RAM is free; use a smaller model or bfloat16"
+                )
+        except ImportError:
+            pass
+    m = LlamaModel(cfg, devices, torch_dtype)
+    if model is not None:
+        load_hf_weights(m, model)
+    else:
+        init_dummy_weights(m, seed=seed)
+    return cfg, m
+
+
+def _default_num_blocks(
+    cfg: ModelConfig,
+    block_size: int,
+    dtype: torch.dtype,
+    devices: list[torch.device],
+    max_num_seqs: int,
+    max_model_len: int,
+    kv_cache_gb: float | None,
+) -> int:
+    per_block = bytes_per_block(cfg, block_size, dtype)
+    if kv_cache_gb is not None:
+        budget = kv_cache_gb * 2**30
+    elif devices[0].type == "cuda":
+        free, _ = torch.cuda.mem_get_info(devices[0])
+        budget = 0.8 * free * len({d for d in devices})  # weights are loaded: what is free is KV room
+    else:
+        budget = 0.5 * 2**30
+    want = max_num_seqs * max_model_len // block_size + 1  # more than that can never be used
+    return max(1, min(int(budget // per_block), want))
+
+
+def build_engine(
+    model: str | Path | None = None,
+    dummy_weights: str | None = None,
+    plan: Any = None,
+    scheduler: str | Any = "fcfs",
+    max_num_seqs: int = 64,
+    num_kv_blocks: int | None = None,
+    block_size: int = 16,
+    device: str = "cpu",
+    dtype: str = "float32",
+    max_queue: int = 1024,
+    seed: int = 0,
+    max_num_batched_tokens: int = 512,
+    chunked_prefill: bool = True,
+    max_model_len: int | None = None,
+    kv_cache_gb: float | None = None,
+    predictor: Any = None,
+    served_model_name: str | None = None,
+) -> AsyncLLMEngine:
+    """An :class:`~llmplan.runtime.engine.api.AsyncEngine` running the torch model.
+
+    ``scheduler`` names a batch policy of ``llmplan.batch`` (or is a policy object);
+    ``predictor`` is a :class:`~llmplan.predict.interface.LengthPredictor` for the policies
+    that use predicted lengths. ``max_num_batched_tokens`` is the per-step token budget that
+    chunked prefill splits long prompts against.
+    """
+    if max_num_seqs < 1 or max_queue < 0 or block_size < 1 or max_num_batched_tokens < 1:
+        raise LlmplanError("max_num_seqs, block_size and max_num_batched_tokens must be >= 1, max_queue >= 0")
+    cfg, m = build_model(model, dummy_weights, plan, device, dtype, seed)
+    policy = resolve_policy(scheduler)
+    if getattr(policy, "uses_prediction", False) and predictor is None:
+        raise LlmplanError(
+            f"scheduler {policy.name!r} needs a length predictor; pass --predictor (see `llmplan predict`)"
+        )
+    ctx = cfg.max_model_len if max_model_len is None else min(max_model_len, cfg.max_model_len)
+    if num_kv_blocks is None:
+        num_kv_blocks = _default_num_blocks(
+            cfg, block_size, m.dtype, m.layer_devices, max_num_seqs, ctx, kv_cache_gb
+        )
+    kv = PagedKVCache(cfg, num_kv_blocks, block_size, m.layer_devices, m.dtype)
+    ctx = min(ctx, num_kv_blocks * block_size)
+    static = bool(getattr(policy, "static", False))
+    sch = Scheduler(
+        SchedulerConfig(
+            num_blocks=num_kv_blocks,
+            block_size=block_size,
+            max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max(max_num_batched_tokens, max_num_seqs),
+            chunked_prefill=chunked_prefill and not static,
+            max_model_len=ctx,
+        ),
+        policy=policy,
+    )
+    tok = load_tokenizer(model, cfg.vocab_size)
+    name = served_model_name or (str(dummy_weights) if dummy_weights else Path(str(model)).name)
+    log.info(
+        "engine: %s (%s, %d layers) on %s, %d KV blocks x %d tokens (%.0f MiB), scheduler %s, tokenizer %s",
+        name,
+        dtype,
+        cfg.num_layers,
+        sorted({str(d) for d in m.layer_devices}),
+        num_kv_blocks,
+        block_size,
+        kv.nbytes() / 2**20,
+        policy.name,
+        getattr(tok, "name", type(tok).__name__),
+    )
+    eng = LLMEngine(cfg, TorchExecutor(m, kv), sch, tok, name, ctx, seed=seed, predictor=predictor)
+    return AsyncLLMEngine(eng, max_queue=max_queue, model_name=name)

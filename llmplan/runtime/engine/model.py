@@ -1,0 +1,216 @@
+"""A Llama-family decoder (Llama 2/3, Mistral, Qwen2) over the paged KV cache.
+
+The model is stage-friendly: it holds a contiguous range of decoder layers
+``[layer_start, layer_end)``; only the first stage embeds tokens and only the last one
+normalises and projects to logits. Every layer carries its own device, so a HELR device
+map (layers split over devices) and, later, layer migration between workers are a matter
+of which layers a stage holds and where. Layer indices are global, so a layer's KV pool
+and its weights keep their identity when moved.
+
+q/k/v and gate/up are fused into one matmul each (fewer, larger GEMMs; the loader maps HF
+names onto the fused weights).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llmplan.runtime.engine.attention import AttnMetadata, paged_attention
+from llmplan.runtime.engine.config import ModelConfig
+from llmplan.runtime.engine.kvcache import PagedKVCache
+
+
+def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
+    dim = cfg.head_dim
+    # Same expression as transformers' default RoPE init so the tables match bit for bit.
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    sc = cfg.rope_scaling
+    if not sc:
+        return inv_freq
+    factor = float(sc["factor"])
+    if sc["rope_type"] == "linear":
+        return inv_freq / factor
+    # llama3: keep high frequencies, divide low ones by factor, interpolate in between.
+    low, high = float(sc["low_freq_factor"]), float(sc["high_freq_factor"])
+    old_len = float(sc["original_max_position_embeddings"])
+    low_wavelen, high_wavelen = old_len / low, old_len / high
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+    smooth = (old_len / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+    return torch.where(medium, smoothed, scaled)
+
+
+class Rope(nn.Module):
+    """cos/sin tables for every position, indexed per token (positions are ragged)."""
+
+    def __init__(self, cfg: ModelConfig, device: torch.device, dtype: torch.dtype) -> None:
+        super().__init__()
+        inv_freq = rope_inv_freq(cfg)
+        pos = torch.arange(cfg.max_position_embeddings, dtype=torch.float32)
+        freqs = torch.outer(pos, inv_freq)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        self.register_buffer("cos", emb.cos().to(device=device, dtype=dtype), persistent=False)
+        self.register_buffer("sin", emb.sin().to(device=device, dtype=dtype), persistent=False)
+
+    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.cos[positions], self.sin[positions]
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: int, head_dim: int) -> torch.Tensor:
+    t = x.shape[0]
+    x = x.view(t, heads, head_dim)
+    half = head_dim // 2
+    rot = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return (x * cos.unsqueeze(1) + rot * sin.unsqueeze(1)).view(t, heads * head_dim)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, size: int, eps: float, device: torch.device, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size, device=device, dtype=dtype), requires_grad=False)
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dt = x.dtype
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(dt)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig, index: int, device: torch.device, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.index = index
+        self.device = device
+        self.cfg = cfg
+        h = cfg.hidden_size
+        kw = {"device": device, "dtype": dtype}
+        self.input_layernorm = RMSNorm(h, cfg.rms_norm_eps, device, dtype)
+        self.qkv_proj = nn.Linear(h, cfg.q_size + 2 * cfg.kv_size, bias=cfg.attention_bias, **kw)
+        self.o_proj = nn.Linear(cfg.q_size, h, bias=cfg.o_bias, **kw)
+        self.post_attention_layernorm = RMSNorm(h, cfg.rms_norm_eps, device, dtype)
+        self.gate_up_proj = nn.Linear(h, 2 * cfg.intermediate_size, bias=cfg.mlp_bias, **kw)
+        self.down_proj = nn.Linear(cfg.intermediate_size, h, bias=cfg.mlp_bias, **kw)
+        self.requires_grad_(False)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        meta: AttnMetadata,
+        kv: PagedKVCache,
+    ) -> torch.Tensor:
+        cfg = self.cfg
+        h = self.input_layernorm(x)
+        q, k, v = self.qkv_proj(h).split((cfg.q_size, cfg.kv_size, cfg.kv_size), dim=-1)
+        q = _rotate(q, cos, sin, cfg.num_heads, cfg.head_dim)
+        k = _rotate(k, cos, sin, cfg.num_kv_heads, cfg.head_dim)
+        k_cache, v_cache = kv.layer(self.index)
+        a = paged_attention(
+            q, k, v.contiguous(), k_cache, v_cache, meta, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        )
+        x = x + self.o_proj(a)
+        h = self.post_attention_layernorm(x)
+        gate, up = self.gate_up_proj(h).chunk(2, dim=-1)
+        return x + self.down_proj(F.silu(gate) * up)
+
+
+class LlamaModel(nn.Module):
+    """Decoder layers ``[layer_start, layer_end)`` of a Llama-family model.
+
+    ``layer_devices[i]`` is the device of global layer ``i`` (entries outside the range are
+    ignored). The embedding lives with the first layer, the final norm and LM head with the
+    last one.
+    """
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        layer_devices: Sequence[torch.device],
+        dtype: torch.dtype,
+        layer_start: int = 0,
+        layer_end: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.dtype = dtype
+        self.layer_start = layer_start
+        self.layer_end = cfg.num_layers if layer_end is None else layer_end
+        if not 0 <= self.layer_start < self.layer_end <= cfg.num_layers:
+            raise ValueError(f"bad layer range [{layer_start}, {layer_end}) for {cfg.num_layers} layers")
+        if len(layer_devices) != cfg.num_layers:
+            raise ValueError("layer_devices must name a device for every layer")
+        self.layer_devices = [torch.device(d) for d in layer_devices]
+        self.is_first = self.layer_start == 0
+        self.is_last = self.layer_end == cfg.num_layers
+        first_dev = self.layer_devices[self.layer_start]
+        last_dev = self.layer_devices[self.layer_end - 1]
+        self.embed_tokens = (
+            nn.Embedding(cfg.vocab_size, cfg.hidden_size, device=first_dev, dtype=dtype)
+            if self.is_first
+            else None
+        )
+        self.layers = nn.ModuleList(
+            DecoderLayer(cfg, i, self.layer_devices[i], dtype)
+            for i in range(self.layer_start, self.layer_end)
+        )
+        self.ropes = {
+            d: Rope(cfg, d, dtype)
+            for d in {self.layer_devices[i] for i in range(self.layer_start, self.layer_end)}
+        }
+        if self.is_last:
+            self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, last_dev, dtype)
+            if cfg.tie_word_embeddings and self.embed_tokens is not None:
+                self.lm_head_weight = self.embed_tokens.weight
+            else:
+                self.lm_head_weight = nn.Parameter(
+                    torch.empty(cfg.vocab_size, cfg.hidden_size, device=last_dev, dtype=dtype),
+                    requires_grad=False,
+                )
+        self.requires_grad_(False)
+
+    @property
+    def input_device(self) -> torch.device:
+        return self.layer_devices[self.layer_start]
+
+    @property
+    def output_device(self) -> torch.device:
+        return self.layer_devices[self.layer_end - 1]
+
+    @torch.inference_mode()
+    def forward(
+        self,
+        inputs: torch.Tensor,
+        positions: torch.Tensor,
+        meta: AttnMetadata,
+        kv: PagedKVCache,
+        logits_index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``inputs``: token ids ``[T]`` (first stage) or hidden states ``[T, hidden]``.
+
+        Returns hidden states for an intermediate stage, else logits (fp32) of the rows
+        ``logits_index`` (the tokens that sample; all tokens when None).
+        """
+        x = self.embed_tokens(inputs) if self.is_first else inputs
+        tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor, AttnMetadata]] = {}
+        for layer in self.layers:
+            dev = layer.device
+            if dev not in tables:
+                cos, sin = self.ropes[dev](positions.to(dev))
+                tables[dev] = (cos, sin, meta.to(dev))
+            cos, sin, m = tables[dev]
+            x = layer(x.to(dev), cos, sin, m, kv)
+        if not self.is_last:
+            return x
+        if logits_index is not None:
+            x = x[logits_index.to(x.device)]
+        x = self.norm(x)
+        return F.linear(x, self.lm_head_weight).float()
