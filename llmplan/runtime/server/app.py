@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -118,6 +118,8 @@ def create_app(engine: AsyncEngine, *, served_model_name: str | None = None) -> 
                 "created": state.created,
                 "owned_by": "llmplan",
                 "max_model_len": engine.max_model_len,
+                # llmplan extension: lets a benchmark client synthesize valid token-id prompts.
+                "vocab_size": _vocab_size(engine),
             }],
         }
 
@@ -150,18 +152,7 @@ def create_app(engine: AsyncEngine, *, served_model_name: str | None = None) -> 
                     "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]}
 
         if body.stream:
-            async def stream() -> AsyncIterator[bytes]:
-                async for out in session.outputs():
-                    if out.new_text or out.finished:
-                        yield sse(chunk(out.new_text, _finish(out.finish_reason) if out.finished else None))
-                if session.error:
-                    yield sse(error_body(500, session.error))
-                elif body.include_usage_in_stream():
-                    yield sse({"id": req.request_id, "object": "text_completion", "created": created,
-                               "model": state.model_name, "choices": [], "usage": session.usage.as_dict()})
-                yield DONE
-
-            return StreamingResponse(stream(), media_type="text/event-stream", headers=_SSE_HEADERS)
+            return _streaming(session, body, lambda text, finish: chunk(text, finish), "text_completion")
 
         pieces = [out.new_text async for out in session.outputs()]
         if session.client_gone:
@@ -202,20 +193,10 @@ def create_app(engine: AsyncEngine, *, served_model_name: str | None = None) -> 
                     "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
 
         if body.stream:
-            async def stream() -> AsyncIterator[bytes]:
-                yield sse(chunk({"role": "assistant", "content": ""}, None))
-                async for out in session.outputs():
-                    if out.new_text or out.finished:
-                        delta = {"content": out.new_text} if out.new_text else {}
-                        yield sse(chunk(delta, _finish(out.finish_reason) if out.finished else None))
-                if session.error:
-                    yield sse(error_body(500, session.error))
-                elif body.include_usage_in_stream():
-                    yield sse({"id": req.request_id, "object": "chat.completion.chunk", "created": created,
-                               "model": state.model_name, "choices": [], "usage": session.usage.as_dict()})
-                yield DONE
-
-            return StreamingResponse(stream(), media_type="text/event-stream", headers=_SSE_HEADERS)
+            return _streaming(
+                session, body, lambda text, finish: chunk({"content": text} if text else {}, finish),
+                "chat.completion.chunk", lead=chunk({"role": "assistant", "content": ""}, None),
+            )
 
         pieces = [out.new_text async for out in session.outputs()]
         if session.client_gone:
@@ -230,6 +211,39 @@ def create_app(engine: AsyncEngine, *, served_model_name: str | None = None) -> 
         })
 
     return app
+
+
+def _streaming(
+    session: RequestSession,
+    body: CompletionRequest | ChatCompletionRequest,
+    make_chunk: Callable[[str, str | None], dict[str, Any]],
+    obj: str,
+    lead: dict[str, Any] | None = None,
+) -> StreamingResponse:
+    every = body.usage_on_every_chunk()
+
+    async def events() -> AsyncIterator[bytes]:
+        if lead is not None:
+            yield sse(lead)
+        async for out in session.outputs():
+            # One chunk per engine increment that carried tokens, even when their text is
+            # empty (held back for a stop string, or a special token): clients count chunks.
+            if not (out.new_token_ids or out.new_text or out.finished):
+                continue
+            if out.finished and session.error and not out.new_text:
+                break
+            c = make_chunk(out.new_text, _finish(out.finish_reason) if out.finished else None)
+            if every:
+                c["usage"] = session.usage.as_dict()
+            yield sse(c)
+        if session.error:
+            yield sse(error_body(500, session.error))
+        elif body.include_usage_in_stream():
+            yield sse({"id": session.rid, "object": obj, "created": int(time.time()),
+                       "model": session.metrics.model, "choices": [], "usage": session.usage.as_dict()})
+        yield DONE
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers=_SSE_HEADERS)
 
 
 # Proxies (nginx) buffer SSE unless told not to; clients must not cache a stream.

@@ -78,12 +78,12 @@ class ServerMetrics:
                                      registry=r).labels(model)
         self.generation_tokens = Counter("llmplan_generation_tokens", "Tokens generated", ["model"],
                                          registry=r).labels(model)
-        self._model = model
+        self.model = model
         r.register(_EngineCollector(stats, model))
 
     def outcome(self, outcome: str) -> None:
         """ok | length/stop (finish reasons) | abort | rejected_429 | bad_request | error | draining."""
-        self.requests.labels(self._model, outcome).inc()
+        self.requests.labels(self.model, outcome).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

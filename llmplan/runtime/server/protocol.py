@@ -22,6 +22,9 @@ DEFAULT_COMPLETION_MAX_TOKENS = 16
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
     include_usage: bool = False
+    # vLLM extension: usage (cumulative token counts) on every chunk, so a benchmark client
+    # knows how many tokens each chunk carried even when their text is empty.
+    continuous_usage_stats: bool = False
 
 
 class _SamplingFields(BaseModel):
@@ -64,6 +67,9 @@ class _SamplingFields(BaseModel):
 
     def include_usage_in_stream(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
+
+    def usage_on_every_chunk(self) -> bool:
+        return bool(self.stream_options and self.stream_options.continuous_usage_stats)
 
 
 class CompletionRequest(_SamplingFields):

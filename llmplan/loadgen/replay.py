@@ -1,0 +1,203 @@
+"""Replay a workload against a live OpenAI-compatible server, open loop.
+
+Each request is sent at its trace arrival time (times ``time_scale``), whether or not
+earlier ones have finished, as real traffic arrives; ``concurrency_limit`` optionally caps
+requests in flight (a closed-loop cap, like vLLM's ``--max-concurrency``). The result is
+a :class:`RunResult` with one record per request of the workload, in the same shape the
+simulator produces, so ``llmplan.metrics`` and the reports treat both alike.
+
+While the run lasts, the server's ``/metrics`` is sampled (queue, running, KV usage) into
+``RunResult.samples`` when it exports llmplan's or vLLM's gauges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import numpy as np
+
+from llmplan.errors import LlmplanError
+from llmplan.loadgen.client import Endpoint, run_request
+from llmplan.loadgen.prompts import DEFAULT_VOCAB, PromptSynthesizer
+from llmplan.loadgen.scrape import ServerScraper
+from llmplan.metrics.types import RequestRecord, RunResult
+from llmplan.workload.types import RequestSpec, Workload
+
+Progress = Callable[[int, int], None]
+
+
+async def discover(client: httpx.AsyncClient, target: str) -> dict[str, Any]:
+    """The served model's id, context length and vocabulary size from ``GET /v1/models``."""
+    try:
+        resp = await client.get(target + "/v1/models", timeout=10.0)
+    except httpx.HTTPError as exc:
+        raise LlmplanError(
+            f"cannot reach {target} ({type(exc).__name__}); start a server first, e.g. "
+            "`llmplan serve --dummy-weights llama-tiny --port 8000`"
+        ) from None
+    if resp.status_code != 200:
+        raise LlmplanError(
+            f"{target}/v1/models answered HTTP {resp.status_code}; is it an OpenAI-compatible server?"
+        )
+    try:
+        data = resp.json()["data"]
+        model = data[0]
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise LlmplanError(f"{target}/v1/models lists no model; is it an OpenAI-compatible server?") from None
+    return {
+        "model": model["id"],
+        "max_model_len": model.get("max_model_len"),
+        "vocab_size": model.get("vocab_size") or DEFAULT_VOCAB,
+    }
+
+
+def _not_sent(spec: RequestSpec, reason: str, t: float) -> RequestRecord:
+    return RequestRecord(
+        rid=spec.rid, arrival_s=t, prompt_tokens=spec.prompt_tokens, output_tokens=0, slo=spec.slo,
+        status="failed", reason=reason,
+    )
+
+
+async def replay_async(
+    target: str,
+    workload: Workload,
+    *,
+    time_scale: float = 1.0,
+    max_requests: int | None = None,
+    concurrency_limit: int | None = None,
+    timeout_s: float = 600.0,
+    progress: Progress | None = None,
+    seed: int = 0,
+    sample_interval_s: float = 0.5,
+    model: str | None = None,
+) -> RunResult:
+    """Replay ``workload`` against ``target`` (``http://host:port``); see the module doc."""
+    if time_scale <= 0 or not np.isfinite(time_scale):
+        raise LlmplanError(f"time_scale must be a positive number, got {time_scale}")
+    if concurrency_limit is not None and concurrency_limit < 1:
+        raise LlmplanError(f"concurrency_limit must be at least 1, got {concurrency_limit}")
+    if timeout_s <= 0:
+        raise LlmplanError(f"timeout_s must be positive, got {timeout_s}")
+    target = target.rstrip("/")
+    if not target.startswith(("http://", "https://")):
+        raise LlmplanError(f"target {target!r} is not a URL; use e.g. http://127.0.0.1:8000")
+    specs = sorted(workload.requests, key=lambda r: (r.arrival_s, r.rid))
+    if max_requests is not None:
+        specs = specs[:max_requests]
+    if not specs:
+        raise LlmplanError("the workload has no requests to replay")
+    t_first = specs[0].arrival_s
+
+    # One connection per in-flight request: HTTP/1.1 streams cannot share a connection.
+    cap = concurrency_limit or len(specs)
+    limits = httpx.Limits(max_connections=cap, max_keepalive_connections=min(cap, 256))
+    timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 30.0))
+    async with httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False) as client:
+        info = await discover(client, target)
+        endpoint = Endpoint(target, model or info["model"])
+        prompts = PromptSynthesizer(vocab_size=int(info["vocab_size"]), seed=seed)
+        sem = asyncio.Semaphore(cap)
+        records: dict[int, RequestRecord] = {}
+        lags: list[float] = []
+        done = 0
+        scraper = ServerScraper(client, target, instance=target)
+        t0 = time.monotonic()
+        sampler = asyncio.create_task(scraper.run(t0, sample_interval_s))
+
+        async def one(spec: RequestSpec) -> None:
+            nonlocal done
+            async with sem:
+                lags.append(time.monotonic() - t0 - (spec.arrival_s - t_first) * time_scale)
+                try:
+                    rec = await run_request(
+                        client, endpoint, spec, prompts.prompt(spec), t0=t0, timeout_s=timeout_s
+                    )
+                except Exception as exc:  # noqa: BLE001 - a client bug must not lose the request
+                    rec = _not_sent(spec, f"client error: {type(exc).__name__}: {exc}", time.monotonic() - t0)
+            records[spec.rid] = rec
+            done += 1
+            if progress is not None:
+                progress(done, len(specs))
+
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            for spec in specs:
+                delay = t0 + (spec.arrival_s - t_first) * time_scale - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(one(spec)))
+            await asyncio.gather(*tasks)
+        finally:
+            # Interrupted (Ctrl-C, cancelled): account for every request anyway.
+            for t in tasks:
+                t.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.gather(*tasks, return_exceptions=True)
+            sampler.cancel()
+            with contextlib.suppress(BaseException):
+                await sampler
+            wall = time.monotonic() - t0
+            for spec in specs:
+                if spec.rid not in records:
+                    records[spec.rid] = _not_sent(spec, "run interrupted before the request finished", wall)
+        await scraper.sample(t0)  # final counters (preemptions)
+
+    ordered = [records[s.rid] for s in specs]
+    statuses = {s: sum(r.status == s for r in ordered) for s in ("ok", "rejected", "failed")}
+    lag = np.asarray(lags) if lags else np.zeros(1)
+    meta: dict[str, Any] = {
+        "mode": "live",
+        "target": target,
+        "model": endpoint.model,
+        "max_model_len": info["max_model_len"],
+        "time_scale": time_scale,
+        "max_requests": max_requests,
+        "concurrency_limit": concurrency_limit,
+        "timeout_s": timeout_s,
+        "seed": seed,
+        "wall_s": wall,
+        "requests": len(specs),
+        **{f"requests_{k}": v for k, v in statuses.items()},
+        # How late requests left the client versus their scheduled time: a large lag means
+        # the client, not the server, shaped the arrival process.
+        "send_lag_p50_s": float(np.percentile(lag, 50)),
+        "send_lag_max_s": float(lag.max()),
+        "workload": workload.name,
+        "workload_meta": dict(workload.meta),
+        "client": f"llmplan.loadgen (httpx {httpx.__version__})",
+    }
+    return RunResult(records=ordered, samples=scraper.samples, counters=scraper.counters(), meta=meta)
+
+
+def replay(
+    target: str,
+    workload: Workload,
+    *,
+    time_scale: float = 1.0,
+    max_requests: int | None = None,
+    concurrency_limit: int | None = None,
+    timeout_s: float = 600.0,
+    progress: Progress | None = None,
+    seed: int = 0,
+    sample_interval_s: float = 0.5,
+    model: str | None = None,
+) -> RunResult:
+    """Blocking :func:`replay_async`, for the CLI and scripts (not inside a running event loop)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise LlmplanError("replay() was called inside an event loop; await replay_async() instead")
+    return asyncio.run(
+        replay_async(
+            target, workload, time_scale=time_scale, max_requests=max_requests,
+            concurrency_limit=concurrency_limit, timeout_s=timeout_s, progress=progress, seed=seed,
+            sample_interval_s=sample_interval_s, model=model,
+        )
+    )
