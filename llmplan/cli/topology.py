@@ -1,17 +1,107 @@
-"""`llmplan topology`: Discover GPUs and links (NVML, nvidia-smi, file or preset) into a graph."""
+"""`llmplan topology`: discover GPUs and links into a graph; print it, export JSON/GraphML."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-from llmplan.cli._common import not_built
+from llmplan.errors import LlmplanError
+
+HELP = """Discover GPUs and links (NVML, nvidia-smi, file or preset) into a graph.
+
+Sources: [bold]auto[/] tries NVML, then nvidia-smi; [bold]nvml[/]; [bold]smi[/]
+(`nvidia-smi topo -m` + `--query-gpu`); [bold]file:PATH[/] (a saved `nvidia-smi topo -m` output, optionally
+followed by `nvidia-smi --query-gpu=index,name,memory.total,power.limit,pci.bus_id
+--format=csv,noheader,nounits` lines; a --json export; a preset-format YAML; an NVML recording);
+[bold]preset:NAME[/] (dgx-h100, dgx-a100, 8x-a100-pcie, 4x-rtx3090, 2x-rtx4090, hetero-a100-l40s,
+dgx-h100-x8/x32/x64).
+
+Examples:
+
+  llmplan topology --source preset:4x-rtx3090
+
+  llmplan topology --source preset:dgx-h100 --power-cap 0=350 --power-cap 1=350 --json > t.json
+
+  llmplan topology --source file:t.json --graphml t.graphml
+"""
+
+
+def _parse_caps(values: list[str]) -> dict[int, float]:
+    caps: dict[int, float] = {}
+    for v in values:
+        gpu, sep, watts = v.partition("=")
+        gpu = gpu.strip().upper().removeprefix("GPU")
+        try:
+            if not sep:
+                raise ValueError
+            caps[int(gpu)] = float(watts.strip().upper().removesuffix("W"))
+        except ValueError:
+            raise LlmplanError(f"--power-cap {v!r}: expected GPU=WATTS, e.g. --power-cap 0=250") from None
+    return caps
 
 
 def register(app: typer.Typer) -> None:
-    @app.command(
-        "topology",
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-        help="Discover GPUs and links (NVML, nvidia-smi, file or preset) into a graph.",
-    )
-    def _stub(ctx: typer.Context) -> None:
-        not_built("topology", 2)
+    @app.command("topology", help=HELP)
+    def topology(
+        source: str = typer.Option("auto", "--source", "-s",
+                                   help="auto | nvml | smi | file:PATH | preset:NAME"),
+        power_cap: list[str] = typer.Option([], "--power-cap", metavar="GPU=W",
+                                            help="Cap GPU's power (repeatable); compute scales with "
+                                                 "(cap/TDP)^(1/3)."),
+        gpu_model: str | None = typer.Option(None, "--gpu-model",
+                                             help="GPU model for sources that do not name it (a bare topo "
+                                                  "-m file), e.g. H100-SXM."),
+        as_json: bool = typer.Option(False, "--json", help="Print the graph as JSON (schema "
+                                                          "llmplan.topology v1) instead of tables."),
+        graphml: Path | None = typer.Option(None, "--graphml", help="Also write the graph as GraphML."),
+        record_nvml: Path | None = typer.Option(None, "--record-nvml",
+                                                help="Save what NVML answered as a replayable recording "
+                                                     "(load it with --source file:PATH)."),
+    ) -> None:
+        import warnings
+
+        from llmplan.cli._common import console, err_console
+
+        caps = _parse_caps(power_cap)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            from llmplan.topology import load_topology
+
+            G = load_topology(source, caps or None, gpu_model=gpu_model)
+            if record_nvml is not None:
+                _record(record_nvml)
+        for w in caught:
+            err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
+        if graphml is not None:
+            from llmplan.topology.serialize import write_graphml
+
+            write_graphml(G, graphml)
+        if as_json:
+            import sys
+
+            from llmplan.topology.serialize import dumps
+
+            sys.stdout.write(dumps(G) + "\n")
+            return
+        from rich.console import Console
+
+        from llmplan.topology.render import render
+
+        # Piped output (docs, logs) must not wrap the matrix at 80 columns.
+        out = console if console.is_terminal else Console(width=200, color_system=None)
+        render(G, out)
+        if graphml is not None:
+            console.print(f"wrote {graphml}")
+
+
+def _record(path: Path) -> None:
+    import json
+
+    from llmplan.topology.nvml import PynvmlDevices, record
+
+    dev = PynvmlDevices()
+    try:
+        path.write_text(json.dumps(record(dev), indent=1) + "\n")
+    finally:
+        dev.close()

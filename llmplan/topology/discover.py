@@ -1,0 +1,139 @@
+"""``--source auto|nvml|smi|file:PATH|preset:NAME`` -> the topology graph."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import networkx as nx
+import yaml
+
+from llmplan.errors import LlmplanError
+from llmplan.topology import serialize
+from llmplan.topology.graph import HostLayout, NetLink, apply_power_caps, build_graph
+from llmplan.topology.nvml import PynvmlDevices, RecordedDevices, layout_from_nvml
+from llmplan.topology.presets import (
+    layout_from_matrix,
+    layouts_from_spec,
+    load_preset,
+    preset_names,
+    records_from_query,
+)
+from llmplan.topology.smi import QUERY_FIELDS, has_topo_matrix, parse_query_gpu, parse_topo_matrix
+
+SMI_TIMEOUT_S = 30
+
+
+def _no_gpu_message(reasons: list[str]) -> str:
+    return (f"no NVIDIA GPU found ({'; '.join(reasons)}); use --source preset:NAME "
+            f"({', '.join(preset_names())}) or --source file:PATH (a saved `nvidia-smi topo -m` output, "
+            "a --json export or a preset YAML)")
+
+
+def _from_nvml() -> HostLayout:
+    dev = PynvmlDevices()
+    try:
+        return layout_from_nvml(dev)
+    finally:
+        dev.close()
+
+
+def _run_smi(args: list[str]) -> str:
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        raise LlmplanError("nvidia-smi is not on PATH")
+    try:
+        proc = subprocess.run([exe, *args], capture_output=True, text=True, timeout=SMI_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise LlmplanError(f"nvidia-smi {' '.join(args)} failed ({exc})") from None
+    if proc.returncode != 0:
+        msg = (proc.stderr or proc.stdout).strip().splitlines()
+        raise LlmplanError(f"nvidia-smi {' '.join(args)} exited {proc.returncode}: {msg[0] if msg else ''}")
+    return proc.stdout
+
+
+def _from_smi() -> HostLayout:
+    matrix = parse_topo_matrix(_run_smi(["topo", "-m"]))
+    query = parse_query_gpu(_run_smi([f"--query-gpu={QUERY_FIELDS}", "--format=csv,noheader,nounits"]))
+    return layout_from_matrix(matrix, records_from_query(query) if query else None)
+
+
+def _from_file(path: Path, **build) -> nx.Graph:
+    if not path.is_file():
+        raise LlmplanError(f"--source file:{path}: no such file; give the path of a saved `nvidia-smi topo "
+                           "-m` output, a --json export or a preset YAML")
+    text = path.read_text(errors="replace")
+    where = str(path)
+    stripped = text.lstrip()
+    if stripped.startswith("{"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise LlmplanError(f"{where}: invalid JSON at line {exc.lineno} ({exc.msg})") from None
+        if isinstance(data, dict) and "nvml_recording" in data:
+            return build_graph([layout_from_nvml(RecordedDevices(data))], name=path.stem,
+                               source=f"file:{path}", **build)
+        G = serialize.from_dict(data, where)
+        if build.get("power_caps"):
+            apply_power_caps(G, build["power_caps"])
+        return G
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise LlmplanError(f"{where}: not valid YAML ({exc.__class__.__name__}); fix the file") from None
+        if isinstance(data, dict) and "nvml_recording" in data:
+            return build_graph([layout_from_nvml(RecordedDevices(data))], name=path.stem,
+                               source=f"file:{path}", **build)
+        hosts, net = layouts_from_spec(data, where)
+        return build_graph(hosts, name=str(data.get("name", path.stem)), source=f"file:{path}", net=net,
+                           **build)
+    if not has_topo_matrix(text):
+        # Let the parser produce the precise "line N: expected ..." message.
+        parse_topo_matrix(text)
+    matrix = parse_topo_matrix(text)
+    query = parse_query_gpu(text)
+    layout = layout_from_matrix(matrix, records_from_query(query) if query else None)
+    return build_graph([layout], name=path.stem, source=f"file:{path}", **build)
+
+
+def load_topology(source: str, power_caps: dict[int, float] | None = None, *,
+                  gpu_model: str | None = None) -> nx.Graph:
+    """The topology graph for ``source`` (``auto``, ``nvml``, ``smi``, ``file:PATH``, ``preset:NAME``).
+
+    ``power_caps`` maps GPU index to watts (``--power-cap``); ``gpu_model`` names the GPUs' model when the
+    source does not (a bare ``topo -m`` file).
+    """
+    build = {"power_caps": power_caps, "gpu_model": gpu_model}
+    source = source.strip()
+    if source.startswith("preset:"):
+        hosts, net, name = load_preset(source[len("preset:"):])
+        return build_graph(hosts, name=name, source=source, net=net, **build)
+    if source.startswith("file:"):
+        return _from_file(Path(source[len("file:"):]).expanduser(), **build)
+    if source == "nvml":
+        return build_graph([_from_nvml()], name="nvml", source="nvml", **build)
+    if source == "smi":
+        return build_graph([_from_smi()], name="nvidia-smi", source="smi", **build)
+    if source == "auto":
+        reasons = []
+        for name, fn in (("nvml", _from_nvml), ("smi", _from_smi)):
+            try:
+                layout = fn()
+            except LlmplanError as exc:
+                reasons.append(f"{name}: {exc}")
+                continue
+            return build_graph([layout], name=name, source=name, **build)
+        raise LlmplanError(_no_gpu_message(reasons))
+    raise LlmplanError(f"unknown --source {source!r}; use auto, nvml, smi, file:PATH or preset:NAME "
+                       f"({', '.join(preset_names())})")
+
+
+def discover(source: str = "auto", power_caps: dict[int, float] | None = None, **kw) -> nx.Graph:
+    """Alias of :func:`load_topology` with ``auto`` as the default source."""
+    return load_topology(source, power_caps, **kw)
+
+
+__all__ = ["load_topology", "discover", "NetLink"]

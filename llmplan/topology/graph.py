@@ -1,0 +1,213 @@
+"""Build the topology graph (the schema other modules code against) and apply power caps.
+
+Sources (topo -m text, nvidia-smi CSV, NVML, presets) are first reduced to :class:`HostLayout`s; one
+builder turns those into the networkx graph, so every source yields the same attributes.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from llmplan.errors import LlmplanError
+from llmplan.topology import links as L
+from llmplan.topology.specs import GPU_SPECS, UNKNOWN, GpuSpec, UnknownGpuWarning, match_model, spec_for
+
+GPU_ATTRS = ("kind", "index", "name", "model", "memory_gib", "bf16_tflops", "hbm_gbps", "power_limit_w",
+             "tdp_w", "compute_scale", "numa_node", "cpu_affinity", "pci_bus_id", "host")
+NIC_ATTRS = ("kind", "name", "host")
+EDGE_ATTRS = ("link", "nvlinks", "bandwidth_gbps", "latency_us")
+
+
+@dataclass
+class GpuRecord:
+    """One GPU as a source reports it; None means "not reported", the spec table fills it in."""
+
+    name: str | None = None
+    memory_gib: float | None = None
+    power_limit_w: float | None = None
+    numa_node: int | None = None
+    cpu_affinity: str | None = None
+    pci_bus_id: str | None = None
+    pcie_gen: int | None = None
+
+
+@dataclass
+class HostLayout:
+    """One machine: its GPUs (in index order), NICs, and the link cell of every GPU pair / GPU-NIC pair."""
+
+    gpus: list[GpuRecord]
+    gpu_links: dict[tuple[int, int], str]                 # (i, j), i < j, local indices -> "NV18" / "PIX"
+    nics: list[str] = field(default_factory=list)
+    gpu_nic_links: dict[tuple[int, int], str] = field(default_factory=dict)  # (gpu, nic) -> "PIX"
+    host: str = "node0"
+
+
+@dataclass(frozen=True)
+class NetLink:
+    """The inter-host link every cross-host GPU pair gets (one NIC rail per GPU)."""
+
+    bandwidth_gbps: float = L.NET_BANDWIDTH_GBPS
+    latency_us: float = L.NET_LATENCY_US
+
+
+def compute_scale(power_limit_w: float | None, tdp_w: float | None) -> float:
+    """Compute throughput under a power cap, relative to the uncapped part: ``min(1, (cap/TDP)**(1/3))``.
+
+    Dynamic power is ``C V^2 f`` and across the DVFS range voltage tracks frequency, so power grows
+    ~``f^3`` and the clock a cap allows grows ~``cap^(1/3)``. This is why capping costs far less
+    throughput than it saves power (an RTX 3090 at 150/350 W keeps ~75% of its clock, not 43%). Caps at or
+    above TDP change nothing (spec TFLOP/s are boost-clock figures). Memory bandwidth is not scaled: the
+    memory clock is not what a board-power cap throttles first.
+    """
+    if power_limit_w is None or tdp_w is None or tdp_w <= 0:
+        return 1.0
+    return min(1.0, (max(power_limit_w, 0.0) / tdp_w) ** (1.0 / 3.0))
+
+
+def _parse_cell(cell: str) -> tuple[str, int]:
+    parsed = L.parse_cell(cell)
+    if parsed is None:
+        raise LlmplanError(f"link {cell!r} is not one of NV<n>, PIX, PXB, PHB, NODE, SYS, NET")
+    return parsed
+
+
+class _SpecCache:
+    """Resolve names to specs once per build, warning once per unknown name."""
+
+    def __init__(self, gpu_model: str | None) -> None:
+        self.forced: GpuSpec | None = None
+        if gpu_model is not None:
+            model = match_model(gpu_model)
+            if model is None:
+                known = ", ".join(GPU_SPECS)
+                raise LlmplanError(f"--gpu-model {gpu_model!r} is not in the spec table; use one of {known}")
+            self.forced = GPU_SPECS[model]
+        self.cache: dict[str | None, GpuSpec] = {}
+
+    def __call__(self, name: str | None) -> GpuSpec:
+        if self.forced is not None:
+            return self.forced
+        if name not in self.cache:
+            self.cache[name] = spec_for(name or "unknown")
+        return self.cache[name]
+
+
+def _gpu_attrs(rec: GpuRecord, spec: GpuSpec, index: int, host: str) -> dict:
+    name = rec.name or spec.model
+    limit = None if rec.power_limit_w is None else float(rec.power_limit_w)
+    scale = compute_scale(limit, spec.tdp_w)
+    mem = rec.memory_gib if rec.memory_gib is not None else spec.memory_gib
+    return {
+        "kind": "gpu", "index": index, "name": name, "model": spec.model, "memory_gib": round(float(mem), 3),
+        "bf16_tflops": round(spec.bf16_tflops * scale, 4), "hbm_gbps": spec.hbm_gbps,
+        "power_limit_w": limit, "tdp_w": spec.tdp_w, "compute_scale": round(scale, 6),
+        "numa_node": rec.numa_node, "cpu_affinity": rec.cpu_affinity, "pci_bus_id": rec.pci_bus_id,
+        "host": host,
+    }
+
+
+def _edge(cell: str, sa: GpuSpec, sb: GpuSpec, ga: int | None, gb: int | None) -> dict:
+    kind, nv = _parse_cell(cell)
+    pcie = min(g for g in (ga or sa.pcie_gen, gb or sb.pcie_gen))
+    link = L.estimate(kind, nv, nvlink_gen=L.slower_nvlink_gen(sa.nvlink_gen, sb.nvlink_gen), pcie_gen=pcie)
+    return {"link": link.link, "nvlinks": link.nvlinks, "bandwidth_gbps": link.bandwidth_gbps,
+            "latency_us": link.latency_us}
+
+
+def build_graph(hosts: list[HostLayout], *, name: str, source: str, net: NetLink | None = None,
+                gpu_model: str | None = None, power_caps: dict[int, float] | None = None) -> nx.Graph:
+    """The topology graph: GPU and NIC nodes, an edge for every GPU pair and every same-host GPU-NIC pair.
+
+    Hosts that are identical (a composed multi-node preset) share the per-host edge computation, so a
+    512-GPU graph is mostly ``add_edges_from`` over precomputed attribute tuples.
+    """
+    specs = _SpecCache(gpu_model)
+    net = net or NetLink()
+    G = nx.Graph(name=name, source=source)
+    gpu_ids: list[str] = []
+    local_edges_cache: dict[tuple, list[tuple[int, int, tuple]]] = {}
+    nic_base = 0
+    for host in hosts:
+        base = len(gpu_ids)
+        hspecs = [specs(r.name) for r in host.gpus]
+        for k, (rec, spec) in enumerate(zip(host.gpus, hspecs, strict=True)):
+            gid = f"GPU{base + k}"
+            gpu_ids.append(gid)
+            G.add_node(gid, **_gpu_attrs(rec, spec, base + k, host.host))
+        key = (id(host.gpu_links), tuple((r.name, r.pcie_gen) for r in host.gpus))
+        if key not in local_edges_cache:
+            n = len(host.gpus)
+            edges = []
+            for i in range(n):
+                for j in range(i + 1, n):
+                    cell = host.gpu_links.get((i, j))
+                    if cell is None:
+                        raise LlmplanError(f"host {host.host}: no link given for GPU{i}-GPU{j}")
+                    d = _edge(cell, hspecs[i], hspecs[j], host.gpus[i].pcie_gen, host.gpus[j].pcie_gen)
+                    edges.append((i, j, tuple(d.values())))
+            local_edges_cache[key] = edges
+        G.add_edges_from((gpu_ids[base + i], gpu_ids[base + j], dict(zip(EDGE_ATTRS, v, strict=True)))
+                         for i, j, v in local_edges_cache[key])
+        for k, nic in enumerate(host.nics):
+            nid = f"NIC{nic_base + k}"
+            G.add_node(nid, kind="nic", name=nic, host=host.host)
+            for i, rec in enumerate(host.gpus):
+                cell = host.gpu_nic_links.get((i, k))
+                if cell is None:
+                    continue
+                d = _edge(cell, hspecs[i], hspecs[i], rec.pcie_gen, rec.pcie_gen)
+                G.add_edge(gpu_ids[base + i], nid, **d)
+        nic_base += len(host.nics)
+    if len(hosts) > 1:
+        net_vals = ("NET", 0, net.bandwidth_gbps, net.latency_us)
+        starts = []
+        base = 0
+        for host in hosts:
+            starts.append((base, base + len(host.gpus)))
+            base += len(host.gpus)
+        G.add_edges_from(
+            (gpu_ids[a], gpu_ids[b], dict(zip(EDGE_ATTRS, net_vals, strict=True)))
+            for h, (lo, hi) in enumerate(starts) for a in range(lo, hi)
+            for (lo2, hi2) in starts[h + 1:] for b in range(lo2, hi2)
+        )
+    if power_caps:
+        apply_power_caps(G, power_caps)
+    return G
+
+
+def gpu_nodes(G: nx.Graph) -> list[str]:
+    """GPU node ids sorted by index (``GPU2`` before ``GPU10``)."""
+    return sorted((n for n, d in G.nodes(data=True) if d.get("kind") == "gpu"),
+                  key=lambda n: G.nodes[n]["index"])
+
+
+def nic_nodes(G: nx.Graph) -> list[str]:
+    return sorted((n for n, d in G.nodes(data=True) if d.get("kind") == "nic"), key=lambda n: int(n[3:]))
+
+
+def apply_power_caps(G: nx.Graph, caps: dict[int, float]) -> None:
+    """Set ``power_limit_w`` and rescale ``bf16_tflops`` by :func:`compute_scale` for the capped GPUs."""
+    for index, watts in caps.items():
+        node = f"GPU{index}"
+        if node not in G or G.nodes[node].get("kind") != "gpu":
+            have = len(gpu_nodes(G))
+            raise LlmplanError(f"--power-cap names GPU{index} but the topology has GPU0..GPU{have - 1}")
+        if not watts > 0:
+            raise LlmplanError(f"--power-cap {index}={watts}: the cap must be a positive number of watts")
+        d = G.nodes[node]
+        if d.get("tdp_w") is None:
+            raise LlmplanError(f"--power-cap GPU{index}: model {d.get('model')!r} has no known TDP to scale "
+                               "against; pass --gpu-model with a known model")
+        base = d["bf16_tflops"] / d["compute_scale"] if d["compute_scale"] > 0 else 0.0
+        scale = compute_scale(float(watts), d["tdp_w"])
+        if float(watts) > d["tdp_w"]:
+            warnings.warn(f"--power-cap GPU{index}={watts:g} W is above the {d['tdp_w']:g} W TDP; "
+                          "compute stays at its spec value", UserWarning, stacklevel=2)
+        d.update(power_limit_w=float(watts), compute_scale=round(scale, 6), bf16_tflops=round(base * scale, 4))
+
+
+__all__ = ["GpuRecord", "HostLayout", "NetLink", "build_graph", "gpu_nodes", "nic_nodes", "apply_power_caps",
+           "compute_scale", "UNKNOWN", "UnknownGpuWarning"]
