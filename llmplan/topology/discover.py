@@ -45,7 +45,8 @@ def _run_smi(args: list[str]) -> str:
     if exe is None:
         raise LlmplanError("nvidia-smi is not on PATH")
     try:
-        proc = subprocess.run([exe, *args], capture_output=True, text=True, timeout=SMI_TIMEOUT_S, check=False)
+        proc = subprocess.run([exe, *args], capture_output=True, text=True, timeout=SMI_TIMEOUT_S,
+                              check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise LlmplanError(f"nvidia-smi {' '.join(args)} failed ({exc})") from None
     if proc.returncode != 0:

@@ -206,7 +206,8 @@ def apply_power_caps(G: nx.Graph, caps: dict[int, float]) -> None:
         if float(watts) > d["tdp_w"]:
             warnings.warn(f"--power-cap GPU{index}={watts:g} W is above the {d['tdp_w']:g} W TDP; "
                           "compute stays at its spec value", UserWarning, stacklevel=2)
-        d.update(power_limit_w=float(watts), compute_scale=round(scale, 6), bf16_tflops=round(base * scale, 4))
+        d.update(power_limit_w=float(watts), compute_scale=round(scale, 6),
+                 bf16_tflops=round(base * scale, 4))
 
 
 __all__ = ["GpuRecord", "HostLayout", "NetLink", "build_graph", "gpu_nodes", "nic_nodes", "apply_power_caps",

@@ -34,7 +34,9 @@ NVLINK_PER_LINK: dict[str, tuple[float, float]] = {
 NVLINK_DEFAULT_GEN = "nvlink2"
 
 # x16 PCIe, GB/s per direction: (NCCL model width*{60,120,240}/80, raw after 128b/130b encoding).
-PCIE_X16: dict[int, tuple[float, float]] = {3: (12.0, 15.75), 4: (24.0, 31.5), 5: (48.0, 63.0), 6: (96.0, 121.0)}
+PCIE_X16: dict[int, tuple[float, float]] = {
+    3: (12.0, 15.75), 4: (24.0, 31.5), 5: (48.0, 63.0), 6: (96.0, 121.0),
+}
 # CPU-CPU (QPI/UPI/xGMI) GB/s, keyed by the host's PCIe generation as the CPU-family proxy (topo.h *_QPI_BW).
 INTER_SOCKET: dict[int, float] = {3: 10.0, 4: 16.0, 5: 22.0, 6: 40.0}
 

@@ -170,7 +170,8 @@ class RecordedDevices:
 
     def __init__(self, data: dict[str, Any]) -> None:
         if not isinstance(data, dict) or not isinstance(data.get("devices"), list):
-            raise LlmplanError("NVML recording needs a `devices` list; write one with llmplan.topology.nvml.record")
+            raise LlmplanError("NVML recording needs a `devices` list; write one with "
+                               "`llmplan topology --source nvml --record-nvml PATH`")
         self.devices: list[dict[str, Any]] = data["devices"]
         self.ancestors: dict[str, int] = {str(k).replace(" ", ""): v for k, v in
                                           (data.get("common_ancestor") or {}).items()}
@@ -311,7 +312,8 @@ class PynvmlDevices:
         if state is None:
             return None
         # NVML_NVLINK_CAP_P2P_SUPPORTED is 0; pass ints, never the package's tuple-valued constants.
-        p2p = self._h(i, "nvmlDeviceGetNvLinkCapability", link, getattr(nv, "NVML_NVLINK_CAP_P2P_SUPPORTED", 0))
+        cap = getattr(nv, "NVML_NVLINK_CAP_P2P_SUPPORTED", 0)
+        p2p = self._h(i, "nvmlDeviceGetNvLinkCapability", link, cap if isinstance(cap, int) else 0)
         remote = self._h(i, "nvmlDeviceGetNvLinkRemotePciInfo", link)
         rtype = self._h(i, "nvmlDeviceGetNvLinkRemoteDeviceType", link)
         return NvLinkInfo(bool(state), bool(p2p), None if remote is None else remote.busId,

@@ -98,8 +98,9 @@ def layouts_from_spec(data: Any, where: str, _depth: int = 0) -> tuple[list[Host
         hosts = []
         for h in range(count):
             # Shallow copies share link dicts (read-only) so the builder computes per-host edges once.
-            hosts.append(HostLayout(gpus=[GpuRecord(**vars(g)) for g in proto.gpus], gpu_links=proto.gpu_links,
-                                    nics=proto.nics, gpu_nic_links=proto.gpu_nic_links, host=f"node{h}"))
+            hosts.append(HostLayout(gpus=[GpuRecord(**vars(g)) for g in proto.gpus],
+                                    gpu_links=proto.gpu_links, nics=proto.nics,
+                                    gpu_nic_links=proto.gpu_nic_links, host=f"node{h}"))
         net = comp.get("net") or {}
         return hosts, NetLink(float(net.get("bandwidth_gbps", NetLink.bandwidth_gbps)),
                               float(net.get("latency_us", NetLink.latency_us)))

@@ -38,7 +38,7 @@ class TopoMatrix:
     """What one ``topo -m`` block says. Link cells are normalised (``SOC`` -> ``SYS``)."""
 
     gpus: list[TopoGpu]
-    nics: list[str]                                     # NIC names in column order (mlx5_0, or NIC0 if unnamed)
+    nics: list[str]  # NIC names in column order (mlx5_0, or NIC0 if unnamed)
     gpu_links: dict[tuple[int, int], str] = field(default_factory=dict)   # (i, j), i < j -> "NV18"
     gpu_nic_links: dict[tuple[int, int], str] = field(default_factory=dict)  # (gpu, nic position) -> "PIX"
     columns: tuple[str, ...] = ()                        # affinity columns that were printed
@@ -120,7 +120,8 @@ def parse_topo_matrix(text: str) -> TopoMatrix:
         for c, cell in enumerate(cells):
             if c == pos:
                 if cell != "X":
-                    raise _err(n + 1, f"row {label}: expected the self cell X in column {label}, got {cell!r}")
+                    raise _err(n + 1, f"row {label}: expected the self cell X in column {label}, "
+                                      f"got {cell!r}")
             elif parse_cell(cell) is None:
                 raise _err(n + 1, f"row {label}, column {devices[c]}: {cell!r} is not a link "
                                   "(expected X, NV<n>, PIX, PXB, PHB, NODE or SYS)")
