@@ -1,0 +1,155 @@
+"""Saving a report directory and reading it back.
+
+Layout: ``report.json`` (summaries, config, provenance, sweep), ``requests-<label>.csv``
+and ``samples-<label>.csv`` per run, ``sweep.csv``, PNG plots and ``report.md``. The
+per-request CSV is the row-level truth: ``llmplan report`` recomputes the SLO flags from
+it and checks them against the saved summary before rendering.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from llmplan.errors import LlmplanError
+from llmplan.metrics import RunMetrics, add_slo_flags
+from llmplan.report.markdown import render_markdown
+from llmplan.report.model import SCHEMA_VERSION, BenchReport, SweepPoint, slug
+
+
+def _clean(obj: Any) -> Any:
+    """JSON has no NaN; write null instead so other tools can read the file."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
+        return _clean(obj.item())
+    return obj
+
+
+def _slim(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in summary.items() if k != "utilization"}
+
+
+def to_json(report: BenchReport) -> dict[str, Any]:
+    return _clean(
+        {
+            "schema": SCHEMA_VERSION,
+            "llmplan_version": report.version,
+            "created_utc": report.created_utc,
+            "command": report.command,
+            "seed": report.seed,
+            "config": report.config,
+            "workload": report.workload,
+            "runs": {
+                lb: {"file": f"requests-{slug(lb)}.csv", "summary": m.summary}
+                for lb, m in report.runs.items()
+            },
+            "sweep": {
+                "target": report.sweep_target,
+                "points": [
+                    {
+                        "label": p.label,
+                        "rate_rps": p.rate_rps,
+                        "rate_scale": p.rate_scale,
+                        "summary": _slim(p.summary),
+                    }
+                    for p in report.sweep
+                ],
+                "goodput_distserve": report.goodput_distserve,
+            },
+            "extra": report.extra,
+        }
+    )
+
+
+def write_report(report: BenchReport, out: Path, *, plots: bool = True) -> list[Path]:
+    """Write the whole report directory; returns the files written."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LlmplanError(f"cannot create report directory {out} ({exc.strerror}); pass --out DIR") from exc
+    written = []
+    for label, m in report.runs.items():
+        p = out / f"requests-{slug(label)}.csv"
+        m.requests.to_csv(p, index=False, float_format="%.9g")
+        written.append(p)
+        if not m.samples.empty:
+            p = out / f"samples-{slug(label)}.csv"
+            m.samples.to_csv(p, index=False, float_format="%.9g")
+            written.append(p)
+    if report.sweep:
+        p = out / "sweep.csv"
+        report.sweep_frame().to_csv(p, index=False, float_format="%.9g")
+        written.append(p)
+    p = out / "report.json"
+    p.write_text(json.dumps(to_json(report), indent=2, default=str) + "\n")
+    written.append(p)
+    images: list[Path] = []
+    if plots:
+        from llmplan.report.plots import render_all
+
+        images = render_all(report, out)
+        written += images
+    p = out / "report.md"
+    p.write_text(render_markdown(report, images))
+    written.append(p)
+    return written
+
+
+def load_report(directory: Path) -> BenchReport:
+    """Read a report directory written by :func:`write_report`."""
+    directory = Path(directory)
+    jpath = directory / "report.json"
+    if not jpath.is_file():
+        raise LlmplanError(f"{jpath} not found; pass a directory written by `llmplan bench --out DIR`")
+    try:
+        data = json.loads(jpath.read_text())
+    except json.JSONDecodeError as exc:
+        raise LlmplanError(f"{jpath} is not valid JSON (line {exc.lineno}); re-run llmplan bench") from exc
+    if data.get("schema") != SCHEMA_VERSION:
+        raise LlmplanError(
+            f"{jpath} has report schema {data.get('schema')!r}, this llmplan reads {SCHEMA_VERSION}; "
+            "re-run llmplan bench with this version"
+        )
+    runs: dict[str, RunMetrics] = {}
+    for label, entry in data["runs"].items():
+        cpath = directory / entry["file"]
+        if not cpath.is_file():
+            raise LlmplanError(f"{cpath} is missing from the report directory; re-run llmplan bench")
+        df = pd.read_csv(cpath, keep_default_na=True)
+        recomputed = add_slo_flags(df.copy())
+        saved_att = entry["summary"]["attainment"]["all"]
+        if saved_att is not None and abs(float(recomputed["slo_met"].mean()) - saved_att) > 1e-9:
+            raise LlmplanError(
+                f"{cpath} does not match report.json (SLO attainment {recomputed['slo_met'].mean():.4f} vs "
+                f"{saved_att:.4f}); the directory was edited by hand: re-run llmplan bench"
+            )
+        spath = directory / f"samples-{slug(label)}.csv"
+        samples = pd.read_csv(spath) if spath.is_file() else pd.DataFrame()
+        runs[label] = RunMetrics(recomputed, samples, entry["summary"])
+    sweep = data.get("sweep") or {}
+    return BenchReport(
+        runs=runs,
+        config=data.get("config", {}),
+        workload=data.get("workload", {}),
+        seed=data.get("seed", 0),
+        version=data.get("llmplan_version", "?"),
+        created_utc=data.get("created_utc", ""),
+        command=data.get("command", ""),
+        sweep=[
+            SweepPoint(p["label"], p["rate_rps"], p["rate_scale"], p["summary"])
+            for p in sweep.get("points", [])
+        ],
+        sweep_target=sweep.get("target", 0.9),
+        goodput_distserve=sweep.get("goodput_distserve", {}),
+        extra=data.get("extra", {}),
+    )
