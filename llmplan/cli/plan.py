@@ -2,16 +2,181 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-from llmplan.cli._common import not_built
+HELP = """Place a model's layers on GPUs as pipeline stages, exactly optimal for the chosen objective.
+
+[bold]Modes[/]: HE = fewest GPUs, then lowest latency; LR = lowest latency; HELR (default) = the
+balance a1 * latency + a2 * GPUs, both min-max normalised between the HE and LR plans.
+
+Latency is that of the reference batch (--max-batch requests of --input-len + --output-len tokens):
+prompts stream through the pipeline, then the batch decodes; the KV reserve for that batch limits
+the layers per GPU. See docs/plan.md.
+
+[bold]--pd[/] instead chooses prefill and decode instances (count, TP/PP, GPUs) that maximise
+goodput per GPU under --slo-ttft/--slo-tpot for a workload (--trace CSV or --rate/--input-len/--output-len).
+
+Examples:
+  llmplan plan --model chatglm2-6b --topology preset:4x-rtx3090 --mode HE
+  llmplan plan --model llama-2-70b --topology preset:dgx-h100 --out plan.json
+  llmplan plan --model llama-3.1-8b --topology preset:dgx-h100 --pd --rate 20 --slo-ttft 1 --slo-tpot 0.05
+"""
+
+
+def _parse_caps(text: str | None) -> dict[int, float] | None:
+    from llmplan.errors import LlmplanError
+
+    if not text:
+        return None
+    caps = {}
+    for part in text.split(","):
+        try:
+            k, v = part.split(":")
+            caps[int(k)] = float(v)
+        except ValueError:
+            raise LlmplanError(
+                f"--power-cap {text!r} is not IDX:WATTS[,IDX:WATTS]; e.g. 0:350,1:300"
+            ) from None
+    return caps
 
 
 def register(app: typer.Typer) -> None:
-    @app.command(
-        "plan",
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-        help="Place contiguous layers on GPUs (HE/LR/HELR) and plan prefill:decode ratios.",
-    )
-    def _stub(ctx: typer.Context) -> None:
-        not_built("plan", 3)
+    @app.command("plan", help=HELP)
+    def plan_cmd(
+        model: str = typer.Option(
+            ..., "--model", "-m", help="Catalog name (e.g. llama-2-7b) or path to a HF config.json."
+        ),
+        topology: str = typer.Option(
+            "auto", "--topology", "-t", help="preset:NAME, a topology file, or auto."
+        ),
+        mode: str = typer.Option("HELR", "--mode", help="HE | LR | HELR."),
+        a1: float = typer.Option(0.5, "--a1", help="HELR weight of latency."),
+        a2: float = typer.Option(0.5, "--a2", help="HELR weight of the GPU count."),
+        max_batch: int = typer.Option(32, "--max-batch", min=1, help="Reference batch: concurrent requests."),
+        input_len: int = typer.Option(512, "--input-len", min=1, help="Reference prompt tokens."),
+        output_len: int = typer.Option(256, "--output-len", min=1, help="Reference generated tokens."),
+        gpus: str | None = typer.Option(None, "--gpus", help="Restrict to these GPU indices, e.g. 0,1,3."),
+        power_cap: str | None = typer.Option(
+            None, "--power-cap", help="Override power limits: IDX:W[,IDX:W]."
+        ),
+        compute_eff: float | None = typer.Option(
+            None, "--compute-eff", help="Roofline: fraction of peak FLOP/s."
+        ),
+        memory_eff: float | None = typer.Option(
+            None, "--memory-eff", help="Roofline: fraction of peak HBM GB/s."
+        ),
+        out: Path | None = typer.Option(None, "--out", "-o", help="Save the plan (.json or .yaml)."),
+        as_json: bool = typer.Option(
+            False, "--json", help="Print the plan (and device_map, vllm line) as JSON."
+        ),
+        show_device_map: bool = typer.Option(False, "--device-map", help="Print the full HF device_map."),
+        pd: bool = typer.Option(False, "--pd", help="Plan prefill:decode disaggregation instead."),
+        trace: Path | None = typer.Option(
+            None, "--trace", help="--pd: CSV with TIMESTAMP,ContextTokens,GeneratedTokens."
+        ),
+        rate: float | None = typer.Option(
+            None, "--rate", help="--pd: request rate (req/s) to report attainment at."
+        ),
+        slo_ttft: float = typer.Option(2.0, "--slo-ttft", help="--pd: TTFT SLO, seconds."),
+        slo_tpot: float = typer.Option(0.1, "--slo-tpot", help="--pd: TPOT SLO, seconds."),
+        attainment: float = typer.Option(
+            0.9, "--attainment", help="--pd: fraction of requests meeting both SLOs."
+        ),
+        validate: bool = typer.Option(
+            False, "--validate", help="--pd: replay in the simulator, compare attainment."
+        ),
+    ) -> None:
+        import dataclasses
+
+        from llmplan.cli._common import console, print_json
+        from llmplan.errors import LlmplanError
+        from llmplan.models import get_model_spec
+        from llmplan.plan.costmodel import CostParams
+        from llmplan.plan.outputs import device_map, plan_table, summary, vllm_command
+        from llmplan.plan.planner import make_plan
+        from llmplan.plan.types import PlanWorkload
+        from llmplan.topology import load_topology
+
+        spec = get_model_spec(model)
+        graph = load_topology(topology, _parse_caps(power_cap))
+        params = CostParams()
+        if compute_eff is not None:
+            params = dataclasses.replace(params, compute_eff=compute_eff)
+        if memory_eff is not None:
+            params = dataclasses.replace(params, memory_eff=memory_eff)
+        if not (0 < params.compute_eff <= 1 and 0 < params.memory_eff <= 1):
+            raise LlmplanError("--compute-eff and --memory-eff must be in (0, 1]")
+        subset = None
+        if gpus:
+            try:
+                subset = [f"GPU{int(x)}" for x in gpus.split(",")]
+            except ValueError:
+                raise LlmplanError(f"--gpus {gpus!r} is not a list of indices; e.g. --gpus 0,1,3") from None
+            missing = [g for g in subset if g not in graph.nodes]
+            if missing:
+                raise LlmplanError(
+                    f"--gpus names {', '.join(missing)}, not in the topology; see `llmplan topology`"
+                )
+
+        if pd:
+            from llmplan.plan.pd import PDRequest, load_length_stats, plan_pd, render_pd
+
+            stats = load_length_stats(trace, input_len, output_len, rate)
+            req = PDRequest(slo_ttft_s=slo_ttft, slo_tpot_s=slo_tpot, attainment=attainment)
+            result = plan_pd(spec, graph, stats, req, params=params, gpus=subset, topology=topology)
+            if validate:
+                from llmplan.plan.pd import validate_in_simulator
+
+                result = validate_in_simulator(result, spec, graph, stats, req)
+            if out:
+                result.plan.save(out)
+            if as_json:
+                print_json(result.to_dict())
+            else:
+                render_pd(console, result)
+                if out:
+                    console.print(f"saved plan to {out}")
+            return
+
+        wl = PlanWorkload(max_batch=max_batch, input_len=input_len, output_len=output_len)
+        plan = make_plan(
+            spec, graph, mode, a1=a1, a2=a2, workload=wl, params=params, gpus=subset, topology=topology
+        )
+        if out:
+            plan.save(out)
+        dm = device_map(plan)
+        cmd, note = vllm_command(plan)
+        if as_json:
+            d = plan.to_dict()
+            d["device_map"] = dm
+            d["vllm_command"] = cmd
+            d["vllm_note"] = note
+            print_json(d)
+            return
+        console.print(plan_table(plan))
+        s = summary(plan)
+        console.print(
+            f"[bold]{s['gpus']} GPU(s)[/]  TTFT {s['ttft_ms']} ms (one prompt)  TPOT {s['tpot_ms']} ms "
+            f"(batch {wl.max_batch})  batch latency {s['batch_latency_s']} s "
+            f"({wl.max_batch} x {wl.input_len}+{wl.output_len} tokens)",
+            highlight=False,
+        )
+        for line in plan.explanation:
+            console.print(f"  - {line}", highlight=False)
+        if cmd:
+            console.print(f"[bold]vllm:[/] {cmd}", highlight=False, soft_wrap=True)
+            console.print(f"  ({note})", highlight=False)
+        else:
+            console.print(f"[bold]vllm:[/] no command: {note}", highlight=False)
+        if show_device_map:
+            print_json(dm)
+        else:
+            spans = [f"{st.layer_start}-{st.layer_end - 1}->cuda:{st.gpu_indices[0]}" for st in plan.stages]
+            console.print(
+                f"[bold]device_map:[/] layers {', '.join(spans)} ({len(dm)} modules; --device-map prints it)",
+                highlight=False,
+            )
+        if out:
+            console.print(f"saved plan to {out}")

@@ -1,0 +1,219 @@
+"""`llmplan plan` as a library call: model + topology + workload -> Plan (HE / LR / HELR)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import TYPE_CHECKING
+
+from llmplan.errors import InfeasibleError
+from llmplan.plan.costmodel import DEFAULT_PARAMS, GIB, CostParams
+from llmplan.plan.helr import MODES, Placement, choose, frontier, helr_score
+from llmplan.plan.problem import (
+    FIRST,
+    LAST,
+    MIDDLE,
+    ONLY,
+    Problem,
+    memory_breakdown,
+    problem_from_graph,
+    role_of,
+)
+from llmplan.plan.types import InstancePlan, Plan, PlanWorkload, StagePlan
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+    from llmplan.models.spec import ModelSpec
+
+
+def feasible(problem: Problem) -> bool:
+    """Whether any placement fits (O(n)): all GPUs, best first/last pair, or one GPU alone."""
+    n = problem.n_layers
+    caps = [g.caps for g in problem.gpus]
+    if any(c[ONLY] >= n for c in caps):
+        return True
+    if len(caps) < 2:
+        return False
+    mid = sum(c[MIDDLE] for c in caps)
+    # choose first != last maximising the role bonus over MIDDLE
+    df = sorted(((c[FIRST] - c[MIDDLE], i) for i, c in enumerate(caps)), reverse=True)[:2]
+    dl = sorted(((c[LAST] - c[MIDDLE], i) for i, c in enumerate(caps)), reverse=True)[:2]
+    best = max(a + b for a, i in df for b, j in dl if i != j)
+    if any(min(c) < 1 for c in caps):  # GPUs too small for even one layer are not used
+        usable = [c for c in caps if c[MIDDLE] >= 1]
+        if len(usable) != len(caps):
+            sub = dataclasses.replace(problem, gpus=[g for g in problem.gpus if g.caps[MIDDLE] >= 1])
+            return len(sub.gpus) > 0 and feasible(sub)
+    return mid + best >= n
+
+
+def _infeasible_message(spec: ModelSpec, problem: Problem, workload: PlanWorkload) -> str:
+    w = spec.weight_bytes / GIB
+    kv = workload.kv_tokens * spec.kv_bytes_per_token / GIB
+    usable = sum(g.perf.usable_bytes(problem.params) for g in problem.gpus) / GIB
+    n = len(problem.gpus)
+    fixes = []
+    lo, hi = 0, workload.max_batch  # largest max_batch that fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if feasible(
+            dataclasses.replace(
+                problem, **_rebuild(problem, spec, dataclasses.replace(workload, max_batch=mid))
+            )
+        ):
+            lo = mid
+        else:
+            hi = mid - 1
+    biggest = max(problem.gpus, key=lambda g: g.perf.memory_bytes)
+    per_gpu = biggest.perf.usable_bytes(problem.params) / GIB
+    extra = max(1, math.ceil((w + kv - usable) / per_gpu)) if per_gpu > 0 else 1
+    fixes.append(f"add {extra} GPU{'s' if extra > 1 else ''} like {biggest.node} ({biggest.perf.name})")
+    if lo >= 1:
+        fixes.append(f"lower --max-batch to {lo}")
+    else:
+        fixes.append("use a smaller model or a lower-precision dtype")
+    short = w + kv - usable
+    gives = f"{n} GPU{'s' if n > 1 else ''} give {usable:.1f} GiB usable"
+    why = f"shortfall {short:.1f} GiB" if short > 0 else "but no split fits the per-GPU limits"
+    return (
+        f"{spec.name} needs {w:.1f} GiB weights + {kv:.1f} GiB KV (max_batch {workload.max_batch} x "
+        f"{workload.input_len + workload.output_len} tokens); {gives}, {why}; " + " or ".join(fixes)
+    )
+
+
+def _rebuild(problem: Problem, spec: ModelSpec, workload: PlanWorkload) -> dict:
+    from llmplan.plan.problem import build_problem
+
+    link = {
+        (i, j): problem.links[i][j].perf
+        for i in range(len(problem.gpus))  # type: ignore[union-attr]
+        for j in range(i + 1, len(problem.gpus))
+    }
+    nb = build_problem(spec, [(g.node, g.perf) for g in problem.gpus], link, workload, problem.params)
+    return {"gpus": nb.gpus, "workload": workload, "layer_bytes": nb.layer_bytes}
+
+
+def placement_to_instance(problem: Problem, pl: Placement, graph: nx.Graph | None = None) -> InstancePlan:
+    stages = []
+    start = 0
+    s = len(pl.order)
+    for k, (g, c) in enumerate(zip(pl.order, pl.counts, strict=True)):
+        role = role_of(k == 0, k == s - 1)
+        w, kv, free = memory_breakdown(problem, g, c, role)
+        gc = problem.gpus[g]
+        link = ""
+        if k + 1 < s:
+            lk = problem.links[g][pl.order[k + 1]]
+            link = lk.perf.kind if lk else ""
+        stages.append(
+            StagePlan(
+                gpus=[gc.node],
+                layer_start=start,
+                layer_end=start + c,
+                gpu_name=gc.perf.name,
+                weights_gib=round(w, 3),
+                kv_gib=round(kv, 3),
+                free_gib=round(free, 3),
+                prefill_s=problem.stage_pre(g, c, role),
+                decode_s=problem.stage_dec(g, c, role),
+                link_to_next=link,
+            )
+        )
+        start += c
+    return InstancePlan(role="both", stages=stages)
+
+
+def _explain(
+    mode: str, front: dict[int, Placement], chosen: Placement, a1: float, a2: float, problem: Problem
+) -> list[str]:
+    he = front[min(front)]
+    lr = min(front.values(), key=lambda p: (p.latency, p.gpus))
+    lines = []
+    if mode == "HE":
+        lines.append(
+            f"HE: {chosen.gpus} GPU{'s' if chosen.gpus > 1 else ''} is the fewest that hold the model "
+            f"and its KV reserve; among those, the fastest placement."
+        )
+    elif mode == "LR":
+        lines.append(
+            f"LR: {chosen.gpus} GPUs give the lowest batch latency; spreading layers shortens the "
+            f"prefill bottleneck (the B prompts stream through the pipeline) until transfers and "
+            f"slower GPUs cost more than they save."
+        )
+    else:
+        lines.append(
+            f"HELR (a1={a1:g} latency, a2={a2:g} GPUs, both min-max normalised between the HE and LR "
+            f"plans): {chosen.gpus} GPUs score {helr_score(chosen, he, lr, a1, a2):.3f}."
+        )
+    lines.append(
+        "frontier (GPUs: batch latency, score): "
+        + "; ".join(f"{s}: {p.latency:.3f} s, {helr_score(p, he, lr, a1, a2):.3f}" for s, p in front.items())
+    )
+    order = [problem.gpus[g].node for g in chosen.order]
+    if chosen.gpus > 1:
+        lines.append(
+            "stage order " + " -> ".join(order) + " keeps adjacent stages on the fastest links; "
+            "faster GPUs take more layers, the last stage also runs the LM head."
+        )
+    return lines
+
+
+def make_plan(
+    spec: ModelSpec,
+    graph: nx.Graph,
+    mode: str = "HELR",
+    *,
+    a1: float = 0.5,
+    a2: float = 0.5,
+    workload: PlanWorkload | None = None,
+    params: CostParams = DEFAULT_PARAMS,
+    gpus: list[str] | None = None,
+    topology: str = "",
+) -> Plan:
+    mode = mode.upper()
+    if mode not in MODES:
+        raise InfeasibleError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+    if a1 < 0 or a2 < 0 or a1 + a2 <= 0:
+        raise InfeasibleError("--a1 and --a2 must be >= 0 and not both 0")
+    wl = workload or PlanWorkload()
+    problem = problem_from_graph(spec, graph, wl, params, gpus)
+    if not problem.gpus:
+        raise InfeasibleError("the topology has no GPUs; check --topology")
+    front = frontier(problem)
+    if not front:
+        raise InfeasibleError(_infeasible_message(spec, problem, wl))
+    chosen = choose(front, mode, a1, a2)
+    m = problem.evaluate(list(chosen.order), list(chosen.counts))
+    assert m is not None
+    inst = placement_to_instance(problem, chosen, graph)
+    return Plan(
+        model=spec.name,
+        model_spec=spec.to_dict(),
+        topology=topology or problem.topology,
+        mode=mode,
+        instances=[inst],
+        workload=wl,
+        a1=a1,
+        a2=a2,
+        metrics={
+            "gpus": chosen.gpus,
+            "ttft_s": m["ttft_s"],
+            "tpot_s": m["tpot_s"],
+            "batch_latency_s": m["latency_s"],
+            "prefill_bottleneck_s": m["beta_s"],
+            "frontier": {
+                str(s): {
+                    "latency_s": p.latency,
+                    "gpus": [problem.gpus[g].node for g in p.order],
+                    "layers": list(p.counts),
+                }
+                for s, p in front.items()
+            },
+        },
+        explanation=_explain(mode, front, chosen, a1, a2, problem),
+        params=dataclasses.asdict(params),
+    )
+
+
+__all__ = ["make_plan", "feasible", "placement_to_instance", "FIRST", "LAST"]

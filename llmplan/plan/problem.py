@@ -1,0 +1,221 @@
+"""The HELR placement problem, priced once with the cost model.
+
+Decision: an ordered GPU subset (pipeline stages) and a contiguous layer count per stage,
+with ``count * m <= Mem(i) - T`` per GPU, where ``m`` is one layer's weights plus its share of
+the KV reserve (``max_batch * (input + output)`` tokens) and ``T`` is the activation workspace
+and framework slack (``CostParams``) plus the embeddings on the first stage and the final
+norm + LM head on the last.
+
+Latency of a plan (the ``a1`` term), for the reference batch of ``B`` requests:
+
+* ``ttft = sum_s pre_s + sum_links xp``: one prompt's prefill through every stage;
+* ``tpot = sum_s dec_s + sum_links xd``: one decode step of the whole batch (a step needs the
+  previous token, so the batch cannot overlap with itself across stages);
+* ``latency = ttft + (B - 1) * beta + O * tpot`` where ``beta = max(max_s pre_s, max_links xp)``:
+  the B prompts stream through the pipeline one per micro-batch (GPipe fill, then one prompt
+  per bottleneck interval), followed by O decode steps.
+
+So spreading layers shortens the prefill bottleneck (``beta``) but adds transfers and puts
+layers on slower GPUs; the three modes weigh that against the GPU count.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from llmplan.plan.costmodel import (
+    DEFAULT_PARAMS,
+    GIB,
+    CostParams,
+    GpuPerf,
+    LinkPerf,
+    activation_bytes,
+    decode_layer_time,
+    head_time,
+    prefill_layer_time,
+    transfer_time,
+)
+from llmplan.plan.types import PlanWorkload
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+    from llmplan.models.spec import ModelSpec
+
+MIDDLE, FIRST, LAST, ONLY = 0, 1, 2, 3
+ROLE_NAMES = ("middle", "first", "last", "only")
+
+
+def role_of(first: bool, last: bool) -> int:
+    return (FIRST if first else MIDDLE) | (LAST if last else MIDDLE)
+
+
+@dataclass(slots=True)
+class GpuCost:
+    """Per-GPU prices for the reference workload."""
+
+    node: str
+    perf: GpuPerf
+    p: float  # prefill seconds per layer, one prompt
+    d: float  # decode seconds per layer, one step of the batch
+    hp: float  # LM head, prefill (one logit)
+    hd: float  # LM head, decode step (B logits)
+    caps: tuple[int, int, int, int]  # max layers by role (middle, first, last, only)
+
+
+@dataclass(slots=True)
+class LinkCost:
+    perf: LinkPerf
+    xp: float  # activations of one prompt
+    xd: float  # activations of one decode step of the batch
+
+
+@dataclass(slots=True)
+class Problem:
+    spec: ModelSpec
+    workload: PlanWorkload
+    params: CostParams
+    gpus: list[GpuCost]
+    links: list[list[LinkCost | None]]  # links[i][j], None on the diagonal
+    topology: str = ""
+    layer_bytes: float = 0.0
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def n_layers(self) -> int:
+        return self.spec.num_hidden_layers
+
+    @property
+    def K(self) -> int:  # noqa: N802 - the formula's name
+        return self.workload.max_batch - 1
+
+    @property
+    def O(self) -> int:  # noqa: N802, E743
+        return self.workload.output_len
+
+    # ---- pricing one stage / one plan -----------------------------------------------------
+    def stage_pre(self, g: int, c: int, role: int) -> float:
+        gc = self.gpus[g]
+        return c * gc.p + (gc.hp if role & LAST else 0.0)
+
+    def stage_dec(self, g: int, c: int, role: int) -> float:
+        gc = self.gpus[g]
+        return c * gc.d + (gc.hd if role & LAST else 0.0)
+
+    def evaluate(self, order: list[int], counts: list[int]) -> dict[str, float] | None:
+        """Metrics of a pipeline, or None when it breaks a memory cap or does not cover the model."""
+        if len(order) != len(counts) or sum(counts) != self.n_layers or len(set(order)) != len(order):
+            return None
+        s = len(order)
+        pre = dec = beta = 0.0
+        for k, (g, c) in enumerate(zip(order, counts, strict=True)):
+            role = role_of(k == 0, k == s - 1)
+            if c < 1 or c > self.gpus[g].caps[role]:
+                return None
+            sp = self.stage_pre(g, c, role)
+            pre += sp
+            dec += self.stage_dec(g, c, role)
+            beta = max(beta, sp)
+        for a, b in zip(order, order[1:], strict=False):
+            lk = self.links[a][b]
+            assert lk is not None
+            pre += lk.xp
+            dec += lk.xd
+            beta = max(beta, lk.xp)
+        ovh = self.params.iteration_overhead_s
+        return {
+            "ttft_s": pre + ovh,
+            "tpot_s": dec + ovh,
+            "beta_s": beta,
+            "latency_s": pre + self.K * beta + self.O * dec + (self.workload.max_batch + self.O) * ovh,
+            "gpus": s,
+        }
+
+    def latency_const(self) -> float:
+        return (self.workload.max_batch + self.O) * self.params.iteration_overhead_s
+
+    # ---- memory ---------------------------------------------------------------------------
+    def per_layer_bytes(self) -> float:
+        return self.layer_bytes
+
+
+def build_problem(
+    spec: ModelSpec,
+    gpus: list[tuple[str, GpuPerf]],
+    link: dict[tuple[int, int], LinkPerf],
+    workload: PlanWorkload | None = None,
+    params: CostParams = DEFAULT_PARAMS,
+    topology: str = "",
+) -> Problem:
+    """Price every GPU and link for the reference workload (the only place the cost model is called)."""
+    wl = workload or PlanWorkload()
+    ctx = wl.input_len + wl.output_len / 2  # mean context over the decode phase
+    layer_bytes = spec.layer_weight_bytes + wl.kv_tokens * spec.kv_bytes_per_token_layer
+    costs = []
+    for node, perf in gpus:
+        usable = perf.usable_bytes(params)
+        caps = []
+        for role in (MIDDLE, FIRST, LAST, ONLY):
+            extra = (spec.embed_weight_bytes if role & FIRST else 0) + (
+                spec.head_weight_bytes if role & LAST else 0
+            )
+            caps.append(max(0, math.floor((usable - extra) / layer_bytes + 1e-9)))
+        costs.append(
+            GpuCost(
+                node=node,
+                perf=perf,
+                p=prefill_layer_time(spec, perf, wl.input_len, 1, 1, params),
+                d=decode_layer_time(spec, perf, wl.max_batch, ctx, 1, params),
+                hp=head_time(spec, perf, 1, 1, params),
+                hd=head_time(spec, perf, wl.max_batch, 1, params),
+                caps=tuple(caps),  # type: ignore[arg-type]
+            )
+        )
+    n = len(gpus)
+    pre_bytes = activation_bytes(spec, wl.input_len)
+    dec_bytes = activation_bytes(spec, wl.max_batch)
+    links: list[list[LinkCost | None]] = [[None] * n for _ in range(n)]
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                lp = link[(i, j)] if (i, j) in link else link[(j, i)]
+                links[i][j] = LinkCost(
+                    lp, transfer_time(pre_bytes, lp, params), transfer_time(dec_bytes, lp, params)
+                )
+    return Problem(spec, wl, params, costs, links, topology, layer_bytes)
+
+
+def problem_from_graph(
+    spec: ModelSpec,
+    graph: nx.Graph,
+    workload: PlanWorkload | None = None,
+    params: CostParams = DEFAULT_PARAMS,
+    gpus: list[str] | None = None,
+) -> Problem:
+    from llmplan.plan.costmodel import best_link
+
+    nodes = gpus or sorted(
+        (n for n, a in graph.nodes(data=True) if a.get("kind") == "gpu"),
+        key=lambda n: graph.nodes[n].get("index", 0),
+    )
+    perf = [(n, GpuPerf.from_attrs(graph.nodes[n])) for n in nodes]
+    link = {}
+    for i, a in enumerate(nodes):
+        for j in range(i + 1, len(nodes)):
+            link[(i, j)] = best_link(graph, a, nodes[j])
+    return build_problem(spec, perf, link, workload, params, topology=str(graph.graph.get("name", "")))
+
+
+def memory_breakdown(problem: Problem, g: int, count: int, role: int) -> tuple[float, float, float]:
+    """(weights, KV reserve, free) in GiB for ``count`` layers on GPU ``g``."""
+    spec, wl = problem.spec, problem.workload
+    w = (
+        count * spec.layer_weight_bytes
+        + (spec.embed_weight_bytes if role & FIRST else 0)
+        + (spec.head_weight_bytes if role & LAST else 0)
+    )
+    kv = count * wl.kv_tokens * spec.kv_bytes_per_token_layer
+    free = problem.gpus[g].perf.memory_bytes - w - kv
+    return w / GIB, kv / GIB, free / GIB

@@ -1,0 +1,33 @@
+"""Brute-force reference for HELR: every ordered GPU subset and every layer composition.
+
+Exponential on purpose -- it is the definition the fast solver is tested against.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from llmplan.plan.helr import Placement
+from llmplan.plan.problem import Problem, role_of
+
+
+def _compositions(n: int, parts: int):
+    for cuts in itertools.combinations(range(1, n), parts - 1):
+        bounds = (0, *cuts, n)
+        yield tuple(bounds[i + 1] - bounds[i] for i in range(parts))
+
+
+def brute_force_frontier(problem: Problem) -> dict[int, Placement]:
+    n = problem.n_layers
+    best: dict[int, Placement] = {}
+    for s in range(1, min(n, len(problem.gpus)) + 1):
+        comps = list(_compositions(n, s))
+        for order in itertools.permutations(range(len(problem.gpus)), s):
+            caps = [problem.gpus[g].caps[role_of(k == 0, k == s - 1)] for k, g in enumerate(order)]
+            for counts in comps:
+                if any(c > cap for c, cap in zip(counts, caps, strict=True)):
+                    continue
+                m = problem.evaluate(list(order), list(counts))
+                if m is not None and (s not in best or m["latency_s"] < best[s].latency):
+                    best[s] = Placement(order, counts, m["latency_s"])
+    return best
