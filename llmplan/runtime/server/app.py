@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from llmplan.runtime.engine.api import AsyncEngine, GenerateRequest
-from llmplan.runtime.server.chat import render_chat
+from llmplan.runtime.server.chat import has_chat_template, render_chat
 from llmplan.runtime.server.errors import APIError, error_body, install_error_handlers, parse_body
 from llmplan.runtime.server.metrics import CONTENT_TYPE, ServerMetrics
 from llmplan.runtime.server.protocol import (
@@ -63,9 +63,18 @@ def _vocab_size(engine: AsyncEngine) -> int | None:
     return None
 
 
-def _tokenize(state: ServerState, prompt: str | list[int]) -> tuple[list[int], str | None]:
+def _encode(engine: AsyncEngine, text: str, add_bos: bool) -> list[int]:
+    ids = list(engine.tokenizer.encode(text))
+    bos = getattr(engine.tokenizer, "bos_token_id", None)
+    if add_bos and bos is not None and (not ids or ids[0] != bos):
+        ids.insert(0, bos)
+    return ids
+
+
+def _tokenize(state: ServerState, prompt: str | list[int], add_bos: bool) -> tuple[list[int], str | None]:
+    """Text is tokenized here; token ids are taken as they are (exact lengths for benchmarks)."""
     if isinstance(prompt, str):
-        return list(state.engine.tokenizer.encode(prompt)), prompt
+        return _encode(state.engine, prompt, add_bos), prompt
     vocab = _vocab_size(state.engine)
     if vocab is not None:
         bad = next((t for t in prompt if t >= vocab), None)
@@ -134,7 +143,7 @@ def create_app(engine: AsyncEngine, *, served_model_name: str | None = None) -> 
             body = parse_body(CompletionRequest, await raw.body())
             body.check_supported()
             state.check_model(body.model)
-            ids, text = _tokenize(state, body.single_prompt())
+            ids, text = _tokenize(state, body.single_prompt(), body.add_special_tokens)
             max_tokens = resolve_max_tokens(body.max_tokens, len(ids), engine.max_model_len, "max_tokens")
         except APIError:
             state.metrics.outcome("bad_request")
@@ -172,7 +181,8 @@ def create_app(engine: AsyncEngine, *, served_model_name: str | None = None) -> 
             state.check_model(body.model)
             messages = body.plain_messages()
             text = render_chat(engine.tokenizer, messages, body.add_generation_prompt)
-            ids = list(engine.tokenizer.encode(text))
+            # A real chat template writes BOS into the text itself; the plain one does not.
+            ids = _encode(engine, text, add_bos=not has_chat_template(engine.tokenizer))
             field = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
             max_tokens = resolve_max_tokens(
                 body.requested_max_tokens(), len(ids), engine.max_model_len, field

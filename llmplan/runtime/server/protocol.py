@@ -77,6 +77,8 @@ class CompletionRequest(_SamplingFields):
     prompt: Any
     max_tokens: int | None = Field(DEFAULT_COMPLETION_MAX_TOKENS, ge=1)
     suffix: str | None = None
+    # vLLM extension: prepend BOS to a text prompt, as the model saw in training.
+    add_special_tokens: bool = True
 
     def single_prompt(self) -> str | list[int]:
         """The one prompt of this request: text or token ids. Batched prompts are refused."""

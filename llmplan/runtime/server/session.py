@@ -21,7 +21,14 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
-from llmplan.runtime.engine.api import AsyncEngine, GenerateOutput, GenerateRequest, QueueFullError
+from llmplan.runtime.engine.api import (
+    AsyncEngine,
+    EngineClosedError,
+    GenerateOutput,
+    GenerateRequest,
+    InvalidRequestError,
+    QueueFullError,
+)
 from llmplan.runtime.server.errors import APIError
 from llmplan.runtime.server.metrics import ServerMetrics
 
@@ -97,6 +104,15 @@ class RequestSession:
                 "or lower the request rate",
                 headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))},
             ) from None
+        except InvalidRequestError as exc:
+            self._close_watcher()
+            self._record("bad_request")
+            raise APIError(400, str(exc), param=exc.param) from None
+        except EngineClosedError as exc:
+            self._close_watcher()
+            self._record("draining")
+            raise APIError(503, f"{exc}; send the request to another instance",
+                           headers={"Retry-After": "5"}) from None
         except StopAsyncIteration:
             self._close_watcher()
             self._record("error")
