@@ -140,6 +140,7 @@ class Scheduler:
         self.seqs: dict[int, SeqState] = {}
         self.stats = SchedulerStats()
         self._arrivals = 0
+        self._waiting_tokens = 0
         self._watermark_blocks = int(config.watermark * config.num_blocks)
         self._static = _StaticBatch() if self.policy.static else None
         # Set by schedule(): True when the next steps cannot admit anything until a sequence
@@ -186,8 +187,13 @@ class Scheduler:
         if self.config.record_token_times and seq.token_times_s is None:
             seq.token_times_s = []
         self.waiting.append(seq)
+        self._waiting_tokens += self._pending_prefill(seq)
         self.seqs[seq.rid] = seq
         return True
+
+    @staticmethod
+    def _pending_prefill(seq: SeqState) -> int:
+        return seq.spec.prompt_tokens + seq.num_generated - seq.transferred_tokens
 
     def abort(self, rid: int, now: float | None = None) -> SeqState | None:
         """Drop a request wherever it is and free its KV blocks (client went away)."""
@@ -200,6 +206,7 @@ class Scheduler:
                 self._static.members.remove(seq)
         else:
             self.waiting = [s for s in self.waiting if s is not seq]
+            self._waiting_tokens -= self._pending_prefill(seq)
         self.blocks.free(seq)
         seq.status = SeqStatus.ABORTED
         seq.finish_reason = "abort"
@@ -264,6 +271,7 @@ class Scheduler:
         self.stats.preemptions += 1
         self._preempted_this_step = True
         self.waiting.insert(0, seq)
+        self._waiting_tokens += self._pending_prefill(seq)
 
     def _reservation(self, seq: SeqState, known: int) -> int:
         r = known
@@ -311,6 +319,7 @@ class Scheduler:
                     continue
                 break
             blocks.ensure(seq, reserve)
+            self._waiting_tokens -= self._pending_prefill(seq)
             seq.reserved_tokens = reserve
             seq.num_computed_tokens = c
             seq.status = _RUNNING
@@ -534,5 +543,7 @@ class Scheduler:
     def kv_usage(self) -> float:
         return self.blocks.num_used / self.blocks.num_blocks
 
+    @property
     def waiting_tokens(self) -> int:
-        return sum(s.spec.prompt_tokens + s.num_generated for s in self.waiting)
+        """Tokens the waiting queue still has to prefill (maintained incrementally)."""
+        return self._waiting_tokens

@@ -1,0 +1,97 @@
+"""Building the simulated cluster: instances from a count, from a Plan, or the CLI default."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmplan.errors import LlmplanError
+from llmplan.plan.costmodel import IterationCost
+from llmplan.runtime.sim.config import InstanceSpec, SimConfig
+
+
+def default_cost(model: str, gpu: str, tp: int = 1) -> Any:
+    """The planner's roofline for ``model`` on ``tp`` identical ``gpu``s (one instance)."""
+    from llmplan.models import get_model_spec
+    from llmplan.plan.costmodel import GIB, GpuPerf, InstanceCost
+    from llmplan.topology.specs import spec_for
+
+    g = spec_for(gpu)
+    perf = GpuPerf(g.model, g.bf16_tflops * 1e12, g.hbm_gbps * 1e9, g.memory_gib * GIB)
+    return InstanceCost.single(get_model_spec(model), perf, tp=tp)
+
+
+def kv_capacity_blocks(cost: IterationCost, block_size: int) -> int | None:
+    fn = getattr(cost, "kv_capacity_blocks", None)
+    return int(fn(block_size)) if callable(fn) else None
+
+
+def build_instances(config: SimConfig) -> list[InstanceSpec]:
+    """The instance list a config describes (see :class:`SimConfig`)."""
+    if not isinstance(config.instances, int):
+        specs = list(config.instances)
+        if not specs:
+            raise LlmplanError("SimConfig.instances is an empty list; give at least one InstanceSpec")
+        if config.cost is not None or config.num_blocks is not None:
+            specs = [
+                InstanceSpec(
+                    s.name,
+                    config.cost if config.cost is not None else s.cost,
+                    config.num_blocks if config.num_blocks is not None else s.num_blocks,
+                    s.role,
+                    s.gpus,
+                )
+                for s in specs
+            ]
+        return specs
+    n = config.instances
+    if n < 1:
+        raise LlmplanError(f"SimConfig.instances must be >= 1 (got {n})")
+    cost = config.cost if config.cost is not None else default_cost(config.model, config.gpu, config.tp)
+    blocks = config.num_blocks
+    if blocks is None:
+        blocks = kv_capacity_blocks(cost, config.block_size)
+        if blocks is None:
+            raise LlmplanError(
+                f"cost {type(cost).__name__} does not size the KV cache; set SimConfig.num_blocks"
+            )
+    if blocks <= 0:
+        raise LlmplanError(
+            f"{config.model} leaves no KV memory on {config.tp}x {config.gpu}; use more GPUs (tp) or a "
+            "bigger GPU"
+        )
+    roles = ["both"] * n
+    names = [f"i{k}" for k in range(n)]
+    if config.disaggregation is not None:
+        n_p, n_d = config.disaggregation
+        if n_p < 1 or n_d < 1:
+            raise LlmplanError(
+                f"disaggregation needs >= 1 prefill and >= 1 decode instance (got {n_p}:{n_d})"
+            )
+        if n_p + n_d != n and n != 1:
+            raise LlmplanError(
+                f"disaggregation {n_p}:{n_d} needs {n_p + n_d} instances but SimConfig.instances is {n}; "
+                "set instances to the sum (or leave it at 1)"
+            )
+        roles = ["prefill"] * n_p + ["decode"] * n_d
+        names = [f"p{k}" for k in range(n_p)] + [f"d{k}" for k in range(n_d)]
+    return [InstanceSpec(names[k], cost, blocks, roles[k]) for k in range(len(roles))]
+
+
+def cluster_from_plan(plan: Any, graph: Any, block_size: int = 16) -> list[InstanceSpec]:
+    """One :class:`InstanceSpec` per instance of a saved :class:`~llmplan.plan.types.Plan`,
+    priced by the planner's roofline on ``graph`` (``llmplan.topology.load_topology``) with
+    KV capacity from the GPUs' memory left after weights."""
+    from llmplan.plan.costmodel import InstanceCost
+
+    specs = []
+    for k, inst in enumerate(plan.instances):
+        cost = InstanceCost.from_plan(plan, graph, instance=k)
+        blocks = cost.kv_capacity_blocks(block_size)
+        if blocks <= 0:
+            raise LlmplanError(
+                f"plan instance {k} ({', '.join(inst.gpus)}) has no memory left for KV after the weights; "
+                "re-plan with more GPUs per instance"
+            )
+        prefix = {"prefill": "p", "decode": "d"}.get(inst.role, "i")
+        specs.append(InstanceSpec(f"{prefix}{k}", cost, blocks, inst.role, tuple(inst.gpus)))
+    return specs

@@ -1,0 +1,490 @@
+"""The discrete-event cluster simulator: the engine loop with a virtual clock.
+
+Each instance is a :class:`~llmplan.runtime.core.Scheduler` plus a cost-model executor; the
+loop is the engine's (``schedule -> execute -> update``), driven by a heap of events:
+
+* arrivals (from the workload, in time order) are routed to an instance with a
+  :class:`~llmplan.routing.Router` over a load snapshot and queued there;
+* a step end applies the step (``update``) and starts the next step at once if there is work;
+* hand-offs (P/D disaggregation) bring a prefilled request and its KV to a decode instance
+  after the transfer time;
+* ticks sample every instance for utilisation-over-time plots.
+
+Decode fast-forward: when a step is a pure decode step that the scheduler says will repeat
+unchanged (:meth:`Scheduler.decode_run_limit`), the run of identical steps is priced in
+closed form (:func:`~llmplan.runtime.sim.pricing.decode_run`) and applied at once, cut so that
+every step of the run ends strictly before the next external event (arrival, hand-off,
+possible hand-off, tick). At each external event every instance's state is therefore exactly
+what stepping would give, which is what makes the results equal to the step-by-step model
+(tested with ``fast_forward=False``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections.abc import Callable
+
+from llmplan.errors import LlmplanError
+from llmplan.metrics.types import InstanceSample, RequestRecord, RunResult
+from llmplan.plan.costmodel import BatchShape
+from llmplan.runtime.core.scheduler import Scheduler, SchedulerConfig
+from llmplan.runtime.core.types import ScheduledBatch, SeqState, StepResult
+from llmplan.runtime.sim.cluster import build_instances
+from llmplan.runtime.sim.config import InstanceSpec, SimConfig
+from llmplan.runtime.sim.pricing import CostExecutor, batch_shape, decode_run
+from llmplan.workload.types import Workload
+
+# Event kinds, in the order they are handled at equal times: external inputs first (so a step
+# starting at that instant sees them), then step ends, then samples (which see the result).
+_HANDOFF, _STEP_END, _TICK = 0, 1, 2
+_INF = math.inf
+
+
+class _Instance:
+    __slots__ = (
+        "idx", "spec", "sched", "executor", "cost", "busy", "step_start", "step_end",
+        "batch", "run_steps", "run_ends", "busy_acc", "acc_from", "token_times",
+    )
+
+    def __init__(self, idx: int, spec: InstanceSpec, sched: Scheduler) -> None:
+        self.idx = idx
+        self.spec = spec
+        self.sched = sched
+        self.cost = spec.cost
+        self.executor = CostExecutor(spec.cost)
+        self.busy = False
+        self.step_start = 0.0
+        self.step_end = 0.0
+        self.batch: ScheduledBatch | None = None
+        self.run_steps = 1
+        self.run_ends: list[float] | None = None
+        self.busy_acc = 0.0  # busy seconds of finished steps since acc_from
+        self.acc_from = 0.0
+
+
+TransferFn = Callable[[int, InstanceSpec, InstanceSpec], float]
+
+
+def _kv_transfer_default(config: SimConfig, kv_bytes_per_token: float) -> TransferFn:
+    graph = config.topology
+    bw = config.kv_link_gbps * 1e9
+    lat = config.kv_link_latency_s
+
+    def fn(tokens: int, src: InstanceSpec, dst: InstanceSpec) -> float:
+        nbytes = tokens * kv_bytes_per_token
+        if graph is not None and src.gpus and dst.gpus:
+            from llmplan.plan.costmodel import best_link, transfer_time
+
+            return transfer_time(nbytes, best_link(graph, src.gpus[0], dst.gpus[0]))
+        return lat + nbytes / bw
+
+    return fn
+
+
+def _kv_bytes_per_token(config: SimConfig) -> float:
+    if config.kv_bytes_per_token is not None:
+        return float(config.kv_bytes_per_token)
+    from llmplan.models import get_model_spec
+
+    return float(get_model_spec(config.model).kv_bytes_per_token)
+
+
+class Simulation:
+    """One run. Use :func:`simulate`; this class is exposed for step-level inspection in tests."""
+
+    def __init__(self, workload: Workload, config: SimConfig) -> None:
+        from llmplan.batch import get_policy
+        from llmplan.routing import get_router
+
+        self.workload = workload
+        self.config = config
+        specs = build_instances(config)
+        self.instances: list[_Instance] = []
+        for k, spec in enumerate(specs):
+            policy = get_policy(config.policy, **config.policy_kwargs)
+            sc = SchedulerConfig(
+                num_blocks=spec.num_blocks,
+                block_size=config.block_size,
+                max_num_seqs=config.max_num_seqs,
+                max_num_batched_tokens=config.max_num_batched_tokens,
+                chunked_prefill=config.chunked_prefill,
+                watermark=config.watermark,
+                max_model_len=config.max_model_len,
+                role=spec.role,  # type: ignore[arg-type]
+                record_token_times=config.record_token_times,
+            )
+            try:
+                sched = Scheduler(sc, policy, name=spec.name)
+            except ValueError as e:
+                raise LlmplanError(str(e)) from None
+            self.instances.append(_Instance(k, spec, sched))
+        self.policy = self.instances[0].sched.policy
+        roles = {i.spec.role for i in self.instances}
+        self.disaggregated = "prefill" in roles or "decode" in roles
+        if self.disaggregated and not ({"prefill", "decode"} <= roles):
+            raise LlmplanError("a disaggregated cluster needs at least one prefill and one decode instance")
+        if self.disaggregated and "both" in roles:
+            raise LlmplanError("colocated and prefill/decode instances cannot be mixed; pick one mode")
+        self.entry = [i for i in self.instances if i.spec.role in ("both", "prefill")]
+        self.decoders = [i for i in self.instances if i.spec.role == "decode"]
+        self.prefillers = [i for i in self.instances if i.spec.role == "prefill"]
+        self.router = get_router(config.router, **config.router_kwargs)
+        self.decode_router = get_router(config.router, **config.router_kwargs)
+        self.kv_transfer = None
+        if self.disaggregated:
+            default = _kv_transfer_default(config, _kv_bytes_per_token(config))
+            self.kv_transfer = config.kv_transfer_time or default
+        self.heap: list[tuple[float, int, int, object]] = []
+        self._seq = 0
+        self.now = 0.0
+        self.records: list[RequestRecord] = []
+        self.samples: list[InstanceSample] = []
+        self.counters: dict[str, float] = {
+            "kv_transfers": 0,
+            "kv_transfer_bytes": 0.0,
+            "kv_transfer_s": 0.0,
+            "decode_runs": 0,
+            "decode_run_steps": 0,
+        }
+        self._pending_handoffs = 0
+        self._kvb = _kv_bytes_per_token(config) if self.disaggregated else 0.0
+
+    # ---------------------------------------------------------------- events
+    def _push(self, t: float, kind: int, data: object) -> None:
+        self._seq += 1
+        heapq.heappush(self.heap, (t, kind, self._seq, data))
+
+    def _loads(self, insts: list[_Instance]):
+        from llmplan.routing.base import InstanceLoad
+
+        now = self.now
+        out = []
+        for k, inst in enumerate(insts):
+            s = inst.sched
+            window = max(now - inst.acc_from, 1e-12)
+            busy = inst.busy_acc + (max(0.0, now - max(inst.step_start, inst.acc_from)) if inst.busy else 0.0)
+            out.append(
+                InstanceLoad(
+                    index=k,
+                    name=inst.spec.name,
+                    role=inst.spec.role,
+                    waiting=len(s.waiting),
+                    running=len(s.running),
+                    waiting_tokens=s.waiting_tokens,
+                    kv_blocks_used=s.blocks.num_used,
+                    kv_blocks_total=s.blocks.num_blocks,
+                    busy=min(1.0, busy / window) if now > inst.acc_from else (1.0 if inst.busy else 0.0),
+                    max_num_seqs=s.config.max_num_seqs,
+                )
+            )
+        return out
+
+    def _external_bound(self) -> float:
+        """Earliest time something from outside an instance may change its inputs."""
+        t = self._next_arrival_t
+        if self.heap:
+            # Hand-offs and ticks sit in the heap; so do step ends of prefill instances, whose
+            # completions create hand-offs (and whose routing reads decode instances' state).
+            for ev in self._externals():
+                if ev < t:
+                    t = ev
+        return t
+
+    def _externals(self):
+        yield self._next_tick
+        if self.disaggregated:
+            yield self._next_handoff_t()
+            for p in self.prefillers:
+                if p.busy:
+                    yield p.step_end
+
+    def _next_handoff_t(self) -> float:
+        if not self._pending_handoffs:
+            return _INF
+        return min((ev[0] for ev in self.heap if ev[1] == _HANDOFF), default=_INF)
+
+    # ---------------------------------------------------------------- instance steps
+    def _start_step(self, inst: _Instance, now: float) -> None:
+        sched = inst.sched
+        batch = sched.schedule(now)
+        if not batch.items:
+            inst.busy = False
+            inst.batch = None
+            return
+        steps = 1
+        ends = None
+        if (
+            self.config.fast_forward
+            and not batch.num_prefill_tokens
+            and not batch.pad_prefill_tokens
+            and inst.spec.role != "prefill"
+        ):
+            kmax = sched.decode_run_limit(batch, 1 << 30)
+            if kmax > 1:
+                shape = batch_shape(batch)
+                run = decode_run(
+                    inst.cost,
+                    BatchShape(decode_seqs=shape.decode_seqs, decode_ctx=shape.decode_ctx),
+                    kmax,
+                    self._external_bound() - now,
+                    want_ends=self.config.record_token_times,
+                )
+                steps = run.steps
+                dur = run.duration_s
+                if run.step_ends_s is not None:
+                    ends = [now + e for e in run.step_ends_s]
+        if steps == 1:
+            dur = inst.executor.execute(batch).duration_s
+        inst.busy = True
+        inst.batch = batch
+        inst.run_steps = steps
+        inst.run_ends = ends
+        inst.step_start = now
+        inst.step_end = now + dur
+        if steps > 1:
+            self.counters["decode_runs"] += 1
+            self.counters["decode_run_steps"] += steps
+        self._push(inst.step_end, _STEP_END, inst)
+
+    def _end_step(self, inst: _Instance, now: float) -> None:
+        batch = inst.batch
+        assert batch is not None
+        inst.busy_acc += now - max(inst.step_start, inst.acc_from)
+        if inst.run_steps == 1:
+            done = inst.sched.update(batch, StepResult(now - inst.step_start), now)
+        else:
+            done = inst.sched.apply_decode_run(batch, inst.run_steps, now, inst.run_ends)
+        for seq in done:
+            if seq.finish_reason == "handoff":
+                self._handoff(inst, seq, now)
+            else:
+                self._record(seq, inst)
+        self._start_step(inst, now)
+
+    def _handoff(self, src: _Instance, seq: SeqState, now: float) -> None:
+        loads = self._loads(self.decoders)
+        dst = self.decoders[self.decode_router.route(seq.spec, loads)]
+        tokens = seq.num_computed_tokens
+        assert self.kv_transfer is not None
+        dt = self.kv_transfer(tokens, src.spec, dst.spec)
+        c = self.counters
+        c["kv_transfers"] += 1
+        c["kv_transfer_bytes"] += tokens * self._kvb
+        c["kv_transfer_s"] += dt
+        self._pending_handoffs += 1
+        self._push(now + dt, _HANDOFF, (seq, dst))
+
+    def _arrive_decode(self, seq: SeqState, dst: _Instance, now: float) -> None:
+        self._pending_handoffs -= 1
+        seq.transferred_tokens = seq.num_computed_tokens
+        seq.finish_reason = None
+        seq.block_ids = []
+        if not dst.sched.add(seq, now):
+            self._record(seq, dst)
+            return
+        if not dst.busy:
+            self._start_step(dst, now)
+
+    # ---------------------------------------------------------------- records
+    def _record(self, seq: SeqState, inst: _Instance | None, failed: bool = False) -> None:
+        spec = seq.spec
+        rejected = seq.status.value == "rejected"
+        status = "failed" if failed else ("rejected" if rejected else "ok")
+        self.records.append(
+            RequestRecord(
+                rid=spec.rid,
+                arrival_s=spec.arrival_s,
+                prompt_tokens=spec.prompt_tokens,
+                output_tokens=seq.num_generated,
+                slo=spec.slo,
+                status=status,
+                reason=seq.finish_reason if status != "ok" else None,
+                instance=inst.spec.name if inst is not None else None,
+                first_scheduled_s=seq.first_scheduled_s,
+                first_token_s=seq.first_token_s,
+                finish_s=seq.finish_s,
+                preemptions=seq.preemptions,
+                token_times_s=seq.token_times_s,
+                predicted_output_tokens=seq.predicted_output_tokens,
+            )
+        )
+        if self._progress is not None and len(self.records) % self._progress_every == 0:
+            self._progress(len(self.records), self._n)
+
+    def _sample(self, now: float) -> None:
+        dt = self.config.sample_interval_s
+        for inst in self.instances:
+            s = inst.sched
+            busy = inst.busy_acc
+            if inst.busy and inst.step_start < now:
+                busy += now - max(inst.step_start, inst.acc_from)
+            span = max(now - inst.acc_from, 1e-12)
+            self.samples.append(
+                InstanceSample(
+                    t_s=now,
+                    instance=inst.spec.name,
+                    running=len(s.running),
+                    waiting=len(s.waiting),
+                    kv_blocks_used=s.blocks.num_used,
+                    kv_blocks_total=s.blocks.num_blocks,
+                    busy_frac=min(1.0, busy / span),
+                )
+            )
+            inst.busy_acc = 0.0
+            inst.acc_from = now
+        self._next_tick = now + dt
+
+    # ---------------------------------------------------------------- main loop
+    def run(self, progress: Callable[[int, int], None] | None = None) -> RunResult:
+        cfg = self.config
+        wall0 = time.perf_counter()
+        reqs = sorted(self.workload.requests, key=lambda r: (r.arrival_s, r.rid))
+        self._n = n = len(reqs)
+        self._progress = progress
+        self._progress_every = max(1, n // 200)
+        for r in reqs:
+            if not (math.isfinite(r.arrival_s) and r.arrival_s >= 0):
+                raise LlmplanError(
+                    f"request {r.rid} has arrival time {r.arrival_s}; arrivals must be finite and >= 0"
+                )
+            if r.output_tokens < 1:
+                raise LlmplanError(
+                    f"request {r.rid} has {r.output_tokens} output tokens; the simulator needs >= 1"
+                )
+        seqs = [SeqState(spec=r) for r in reqs]
+        self._predict(seqs)
+        if cfg.sample_interval_s <= 0:
+            raise LlmplanError(f"sample_interval_s must be > 0 (got {cfg.sample_interval_s})")
+        self._next_tick = reqs[0].arrival_s + cfg.sample_interval_s if reqs else _INF
+        for inst in self.instances:
+            inst.acc_from = reqs[0].arrival_s if reqs else 0.0
+        heap = self.heap
+        ai = 0
+        self._next_arrival_t = reqs[0].arrival_s if n else _INF
+        tick_pending = n > 0
+        if tick_pending:
+            self._push(self._next_tick, _TICK, None)
+        while True:
+            ta = self._next_arrival_t
+            if heap and heap[0][0] < ta:
+                t, kind, _, data = heapq.heappop(heap)
+                self.now = t
+                if kind == _STEP_END:
+                    self._end_step(data, t)  # type: ignore[arg-type]
+                elif kind == _HANDOFF:
+                    seq, dst = data  # type: ignore[misc]
+                    self._arrive_decode(seq, dst, t)
+                else:
+                    self._sample(t)
+                    active = any(i.busy or i.sched.has_work for i in self.instances)
+                    if ai < n or active or self._pending_handoffs:
+                        self._push(self._next_tick, _TICK, None)
+                    else:
+                        self._next_tick = _INF
+                continue
+            if ai >= n:
+                if not heap:
+                    break
+                continue
+            # An arrival (arrivals go before heap events at the same instant).
+            seq = seqs[ai]
+            ai += 1
+            self._next_arrival_t = reqs[ai].arrival_s if ai < n else _INF
+            self.now = ta
+            self._arrive(seq, ta)
+        # Safety net: a request still queued when every instance went idle could never be
+        # admitted (a policy that keeps refusing it); report it rather than drop it.
+        for inst in self.instances:
+            for seq in list(inst.sched.waiting) + list(inst.sched.running):
+                seq.finish_reason = f"never completed: {inst.spec.name} stopped with it {seq.status.value}"
+                self._record(seq, inst, failed=True)
+        counters = self._counters()
+        wall = time.perf_counter() - wall0
+        self.records.sort(key=lambda r: r.rid)
+        if progress is not None:
+            progress(len(self.records), n)
+        meta = {
+            "config": cfg.to_dict(),
+            "policy": self.policy.name,
+            "router": self.router.name,
+            "instances": [
+                {"name": i.spec.name, "role": i.spec.role, "num_blocks": i.spec.num_blocks,
+                 "block_size": cfg.block_size, "cost": type(i.cost).__name__}
+                for i in self.instances
+            ],
+            "predictor": getattr(self._predictor, "name", None),
+            "wall_s": wall,
+            "sim_end_s": self.now,
+            "workload": self.workload.name,
+        }
+        return RunResult(records=self.records, samples=self.samples, counters=counters, meta=meta)
+
+    def _predict(self, seqs: list[SeqState]) -> None:
+        from llmplan.predict.oracle import parse_predictor
+
+        self._predictor = None
+        if not (self.policy.uses_prediction or self.policy.reserve == "predicted"):
+            return
+        pred = parse_predictor(self.config.predictor, seed=self.config.seed)
+        if pred is None:
+            raise LlmplanError(
+                f"policy {self.policy.name!r} orders by predicted length; set predictor to oracle, "
+                "noisy:<accuracy> or a trained LengthPredictor"
+            )
+        self._predictor = pred
+        if not seqs:
+            return
+        out = pred.predict([s.spec for s in seqs])
+        for s, b, ln in zip(seqs, out.buckets, out.lengths, strict=True):
+            s.predicted_bucket = int(b)
+            s.predicted_output_tokens = max(1, int(ln))
+
+    def _arrive(self, seq: SeqState, now: float) -> None:
+        entry = self.entry
+        p = seq.spec.prompt_tokens
+        fits = [i for i in entry if p + 1 <= (i.sched.config.max_model_len or 0)]
+        if not fits:
+            seq.status = seq.status.__class__.REJECTED
+            cap = max(i.sched.config.max_model_len or 0 for i in entry)
+            seq.finish_reason = (
+                f"prompt of {p} tokens does not fit any instance's KV capacity ({cap} tokens); "
+                "use instances with more KV memory"
+            )
+            seq.finish_s = now
+            self._record(seq, None)
+            return
+        if len(fits) == 1:
+            inst = fits[0]
+        else:
+            inst = fits[self.router.route(seq.spec, self._loads(fits))]
+        if not inst.sched.add(seq, now):
+            self._record(seq, inst)
+            return
+        if not inst.busy:
+            self._start_step(inst, now)
+
+    def _counters(self) -> dict[str, float]:
+        out = dict(self.counters)
+        keys = ("preemptions", "misprediction_preemptions", "mispredictions", "padding_tokens", "steps",
+                "prefill_tokens", "recompute_tokens", "decode_tokens", "rejected", "handoffs")
+        for k in keys:
+            out[k] = sum(getattr(i.sched.stats, k) for i in self.instances)
+        out["requests"] = len(self.records)
+        out["completed"] = sum(1 for r in self.records if r.status == "ok")
+        out["rejected"] = sum(1 for r in self.records if r.status == "rejected")
+        out["failed"] = sum(1 for r in self.records if r.status == "failed")
+        return out
+
+
+def simulate(
+    workload: Workload,
+    config: SimConfig | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> RunResult:
+    """Simulate ``workload`` on the cluster ``config`` describes; one record per request.
+
+    ``progress(done, total)`` is called as requests complete (for a progress bar).
+    """
+    return Simulation(workload, config or SimConfig()).run(progress)
