@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rich.console import Console
 from rich.table import Table
 
+from llmplan.metrics.requests import SLO_KINDS
 from llmplan.report.model import BenchReport
 
 
 def _ms(v: float | None) -> str:
-    return "-" if v is None else (f"{v * 1e3:.0f}" if v < 10 else f"{v * 1e3:.3g}")
+    return "-" if v is None else f"{v * 1e3:.0f}"
 
 
 def _s(v: float | None) -> str:
@@ -21,47 +24,43 @@ def _pct(v: float | None) -> str:
 
 
 def summary_table(report: BenchReport) -> Table:
+    """Metrics as rows, runs as columns: narrow enough for any terminal, easy to compare across."""
     wl = report.workload
     title = f"{wl.get('name', '?')}: {wl.get('requests', '?')} requests"
     if wl.get("offered_rate_rps"):
         title += f" at {wl['offered_rate_rps']:.2f} req/s"
     t = Table(title=title, title_style="bold", header_style="bold cyan")
-    t.add_column("policy")
-    t.add_column("done", justify="right")
-    t.add_column("SLO att.", justify="right")
-    t.add_column("TTFT att.", justify="right")
-    t.add_column("TPOT att.", justify="right")
-    t.add_column("E2E att.", justify="right")
-    t.add_column("goodput\nreq/s", justify="right")
-    t.add_column("output\ntok/s", justify="right")
-    t.add_column("TTFT ms\np50 / p99", justify="right")
-    t.add_column("TPOT ms\np50 / p99", justify="right")
-    t.add_column("E2E s\np50 / p99", justify="right")
-    t.add_column("preempt", justify="right")
-    t.add_column("pad tok", justify="right")
-    best = max((m.summary["attainment"]["all"] or 0.0) for m in report.runs.values()) if report.runs else 0.0
-    for label, m in report.runs.items():
-        s = m.summary
-        lat, att = s["latency"], s["attainment"]
-        name = label + (" [bold red]SATURATED[/]" if s["saturation"]["oversaturated"] else "")
-        a = _pct(att["all"])
-        if att["all"] is not None and att["all"] == best and len(report.runs) > 1:
-            a = f"[bold green]{a}[/]"
-        t.add_row(
-            name,
-            f"{s['completed']}/{s['requests']}",
-            a,
-            _pct(att["ttft"]),
-            _pct(att["tpot"]),
-            _pct(att["e2e"]),
-            f"{s['goodput_rps']:.2f}",
-            f"{s['output_tokens_per_s']:.0f}",
-            f"{_ms(lat['ttft_s']['p50'])} / {_ms(lat['ttft_s']['p99'])}",
-            f"{_ms(lat['tpot_s']['p50'])} / {_ms(lat['tpot_s']['p99'])}",
-            f"{_s(lat['e2e_s']['p50'])} / {_s(lat['e2e_s']['p99'])}",
-            str(s["preemptions"]),
-            str(s["padding_tokens"]),
-        )
+    t.add_column("metric")
+    runs = list(report.runs.items())
+    for label, m in runs:
+        sat = m.summary["saturation"]["oversaturated"]
+        t.add_column(label + ("\n[bold red]SATURATED[/]" if sat else ""), justify="right")
+    best = max((m.summary["attainment"]["all"] or 0.0) for _, m in runs) if runs else 0.0
+
+    def row(name: str, fn, end_section: bool = False) -> None:
+        t.add_row(name, *(fn(m.summary) for _, m in runs), end_section=end_section)
+
+    def att_all(s: dict) -> str:
+        v = s["attainment"]["all"]
+        txt = _pct(v)
+        return f"[bold green]{txt}[/]" if v is not None and v == best and len(runs) > 1 else txt
+
+    def lat(key: str, conv: Callable[[float | None], str]) -> Callable[[dict], str]:
+        return lambda s: f"{conv(s['latency'][key]['p50'])} / {conv(s['latency'][key]['p99'])}"
+
+    row("completed", lambda s: f"{s['completed']}/{s['requests']}")
+    row("SLO attainment (all)", att_all)
+    row("  TTFT / TPOT / E2E", lambda s: " / ".join(_pct(s["attainment"][k]) for k in SLO_KINDS))
+    row("goodput (req/s)", lambda s: f"{s['goodput_rps']:.2f}")
+    row("throughput (req/s)", lambda s: f"{s['throughput_rps']:.2f}")
+    row("output tok/s", lambda s: f"{s['output_tokens_per_s']:.0f}", end_section=True)
+    row("TTFT p50 / p99 (ms)", lat("ttft_s", _ms))
+    row("TPOT p50 / p99 (ms)", lat("tpot_s", _ms))
+    row("ITL p50 / p99 (ms)", lat("itl_s", _ms))
+    row("E2E p50 / p99 (s)", lat("e2e_s", _s))
+    row("queueing p50 / p99 (s)", lat("queueing_s", _s), end_section=True)
+    row("preemptions", lambda s: str(s["preemptions"]))
+    row("padding tokens", lambda s: str(s["padding_tokens"]))
     return t
 
 

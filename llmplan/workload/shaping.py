@@ -116,3 +116,14 @@ def check_token_columns(prompt_tokens: np.ndarray, output_tokens: np.ndarray, so
                 f"{source}: row {int(bad[0]) + 1} has {name} tokens {int(col[bad[0]])} "
                 f"({len(bad)} such rows); {name} token counts must be >= {0 if name == 'prompt' else 1}"
             )
+
+
+def rescale_rate(workload: Workload, factor: float) -> Workload:
+    """A copy of ``workload`` whose arrivals come ``factor`` times faster (same requests, same SLOs)."""
+    if factor <= 0 or not np.isfinite(factor):
+        raise LlmplanError(f"rate factor must be a positive number, got {factor}")
+    from dataclasses import replace
+
+    reqs = [replace(r, arrival_s=r.arrival_s / factor) for r in workload.requests]
+    meta = dict(workload.meta, rate_scale=workload.meta.get("rate_scale", 1.0) * factor)
+    return Workload(workload.name, reqs, workload.source, meta)

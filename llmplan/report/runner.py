@@ -1,0 +1,250 @@
+"""A bench run as a library call: workload -> cluster -> one simulation per policy -> report.
+
+``llmplan bench`` only parses flags into a :class:`BenchConfig`, calls :func:`run_bench`
+and renders. Every policy runs on the identical workload object (same requests, same
+SLOs, same seed), so differences between columns come from the policies alone.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from llmplan import __version__
+from llmplan.errors import LlmplanError
+from llmplan.metrics import RunMetrics, compute_metrics, distserve_goodput
+from llmplan.metrics.types import RunResult
+from llmplan.report.model import BenchReport, SweepPoint
+from llmplan.workload import load_workload, offered_rate
+from llmplan.workload.shaping import rescale_rate
+from llmplan.workload.types import Workload
+
+# (label, done, total): one progress stream per run label.
+OnProgress = Callable[[str, int, int], None]
+
+DEFAULT_POLICIES = ("fcfs", "slo-odbs", "s3")
+
+
+@dataclass(slots=True)
+class BenchConfig:
+    trace: str = "azure"
+    rate_scale: float = 1.0
+    window: tuple[float, float | None] | None = None
+    max_requests: int | None = None
+    seed: int = 0
+    slo: str = "proportional"
+    model: str = "llama-2-13b"
+    topology: str = "preset:dgx-a100"
+    plan: str | None = None  # a saved plan file; None plans HELR on the topology
+    plan_mode: str = "HELR"
+    policies: list[str] = field(default_factory=lambda: list(DEFAULT_POLICIES))
+    router: str = "round-robin"
+    instances: int | None = None  # replicas of the plan's instance; None fills the topology
+    predictor: str = "oracle"
+    block_size: int = 16
+    chunked_prefill: bool = False
+    disaggregation: tuple[int, int] | None = None
+    sweep_rates: list[float] | None = None  # absolute offered rates (req/s)
+    sweep_target: float = 0.9
+    calibration: str | None = None
+    record_token_times: bool = True
+    command: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class Cluster:
+    """The simulated deployment: instance specs plus how they were derived (for the report)."""
+
+    instances: list[Any]
+    description: dict[str, Any]
+    cost_override: Any = None
+    graph: Any = None
+
+
+def load_calibration_cost(path: str) -> Any:
+    """The calibration hook: a profile measured by ``llmplan calibrate`` priced as an IterationCost.
+
+    The loader belongs to the engine work (``llmplan.runtime.engine.calibration``); until it
+    lands the flag fails with one line instead of silently using the roofline.
+    """
+    try:
+        from llmplan.runtime.engine.calibration import load_calibration  # type: ignore[import-not-found]
+    except ImportError:
+        raise LlmplanError(
+            "--calibration: the calibration loader (llmplan.runtime.engine.calibration) is not built yet; "
+            "run without --calibration to use the roofline cost model"
+        ) from None
+    return load_calibration(path)
+
+
+def build_cluster(cfg: BenchConfig) -> Cluster:
+    """Plan the model on the topology (or load a plan) and replicate its instance."""
+    from llmplan.models import get_model_spec
+    from llmplan.runtime.sim.cluster import cluster_from_plan
+    from llmplan.topology import gpu_nodes, load_topology
+
+    graph = load_topology(cfg.topology)
+    if cfg.plan:
+        from llmplan.plan.types import Plan
+
+        plan = Plan.load(cfg.plan)
+    else:
+        from llmplan.plan.planner import make_plan
+
+        plan = make_plan(get_model_spec(cfg.model), graph, cfg.plan_mode, topology=cfg.topology)
+    base = cluster_from_plan(plan, graph, block_size=cfg.block_size)
+    gpus_per = max(len(s.gpus) for s in base) or 1
+    n_gpus = len(gpu_nodes(graph))
+    if cfg.instances is not None:
+        replicas = cfg.instances
+    elif cfg.plan or len(base) > 1:
+        replicas = len(base)
+    else:
+        # The plan places one instance; fill the machine with copies of it (data parallel).
+        replicas = max(n_gpus // gpus_per, 1)
+    if replicas < 1:
+        raise LlmplanError(f"--instances must be >= 1, got {replicas}")
+    from dataclasses import replace
+
+    specs = [replace(base[k % len(base)], name=f"i{k}") for k in range(replicas)]
+    cost = load_calibration_cost(cfg.calibration) if cfg.calibration else None
+    desc = {
+        "model": plan.model,
+        "topology": cfg.topology,
+        "plan_mode": plan.mode,
+        "plan_file": cfg.plan,
+        "plan_instance_gpus": [list(i.gpus) for i in plan.instances],
+        "plan_metrics": {k: v for k, v in plan.metrics.items() if k != "frontier"},
+        "plan_explanation": plan.explanation,
+        "replicas": replicas,
+        "kv_blocks_per_instance": [s.num_blocks for s in specs],
+        "block_size": cfg.block_size,
+        "cost_model": "calibration:" + cfg.calibration
+        if cfg.calibration
+        else "roofline (llmplan.plan.costmodel)",
+    }
+    return Cluster(specs, desc, cost, graph)
+
+
+def simulate_once(
+    workload: Workload,
+    cluster: Cluster,
+    cfg: BenchConfig,
+    policy: str,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[RunResult, dict[str, Any]]:
+    from llmplan.runtime.sim import SimConfig, simulate
+
+    sc = SimConfig(
+        instances=cluster.instances,
+        policy=policy,
+        router=cfg.router,
+        predictor=cfg.predictor,
+        block_size=cfg.block_size,
+        chunked_prefill=cfg.chunked_prefill,
+        disaggregation=cfg.disaggregation,
+        cost=cluster.cost_override,
+        model=cfg.model,
+        topology=cluster.graph,
+        seed=cfg.seed,
+        record_token_times=cfg.record_token_times,
+    )
+    return simulate(workload, sc, progress=progress), sc.to_dict()
+
+
+def workload_info(wl: Workload) -> dict[str, Any]:
+    return {
+        "name": wl.name,
+        "source": wl.source,
+        "requests": len(wl),
+        "offered_rate_rps": offered_rate(wl),
+        "meta": wl.meta,
+    }
+
+
+def run_bench(
+    cfg: BenchConfig,
+    *,
+    workload: Workload | None = None,
+    on_progress: OnProgress | None = None,
+    show_download_progress: bool = True,
+) -> BenchReport:
+    """Run every policy of ``cfg`` on one workload (and the rate sweep, if asked)."""
+    if not cfg.policies:
+        raise LlmplanError("no policy to run; pass --policy NAME or --compare A,B")
+    if workload is None:
+        workload = load_workload(
+            cfg.trace,
+            rate_scale=cfg.rate_scale,
+            window=cfg.window,
+            max_requests=cfg.max_requests,
+            seed=cfg.seed,
+            slo=cfg.slo,
+            show_progress=show_download_progress,
+        )
+    cluster = build_cluster(cfg)
+    runs: dict[str, RunMetrics] = {}
+    sim_cfg: dict[str, Any] = {}
+    for policy in cfg.policies:
+        cb = (lambda d, t, _p=policy: on_progress(_p, d, t)) if on_progress else None
+        result, sim_cfg = simulate_once(workload, cluster, cfg, policy, cb)
+        runs[policy] = compute_metrics(result, workload)
+    sweep: list[SweepPoint] = []
+    goodput: dict[str, dict[str, Any]] = {}
+    if cfg.sweep_rates:
+        base = offered_rate(workload)
+        if not base or base == float("inf"):
+            raise LlmplanError("--sweep-rate needs a workload with at least two distinct arrival times")
+        for policy in cfg.policies:
+            rates, atts = [], []
+            for rate in sorted(cfg.sweep_rates):
+                label = f"{policy}@{rate:g}"
+                wl_r = rescale_rate(workload, rate / base)
+                cb = (lambda d, t, _lb=label: on_progress(_lb, d, t)) if on_progress else None
+                result, _ = simulate_once(wl_r, cluster, cfg, policy, cb)
+                m = compute_metrics(result, wl_r)
+                sweep.append(SweepPoint(policy, rate, rate / base * cfg.rate_scale, m.summary))
+                rates.append(rate)
+                atts.append(m.summary["attainment"]["all"] or 0.0)
+            goodput[policy] = distserve_goodput(rates, atts, cfg.sweep_target).to_dict()
+    config = {"bench": cfg.to_dict(), "cluster": cluster.description, "simulator": sim_cfg}
+    return BenchReport(
+        runs=runs,
+        config=config,
+        workload=workload_info(workload),
+        seed=cfg.seed,
+        version=__version__,
+        created_utc=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        command=cfg.command,
+        sweep=sweep,
+        sweep_target=cfg.sweep_target,
+        goodput_distserve=goodput,
+    )
+
+
+def live_report(
+    cfg: BenchConfig,
+    target: str,
+    workload: Workload,
+    result: RunResult,
+    *,
+    extra_runs: dict[str, RunMetrics] | None = None,
+    extra_config: dict[str, Any] | None = None,
+) -> BenchReport:
+    """A report for a live run against ``target`` (plus, optionally, simulated predictions)."""
+    runs = {"live": compute_metrics(result, workload)}
+    runs.update(extra_runs or {})
+    return BenchReport(
+        runs=runs,
+        config={"bench": cfg.to_dict(), "target": target, **(extra_config or {}), "live_meta": result.meta},
+        workload=workload_info(workload),
+        seed=cfg.seed,
+        version=__version__,
+        created_utc=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        command=cfg.command,
+    )
