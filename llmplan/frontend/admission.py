@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from llmplan.workload.types import RequestSpec
+
 AdmissionPolicy = Literal["fcfs", "slo-odbs", "slo-dbs", "odbs"]
 POLICIES: tuple[str, ...] = ("fcfs", "slo-odbs", "slo-dbs", "odbs")
 
@@ -33,7 +35,7 @@ class Ticket:
     max_tokens: int
     deadline_s: float  # absolute monotonic deadline, inf when the request has none
     seq: int
-    hint: str = ""  # leading prompt content, for prefix-aware routing
+    spec: RequestSpec | None = None  # what the router sees
     granted: asyncio.Future[Any] = field(repr=False, default=None)  # type: ignore[assignment]
 
 
@@ -67,7 +69,7 @@ class AdmissionQueue:
         slack_term = 1.0 if math.isinf(slack) else min(max(slack / self.slo_scale_s, 0.0), 1.0)
         return self.w_len * min(t.max_tokens / self.len_scale, 1.0) + self.w_slo * slack_term
 
-    def enqueue(self, max_tokens: int, deadline_s: float | None, hint: str = "") -> Ticket:
+    def enqueue(self, max_tokens: int, deadline_s: float | None, spec: RequestSpec | None = None) -> Ticket:
         if len(self._waiting) >= self.capacity:
             raise AdmissionQueueFull(retry_after_s=1.0)
         now = time.monotonic()
@@ -76,7 +78,7 @@ class AdmissionQueue:
             max_tokens=max_tokens,
             deadline_s=math.inf if deadline_s is None else now + deadline_s,
             seq=next(self._counter),
-            hint=hint,
+            spec=spec,
             granted=asyncio.get_running_loop().create_future(),
         )
         self._waiting.append(ticket)

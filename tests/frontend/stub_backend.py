@@ -55,9 +55,16 @@ def main() -> None:
             if args.crash_after and COUNT["n"] >= args.crash_after:
                 os._exit(3)
             time.sleep(args.delay)
+            kv = body.get("kv_transfer_params")
+            if kv and kv.get("do_remote_decode"):
+                # Acting as a P/D prefill instance: say where the decode side finds the KV.
+                pre = {"remote_engine_id": args.name, "remote_block_ids": [7]}
+                self._send(200, {"id": "pre", "choices": [], "kv_transfer_params": pre})
+                return
             self._send(
                 200,
                 {
+                    "received_kv": kv,
                     "id": f"cmpl-{COUNT['n']}",
                     "object": "text_completion",
                     "backend": args.name,

@@ -1,0 +1,171 @@
+"""The front end's view of its backends: health, slots in use, scraped KV usage.
+
+Routing decisions are delegated to the same router objects the simulator uses
+(``llmplan.routing``); this module only turns live backend state into their load
+snapshot and keeps the counts honest (every dispatch is released exactly once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from llmplan.routing.base import InstanceLoad, Router
+from llmplan.workload.types import RequestSpec
+
+
+@dataclass(slots=True)
+class Backend:
+    name: str
+    url: str
+    role: str = "colocated"
+    max_inflight: int = 64
+    healthy: bool = True
+    inflight: int = 0
+    dispatched: int = 0
+    failures: int = 0
+    kv_usage: float | None = None  # 0..1, scraped from the backend's /metrics when it exports one
+    waiting: int = 0  # the backend's own queue, when exported
+    # P/D: the decode instance this prefill instance hands its KV to (None when colocated).
+    decode_url: str | None = None
+
+
+# KV-usage gauges, in the order tried: llmplan serve, vLLM v1, vLLM v0.
+_KV_PATTERNS = (
+    re.compile(r"^llmplan_kv_usage_ratio(?:\{[^}]*\})? ([0-9.eE+-]+)$", re.M),
+    re.compile(r"^vllm:kv_cache_usage_perc(?:\{[^}]*\})? ([0-9.eE+-]+)$", re.M),
+    re.compile(r"^vllm:gpu_cache_usage_perc(?:\{[^}]*\})? ([0-9.eE+-]+)$", re.M),
+)
+_WAITING_PATTERNS = (
+    re.compile(r"^llmplan_requests_waiting(?:\{[^}]*\})? ([0-9.eE+-]+)$", re.M),
+    re.compile(r"^vllm:num_requests_waiting(?:\{[^}]*\})? ([0-9.eE+-]+)$", re.M),
+)
+
+
+def _first_match(patterns: tuple[re.Pattern[str], ...], text: str) -> float | None:
+    for pat in patterns:
+        m = pat.search(text)
+        if m:
+            return float(m.group(1))
+    return None
+
+
+class BackendPool:
+    def __init__(
+        self,
+        backends: list[Backend],
+        router: Router,
+        *,
+        health_interval_s: float = 1.0,
+        on_health_change: Callable[[], None] | None = None,
+    ) -> None:
+        if not backends:
+            raise ValueError("a front end needs at least one backend")
+        self.backends = backends
+        self.router = router
+        self.health_interval_s = health_interval_s
+        self.on_health_change = on_health_change
+        self._task: asyncio.Task[None] | None = None
+        self._client: httpx.AsyncClient | None = None
+
+    # -- routing ------------------------------------------------------------------------
+    def _routable(self) -> list[Backend]:
+        # P/D pairs are reached through their prefill side; decode instances get their
+        # requests from the KV connector, not from the router.
+        return [b for b in self.backends if b.healthy and b.role != "decode" and b.inflight < b.max_inflight]
+
+    def has_capacity(self) -> bool:
+        return bool(self._routable())
+
+    def loads(self, candidates: list[Backend]) -> list[InstanceLoad]:
+        """The routers' snapshot of live backends. ``busy`` is the share of the backend's
+        slots in use; KV usage comes from its /metrics (unknown counts as empty)."""
+        return [
+            InstanceLoad(
+                index=i,
+                name=b.name,
+                role="both" if b.role == "colocated" else b.role,
+                waiting=b.waiting,
+                running=b.inflight,
+                kv_blocks_used=round((b.kv_usage or 0.0) * 1000),
+                kv_blocks_total=1000,
+                busy=min(b.inflight / b.max_inflight, 1.0),
+                max_num_seqs=b.max_inflight,
+            )
+            for i, b in enumerate(candidates)
+        ]
+
+    def try_route(self, spec: RequestSpec) -> Backend | None:
+        candidates = self._routable()
+        if not candidates:
+            return None
+        backend = candidates[self.router.route(spec, self.loads(candidates))]
+        backend.inflight += 1
+        backend.dispatched += 1
+        return backend
+
+    def release(self, backend: Backend) -> None:
+        backend.inflight -= 1
+        assert backend.inflight >= 0, f"{backend.name}: released more requests than dispatched"
+
+    def mark_failed(self, backend: Backend) -> None:
+        backend.failures += 1
+        if backend.healthy:
+            backend.healthy = False
+            self._health_changed()
+
+    def healthy(self) -> list[Backend]:
+        return [b for b in self.backends if b.healthy]
+
+    def any_healthy(self) -> Backend | None:
+        return next(iter(self.healthy()), None)
+
+    def max_mean_dispatch(self) -> float:
+        """max/mean dispatched requests over backends: 1.0 is perfectly even."""
+        counts = [b.dispatched for b in self.backends if b.role != "decode"]
+        mean = sum(counts) / len(counts) if counts else 0.0
+        return max(counts) / mean if mean > 0 else 0.0
+
+    def _health_changed(self) -> None:
+        if self.on_health_change is not None:
+            self.on_health_change()
+
+    # -- health polling -----------------------------------------------------------------
+    async def start(self) -> None:
+        self._client = httpx.AsyncClient(timeout=2.0)
+        self._task = asyncio.create_task(self._poll())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def poll_once(self) -> None:
+        assert self._client is not None
+        for b in self.backends:
+            try:
+                ok = (await self._client.get(b.url + "/health")).status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            if ok:
+                with contextlib.suppress(httpx.HTTPError):
+                    text = (await self._client.get(b.url + "/metrics")).text
+                    b.kv_usage = _first_match(_KV_PATTERNS, text)
+                    waiting = _first_match(_WAITING_PATTERNS, text)
+                    b.waiting = int(waiting) if waiting is not None else 0
+            if ok != b.healthy:
+                b.healthy = ok
+                self._health_changed()
+
+    async def _poll(self) -> None:
+        while True:
+            await self.poll_once()
+            await asyncio.sleep(self.health_interval_s)

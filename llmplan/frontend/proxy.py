@@ -1,0 +1,409 @@
+"""One OpenAI-compatible endpoint in front of several engine servers.
+
+Backends are vLLM or ``llmplan serve`` instances (they speak the same API). Each request
+waits in the admission queue until a backend has a free slot, is routed by a router
+object (the same plain objects the simulator uses), and is streamed through. Failure
+handling is explicit and counted:
+
+* the backend fails before anything reached the client: retry on another backend
+  (up to ``max_retries``), so a crash loses nothing;
+* the backend fails mid-stream: the client gets an SSE error event and ``[DONE]``, and
+  the request is counted as failed; tokens already sent cannot be taken back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from llmplan.frontend.admission import AdmissionQueue, AdmissionQueueFull
+from llmplan.frontend.backends import Backend, BackendPool
+from llmplan.workload.types import RequestSpec
+
+_RETRYABLE = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
+class _BackendFailed(Exception):
+    """The backend broke (connection error or 5xx) while handling a request."""
+
+
+@dataclass
+class FrontendMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.requests = Counter(
+            "llmplan_frontend_requests", "Requests by final outcome", ["outcome"], registry=r
+        )
+        self.routed = Counter("llmplan_frontend_routed", "Dispatches per backend", ["backend"], registry=r)
+        self.retries = Counter("llmplan_frontend_retries", "Retries after a backend failure", registry=r)
+        self.backend_failures = Counter(
+            "llmplan_frontend_backend_failures", "Backend failures seen", ["backend"], registry=r
+        )
+        self.queue_len = Gauge("llmplan_frontend_queue_length", "Requests waiting for admission", registry=r)
+        self.inflight = Gauge(
+            "llmplan_frontend_inflight", "Requests in flight per backend", ["backend"], registry=r
+        )
+        self.healthy = Gauge(
+            "llmplan_frontend_backend_healthy", "1 if the backend is routable", ["backend"], registry=r
+        )
+        self.max_mean_load = Gauge(
+            "llmplan_frontend_load_imbalance", "max/mean dispatched requests over backends", registry=r
+        )
+        buckets = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+        self.ttft = Histogram(
+            "llmplan_frontend_ttft_seconds", "TTFT at the front end", buckets=buckets, registry=r
+        )
+        self.e2e = Histogram(
+            "llmplan_frontend_e2e_seconds", "E2E latency at the front end", buckets=buckets, registry=r
+        )
+
+
+def _error(
+    status: int, message: str, param: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = {
+        "error": {
+            "message": message,
+            "type": "invalid_request_error" if status < 500 else "server_error",
+            "param": param,
+            "code": status,
+        }
+    }
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class Frontend:
+    """The proxy's state: backend pool, admission queue, metrics."""
+
+    def __init__(
+        self,
+        pool: BackendPool,
+        *,
+        admission: AdmissionQueue | None = None,
+        max_retries: int = 2,
+        request_timeout_s: float = 600.0,
+        no_backend_timeout_s: float = 30.0,
+    ) -> None:
+        self.pool = pool
+        self.admission = admission if admission is not None else AdmissionQueue()
+        self.max_retries = max_retries
+        self.request_timeout_s = request_timeout_s
+        self.no_backend_timeout_s = no_backend_timeout_s
+        self.metrics = FrontendMetrics()
+        self._client: httpx.AsyncClient | None = None
+        self._rid = 0
+        pool.on_health_change = self._dispatch_waiting
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.request_timeout_s, connect=5.0))
+        await self.pool.start()
+
+    async def close(self) -> None:
+        await self.pool.close()
+        if self._client is not None:
+            await self._client.aclose()
+
+    # -- admission & routing ----------------------------------------------------------------
+    async def _acquire(self, max_tokens: int, deadline_s: float | None, spec: RequestSpec) -> Backend:
+        """Wait for a slot, then route. Raises AdmissionQueueFull when the queue is full and
+        NoBackendError when no backend has been healthy for ``no_backend_timeout_s``."""
+        if not len(self.admission):
+            backend = self.pool.try_route(spec)
+            if backend is not None:
+                return backend
+        ticket = self.admission.enqueue(max_tokens, deadline_s, spec)
+        self.metrics.queue_len.set(len(self.admission))
+        waited_without_backend = 0.0
+        try:
+            while True:
+                self._dispatch_waiting()
+                try:
+                    # Releases and health changes dispatch at once; the timeout is a safety net.
+                    return await asyncio.wait_for(asyncio.shield(ticket.granted), timeout=0.5)
+                except TimeoutError:
+                    if self.pool.any_healthy() is None:
+                        waited_without_backend += 0.5
+                        if waited_without_backend >= self.no_backend_timeout_s:
+                            raise NoBackendError(
+                                f"no healthy backend for {self.no_backend_timeout_s:.0f}s; "
+                                "check the instance logs"
+                            ) from None
+                    else:
+                        waited_without_backend = 0.0
+        finally:
+            if not ticket.granted.done():
+                ticket.granted.cancel()
+            self.admission.cancel(ticket)
+            self.metrics.queue_len.set(len(self.admission))
+
+    def _dispatch_waiting(self) -> None:
+        """Grant free slots to the best-scored waiting tickets."""
+        while len(self.admission) and self.pool.has_capacity():
+            ticket = self.admission.pop_next()
+            if ticket is None or ticket.granted.done():  # the waiter went away
+                continue
+            backend = self.pool.try_route(ticket.spec)
+            if backend is None:  # capacity vanished (health change): put it back
+                self.admission.requeue(ticket)
+                return
+            ticket.granted.set_result(backend)
+
+    def _release(self, backend: Backend, failed: bool) -> None:
+        self.pool.release(backend)
+        if failed:
+            self.pool.mark_failed(backend)
+            self.metrics.backend_failures.labels(backend.name).inc()
+        self._dispatch_waiting()
+        self._refresh_gauges()
+
+    def _refresh_gauges(self) -> None:
+        for b in self.pool.backends:
+            self.metrics.inflight.labels(b.name).set(b.inflight)
+            self.metrics.healthy.labels(b.name).set(1 if b.healthy else 0)
+        self.metrics.max_mean_load.set(self.pool.max_mean_dispatch())
+
+    # -- forwarding -------------------------------------------------------------------------
+    # -- P/D disaggregation ------------------------------------------------------------------
+    # A prefill backend is paired with a decode backend (``Backend.decode_url``). The request
+    # first runs on the prefill instance with max_tokens=1 and ``do_remote_decode``; the KV
+    # connector (NIXL, LMCache, ...) ships the KV, and the prefill answer's
+    # ``kv_transfer_params`` tell the decode instance where to fetch it.
+    async def _prefill_remote(self, path: str, body: dict[str, Any], backend: Backend) -> dict[str, Any]:
+        if backend.decode_url is None:
+            return body
+        assert self._client is not None
+        pre = {
+            **body,
+            "max_tokens": 1,
+            "stream": False,
+            "kv_transfer_params": {
+                "do_remote_decode": True,
+                "do_remote_prefill": False,
+                "remote_engine_id": None,
+                "remote_block_ids": None,
+                "remote_host": None,
+                "remote_port": None,
+            },
+        }
+        pre.pop("stream_options", None)
+        resp = await self._client.post(backend.url + path, json=pre)
+        if resp.status_code >= 500:
+            raise _BackendFailed(f"prefill {backend.name} answered {resp.status_code}")
+        params = resp.json().get("kv_transfer_params") if resp.status_code == 200 else None
+        return {**body, "kv_transfer_params": params} if params else body
+
+    @staticmethod
+    def _decode_url(backend: Backend) -> str:
+        return backend.decode_url or backend.url
+
+    def _spec(self, body: dict[str, Any], max_tokens: int, now: float) -> RequestSpec:
+        text, n_tokens = _prompt_text(body)
+        self._rid += 1
+        # The router sees max_tokens as the output length: the front end cannot know more.
+        return RequestSpec(
+            rid=self._rid, arrival_s=now, prompt_tokens=n_tokens, output_tokens=max_tokens, prompt=text
+        )
+
+    async def forward(self, path: str, body: dict[str, Any]) -> Response:
+        stream = bool(body.get("stream", False))
+        max_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 16)
+        deadline = body.pop("slo_e2e_s", None)
+        start = time.monotonic()
+        spec = self._spec(body, max_tokens, start)
+        if stream:
+            return StreamingResponse(
+                self._stream(path, body, max_tokens, deadline, spec, start),
+                media_type="text/event-stream",
+            )
+        attempts = 0
+        while True:
+            try:
+                backend = await self._acquire(max_tokens, deadline, spec)
+            except AdmissionQueueFull as exc:
+                self.metrics.requests.labels("rejected").inc()
+                return _error(429, str(exc), headers={"Retry-After": f"{exc.retry_after_s:.0f}"})
+            except NoBackendError as exc:
+                self.metrics.requests.labels("failed").inc()
+                return _error(503, str(exc))
+            self.metrics.routed.labels(backend.name).inc()
+            self._refresh_gauges()
+            failed = False
+            try:
+                assert self._client is not None
+                body = await self._prefill_remote(path, body, backend)
+                resp = await self._client.post(self._decode_url(backend) + path, json=body)
+                if resp.status_code >= 500:
+                    raise _BackendFailed(f"{backend.name} answered {resp.status_code}")
+            except (*_RETRYABLE, _BackendFailed) as exc:
+                failed = True
+                attempts += 1
+                if attempts > self.max_retries:
+                    self.metrics.requests.labels("failed").inc()
+                    return _error(502, f"backend {backend.name} failed and retries are exhausted: {exc}")
+                self.metrics.retries.inc()
+                continue
+            finally:
+                self._release(backend, failed)
+            self.metrics.e2e.observe(time.monotonic() - start)
+            self.metrics.requests.labels("ok" if resp.status_code < 400 else "client_error").inc()
+            return Response(
+                resp.content,
+                status_code=resp.status_code,
+                media_type="application/json",
+                headers={k: v for k, v in resp.headers.items() if k.lower() == "retry-after"},
+            )
+
+    async def _stream(
+        self,
+        path: str,
+        body: dict[str, Any],
+        max_tokens: int,
+        deadline: float | None,
+        spec: RequestSpec,
+        start: float,
+    ) -> AsyncIterator[bytes]:
+        attempts = 0
+        sent_any = False
+        while True:
+            try:
+                backend = await self._acquire(max_tokens, deadline, spec)
+            except AdmissionQueueFull as exc:
+                self.metrics.requests.labels("rejected").inc()
+                yield _sse_error(429, str(exc))
+                return
+            except NoBackendError as exc:
+                self.metrics.requests.labels("failed").inc()
+                yield _sse_error(503, str(exc))
+                return
+            self.metrics.routed.labels(backend.name).inc()
+            self._refresh_gauges()
+            failed = False
+            try:
+                assert self._client is not None
+                body = await self._prefill_remote(path, body, backend)
+                async with self._client.stream("POST", self._decode_url(backend) + path, json=body) as resp:
+                    if resp.status_code >= 500:
+                        raise _BackendFailed(f"{backend.name} answered {resp.status_code}")
+                    if resp.status_code >= 400:
+                        payload = await resp.aread()
+                        self.metrics.requests.labels("client_error").inc()
+                        yield b"data: " + payload + b"\n\n"
+                        return
+                    async for chunk in resp.aiter_raw():
+                        if not sent_any:
+                            self.metrics.ttft.observe(time.monotonic() - start)
+                        sent_any = True
+                        yield chunk
+                self.metrics.e2e.observe(time.monotonic() - start)
+                self.metrics.requests.labels("ok").inc()
+                return
+            except (*_RETRYABLE, _BackendFailed) as exc:
+                failed = True
+                if sent_any:
+                    # Tokens already reached the client: retrying would duplicate them.
+                    self.metrics.requests.labels("failed").inc()
+                    yield _sse_error(502, f"backend {backend.name} failed mid-stream: {exc}")
+                    yield b"data: [DONE]\n\n"
+                    return
+                attempts += 1
+                if attempts > self.max_retries:
+                    self.metrics.requests.labels("failed").inc()
+                    yield _sse_error(502, f"backend {backend.name} failed and retries are exhausted: {exc}")
+                    return
+                self.metrics.retries.inc()
+            finally:
+                self._release(backend, failed)
+
+
+class NoBackendError(Exception):
+    pass
+
+
+def _prompt_text(body: dict[str, Any]) -> tuple[str, int]:
+    """The request's prompt as text (for prefix-aware routing and length prediction) and a
+    token-count estimate (exact for token-id prompts, ~4 characters a token otherwise)."""
+    if "messages" in body:
+        text = json.dumps(body["messages"], ensure_ascii=False)
+        return text, max(1, len(text) // 4)
+    prompt = body.get("prompt", "")
+    if isinstance(prompt, list) and all(isinstance(t, int) for t in prompt):
+        return " ".join(map(str, prompt)), len(prompt)
+    text = prompt if isinstance(prompt, str) else json.dumps(prompt)
+    return text, max(1, len(text) // 4)
+
+
+def _sse_error(status: int, message: str) -> bytes:
+    err = {
+        "error": {
+            "message": message,
+            "type": "server_error" if status >= 500 else "rate_limit",
+            "code": status,
+        }
+    }
+    return b"data: " + json.dumps(err).encode() + b"\n\n"
+
+
+def build_app(frontend: Frontend) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await frontend.start()
+        try:
+            yield
+        finally:
+            await frontend.close()
+
+    app = FastAPI(title="llmplan front end", lifespan=lifespan)
+
+    async def _parse(request: Request) -> dict[str, Any] | JSONResponse:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _error(400, "request body is not valid JSON; send a JSON object", "body")
+        if not isinstance(body, dict):
+            return _error(400, "request body must be a JSON object", "body")
+        return body
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        body = await _parse(request)
+        return body if isinstance(body, Response) else await frontend.forward("/v1/completions", body)
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        body = await _parse(request)
+        return body if isinstance(body, Response) else await frontend.forward("/v1/chat/completions", body)
+
+    @app.get("/v1/models")
+    async def models() -> Response:
+        backend = frontend.pool.any_healthy()
+        if backend is None or frontend._client is None:
+            return _error(503, "no healthy backend; check `llmplan serve` logs")
+        resp = await frontend._client.get(backend.url + "/v1/models")
+        return Response(resp.content, status_code=resp.status_code, media_type="application/json")
+
+    @app.get("/health")
+    async def health() -> Response:
+        ok = frontend.pool.any_healthy() is not None
+        return JSONResponse(
+            {"healthy_backends": len(frontend.pool.healthy())}, status_code=200 if ok else 503
+        )
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        frontend._refresh_gauges()
+        return Response(generate_latest(frontend.metrics.registry), media_type="text/plain; version=0.0.4")
+
+    return app
