@@ -152,9 +152,11 @@ def _explain(
     )
     order = [problem.gpus[g].node for g in chosen.order]
     if chosen.gpus > 1:
+        counts = ", ".join(f"{n}={c}" for n, c in zip(order, chosen.counts, strict=True))
         lines.append(
-            "stage order " + " -> ".join(order) + " keeps adjacent stages on the fastest links; "
-            "faster GPUs take more layers, the last stage also runs the LM head."
+            f"stage order {' -> '.join(order)}: adjacent stages sit on the fastest links available; layers "
+            f"({counts}) balance the per-stage prefill time, the pipeline's bottleneck, within each GPU's "
+            "memory cap; the last stage also runs the LM head."
         )
     return lines
 
