@@ -114,8 +114,10 @@ def parse_topo_matrix(text: str) -> TopoMatrix:
         if pos in rows:
             raise _err(n + 1, f"row {label} appears twice")
         cells = tokens[1:1 + ndev]
-        if len(cells) < ndev:
-            raise _err(n + 1, f"row {label} has {len(cells)} link cells, expected {ndev} "
+        nlinks = next((k for k, t in enumerate(cells) if t != "X" and parse_cell(t) is None), len(cells))
+        if nlinks < ndev and (nlinks == len(cells) or _CPULIST.match(cells[nlinks]) or cells[nlinks] in _NA):
+            # the row ran out of link cells (what follows is affinity): a cell is missing, not misspelt
+            raise _err(n + 1, f"row {label} has {nlinks} link cells, expected {ndev} "
                               f"(one per column {devices[0]}..{devices[-1]})")
         for c, cell in enumerate(cells):
             if c == pos:
