@@ -1,14 +1,15 @@
-"""Real uvicorn on 127.0.0.1 with a free port, in a background thread."""
+"""Real uvicorn on 127.0.0.1 with a free port, in a background thread; plus small helpers."""
 
 from __future__ import annotations
 
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from llmplan.runtime.server.run import ServeOptions, build_server
 
@@ -23,7 +24,7 @@ def free_port() -> int:
 def running_server(engine, **opts) -> Iterator[str]:
     port = free_port()
     server = build_server(engine, ServeOptions(port=port, log_level="warning", **opts))
-    # Signal handlers can only be installed from the main thread; uvicorn skips them here.
+    # uvicorn installs signal handlers only from the main thread; here it skips them.
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
@@ -33,8 +34,29 @@ def running_server(engine, **opts) -> Iterator[str]:
             raise RuntimeError("test server did not start")
         time.sleep(0.02)
     try:
-        httpx.get(url + "/health", timeout=5).raise_for_status()
         yield url
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    """Sum of the samples called ``name`` (with these labels) in the server's /metrics."""
+    text = httpx.get(url + "/metrics", timeout=10).text
+    total, seen = 0.0, False
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                total += s.value
+                seen = True
+    if not seen:
+        raise KeyError(f"{name}{labels or ''} not in /metrics")
+    return total
+
+
+def wait_until(cond: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.02)

@@ -13,7 +13,9 @@ from typing import Any
 
 def _hf_tokenizer(tokenizer: Any) -> Any | None:
     """The HF tokenizer behind the engine's tokenizer, when it has a chat template."""
-    for cand in (tokenizer, getattr(tokenizer, "hf_tokenizer", None), getattr(tokenizer, "tokenizer", None)):
+    # The engine's HF wrapper keeps the transformers tokenizer in ``_tok``.
+    inner = [getattr(tokenizer, a, None) for a in ("hf_tokenizer", "tokenizer", "_tok")]
+    for cand in (tokenizer, *inner):
         if cand is not None and getattr(cand, "chat_template", None) and hasattr(cand, "apply_chat_template"):
             return cand
     return None
