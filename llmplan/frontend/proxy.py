@@ -61,6 +61,12 @@ class FrontendMetrics:
         self.max_mean_load = Gauge(
             "llmplan_frontend_load_imbalance", "max/mean dispatched requests over backends", registry=r
         )
+        self.instance_events = Counter(
+            "llmplan_frontend_instance_events",
+            "Supervisor events per instance",
+            ["instance", "kind"],
+            registry=r,
+        )
         buckets = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
         self.ttft = Histogram(
             "llmplan_frontend_ttft_seconds", "TTFT at the front end", buckets=buckets, registry=r

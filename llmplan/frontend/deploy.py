@@ -1,0 +1,129 @@
+"""Run a deployment: supervised engine servers behind one front end, until SIGTERM.
+
+``serve_deployment`` starts every instance, waits for all of them to be healthy, then
+serves the front end. Supervisor events (crash, restart, give-up) go to the log, to
+``/metrics`` and to the backend pool, so a crashed instance stops receiving traffic at
+once rather than at the next health poll. SIGTERM/SIGINT stop the front end first (no
+new requests), then the instances (which drain their running requests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from llmplan.frontend.admission import AdmissionQueue
+from llmplan.frontend.backends import Backend, BackendPool
+from llmplan.frontend.proxy import Frontend, build_app
+from llmplan.frontend.supervisor import InstanceSpec, Supervisor, SupervisorEvent
+from llmplan.routing import get_router
+
+log = logging.getLogger("llmplan.frontend")
+
+
+@dataclass(slots=True)
+class DeployConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    router: str = "least-loaded"
+    admission: str = "slo-odbs"
+    max_queue: int = 1024
+    max_inflight_per_backend: int = 64
+    max_retries: int = 2
+    log_dir: Path = Path("llmplan-logs")
+    health_timeout_s: float = 900.0
+    max_restarts: int = 3
+
+
+def backends_for(specs: list[InstanceSpec], max_inflight: int) -> list[Backend]:
+    """One backend per instance; each prefill instance is paired with a decode instance
+    (round-robin over the decode instances) that receives its KV."""
+    decodes = [s for s in specs if s.role == "decode"]
+    out: list[Backend] = []
+    prefill_seen = 0
+    for s in specs:
+        decode_url = None
+        if s.role == "prefill":
+            if not decodes:
+                from llmplan.errors import LlmplanError
+
+                raise LlmplanError("a P/D deployment needs at least one decode instance; fix the plan")
+            decode_url = decodes[prefill_seen % len(decodes)].url
+            prefill_seen += 1
+        out.append(
+            Backend(name=s.name, url=s.url, role=s.role, max_inflight=max_inflight, decode_url=decode_url)
+        )
+    return out
+
+
+async def serve_deployment(
+    specs: list[InstanceSpec],
+    cfg: DeployConfig,
+    *,
+    on_event: Callable[[SupervisorEvent], None] | None = None,
+    ready: Callable[[str, Supervisor, Frontend], None] | None = None,
+    stop: threading.Event | None = None,
+) -> None:
+    pool_ref: dict[str, BackendPool] = {}
+    frontend_ref: dict[str, Frontend] = {}
+
+    def handle(event: SupervisorEvent) -> None:
+        log.info("instance %s %s %s", event.instance, event.kind, event.detail)
+        fe = frontend_ref.get("fe")
+        if fe is not None:
+            fe.metrics.instance_events.labels(event.instance, event.kind).inc()
+            if event.kind in ("crashed", "failed"):
+                for b in fe.pool.backends:
+                    if b.name == event.instance:
+                        fe.pool.mark_failed(b)
+        if on_event is not None:
+            on_event(event)
+
+    sup = Supervisor(
+        specs,
+        log_dir=cfg.log_dir,
+        health_timeout_s=cfg.health_timeout_s,
+        max_restarts=cfg.max_restarts,
+        on_event=handle,
+    )
+    try:
+        await sup.start()
+        pool = BackendPool(backends_for(specs, cfg.max_inflight_per_backend), get_router(cfg.router))
+        pool_ref["pool"] = pool
+        fe = Frontend(
+            pool,
+            admission=AdmissionQueue(policy=cfg.admission, capacity=cfg.max_queue),  # type: ignore[arg-type]
+            max_retries=cfg.max_retries,
+        )
+        frontend_ref["fe"] = fe
+        server = uvicorn.Server(
+            uvicorn.Config(build_app(fe), host=cfg.host, port=cfg.port, log_level="warning")
+        )
+        # uvicorn installs its own SIGINT/SIGTERM handlers that set should_exit; we only
+        # need to stop the instances once it returns.
+        serve_task = asyncio.create_task(server.serve())
+        while not server.started and not serve_task.done():
+            await asyncio.sleep(0.05)
+        if ready is not None and server.started:
+            ready(f"http://{cfg.host}:{cfg.port}", sup, fe)
+        while stop is not None and not serve_task.done():
+            if stop.is_set():
+                server.should_exit = True
+                break
+            await asyncio.sleep(0.1)
+        await serve_task
+    finally:
+        await sup.stop()
+
+
+def run(specs: list[InstanceSpec], cfg: DeployConfig, **kw: object) -> None:
+    """Blocking entry point for the CLI."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    asyncio.run(serve_deployment(specs, cfg, **kw))  # type: ignore[arg-type]
