@@ -91,7 +91,7 @@ class _SpecCache:
         if self.forced is not None:
             return self.forced
         if name not in self.cache:
-            self.cache[name] = spec_for(name or "unknown")
+            self.cache[name] = spec_for(name)
         return self.cache[name]
 
 

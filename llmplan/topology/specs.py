@@ -130,7 +130,17 @@ def spec_for(name: str | None, *, warn: bool = True) -> GpuSpec:
     model = match_model(name)
     if model is not None:
         return GPU_SPECS[model]
-    if warn:
+    if warn and not name:
+        warnings.warn(
+            "the source does not name the GPU model (a bare `nvidia-smi topo -m`); using conservative "
+            f"defaults ({UNKNOWN.memory_gib:g} GiB, {UNKNOWN.bf16_tflops:g} TFLOP/s, "
+            f"{UNKNOWN.hbm_gbps:g} GB/s). "
+            "Pass --gpu-model, or append the output of `nvidia-smi --query-gpu=index,name,memory.total,"
+            "power.limit,pci.bus_id --format=csv,noheader,nounits` to the file, to fix.",
+            UnknownGpuWarning,
+            stacklevel=3,
+        )
+    elif warn:
         warnings.warn(
             f"GPU model {name!r} is not in llmplan's spec table; using conservative defaults "
             f"({UNKNOWN.memory_gib:g} GiB, {UNKNOWN.bf16_tflops:g} TFLOP/s, {UNKNOWN.hbm_gbps:g} GB/s). "

@@ -279,7 +279,7 @@ def test_bare_topo_file_warns_once_about_the_unknown_model():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         G = load_topology(f"file:{path}")
-    msgs = [str(w.message) for w in caught if "spec table" in str(w.message)]
+    msgs = [str(w.message) for w in caught if "does not name the GPU model" in str(w.message)]
     assert len(msgs) == 1 and "--gpu-model" in msgs[0]
     assert G.nodes["GPU0"]["model"] == "unknown" and G.nodes["GPU0"]["bf16_tflops"] == 65.0
     # unknown model: Gen3 PCIe is assumed (conservative), SYS crosses a Skylake-class UPI link
