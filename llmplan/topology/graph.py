@@ -117,6 +117,23 @@ def _edge(cell: str, sa: GpuSpec, sb: GpuSpec, ga: int | None, gb: int | None) -
             "latency_us": link.latency_us}
 
 
+def _host_edges(host: HostLayout, hspecs: list[GpuSpec]) -> list[tuple[int, int, bool, tuple]]:
+    n = len(host.gpus)
+    edges: list[tuple[int, int, bool, tuple]] = []
+    for i in range(n):
+        for j in range(i + 1, n):
+            cell = host.gpu_links.get((i, j))
+            if cell is None:
+                raise LlmplanError(f"host {host.host}: no link given for GPU{i}-GPU{j}")
+            d = _edge(cell, hspecs[i], hspecs[j], host.gpus[i].pcie_gen, host.gpus[j].pcie_gen)
+            edges.append((i, j, False, tuple(d.values())))
+    for (i, k), cell in sorted(host.gpu_nic_links.items()):
+        # the NIC's own PCIe generation is not reported: the GPU side's link is assumed to be the limit
+        d = _edge(cell, hspecs[i], hspecs[i], host.gpus[i].pcie_gen, host.gpus[i].pcie_gen)
+        edges.append((i, k, True, tuple(d.values())))
+    return edges
+
+
 def build_graph(hosts: list[HostLayout], *, name: str, source: str, net: NetLink | None = None,
                 gpu_model: str | None = None, power_caps: dict[int, float] | None = None) -> nx.Graph:
     """The topology graph: GPU and NIC nodes, an edge for every GPU pair and every same-host GPU-NIC pair.
@@ -128,7 +145,9 @@ def build_graph(hosts: list[HostLayout], *, name: str, source: str, net: NetLink
     net = net or NetLink()
     G = nx.Graph(name=name, source=source)
     gpu_ids: list[str] = []
-    local_edges_cache: dict[tuple, list[tuple[int, int, tuple]]] = {}
+    # Per-host edge attributes depend only on the link cells and the GPUs' specs: identical hosts (a
+    # composed cluster) compute them once. Entries: (local a, local b or NIC position, is_nic, attr tuple).
+    local_edges_cache: dict[tuple, list[tuple[int, int, bool, tuple]]] = {}
     nic_base = 0
     for host in hosts:
         base = len(gpu_ids)
@@ -137,41 +156,30 @@ def build_graph(hosts: list[HostLayout], *, name: str, source: str, net: NetLink
             gid = f"GPU{base + k}"
             gpu_ids.append(gid)
             G.add_node(gid, **_gpu_attrs(rec, spec, base + k, host.host))
-        key = (id(host.gpu_links), tuple((r.name, r.pcie_gen) for r in host.gpus))
+        nic_ids = [f"NIC{nic_base + k}" for k in range(len(host.nics))]
+        G.add_nodes_from((nid, {"kind": "nic", "name": nic, "host": host.host})
+                         for nid, nic in zip(nic_ids, host.nics, strict=True))
+        key = (id(host.gpu_links), id(host.gpu_nic_links), tuple((r.name, r.pcie_gen) for r in host.gpus))
         if key not in local_edges_cache:
-            n = len(host.gpus)
-            edges = []
-            for i in range(n):
-                for j in range(i + 1, n):
-                    cell = host.gpu_links.get((i, j))
-                    if cell is None:
-                        raise LlmplanError(f"host {host.host}: no link given for GPU{i}-GPU{j}")
-                    d = _edge(cell, hspecs[i], hspecs[j], host.gpus[i].pcie_gen, host.gpus[j].pcie_gen)
-                    edges.append((i, j, tuple(d.values())))
-            local_edges_cache[key] = edges
-        G.add_edges_from((gpu_ids[base + i], gpu_ids[base + j], dict(zip(EDGE_ATTRS, v, strict=True)))
-                         for i, j, v in local_edges_cache[key])
-        for k, nic in enumerate(host.nics):
-            nid = f"NIC{nic_base + k}"
-            G.add_node(nid, kind="nic", name=nic, host=host.host)
-            for i, rec in enumerate(host.gpus):
-                cell = host.gpu_nic_links.get((i, k))
-                if cell is None:
-                    continue
-                d = _edge(cell, hspecs[i], hspecs[i], rec.pcie_gen, rec.pcie_gen)
-                G.add_edge(gpu_ids[base + i], nid, **d)
+            local_edges_cache[key] = _host_edges(host, hspecs)
+        G.add_edges_from(
+            (gpu_ids[base + a], nic_ids[b] if is_nic else gpu_ids[base + b],
+             dict(zip(EDGE_ATTRS, v, strict=True)))
+            for a, b, is_nic, v in local_edges_cache[key]
+        )
         nic_base += len(host.nics)
     if len(hosts) > 1:
-        net_vals = ("NET", 0, net.bandwidth_gbps, net.latency_us)
-        starts = []
+        # Nearly all edges of a cluster are NET edges with identical attributes: hand networkx bare pairs
+        # plus one attribute set (it still gives each edge its own dict), the cheapest public path.
+        bounds = []
         base = 0
         for host in hosts:
-            starts.append((base, base + len(host.gpus)))
+            bounds.append(base + len(host.gpus))
             base += len(host.gpus)
         G.add_edges_from(
-            (gpu_ids[a], gpu_ids[b], dict(zip(EDGE_ATTRS, net_vals, strict=True)))
-            for h, (lo, hi) in enumerate(starts) for a in range(lo, hi)
-            for (lo2, hi2) in starts[h + 1:] for b in range(lo2, hi2)
+            ((gpu_ids[a], gpu_ids[b]) for a in range(len(gpu_ids))
+             for b in range(next(x for x in bounds if x > a), len(gpu_ids))),
+            link="NET", nvlinks=0, bandwidth_gbps=net.bandwidth_gbps, latency_us=net.latency_us,
         )
     if power_caps:
         apply_power_caps(G, power_caps)
