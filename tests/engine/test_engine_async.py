@@ -1,0 +1,140 @@
+"""The AsyncEngine face: streaming, queue bound, abort by closing the stream, drain on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from llmplan.runtime.engine.api import (
+    EngineClosedError,
+    GenerateRequest,
+    InvalidRequestError,
+    QueueFullError,
+    SamplingParams,
+)
+from llmplan.runtime.engine.factory import build_engine
+
+
+@pytest.fixture(scope="module")
+def ckpt(tiny_checkpoint):
+    return str(tiny_checkpoint[0])
+
+
+def _req(rid: str, n: int = 6, prompt=(5, 6, 7, 8), **kw) -> GenerateRequest:
+    return GenerateRequest(
+        rid, list(prompt), SamplingParams(max_tokens=n, temperature=0.0, ignore_eos=True, **kw)
+    )
+
+
+async def _collect(stream):
+    return [o async for o in stream]
+
+
+def test_streams_increments_then_one_final_output(ckpt):
+    async def main():
+        eng = build_engine(model=ckpt, num_kv_blocks=64, block_size=4)
+        await eng.start()
+        outs = await asyncio.gather(*[_collect(eng.generate(_req(f"a{i}", n=3 + i))) for i in range(4)])
+        await eng.shutdown()
+        return eng, outs
+
+    eng, outs = asyncio.run(main())
+    for i, out in enumerate(outs):
+        assert [o.finished for o in out] == [False] * (len(out) - 1) + [True]
+        assert sum(len(o.new_token_ids) for o in out) == 3 + i
+        assert out[-1].finish_reason == "length" and out[-1].completion_tokens == 3 + i
+    s = eng.stats()
+    assert s.finished_total == 4 and s.kv_blocks_used == 0 and s.running == 0 and s.waiting == 0
+
+
+def test_queue_bound_raises_queue_full_and_bad_requests_raise_invalid(ckpt):
+    async def main():
+        eng = build_engine(model=ckpt, num_kv_blocks=64, block_size=4, max_queue=2, max_num_seqs=1)
+        with pytest.raises(EngineClosedError):
+            eng.generate(_req("early"))
+        await eng.start()
+        streams = [eng.generate(_req(f"q{i}", n=20)) for i in range(2)]
+        with pytest.raises(QueueFullError) as full:
+            eng.generate(_req("overflow"))
+        assert full.value.retry_after_s >= 1.0
+        with pytest.raises(InvalidRequestError, match="exceeds the model's context"):
+            eng.generate(_req("long", n=10_000))
+        with pytest.raises(InvalidRequestError, match="empty"):
+            eng.generate(_req("empty", prompt=()))
+        with pytest.raises(InvalidRequestError, match="outside the vocabulary"):
+            eng.generate(_req("oov", prompt=(1, 99_999)))
+        done = await asyncio.gather(*[_collect(s) for s in streams])
+        await eng.shutdown()
+        return done
+
+    done = asyncio.run(main())
+    assert all(d[-1].finish_reason == "length" for d in done)
+
+
+def test_closing_a_stream_aborts_the_request_and_frees_its_blocks(ckpt):
+    async def main():
+        eng = build_engine(model=ckpt, num_kv_blocks=64, block_size=4)
+        await eng.start()
+        stream = eng.generate(_req("gone", n=200))
+        first = await stream.__anext__()
+        assert not first.finished
+        assert eng.stats().kv_blocks_used > 0
+        await stream.aclose()  # what the server does when the client disconnects
+        for _ in range(200):
+            if eng.stats().kv_blocks_used == 0 and eng.stats().running == 0:
+                break
+            await asyncio.sleep(0.01)
+        s = eng.stats()
+        await eng.shutdown()
+        return s
+
+    s = asyncio.run(main())
+    assert s.kv_blocks_used == 0 and s.running == 0
+
+
+def test_explicit_abort_ends_the_stream_with_abort(ckpt):
+    async def main():
+        eng = build_engine(model=ckpt, num_kv_blocks=256, block_size=4)
+        await eng.start()
+        stream = eng.generate(_req("x", n=300))
+        await stream.__anext__()
+        await eng.abort("x")
+        rest = await _collect(stream)
+        await eng.shutdown()
+        return rest, eng.stats()
+
+    rest, s = asyncio.run(main())
+    assert rest[-1].finished and rest[-1].finish_reason == "abort"
+    assert s.kv_blocks_used == 0
+
+
+def test_shutdown_with_drain_finishes_accepted_requests(ckpt):
+    async def main():
+        eng = build_engine(model=ckpt, num_kv_blocks=64, block_size=4, max_num_seqs=2)
+        await eng.start()
+        tasks = [asyncio.create_task(_collect(eng.generate(_req(f"d{i}", n=8)))) for i in range(5)]
+        await asyncio.sleep(0)
+        await eng.shutdown(drain=True)
+        with pytest.raises(EngineClosedError):
+            eng.generate(_req("late"))
+        return await asyncio.gather(*tasks)
+
+    outs = asyncio.run(main())
+    assert [o[-1].finish_reason for o in outs] == ["length"] * 5
+    assert all(o[-1].completion_tokens == 8 for o in outs)
+
+
+def test_shutdown_without_drain_aborts_everything(ckpt):
+    async def main():
+        eng = build_engine(model=ckpt, num_kv_blocks=256, block_size=4, max_num_seqs=2)
+        await eng.start()
+        tasks = [asyncio.create_task(_collect(eng.generate(_req(f"n{i}", n=400)))) for i in range(3)]
+        await asyncio.sleep(0.05)
+        await eng.shutdown(drain=False)
+        return await asyncio.gather(*tasks), eng.stats()
+
+    outs, s = asyncio.run(main())
+    assert all(o[-1].finished for o in outs)
+    assert {o[-1].finish_reason for o in outs} == {"abort"}
+    assert s.kv_blocks_used == 0
