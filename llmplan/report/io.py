@@ -93,12 +93,14 @@ def write_report(report: BenchReport, out: Path, *, plots: bool = True) -> list[
     p = out / "report.json"
     p.write_text(json.dumps(to_json(report), indent=2, default=str) + "\n")
     written.append(p)
-    images: list[Path] = []
     if plots:
         from llmplan.report.plots import render_all
 
-        images = render_all(report, out)
-        written += images
+        written += render_all(report, out)
+    from llmplan.report.plots import plot_names
+
+    # Link whatever plots the directory holds, so re-rendering with --no-plots keeps them.
+    images = [out / n for n in plot_names(report) if (out / n).is_file()]
     p = out / "report.md"
     p.write_text(render_markdown(report, images))
     written.append(p)

@@ -114,6 +114,12 @@ def policy_comparison(report: BenchReport, path: Path) -> Path:
     return path
 
 
+def plot_names(report: BenchReport) -> list[str]:
+    """Every plot file a report can have, in the order report.md lists them."""
+    names = ["latency_cdf.png", "policy_comparison.png", "attainment_vs_rate.png"]
+    return names + [f"utilization_{slug(label)}.png" for label in report.runs]
+
+
 def render_all(report: BenchReport, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     made = [

@@ -1,0 +1,113 @@
+"""`llmplan bench` and `llmplan report` end to end: real trace, real simulator, real files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from llmplan.cli.app import app
+
+runner = CliRunner()
+
+
+def _bench(*args: str):
+    return runner.invoke(app, ["bench", *args], catch_exceptions=False)
+
+
+def _conserved(df: pd.DataFrame, n: int) -> None:
+    """Every request is completed or rejected/failed with a reason; no negative or NaN times."""
+    assert sorted(df["rid"]) == list(range(n))
+    ok = df["status"] == "ok"
+    assert set(df["status"]) <= {"ok", "rejected", "failed"}
+    assert df.loc[~ok, "reason"].notna().all()
+    for col in ("ttft_s", "e2e_s"):
+        v = df.loc[ok, col]
+        assert v.notna().all() and (v >= 0).all()
+    assert (df.loc[ok, "e2e_s"] + 1e-9 >= df.loc[ok, "ttft_s"]).all()
+
+
+def test_default_main_job_on_a_window(azure_env: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rep"
+    res = _bench("--max-requests", "300", "--out", str(out), "--no-plots")
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "report.json").read_text())
+    assert list(data["runs"]) == ["fcfs", "slo-odbs", "s3"]
+    assert data["config"]["bench"]["model"] == "llama-2-13b"
+    assert data["config"]["cluster"]["plan_mode"] == "HELR"
+    assert data["config"]["cluster"]["topology"] == "preset:dgx-a100"
+    assert data["workload"]["meta"]["sha256_expected"].startswith("2f1e5b66")
+    for label, run in data["runs"].items():
+        df = pd.read_csv(out / run["file"])
+        _conserved(df, 300)
+        s = run["summary"]
+        assert s["requests"] == 300
+        # the saved attainment is exactly what the per-request rows say
+        assert s["attainment"]["all"] == pytest.approx(df["slo_met"].mean()), label
+        assert s["goodput_rps"] <= s["throughput_rps"] + 1e-12
+    assert "SLO attainment" in res.output and "fcfs" in res.output
+    md = (out / "report.md").read_text()
+    assert "Splitwise" in md and "excluded" in md
+
+
+def test_compare_json_and_rerender(azure_env: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rep"
+    args = ["--trace", "azure-code", "--window", "0:5m", "--compare", "fcfs,sjf", "--router", "jsq"]
+    args += ["--instances", "1", "--slo", "fixed:ttft=1,tpot=0.1,e2e=30", "--out", str(out), "--json"]
+    res = _bench(*args)
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert list(data["runs"]) == ["fcfs", "sjf"]
+    assert data["workload"]["meta"]["slo"] == "fixed:ttft=1,tpot=0.1,e2e=30"
+    assert data["config"]["cluster"]["replicas"] == 1
+    assert (out / "latency_cdf.png").is_file() and (out / "policy_comparison.png").is_file()
+    before = (out / "report.md").read_text()
+    res = runner.invoke(app, ["report", str(out), "--no-plots"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert (out / "report.md").read_text() == before
+    assert "sjf" in res.output
+
+
+def test_sweep_rate_gives_curves_and_distserve_goodput(azure_env: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rep"
+    res = _bench("--max-requests", "200", "--policy", "fcfs", "--instances", "1", "--sweep-rate", "1,4,16",
+                 "--out", str(out), "--no-plots")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "report.json").read_text())
+    pts = data["sweep"]["points"]
+    assert [p["rate_rps"] for p in pts] == [1.0, 4.0, 16.0]
+    att = [p["summary"]["attainment"]["all"] for p in pts]
+    assert att[0] >= att[-1]  # one instance cannot keep up at 16 req/s as well as at 1
+    g = data["sweep"]["goodput_distserve"]["fcfs"]
+    # the highest rate such that it and every lower rate meet the 90% target
+    expected = None
+    for p, a in zip(pts, att, strict=True):
+        if a < 0.9:
+            break
+        expected = p["rate_rps"]
+    assert g["rate_rps"] == expected and g["target"] == 0.9
+    assert (out / "sweep.csv").is_file()
+
+
+def test_synthetic_and_bad_flags(tmp_path: Path) -> None:
+    out = tmp_path / "rep"
+    args = ["--trace", "synthetic:rate=2,n=60", "--policy", "fcfs", "--instances", "1", "--slo", "uellm"]
+    res = _bench(*args, "--out", str(out), "--no-plots")
+    assert res.exit_code == 0, res.output
+    for args, msg in [
+        (["--slo", "tight"], "unknown SLO kind"),
+        (["--policy", "fcfs", "--compare", "fcfs,s3"], "exclusive"),
+        (["--window", "10"], "START:END"),
+        (["--sweep-rate", "1,x"], "comma-separated"),
+        (["--trace", "nope"], "unknown trace"),
+    ]:
+        res = runner.invoke(app, ["bench", *args, "--out", str(out)])
+        assert res.exit_code != 0 and msg in str(res.exception or res.output), (args, res.output)
+
+
+def test_report_on_missing_dir(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["report", str(tmp_path / "nowhere")])
+    assert res.exit_code != 0 and "report.json not found" in str(res.exception)
