@@ -225,14 +225,16 @@ class Scheduler:
         items: list[ScheduledSeq] = []
         running = self.running
         has_prefill = False
+        bs = cfg.block_size
         i = 0
         while i < len(running) and budget > 0:
             seq = running[i]
             c = seq.num_computed_tokens
-            pending = seq.spec.prompt_tokens + seq.num_generated - c
-            is_prefill = pending > 1 or c < seq.spec.prompt_tokens
+            p = seq.spec.prompt_tokens
+            pending = p + seq.num_generated - c
+            is_prefill = pending > 1 or c < p
             n = min(pending, budget) if (is_prefill and chunked) else pending
-            if not self._grow(seq, c + n):
+            if c + n > len(seq.block_ids) * bs and not self._grow(seq, c + n):
                 break  # seq itself was the last one and got preempted
             items.append(ScheduledSeq(seq, n, c, is_prefill))
             has_prefill |= is_prefill

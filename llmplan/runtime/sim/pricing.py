@@ -52,20 +52,40 @@ class CostExecutor:
 
 @dataclass(slots=True)
 class DecodeRun:
+    """A priced run of decode steps as linear pieces: step ``first + m - 1`` of a piece ends
+    at ``base + m*a + b*m*(m-1)/2`` seconds after the run's start (m = 1..length)."""
+
     steps: int
     duration_s: float
-    step_ends_s: list[float] | None  # relative to the run's start, when asked for
+    # (first step index, base elapsed time, a, b, length)
+    pieces: list[tuple[int, float, float, float, int]]
+
+    def end_of(self, i: int) -> float:
+        """End of step ``i`` (0-based), relative to the run's start."""
+        for first, base, a, b, length in self.pieces:
+            if i < first + length:
+                m = i - first + 1
+                return base + m * a + b * m * (m - 1) / 2
+        raise IndexError(i)
+
+    def count_before(self, rel_s: float) -> int:
+        """How many steps end strictly before ``rel_s``."""
+        for first, base, a, b, length in self.pieces:
+            m = _steps_within(a, b, length, rel_s - base)
+            if m < length:
+                return first + m
+        return self.steps
+
+    def ends(self) -> list[float]:
+        out: list[float] = []
+        for _, base, a, b, length in self.pieces:
+            out.extend(base + m * a + b * m * (m - 1) / 2 for m in range(1, length + 1))
+        return out
 
 
-def decode_run(
-    cost: IterationCost,
-    shape0: BatchShape,
-    kmax: int,
-    budget_s: float,
-    want_ends: bool = False,
-) -> DecodeRun:
+def decode_run(cost: IterationCost, shape0: BatchShape, kmax: int, budget_s: float = math.inf) -> DecodeRun:
     """Price up to ``kmax`` decode steps starting from ``shape0`` (context growing by
-    ``shape0.decode_seqs`` per step) and keep the longest prefix whose steps all *end* strictly
+    ``shape0.decode_seqs`` per step), keeping the longest prefix whose steps all *end* strictly
     before ``budget_s`` (relative to the run's start). At least one step is always kept.
     """
     seqs, ctx0 = shape0.decode_seqs, shape0.decode_ctx
@@ -89,45 +109,45 @@ def decode_run(
 
     elapsed = 0.0
     steps = 0
-    ends: list[float] | None = [] if want_ends else None
+    pieces: list[tuple[int, float, float, float, int]] = []
     stack = [(0, kmax - 1)]
     while stack:
         lo, hi = stack.pop()
-        if hi - lo + 1 > _SHORT and not linear(lo, hi):
+        length = hi - lo + 1
+        if length > _SHORT and not linear(lo, hi):
             mid = (lo + hi) // 2
             stack.append((mid + 1, hi))
             stack.append((lo, mid))
             continue
-        if hi - lo + 1 <= _SHORT:
+        if length <= _SHORT:
             for j in range(lo, hi + 1):
-                nxt = elapsed + t(j)
-                if nxt >= budget_s and steps > 0:
-                    return DecodeRun(steps, elapsed, ends)
-                elapsed = nxt
+                a = t(j)
+                if elapsed + a >= budget_s and steps > 0:
+                    return DecodeRun(steps, elapsed, pieces)
+                pieces.append((steps, elapsed, a, 0.0, 1))
+                elapsed += a
                 steps += 1
-                if ends is not None:
-                    ends.append(elapsed)
             continue
         a = t(lo)
         b = (t(hi) - a) / (hi - lo)
-        length = hi - lo + 1
         m = _steps_within(a, b, length, budget_s - elapsed)
         if m == 0 and steps == 0:
             m = 1  # the first step always runs
-        if ends is not None:
-            base = elapsed
-            ends.extend(base + i * a + b * i * (i - 1) / 2 for i in range(1, m + 1))
-        elapsed += m * a + b * m * (m - 1) / 2
-        steps += m
+        if m:
+            pieces.append((steps, elapsed, a, b, m))
+            elapsed += m * a + b * m * (m - 1) / 2
+            steps += m
         if m < length:
             break
-    return DecodeRun(steps, elapsed, ends)
+    return DecodeRun(steps, elapsed, pieces)
 
 
 def _steps_within(a: float, b: float, length: int, room: float) -> int:
     """Largest m in [0, length] with S(m) = m*a + b*m*(m-1)/2 < room (S increasing)."""
     if room <= 0:
         return 0
+    if room == math.inf:
+        return length
 
     def s(m: int) -> float:
         return m * a + b * m * (m - 1) / 2

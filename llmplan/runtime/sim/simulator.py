@@ -24,16 +24,18 @@ from __future__ import annotations
 import heapq
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from llmplan.errors import LlmplanError
 from llmplan.metrics.types import InstanceSample, RequestRecord, RunResult
 from llmplan.plan.costmodel import BatchShape
+from llmplan.routing.base import InstanceLoad
+from llmplan.runtime.core.blocks import blocks_for
 from llmplan.runtime.core.scheduler import Scheduler, SchedulerConfig
 from llmplan.runtime.core.types import ScheduledBatch, SeqState, StepResult
 from llmplan.runtime.sim.cluster import build_instances
 from llmplan.runtime.sim.config import InstanceSpec, SimConfig
-from llmplan.runtime.sim.pricing import CostExecutor, batch_shape, decode_run
+from llmplan.runtime.sim.pricing import CostExecutor, DecodeRun, batch_shape, decode_run
 from llmplan.workload.types import Workload
 
 # Event kinds, in the order they are handled at equal times: external inputs first (so a step
@@ -45,7 +47,7 @@ _INF = math.inf
 class _Instance:
     __slots__ = (
         "idx", "spec", "sched", "executor", "cost", "busy", "step_start", "step_end",
-        "batch", "run_steps", "run_ends", "busy_acc", "acc_from", "token_times",
+        "batch", "run_steps", "run", "busy_acc", "acc_from", "version",
     )
 
     def __init__(self, idx: int, spec: InstanceSpec, sched: Scheduler) -> None:
@@ -59,9 +61,10 @@ class _Instance:
         self.step_end = 0.0
         self.batch: ScheduledBatch | None = None
         self.run_steps = 1
-        self.run_ends: list[float] | None = None
+        self.run: DecodeRun | None = None
         self.busy_acc = 0.0  # busy seconds of finished steps since acc_from
         self.acc_from = 0.0
+        self.version = 0  # bumps when a run is split; stale step-end events are skipped
 
 
 TransferFn = Callable[[int, InstanceSpec, InstanceSpec], float]
@@ -89,6 +92,46 @@ def _kv_bytes_per_token(config: SimConfig) -> float:
     from llmplan.models import get_model_spec
 
     return float(get_model_spec(config.model).kv_bytes_per_token)
+
+
+class _LazyLoads(Sequence[InstanceLoad]):
+    """Load snapshots built on first access: a round-robin router reads one, not all."""
+
+    def __init__(self, sim: Simulation, insts: list[_Instance]) -> None:
+        self._sim = sim
+        self._insts = insts
+        self._cache: dict[int, InstanceLoad] = {}
+
+    def __len__(self) -> int:
+        return len(self._insts)
+
+    def __getitem__(self, k):  # type: ignore[override]
+        if isinstance(k, slice):
+            return [self[j] for j in range(*k.indices(len(self)))]
+        if k < 0:
+            k += len(self._insts)
+        ld = self._cache.get(k)
+        if ld is None:
+            inst = self._insts[k]
+            s = inst.sched
+            used, busy = self._sim._state_at(inst, self._sim.now)
+            ld = InstanceLoad(
+                index=k,
+                name=inst.spec.name,
+                role=inst.spec.role,
+                waiting=len(s.waiting),
+                running=len(s.running),
+                waiting_tokens=s.waiting_tokens,
+                kv_blocks_used=used,
+                kv_blocks_total=s.blocks.num_blocks,
+                busy=busy,
+                max_num_seqs=s.config.max_num_seqs,
+            )
+            self._cache[k] = ld
+        return ld
+
+    def __iter__(self):
+        return (self[k] for k in range(len(self._insts)))
 
 
 class Simulation:
@@ -147,6 +190,7 @@ class Simulation:
             "kv_transfer_s": 0.0,
             "decode_runs": 0,
             "decode_run_steps": 0,
+            "run_splits": 0,
         }
         self._pending_handoffs = 0
         self._kvb = _kv_bytes_per_token(config) if self.disaggregated else 0.0
@@ -156,54 +200,60 @@ class Simulation:
         self._seq += 1
         heapq.heappush(self.heap, (t, kind, self._seq, data))
 
-    def _loads(self, insts: list[_Instance]):
-        from llmplan.routing.base import InstanceLoad
+    def _loads(self, insts: list[_Instance]) -> _LazyLoads:
+        return _LazyLoads(self, insts)
 
-        now = self.now
-        out = []
-        for k, inst in enumerate(insts):
-            s = inst.sched
-            window = max(now - inst.acc_from, 1e-12)
-            busy = inst.busy_acc + (max(0.0, now - max(inst.step_start, inst.acc_from)) if inst.busy else 0.0)
-            out.append(
-                InstanceLoad(
-                    index=k,
-                    name=inst.spec.name,
-                    role=inst.spec.role,
-                    waiting=len(s.waiting),
-                    running=len(s.running),
-                    waiting_tokens=s.waiting_tokens,
-                    kv_blocks_used=s.blocks.num_used,
-                    kv_blocks_total=s.blocks.num_blocks,
-                    busy=min(1.0, busy / window) if now > inst.acc_from else (1.0 if inst.busy else 0.0),
-                    max_num_seqs=s.config.max_num_seqs,
-                )
-            )
-        return out
+    def _state_at(self, inst: _Instance, now: float) -> tuple[int, float]:
+        """(KV blocks used, busy share of the current sample window) at ``now``, as stepping
+        would show them, without materialising a decode run in flight."""
+        used = inst.sched.blocks.num_used
+        if inst.busy and inst.run_steps > 1:
+            done = inst.run.count_before(now - inst.step_start)  # steps that ended before now
+            if done:
+                bs = inst.sched.blocks.block_size
+                # The step in progress has its slot c0 + done + 1 allocated.
+                for it in inst.batch.items:  # type: ignore[union-attr]
+                    extra = blocks_for(it.context_len + done + 1, bs) - len(it.seq.block_ids)
+                    if extra > 0:
+                        used += extra
+        busy = inst.busy_acc
+        if inst.busy and inst.step_start < now:
+            busy += now - max(inst.step_start, inst.acc_from)
+        span = now - inst.acc_from
+        frac = min(1.0, busy / span) if span > 0 else (1.0 if inst.busy else 0.0)
+        return used, frac
 
-    def _external_bound(self) -> float:
-        """Earliest time something from outside an instance may change its inputs."""
-        t = self._next_arrival_t
-        if self.heap:
-            # Hand-offs and ticks sit in the heap; so do step ends of prefill instances, whose
-            # completions create hand-offs (and whose routing reads decode instances' state).
-            for ev in self._externals():
-                if ev < t:
-                    t = ev
-        return t
-
-    def _externals(self):
-        yield self._next_tick
-        if self.disaggregated:
-            yield self._next_handoff_t()
-            for p in self.prefillers:
-                if p.busy:
-                    yield p.step_end
-
-    def _next_handoff_t(self) -> float:
-        if not self._pending_handoffs:
-            return _INF
-        return min((ev[0] for ev in self.heap if ev[1] == _HANDOFF), default=_INF)
+    def materialize(self, inst: _Instance, now: float) -> None:
+        """Bring an instance in the middle of a decode run to the state stepping would have at
+        ``now``: the steps that ended before ``now`` are applied and the step in progress
+        becomes an ordinary single step. Called before anything from outside (an arrival, a
+        hand-off, a controller) touches the instance."""
+        if not inst.busy or inst.run_steps == 1:
+            return
+        run = inst.run
+        assert run is not None and inst.batch is not None
+        t0 = inst.step_start
+        done = run.count_before(now - t0)
+        sched = inst.sched
+        batch = inst.batch
+        end = t0 + run.end_of(done)
+        if done:
+            start = t0 + run.end_of(done - 1)
+            rec = [t0 + e for e in run.ends()[:done]] if self.config.record_token_times else None
+            left = sched.apply_decode_run(batch, done, start, rec)
+            assert not left, "a decode run finished a sequence before its last step"
+            inst.busy_acc += max(0.0, start - max(inst.step_start, inst.acc_from))
+            batch = sched.schedule(start)
+        else:
+            start = inst.step_start
+        inst.batch = batch
+        inst.run_steps = 1
+        inst.run = None
+        inst.step_start = start
+        inst.step_end = end
+        inst.version += 1
+        self.counters["run_splits"] += 1
+        self._push(inst.step_end, _STEP_END, (inst, inst.version))
 
     # ---------------------------------------------------------------- instance steps
     def _start_step(self, inst: _Instance, now: float) -> None:
@@ -214,7 +264,7 @@ class Simulation:
             inst.batch = None
             return
         steps = 1
-        ends = None
+        run = None
         if (
             self.config.fast_forward
             and not batch.num_prefill_tokens
@@ -225,28 +275,23 @@ class Simulation:
             if kmax > 1:
                 shape = batch_shape(batch)
                 run = decode_run(
-                    inst.cost,
-                    BatchShape(decode_seqs=shape.decode_seqs, decode_ctx=shape.decode_ctx),
-                    kmax,
-                    self._external_bound() - now,
-                    want_ends=self.config.record_token_times,
+                    inst.cost, BatchShape(decode_seqs=shape.decode_seqs, decode_ctx=shape.decode_ctx), kmax
                 )
                 steps = run.steps
                 dur = run.duration_s
-                if run.step_ends_s is not None:
-                    ends = [now + e for e in run.step_ends_s]
         if steps == 1:
             dur = inst.executor.execute(batch).duration_s
         inst.busy = True
         inst.batch = batch
         inst.run_steps = steps
-        inst.run_ends = ends
+        inst.run = run if steps > 1 else None
         inst.step_start = now
         inst.step_end = now + dur
+        inst.version += 1
         if steps > 1:
             self.counters["decode_runs"] += 1
             self.counters["decode_run_steps"] += steps
-        self._push(inst.step_end, _STEP_END, inst)
+        self._push(inst.step_end, _STEP_END, (inst, inst.version))
 
     def _end_step(self, inst: _Instance, now: float) -> None:
         batch = inst.batch
@@ -255,7 +300,10 @@ class Simulation:
         if inst.run_steps == 1:
             done = inst.sched.update(batch, StepResult(now - inst.step_start), now)
         else:
-            done = inst.sched.apply_decode_run(batch, inst.run_steps, now, inst.run_ends)
+            rec = None
+            if self.config.record_token_times and inst.run is not None:
+                rec = [inst.step_start + e for e in inst.run.ends()]
+            done = inst.sched.apply_decode_run(batch, inst.run_steps, now, rec)
         for seq in done:
             if seq.finish_reason == "handoff":
                 self._handoff(inst, seq, now)
@@ -281,6 +329,7 @@ class Simulation:
         seq.transferred_tokens = seq.num_computed_tokens
         seq.finish_reason = None
         seq.block_ids = []
+        self.materialize(dst, now)
         if not dst.sched.add(seq, now):
             self._record(seq, dst)
             return
@@ -314,27 +363,24 @@ class Simulation:
             self._progress(len(self.records), self._n)
 
     def _sample(self, now: float) -> None:
-        dt = self.config.sample_interval_s
         for inst in self.instances:
             s = inst.sched
-            busy = inst.busy_acc
-            if inst.busy and inst.step_start < now:
-                busy += now - max(inst.step_start, inst.acc_from)
-            span = max(now - inst.acc_from, 1e-12)
+            used, busy = self._state_at(inst, now)
             self.samples.append(
                 InstanceSample(
                     t_s=now,
                     instance=inst.spec.name,
                     running=len(s.running),
                     waiting=len(s.waiting),
-                    kv_blocks_used=s.blocks.num_used,
+                    kv_blocks_used=used,
                     kv_blocks_total=s.blocks.num_blocks,
-                    busy_frac=min(1.0, busy / span),
+                    busy_frac=busy,
                 )
             )
+            # The next window starts now; a step in flight counts from here on.
             inst.busy_acc = 0.0
             inst.acc_from = now
-        self._next_tick = now + dt
+        self._next_tick = now + self.config.sample_interval_s
 
     # ---------------------------------------------------------------- main loop
     def run(self, progress: Callable[[int, int], None] | None = None) -> RunResult:
@@ -372,7 +418,9 @@ class Simulation:
                 t, kind, _, data = heapq.heappop(heap)
                 self.now = t
                 if kind == _STEP_END:
-                    self._end_step(data, t)  # type: ignore[arg-type]
+                    inst, version = data  # type: ignore[misc]
+                    if version == inst.version:  # else superseded by a split run
+                        self._end_step(inst, t)
                 elif kind == _HANDOFF:
                     seq, dst = data  # type: ignore[misc]
                     self._arrive_decode(seq, dst, t)
@@ -459,6 +507,7 @@ class Simulation:
             inst = fits[0]
         else:
             inst = fits[self.router.route(seq.spec, self._loads(fits))]
+        self.materialize(inst, now)
         if not inst.sched.add(seq, now):
             self._record(seq, inst)
             return
