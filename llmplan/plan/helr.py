@@ -213,13 +213,16 @@ def _class_path(table: dict, state) -> list[int]:
     return seq[::-1]
 
 
-def frontier(problem: Problem) -> dict[int, Placement]:
-    """T[S] for every feasible S: the minimum-latency placement using exactly S GPUs."""
+def frontier(problem: Problem, use_host_structure: bool = True) -> dict[int, Placement]:
+    """T[S] for every feasible S: the minimum-latency placement using exactly S GPUs.
+
+    ``use_host_structure=False`` skips the identical-hosts shortcut (tests compare both).
+    """
     classes = twin_classes(problem)
     n = problem.n_layers
     max_total = min(n, len(problem.gpus))
     cl = _Classes(problem, classes)
-    if _homogeneous_hosts(cl):
+    if use_host_structure and _homogeneous_hosts(cl):
         return _frontier_hosts(problem, cl, max_total)
     states = math.prod(s + 1 for s in cl.size)
     if states * cl.k > MAX_USAGE_STATES:

@@ -1,0 +1,143 @@
+"""HELR exactness: the frontier solver against brute force (presets, random beds) and CP-SAT (16 GPUs)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from plan_helpers import make_graph
+
+from llmplan.models import get_model_spec
+from llmplan.plan.cpsat import solve_cpsat
+from llmplan.plan.helr import choose, frontier, twin_classes
+from llmplan.plan.problem import problem_from_graph
+from llmplan.plan.reference import brute_force_frontier
+from llmplan.plan.types import PlanWorkload
+from llmplan.topology import load_topology
+
+SMALL_PRESETS = ["4x-rtx3090", "2x-rtx4090", "dgx-h100", "dgx-a100", "8x-a100-pcie", "hetero-a100-l40s"]
+
+
+def _same_frontier(fast: dict, ref: dict) -> None:
+    assert fast.keys() == ref.keys()
+    for s in ref:
+        assert fast[s].latency == pytest.approx(ref[s].latency, rel=1e-9, abs=1e-12), s
+
+
+def _squeezed(spec_name: str, layers: int, memory_scale: float):
+    """A catalog model cut to a few layers, on GPUs shrunk so that memory caps bind."""
+    return dataclasses.replace(get_model_spec(spec_name), num_hidden_layers=layers), memory_scale
+
+
+@pytest.mark.parametrize("preset", SMALL_PRESETS)
+def test_frontier_equals_brute_force_on_every_small_preset(preset: str) -> None:
+    G = load_topology(f"preset:{preset}")
+    spec = dataclasses.replace(get_model_spec("llama-2-13b"), num_hidden_layers=5)
+    # Shrink memory so that 1-2 layers fit per GPU: the caps bind and several GPUs are needed.
+    for n in G.nodes:
+        if G.nodes[n].get("kind") == "gpu":
+            G.nodes[n]["memory_gib"] = 3.2 + 0.5 * (G.nodes[n]["index"] % 3)
+    pr = problem_from_graph(spec, G, PlanWorkload(max_batch=8, input_len=256, output_len=64))
+    fast = frontier(pr)
+    assert fast, "the squeezed instance should still be feasible"
+    assert min(fast) >= 2, "memory caps should bind"
+    _same_frontier(fast, brute_force_frontier(pr))
+
+
+def test_frontier_equals_brute_force_chatglm_on_4x3090_unsqueezed() -> None:
+    G = load_topology("preset:4x-rtx3090")
+    spec = dataclasses.replace(get_model_spec("chatglm2-6b"), num_hidden_layers=10)
+    pr = problem_from_graph(spec, G, PlanWorkload(max_batch=16, input_len=512, output_len=128))
+    _same_frontier(frontier(pr), brute_force_frontier(pr))
+
+
+@st.composite
+def random_bed(draw):
+    n = draw(st.integers(1, 6))
+    kinds = list(("NV12", "PIX", "NODE", "SYS"))
+    gpus = [
+        {
+            "memory_gib": draw(st.sampled_from([2.5, 3.0, 4.0, 6.0, 24.0])),
+            "bf16_tflops": draw(st.sampled_from([50.0, 71.0, 142.0, 312.0])),
+            "hbm_gbps": draw(st.sampled_from([500.0, 936.0, 2000.0])),
+        }
+        for _ in range(n)
+    ]
+    links = {(i, j): draw(st.sampled_from(kinds)) for i in range(n) for j in range(i + 1, n)}
+    layers = draw(st.integers(1, 5))
+    wl = PlanWorkload(
+        max_batch=draw(st.sampled_from([1, 4, 16])),
+        input_len=draw(st.sampled_from([64, 512, 2048])),
+        output_len=draw(st.sampled_from([16, 256])),
+    )
+    model = draw(st.sampled_from(["llama-2-7b", "llama-3.1-8b", "qwen2.5-7b", "opt-13b"]))
+    return gpus, links, layers, wl, model
+
+
+@settings(max_examples=220, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(random_bed())
+def test_frontier_equals_brute_force_on_random_beds(bed) -> None:
+    gpus, links, layers, wl, model = bed
+    spec = dataclasses.replace(get_model_spec(model), num_hidden_layers=layers)
+    pr = problem_from_graph(spec, make_graph(gpus, links), wl)
+    fast = frontier(pr)
+    _same_frontier(fast, brute_force_frontier(pr))
+    if fast:  # each mode's pick is the argmin of its objective over all feasible plans
+        he, lr = choose(fast, "HE"), choose(fast, "LR")
+        assert he.gpus == min(fast) and lr.latency == min(p.latency for p in fast.values())
+
+
+def test_twin_classes_follow_the_topology() -> None:
+    spec = get_model_spec("llama-2-7b")
+    assert len(twin_classes(problem_from_graph(spec, load_topology("preset:dgx-h100")))) == 1
+    # power caps make every 3090 distinct
+    assert len(twin_classes(problem_from_graph(spec, load_topology("preset:4x-rtx3090")))) == 4
+    x8 = problem_from_graph(spec, load_topology("preset:dgx-h100-x8"))
+    assert sorted(len(c) for c in twin_classes(x8)) == [8] * 8
+
+
+def _two_hosts_16() -> tuple:
+    G = load_topology("preset:dgx-h100-x8")
+    nodes = [f"GPU{i}" for i in range(16)]
+    spec = dataclasses.replace(get_model_spec("llama-2-13b"), num_hidden_layers=8)
+    return problem_from_graph(spec, G, PlanWorkload(max_batch=64, input_len=1024, output_len=256), gpus=nodes)
+
+
+def test_identical_hosts_shortcut_equals_the_generic_dp() -> None:
+    pr = _two_hosts_16()
+    _same_frontier(frontier(pr, use_host_structure=True), frontier(pr, use_host_structure=False))
+
+
+def _hetero_16():
+    """16 GPUs in 4 groups (power caps, memory) with PIX pairs, NODE within a socket, SYS across."""
+    gpus, links = [], {}
+    for i in range(16):
+        gpus.append(
+            {
+                "memory_gib": [3.5, 4.0, 6.0, 8.0][i // 4],
+                "bf16_tflops": [71.0, 60.0, 50.0, 40.0][i // 4],
+                "hbm_gbps": 936.0,
+            }
+        )
+    for i in range(16):
+        for j in range(i + 1, 16):
+            links[(i, j)] = "PIX" if i // 2 == j // 2 else ("NODE" if i // 8 == j // 8 else "SYS")
+    spec = dataclasses.replace(get_model_spec("llama-2-7b"), num_hidden_layers=6)
+    return problem_from_graph(
+        spec, make_graph(gpus, links), PlanWorkload(max_batch=16, input_len=512, output_len=64)
+    )
+
+
+@pytest.mark.parametrize("which,sizes", [("hosts", (2, 3)), ("hetero", (2,))])
+def test_frontier_equals_cpsat_on_16_gpus(which: str, sizes: tuple[int, ...]) -> None:
+    pr = _two_hosts_16() if which == "hosts" else _hetero_16()
+    fast = frontier(pr)
+    for s in sizes:
+        res = solve_cpsat(pr, num_gpus=s, time_limit_s=30)
+        assert res.optimal and res.placement is not None
+        # Same optimum up to CP-SAT's integer rounding (1e-7 s per term).
+        assert fast[s].latency == pytest.approx(res.placement.latency, abs=1e-5)
+        assert fast[s].latency <= res.placement.latency + 1e-12
+        assert res.bound_s <= fast[s].latency + 1e-5
