@@ -1,17 +1,221 @@
-"""`llmplan predict`: Train, evaluate and query the output-length bucket predictor."""
+"""`llmplan predict`: train, evaluate, query and update the output-length bucket predictor."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
 
-from llmplan.cli._common import not_built
+from llmplan.cli._common import console, print_json
+
+predict_app = typer.Typer(
+    name="predict",
+    help=(
+        "Train, evaluate, query and update the output-length bucket predictor "
+        "(all-MiniLM-L6-v2 + LoRA, UELLM buckets [0,8),[8,16),...,[2048,inf)).\n\n"
+        "Example: llmplan predict train --out runs/pred && llmplan predict eval runs/pred"
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+
+DATA_HELP = "'sharegpt' (packaged, offline), an Alpaca .json, or a .jsonl of {prompt, output_tokens}."
+
+
+def _threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, n))
+
+
+@predict_app.command("train")
+def train_cmd(
+    out: Path = typer.Option(Path("predictor"), "--out", "-o", help="Directory the model is saved to."),
+    data: str = typer.Option("sharegpt", "--data", help=DATA_HELP),
+    base_model: str = typer.Option(
+        None, "--base-model", help="Local HF model dir (default all-MiniLM-L6-v2)."
+    ),
+    edges: str = typer.Option(None, "--edges", help="Bucket edges, e.g. 0,8,16,32 (default UELLM's)."),
+    epochs: int = typer.Option(1, "--epochs"),
+    batch_size: int = typer.Option(16, "--batch-size"),
+    max_length: int = typer.Option(
+        64, "--max-length", help="Encoder tokens seen per prompt (rest truncated)."
+    ),
+    lr: float = typer.Option(1e-3, "--lr"),
+    lora_r: int = typer.Option(8, "--lora-r"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the train/test split and of training."),
+    test_frac: float = typer.Option(0.2, "--test-frac"),
+    limit: int = typer.Option(None, "--limit", help="Train on a random subset of this many examples."),
+    max_steps: int = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps."),
+    checkpoint_steps: int = typer.Option(100, "--checkpoint-steps"),
+    resume: bool = typer.Option(False, "--resume", help="Continue from <out>/checkpoint."),
+    threads: int = typer.Option(2, "--threads", help="torch CPU threads."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Fine-tune the predictor on the train split (split by conversation id with --seed)."""
+    from llmplan.predict.buckets import parse_edges
+    from llmplan.predict.data import load_dataset, split_dataset, take
+    from llmplan.predict.train import TrainConfig, train
+
+    _threads(threads)
+    ds = load_dataset(data)
+    split = split_dataset(ds, test_frac, seed)
+    tr = take(split.train, limit, seed)
+    if not as_json:
+        console.print(
+            f"data {ds.source}: {len(ds)} pairs {ds.meta} · train {len(tr)} · tokenizer {ds.tokenizer}"
+        )
+    cfg = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        max_length=max_length,
+        lora_r=lora_r,
+        seed=seed,
+        checkpoint_steps=checkpoint_steps,
+        max_steps=max_steps,
+    )
+    summary = train(
+        tr,
+        out,
+        base_model=base_model,
+        bucket_edges=parse_edges(edges),
+        config=cfg,
+        resume=resume,
+        show_progress=not as_json,
+        extra_meta={"data": {"spec": data, "seed": seed, "test_frac": test_frac, "limit": limit}},
+    )
+    summary = {
+        "out": str(out),
+        "data": ds.source,
+        "tokenizer": ds.tokenizer,
+        "train_examples": len(tr),
+        **summary,
+    }
+    if as_json:
+        print_json(summary)
+    else:
+        console.print(f"saved to {out}: {summary}")
+
+
+@predict_app.command("eval")
+def eval_cmd(
+    model: Path = typer.Argument(..., help="A directory written by `llmplan predict train`."),
+    data: str = typer.Option(None, "--data", help="Default: the data the model was trained on. " + DATA_HELP),
+    report_dir: Path = typer.Option(
+        None, "--report-dir", help="Write scores.json, scores.md, confusion.png here."
+    ),
+    limit_test: int = typer.Option(
+        None, "--limit-test", help="Evaluate on a random subset of the test split."
+    ),
+    latency_n: int = typer.Option(64, "--latency-n", help="Prompts timed for latency (0 to skip)."),
+    threads: int = typer.Option(2, "--threads"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Score the model beside a majority-class and a prompt-length LightGBM baseline (trained now) on
+    the test split and on the deduplicated test split (prompts seen in training removed)."""
+    from llmplan.predict.baselines import MajorityPredictor, PromptLengthGBM
+    from llmplan.predict.data import load_dataset, split_dataset, take
+    from llmplan.predict.evaluate import evaluate, render_table
+    from llmplan.predict.learned import LearnedLengthPredictor
+
+    _threads(threads)
+    lp = LearnedLengthPredictor(model)
+    dmeta = lp.meta.get("data", {})
+    ds = load_dataset(data or dmeta.get("spec", "sharegpt"))
+    split = split_dataset(ds, dmeta.get("test_frac", 0.2), dmeta.get("seed", 0))
+    edges = lp.bucket_edges
+    tr = take(split.train, dmeta.get("limit"), dmeta.get("seed", 0))
+    splits = {"test": take(split.test, limit_test), "test_dedup": take(split.test_dedup, limit_test)}
+    png = report_dir / "confusion.png" if report_dir else None
+    rows = evaluate(
+        [lp, PromptLengthGBM(tr, edges), MajorityPredictor(tr, edges)],
+        splits,
+        edges,
+        latency_n=latency_n,
+        confusion_png=png,
+    )
+    result = {
+        "model": str(model),
+        "data": ds.source,
+        "tokenizer": ds.tokenizer,
+        "records": ds.meta,
+        "train_examples": len(tr),
+        "scores": [r.row() for r in rows],
+    }
+    if report_dir:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        (report_dir / "scores.json").write_text(json.dumps(result, indent=2))
+        (report_dir / "scores.md").write_text(render_table(rows) + "\n")
+    if as_json:
+        print_json(result)
+        return
+    console.print(f"data {ds.source} · tokenizer {ds.tokenizer} · train {len(tr)}")
+    console.print(render_table(rows), highlight=False)
+    if png:
+        console.print(f"confusion matrix: {png}")
+
+
+@predict_app.command("query")
+def query_cmd(
+    prompts: list[str] = typer.Argument(..., help="One or more prompts."),
+    model: Path = typer.Option(Path("predictor"), "--model", "-m", help="A trained predictor directory."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Predict the output-length bucket and a representative length for prompts."""
+    from llmplan.predict.buckets import bucket_labels
+    from llmplan.predict.learned import LearnedLengthPredictor
+
+    _threads(2)
+    lp = LearnedLengthPredictor(model)
+    proba = lp.predict_proba(prompts)
+    labels = bucket_labels(lp.bucket_edges)
+    rows = []
+    for p, pr in zip(prompts, proba, strict=True):
+        b = int(pr.argmax())
+        rows.append(
+            {
+                "prompt": p,
+                "bucket": b,
+                "range": labels[b],
+                "length": lp.representatives[b],
+                "confidence": round(float(pr[b]), 3),
+            }
+        )
+    if as_json:
+        print_json(rows)
+        return
+    for r in rows:
+        console.print(
+            f"{r['range']:>12} ~{r['length']} tokens (p={r['confidence']:.2f})  {r['prompt'][:80]}",
+            highlight=False,
+        )
+
+
+@predict_app.command("update")
+def update_cmd(
+    records: Path = typer.Argument(..., help="JSONL of mispredicted requests {prompt, output_tokens}."),
+    model: Path = typer.Option(Path("predictor"), "--model", "-m", help="The predictor to update."),
+    out: Path = typer.Option(None, "--out", "-o", help="Save here instead of updating in place."),
+    epochs: int = typer.Option(3, "--epochs"),
+    lr: float = typer.Option(5e-4, "--lr"),
+    threads: int = typer.Option(2, "--threads"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Fine-tune incrementally on recorded mispredictions (UELLM's online correction)."""
+    from llmplan.predict.data import load_jsonl
+    from llmplan.predict.train import update
+
+    _threads(threads)
+    ds = load_jsonl(records)
+    summary = update(model, ds, out, epochs=epochs, lr=lr, show_progress=not as_json)
+    summary = {"model": str(out or model), "records": len(ds), **summary}
+    if as_json:
+        print_json(summary)
+    else:
+        console.print(f"updated {summary['model']} on {len(ds)} records: {summary}")
 
 
 def register(app: typer.Typer) -> None:
-    @app.command(
-        "predict",
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-        help="Train, evaluate and query the output-length bucket predictor.",
-    )
-    def _stub(ctx: typer.Context) -> None:
-        not_built("predict", 5)
+    app.add_typer(predict_app, name="predict")

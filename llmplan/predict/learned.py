@@ -1,0 +1,57 @@
+"""The learned predictor behind :class:`LengthPredictor`: loads a saved LoRA classifier, merges the
+adapter into the encoder for inference, and batches prompts sorted by length to cut padding."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from llmplan.predict.interface import LengthPrediction, PromptLike
+from llmplan.predict.model import load_model, load_tokenizer
+from llmplan.predict.train import encode
+from llmplan.workload.types import RequestSpec
+
+
+def _text(item: PromptLike) -> str:
+    if isinstance(item, RequestSpec):
+        if item.prompt is None:
+            raise ValueError(f"request {item.rid} has no prompt text; a learned predictor needs the prompt")
+        return item.prompt
+    return item
+
+
+class LearnedLengthPredictor:
+    """``predict(items)`` returns each item's bucket and the training-set median length of that bucket."""
+
+    def __init__(self, model_dir: str | Path, batch_size: int = 32) -> None:
+        model, cfg, meta = load_model(Path(model_dir))
+        model.encoder = model.encoder.merge_and_unload()  # plain encoder: no LoRA overhead at inference
+        model.eval()
+        self.model = model
+        self.cfg = cfg
+        self.meta = meta
+        self.tok = load_tokenizer(Path(cfg.base_model))
+        self.batch_size = batch_size
+        self.name = f"lora:{Path(model_dir).name}"
+        self.bucket_edges: tuple[int, ...] = tuple(cfg.bucket_edges)
+        self.representatives = list(cfg.representatives)
+
+    @torch.inference_mode()
+    def predict_proba(self, items: Sequence[PromptLike]) -> np.ndarray:
+        texts = [_text(x) for x in items]
+        out = np.zeros((len(texts), len(self.bucket_edges)), dtype=np.float32)
+        if not texts:
+            return out
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        for s in range(0, len(texts), self.batch_size):
+            idx = order[s : s + self.batch_size]
+            batch = encode(self.tok, [texts[i] for i in idx], self.cfg.max_length)
+            out[idx] = torch.softmax(self.model(**batch), dim=-1).numpy()
+        return out
+
+    def predict(self, items: Sequence[PromptLike]) -> LengthPrediction:
+        buckets = self.predict_proba(items).argmax(axis=1).tolist() if items else []
+        return LengthPrediction(buckets=buckets, lengths=[self.representatives[b] for b in buckets])

@@ -1,0 +1,304 @@
+"""Fine-tune the LoRA length classifier: rich progress bar, checkpoints, resume, incremental update.
+
+Checkpoints go to ``<out>/checkpoint/`` every ``checkpoint_steps`` optimizer steps and at the end of
+every epoch (adapter, head, optimizer state, position). ``resume=True`` continues from there with the
+same data order, so an interrupted run ends with the same model as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from llmplan.errors import LlmplanError
+from llmplan.predict.buckets import bucket_medians, bucket_of, validate_edges
+from llmplan.predict.data import LengthDataset, load_jsonl, take
+from llmplan.predict.interface import DEFAULT_BUCKET_EDGES
+from llmplan.predict.model import (
+    LengthClassifier,
+    ModelConfig,
+    build_model,
+    load_model,
+    load_tokenizer,
+    resolve_base_model,
+    save_model,
+)
+
+
+@dataclass(slots=True)
+class TrainConfig:
+    epochs: int = 1
+    batch_size: int = 16
+    lr: float = 1e-3  # LoRA and head; high because only ~0.3M parameters train
+    weight_decay: float = 0.01
+    max_length: int = 128
+    lora_r: int = 8
+    seed: int = 0
+    checkpoint_steps: int = 100
+    max_steps: int | None = None  # stop early (tests, time-boxed runs)
+    class_weighting: bool = False
+
+
+def encode(tok: Any, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
+    """Tokenize without truncation (to know the true length), then keep the first ``max_length``
+    ids, ending with the tokenizer's closing special token when it has one."""
+    enc = tok(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
+    n_tokens = torch.tensor([len(ids) for ids in enc])
+    clipped = [ids if len(ids) <= max_length else ids[: max_length - 1] + ids[-1:] for ids in enc]
+    width = max(len(ids) for ids in clipped)
+    pad = tok.pad_token_id or 0
+    input_ids = torch.full((len(clipped), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(clipped), width), dtype=torch.long)
+    for i, ids in enumerate(clipped):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        mask[i, : len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask, "n_tokens": n_tokens}
+
+
+def _progress():
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    )
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    order = list(range(n))
+    random.Random(seed * 1000 + epoch).shuffle(order)
+    return order
+
+
+def _save_checkpoint(
+    ckpt: Path, model: LengthClassifier, cfg: ModelConfig, opt: torch.optim.Optimizer, pos: dict[str, int]
+) -> None:
+    tmp = ckpt.with_name(ckpt.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    save_model(model, cfg, tmp, {"position": pos})
+    torch.save({"optimizer": opt.state_dict(), "rng": torch.get_rng_state()}, tmp / "optimizer.pt")
+    # Swap in whole so a kill mid-write never leaves a half checkpoint behind.
+    if ckpt.exists():
+        shutil.rmtree(ckpt)
+    tmp.rename(ckpt)
+
+
+def _fit(
+    model: LengthClassifier,
+    cfg: ModelConfig,
+    tcfg: TrainConfig,
+    ds: LengthDataset,
+    tok: Any,
+    out: Path,
+    resume: bool,
+    desc: str,
+    show_progress: bool,
+) -> dict[str, Any]:
+    torch.manual_seed(tcfg.seed)
+    labels = torch.as_tensor(bucket_of(ds.output_tokens, cfg.bucket_edges))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    weight = None
+    if tcfg.class_weighting:
+        counts = torch.bincount(labels, minlength=len(cfg.bucket_edges)).float().clamp(min=1)
+        weight = (counts.sum() / counts) / (counts.sum() / counts).mean()
+    loss_fn = nn.CrossEntropyLoss(weight=weight)
+    n = len(ds)
+    steps_per_epoch = (n + tcfg.batch_size - 1) // tcfg.batch_size
+    total = steps_per_epoch * tcfg.epochs
+    if tcfg.max_steps is not None:
+        total = min(total, tcfg.max_steps)
+    ckpt = out / "checkpoint"
+    start_epoch, start_step, done = 0, 0, 0
+    if resume and (ckpt / "config.json").is_file():
+        pos = json.loads((ckpt / "config.json").read_text())["position"]
+        loaded, _, _ = load_model(ckpt)
+        model.load_state_dict(loaded.state_dict())
+        state = torch.load(ckpt / "optimizer.pt", weights_only=True)
+        opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])  # dropout masks continue as if never interrupted
+        start_epoch, start_step, done = pos["epoch"], pos["step"], pos["done"]
+    prompts = ds.prompts
+    losses: list[float] = []
+    model.train()
+    progress = _progress() if show_progress else None
+    if progress:
+        progress.start()
+    task = progress.add_task(desc, total=total, completed=done, loss=float("nan")) if progress else None
+    try:
+        for epoch in range(start_epoch, tcfg.epochs):
+            order = _epoch_order(n, tcfg.seed, epoch)
+            first = start_step if epoch == start_epoch else 0
+            for step in range(first, steps_per_epoch):
+                if done >= total:
+                    break
+                idx = order[step * tcfg.batch_size : (step + 1) * tcfg.batch_size]
+                batch = encode(tok, [prompts[i] for i in idx], cfg.max_length)
+                loss = loss_fn(model(**batch), labels[idx])
+                opt.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                done += 1
+                losses.append(float(loss.detach()))
+                if progress:
+                    progress.update(task, advance=1, loss=float(np.mean(losses[-20:])))
+                at_epoch_end = step + 1 == steps_per_epoch
+                if done % tcfg.checkpoint_steps == 0 or at_epoch_end or done >= total:
+                    nxt = (
+                        {"epoch": epoch + 1, "step": 0}
+                        if at_epoch_end
+                        else {"epoch": epoch, "step": step + 1}
+                    )
+                    _save_checkpoint(ckpt, model, cfg, opt, {**nxt, "done": done})
+            if done >= total:
+                break
+    finally:
+        if progress:
+            progress.stop()
+    model.eval()
+    return {
+        "steps": done,
+        "total_steps": total,
+        "final_loss": float(np.mean(losses[-20:])) if losses else None,
+        "resumed_from_step": done - len(losses) if resume else 0,
+    }
+
+
+def train(
+    ds: LengthDataset,
+    out: str | Path,
+    *,
+    base_model: str | None = None,
+    bucket_edges: Sequence[int] = DEFAULT_BUCKET_EDGES,
+    config: TrainConfig | None = None,
+    resume: bool = False,
+    show_progress: bool = True,
+    extra_meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train a predictor on ``ds`` and save it to ``out``; returns a summary dict."""
+    if len(ds) == 0:
+        raise LlmplanError("the training set is empty; pass a dataset with at least one example")
+    tcfg = config or TrainConfig()
+    out = Path(out)
+    edges = validate_edges(bucket_edges)
+    cfg = ModelConfig(
+        base_model=str(resolve_base_model(base_model)),
+        bucket_edges=list(edges),
+        max_length=tcfg.max_length,
+        lora_r=tcfg.lora_r,
+        lora_alpha=2 * tcfg.lora_r,
+        representatives=bucket_medians(ds.output_tokens, edges),
+    )
+    if resume and (out / "checkpoint" / "config.json").is_file():
+        saved = ModelConfig.from_json(json.loads((out / "checkpoint" / "config.json").read_text())["model"])
+        if list(saved.bucket_edges) != list(edges) or saved.max_length != cfg.max_length:
+            raise LlmplanError(
+                f"{out}/checkpoint was trained with other bucket edges or max length; "
+                "pass the same options or drop --resume"
+            )
+    torch.manual_seed(tcfg.seed)
+    model = build_model(cfg)
+    tok = load_tokenizer(Path(cfg.base_model))
+    summary = _fit(model, cfg, tcfg, ds, tok, out, resume, "train", show_progress)
+    save_model(
+        model,
+        cfg,
+        out,
+        {
+            "train": {"examples": len(ds), "source": ds.source, "tokenizer": ds.tokenizer, **summary},
+            **(extra_meta or {}),
+        },
+    )
+    _write_replay(out / REPLAY_FILE, ds, tcfg.seed)
+    return summary
+
+
+REPLAY_FILE = "replay.jsonl"
+REPLAY_SIZE = 512
+
+
+def _write_replay(path: Path, ds: LengthDataset, seed: int) -> None:
+    """Keep a small random sample of the training data beside the model: updates mix it with the new
+    records so that fine-tuning on a shifted slice does not erase what the model knew."""
+    sample = take(ds, REPLAY_SIZE, seed)
+    with path.open("w", encoding="utf-8") as fh:
+        for e in sample.examples:
+            row = {
+                "id": e.uid,
+                "prompt": e.prompt,
+                "prompt_tokens": e.prompt_tokens,
+                "output_tokens": e.output_tokens,
+            }
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def update(
+    model_dir: str | Path,
+    ds: LengthDataset,
+    out: str | Path | None = None,
+    *,
+    epochs: int = 3,
+    lr: float = 5e-4,
+    batch_size: int = 8,
+    seed: int = 0,
+    replay_ratio: float = 1.0,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Online correction (UELLM 3.3.3): continue fine-tuning a saved predictor on recorded
+    (prompt, actual length) pairs of mispredicted requests, and save it (in place by default).
+
+    ``replay_ratio`` x len(records) examples from the model's replay sample are mixed in (0 disables).
+    """
+    if len(ds) == 0:
+        raise LlmplanError("no recorded mispredictions to learn from; record some with MispredictionRecorder")
+    model_dir = Path(model_dir)
+    out = Path(out) if out is not None else model_dir
+    model, cfg, meta = load_model(model_dir)
+    tok = load_tokenizer(Path(cfg.base_model))
+    tcfg = TrainConfig(
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        max_length=cfg.max_length,
+        checkpoint_steps=10**9,
+    )
+    replay_path = model_dir / REPLAY_FILE
+    n_replay = 0
+    if replay_ratio > 0 and replay_path.is_file():
+        replay = take(load_jsonl(replay_path), int(round(replay_ratio * len(ds))), seed)
+        n_replay = len(replay)
+        ds = ds.subset(ds.examples + replay.examples)
+    work = out / ".update"
+    summary = _fit(model, cfg, tcfg, ds, tok, work, False, "update", show_progress)
+    summary["replayed"] = n_replay
+    out.mkdir(parents=True, exist_ok=True)
+    if replay_path.is_file() and out != model_dir:
+        shutil.copyfile(replay_path, out / REPLAY_FILE)
+    shutil.rmtree(work, ignore_errors=True)
+    meta.setdefault("updates", []).append({"examples": len(ds), "source": ds.source, **summary})
+    save_model(model, cfg, out, meta)
+    return summary
