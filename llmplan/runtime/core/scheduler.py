@@ -353,12 +353,7 @@ class Scheduler:
             self._admission_stable = not self._preempted_this_step
             npad = len(sb.done)
             return ScheduledBatch(items, padded_tokens=npad, pad_decode_seqs=npad, pad_decode_ctx=sb.pad_ctx)
-        # The previous batch has drained: its members' blocks come back now.
-        for s in sb.done:
-            self.blocks.free(s)
-        sb.done.clear()
-        sb.members.clear()
-        sb.pad_ctx = 0
+        self._drain_static()  # normally already done by update(); abort can empty a batch too
         items: list[ScheduledSeq] = []
         if self.waiting:
             # A static batch is bounded by memory and max_num_seqs, not by a token budget.
@@ -410,7 +405,18 @@ class Scheduler:
                 out.append(seq)
         if self._static is not None:
             self._static.pad_ctx += batch.pad_decode_seqs
+            self._drain_static()
         return out
+
+    def _drain_static(self) -> None:
+        """A static batch whose last member finished gives all its blocks back."""
+        sb = self._static
+        if sb is not None and not self.running and sb.done:
+            for s in sb.done:
+                self.blocks.free(s)
+            sb.done.clear()
+            sb.members.clear()
+            sb.pad_ctx = 0
 
     def _check_prediction(self, seq: SeqState) -> None:
         p = seq.predicted_output_tokens
@@ -539,6 +545,7 @@ class Scheduler:
         stats.decode_tokens += len(batch.items) * steps
         if self._static is not None:
             self._static.pad_ctx += npad * steps
+            self._drain_static()
         return out
 
     # ------------------------------------------------------------------ introspection
