@@ -21,7 +21,7 @@ from llmplan.topology.presets import (
     preset_names,
     records_from_query,
 )
-from llmplan.topology.smi import QUERY_FIELDS, has_topo_matrix, parse_query_gpu, parse_topo_matrix
+from llmplan.topology.smi import QUERY_FIELDS, parse_query_gpu, parse_topo_matrix
 
 SMI_TIMEOUT_S = 30
 
@@ -91,10 +91,7 @@ def _from_file(path: Path, **build) -> nx.Graph:
         hosts, net = layouts_from_spec(data, where)
         return build_graph(hosts, name=str(data.get("name", path.stem)), source=f"file:{path}", net=net,
                            **build)
-    if not has_topo_matrix(text):
-        # Let the parser produce the precise "line N: expected ..." message.
-        parse_topo_matrix(text)
-    matrix = parse_topo_matrix(text)
+    matrix = parse_topo_matrix(text)  # not a matrix: the parser's "line N: expected ..." message
     query = parse_query_gpu(text)
     layout = layout_from_matrix(matrix, records_from_query(query) if query else None)
     return build_graph([layout], name=path.stem, source=f"file:{path}", **build)

@@ -106,8 +106,8 @@ def layouts_from_spec(data: Any, where: str, _depth: int = 0) -> tuple[list[Host
                               float(net.get("latency_us", NetLink.latency_us)))
     if "gpus" not in data or "topo" not in data:
         raise LlmplanError(f"{where}: a machine preset needs `gpus` and `topo` (the nvidia-smi topo -m text)")
-    matrix = parse_topo_matrix(str(data["topo"]))
-    return [layout_from_matrix(matrix, _gpu_records(data["gpus"], where))], None
+    records = _gpu_records(data["gpus"], where)
+    return [layout_from_matrix(parse_topo_matrix(str(data["topo"])), records)], None
 
 
 def load_preset(name: str) -> tuple[list[HostLayout], NetLink | None, str]:

@@ -1,7 +1,8 @@
 """GPU spec table keyed by model, and the name -> model matcher.
 
-Figures are per GPU, from the vendors' datasheets/whitepapers (H100/H200/H20, A100/A800, L40S/L40/A40/A10/L4,
-V100/P100/T4 datasheets; GA102 and Ada Lovelace whitepapers for GeForce/RTX parts; AMD MI210 datasheet).
+Figures are per GPU, from the vendors' datasheets/whitepapers (H100/H800/H200/H20, HGX B200, A100/A800,
+L40S/L40/A40/A10/L4, V100/P100/T4 datasheets; GA102 and Ada Lovelace whitepapers for GeForce/RTX parts;
+AMD MI210 datasheet).
 
 * ``memory_gib``: the usable total nvidia-smi reports (MiB / 1024) where a capture exists
   (../shared/fixtures/nvidia-smi: H100 80GB HBM3 81559 MiB, A100-SXM4-80GB 81920 MiB, L40S 46068 MiB,
@@ -46,6 +47,8 @@ GPU_SPECS: dict[str, GpuSpec] = {s.model: s for s in (
     _s("H100-NVL", 94, 835.0, 3900, 400, 5, 12, "nvlink4"),
     _s("H200", 140.4, 989.4, 4800, 700, 5, 18, "nvlink4"),
     _s("H20", 95.6, 148.0, 4000, 400, 5, 18, "nvlink4"),
+    _s("H800-SXM", 79.6, 989.4, 3350, 700, 5, 8, "nvlink4"),
+    _s("B200", 180, 2250.0, 8000, 1000, 5, 18, "nvlink5"),
     _s("A100-SXM-80GB", 80, 312.0, 2039, 400, 4, 12, "nvlink3"),
     _s("A100-SXM-40GB", 40, 312.0, 1555, 400, 4, 12, "nvlink3"),
     _s("A100-PCIe-80GB", 80, 312.0, 1935, 300, 4, 12, "nvlink3"),
@@ -78,7 +81,9 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     (r"H100.*(PCIE)", "H100-PCIe"),
     (r"H100.*NVL", "H100-NVL"),
     (r"H100", "H100-SXM"),
-    (r"H200", "H200"),
+    (r"\bH200\b", "H200"),
+    (r"\bH800\b", "H800-SXM"),
+    (r"\bB200\b", "B200"),
     (r"\bH20\b", "H20"),
     (r"A800", "A800-SXM-80GB"),
     (r"A100.*PCIE.*\b40GB|A100.*\b40GB.*PCIE", "A100-PCIe-40GB"),

@@ -109,3 +109,14 @@ def test_query_gpu_bad_number_names_line():
 def test_query_gpu_too_few_fields():
     with pytest.raises(LlmplanError, match="line 1: 3 fields, expected 5"):
         parse_query_gpu("0, NVIDIA L4, 23034\n")
+
+
+def test_header_without_leading_tab():
+    text = "GPU0\tGPU1\tCPU Affinity\tNUMA Affinity\nGPU0\t X \tPIX\t0-7\t0\nGPU1\tPIX\t X \t0-7\t0\n"
+    m = parse_topo_matrix(text)
+    assert len(m.gpus) == 2 and m.gpu_links == {(0, 1): "PIX"} and m.gpus[1].cpu_affinity == "0-7"
+
+
+def test_preamble_before_the_matrix_is_skipped():
+    m = parse_topo_matrix("GPU Topology:\n" + GOOD)
+    assert len(m.gpus) == 3
