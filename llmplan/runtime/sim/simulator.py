@@ -38,16 +38,17 @@ from llmplan.runtime.sim.config import InstanceSpec, SimConfig
 from llmplan.runtime.sim.pricing import CostExecutor, DecodeRun, batch_shape, decode_run
 from llmplan.workload.types import Workload
 
-# Event kinds, in the order they are handled at equal times: external inputs first (so a step
-# starting at that instant sees them), then step ends, then samples (which see the result).
-_HANDOFF, _STEP_END, _TICK = 0, 1, 2
+# Event kinds, in the order they are handled at equal times: external inputs first, then step
+# ends, then kicks (an idle instance that got work starts a step only after every arrival of
+# that instant is queued, so simultaneous arrivals can share a batch), then samples.
+_HANDOFF, _STEP_END, _KICK, _TICK = 0, 1, 2, 3
 _INF = math.inf
 
 
 class _Instance:
     __slots__ = (
         "idx", "spec", "sched", "executor", "cost", "busy", "step_start", "step_end",
-        "batch", "run_steps", "run", "busy_acc", "acc_from", "version",
+        "batch", "run_steps", "run", "busy_acc", "acc_from", "version", "kicked",
     )
 
     def __init__(self, idx: int, spec: InstanceSpec, sched: Scheduler) -> None:
@@ -64,6 +65,7 @@ class _Instance:
         self.run: DecodeRun | None = None
         self.busy_acc = 0.0  # busy seconds of finished steps since acc_from
         self.acc_from = 0.0
+        self.kicked = False
         self.version = 0  # bumps when a run is split; stale step-end events are skipped
 
 
@@ -333,8 +335,7 @@ class Simulation:
         if not dst.sched.add(seq, now):
             self._record(seq, dst)
             return
-        if not dst.busy:
-            self._start_step(dst, now)
+        self._kick(dst, now)
 
     # ---------------------------------------------------------------- records
     def _record(self, seq: SeqState, inst: _Instance | None, failed: bool = False) -> None:
@@ -424,6 +425,11 @@ class Simulation:
                 elif kind == _HANDOFF:
                     seq, dst = data  # type: ignore[misc]
                     self._arrive_decode(seq, dst, t)
+                elif kind == _KICK:
+                    inst = data  # type: ignore[assignment]
+                    inst.kicked = False
+                    if not inst.busy:
+                        self._start_step(inst, t)
                 else:
                     self._sample(t)
                     active = any(i.busy or i.sched.has_work for i in self.instances)
@@ -511,8 +517,12 @@ class Simulation:
         if not inst.sched.add(seq, now):
             self._record(seq, inst)
             return
-        if not inst.busy:
-            self._start_step(inst, now)
+        self._kick(inst, now)
+
+    def _kick(self, inst: _Instance, now: float) -> None:
+        if not inst.busy and not inst.kicked:
+            inst.kicked = True
+            self._push(now, _KICK, inst)
 
     def _counters(self) -> dict[str, float]:
         out = dict(self.counters)
