@@ -67,7 +67,7 @@ def solve_cpsat(
     m.Add(sum(c) == n)
     max_pre = max(
         max(gc.p for gc in problem.gpus) * n + max(gc.hp for gc in problem.gpus),
-        max((lk.xp for row in problem.links for lk in row if lk), default=0.0),
+        max((lk.xp for lk in problem.link_types), default=0.0),
     )
     beta = m.NewIntVar(0, q(max_pre) + 1, "beta")
     terms = []
@@ -82,8 +82,7 @@ def solve_cpsat(
         m.Add(beta >= q(gc.p) * c[g] + q(gc.hp) * last[g])
         terms += [q(gc.p + o_len * gc.d) * c[g], q(gc.hp + o_len * gc.hd) * last[g]]
     for (g, h), a in arc.items():
-        lk = problem.links[g][h]
-        assert lk is not None
+        lk = problem.link(g, h)
         terms.append(q(lk.xp + o_len * lk.xd) * a)
         m.Add(beta >= q(lk.xp)).OnlyEnforceIf(a)
     m.Minimize(sum(terms) + k_b * beta)

@@ -46,6 +46,8 @@ import itertools
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from llmplan.errors import InfeasibleError
 from llmplan.plan.problem import FIRST, LAST, MIDDLE, ONLY, Problem
 
@@ -64,31 +66,35 @@ class Placement:
         return len(self.order)
 
 
-def _link_key(problem: Problem, i: int, k: int) -> tuple[float, float]:
-    lk = problem.links[i][k]
-    assert lk is not None
-    return (lk.xp, lk.xd)
-
-
 def twin_classes(problem: Problem) -> list[list[int]]:
-    """Partition GPU indices into classes of interchangeable GPUs (see module docstring, 3)."""
+    """Partition GPU indices into classes of interchangeable GPUs (see module docstring, 3).
+
+    Candidates share prices and the multiset of their link types (necessary); each candidate
+    is then checked against a class representative row by row with numpy (sufficient).
+    """
+    ids = problem.link_id
     n = len(problem.gpus)
-
-    def price(i: int) -> tuple:
-        g = problem.gpus[i]
-        return (g.p, g.d, g.hp, g.hd, g.caps)
-
-    classes: list[list[int]] = []
+    buckets: dict[tuple, list[int]] = {}
     for i in range(n):
-        for cls in classes:
-            j = cls[0]
-            if price(i) == price(j) and all(
-                _link_key(problem, i, k) == _link_key(problem, j, k) for k in range(n) if k not in (i, j)
-            ):
-                cls.append(i)
-                break
-        else:
-            classes.append([i])
+        g = problem.gpus[i]
+        row = np.delete(ids[i], i)
+        key = (g.p, g.d, g.hp, g.hd, g.caps, tuple(np.bincount(row, minlength=len(problem.link_types))))
+        buckets.setdefault(key, []).append(i)
+    classes: list[list[int]] = []
+    for members in buckets.values():
+        local: list[list[int]] = []
+        for i in members:
+            for cls in local:
+                j = cls[0]
+                mask = np.ones(n, dtype=bool)
+                mask[[i, j]] = False
+                if np.array_equal(ids[i][mask], ids[j][mask]):
+                    cls.append(i)
+                    break
+            else:
+                local.append([i])
+        classes.extend(local)
+    classes.sort(key=lambda c: c[0])
     return classes
 
 
@@ -114,8 +120,7 @@ class _Classes:
                 if a == b and self.size[a] < 2:
                     continue
                 i, j = classes[a][0], classes[b][0] if a != b else classes[b][1]
-                lk = problem.links[i][j]
-                assert lk is not None
+                lk = problem.link(i, j)
                 self.link_xp[a][b] = lk.xp
                 self.link_a[a][b] = lk.xp + o * lk.xd
 

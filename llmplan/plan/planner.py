@@ -85,12 +85,14 @@ def _infeasible_message(spec: ModelSpec, problem: Problem, workload: PlanWorkloa
 def _rebuild(problem: Problem, spec: ModelSpec, workload: PlanWorkload) -> dict:
     from llmplan.plan.problem import build_problem
 
-    link = {
-        (i, j): problem.links[i][j].perf
-        for i in range(len(problem.gpus))  # type: ignore[union-attr]
-        for j in range(i + 1, len(problem.gpus))
-    }
-    nb = build_problem(spec, [(g.node, g.perf) for g in problem.gpus], link, workload, problem.params)
+    nb = build_problem(
+        spec,
+        [(g.node, g.perf) for g in problem.gpus],
+        problem.link_id,
+        [lk.perf for lk in problem.link_types],
+        workload,
+        problem.params,
+    )
     return {"gpus": nb.gpus, "workload": workload, "layer_bytes": nb.layer_bytes}
 
 
@@ -104,8 +106,7 @@ def placement_to_instance(problem: Problem, pl: Placement, graph: nx.Graph | Non
         gc = problem.gpus[g]
         link = ""
         if k + 1 < s:
-            lk = problem.links[g][pl.order[k + 1]]
-            link = lk.perf.kind if lk else ""
+            link = problem.link(g, pl.order[k + 1]).perf.kind
         stages.append(
             StagePlan(
                 gpus=[gc.node],

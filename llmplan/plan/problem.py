@@ -25,6 +25,8 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from llmplan.plan.costmodel import (
     DEFAULT_PARAMS,
     GIB,
@@ -78,10 +80,14 @@ class Problem:
     workload: PlanWorkload
     params: CostParams
     gpus: list[GpuCost]
-    links: list[list[LinkCost | None]]  # links[i][j], None on the diagonal
+    link_id: np.ndarray  # (n, n) index into link_types; -1 on the diagonal
+    link_types: list[LinkCost]
     topology: str = ""
     layer_bytes: float = 0.0
     _cache: dict = field(default_factory=dict, repr=False)
+
+    def link(self, i: int, j: int) -> LinkCost:
+        return self.link_types[int(self.link_id[i, j])]
 
     @property
     def n_layers(self) -> int:
@@ -119,8 +125,7 @@ class Problem:
             dec += self.stage_dec(g, c, role)
             beta = max(beta, sp)
         for a, b in zip(order, order[1:], strict=False):
-            lk = self.links[a][b]
-            assert lk is not None
+            lk = self.link(a, b)
             pre += lk.xp
             dec += lk.xd
             beta = max(beta, lk.xp)
@@ -144,7 +149,8 @@ class Problem:
 def build_problem(
     spec: ModelSpec,
     gpus: list[tuple[str, GpuPerf]],
-    link: dict[tuple[int, int], LinkPerf],
+    link_id: np.ndarray,
+    link_types: list[LinkPerf],
     workload: PlanWorkload | None = None,
     params: CostParams = DEFAULT_PARAMS,
     topology: str = "",
@@ -173,18 +179,13 @@ def build_problem(
                 caps=tuple(caps),  # type: ignore[arg-type]
             )
         )
-    n = len(gpus)
     pre_bytes = activation_bytes(spec, wl.input_len)
     dec_bytes = activation_bytes(spec, wl.max_batch)
-    links: list[list[LinkCost | None]] = [[None] * n for _ in range(n)]
-    for i in range(n):
-        for j in range(n):
-            if i != j:
-                lp = link[(i, j)] if (i, j) in link else link[(j, i)]
-                links[i][j] = LinkCost(
-                    lp, transfer_time(pre_bytes, lp, params), transfer_time(dec_bytes, lp, params)
-                )
-    return Problem(spec, wl, params, costs, links, topology, layer_bytes)
+    types = [
+        LinkCost(lp, transfer_time(pre_bytes, lp, params), transfer_time(dec_bytes, lp, params))
+        for lp in link_types
+    ]
+    return Problem(spec, wl, params, costs, link_id, types, topology, layer_bytes)
 
 
 def problem_from_graph(
@@ -201,11 +202,28 @@ def problem_from_graph(
         key=lambda n: graph.nodes[n].get("index", 0),
     )
     perf = [(n, GpuPerf.from_attrs(graph.nodes[n])) for n in nodes]
-    link = {}
-    for i, a in enumerate(nodes):
-        for j in range(i + 1, len(nodes)):
-            link[(i, j)] = best_link(graph, a, nodes[j])
-    return build_problem(spec, perf, link, workload, params, topology=str(graph.graph.get("name", "")))
+    pos = {n: i for i, n in enumerate(nodes)}
+    link_id = np.full((len(nodes), len(nodes)), -1, dtype=np.int32)
+    types: dict[tuple, int] = {}
+    seen = 0
+    for a, b, attrs in graph.edges(data=True):  # one pass; pairs without an edge fall back below
+        i, j = pos.get(a), pos.get(b)
+        if i is None or j is None or i == j:
+            continue
+        key = (attrs.get("bandwidth_gbps"), attrs.get("latency_us", 0.0), attrs.get("link", ""))
+        link_id[i, j] = link_id[j, i] = types.setdefault(key, len(types))
+        seen += 1
+    perfs = [LinkPerf(float(bw) * 1e9, float(lat) * 1e-6, str(kind)) for bw, lat, kind in types]
+    if seen < len(nodes) * (len(nodes) - 1) // 2:
+        for i, a in enumerate(nodes):
+            for j in range(i + 1, len(nodes)):
+                if link_id[i, j] < 0:
+                    lp = best_link(graph, a, nodes[j])
+                    perfs.append(lp)
+                    link_id[i, j] = link_id[j, i] = len(perfs) - 1
+    return build_problem(
+        spec, perf, link_id, perfs, workload, params, topology=str(graph.graph.get("name", ""))
+    )
 
 
 def memory_breakdown(problem: Problem, g: int, count: int, role: int) -> tuple[float, float, float]:
