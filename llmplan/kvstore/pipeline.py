@@ -41,11 +41,20 @@ class PrefillTiming:
     load_stall_s: float = 0.0  # compute waited on a load
     store_s: float = 0.0  # writer thread busy time
     store_tail_s: float = 0.0  # waited for the last write-backs after the last layer
+    first_load_s: float = 0.0  # layer 0's load: nothing runs before it, so it can never be hidden
+    first_stall_s: float = 0.0
 
     @property
     def load_overlap(self) -> float:
-        """Share of the loading hidden behind compute (1 = fully hidden)."""
+        """Share of the loading hidden behind compute (1 = fully hidden), first layer included."""
         return 1.0 if self.load_s <= 0 else max(0.0, 1.0 - self.load_stall_s / self.load_s)
+
+    @property
+    def steady_load_overlap(self) -> float:
+        """Share of layers 1.. loading hidden behind compute: what prefetching controls."""
+        busy = self.load_s - self.first_load_s
+        stall = self.load_stall_s - self.first_stall_s
+        return 1.0 if busy <= 0 else min(1.0, max(0.0, 1.0 - stall / busy))
 
     @property
     def store_overlap(self) -> float:
@@ -124,9 +133,13 @@ class LayerwisePrefill:
         writes: list[Future] = []
         past_all: list[torch.Tensor] = []
 
+        submitted = 0
+
         def prefetch(upto: int) -> None:
-            for j in range(len(loads), min(upto, num_layers)):
-                loads[j] = self._loader.submit(self._load, cached_blocks, j)
+            nonlocal submitted
+            while submitted < min(upto, num_layers):
+                loads[submitted] = self._loader.submit(self._load, cached_blocks, submitted)
+                submitted += 1
 
         try:
             if cached_blocks:
@@ -137,8 +150,11 @@ class LayerwisePrefill:
                     prefetch(i + 1 + self.prefetch_depth)  # keep layer i+1 (..) in flight while i computes
                     t0 = time.perf_counter()
                     past, busy, event = loads.pop(i).result()
-                    tm.load_stall_s += time.perf_counter() - t0
+                    stall = time.perf_counter() - t0
+                    tm.load_stall_s += stall
                     tm.load_s += busy
+                    if i == 0:
+                        tm.first_load_s, tm.first_stall_s = busy, stall
                     if past is None:
                         return None
                     if event is not None:

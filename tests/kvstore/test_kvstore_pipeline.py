@@ -35,9 +35,12 @@ def test_prefix_hit_equals_full_recompute(tmp_path):
     hit = store.match_prefix(keys)
     assert hit == 4
     p = hit * BS
+    before = store.stats()
     with LayerwisePrefill(store) as pipe:
         res = pipe.run(stack.compute, stack.embed(second[p:]), 3, keys[:hit], keys[hit:], BS)
     assert res is not None
+    after = store.stats()
+    assert after.disk_hits - before.disk_hits == 3 * hit  # each (block, layer) loaded exactly once
     ref_hidden, ref_kv = stack.prefill(stack.embed(second))
     assert (res.hidden - ref_hidden[p:]).abs().max().item() <= 1e-5
     for layer in range(3):
