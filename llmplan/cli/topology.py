@@ -44,20 +44,29 @@ def _parse_caps(values: list[str]) -> dict[int, float]:
 def register(app: typer.Typer) -> None:
     @app.command("topology", help=HELP)
     def topology(
-        source: str = typer.Option("auto", "--source", "-s",
-                                   help="auto | nvml | smi | file:PATH | preset:NAME"),
-        power_cap: list[str] = typer.Option([], "--power-cap", metavar="GPU=W",
-                                            help="Cap GPU's power (repeatable); compute scales with "
-                                                 "(cap/TDP)^(1/3)."),
-        gpu_model: str | None = typer.Option(None, "--gpu-model",
-                                             help="GPU model for sources that do not name it (a bare topo "
-                                                  "-m file), e.g. H100-SXM."),
-        as_json: bool = typer.Option(False, "--json", help="Print the graph as JSON (schema "
-                                                          "llmplan.topology v1) instead of tables."),
+        source: str = typer.Option(
+            "auto", "--source", "-s", help="auto | nvml | smi | file:PATH | preset:NAME"
+        ),
+        power_cap: list[str] = typer.Option(
+            [],
+            "--power-cap",
+            metavar="GPU=W",
+            help="Cap GPU's power (repeatable); compute scales with (cap/TDP)^(1/3).",
+        ),
+        gpu_model: str | None = typer.Option(
+            None,
+            "--gpu-model",
+            help="GPU model for sources that do not name it (a bare topo -m file), e.g. H100-SXM.",
+        ),
+        as_json: bool = typer.Option(
+            False, "--json", help="Print the graph as JSON (schema llmplan.topology v1) instead of tables."
+        ),
         graphml: Path | None = typer.Option(None, "--graphml", help="Also write the graph as GraphML."),
-        record_nvml: Path | None = typer.Option(None, "--record-nvml",
-                                                help="Save what NVML answered as a replayable recording "
-                                                     "(load it with --source file:PATH)."),
+        record_nvml: Path | None = typer.Option(
+            None,
+            "--record-nvml",
+            help="Save what NVML answered as a replayable recording (load it with --source file:PATH).",
+        ),
     ) -> None:
         import warnings
 
@@ -98,10 +107,17 @@ def register(app: typer.Typer) -> None:
 def _record(path: Path) -> None:
     import json
 
-    from llmplan.topology.nvml import PynvmlDevices, record
+    from llmplan.topology.nvml import PynvmlDevices, layout_from_nvml, record
+    from llmplan.topology.sysfs import sysfs_nics
 
     dev = PynvmlDevices()
     try:
-        path.write_text(json.dumps(record(dev), indent=1) + "\n")
+        data = record(dev)
+        gpus = layout_from_nvml(dev).gpus
     finally:
         dev.close()
+    names, links = sysfs_nics(gpus)
+    data["nics"] = [
+        {"name": n, "links": [links[(i, k)] for i in range(len(gpus))]} for k, n in enumerate(names)
+    ]
+    path.write_text(json.dumps(data, indent=1) + "\n")

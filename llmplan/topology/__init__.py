@@ -17,8 +17,9 @@ if TYPE_CHECKING:
     import networkx as nx
 
 
-def load_topology(source: str, power_caps: dict[int, float] | None = None, *,
-                  gpu_model: str | None = None) -> nx.Graph:
+def load_topology(
+    source: str, power_caps: dict[int, float] | None = None, *, gpu_model: str | None = None
+) -> nx.Graph:
     from llmplan.topology.discover import load_topology as _load
 
     return _load(source, power_caps, gpu_model=gpu_model)

@@ -22,22 +22,40 @@ from llmplan.topology.presets import (
     records_from_query,
 )
 from llmplan.topology.smi import QUERY_FIELDS, parse_query_gpu, parse_topo_matrix
+from llmplan.topology.sysfs import sysfs_nics
 
 SMI_TIMEOUT_S = 30
 
 
 def _no_gpu_message(reasons: list[str]) -> str:
-    return (f"no NVIDIA GPU found ({'; '.join(reasons)}); use --source preset:NAME "
-            f"({', '.join(preset_names())}) or --source file:PATH (a saved `nvidia-smi topo -m` output, "
-            "a --json export or a preset YAML)")
+    return (
+        f"no NVIDIA GPU found ({'; '.join(reasons)}); use --source preset:NAME "
+        f"({', '.join(preset_names())}) or --source file:PATH (a saved `nvidia-smi topo -m` output, "
+        "a --json export or a preset YAML)"
+    )
 
 
 def _from_nvml() -> HostLayout:
     dev = PynvmlDevices()
     try:
-        return layout_from_nvml(dev)
+        layout = layout_from_nvml(dev)
     finally:
         dev.close()
+    layout.nics, layout.gpu_nic_links = sysfs_nics(layout.gpus)
+    return layout
+
+
+def _from_recording(data: dict, path: Path, **build) -> nx.Graph:
+    layout = layout_from_nvml(RecordedDevices(data))
+    nics = data.get("nics") or []
+    try:
+        layout.nics = [str(n["name"]) for n in nics]
+        layout.gpu_nic_links = {
+            (i, k): str(cell) for k, n in enumerate(nics) for i, cell in enumerate(n["links"])
+        }
+    except (KeyError, TypeError):
+        raise LlmplanError(f"{path}: each `nics` entry needs `name` and `links` (one cell per GPU)") from None
+    return build_graph([layout], name=path.stem, source=f"file:{path}", **build)
 
 
 def _run_smi(args: list[str]) -> str:
@@ -45,8 +63,9 @@ def _run_smi(args: list[str]) -> str:
     if exe is None:
         raise LlmplanError("nvidia-smi is not on PATH")
     try:
-        proc = subprocess.run([exe, *args], capture_output=True, text=True, timeout=SMI_TIMEOUT_S,
-                              check=False)
+        proc = subprocess.run(
+            [exe, *args], capture_output=True, text=True, timeout=SMI_TIMEOUT_S, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise LlmplanError(f"nvidia-smi {' '.join(args)} failed ({exc})") from None
     if proc.returncode != 0:
@@ -63,8 +82,10 @@ def _from_smi() -> HostLayout:
 
 def _from_file(path: Path, **build) -> nx.Graph:
     if not path.is_file():
-        raise LlmplanError(f"--source file:{path}: no such file; give the path of a saved `nvidia-smi topo "
-                           "-m` output, a --json export or a preset YAML")
+        raise LlmplanError(
+            f"--source file:{path}: no such file; give the path of a saved `nvidia-smi topo "
+            "-m` output, a --json export or a preset YAML"
+        )
     text = path.read_text(errors="replace")
     where = str(path)
     stripped = text.lstrip()
@@ -74,8 +95,7 @@ def _from_file(path: Path, **build) -> nx.Graph:
         except json.JSONDecodeError as exc:
             raise LlmplanError(f"{where}: invalid JSON at line {exc.lineno} ({exc.msg})") from None
         if isinstance(data, dict) and "nvml_recording" in data:
-            return build_graph([layout_from_nvml(RecordedDevices(data))], name=path.stem,
-                               source=f"file:{path}", **build)
+            return _from_recording(data, path, **build)
         G = serialize.from_dict(data, where)
         if build.get("power_caps"):
             apply_power_caps(G, build["power_caps"])
@@ -86,19 +106,20 @@ def _from_file(path: Path, **build) -> nx.Graph:
         except yaml.YAMLError as exc:
             raise LlmplanError(f"{where}: not valid YAML ({exc.__class__.__name__}); fix the file") from None
         if isinstance(data, dict) and "nvml_recording" in data:
-            return build_graph([layout_from_nvml(RecordedDevices(data))], name=path.stem,
-                               source=f"file:{path}", **build)
+            return _from_recording(data, path, **build)
         hosts, net = layouts_from_spec(data, where)
-        return build_graph(hosts, name=str(data.get("name", path.stem)), source=f"file:{path}", net=net,
-                           **build)
+        return build_graph(
+            hosts, name=str(data.get("name", path.stem)), source=f"file:{path}", net=net, **build
+        )
     matrix = parse_topo_matrix(text)  # not a matrix: the parser's "line N: expected ..." message
     query = parse_query_gpu(text)
     layout = layout_from_matrix(matrix, records_from_query(query) if query else None)
     return build_graph([layout], name=path.stem, source=f"file:{path}", **build)
 
 
-def load_topology(source: str, power_caps: dict[int, float] | None = None, *,
-                  gpu_model: str | None = None) -> nx.Graph:
+def load_topology(
+    source: str, power_caps: dict[int, float] | None = None, *, gpu_model: str | None = None
+) -> nx.Graph:
     """The topology graph for ``source`` (``auto``, ``nvml``, ``smi``, ``file:PATH``, ``preset:NAME``).
 
     ``power_caps`` maps GPU index to watts (``--power-cap``); ``gpu_model`` names the GPUs' model when the
@@ -107,10 +128,10 @@ def load_topology(source: str, power_caps: dict[int, float] | None = None, *,
     build = {"power_caps": power_caps, "gpu_model": gpu_model}
     source = source.strip()
     if source.startswith("preset:"):
-        hosts, net, name = load_preset(source[len("preset:"):])
+        hosts, net, name = load_preset(source[len("preset:") :])
         return build_graph(hosts, name=name, source=source, net=net, **build)
     if source.startswith("file:"):
-        return _from_file(Path(source[len("file:"):]).expanduser(), **build)
+        return _from_file(Path(source[len("file:") :]).expanduser(), **build)
     if source == "nvml":
         return build_graph([_from_nvml()], name="nvml", source="nvml", **build)
     if source == "smi":
@@ -125,8 +146,10 @@ def load_topology(source: str, power_caps: dict[int, float] | None = None, *,
                 continue
             return build_graph([layout], name=name, source=name, **build)
         raise LlmplanError(_no_gpu_message(reasons))
-    raise LlmplanError(f"unknown --source {source!r}; use auto, nvml, smi, file:PATH or preset:NAME "
-                       f"({', '.join(preset_names())})")
+    raise LlmplanError(
+        f"unknown --source {source!r}; use auto, nvml, smi, file:PATH or preset:NAME "
+        f"({', '.join(preset_names())})"
+    )
 
 
 def discover(source: str = "auto", power_caps: dict[int, float] | None = None, **kw) -> nx.Graph:

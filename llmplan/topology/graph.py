@@ -15,8 +15,22 @@ from llmplan.errors import LlmplanError
 from llmplan.topology import links as L
 from llmplan.topology.specs import GPU_SPECS, UNKNOWN, GpuSpec, UnknownGpuWarning, match_model, spec_for
 
-GPU_ATTRS = ("kind", "index", "name", "model", "memory_gib", "bf16_tflops", "hbm_gbps", "power_limit_w",
-             "tdp_w", "compute_scale", "numa_node", "cpu_affinity", "pci_bus_id", "host")
+GPU_ATTRS = (
+    "kind",
+    "index",
+    "name",
+    "model",
+    "memory_gib",
+    "bf16_tflops",
+    "hbm_gbps",
+    "power_limit_w",
+    "tdp_w",
+    "compute_scale",
+    "numa_node",
+    "cpu_affinity",
+    "pci_bus_id",
+    "host",
+)
 NIC_ATTRS = ("kind", "name", "host")
 EDGE_ATTRS = ("link", "nvlinks", "bandwidth_gbps", "latency_us")
 
@@ -39,7 +53,7 @@ class HostLayout:
     """One machine: its GPUs (in index order), NICs, and the link cell of every GPU pair / GPU-NIC pair."""
 
     gpus: list[GpuRecord]
-    gpu_links: dict[tuple[int, int], str]                 # (i, j), i < j, local indices -> "NV18" / "PIX"
+    gpu_links: dict[tuple[int, int], str]  # (i, j), i < j, local indices -> "NV18" / "PIX"
     nics: list[str] = field(default_factory=list)
     gpu_nic_links: dict[tuple[int, int], str] = field(default_factory=dict)  # (gpu, nic) -> "PIX"
     host: str = "node0"
@@ -101,10 +115,19 @@ def _gpu_attrs(rec: GpuRecord, spec: GpuSpec, index: int, host: str) -> dict:
     scale = compute_scale(limit, spec.tdp_w)
     mem = rec.memory_gib if rec.memory_gib is not None else spec.memory_gib
     return {
-        "kind": "gpu", "index": index, "name": name, "model": spec.model, "memory_gib": round(float(mem), 3),
-        "bf16_tflops": round(spec.bf16_tflops * scale, 4), "hbm_gbps": spec.hbm_gbps,
-        "power_limit_w": limit, "tdp_w": spec.tdp_w, "compute_scale": round(scale, 6),
-        "numa_node": rec.numa_node, "cpu_affinity": rec.cpu_affinity, "pci_bus_id": rec.pci_bus_id,
+        "kind": "gpu",
+        "index": index,
+        "name": name,
+        "model": spec.model,
+        "memory_gib": round(float(mem), 3),
+        "bf16_tflops": round(spec.bf16_tflops * scale, 4),
+        "hbm_gbps": spec.hbm_gbps,
+        "power_limit_w": limit,
+        "tdp_w": spec.tdp_w,
+        "compute_scale": round(scale, 6),
+        "numa_node": rec.numa_node,
+        "cpu_affinity": rec.cpu_affinity,
+        "pci_bus_id": rec.pci_bus_id,
         "host": host,
     }
 
@@ -113,8 +136,12 @@ def _edge(cell: str, sa: GpuSpec, sb: GpuSpec, ga: int | None, gb: int | None) -
     kind, nv = _parse_cell(cell)
     pcie = min(g for g in (ga or sa.pcie_gen, gb or sb.pcie_gen))
     link = L.estimate(kind, nv, nvlink_gen=L.slower_nvlink_gen(sa.nvlink_gen, sb.nvlink_gen), pcie_gen=pcie)
-    return {"link": link.link, "nvlinks": link.nvlinks, "bandwidth_gbps": link.bandwidth_gbps,
-            "latency_us": link.latency_us}
+    return {
+        "link": link.link,
+        "nvlinks": link.nvlinks,
+        "bandwidth_gbps": link.bandwidth_gbps,
+        "latency_us": link.latency_us,
+    }
 
 
 def _host_edges(host: HostLayout, hspecs: list[GpuSpec]) -> list[tuple[int, int, bool, tuple]]:
@@ -134,8 +161,15 @@ def _host_edges(host: HostLayout, hspecs: list[GpuSpec]) -> list[tuple[int, int,
     return edges
 
 
-def build_graph(hosts: list[HostLayout], *, name: str, source: str, net: NetLink | None = None,
-                gpu_model: str | None = None, power_caps: dict[int, float] | None = None) -> nx.Graph:
+def build_graph(
+    hosts: list[HostLayout],
+    *,
+    name: str,
+    source: str,
+    net: NetLink | None = None,
+    gpu_model: str | None = None,
+    power_caps: dict[int, float] | None = None,
+) -> nx.Graph:
     """The topology graph: GPU and NIC nodes, an edge for every GPU pair and every same-host GPU-NIC pair.
 
     Hosts that are identical (a composed multi-node preset) share the per-host edge computation, so a
@@ -157,14 +191,19 @@ def build_graph(hosts: list[HostLayout], *, name: str, source: str, net: NetLink
             gpu_ids.append(gid)
             G.add_node(gid, **_gpu_attrs(rec, spec, base + k, host.host))
         nic_ids = [f"NIC{nic_base + k}" for k in range(len(host.nics))]
-        G.add_nodes_from((nid, {"kind": "nic", "name": nic, "host": host.host})
-                         for nid, nic in zip(nic_ids, host.nics, strict=True))
+        G.add_nodes_from(
+            (nid, {"kind": "nic", "name": nic, "host": host.host})
+            for nid, nic in zip(nic_ids, host.nics, strict=True)
+        )
         key = (id(host.gpu_links), id(host.gpu_nic_links), tuple((r.name, r.pcie_gen) for r in host.gpus))
         if key not in local_edges_cache:
             local_edges_cache[key] = _host_edges(host, hspecs)
         G.add_edges_from(
-            (gpu_ids[base + a], nic_ids[b] if is_nic else gpu_ids[base + b],
-             dict(zip(EDGE_ATTRS, v, strict=True)))
+            (
+                gpu_ids[base + a],
+                nic_ids[b] if is_nic else gpu_ids[base + b],
+                dict(zip(EDGE_ATTRS, v, strict=True)),
+            )
             for a, b, is_nic, v in local_edges_cache[key]
         )
         nic_base += len(host.nics)
@@ -177,9 +216,15 @@ def build_graph(hosts: list[HostLayout], *, name: str, source: str, net: NetLink
             bounds.append(base + len(host.gpus))
             base += len(host.gpus)
         G.add_edges_from(
-            ((gpu_ids[a], gpu_ids[b]) for a in range(len(gpu_ids))
-             for b in range(next(x for x in bounds if x > a), len(gpu_ids))),
-            link="NET", nvlinks=0, bandwidth_gbps=net.bandwidth_gbps, latency_us=net.latency_us,
+            (
+                (gpu_ids[a], gpu_ids[b])
+                for a in range(len(gpu_ids))
+                for b in range(next(x for x in bounds if x > a), len(gpu_ids))
+            ),
+            link="NET",
+            nvlinks=0,
+            bandwidth_gbps=net.bandwidth_gbps,
+            latency_us=net.latency_us,
         )
     if power_caps:
         apply_power_caps(G, power_caps)
@@ -188,8 +233,9 @@ def build_graph(hosts: list[HostLayout], *, name: str, source: str, net: NetLink
 
 def gpu_nodes(G: nx.Graph) -> list[str]:
     """GPU node ids sorted by index (``GPU2`` before ``GPU10``)."""
-    return sorted((n for n, d in G.nodes(data=True) if d.get("kind") == "gpu"),
-                  key=lambda n: G.nodes[n]["index"])
+    return sorted(
+        (n for n, d in G.nodes(data=True) if d.get("kind") == "gpu"), key=lambda n: G.nodes[n]["index"]
+    )
 
 
 def nic_nodes(G: nx.Graph) -> list[str]:
@@ -207,16 +253,33 @@ def apply_power_caps(G: nx.Graph, caps: dict[int, float]) -> None:
             raise LlmplanError(f"--power-cap {index}={watts}: the cap must be a positive number of watts")
         d = G.nodes[node]
         if d.get("tdp_w") is None:
-            raise LlmplanError(f"--power-cap GPU{index}: model {d.get('model')!r} has no known TDP to scale "
-                               "against; pass --gpu-model with a known model")
+            raise LlmplanError(
+                f"--power-cap GPU{index}: model {d.get('model')!r} has no known TDP to scale "
+                "against; pass --gpu-model with a known model"
+            )
         base = d["bf16_tflops"] / d["compute_scale"] if d["compute_scale"] > 0 else 0.0
         scale = compute_scale(float(watts), d["tdp_w"])
         if float(watts) > d["tdp_w"]:
-            warnings.warn(f"--power-cap GPU{index}={watts:g} W is above the {d['tdp_w']:g} W TDP; "
-                          "compute stays at its spec value", UserWarning, stacklevel=2)
-        d.update(power_limit_w=float(watts), compute_scale=round(scale, 6),
-                 bf16_tflops=round(base * scale, 4))
+            warnings.warn(
+                f"--power-cap GPU{index}={watts:g} W is above the {d['tdp_w']:g} W TDP; "
+                "compute stays at its spec value",
+                UserWarning,
+                stacklevel=2,
+            )
+        d.update(
+            power_limit_w=float(watts), compute_scale=round(scale, 6), bf16_tflops=round(base * scale, 4)
+        )
 
 
-__all__ = ["GpuRecord", "HostLayout", "NetLink", "build_graph", "gpu_nodes", "nic_nodes", "apply_power_caps",
-           "compute_scale", "UNKNOWN", "UnknownGpuWarning"]
+__all__ = [
+    "GpuRecord",
+    "HostLayout",
+    "NetLink",
+    "build_graph",
+    "gpu_nodes",
+    "nic_nodes",
+    "apply_power_caps",
+    "compute_scale",
+    "UNKNOWN",
+    "UnknownGpuWarning",
+]

@@ -23,24 +23,27 @@ from dataclasses import dataclass
 
 # GB/s per link per direction: (NCCL model, raw).
 NVLINK_PER_LINK: dict[str, tuple[float, float]] = {
-    "nvlink1": (18.0, 20.0),    # P100, topo.h SM60_NVLINK_BW
-    "nvlink2": (20.0, 25.0),    # V100, SM70_NVLINK_BW
-    "nvlink3": (20.0, 25.0),    # A100/A800, SM80_NVLINK_BW
-    "ga102": (12.0, 14.0625),   # RTX 3090 / A40 / RTX A6000 bridge, SM86_NVLINK_BW
-    "nvlink4": (20.6, 25.0),    # H100/H200/H20, SM90_NVLINK_BW
-    "nvlink5": (40.1, 50.0),    # Blackwell, SM100_NVLINK_BW
+    "nvlink1": (18.0, 20.0),  # P100, topo.h SM60_NVLINK_BW
+    "nvlink2": (20.0, 25.0),  # V100, SM70_NVLINK_BW
+    "nvlink3": (20.0, 25.0),  # A100/A800, SM80_NVLINK_BW
+    "ga102": (12.0, 14.0625),  # RTX 3090 / A40 / RTX A6000 bridge, SM86_NVLINK_BW
+    "nvlink4": (20.6, 25.0),  # H100/H200/H20, SM90_NVLINK_BW
+    "nvlink5": (40.1, 50.0),  # Blackwell, SM100_NVLINK_BW
 }
 # Used when the GPU model is unknown (a bare topo -m file): the lowest post-Pascal per-link figure.
 NVLINK_DEFAULT_GEN = "nvlink2"
 
 # x16 PCIe, GB/s per direction: (NCCL model width*{60,120,240}/80, raw after 128b/130b encoding).
 PCIE_X16: dict[int, tuple[float, float]] = {
-    3: (12.0, 15.75), 4: (24.0, 31.5), 5: (48.0, 63.0), 6: (96.0, 121.0),
+    3: (12.0, 15.75),
+    4: (24.0, 31.5),
+    5: (48.0, 63.0),
+    6: (96.0, 121.0),
 }
 # CPU-CPU (QPI/UPI/xGMI) GB/s, keyed by the host's PCIe generation as the CPU-family proxy (topo.h *_QPI_BW).
 INTER_SOCKET: dict[int, float] = {3: 10.0, 4: 16.0, 5: 22.0, 6: 40.0}
 
-NET_BANDWIDTH_GBPS = 50.0   # 400 Gb/s NDR per GPU rail
+NET_BANDWIDTH_GBPS = 50.0  # 400 Gb/s NDR per GPU rail
 NET_LATENCY_US = 5.0
 
 NVLINK_LATENCY_US = 0.6

@@ -116,13 +116,17 @@ def layout_from_nvml(dev: NvmlDevices, host: str = "node0") -> HostLayout:
     for i in range(n):
         mem = dev.memory_total_bytes(i)
         mw = dev.power_limit_mw(i)
-        records.append(GpuRecord(
-            name=text(dev.name(i)),
-            memory_gib=None if mem is None else mem / 2**30,
-            power_limit_w=None if mw is None else mw / 1000.0,
-            numa_node=dev.numa_node(i), cpu_affinity=dev.cpu_affinity(i), pci_bus_id=bus[i],
-            pcie_gen=dev.pcie_gen(i),
-        ))
+        records.append(
+            GpuRecord(
+                name=text(dev.name(i)),
+                memory_gib=None if mem is None else mem / 2**30,
+                power_limit_w=None if mw is None else mw / 1000.0,
+                numa_node=dev.numa_node(i),
+                cpu_affinity=dev.cpu_affinity(i),
+                pci_bus_id=bus[i],
+                pcie_gen=dev.pcie_gen(i),
+            )
+        )
     direct: Counter[tuple[int, int]] = Counter()  # (i, j) counted from i's side
     switch = [0] * n
     for i in range(n):
@@ -170,11 +174,14 @@ class RecordedDevices:
 
     def __init__(self, data: dict[str, Any]) -> None:
         if not isinstance(data, dict) or not isinstance(data.get("devices"), list):
-            raise LlmplanError("NVML recording needs a `devices` list; write one with "
-                               "`llmplan topology --source nvml --record-nvml PATH`")
+            raise LlmplanError(
+                "NVML recording needs a `devices` list; write one with "
+                "`llmplan topology --source nvml --record-nvml PATH`"
+            )
         self.devices: list[dict[str, Any]] = data["devices"]
-        self.ancestors: dict[str, int] = {str(k).replace(" ", ""): v for k, v in
-                                          (data.get("common_ancestor") or {}).items()}
+        self.ancestors: dict[str, int] = {
+            str(k).replace(" ", ""): v for k, v in (data.get("common_ancestor") or {}).items()
+        }
 
     def count(self) -> int:
         return len(self.devices)
@@ -316,8 +323,12 @@ class PynvmlDevices:
         p2p = self._h(i, "nvmlDeviceGetNvLinkCapability", link, cap if isinstance(cap, int) else 0)
         remote = self._h(i, "nvmlDeviceGetNvLinkRemotePciInfo", link)
         rtype = self._h(i, "nvmlDeviceGetNvLinkRemoteDeviceType", link)
-        return NvLinkInfo(bool(state), bool(p2p), None if remote is None else remote.busId,
-                          None if rtype is None else int(rtype))
+        return NvLinkInfo(
+            bool(state),
+            bool(p2p),
+            None if remote is None else remote.busId,
+            None if rtype is None else int(rtype),
+        )
 
     def close(self) -> None:
         self._call(self.nv.nvmlShutdown)
@@ -332,15 +343,32 @@ def record(dev: NvmlDevices) -> dict[str, Any]:
         links = [dev.nvlink(i, k) for k in range(links_to_scan(cap))]
         while links and links[-1] is None:
             links.pop()
-        devices.append({
-            "name": text(dev.name(i)), "memory_total": dev.memory_total_bytes(i),
-            "power_limit_mw": dev.power_limit_mw(i), "pci_bus_id": text(dev.pci_bus_id(i)),
-            "numa_node": dev.numa_node(i), "cpu_affinity": dev.cpu_affinity(i),
-            "cuda_capability": None if cap is None else list(cap), "pcie_gen": dev.pcie_gen(i),
-            "nvlinks": [None if lk is None else {"up": lk.up, "p2p": lk.p2p,
-                                                  "remote_bus_id": text(lk.remote_bus_id),
-                                                  "remote_type": lk.remote_type} for lk in links],
-        })
+        devices.append(
+            {
+                "name": text(dev.name(i)),
+                "memory_total": dev.memory_total_bytes(i),
+                "power_limit_mw": dev.power_limit_mw(i),
+                "pci_bus_id": text(dev.pci_bus_id(i)),
+                "numa_node": dev.numa_node(i),
+                "cpu_affinity": dev.cpu_affinity(i),
+                "cuda_capability": None if cap is None else list(cap),
+                "pcie_gen": dev.pcie_gen(i),
+                "nvlinks": [
+                    None
+                    if lk is None
+                    else {
+                        "up": lk.up,
+                        "p2p": lk.p2p,
+                        "remote_bus_id": text(lk.remote_bus_id),
+                        "remote_type": lk.remote_type,
+                    }
+                    for lk in links
+                ],
+            }
+        )
     ancestors = {f"{i},{j}": dev.common_ancestor(i, j) for i in range(n) for j in range(i + 1, n)}
-    return {"nvml_recording": 1, "devices": devices,
-            "common_ancestor": {k: v for k, v in ancestors.items() if v is not None}}
+    return {
+        "nvml_recording": 1,
+        "devices": devices,
+        "common_ancestor": {k: v for k, v in ancestors.items() if v is not None},
+    }

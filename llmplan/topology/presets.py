@@ -41,27 +41,42 @@ def _read_preset(name: str) -> tuple[dict[str, Any], str]:
     return yaml.safe_load(path.read_text()), f"preset:{name}"
 
 
-def layout_from_matrix(matrix: TopoMatrix, gpus: list[GpuRecord] | None = None,
-                       host: str = "node0") -> HostLayout:
+def layout_from_matrix(
+    matrix: TopoMatrix, gpus: list[GpuRecord] | None = None, host: str = "node0"
+) -> HostLayout:
     """Merge a parsed matrix (links, NUMA/CPU affinity) with per-GPU facts from another source."""
     n = len(matrix.gpus)
     records = gpus if gpus is not None else [GpuRecord() for _ in range(n)]
     if len(records) != n:
-        raise LlmplanError(f"the topo matrix has {n} GPUs but {len(records)} GPU descriptions were given; "
-                           "describe every GPU once")
+        raise LlmplanError(
+            f"the topo matrix has {n} GPUs but {len(records)} GPU descriptions were given; "
+            "describe every GPU once"
+        )
     for rec, tg in zip(records, matrix.gpus, strict=True):
         rec.numa_node = tg.numa_node if rec.numa_node is None else rec.numa_node
         rec.cpu_affinity = tg.cpu_affinity if rec.cpu_affinity is None else rec.cpu_affinity
-    return HostLayout(gpus=records, gpu_links=dict(matrix.gpu_links), nics=list(matrix.nics),
-                      gpu_nic_links=dict(matrix.gpu_nic_links), host=host)
+    return HostLayout(
+        gpus=records,
+        gpu_links=dict(matrix.gpu_links),
+        nics=list(matrix.nics),
+        gpu_nic_links=dict(matrix.gpu_nic_links),
+        host=host,
+    )
 
 
 def records_from_query(rows: list[QueryGpu]) -> list[GpuRecord]:
     rows = sorted(rows, key=lambda r: r.index)
     if [r.index for r in rows] != list(range(len(rows))):
         raise LlmplanError("nvidia-smi --query-gpu rows must cover indices 0..n-1 once each")
-    return [GpuRecord(name=r.name, memory_gib=None if r.memory_mib is None else r.memory_mib / 1024,
-                      power_limit_w=r.power_limit_w, pci_bus_id=r.pci_bus_id) for r in rows]
+    return [
+        GpuRecord(
+            name=r.name,
+            memory_gib=None if r.memory_mib is None else r.memory_mib / 1024,
+            power_limit_w=r.power_limit_w,
+            pci_bus_id=r.pci_bus_id,
+        )
+        for r in rows
+    ]
 
 
 def _gpu_records(spec: Any, where: str) -> list[GpuRecord]:
@@ -69,13 +84,20 @@ def _gpu_records(spec: Any, where: str) -> list[GpuRecord]:
     out: list[GpuRecord] = []
     for e in entries:
         if not isinstance(e, dict) or not set(e) <= _GPU_KEYS:
-            raise LlmplanError(f"{where}: each `gpus` entry must be a mapping with keys from "
-                               f"{sorted(_GPU_KEYS)}, got {e!r}")
+            raise LlmplanError(
+                f"{where}: each `gpus` entry must be a mapping with keys from {sorted(_GPU_KEYS)}, got {e!r}"
+            )
         count = int(e.get("count", 1))
         for _ in range(count):
-            out.append(GpuRecord(name=e.get("name"), memory_gib=e.get("memory_gib"),
-                                 power_limit_w=e.get("power_limit_w"), pci_bus_id=e.get("pci_bus_id"),
-                                 pcie_gen=e.get("pcie_gen")))
+            out.append(
+                GpuRecord(
+                    name=e.get("name"),
+                    memory_gib=e.get("memory_gib"),
+                    power_limit_w=e.get("power_limit_w"),
+                    pci_bus_id=e.get("pci_bus_id"),
+                    pcie_gen=e.get("pcie_gen"),
+                )
+            )
     return out
 
 
@@ -98,12 +120,20 @@ def layouts_from_spec(data: Any, where: str, _depth: int = 0) -> tuple[list[Host
         hosts = []
         for h in range(count):
             # Shallow copies share link dicts (read-only) so the builder computes per-host edges once.
-            hosts.append(HostLayout(gpus=[GpuRecord(**vars(g)) for g in proto.gpus],
-                                    gpu_links=proto.gpu_links, nics=proto.nics,
-                                    gpu_nic_links=proto.gpu_nic_links, host=f"node{h}"))
+            hosts.append(
+                HostLayout(
+                    gpus=[GpuRecord(**vars(g)) for g in proto.gpus],
+                    gpu_links=proto.gpu_links,
+                    nics=proto.nics,
+                    gpu_nic_links=proto.gpu_nic_links,
+                    host=f"node{h}",
+                )
+            )
         net = comp.get("net") or {}
-        return hosts, NetLink(float(net.get("bandwidth_gbps", NetLink.bandwidth_gbps)),
-                              float(net.get("latency_us", NetLink.latency_us)))
+        return hosts, NetLink(
+            float(net.get("bandwidth_gbps", NetLink.bandwidth_gbps)),
+            float(net.get("latency_us", NetLink.latency_us)),
+        )
     if "gpus" not in data or "topo" not in data:
         raise LlmplanError(f"{where}: a machine preset needs `gpus` and `topo` (the nvidia-smi topo -m text)")
     records = _gpu_records(data["gpus"], where)

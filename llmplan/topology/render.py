@@ -30,17 +30,36 @@ def _bw(x: float) -> str:
 
 def gpu_table(G: nx.Graph, gpus: list[str]) -> Table:
     t = _table(f"{G.graph.get('name', '')}: {len(gpu_nodes(G))} GPUs (source {G.graph.get('source')})")
-    for col, just in (("GPU", "left"), ("name", "left"), ("model", "left"), ("GiB", "right"),
-                      ("bf16 TFLOP/s", "right"), ("HBM GB/s", "right"), ("power/TDP W", "right"),
-                      ("NUMA", "right"), ("CPU affinity", "left"), ("host", "left")):
+    for col, just in (
+        ("GPU", "left"),
+        ("name", "left"),
+        ("model", "left"),
+        ("GiB", "right"),
+        ("bf16 TFLOP/s", "right"),
+        ("HBM GB/s", "right"),
+        ("power/TDP W", "right"),
+        ("NUMA", "right"),
+        ("CPU affinity", "left"),
+        ("host", "left"),
+    ):
         t.add_column(col, justify=just, no_wrap=True)  # type: ignore[arg-type]
     for n in gpus:
         d = G.nodes[n]
         scale = d["compute_scale"]
         tflops = f"{d['bf16_tflops']:.1f}" + (f" (x{scale:.2f})" if scale < 1.0 else "")
         power = f"{_fmt(d['power_limit_w'])}/{_fmt(d['tdp_w'])}"
-        t.add_row(n, d["name"], d["model"], f"{d['memory_gib']:.1f}", tflops, f"{d['hbm_gbps']:g}", power,
-                  _fmt(d["numa_node"]), d["cpu_affinity"] or "-", d["host"])
+        t.add_row(
+            n,
+            d["name"],
+            d["model"],
+            f"{d['memory_gib']:.1f}",
+            tflops,
+            f"{d['hbm_gbps']:g}",
+            power,
+            _fmt(d["numa_node"]),
+            d["cpu_affinity"] or "-",
+            d["host"],
+        )
     return t
 
 
@@ -89,10 +108,12 @@ def render(G: nx.Graph, console: Console) -> None:
         hosts.setdefault(G.nodes[n]["host"], []).append(n)
     models = Counter(G.nodes[n]["model"] for n in gpus)
     first = next(iter(hosts))
-    console.print(f"[bold]{G.graph.get('name')}[/]: {len(gpus)} GPUs on {len(hosts)} hosts "
-                  f"({', '.join(f'{c}x {m}' for m, c in models.items())}), {len(nics)} NICs, "
-                  f"{G.number_of_edges()} links; showing host {first} (larger than {MATRIX_MAX_GPUS} GPUs "
-                  "is summarised; --json has everything)")
+    console.print(
+        f"[bold]{G.graph.get('name')}[/]: {len(gpus)} GPUs on {len(hosts)} hosts "
+        f"({', '.join(f'{c}x {m}' for m, c in models.items())}), {len(nics)} NICs, "
+        f"{G.number_of_edges()} links; showing host {first} (larger than {MATRIX_MAX_GPUS} GPUs "
+        "is summarised; --json has everything)"
+    )
     local = hosts[first]
     local_nics = [n for n in nics if G.nodes[n]["host"] == first]
     console.print(Group(gpu_table(G, local), link_matrix(G, local, local_nics), link_summary(G)))

@@ -53,11 +53,15 @@ def dumps(G: nx.Graph) -> str:
 
 def from_dict(data: Any, where: str = "JSON") -> nx.Graph:
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-        raise LlmplanError(f"{where}: not an llmplan topology export (missing \"schema\": \"{SCHEMA}\"); "
-                           "write one with `llmplan topology --json`")
+        raise LlmplanError(
+            f'{where}: not an llmplan topology export (missing "schema": "{SCHEMA}"); '
+            "write one with `llmplan topology --json`"
+        )
     if data.get("version") != VERSION:
-        raise LlmplanError(f"{where}: topology schema version {data.get('version')!r} is not supported "
-                           f"(this llmplan reads version {VERSION}); re-export it with this llmplan")
+        raise LlmplanError(
+            f"{where}: topology schema version {data.get('version')!r} is not supported "
+            f"(this llmplan reads version {VERSION}); re-export it with this llmplan"
+        )
     G = nx.Graph(name=data.get("name", ""), source=data.get("source", ""))
     try:
         for g in data["gpus"]:
@@ -69,8 +73,10 @@ def from_dict(data: Any, where: str = "JSON") -> nx.Graph:
                 raise LlmplanError(f"{where}: link {e['a']}-{e['b']} names a node that is not listed")
             G.add_edge(e["a"], e["b"], **{k: e[k] for k in EDGE_ATTRS})
     except (KeyError, TypeError) as exc:
-        raise LlmplanError(f"{where}: malformed topology export (missing field {exc}); re-export it with "
-                           "`llmplan topology --json`") from None
+        raise LlmplanError(
+            f"{where}: malformed topology export (missing field {exc}); re-export it with "
+            "`llmplan topology --json`"
+        ) from None
     return G
 
 

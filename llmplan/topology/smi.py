@@ -39,9 +39,9 @@ class TopoMatrix:
 
     gpus: list[TopoGpu]
     nics: list[str]  # NIC names in column order (mlx5_0, or NIC0 if unnamed)
-    gpu_links: dict[tuple[int, int], str] = field(default_factory=dict)   # (i, j), i < j -> "NV18"
+    gpu_links: dict[tuple[int, int], str] = field(default_factory=dict)  # (i, j), i < j -> "NV18"
     gpu_nic_links: dict[tuple[int, int], str] = field(default_factory=dict)  # (gpu, nic position) -> "PIX"
-    columns: tuple[str, ...] = ()                        # affinity columns that were printed
+    columns: tuple[str, ...] = ()  # affinity columns that were printed
 
 
 def _err(lineno: int, msg: str) -> LlmplanError:
@@ -60,17 +60,23 @@ def _split_header(tokens: list[str], lineno: int) -> tuple[list[str], list[str]]
         for name in AFFINITY_COLUMNS:
             if rest.startswith(name):
                 columns.append(name)
-                rest = rest[len(name):].lstrip()
+                rest = rest[len(name) :].lstrip()
                 break
         else:
-            raise _err(lineno, f"unknown header column starting at {rest!r}; expected device columns "
-                               f"(GPU0, NIC0, mlx5_0, ...) followed by {', '.join(AFFINITY_COLUMNS)}")
+            raise _err(
+                lineno,
+                f"unknown header column starting at {rest!r}; expected device columns "
+                f"(GPU0, NIC0, mlx5_0, ...) followed by {', '.join(AFFINITY_COLUMNS)}",
+            )
     return devices, columns
 
 
 def _is_header(tokens: list[str]) -> bool:
-    return bool(tokens) and tokens[0] == "GPU0" and (len(tokens) == 1 or parse_cell(tokens[1]) is None
-                                                     and tokens[1] != "X")
+    return (
+        bool(tokens)
+        and tokens[0] == "GPU0"
+        and (len(tokens) == 1 or parse_cell(tokens[1]) is None and tokens[1] != "X")
+    )
 
 
 def _numa(value: str, lineno: int, column: str) -> int | None:
@@ -87,8 +93,11 @@ def parse_topo_matrix(text: str) -> TopoMatrix:
     start = next((n for n, line in enumerate(lines) if _is_header(line.split())), None)
     if start is None:
         first = next((n for n, line in enumerate(lines) if line.strip()), 0)
-        raise _err(first + 1, "expected the `nvidia-smi topo -m` header row (GPU0 GPU1 ... CPU Affinity "
-                              "NUMA Affinity); paste the whole output of `nvidia-smi topo -m`")
+        raise _err(
+            first + 1,
+            "expected the `nvidia-smi topo -m` header row (GPU0 GPU1 ... CPU Affinity "
+            "NUMA Affinity); paste the whole output of `nvidia-smi topo -m`",
+        )
     devices, columns = _split_header(lines[start].split(), start + 1)
     gpu_cols = [n for n, d in enumerate(devices) if _GPU.match(d)]
     if not gpu_cols:
@@ -108,26 +117,34 @@ def parse_topo_matrix(text: str) -> TopoMatrix:
             break
         label = tokens[0]
         if label not in devices:
-            raise _err(n + 1, f"expected a matrix row starting with one of {', '.join(devices)}, "
-                              f"got {label!r}")
+            raise _err(
+                n + 1, f"expected a matrix row starting with one of {', '.join(devices)}, got {label!r}"
+            )
         pos = devices.index(label)
         if pos in rows:
             raise _err(n + 1, f"row {label} appears twice")
-        cells = tokens[1:1 + ndev]
+        cells = tokens[1 : 1 + ndev]
         nlinks = next((k for k, t in enumerate(cells) if t != "X" and parse_cell(t) is None), len(cells))
         if nlinks < ndev and (nlinks == len(cells) or _CPULIST.match(cells[nlinks]) or cells[nlinks] in _NA):
             # the row ran out of link cells (what follows is affinity): a cell is missing, not misspelt
-            raise _err(n + 1, f"row {label} has {nlinks} link cells, expected {ndev} "
-                              f"(one per column {devices[0]}..{devices[-1]})")
+            raise _err(
+                n + 1,
+                f"row {label} has {nlinks} link cells, expected {ndev} "
+                f"(one per column {devices[0]}..{devices[-1]})",
+            )
         for c, cell in enumerate(cells):
             if c == pos:
                 if cell != "X":
-                    raise _err(n + 1, f"row {label}: expected the self cell X in column {label}, "
-                                      f"got {cell!r}")
+                    raise _err(
+                        n + 1, f"row {label}: expected the self cell X in column {label}, got {cell!r}"
+                    )
             elif parse_cell(cell) is None:
-                raise _err(n + 1, f"row {label}, column {devices[c]}: {cell!r} is not a link "
-                                  "(expected X, NV<n>, PIX, PXB, PHB, NODE or SYS)")
-        rows[pos] = (n + 1, cells, tokens[1 + ndev:])
+                raise _err(
+                    n + 1,
+                    f"row {label}, column {devices[c]}: {cell!r} is not a link "
+                    "(expected X, NV<n>, PIX, PXB, PHB, NODE or SYS)",
+                )
+        rows[pos] = (n + 1, cells, tokens[1 + ndev :])
 
     missing = [devices[c] for c in gpu_cols if c not in rows]
     if missing:
@@ -137,23 +154,29 @@ def parse_topo_matrix(text: str) -> TopoMatrix:
     for c in gpu_cols:
         lineno, _, tail = rows[c]
         if len(tail) > len(columns):
-            raise _err(lineno, f"row {devices[c]} has {len(tail)} values after the link cells, expected at "
-                               f"most {len(columns)} ({', '.join(columns) or 'none'})")
-        values = dict(zip(columns[len(columns) - len(tail):], tail, strict=True))
+            raise _err(
+                lineno,
+                f"row {devices[c]} has {len(tail)} values after the link cells, expected at "
+                f"most {len(columns)} ({', '.join(columns) or 'none'})",
+            )
+        values = dict(zip(columns[len(columns) - len(tail) :], tail, strict=True))
         cpu = values.get("CPU Affinity")
         if cpu is not None and cpu not in _NA and not _CPULIST.match(cpu):
             raise _err(lineno, f"CPU Affinity {cpu!r} is not a CPU list such as 0-23,48-71")
-        gpus.append(TopoGpu(
-            index=gpu_index[c],
-            cpu_affinity=None if cpu in _NA else cpu,
-            numa_node=_numa(values.get("NUMA Affinity", ""), lineno, "NUMA Affinity"),
-            gpu_numa_id=_numa(values.get("GPU NUMA ID", ""), lineno, "GPU NUMA ID"),
-        ))
+        gpus.append(
+            TopoGpu(
+                index=gpu_index[c],
+                cpu_affinity=None if cpu in _NA else cpu,
+                numa_node=_numa(values.get("NUMA Affinity", ""), lineno, "NUMA Affinity"),
+                gpu_numa_id=_numa(values.get("GPU NUMA ID", ""), lineno, "GPU NUMA ID"),
+            )
+        )
     if sorted(g.index for g in gpus) != list(range(len(gpus))):
         raise _err(start + 1, "GPU columns must be GPU0..GPU<n-1> without gaps")
 
-    matrix = TopoMatrix(gpus=sorted(gpus, key=lambda g: g.index), nics=[devices[c] for c in nic_cols],
-                        columns=tuple(columns))
+    matrix = TopoMatrix(
+        gpus=sorted(gpus, key=lambda g: g.index), nics=[devices[c] for c in nic_cols], columns=tuple(columns)
+    )
     for a in gpu_cols:
         la, cells_a, _ = rows[a]
         for b in gpu_cols:
@@ -162,8 +185,11 @@ def parse_topo_matrix(text: str) -> TopoMatrix:
             cell = parse_cell(cells_a[b])[0]  # type: ignore[index]
             back = parse_cell(rows[b][1][a])[0]  # type: ignore[index]
             if cell != back:
-                raise _err(rows[b][0], f"matrix is not symmetric: {devices[a]}->{devices[b]} is {cell} on "
-                                       f"line {la} but {devices[b]}->{devices[a]} is {back}")
+                raise _err(
+                    rows[b][0],
+                    f"matrix is not symmetric: {devices[a]}->{devices[b]} is {cell} on "
+                    f"line {la} but {devices[b]}->{devices[a]} is {back}",
+                )
             i, j = sorted((gpu_index[a], gpu_index[b]))
             matrix.gpu_links[(i, j)] = cell
         for k, nc in enumerate(nic_cols):
@@ -198,9 +224,11 @@ def _num(value: str, lineno: int, what: str) -> float | None:
     try:
         return float(value.split()[0])  # tolerate a unit left in ("81559 MiB") when nounits was forgotten
     except ValueError:
-        raise LlmplanError(f"nvidia-smi --query-gpu CSV, line {lineno}: {what} {value!r} is not a number "
-                           f"or [N/A]; run nvidia-smi --query-gpu={QUERY_FIELDS} "
-                           "--format=csv,noheader,nounits") from None
+        raise LlmplanError(
+            f"nvidia-smi --query-gpu CSV, line {lineno}: {what} {value!r} is not a number "
+            f"or [N/A]; run nvidia-smi --query-gpu={QUERY_FIELDS} "
+            "--format=csv,noheader,nounits"
+        ) from None
 
 
 def parse_query_gpu(text: str) -> list[QueryGpu]:
@@ -214,13 +242,22 @@ def parse_query_gpu(text: str) -> list[QueryGpu]:
             continue
         parts = [p.strip() for p in line.split(",")]
         if len(parts) < 5:
-            raise LlmplanError(f"nvidia-smi --query-gpu CSV, line {n}: {len(parts)} fields, expected 5 "
-                               f"({QUERY_FIELDS}); run nvidia-smi --query-gpu={QUERY_FIELDS} "
-                               "--format=csv,noheader,nounits")
+            raise LlmplanError(
+                f"nvidia-smi --query-gpu CSV, line {n}: {len(parts)} fields, expected 5 "
+                f"({QUERY_FIELDS}); run nvidia-smi --query-gpu={QUERY_FIELDS} "
+                "--format=csv,noheader,nounits"
+            )
         name = ",".join(parts[1:-3]).strip()  # a name with a comma in it keeps it
         bus = parts[-1]
-        out.append(QueryGpu(int(parts[0]), name, _num(parts[-3], n, "memory.total"),
-                            _num(parts[-2], n, "power.limit"), None if bus in _NA else bus))
+        out.append(
+            QueryGpu(
+                int(parts[0]),
+                name,
+                _num(parts[-3], n, "memory.total"),
+                _num(parts[-2], n, "power.limit"),
+                None if bus in _NA else bus,
+            )
+        )
     return out
 
 
