@@ -48,13 +48,16 @@ def _from_nvml() -> HostLayout:
 def _from_recording(data: dict, path: Path, **build) -> nx.Graph:
     layout = layout_from_nvml(RecordedDevices(data))
     nics = data.get("nics") or []
+    bad = LlmplanError(f"{path}: each `nics` entry needs `name` and `links` (one cell per GPU)")
     try:
         layout.nics = [str(n["name"]) for n in nics]
+        if any(len(n["links"]) != len(layout.gpus) for n in nics):
+            raise bad
         layout.gpu_nic_links = {
             (i, k): str(cell) for k, n in enumerate(nics) for i, cell in enumerate(n["links"])
         }
     except (KeyError, TypeError):
-        raise LlmplanError(f"{path}: each `nics` entry needs `name` and `links` (one cell per GPU)") from None
+        raise bad from None
     return build_graph([layout], name=path.stem, source=f"file:{path}", **build)
 
 

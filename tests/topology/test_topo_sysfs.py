@@ -6,6 +6,9 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
+from llmplan.errors import LlmplanError
 from llmplan.topology import load_topology
 from llmplan.topology.graph import GpuRecord
 from llmplan.topology.sysfs import classify, sysfs_nics
@@ -81,3 +84,15 @@ def test_recording_with_nics_loads(tmp_path):
     f.write_text(json.dumps(rec))
     G = load_topology(f"file:{f}")
     assert G.nodes["NIC0"]["name"] == "mlx5_0" and G.edges["GPU0", "NIC0"]["bandwidth_gbps"] == 48.0
+
+
+def test_recording_with_wrong_nic_cell_count_is_refused(tmp_path):
+    rec = {
+        "nvml_recording": 1,
+        "devices": [{"name": "NVIDIA L4"}],
+        "nics": [{"name": "mlx5_0", "links": ["PIX", "SYS"]}],
+    }
+    f = tmp_path / "box.json"
+    f.write_text(json.dumps(rec))
+    with pytest.raises(LlmplanError, match="one cell per GPU"):
+        load_topology(f"file:{f}")
