@@ -127,3 +127,73 @@ def run(specs: list[InstanceSpec], cfg: DeployConfig, **kw: object) -> None:
     """Blocking entry point for the CLI."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     asyncio.run(serve_deployment(specs, cfg, **kw))  # type: ignore[arg-type]
+
+
+def vllm_specs(
+    plan_path: Path,
+    model: str,
+    *,
+    host: str,
+    base_port: int,
+    connector: str = "NixlConnector",
+    served_model_name: str | None = None,
+    vllm_bin: str | None = None,
+) -> list[InstanceSpec]:
+    """One supervised `vllm serve` per plan instance, ports from ``base_port`` upwards."""
+    from llmplan.frontend.from_plan import plan_launches
+    from llmplan.frontend.launch import VllmInstance, vllm_spec
+    from llmplan.plan.types import Plan
+
+    plan = Plan.load(plan_path)
+    hosts = _plan_hosts(plan)
+    specs = []
+    for k, ln in enumerate(plan_launches(plan, hosts)):
+        inst = VllmInstance(
+            name=ln.name,
+            gpus=ln.gpus,
+            tensor_parallel=ln.tensor_parallel,
+            pipeline_parallel=ln.pipeline_parallel,
+            role=ln.role,  # type: ignore[arg-type]
+            extra_args=ln.args[4:],
+        )  # TP/PP flags come from the instance itself
+        spec = vllm_spec(
+            inst,
+            model,
+            base_port + k,
+            host=host,
+            served_model_name=served_model_name,
+            connector=connector,
+            vllm_bin=vllm_bin,
+        )  # type: ignore[arg-type]
+        spec.env.update(ln.env)
+        specs.append(spec)
+    return specs
+
+
+def _plan_hosts(plan: object) -> dict[str, str] | None:
+    """GPU node id -> host, from the plan's topology when it can be loaded again."""
+    try:
+        from llmplan.topology import load_topology
+
+        graph = load_topology(plan.topology)  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - a plan made on another machine: no host info, no Ray flag
+        return None
+    return {n: d.get("host", "") for n, d in graph.nodes(data=True) if d.get("kind") == "gpu"}
+
+
+def builtin_specs(
+    n: int, *, host: str, base_port: int, dummy_weights: str | None, model: str | None, extra_args: list[str]
+) -> list[InstanceSpec]:
+    from llmplan.frontend.launch import builtin_spec
+
+    return [
+        builtin_spec(
+            f"engine{i}",
+            base_port + i,
+            dummy_weights=dummy_weights,
+            model=model,
+            host=host,
+            extra_args=extra_args,
+        )
+        for i in range(n)
+    ]
