@@ -111,8 +111,8 @@ def main() -> None:
                      row[f"first_{name}"]) = pipelined(store, i)
                     row[f"serial_{name}"] = serial(store, i)
                 runs.append(row)
-            rows.append({k: min(r[k] for r in runs) if not k.startswith("overlap") else max(r[k] for r in runs)
-                         for k in runs[0]})
+            best = {k: (max if k.startswith("overlap") else min) for k in runs[0]}
+            rows.append({k: pick(r[k] for r in runs) for k, pick in best.items()})
 
     def med(k: str) -> float:
         return statistics.median(r[k] for r in rows)
