@@ -537,20 +537,66 @@ def _assign(
 
 
 def validate_in_simulator(
-    result: PDResult, spec: ModelSpec, graph: nx.Graph, stats: LengthStats, req: PDRequest
+    result: PDResult,
+    spec: ModelSpec,
+    graph: nx.Graph,
+    stats: LengthStats,
+    req: PDRequest,
+    num_requests: int = 600,
+    seed: int = 0,
 ) -> PDResult:
-    """Replay the workload in the simulator and record simulated attainment beside the prediction.
+    """Replay a Poisson workload at the predicted goodput in ``llmplan.runtime.sim``.
 
-    TODO(integrator): wire to ``llmplan.runtime.sim`` once its disaggregated cluster API is
-    stable: build one simulated instance per ``result.plan.instances`` entry with
-    ``InstanceCost.from_plan(plan, graph, instance=i)``, replay a Poisson workload at
-    ``result.best.goodput`` with the trace's lengths, and store the measured attainment.
+    One simulated instance per plan instance (``cluster_from_plan``: the same cost model),
+    KV moved over the topology; lengths are drawn from the workload's length samples.
+    Records predicted vs simulated attainment (both SLOs) side by side.
     """
-    result.notes.append(
-        "--validate: the simulator replay is not wired yet (see llmplan.plan.pd."
-        "validate_in_simulator); showing the analytic prediction only"
+    from llmplan.runtime.sim import SimConfig, cluster_from_plan, simulate
+    from llmplan.workload.types import SLO, RequestSpec, Workload
+
+    rate = result.best.goodput
+    rng = np.random.default_rng(seed)
+    t = np.cumsum(rng.exponential(1.0 / rate, num_requests))
+    idx = rng.integers(0, len(stats.inputs), num_requests)
+    slo = SLO(ttft_s=req.slo_ttft_s, tpot_s=req.slo_tpot_s)
+    reqs = [
+        RequestSpec(
+            rid=k,
+            arrival_s=float(t[k]),
+            prompt_tokens=max(1, int(stats.inputs[idx[k]])),
+            output_tokens=max(1, int(stats.outputs[idx[k]])),
+            slo=slo,
+        )
+        for k in range(num_requests)
+    ]
+    wl = Workload(name="pd-validate", requests=reqs, source=stats.source)
+    specs = cluster_from_plan(result.plan, graph)
+    run = simulate(
+        wl,
+        SimConfig(
+            instances=specs,
+            topology=graph,
+            model=spec.name,
+            kv_bytes_per_token=float(spec.kv_bytes_per_token),
+            seed=seed,
+        ),
     )
-    result.validation = {"predicted_attainment": result.best.attainment, "simulated_attainment": None}
+    ok = 0
+    for r in run.records:
+        ttft, tpot = r.ttft_s, r.tpot_s
+        if (
+            r.status == "ok"
+            and ttft is not None
+            and ttft <= req.slo_ttft_s
+            and (tpot is None or tpot <= req.slo_tpot_s)
+        ):
+            ok += 1
+    result.validation = {
+        "rate": rate,
+        "requests": num_requests,
+        "predicted_attainment": result.best.attainment,
+        "simulated_attainment": ok / max(1, len(run.records)),
+    }
     return result
 
 
@@ -594,6 +640,11 @@ def render_pd(console, result: PDResult) -> None:
     for i, inst in enumerate(result.plan.instances):
         console.print(plan_table(result.plan, i, title=f"instance {i}: {inst.role}"))
     if result.validation:
-        console.print(f"  validation: {result.validation}", highlight=False)
+        v = result.validation
+        console.print(
+            f"  validate: at {v['rate']:.2f} req/s ({v['requests']} requests) predicted attainment "
+            f"{v['predicted_attainment']:.3f}, simulated {v['simulated_attainment']:.3f}",
+            highlight=False,
+        )
     for n in result.notes:
         console.print(f"  note: {n}", highlight=False)
