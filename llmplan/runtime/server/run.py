@@ -9,6 +9,7 @@ the engine. In-flight requests finish; nothing new is accepted; the process exit
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,9 +40,13 @@ class _DrainingServer(uvicorn.Server):
         self._on_exit_signal = on_exit_signal
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        # Runs in the signal handler: only flip flags here.
+        # Runs in the signal handler: only flip flags here. Unlike uvicorn's own handler
+        # this does not re-raise the signal after shutdown, so a completed drain exits 0.
         self._on_exit_signal()
-        super().handle_exit(sig, frame)
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True  # a second Ctrl-C stops waiting for requests in flight
+        else:
+            self.should_exit = True
 
 
 def build_server(engine: AsyncEngine, opts: ServeOptions) -> uvicorn.Server:
