@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -32,16 +31,6 @@ DTYPES = {
     "fp16": torch.float16,
 }
 
-# Fallback while llmplan.batch has no registry: name -> "module:Class".
-_POLICIES = {
-    "fcfs": "llmplan.batch.fcfs:ContinuousFCFS",
-    "static": "llmplan.batch.fcfs:StaticFCFS",
-    "static-fcfs": "llmplan.batch.fcfs:StaticFCFS",
-    "sjf": "llmplan.batch.length:SJF",
-    "s3": "llmplan.batch.s3:S3",
-}
-
-
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
@@ -52,19 +41,12 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 
 def resolve_policy(name: str | Any) -> Any:
-    """A batch policy object from the simulator's registry (``llmplan.batch``) by name."""
+    """A batch policy of the simulator's registry (``llmplan.batch.get_policy``), or the object itself."""
     if not isinstance(name, str):
         return name
-    batch = importlib.import_module("llmplan.batch")
-    for fn_name in ("get_policy", "make_policy", "build_policy"):
-        fn = getattr(batch, fn_name, None)
-        if callable(fn):
-            return fn(name)
-    target = _POLICIES.get(name.lower())
-    if target is None:
-        raise LlmplanError(f"unknown scheduler {name!r}; use one of {', '.join(sorted(_POLICIES))}")
-    mod, cls = target.split(":")
-    return getattr(importlib.import_module(mod), cls)()
+    from llmplan.batch import get_policy
+
+    return get_policy(name)
 
 
 def build_model(

@@ -1,10 +1,15 @@
 """Device placement of layers from a ``--plan`` file (HELR device map / pipeline stages).
 
-Accepted JSON shapes (the planner's output, or written by hand):
+Accepted shapes (JSON or YAML):
 
+* a plan written by ``llmplan plan --out plan.json``: instance ``--instance`` (default 0),
+  each stage's ``gpus`` (``"GPU3"`` -> ``cuda:3``) holding layers ``[layer_start, layer_end)``;
+  a tensor-parallel stage (several GPUs) is refused: the built-in engine runs pipeline
+  stages only (serve such plans with the vLLM backend);
 * ``{"stages": [{"device": "cuda:0", "layers": [0, 16]}, {"device": "cuda:1", "layers": [16, 32]}]}``
   (layer ranges half-open; ``"layer_start"``/``"layer_end"`` keys work too);
-* ``{"device_map": {"0": "cuda:0", "1": "cuda:0", ...}}`` (layer index -> device), or a list;
+* ``{"device_map": {"model.layers.0": 0, ...}}`` (accelerate style; ints are CUDA ordinals,
+  non-layer modules follow the first/last layer) or ``{"0": "cuda:0", ...}``, or a list;
 * a plan whose ``"placement"`` or ``"plan"`` field holds one of the above.
 
 Without a plan every layer goes on the one ``--device``.
@@ -63,8 +68,33 @@ def _from_stages(stages: list[dict[str, Any]], num_layers: int) -> list[torch.de
     return out  # type: ignore[return-value]
 
 
+def _gpu_device(label: str | int) -> str:
+    if isinstance(label, int):
+        return f"cuda:{label}"
+    text = str(label)
+    if text.upper().startswith("GPU") and text[3:].isdigit():
+        return f"cuda:{int(text[3:])}"
+    return text
+
+
+def _from_llmplan_plan(plan: dict[str, Any], num_layers: int, instance: int) -> list[torch.device]:
+    instances = plan["instances"]
+    if not 0 <= instance < len(instances):
+        raise LlmplanError(f"plan has {len(instances)} instance(s); instance {instance} does not exist")
+    stages = []
+    for st in instances[instance]["stages"]:
+        gpus = list(st.get("gpus") or [])
+        if len(gpus) != 1:
+            raise LlmplanError(
+                f"plan stage for layers [{st['layer_start']}, {st['layer_end']}) uses {len(gpus)} GPUs "
+                "(tensor parallel); the built-in engine runs one device per stage: serve it with vLLM"
+            )
+        stages.append({"device": _gpu_device(gpus[0]), "layers": [st["layer_start"], st["layer_end"]]})
+    return _from_stages(stages, num_layers)
+
+
 def layer_devices_from_plan(
-    plan: dict[str, Any] | str | Path | None, num_layers: int, device: str
+    plan: dict[str, Any] | str | Path | None, num_layers: int, device: str, instance: int = 0
 ) -> list[torch.device]:
     if plan is None:
         return [_check_device(device)] * num_layers
@@ -72,16 +102,30 @@ def layer_devices_from_plan(
         path = Path(plan)
         if not path.is_file():
             raise LlmplanError(
-                f"plan file {path} not found; write one with `llmplan plan ... --json > plan.json`"
+                f"plan file {path} not found; write one with `llmplan plan --out plan.json`"
             )
         try:
-            plan = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise LlmplanError(f"plan file {path} is not valid JSON ({e})") from e
+            if path.suffix in (".yaml", ".yml"):
+                import yaml
+
+                plan = yaml.safe_load(path.read_text())
+            else:
+                plan = json.loads(path.read_text())
+        except (json.JSONDecodeError, ValueError) as e:
+            raise LlmplanError(f"plan file {path} is not valid JSON/YAML ({e})") from e
+        if not isinstance(plan, dict):
+            raise LlmplanError(f"plan file {path} does not hold a plan object")
     assert isinstance(plan, dict)
+    if "instances" in plan:
+        try:
+            return _from_llmplan_plan(plan, num_layers, instance)
+        except (KeyError, TypeError) as e:
+            raise LlmplanError(
+                f"plan is malformed ({type(e).__name__}: {e}); re-create it with `llmplan plan`"
+            ) from e
     for key in ("placement", "plan"):
         if isinstance(plan.get(key), dict):
-            return layer_devices_from_plan(plan[key], num_layers, device)
+            return layer_devices_from_plan(plan[key], num_layers, device, instance)
     if "stages" in plan:
         return _from_stages(list(plan["stages"]), num_layers)
     if "device_map" in plan:
