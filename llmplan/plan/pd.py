@@ -7,8 +7,8 @@ Analytic model (every time comes from :mod:`llmplan.plan.costmodel`):
 
 * **Prefill instance** -- an M/G/1 queue (Poisson arrivals split evenly over ``n_p``
   instances, one prompt at a time as in DistServe's analysis). Service time of a prompt of
-  I tokens is the pipeline's bottleneck stage (prompts overlap across PP stages); its
-  response adds the rest of the pipeline and the KV transfer to the decode instance
+  I tokens is its prefill time (PP stages run back to back for a batch, as in the
+  simulator); its response adds the KV transfer to the decode instance
   (``I * kv_bytes_per_token`` over the link between them). Waiting time follows
   Pollaczek-Khinchine: ``P(W > 0) = rho`` and, given a wait, an exponential tail with mean
   ``E[W] / rho`` where ``E[W] = lambda E[S^2] / (2 (1 - rho))``. TTFT attainment averages
@@ -16,8 +16,8 @@ Analytic model (every time comes from :mod:`llmplan.plan.costmodel`):
 * **Decode instance** -- continuous batching: by Little's law the batch holds
   ``B = lambda_d * E[O] * TPOT(B)`` sequences (fixed point, TPOT increasing in B); the number
   in service fluctuates as Poisson(B) (M/G/inf), so TPOT attainment is
-  ``P(TPOT(b) <= SLO)`` for ``b ~ Poisson(B)``, counting a batch whose KV exceeds the
-  instance's capacity as a violation (it would preempt).
+  ``P(TPOT(b) <= SLO)`` for ``b ~ Poisson(B)``, counting a batch beyond the instance's KV
+  capacity or the engine's ``max_num_seqs`` as a violation (it would preempt or queue).
 * Attainment of both SLOs is the product (TTFT and TPOT are driven by different instances).
 
 Search: every (TP, PP) layout per GPU model that fits, for prefill and decode, and every
@@ -78,6 +78,7 @@ class PDRequest:
     slo_tpot_s: float = 0.1
     attainment: float = 0.9
     max_gpus: int | None = None
+    max_num_seqs: int = 256  # the engine's decode batch limit (vLLM's default)
 
 
 def load_length_stats(
@@ -218,9 +219,9 @@ class _PrefillModel:
     ):
         c = layout.cost
         self.total = np.array([c.prefill_time(int(i)) for i in stats.inputs])
-        # Bottleneck stage share: prompts overlap across stages, so the queue drains at this rate.
-        share = max(st.layers for st in c.stages) / spec.num_hidden_layers if layout.pp > 1 else 1.0
-        self.service = self.total * share
+        # The cost model (and so the simulator) runs PP stages back to back for a batch, so a
+        # prompt occupies the whole instance: service time = full prefill time.
+        self.service = self.total
         self.kv = np.array(
             [transfer_time(i * spec.kv_bytes_per_token, kv_link, params) for i in stats.inputs]
         )
@@ -240,11 +241,12 @@ class _PrefillModel:
 
 
 class _DecodeModel:
-    def __init__(self, layout: Layout, stats: LengthStats, slo: float):
+    def __init__(self, layout: Layout, stats: LengthStats, slo: float, max_num_seqs: int = 256):
         cost = layout.cost
         ctx = stats.mean_input + stats.mean_output / 2
         self.eo = stats.mean_output
-        self.max_b = max(1, int(cost.kv_capacity_tokens() // max(1.0, stats.mean_input + stats.mean_output)))
+        by_kv = int(cost.kv_capacity_tokens() // max(1.0, stats.mean_input + stats.mean_output))
+        self.max_b = max(1, min(by_kv, max_num_seqs))
         top = 2 * self.max_b + 64
         # TPOT for every batch size up to twice what fits (beyond capacity it would preempt)
         self.tpot_arr = np.array([cost.decode_time(b, ctx) if b else 0.0 for b in range(top + 1)])
@@ -383,26 +385,13 @@ def plan_pd(
         for dl, dids in layouts:
             if pl.gpu_model != dl.gpu_model and len(groups) == 1:
                 continue
-            same_host = graph.nodes[pids[0]].get("host") == graph.nodes[dids[0]].get("host")
-            fits_one_host = pl.gpus + dl.gpus <= max(len(h) for h in groups[pl.gpu_model].values())
-            kv_src, kv_dst = pids[0], (dids[-1] if fits_one_host or not same_host else None)
-            if kv_dst is None or kv_dst == kv_src:
-                others = [
-                    n
-                    for n in graph.nodes
-                    if graph.nodes[n].get("kind") == "gpu"
-                    and graph.nodes[n].get("host") != graph.nodes[kv_src].get("host")
-                ]
-                kv_dst = others[0] if others and not fits_one_host else kv_src
-            kv_link = (
-                best_link(graph, kv_src, kv_dst)
-                if kv_dst != kv_src
-                else best_link(graph, pids[0], dids[0])
-                if pids[0] != dids[0]
-                else LinkPerf(math.inf, 0.0, "SELF")
-            )
+            # KV moves from the prefill instance to a decode instance placed right after it
+            # (same host when both fit, else on the next host).
+            flat = [g for h in groups[dl.gpu_model].values() for g in h]
+            dst = flat[pl.gpus] if pl.gpu_model == dl.gpu_model and pl.gpus < len(flat) else dids[0]
+            kv_link = best_link(graph, pids[0], dst) if dst != pids[0] else LinkPerf(math.inf, 0.0, "SELF")
             pm = _PrefillModel(pl, stats, kv_link, spec, params)
-            dm = dmodels.setdefault(id(dl), _DecodeModel(dl, stats, req.slo_tpot_s))
+            dm = dmodels.setdefault(id(dl), _DecodeModel(dl, stats, req.slo_tpot_s, req.max_num_seqs))
             best_ttft = min(best_ttft, float(np.quantile(pm.total + pm.kv, req.attainment)))
             best_tpot = min(best_tpot, dm.tpot(1))
             for n_p in range(1, budget // pl.gpus + 1):
@@ -440,7 +429,7 @@ def plan_pd(
     res = PDResult(best, runners, plan, req, stats)
     if stats.rate:
         pm = _PrefillModel(best.prefill, stats, LinkPerf(math.inf, 0.0), spec, params)
-        dm = _DecodeModel(best.decode, stats, req.slo_tpot_s)
+        dm = _DecodeModel(best.decode, stats, req.slo_tpot_s, req.max_num_seqs)
         a = pm.attainment(stats.rate / best.n_prefill, req.slo_ttft_s)
         b = dm.attainment(stats.rate / best.n_decode)
         res.at_rate = {"rate": stats.rate, "attainment": a * b, "ttft_attainment": a, "tpot_attainment": b}
@@ -542,7 +531,7 @@ def validate_in_simulator(
     graph: nx.Graph,
     stats: LengthStats,
     req: PDRequest,
-    num_requests: int = 600,
+    num_requests: int | None = None,
     seed: int = 0,
 ) -> PDResult:
     """Replay a Poisson workload at the predicted goodput in ``llmplan.runtime.sim``.
@@ -555,6 +544,11 @@ def validate_in_simulator(
     from llmplan.workload.types import SLO, RequestSpec, Workload
 
     rate = result.best.goodput
+    # Long enough for decode batches to reach steady state (a request lives ~E[O] * TPOT);
+    # attainment is counted over arrivals after that warm-up.
+    warmup = stats.mean_output * req.slo_tpot_s
+    if num_requests is None:
+        num_requests = int(min(6000, max(800, rate * 4 * warmup)))
     rng = np.random.default_rng(seed)
     t = np.cumsum(rng.exponential(1.0 / rate, num_requests))
     idx = rng.integers(0, len(stats.inputs), num_requests)
@@ -581,8 +575,11 @@ def validate_in_simulator(
             seed=seed,
         ),
     )
-    ok = 0
+    ok = counted = 0
     for r in run.records:
+        if r.arrival_s < warmup and t[-1] > 2 * warmup:
+            continue
+        counted += 1
         ttft, tpot = r.ttft_s, r.tpot_s
         if (
             r.status == "ok"
