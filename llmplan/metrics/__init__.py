@@ -11,6 +11,7 @@ from llmplan.metrics.goodput import DistServeGoodput, distserve_goodput
 from llmplan.metrics.requests import SLO_KINDS, add_slo_flags, request_frame
 from llmplan.metrics.saturation import saturation_check
 from llmplan.metrics.summary import pooled_itl, sample_frame, summarize
+from llmplan.metrics.tokens import token_times
 from llmplan.metrics.types import InstanceSample, RequestRecord, RunResult
 from llmplan.metrics.validate import InvalidRunResultError, validate_run
 from llmplan.workload.types import Workload
@@ -25,10 +26,11 @@ class RunMetrics:
 
 def compute_metrics(result: RunResult, workload: Workload | None = None) -> RunMetrics:
     """Validate ``result`` (raising on broken invariants) and compute every metric."""
-    validate_run(result, workload)
-    frame = request_frame(result)
+    tokens = token_times(result.records)
+    validate_run(result, workload, tokens)
+    frame = request_frame(result, tokens)
     samples = sample_frame(result)
-    summary = summarize(frame, itl=pooled_itl(result), samples=samples, counters=result.counters)
+    summary = summarize(frame, itl=pooled_itl(result, tokens), samples=samples, counters=result.counters)
     return RunMetrics(frame, samples, summary)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from llmplan.metrics.tokens import TokenTimes, token_times
 from llmplan.metrics.types import RunResult
 
 SLO_KINDS = ("ttft", "tpot", "e2e")
@@ -25,13 +26,11 @@ def _f(v: float | None) -> float:
     return _NAN if v is None else float(v)
 
 
-def request_frame(result: RunResult) -> pd.DataFrame:
+def request_frame(result: RunResult, tokens: TokenTimes | None = None) -> pd.DataFrame:
+    tokens = tokens if tokens is not None else token_times(result.records)
+    itl_means, itl_maxes = tokens.per_record(len(result.records))
     rows = []
-    for r in result.records:
-        itl_mean = itl_max = _NAN
-        if r.token_times_s and len(r.token_times_s) > 1:
-            gaps = np.diff(np.asarray(r.token_times_s, dtype=np.float64))
-            itl_mean, itl_max = float(gaps.mean()), float(gaps.max())
+    for r, itl_mean, itl_max in zip(result.records, itl_means.tolist(), itl_maxes.tolist(), strict=True):
         ok = r.status == "ok"
         rows.append(
             (

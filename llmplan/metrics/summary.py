@@ -17,6 +17,7 @@ import pandas as pd
 
 from llmplan.metrics.requests import SLO_KINDS
 from llmplan.metrics.saturation import saturation_check
+from llmplan.metrics.tokens import TokenTimes, token_times
 from llmplan.metrics.types import RunResult
 
 PERCENTILES = (50, 90, 99)
@@ -34,14 +35,12 @@ def dist(values: np.ndarray) -> dict[str, float | None]:
     return out
 
 
-def pooled_itl(result: RunResult) -> np.ndarray:
+def pooled_itl(result: RunResult, tokens: TokenTimes | None = None) -> np.ndarray:
     """All inter-token gaps of completed requests, pooled (as vLLM's benchmark reports ITL)."""
-    gaps = [
-        np.diff(np.asarray(r.token_times_s, dtype=np.float64))
-        for r in result.records
-        if r.status == "ok" and r.token_times_s and len(r.token_times_s) > 1
-    ]
-    return np.concatenate(gaps) if gaps else np.empty(0)
+    tokens = tokens if tokens is not None else token_times(result.records)
+    gaps, owner = tokens.gaps()
+    ok = np.fromiter((r.status == "ok" for r in result.records), dtype=bool, count=len(result.records))
+    return gaps[ok[owner]] if len(gaps) else gaps
 
 
 def sample_frame(result: RunResult) -> pd.DataFrame:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import math
 from collections import Counter
 
+import numpy as np
+
 from llmplan.errors import LlmplanError
+from llmplan.metrics.tokens import TokenTimes, token_times
 from llmplan.metrics.types import RunResult
 from llmplan.workload.types import Workload
 
@@ -28,7 +31,9 @@ def _bad(rid: int, what: str) -> InvalidRunResultError:
     )
 
 
-def validate_run(result: RunResult, workload: Workload | None = None) -> None:
+def validate_run(
+    result: RunResult, workload: Workload | None = None, tokens: TokenTimes | None = None
+) -> None:
     """Raise :class:`InvalidRunResultError` on the first violated invariant.
 
     Conservation (with ``workload``): every request appears exactly once, as ``ok`` or as
@@ -72,14 +77,7 @@ def validate_run(result: RunResult, workload: Workload | None = None) -> None:
             if v + _EPS < prev:
                 raise _bad(r.rid, f"{name} = {v:.6f} is before {prev_name} = {prev:.6f}")
             prev_name, prev = name, v
-        if r.token_times_s:
-            tt = r.token_times_s
-            if any(not math.isfinite(t) for t in tt):
-                raise _bad(r.rid, "a token time is NaN or infinite")
-            if any(b + _EPS < a for a, b in zip(tt, tt[1:], strict=False)):
-                raise _bad(r.rid, "token times go backwards")
-            if r.first_token_s is not None and abs(tt[0] - r.first_token_s) > 1e-6:
-                raise _bad(r.rid, f"first token time {tt[0]:.6f} != first_token_s {r.first_token_s:.6f}")
+    _check_token_times(result, tokens if tokens is not None else token_times(result.records))
     for s in result.samples:
         if not (math.isfinite(s.t_s) and s.t_s >= 0 and 0 <= s.busy_frac <= 1 + _EPS):
             raise InvalidRunResultError(
@@ -91,3 +89,26 @@ def validate_run(result: RunResult, workload: Workload | None = None) -> None:
                 f"instance {s.instance} sample at t={s.t_s}: kv_blocks_used {s.kv_blocks_used} outside "
                 f"0..{s.kv_blocks_total}; this is a bug in the producer of the run"
             )
+
+
+def _check_token_times(result: RunResult, tt: TokenTimes) -> None:
+    if len(tt.flat) == 0:
+        return
+    recs = result.records
+    bad = np.flatnonzero(~np.isfinite(tt.flat))
+    if len(bad):
+        owner = int(np.searchsorted(tt.starts, bad[0], side="right") - 1)
+        raise _bad(recs[owner].rid, "a token time is NaN or infinite")
+    gaps, owner = tt.gaps()
+    back = np.flatnonzero(gaps < -_EPS)
+    if len(back):
+        raise _bad(recs[int(owner[back[0]])].rid, "token times go backwards")
+    has = np.flatnonzero(tt.counts > 0)
+    first = tt.flat[tt.starts[has]]
+    ft = np.array([recs[i].first_token_s if recs[i].first_token_s is not None else np.nan for i in has])
+    off = np.flatnonzero(~(np.abs(first - ft) <= 1e-6))
+    if len(off):
+        i = int(has[off[0]])
+        raise _bad(
+            recs[i].rid, f"first token time {first[off[0]]:.6f} != first_token_s {recs[i].first_token_s}"
+        )

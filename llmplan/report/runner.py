@@ -173,8 +173,13 @@ def run_bench(
     workload: Workload | None = None,
     on_progress: OnProgress | None = None,
     show_download_progress: bool = True,
+    workers: int | None = None,
 ) -> BenchReport:
-    """Run every policy of ``cfg`` on one workload (and the rate sweep, if asked)."""
+    """Run every policy of ``cfg`` on one workload (and the rate sweep, if asked).
+
+    Runs are independent, so they go to ``workers`` processes (default: one per CPU, at
+    most one per run); ``workers=1`` runs them in this process.
+    """
     if not cfg.policies:
         raise LlmplanError("no policy to run; pass --policy NAME or --compare A,B")
     if workload is None:
@@ -188,30 +193,37 @@ def run_bench(
             show_progress=show_download_progress,
         )
     cluster = build_cluster(cfg)
+    from llmplan.report.jobs import SimJob, run_jobs
+
+    jobs = [SimJob(p, p, workload, cluster, cfg) for p in cfg.policies]
+    base = offered_rate(workload)
+    rates = sorted(cfg.sweep_rates or [])
+    if rates and (not base or base == float("inf")):
+        raise LlmplanError("--sweep-rate needs a workload with at least two distinct arrival times")
+    for policy in cfg.policies if rates else []:
+        for rate in rates:
+            jobs.append(
+                SimJob(f"{policy}@{rate:g}", policy, rescale_rate(workload, rate / base), cluster, cfg)
+            )
+    results = run_jobs(jobs, workers=workers, on_progress=on_progress)
     runs: dict[str, RunMetrics] = {}
     sim_cfg: dict[str, Any] = {}
-    for policy in cfg.policies:
-        cb = (lambda d, t, _p=policy: on_progress(_p, d, t)) if on_progress else None
-        result, sim_cfg = simulate_once(workload, cluster, cfg, policy, cb)
-        runs[policy] = compute_metrics(result, workload)
     sweep: list[SweepPoint] = []
     goodput: dict[str, dict[str, Any]] = {}
-    if cfg.sweep_rates:
-        base = offered_rate(workload)
-        if not base or base == float("inf"):
-            raise LlmplanError("--sweep-rate needs a workload with at least two distinct arrival times")
-        for policy in cfg.policies:
-            rates, atts = [], []
-            for rate in sorted(cfg.sweep_rates):
-                label = f"{policy}@{rate:g}"
-                wl_r = rescale_rate(workload, rate / base)
-                cb = (lambda d, t, _lb=label: on_progress(_lb, d, t)) if on_progress else None
-                result, _ = simulate_once(wl_r, cluster, cfg, policy, cb)
-                m = compute_metrics(result, wl_r)
-                sweep.append(SweepPoint(policy, rate, rate / base * cfg.rate_scale, m.summary))
-                rates.append(rate)
-                atts.append(m.summary["attainment"]["all"] or 0.0)
-            goodput[policy] = distserve_goodput(rates, atts, cfg.sweep_target).to_dict()
+    for job, (metrics, sc) in zip(jobs, results, strict=True):
+        if job.label == job.policy:
+            runs[job.policy] = metrics
+            sim_cfg = sc
+        else:
+            rate = job.workload.meta["rate_scale"] / cfg.rate_scale * base
+            sweep.append(
+                SweepPoint(job.policy, round(rate, 9), job.workload.meta["rate_scale"], metrics.summary)
+            )
+    for policy in cfg.policies if rates else []:
+        pts = [p for p in sweep if p.label == policy]
+        att = [p.summary["attainment"]["all"] or 0.0 for p in pts]
+        goodput[policy] = distserve_goodput([p.rate_rps for p in pts], att, cfg.sweep_target).to_dict()
+    sim_cfg = {k: v for k, v in sim_cfg.items() if k != "instances"}
     config = {"bench": cfg.to_dict(), "cluster": cluster.description, "simulator": sim_cfg}
     return BenchReport(
         runs=runs,

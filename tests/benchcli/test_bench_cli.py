@@ -14,8 +14,9 @@ from llmplan.cli.app import app
 runner = CliRunner()
 
 
-def _bench(*args: str):
-    return runner.invoke(app, ["bench", *args], catch_exceptions=False)
+def _bench(*args: str, jobs: str = "1"):
+    # One process unless a test exercises the worker pool: spawning costs ~1 s per worker.
+    return runner.invoke(app, ["bench", "--jobs", jobs, *args], catch_exceptions=False)
 
 
 def _conserved(df: pd.DataFrame, n: int) -> None:
@@ -32,7 +33,7 @@ def _conserved(df: pd.DataFrame, n: int) -> None:
 
 def test_default_main_job_on_a_window(azure_env: Path, tmp_path: Path) -> None:
     out = tmp_path / "rep"
-    res = _bench("--max-requests", "300", "--out", str(out), "--no-plots")
+    res = _bench("--max-requests", "300", "--out", str(out), "--no-plots", jobs="2")
     assert res.exit_code == 0, res.output
     data = json.loads((out / "report.json").read_text())
     assert list(data["runs"]) == ["fcfs", "slo-odbs", "s3"]
@@ -55,7 +56,8 @@ def test_default_main_job_on_a_window(azure_env: Path, tmp_path: Path) -> None:
 
 def test_compare_json_and_rerender(azure_env: Path, tmp_path: Path) -> None:
     out = tmp_path / "rep"
-    args = ["--trace", "azure-code", "--window", "0:5m", "--compare", "fcfs,sjf", "--router", "jsq"]
+    args = ["--trace", "azure-code", "--window", "0:5m", "-n", "150", "--compare", "fcfs,sjf"]
+    args += ["--router", "jsq"]
     args += ["--instances", "1", "--slo", "fixed:ttft=1,tpot=0.1,e2e=30", "--out", str(out), "--json"]
     res = _bench(*args)
     assert res.exit_code == 0, res.output

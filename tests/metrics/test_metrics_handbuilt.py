@@ -123,6 +123,14 @@ def test_conservation_violations_raise() -> None:
     with pytest.raises(InvalidRunResultError, match="backwards"):
         compute_metrics(run)
     run = _run()
+    run.records[1].token_times_s = [4.0, float("nan"), 6.0]
+    with pytest.raises(InvalidRunResultError, match="request 1: a token time is NaN"):
+        compute_metrics(run)
+    run = _run()
+    run.records[1].token_times_s = [4.5, 5.0, 6.0]
+    with pytest.raises(InvalidRunResultError, match="request 1: first token time"):
+        compute_metrics(run)
+    run = _run()
     run.records[0].finish_s = None
     with pytest.raises(InvalidRunResultError, match="status ok"):
         compute_metrics(run)
