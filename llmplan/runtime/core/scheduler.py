@@ -351,8 +351,12 @@ class Scheduler:
                 items.append(ScheduledSeq(seq, 1, c, False))
                 i += 1
             self._admission_stable = not self._preempted_this_step
-            npad = len(sb.done)
-            return ScheduledBatch(items, padded_tokens=npad, pad_decode_seqs=npad, pad_decode_ctx=sb.pad_ctx)
+            if items or self.running:
+                npad = len(sb.done)
+                return ScheduledBatch(
+                    items, padded_tokens=npad, pad_decode_seqs=npad, pad_decode_ctx=sb.pad_ctx
+                )
+            # Every member was preempted: the batch is over; form a new one now.
         self._drain_static()  # normally already done by update(); abort can empty a batch too
         items: list[ScheduledSeq] = []
         if self.waiting:
@@ -409,11 +413,9 @@ class Scheduler:
         return out
 
     def _drain_static(self) -> None:
-        """A static batch whose last member finished gives all its blocks back."""
+        """A static batch whose last member finished is over: its padding slots go away."""
         sb = self._static
-        if sb is not None and not self.running and sb.done:
-            for s in sb.done:
-                self.blocks.free(s)
+        if sb is not None and not self.running:
             sb.done.clear()
             sb.members.clear()
             sb.pad_ctx = 0
@@ -444,11 +446,11 @@ class Scheduler:
         self.seqs.pop(seq.rid, None)
         self.stats.finished += 1
         if self._static is not None:
-            # Its slot stays in the batch as padding until the longest member finishes.
+            # Its slot stays in the batch as padding (priced and counted) until the longest
+            # member finishes; its KV is dropped now so the others can still grow.
             self._static.done.append(seq)
             self._static.pad_ctx += seq.num_computed_tokens
-        else:
-            self.blocks.free(seq)
+        self.blocks.free(seq)
         if self.on_finish is not None:
             self.on_finish(seq)
 

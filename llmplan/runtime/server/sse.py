@@ -9,7 +9,9 @@ DONE = b"data: [DONE]\n\n"
 
 
 def sse(obj: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+    # ASCII-escaped: generated text may hold U+2028, U+0085 and the like, which clients that
+    # split lines with str.splitlines() (httpx's aiter_lines among them) would cut in two.
+    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
 
 
 def parse_sse_line(line: str) -> dict[str, Any] | None:

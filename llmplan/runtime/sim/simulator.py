@@ -432,7 +432,9 @@ class Simulation:
                         self._start_step(inst, t)
                 else:
                     self._sample(t)
-                    active = any(i.busy or i.sched.has_work for i in self.instances)
+                    # Idle instances with queued work stay idle until an input arrives; if
+                    # none can arrive any more, the run is over (leftovers are reported).
+                    active = any(i.busy for i in self.instances)
                     if ai < n or active or self._pending_handoffs:
                         self._push(self._next_tick, _TICK, None)
                     else:
