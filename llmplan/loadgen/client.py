@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,7 +85,7 @@ async def run_request(
                     rec.reason = _error_message(resp.status_code, await resp.aread())
                     rec.finish_s = None
                     return rec
-                async for line in resp.aiter_lines():
+                async for line in sse_lines(resp):
                     if not line.startswith("data:"):
                         continue
                     t = now()
@@ -132,3 +133,19 @@ async def run_request(
 
 class _StreamError(Exception):
     pass
+
+
+async def sse_lines(resp: httpx.Response) -> AsyncIterator[str]:
+    """SSE lines split on \\n only, as the SSE spec says.
+
+    httpx's ``aiter_lines`` uses ``str.splitlines``, which also splits on U+2028, U+0085 and
+    other characters that servers (vLLM among them) leave unescaped inside JSON strings.
+    """
+    buf = b""
+    async for chunk in resp.aiter_bytes():
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            yield line.rstrip(b"\r").decode("utf-8")
+    if buf:
+        yield buf.rstrip(b"\r").decode("utf-8")
