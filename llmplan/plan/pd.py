@@ -575,32 +575,33 @@ def validate_in_simulator(
             seed=seed,
         ),
     )
-    ok = counted = 0
+    ok = ok_ttft = ok_tpot = counted = 0
     for r in run.records:
         if r.arrival_s < warmup and t[-1] > 2 * warmup:
             continue
         counted += 1
-        ttft, tpot = r.ttft_s, r.tpot_s
-        if (
-            r.status == "ok"
-            and ttft is not None
-            and ttft <= req.slo_ttft_s
-            and (tpot is None or tpot <= req.slo_tpot_s)
-        ):
-            ok += 1
+        good = r.status == "ok" and r.ttft_s is not None
+        a = good and r.ttft_s <= req.slo_ttft_s  # type: ignore[operator]
+        b = good and (r.tpot_s is None or r.tpot_s <= req.slo_tpot_s)
+        ok_ttft += a
+        ok_tpot += b
+        ok += a and b
+    n = max(1, counted)
     result.validation = {
         "rate": rate,
         "requests": num_requests,
         "predicted_attainment": result.best.attainment,
-        "simulated_attainment": ok / max(1, len(run.records)),
+        "simulated_attainment": ok / n,
+        "predicted_ttft_attainment": result.best.ttft_att,
+        "simulated_ttft_attainment": ok_ttft / n,
+        "predicted_tpot_attainment": result.best.tpot_att,
+        "simulated_tpot_attainment": ok_tpot / n,
     }
     return result
 
 
 def render_pd(console, result: PDResult) -> None:
     from rich.table import Table
-
-    from llmplan.plan.outputs import plan_table
 
     b = result.best
     console.print(
@@ -634,13 +635,38 @@ def render_pd(console, result: PDResult) -> None:
             f"{o.attainment:.3f}",
         )
     console.print(t)
+    it = Table(title="instances", title_justify="left")
+    for col in (
+        "#",
+        "role",
+        "GPUs",
+        "stages x TP",
+        "weights GiB/GPU",
+        "KV GiB/GPU",
+        "prefill ms",
+        "decode ms (b=1)",
+    ):
+        it.add_column(col)
     for i, inst in enumerate(result.plan.instances):
-        console.print(plan_table(result.plan, i, title=f"instance {i}: {inst.role}"))
+        st = inst.stages
+        it.add_row(
+            str(i),
+            inst.role,
+            ",".join(inst.gpus),
+            f"{len(st)} x {len(st[0].gpus)}",
+            f"{max(s.weights_gib for s in st):.2f}",
+            f"{min(s.kv_gib for s in st):.2f}",
+            f"{sum(s.prefill_s for s in st) * 1e3:.2f}",
+            f"{sum(s.decode_s for s in st) * 1e3:.3f}",
+        )
+    console.print(it)
     if result.validation:
         v = result.validation
         console.print(
             f"  validate: at {v['rate']:.2f} req/s ({v['requests']} requests) predicted attainment "
-            f"{v['predicted_attainment']:.3f}, simulated {v['simulated_attainment']:.3f}",
+            f"{v['predicted_attainment']:.3f}, simulated {v['simulated_attainment']:.3f} (TTFT "
+            f"{v['predicted_ttft_attainment']:.3f} vs {v['simulated_ttft_attainment']:.3f}, TPOT "
+            f"{v['predicted_tpot_attainment']:.3f} vs {v['simulated_tpot_attainment']:.3f})",
             highlight=False,
         )
     for n in result.notes:

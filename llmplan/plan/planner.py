@@ -148,7 +148,7 @@ def _explain(
             f"plans): {chosen.gpus} GPUs score {helr_score(chosen, he, lr, a1, a2):.3f}."
         )
     lines.append(
-        "frontier (GPUs: batch latency, score): "
+        "frontier (GPUs: batch latency, HELR score): "
         + "; ".join(f"{s}: {p.latency:.3f} s, {helr_score(p, he, lr, a1, a2):.3f}" for s, p in front.items())
     )
     order = [problem.gpus[g].node for g in chosen.order]
