@@ -1,6 +1,7 @@
 """Replay a workload against a live OpenAI-compatible server, open loop.
 
-Each request is sent at its trace arrival time (times ``time_scale``), whether or not
+Each request is sent at its trace arrival time divided by ``time_scale`` (4 replays the
+trace four times faster, like ``--rate-scale`` does for the simulator), whether or not
 earlier ones have finished, as real traffic arrives; ``concurrency_limit`` optionally caps
 requests in flight (a closed-loop cap, like vLLM's ``--max-concurrency``). The result is
 a :class:`RunResult` with one record per request of the workload, in the same shape the
@@ -145,7 +146,7 @@ async def replay_async(
         async def one(spec: RequestSpec) -> None:
             nonlocal done
             async with sem:
-                lags.append(time.monotonic() - t0 - (spec.arrival_s - t_first) * time_scale)
+                lags.append(time.monotonic() - t0 - (spec.arrival_s - t_first) / time_scale)
                 try:
                     with pool.lease() as c:
                         rec = await run_request(
@@ -161,7 +162,7 @@ async def replay_async(
         tasks: list[asyncio.Task[None]] = []
         try:
             for spec in specs:
-                delay = t0 + (spec.arrival_s - t_first) * time_scale - time.monotonic()
+                delay = t0 + (spec.arrival_s - t_first) / time_scale - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
                 tasks.append(asyncio.create_task(one(spec)))

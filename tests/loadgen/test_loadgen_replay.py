@@ -68,10 +68,10 @@ def test_replay_forces_exact_lengths_and_accounts_for_every_request(server):
     assert result.meta["model"] == "llama-tiny"
 
 
-def test_time_scale_stretches_arrivals(server):
-    wl = Workload("gaps", [RequestSpec(0, 0.0, 4, 1), RequestSpec(1, 0.6, 4, 1)])
-    slow = replay(server, wl, time_scale=1.0)
-    fast = replay(server, wl, time_scale=0.25)
+def test_time_scale_compresses_arrivals(server):
+    wl = Workload("gaps", [RequestSpec(0, 0.0, 4, 1), RequestSpec(1, 2.4, 4, 1)])
+    slow = replay(server, wl, time_scale=4.0)  # 2.4 s of trace in 0.6 s
+    fast = replay(server, wl, time_scale=16.0)
     gap_slow = slow.records[1].arrival_s - slow.records[0].arrival_s
     gap_fast = fast.records[1].arrival_s - fast.records[0].arrival_s
     assert 0.55 <= gap_slow < 1.2
