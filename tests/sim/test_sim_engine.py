@@ -109,6 +109,17 @@ def test_disaggregated_mode_moves_kv_and_pays_the_transfer():
     assert all(r.status == "ok" for r in res.records)
 
 
+def test_disaggregation_assigns_roles_to_an_explicit_instance_list():
+    from llmplan.runtime.sim import InstanceSpec
+
+    specs = [InstanceSpec(f"x{k}", LinearCost(), 300) for k in range(3)]
+    res = simulate(_workload(n=30), SimConfig(instances=specs, disaggregation=(1, 2), kv_bytes_per_token=10))
+    assert [i["role"] for i in res.meta["instances"]] == ["prefill", "decode", "decode"]
+    assert res.counters["kv_transfers"] > 0
+    with pytest.raises(LlmplanError, match="needs 4 instances but the cluster has 3"):
+        simulate(_workload(n=3), SimConfig(instances=specs, disaggregation=(2, 2)))
+
+
 def test_kv_transfer_time_from_link_bandwidth():
     wl = Workload("one", [RequestSpec(0, 0.0, 1000, 2)])
     free = LinearCost(base_s=0.0, per_token_s=0.0, per_ctx_s=0.0)
@@ -133,7 +144,7 @@ def test_progress_reaches_the_total_and_config_errors_are_one_line():
     cfg = SimConfig(instances=1, cost=LinearCost(), num_blocks=300)
     simulate(wl, cfg, progress=lambda d, t: seen.append((d, t)))
     assert seen[-1] == (50, 50) and all(d <= t for d, t in seen)
-    with pytest.raises(LlmplanError, match="needs 5 instances"):
+    with pytest.raises(LlmplanError, match="needs 5 instances but the cluster has 4"):
         simulate(wl, SimConfig(instances=4, disaggregation=(2, 3), cost=LinearCost(), num_blocks=10))
     with pytest.raises(LlmplanError, match="static batching"):
         simulate(wl, SimConfig(policy="static-fcfs", chunked_prefill=True, cost=LinearCost(), num_blocks=10))

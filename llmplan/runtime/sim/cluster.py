@@ -31,18 +31,22 @@ def build_instances(config: SimConfig) -> list[InstanceSpec]:
         specs = list(config.instances)
         if not specs:
             raise LlmplanError("SimConfig.instances is an empty list; give at least one InstanceSpec")
-        if config.cost is not None or config.num_blocks is not None:
-            specs = [
-                InstanceSpec(
-                    s.name,
-                    config.cost if config.cost is not None else s.cost,
-                    config.num_blocks if config.num_blocks is not None else s.num_blocks,
-                    s.role,
-                    s.gpus,
-                )
-                for s in specs
-            ]
-        return specs
+        roles = [s.role for s in specs]
+        names = [s.name for s in specs]
+        if config.disaggregation is not None:
+            n_p, n_d = _check_pd(config.disaggregation, len(specs))
+            roles = ["prefill"] * n_p + ["decode"] * n_d
+            names = [f"p{k}" for k in range(n_p)] + [f"d{k}" for k in range(n_d)]
+        return [
+            InstanceSpec(
+                names[k],
+                config.cost if config.cost is not None else s.cost,
+                config.num_blocks if config.num_blocks is not None else s.num_blocks,
+                roles[k],
+                s.gpus,
+            )
+            for k, s in enumerate(specs)
+        ]
     n = config.instances
     if n < 1:
         raise LlmplanError(f"SimConfig.instances must be >= 1 (got {n})")
@@ -62,19 +66,22 @@ def build_instances(config: SimConfig) -> list[InstanceSpec]:
     roles = ["both"] * n
     names = [f"i{k}" for k in range(n)]
     if config.disaggregation is not None:
-        n_p, n_d = config.disaggregation
-        if n_p < 1 or n_d < 1:
-            raise LlmplanError(
-                f"disaggregation needs >= 1 prefill and >= 1 decode instance (got {n_p}:{n_d})"
-            )
-        if n_p + n_d != n and n != 1:
-            raise LlmplanError(
-                f"disaggregation {n_p}:{n_d} needs {n_p + n_d} instances but SimConfig.instances is {n}; "
-                "set instances to the sum (or leave it at 1)"
-            )
+        n_p, n_d = _check_pd(config.disaggregation, n if n != 1 else None)
         roles = ["prefill"] * n_p + ["decode"] * n_d
         names = [f"p{k}" for k in range(n_p)] + [f"d{k}" for k in range(n_d)]
     return [InstanceSpec(names[k], cost, blocks, roles[k]) for k in range(len(roles))]
+
+
+def _check_pd(pd: tuple[int, int], n: int | None) -> tuple[int, int]:
+    n_p, n_d = pd
+    if n_p < 1 or n_d < 1:
+        raise LlmplanError(f"disaggregation needs >= 1 prefill and >= 1 decode instance (got {n_p}:{n_d})")
+    if n is not None and n_p + n_d != n:
+        raise LlmplanError(
+            f"disaggregation {n_p}:{n_d} needs {n_p + n_d} instances but the cluster has {n}; "
+            "make the two numbers add up to the instance count"
+        )
+    return n_p, n_d
 
 
 def cluster_from_plan(plan: Any, graph: Any, block_size: int = 16) -> list[InstanceSpec]:
