@@ -191,7 +191,7 @@ def register(app: typer.Typer) -> None:
             sweep_target=sweep_target,
             calibration=str(calibration) if calibration else None,
             record_token_times=token_times,
-            command="llmplan bench " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "",
+            command=shlex.join(["llmplan", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else "",
         )
         # Progress goes to stderr so --json output on stdout stays parseable.
         with bench_progress(err_console) as on_progress:

@@ -8,6 +8,9 @@ Three signals, any of which flags the run:
   span (and over 10x the early median E2E) to finish: arrivals outran completions.
 - ``queue_growth``: the total waiting queue over the sampled instances ends far above
   where it started (last-quarter mean >= 4x first quarter and >= 8 requests).
+
+Separately, ``at_capacity`` notes instances busy >= 95% of the samples: not saturated
+yet, but without headroom.
 """
 
 from __future__ import annotations
@@ -57,4 +60,10 @@ def saturation_check(df: pd.DataFrame, samples: pd.DataFrame | None = None) -> d
             if w1 >= 8 and w1 >= 4 * max(w0, 1.0):
                 reasons.append(f"waiting queue grew from {w0:.0f} to {w1:.0f} requests")
     out["oversaturated"] = bool(reasons)
+    if samples is not None and not samples.empty and "busy_frac" in samples:
+        # Not a saturation verdict, a warning sign: a cluster busy nearly all the time has no
+        # headroom, and a small rate increase tips it over.
+        busy = float(samples["busy_frac"].mean())
+        out["busy_mean"] = busy
+        out["at_capacity"] = busy >= 0.95
     return out

@@ -223,7 +223,8 @@ def run_bench(
         pts = [p for p in sweep if p.label == policy]
         att = [p.summary["attainment"]["all"] or 0.0 for p in pts]
         goodput[policy] = distserve_goodput([p.rate_rps for p in pts], att, cfg.sweep_target).to_dict()
-    sim_cfg = {k: v for k, v in sim_cfg.items() if k != "instances"}
+    # Instances are described under "cluster"; the policy differs per run (the run's label).
+    sim_cfg = {k: v for k, v in sim_cfg.items() if k not in ("instances", "policy")}
     config = {"bench": cfg.to_dict(), "cluster": cluster.description, "simulator": sim_cfg}
     return BenchReport(
         runs=runs,
