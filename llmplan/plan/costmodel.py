@@ -308,6 +308,8 @@ class InstanceCost:
             raise ValueError("links must join consecutive stages (len(stages) - 1 entries)")
         s, p = self.spec, self.params
         per_stage = []
+        # Communication is affine in the token count: c0 + c1 * tokens (TP all-reduces, PP sends).
+        c0 = c1 = 0.0
         for st in self.stages:
             g, t, n = st.gpu, st.tp, st.layers
             inv_c = 1.0 / (g.flops * p.compute_eff)
@@ -319,13 +321,18 @@ class InstanceCost:
             m0 = s.layer_weight_bytes / t * inv_m
             mk = s.kv_bytes_per_token_layer / kvs * inv_m
             ma = 4 * s.hidden_size * s.dtype_bytes * inv_m
-            ar = activation_bytes(s, 1.0)
             head_c = (s.head_flops_per_token / t * inv_c) if st.last else 0.0
             head_m = (s.vocab_size * s.hidden_size * s.dtype_bytes / t * inv_m) if st.last else 0.0
-            per_stage.append(
-                (n, ct, cp, m0, mk, ma, n * p.layer_overhead_s, t, st.tp_link, ar, head_c, head_m)
-            )
-        self._coef = tuple(per_stage)
+            per_stage.append((n, ct, cp, m0, mk, ma, n * p.layer_overhead_s, head_c, head_m))
+            if t > 1:  # two ring all-reduces per layer
+                lk = st.tp_link
+                c0 += 2 * n * 2 * (t - 1) * lk.latency_s
+                c1 += 2 * n * 2 * (t - 1) * activation_bytes(s, 1.0) / t / (lk.bandwidth * p.link_eff)
+        for lk in self.links:
+            if lk.bandwidth != math.inf:
+                c0 += lk.latency_s
+                c1 += activation_bytes(s, 1.0) / (lk.bandwidth * p.link_eff)
+        self._coef = (tuple(per_stage), c0 + p.iteration_overhead_s, c1)
 
     # ---- IterationCost --------------------------------------------------------------------
     def iteration_time(self, shape: BatchShape) -> float:
@@ -335,19 +342,15 @@ class InstanceCost:
         pairs = shape.prefill_attn + shape.decode_ctx
         kv_rw = shape.decode_ctx + tokens
         logits = shape.decode_seqs + (1 if shape.prefill_tokens > 0 else 0)
-        total = self.params.iteration_overhead_s
-        for n, ct, cp, m0, mk, ma, ovh, t, tpl, ar, hc, hm in self._coef:
+        stages, c0, c1 = self._coef
+        total = c0 + c1 * tokens
+        for n, ct, cp, m0, mk, ma, ovh, hc, hm in stages:
             comp = ct * tokens + cp * pairs
             mem = m0 + mk * kv_rw + ma * tokens
             total += n * (comp if comp > mem else mem) + ovh
-            if t > 1:
-                total += 2 * n * allreduce_time(ar * tokens, t, tpl, self.params)
             if hc:
-                hcomp, total_h = hc * logits, hm
-                total += hcomp if hcomp > total_h else total_h
-        act = activation_bytes(self.spec, tokens)
-        for link in self.links:
-            total += transfer_time(act, link, self.params)
+                hcomp = hc * logits
+                total += hcomp if hcomp > hm else hm
         return total
 
     # ---- conveniences ---------------------------------------------------------------------
