@@ -45,8 +45,8 @@ def _parse_caps(text: str | None) -> dict[int, float] | None:
 def register(app: typer.Typer) -> None:
     @app.command("plan", help=HELP)
     def plan_cmd(
-        model: str = typer.Option(
-            ..., "--model", "-m", help="Catalog name (e.g. llama-2-7b) or path to a HF config.json."
+        model: str | None = typer.Option(
+            None, "--model", "-m", help="Catalog name (e.g. llama-2-7b) or path to a HF config.json."
         ),
         topology: str = typer.Option(
             "auto", "--topology", "-t", help="preset:NAME, a topology file, or auto."
@@ -87,6 +87,9 @@ def register(app: typer.Typer) -> None:
         validate: bool = typer.Option(
             False, "--validate", help="--pd: replay in the simulator, compare attainment."
         ),
+        plan_file: Path | None = typer.Option(
+            None, "--plan", help="Show a saved plan (table, vllm line, device_map) instead of planning."
+        ),
     ) -> None:
         import dataclasses
 
@@ -94,11 +97,19 @@ def register(app: typer.Typer) -> None:
         from llmplan.errors import LlmplanError
         from llmplan.models import get_model_spec
         from llmplan.plan.costmodel import CostParams
-        from llmplan.plan.outputs import device_map, plan_table, summary, vllm_command
         from llmplan.plan.planner import make_plan
         from llmplan.plan.types import PlanWorkload
         from llmplan.topology import load_topology
 
+        if plan_file is not None:
+            from llmplan.plan.types import Plan
+
+            _show(Plan.load(plan_file), as_json, show_device_map)
+            return
+        if not model:
+            raise LlmplanError(
+                "pass --model NAME (catalog name or config.json path), or --plan FILE to show a plan"
+            )
         spec = get_model_spec(model)
         graph = load_topology(topology, _parse_caps(power_cap))
         params = CostParams()
@@ -146,37 +157,56 @@ def register(app: typer.Typer) -> None:
         )
         if out:
             plan.save(out)
-        dm = device_map(plan)
-        cmd, note = vllm_command(plan)
+        _show(plan, as_json, show_device_map)
+        if out and not as_json:
+            console.print(f"saved plan to {out}")
+
+
+def _show(plan, as_json: bool, show_device_map: bool) -> None:
+    from llmplan.cli._common import console, print_json
+    from llmplan.plan.outputs import device_map, plan_table, summary, vllm_command
+
+    if plan.mode == "PD":
         if as_json:
-            d = plan.to_dict()
-            d["device_map"] = dm
-            d["vllm_command"] = cmd
-            d["vllm_note"] = note
-            print_json(d)
+            print_json(plan.to_dict())
             return
-        console.print(plan_table(plan))
-        s = summary(plan)
+        for i, inst in enumerate(plan.instances):
+            console.print(plan_table(plan, i, title=f"instance {i}: {inst.role}"))
         console.print(
-            f"[bold]{s['gpus']} GPU(s)[/]  TTFT {s['ttft_ms']} ms (one prompt)  TPOT {s['tpot_ms']} ms "
-            f"(batch {wl.max_batch})  batch latency {s['batch_latency_s']} s "
-            f"({wl.max_batch} x {wl.input_len}+{wl.output_len} tokens)",
+            f"P:D {plan.metrics.get('ratio')}: goodput {plan.metrics.get('goodput_rps', 0):.2f} req/s",
             highlight=False,
         )
-        for line in plan.explanation:
-            console.print(f"  - {line}", highlight=False)
-        if cmd:
-            console.print(f"[bold]vllm:[/] {cmd}", highlight=False, soft_wrap=True)
-            console.print(f"  ({note})", highlight=False)
-        else:
-            console.print(f"[bold]vllm:[/] no command: {note}", highlight=False)
-        if show_device_map:
-            print_json(dm)
-        else:
-            spans = [f"{st.layer_start}-{st.layer_end - 1}->cuda:{st.gpu_indices[0]}" for st in plan.stages]
-            console.print(
-                f"[bold]device_map:[/] layers {', '.join(spans)} ({len(dm)} modules; --device-map prints it)",
-                highlight=False,
-            )
-        if out:
-            console.print(f"saved plan to {out}")
+        return
+    wl = plan.workload
+    dm = device_map(plan)
+    cmd, note = vllm_command(plan)
+    if as_json:
+        d = plan.to_dict()
+        d["device_map"] = dm
+        d["vllm_command"] = cmd
+        d["vllm_note"] = note
+        print_json(d)
+        return
+    console.print(plan_table(plan))
+    s = summary(plan)
+    console.print(
+        f"[bold]{s['gpus']} GPU(s)[/]  TTFT {s['ttft_ms']} ms (one prompt)  TPOT {s['tpot_ms']} ms "
+        f"(batch {wl.max_batch})  batch latency {s['batch_latency_s']} s "
+        f"({wl.max_batch} x {wl.input_len}+{wl.output_len} tokens)",
+        highlight=False,
+    )
+    for line in plan.explanation:
+        console.print(f"  - {line}", highlight=False)
+    if cmd:
+        console.print(f"[bold]vllm:[/] {cmd}", highlight=False, soft_wrap=True)
+        console.print(f"  ({note})", highlight=False)
+    else:
+        console.print(f"[bold]vllm:[/] no command: {note}", highlight=False)
+    if show_device_map:
+        print_json(dm)
+    else:
+        spans = [f"{st.layer_start}-{st.layer_end - 1}->cuda:{st.gpu_indices[0]}" for st in plan.stages]
+        console.print(
+            f"[bold]device_map:[/] layers {', '.join(spans)} ({len(dm)} modules; --device-map prints it)",
+            highlight=False,
+        )

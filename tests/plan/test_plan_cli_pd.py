@@ -204,3 +204,46 @@ def test_pd_cli_json_and_saved_plan(tmp_path) -> None:
     d = json.loads(r.output)
     assert d["best"]["attainment"] >= 0.9 and ":" in d["best"]["ratio"]
     assert Plan.load(out).mode == "PD"
+
+
+def test_saved_plan_is_shown_again_with_plan(tmp_path) -> None:
+    out = tmp_path / "p.yaml"
+    first = _run(
+        "--model",
+        "chatglm2-6b",
+        "--topology",
+        "preset:4x-rtx3090",
+        "--mode",
+        "LR",
+        "--json",
+        "--out",
+        str(out),
+    )
+    again = _run("--plan", str(out), "--json")
+    assert again.exit_code == 0
+    assert json.loads(again.output) == json.loads(first.output)
+    with pytest.raises(LlmplanError, match="--model"):
+        _run("--topology", "preset:4x-rtx3090")
+
+
+def test_power_caps_move_the_he_plan_off_the_throttled_card() -> None:
+    base = json.loads(
+        _run("--model", "chatglm2-6b", "--topology", "preset:4x-rtx3090", "--mode", "HE", "--json").output
+    )
+    capped = json.loads(
+        _run(
+            "--model",
+            "chatglm2-6b",
+            "--topology",
+            "preset:4x-rtx3090",
+            "--mode",
+            "HE",
+            "--power-cap",
+            "0:100",
+            "--json",
+        ).output
+    )
+    assert base["instances"][0]["stages"][0]["gpus"] == ["GPU0"]
+    assert capped["instances"][0]["stages"][0]["gpus"] == ["GPU1"]  # next fastest (300 W)
+    with pytest.raises(LlmplanError, match="--power-cap"):
+        _run("--model", "chatglm2-6b", "--topology", "preset:4x-rtx3090", "--power-cap", "0=100")
