@@ -29,6 +29,12 @@ def _median(x: pd.Series) -> float:
 def saturation_check(df: pd.DataFrame, samples: pd.DataFrame | None = None) -> dict[str, Any]:
     reasons: list[str] = []
     out: dict[str, Any] = {"oversaturated": False, "reasons": reasons}
+    if samples is not None and not samples.empty and "busy_frac" in samples:
+        # Not a saturation verdict, a warning sign: a cluster busy nearly all the time has no
+        # headroom, and a small rate increase tips it over.
+        busy = float(samples["busy_frac"].mean())
+        out["busy_mean"] = busy
+        out["at_capacity"] = busy >= 0.95
     if len(df) < 8:
         return out
     d = df.sort_values("arrival_s")
@@ -60,10 +66,4 @@ def saturation_check(df: pd.DataFrame, samples: pd.DataFrame | None = None) -> d
             if w1 >= 8 and w1 >= 4 * max(w0, 1.0):
                 reasons.append(f"waiting queue grew from {w0:.0f} to {w1:.0f} requests")
     out["oversaturated"] = bool(reasons)
-    if samples is not None and not samples.empty and "busy_frac" in samples:
-        # Not a saturation verdict, a warning sign: a cluster busy nearly all the time has no
-        # headroom, and a small rate increase tips it over.
-        busy = float(samples["busy_frac"].mean())
-        out["busy_mean"] = busy
-        out["at_capacity"] = busy >= 0.95
     return out

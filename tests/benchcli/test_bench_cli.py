@@ -113,3 +113,18 @@ def test_synthetic_and_bad_flags(tmp_path: Path) -> None:
 def test_report_on_missing_dir(tmp_path: Path) -> None:
     res = runner.invoke(app, ["report", str(tmp_path / "nowhere")])
     assert res.exit_code != 0 and "report.json not found" in str(res.exception)
+
+
+@pytest.mark.slow
+def test_full_azure_conv_conservation_through_cli(azure_env: Path, tmp_path: Path) -> None:
+    """All 19,366 requests of the conv trace: each completed or rejected with a reason, sane times."""
+    out = tmp_path / "rep"
+    res = _bench("--policy", "fcfs", "--no-plots", "--no-token-times", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    df = pd.read_csv(out / "requests-fcfs.csv")
+    _conserved(df, 19366)
+    s = json.loads((out / "report.json").read_text())["runs"]["fcfs"]["summary"]
+    assert s["completed"] + s["rejected"] + s["failed"] == 19366
+    # every output token of a completed request was generated
+    ok = df["status"] == "ok"
+    assert s["output_tokens_per_s"] * s["duration_s"] == pytest.approx(df.loc[ok, "output_tokens"].sum())
