@@ -17,6 +17,8 @@ from llmplan.errors import DataNotFoundError, LlmplanError
 
 DATA_DIR_ENV = "LLMPLAN_DATA_DIR"
 _AZURE_RAW = "https://raw.githubusercontent.com/Azure/AzurePublicDataset/master/data/"
+# The 2024 week-long traces are too large for the repository tree; they ship as release assets.
+_AZURE_2024 = "https://github.com/Azure/AzurePublicDataset/releases/download/dataset-llm-2024/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +61,7 @@ AZURE_FILES: dict[str, DataFile] = {
     "azure-conv-2024": DataFile(
         "azure-llm-2024",
         "AzureLLMInferenceTrace_conv_1week.csv",
-        _AZURE_RAW + "AzureLLMInferenceTrace_conv_1week.csv",
+        _AZURE_2024 + "AzureLLMInferenceTrace_conv_1week.csv",
         None,
         "CC-BY 4.0",
         "Stojkovic et al., DynamoLLM, HPCA 2025 (Azure LLM inference trace 2024)",
@@ -67,7 +69,7 @@ AZURE_FILES: dict[str, DataFile] = {
     "azure-code-2024": DataFile(
         "azure-llm-2024",
         "AzureLLMInferenceTrace_code_1week.csv",
-        _AZURE_RAW + "AzureLLMInferenceTrace_code_1week.csv",
+        _AZURE_2024 + "AzureLLMInferenceTrace_code_1week.csv",
         None,
         "CC-BY 4.0",
         "Stojkovic et al., DynamoLLM, HPCA 2025 (Azure LLM inference trace 2024)",
