@@ -141,3 +141,24 @@ def test_frontier_equals_cpsat_on_16_gpus(which: str, sizes: tuple[int, ...]) ->
         assert fast[s].latency == pytest.approx(res.placement.latency, abs=1e-5)
         assert fast[s].latency <= res.placement.latency + 1e-12
         assert res.bound_s <= fast[s].latency + 1e-5
+
+
+@pytest.mark.parametrize("preset", ["dgx-h100-x8", "dgx-h100-x32", "dgx-h100-x64"])
+def test_multinode_presets_against_brute_force_on_a_two_host_slice(preset: str) -> None:
+    """Brute force cannot enumerate 64-512 GPUs; a 3+3 slice of two hosts keeps the NET links."""
+    G = load_topology(f"preset:{preset}")
+    hosts: dict[str, list[str]] = {}
+    for n, a in G.nodes(data=True):
+        if a.get("kind") == "gpu":
+            hosts.setdefault(a["host"], []).append(n)
+    first, second = (sorted(v, key=lambda n: G.nodes[n]["index"]) for v in list(hosts.values())[:2])
+    nodes = first[:3] + second[:3]
+    assert G.edges[nodes[0], nodes[3]]["link"] != G.edges[nodes[0], nodes[1]]["link"]
+    for n in nodes:
+        G.nodes[n]["memory_gib"] = 3.6
+    spec = dataclasses.replace(get_model_spec("llama-2-13b"), num_hidden_layers=5)
+    pr = problem_from_graph(spec, G, PlanWorkload(max_batch=8, input_len=512, output_len=64), gpus=nodes)
+    fast = frontier(pr)
+    assert max(fast) > 3, "the slice should need GPUs on both hosts"
+    _same_frontier(fast, brute_force_frontier(pr))
+    _same_frontier(frontier(pr, use_host_structure=False), fast)
