@@ -129,3 +129,19 @@ def test_unknown_and_missing() -> None:
         load_workload("file:/nonexistent/trace.csv")
     with pytest.raises(LlmplanError, match="empty after"):
         load_workload("synthetic:n=5,rate=1", window=(1000.0, 2000.0))
+
+
+def test_azure_2024_schema_from_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The week-long 2024 files: same columns, timezone-aware timestamps, found under the data dir."""
+    d = tmp_path / "azure-llm-2024"
+    d.mkdir()
+    (d / "AzureLLMInferenceTrace_code_1week.csv").write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+        "2024-05-10 00:00:00.009930+00:00,2048,28\n"
+        "2024-05-10 00:00:01.259930+00:00,13,2\n"
+        "2024-05-10 00:00:03.009930+00:00,777,40\n"
+    )
+    monkeypatch.setenv("LLMPLAN_DATA_DIR", str(tmp_path))
+    wl = load_workload("azure-code-2024")
+    assert [(r.arrival_s, r.prompt_tokens) for r in wl.requests] == [(0.0, 2048), (1.25, 13), (3.0, 777)]
+    assert wl.meta["sha256_expected"] is None and "DynamoLLM" in wl.meta["citation"]
