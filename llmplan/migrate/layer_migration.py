@@ -27,9 +27,10 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -355,8 +356,11 @@ def run_pipeline(
     )
 
 
-def reference_greedy(spec: RunSpec) -> list[list[int]]:
-    """The same schedule on one process with the engine's whole LlamaModel: the ground truth."""
+def reference_greedy(spec: RunSpec, on_step: Callable[[int, Any], None] | None = None) -> list[list[int]]:
+    """The same schedule on one process with the engine's whole LlamaModel: the ground truth.
+
+    ``on_step(step, model)`` runs before each step (e.g. to switch attention offloading on).
+    """
     from llmplan.runtime.engine.config import catalog_config
     from llmplan.runtime.engine.kvcache import PagedKVCache
     from llmplan.runtime.engine.loader import init_dummy_weights
@@ -376,6 +380,8 @@ def reference_greedy(spec: RunSpec) -> list[list[int]]:
     ctx = [0] * n
     step = 0
     while True:
+        if on_step is not None:
+            on_step(step, model)
         work, owners = [], []
         for i in range(n):
             if arrivals[i] > step or len(tokens[i]) >= spec.max_new_tokens:
