@@ -7,7 +7,7 @@ mispredictions, kv_transfers, ...). The simulator is the engine loop with a virt
 a cost-model executor; see :mod:`llmplan.runtime.sim.simulator`.
 """
 
-from llmplan.runtime.sim.cluster import build_instances, cluster_from_plan, default_cost
+from llmplan.runtime.sim.cluster import build_instances, cluster_from_plan, default_cluster, default_cost
 from llmplan.runtime.sim.config import InstanceSpec, SimConfig
 from llmplan.runtime.sim.pricing import CostExecutor, LinearCost, batch_shape, decode_run
 from llmplan.runtime.sim.simulator import Simulation, simulate
@@ -22,6 +22,7 @@ __all__ = [
     "build_instances",
     "cluster_from_plan",
     "decode_run",
+    "default_cluster",
     "default_cost",
     "simulate",
 ]

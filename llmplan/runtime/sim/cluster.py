@@ -102,3 +102,36 @@ def cluster_from_plan(plan: Any, graph: Any, block_size: int = 16) -> list[Insta
         prefix = {"prefill": "p", "decode": "d"}.get(inst.role, "i")
         specs.append(InstanceSpec(f"{prefix}{k}", cost, blocks, inst.role, tuple(inst.gpus)))
     return specs
+
+
+def default_cluster(
+    model: str = "llama-2-13b",
+    topology: str = "preset:dgx-a100",
+    mode: str = "HELR",
+    block_size: int = 16,
+    replicate: bool = True,
+) -> tuple[list[InstanceSpec], Any, Any]:
+    """The CLI's default cluster: plan ``model`` on ``topology`` with the planner (``mode``:
+    HE, LR or HELR) and, when the plan places one instance, fill the machine with copies of
+    it (data parallel). Returns ``(instances, topology_graph, plan)``; pass the graph as
+    ``SimConfig.topology`` so P/D KV transfers are priced over the real links."""
+    from dataclasses import replace
+
+    from llmplan.models import get_model_spec
+    from llmplan.plan.planner import make_plan
+    from llmplan.topology import gpu_nodes, load_topology
+
+    graph = load_topology(topology)
+    plan = make_plan(get_model_spec(model), graph, mode, topology=topology)
+    base = cluster_from_plan(plan, graph, block_size=block_size)
+    if not replicate or len(base) > 1:
+        return base, graph, plan
+    per = max(len(base[0].gpus), 1)
+    copies = max(len(gpu_nodes(graph)) // per, 1)
+    # Copy k sits on the k-th group of GPUs, so KV transfers between copies use real links.
+    nodes = gpu_nodes(graph)
+    out = []
+    for k in range(copies):
+        gpus = tuple(nodes[k * per:(k + 1) * per]) if (k + 1) * per <= len(nodes) else base[0].gpus
+        out.append(replace(base[0], name=f"i{k}", gpus=gpus))
+    return out, graph, plan

@@ -68,6 +68,13 @@ class SimConfig:
     # Price runs of identical decode steps in closed form (exactly equal to stepping; off
     # only to check that equality).
     fast_forward: bool = True
+    # Extension points for prefix-aware routing and controllers (BanaServe):
+    # prefix_cache(instance_name, spec) -> tokens of spec's prefix cached there; fills
+    # InstanceLoad.cached_prefix_tokens in router snapshots.
+    prefix_cache: Callable[[str, Any], int] | None = None
+    # Called as hook(simulation, now) at every sample tick, after sampling. A hook that changes
+    # an instance must call simulation.materialize(instance, now) first.
+    tick_hooks: list[Callable[[Any, float], None]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly view for reports."""
@@ -76,8 +83,10 @@ class SimConfig:
             v = getattr(self, k)
             if k == "instances" and not isinstance(v, int):
                 v = [{"name": s.name, "role": s.role, "num_blocks": s.num_blocks} for s in v]
-            elif k in ("cost", "topology", "kv_transfer_time") and v is not None:
+            elif k in ("cost", "topology", "kv_transfer_time", "prefix_cache") and v is not None:
                 v = type(v).__name__
+            elif k == "tick_hooks":
+                v = [getattr(h, "__name__", type(h).__name__) for h in v]
             elif k == "predictor" and v is not None and not isinstance(v, str):
                 v = getattr(v, "name", type(v).__name__)
             out[k] = v

@@ -11,16 +11,20 @@ loop is the engine's (``schedule -> execute -> update``), driven by a heap of ev
 * ticks sample every instance for utilisation-over-time plots.
 
 Decode fast-forward: when a step is a pure decode step that the scheduler says will repeat
-unchanged (:meth:`Scheduler.decode_run_limit`), the run of identical steps is priced in
-closed form (:func:`~llmplan.runtime.sim.pricing.decode_run`) and applied at once, cut so that
-every step of the run ends strictly before the next external event (arrival, hand-off,
-possible hand-off, tick). At each external event every instance's state is therefore exactly
-what stepping would give, which is what makes the results equal to the step-by-step model
-(tested with ``fast_forward=False``).
+unchanged until a sequence finishes (:meth:`Scheduler.decode_run_limit`: no admission
+possible, no preemption, enough free blocks), the whole run of identical steps is priced in
+closed form (:func:`~llmplan.runtime.sim.pricing.decode_run`) and applied at once when it
+ends. Nothing outside an instance can change its inputs except an arrival or hand-off routed
+to it (or a controller hook), so other instances' events never cut a run. When such an input
+does arrive, :meth:`Simulation.materialize` first applies the steps that ended before it and
+turns the step in flight into an ordinary step; routers and samples read an in-flight run's
+KV usage and busy time analytically. The results equal the step-by-step model (tested with
+``fast_forward=False``), at a cost proportional to events, not tokens.
 """
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 import time
@@ -129,6 +133,9 @@ class _LazyLoads(Sequence[InstanceLoad]):
                 busy=busy,
                 max_num_seqs=s.config.max_num_seqs,
             )
+            pc = self._sim.config.prefix_cache
+            if pc is not None:
+                ld.cached_prefix_tokens = functools.partial(pc, inst.spec.name)
             self._cache[k] = ld
         return ld
 
@@ -432,6 +439,8 @@ class Simulation:
                         self._start_step(inst, t)
                 else:
                     self._sample(t)
+                    for hook in cfg.tick_hooks:
+                        hook(self, t)
                     # Idle instances with queued work stay idle until an input arrives; if
                     # none can arrive any more, the run is over (leftovers are reported).
                     active = any(i.busy for i in self.instances)
