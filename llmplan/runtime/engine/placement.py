@@ -131,9 +131,11 @@ def layer_devices_from_plan(
     if "device_map" in plan:
         dm = plan["device_map"]
         items = dm.items() if isinstance(dm, dict) else enumerate(dm)
-        stages = [
-            {"device": d, "layers": [int(str(k).rsplit(".", 1)[-1]), int(str(k).rsplit(".", 1)[-1]) + 1]}
-            for k, d in items
-        ]
+        stages = []
+        for key, dev in items:
+            last = str(key).rsplit(".", 1)[-1]
+            if not last.isdigit():
+                continue  # embed_tokens / norm / lm_head follow their neighbouring layer
+            stages.append({"device": _gpu_device(dev), "layers": [int(last), int(last) + 1]})
         return _from_stages(stages, num_layers)
     raise LlmplanError("plan has neither 'stages' nor 'device_map'; see docs/serve.md for the plan format")
