@@ -130,12 +130,15 @@ def test_kv_transfer_time_from_link_bandwidth():
     assert res.records[0].finish_s == pytest.approx(0.1)
 
 
-def test_prompt_beyond_every_instance_is_rejected_with_a_reason():
-    wl = Workload("w", [RequestSpec(0, 0.0, 5000, 3), RequestSpec(1, 0.1, 10, 3)])
+def test_impossible_requests_are_rejected_with_a_reason_and_the_rest_run():
+    wl = Workload("w", [RequestSpec(0, 0.0, 5000, 3), RequestSpec(1, 0.1, 10, 3), RequestSpec(2, 0.2, 10, 0),
+                        RequestSpec(3, 0.3, 0, 4)])
     res = simulate(wl, SimConfig(instances=2, cost=LinearCost(), num_blocks=100, block_size=16))
-    assert [r.status for r in res.records] == ["rejected", "ok"]
+    assert [r.status for r in res.records] == ["rejected", "ok", "rejected", "rejected"]
     assert "5000 tokens" in res.records[0].reason and "KV capacity" in res.records[0].reason
-    assert res.counters["rejected"] == 1 and res.counters["completed"] == 1
+    assert "0 output tokens" in res.records[2].reason
+    assert "prompt has 0 tokens" in res.records[3].reason
+    assert res.counters["rejected"] == 3 and res.counters["completed"] == 1
 
 
 def test_progress_reaches_the_total_and_config_errors_are_one_line():

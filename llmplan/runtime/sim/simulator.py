@@ -403,10 +403,6 @@ class Simulation:
                 raise LlmplanError(
                     f"request {r.rid} has arrival time {r.arrival_s}; arrivals must be finite and >= 0"
                 )
-            if r.output_tokens < 1:
-                raise LlmplanError(
-                    f"request {r.rid} has {r.output_tokens} output tokens; the simulator needs >= 1"
-                )
         seqs = [SeqState(spec=r) for r in reqs]
         self._predict(seqs)
         if cfg.sample_interval_s <= 0:
@@ -509,6 +505,14 @@ class Simulation:
     def _arrive(self, seq: SeqState, now: float) -> None:
         entry = self.entry
         p = seq.spec.prompt_tokens
+        if seq.spec.output_tokens < 1:
+            seq.status = seq.status.__class__.REJECTED
+            seq.finish_reason = (
+                f"request asks for {seq.spec.output_tokens} output tokens; a request generates at least one"
+            )
+            seq.finish_s = now
+            self._record(seq, None)
+            return
         fits = [i for i in entry if p + 1 <= (i.sched.config.max_model_len or 0)]
         if not fits:
             seq.status = seq.status.__class__.REJECTED
