@@ -163,7 +163,10 @@ def test_prefill_role_hands_off_after_first_token():
     batch = s.schedule(0.0)
     done = s.update(batch, StepResult(1.0), 1.0)
     assert {(d.rid, d.finish_reason) for d in done} == {(0, "handoff"), (1, "length")}
-    assert s.blocks.num_free == 16 and not s.has_work
+    assert not s.has_work
+    assert s.blocks.num_used == 2  # r0's KV stays booked until its transfer is done
+    s.release(a)
+    assert s.blocks.num_free == 16
 
 
 def test_decode_role_admits_transferred_kv_without_prefill():

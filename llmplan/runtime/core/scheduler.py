@@ -455,12 +455,16 @@ class Scheduler:
             self.on_finish(seq)
 
     def _handoff(self, seq: SeqState) -> None:
-        """Prefill instance: the sequence leaves with its KV; the receiver re-queues it."""
+        """Prefill instance: the sequence leaves the batch; its KV blocks stay booked here until
+        the transfer to the decode instance is done (:meth:`release`)."""
         self.running.remove(seq)
         self.seqs.pop(seq.rid, None)
-        self.blocks.free(seq)
         seq.finish_reason = "handoff"
         self.stats.handoffs += 1
+
+    def release(self, seq: SeqState) -> int:
+        """Free the KV blocks a handed-off sequence still holds here (its KV has been sent)."""
+        return self.blocks.free(seq)
 
     # ------------------------------------------------------------------ decode fast-forward
     def decode_run_limit(self, batch: ScheduledBatch, max_steps: int) -> int:

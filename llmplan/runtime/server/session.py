@@ -12,11 +12,10 @@ The session owns three guarantees the server makes:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
@@ -33,6 +32,16 @@ from llmplan.runtime.server.errors import APIError
 from llmplan.runtime.server.metrics import ServerMetrics
 
 log = logging.getLogger("llmplan.serve")
+
+
+_BACKGROUND: set[asyncio.Task[object]] = set()
+
+
+def _background(coro: Coroutine[object, object, object]) -> None:
+    """Run ``coro`` to completion even if the caller is being cancelled (keeps a reference)."""
+    task = asyncio.get_running_loop().create_task(coro)
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
 
 
 @dataclass
@@ -120,7 +129,7 @@ class RequestSession:
         except asyncio.CancelledError:
             if first is not None:
                 first.cancel()
-            await self._abort()
+            self._abort_nowait()
             self._close_watcher()
             self._record("abort")
             raise
@@ -156,12 +165,16 @@ class RequestSession:
             self.error = f"engine error: {exc}"
             self.finish_reason = "error"
         finally:
-            if not self._done:
-                await self._abort()
+            # This runs while Starlette cancels the response task on a disconnect, and under
+            # anyio every await in a cancelled scope raises again: do the bookkeeping
+            # synchronously and hand the awaits to background tasks.
+            outcome = self._outcome()
+            self._abort_nowait()
             self._close_watcher()
-            with contextlib.suppress(Exception):
-                await self._stream.aclose()  # type: ignore[attr-defined]
-            self._record(self._outcome())
+            self._record(outcome)
+            aclose = getattr(self._stream, "aclose", None)
+            if aclose is not None:
+                _background(aclose())
 
     def _account(self, out: GenerateOutput) -> None:
         if out.new_token_ids and self._first_token_t is None:
@@ -206,9 +219,14 @@ class RequestSession:
         if self._done:
             return
         self._done = True
-        # Shielded: this often runs while the handler is being cancelled.
-        with contextlib.suppress(Exception):
-            await asyncio.shield(self.engine.abort(self.rid))
+        try:
+            await self.engine.abort(self.rid)
+        except Exception:  # the engine may already have finished it
+            log.debug("abort of %s failed", self.rid, exc_info=True)
+
+    def _abort_nowait(self) -> None:
+        if not self._done:
+            _background(self._abort())
 
     async def _watch_disconnect(self) -> None:
         """Abort the request in the engine as soon as the client goes away.

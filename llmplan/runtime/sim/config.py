@@ -35,7 +35,9 @@ class SimConfig:
     from its prefill to its decode instance in ``kv_transfer_time(prompt_tokens, src, dst)``
     seconds; by default ``latency + prompt_tokens * kv_bytes_per_token / bandwidth`` over the
     topology link between the two instances' first GPUs when a graph is given, else over
-    ``kv_link_gbps``.
+    ``kv_link_gbps``. The transfer starts when the prefill finishes (push); the prefill
+    instance keeps the KV blocks booked until it completes, and the decode instance's router
+    picks the destination at that moment.
     """
 
     instances: int | Sequence[InstanceSpec] = 1

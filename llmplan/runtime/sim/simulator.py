@@ -331,13 +331,16 @@ class Simulation:
         c["kv_transfer_bytes"] += tokens * self._kvb
         c["kv_transfer_s"] += dt
         self._pending_handoffs += 1
-        self._push(now + dt, _HANDOFF, (seq, dst))
+        self._push(now + dt, _HANDOFF, (seq, src, dst))
 
-    def _arrive_decode(self, seq: SeqState, dst: _Instance, now: float) -> None:
+    def _arrive_decode(self, seq: SeqState, src: _Instance, dst: _Instance, now: float) -> None:
         self._pending_handoffs -= 1
+        # The KV is on the decode side now: the prefill instance gets its blocks back.
+        src.sched.release(seq)
+        if src.sched.has_work:
+            self._kick(src, now)
         seq.transferred_tokens = seq.num_computed_tokens
         seq.finish_reason = None
-        seq.block_ids = []
         self.materialize(dst, now)
         if not dst.sched.add(seq, now):
             self._record(seq, dst)
@@ -426,8 +429,8 @@ class Simulation:
                     if version == inst.version:  # else superseded by a split run
                         self._end_step(inst, t)
                 elif kind == _HANDOFF:
-                    seq, dst = data  # type: ignore[misc]
-                    self._arrive_decode(seq, dst, t)
+                    seq, src, dst = data  # type: ignore[misc]
+                    self._arrive_decode(seq, src, dst, t)
                 elif kind == _KICK:
                     inst = data  # type: ignore[assignment]
                     inst.kicked = False
