@@ -177,8 +177,11 @@ def _show(plan, as_json: bool, show_device_map: bool) -> None:
             highlight=False,
         )
         return
+    from llmplan.plan.outputs import hosts
+
     wl = plan.workload
-    dm = device_map(plan)
+    multi = len(hosts(plan)) > 1
+    dm = {} if multi else device_map(plan)
     cmd, note = vllm_command(plan)
     if as_json:
         d = plan.to_dict()
@@ -202,10 +205,16 @@ def _show(plan, as_json: bool, show_device_map: bool) -> None:
         console.print(f"  ({note})", highlight=False)
     else:
         console.print(f"[bold]vllm:[/] no command: {note}", highlight=False)
-    if show_device_map:
+    if multi:
+        console.print(
+            f"[bold]device_map:[/] none: the plan spans hosts {', '.join(hosts(plan))} "
+            "(an HF device_map is single-process)",
+            highlight=False,
+        )
+    elif show_device_map:
         print_json(dm)
     else:
-        spans = [f"{st.layer_start}-{st.layer_end - 1}->cuda:{st.gpu_indices[0]}" for st in plan.stages]
+        spans = [f"{st.layer_start}-{st.layer_end - 1}->cuda:{st.device}" for st in plan.stages]
         console.print(
             f"[bold]device_map:[/] layers {', '.join(spans)} ({len(dm)} modules; --device-map prints it)",
             highlight=False,

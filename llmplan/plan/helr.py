@@ -162,11 +162,11 @@ class _Classes:
             take = min(remaining, extra * mult)
             cost += alpha * take
             remaining -= take
-            # distribute `take` over `mult` stages, each up to `extra` more
-            for _ in range(mult):
-                t = min(extra, take)
-                take -= t
-                alloc.append((j, role, 1 + t))
+            # Stages of one group cost the same per layer: spread `take` evenly (same cost,
+            # balanced plan; take <= mult * extra keeps every share within its cap).
+            base, rem = divmod(take, mult)
+            for k in range(mult):
+                alloc.append((j, role, 1 + base + (1 if k < rem else 0)))
         if remaining > 0:
             return None
         return cost, alloc

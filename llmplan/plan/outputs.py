@@ -6,6 +6,7 @@ from typing import Any
 
 from rich.table import Table
 
+from llmplan.errors import LlmplanError
 from llmplan.models.spec import ModelSpec
 from llmplan.plan.types import Plan
 
@@ -30,22 +31,37 @@ def module_names(spec: ModelSpec) -> tuple[list[str], list[str], str, list[str]]
     return (["model.embed_tokens", "model.rotary_emb"], ["model.norm", "lm_head"], "model.layers.", [])
 
 
+def hosts(plan: Plan, instance: int = 0) -> list[str]:
+    """Hosts of an instance's stages, in stage order (one entry per host)."""
+    out: list[str] = []
+    for st in plan.instance_stages(instance):
+        if st.host and st.host not in out:
+            out.append(st.host)
+    return out
+
+
 def device_map(plan: Plan, instance: int = 0) -> dict[str, int]:
     """HF accelerate ``device_map``: every module of the model on the CUDA ordinal of its stage.
 
     Pipeline stages map to devices; a TP group cannot be expressed in a device_map, so its
-    first GPU hosts the stage. Tied LM heads (OPT) stay with the embeddings, as accelerate
-    requires tied parameters on one device.
+    first GPU hosts the stage. A device_map lives in one process: for a plan spanning hosts it
+    raises (use the vLLM line, which runs across hosts). Tied LM heads (OPT) stay with the
+    embeddings, as accelerate requires tied parameters on one device.
     """
     spec = ModelSpec.from_dict(plan.model_spec)
     stages = plan.instance_stages(instance)
+    if len(hosts(plan, instance)) > 1:
+        raise LlmplanError(
+            f"the plan spans hosts {', '.join(hosts(plan, instance))}; an HF device_map is single-process "
+            "(serve it with vLLM across hosts, or re-plan with --gpus on one host)"
+        )
     first, last, layer_prefix, _ = module_names(spec)
-    dev_first = stages[0].gpu_indices[0]
-    dev_last = stages[-1].gpu_indices[0]
+    dev_first = stages[0].device
+    dev_last = stages[-1].device
     dm: dict[str, int] = {name: dev_first for name in first}
     for st in stages:
         for i in range(st.layer_start, st.layer_end):
-            dm[f"{layer_prefix}{i}"] = st.gpu_indices[0]
+            dm[f"{layer_prefix}{i}"] = st.device
     for name in last:
         dm[name] = dev_first if (name == "lm_head" and spec.tie_word_embeddings) else dev_last
     return dm
@@ -74,8 +90,21 @@ def vllm_command(plan: Plan, instance: int = 0) -> tuple[str | None, str]:
     else:
         note = ""
     tp, pp = tps.pop(), len(stages)
-    order = ",".join(str(i) for s in stages for i in s.gpu_indices)
-    env = [f"CUDA_VISIBLE_DEVICES={order}"]
+    hs = hosts(plan, instance)
+    if len(hs) > 1:
+        per_host = "; ".join(
+            f"{h}: CUDA_VISIBLE_DEVICES="
+            + ",".join(str(s.device + k) for s in stages if s.host == h for k in range(len(s.gpus)))
+            for h in hs
+        )
+        note += (
+            f"multi-node: start a Ray cluster over {', '.join(hs)} (head on {hs[0]}) and run this there; "
+            f"per host, in stage order: {per_host}; "
+        )
+        order = None
+    else:
+        order = ",".join(str(s.device + k) for s in stages for k in range(len(s.gpus)))
+    env = [f"CUDA_VISIBLE_DEVICES={order}"] if order else []
     counts = [s.layers for s in stages]
     if pp > 1 and counts != vllm_default_partition(spec.num_hidden_layers, pp):
         env.append(f"VLLM_PP_LAYER_PARTITION={','.join(map(str, counts))}")

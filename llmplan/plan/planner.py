@@ -100,6 +100,15 @@ def placement_to_instance(problem: Problem, pl: Placement, graph: nx.Graph | Non
     stages = []
     start = 0
     s = len(pl.order)
+    local: dict[str, tuple[str, int]] = {}
+    if graph is not None:  # CUDA ordinals are per host
+        by_host: dict[str, list[str]] = {}
+        for n, a in graph.nodes(data=True):
+            if a.get("kind") == "gpu":
+                by_host.setdefault(str(a.get("host", "")), []).append(n)
+        for h, ns in by_host.items():
+            for k, n in enumerate(sorted(ns, key=lambda n: graph.nodes[n].get("index", 0))):
+                local[n] = (h, k)
     for k, (g, c) in enumerate(zip(pl.order, pl.counts, strict=True)):
         role = role_of(k == 0, k == s - 1)
         w, kv, free = memory_breakdown(problem, g, c, role)
@@ -119,6 +128,8 @@ def placement_to_instance(problem: Problem, pl: Placement, graph: nx.Graph | Non
                 prefill_s=problem.stage_pre(g, c, role),
                 decode_s=problem.stage_dec(g, c, role),
                 link_to_next=link,
+                host=local[gc.node][0] if gc.node in local else "",
+                local_index=local[gc.node][1] if gc.node in local else None,
             )
         )
         start += c

@@ -44,6 +44,8 @@ class StagePlan:
     prefill_s: float = 0.0  # this stage's share of one prompt's prefill
     decode_s: float = 0.0  # this stage's share of one decode step of the reference batch
     link_to_next: str = ""  # link class to the next stage ("PIX", "NV18", ...)
+    host: str = ""  # the topology's host of the stage's GPUs
+    local_index: int | None = None  # CUDA ordinal on that host (differs from the index on multi-node beds)
 
     @property
     def layers(self) -> int:
@@ -52,6 +54,11 @@ class StagePlan:
     @property
     def gpu_indices(self) -> list[int]:
         return [int(g.removeprefix("GPU")) for g in self.gpus]
+
+    @property
+    def device(self) -> int:
+        """CUDA ordinal of the stage's first GPU on its host."""
+        return self.local_index if self.local_index is not None else self.gpu_indices[0]
 
 
 @dataclass(slots=True)

@@ -118,3 +118,25 @@ def test_bad_plan_files_are_one_line_errors(tmp_path) -> None:
     (tmp_path / "other.json").write_text(json.dumps({"hello": 1}))
     with pytest.raises(LlmplanError, match="not a llmplan plan"):
         Plan.load(tmp_path / "other.json")
+
+
+def test_multi_node_plans_use_per_host_ordinals() -> None:
+    from llmplan.plan.outputs import hosts
+    from llmplan.topology import load_topology
+
+    G = load_topology("preset:dgx-h100-x8")
+    spec = get_model_spec("qwen2.5-72b")
+    # one host, but the second one: CUDA ordinals restart at 0 there
+    one = make_plan(spec, G, "HE", gpus=[f"GPU{i}" for i in range(8, 16)])
+    assert hosts(one) == [one.stages[0].host] and all(st.device == st.gpu_indices[0] - 8 for st in one.stages)
+    cmd, _ = vllm_command(one)
+    assert cmd is not None and "CUDA_VISIBLE_DEVICES=" + ",".join(str(st.device) for st in one.stages) in cmd
+    assert set(device_map(one).values()) == {st.device for st in one.stages}
+    # across hosts: no single-process device_map, per-host device lists in the vLLM note
+    wide = make_plan(spec, G, "LR")
+    assert len(hosts(wide)) > 1
+    with pytest.raises(LlmplanError, match="spans hosts"):
+        device_map(wide)
+    cmd, note = vllm_command(wide)
+    assert cmd is not None and "CUDA_VISIBLE_DEVICES" not in cmd and "Ray" in note
+    assert f"{hosts(wide)[1]}: CUDA_VISIBLE_DEVICES=0" in note
