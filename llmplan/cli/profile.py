@@ -1,17 +1,147 @@
-"""`llmplan profile`: Collect, fit and query the K-Prototypes resource profiler."""
+"""`llmplan profile`: collect, fit and query the K-Prototypes resource profiler."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-from llmplan.cli._common import not_built
+from llmplan.cli._common import console, print_json
+
+profile_app = typer.Typer(
+    name="profile",
+    help=(
+        "Collect resource profiles through an OpenAI-compatible endpoint, fit the K-Prototypes resource "
+        "profiler (per-cluster RandomForest/GradientBoosting/LightGBM), and predict utilisation, memory "
+        "and latency for new prompts.\n\n"
+        "Example: llmplan profile collect --endpoint http://127.0.0.1:8000 --out prof.csv && "
+        "llmplan profile fit prof.csv --out prof/ && llmplan profile predict 'Summarize ...' --profile prof/"
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+
+
+@profile_app.command("collect")
+def collect_cmd(
+    endpoint: str = typer.Option("http://127.0.0.1:8000", "--endpoint", help="OpenAI-compatible base URL."),
+    out: Path = typer.Option(Path("profile.csv"), "--out", "-o", help="CSV written row by row."),
+    model: str = typer.Option(None, "--model", help="Model name (default: the first in /v1/models)."),
+    suite: Path = typer.Option(
+        None, "--suite", help="JSONL {id, task, lang, prompt}; default: the shipped suite."
+    ),
+    max_tokens: int = typer.Option(128, "--max-tokens"),
+    sampler: str = typer.Option("auto", "--sampler", help="auto | nvml (GPU, device-wide) | psutil (CPU)."),
+    pid: int = typer.Option(
+        None, "--pid", help="psutil: sample this process and its children (else system-wide)."
+    ),
+    device: int = typer.Option(0, "--device", help="nvml: GPU index."),
+    interval: float = typer.Option(0.05, "--interval", help="Seconds between samples."),
+    repeat: int = typer.Option(1, "--repeat", help="Run the suite this many times."),
+    limit: int = typer.Option(None, "--limit", help="Only the first N prompts."),
+) -> None:
+    """Run the task suite through the endpoint, one request at a time, sampling utilisation and memory."""
+    from rich.progress import Progress
+
+    from llmplan.profile.collect import collect, load_suite
+
+    n = len(load_suite(suite)[:limit]) * repeat
+    with Progress(console=console) as progress:
+        task = progress.add_task("collect", total=n)
+        collect(
+            endpoint,
+            out,
+            model=model,
+            suite=suite,
+            max_tokens=max_tokens,
+            sampler=sampler,
+            pid=pid,
+            device=device,
+            interval_s=interval,
+            repeat=repeat,
+            limit=limit,
+            on_row=lambda _row: progress.advance(task),
+        )
+    console.print(f"wrote {n} rows to {out}")
+
+
+@profile_app.command("fit")
+def fit_cmd(
+    data: Path = typer.Argument(..., help="CSV from `llmplan profile collect`."),
+    out: Path = typer.Option(Path("profiler"), "--out", "-o", help="Directory for the fitted profiler."),
+    k: int = typer.Option(None, "--k", help="Number of clusters (default: elbow method over 2..8)."),
+    gamma: float = typer.Option(0.5, "--gamma", help="K-Prototypes weight of a categorical mismatch."),
+    seed: int = typer.Option(0, "--seed"),
+    test_frac: float = typer.Option(0.25, "--test-frac", help="Held-out share for the <10%-error report."),
+    n_estimators: int = typer.Option(100, "--n-estimators", help="Trees per candidate model."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Cluster with K-Prototypes, pick the best model per cluster by CV, compare with a global model."""
+    from llmplan.profile.report import fit_and_evaluate, read_csv, render
+
+    result = fit_and_evaluate(
+        read_csv(data), out, k=k, gamma=gamma, seed=seed, test_frac=test_frac, n_estimators=n_estimators
+    )
+    if as_json:
+        print_json(result)
+        return
+    console.print(render(result), highlight=False)
+    console.print(f"saved to {out} (report.md, report.json{', elbow.png' if result['elbow'] else ''})")
+
+
+@profile_app.command("predict")
+def predict_cmd(
+    prompts: list[str] = typer.Argument(..., help="One or more prompts."),
+    profile: Path = typer.Option(Path("profiler"), "--profile", "-p", help="A fitted profiler directory."),
+    task: str = typer.Option(None, "--task", help="Task type (default: inferred from the text)."),
+    lang: str = typer.Option(None, "--lang", help="zh or en (default: detected)."),
+    output_tokens: int = typer.Option(None, "--output-tokens", help="Expected reply length in tokens."),
+    predictor: Path = typer.Option(
+        None, "--predictor", help="Length predictor dir to estimate reply length."
+    ),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Predict max/mean utilisation, max/mean memory and latency per prompt."""
+    from llmplan.errors import LlmplanError
+    from llmplan.predict.tokenize import count_tokens
+    from llmplan.profile.features import LANGUAGES, TASK_TYPES, feature_frame
+    from llmplan.profile.profiler import ResourceProfiler
+
+    if task is not None and task not in TASK_TYPES:
+        raise LlmplanError(f"unknown task {task!r}; choose one of {', '.join(TASK_TYPES)}")
+    if lang is not None and lang not in LANGUAGES:
+        raise LlmplanError(f"unknown language {lang!r}; choose zh or en")
+    prof = ResourceProfiler.load(profile)
+    if output_tokens is not None:
+        est = [output_tokens] * len(prompts)
+    elif predictor is not None:
+        from llmplan.predict.learned import LearnedLengthPredictor
+
+        est = LearnedLengthPredictor(predictor).predict(prompts).lengths
+    else:
+        est = [256] * len(prompts)
+    feats = feature_frame(prompts, count_tokens(prompts), est, [task] * len(prompts), [lang] * len(prompts))
+    pred = prof.predict(feats)
+    rows = [
+        {
+            "prompt": p,
+            **feats.iloc[i][["task", "lang", "input_tokens", "output_tokens_est"]].to_dict(),
+            **pred.iloc[i].to_dict(),
+        }
+        for i, p in enumerate(prompts)
+    ]
+    if as_json:
+        print_json(rows)
+        return
+    for r in rows:
+        console.print(
+            f"[{r['task']}/{r['lang']} in={r['input_tokens']:.0f} out~{r['output_tokens_est']:.0f} "
+            f"cluster {int(r['cluster'])}] util max {r['max_util']:.1f}% mean {r['mean_util']:.1f}% · "
+            f"mem max {r['max_mem_mb']:.0f} MiB mean {r['mean_mem_mb']:.0f} MiB · "
+            f"latency {r['latency_s']:.3f}s  {r['prompt'][:60]}",
+            highlight=False,
+        )
 
 
 def register(app: typer.Typer) -> None:
-    @app.command(
-        "profile",
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-        help="Collect, fit and query the K-Prototypes resource profiler.",
-    )
-    def _stub(ctx: typer.Context) -> None:
-        not_built("profile", 5)
+    app.add_typer(profile_app, name="profile")

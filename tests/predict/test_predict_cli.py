@@ -1,0 +1,85 @@
+"""`llmplan predict train|eval|query|update` end to end on a tiny JSONL (a few LoRA steps)."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from llmplan.cli.app import app
+
+from .synthetic_len import synthetic
+
+
+def test_cli_train_eval_query_update(tmp_path) -> None:
+    data = tmp_path / "d.jsonl"
+    data.write_text(
+        "\n".join(
+            json.dumps({"id": e.uid, "prompt": e.prompt, "output_tokens": e.output_tokens})
+            for e in synthetic(40, seed=9).examples
+        )
+    )
+    model = tmp_path / "m"
+    run = CliRunner().invoke
+    r = run(
+        app,
+        [
+            "predict",
+            "train",
+            "--data",
+            str(data),
+            "--out",
+            str(model),
+            "--max-steps",
+            "3",
+            "--max-length",
+            "16",
+            "--batch-size",
+            "8",
+            "--threads",
+            "1",
+            "--json",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["steps"] == 3
+    r = run(
+        app,
+        ["predict", "eval", str(model), "--report-dir", str(tmp_path / "rep"), "--latency-n", "4", "--json"],
+    )
+    assert r.exit_code == 0, r.output
+    scores = json.loads(r.output)["scores"]
+    assert {s["predictor"] for s in scores} >= {"majority", "prompt-length GBM"}
+    assert {s["split"] for s in scores} == {"test", "test_dedup"}
+    assert (tmp_path / "rep" / "confusion.png").stat().st_size > 1000
+    r = run(app, ["predict", "query", "Write a long detailed essay about jazz.", "-m", str(model), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)[0]["range"].startswith("[")
+    rec = tmp_path / "mis.jsonl"
+    rec.write_text('{"prompt": "Write a long detailed essay about jazz.", "output_tokens": 700}\n')
+    r = run(
+        app,
+        [
+            "predict",
+            "update",
+            str(rec),
+            "-m",
+            str(model),
+            "--out",
+            str(tmp_path / "m2"),
+            "--epochs",
+            "1",
+            "--json",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["records"] == 1
+
+
+def test_cli_errors_are_one_line(tmp_path) -> None:
+    from llmplan.errors import LlmplanError
+
+    r = CliRunner().invoke(app, ["predict", "train", "--data", str(tmp_path / "nope.jsonl")])
+    assert r.exit_code != 0 and isinstance(r.exception, LlmplanError) and "does not exist" in str(r.exception)
+    r = CliRunner().invoke(app, ["predict", "query", "hi", "-m", str(tmp_path)])
+    assert isinstance(r.exception, LlmplanError) and "not a saved length predictor" in str(r.exception)
