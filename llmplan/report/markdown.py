@@ -97,14 +97,6 @@ def render_markdown(report: BenchReport, plots: list[Path]) -> str:
             for lb, s in warn
         ]
         out.append("")
-    cap = []
-    for lb, m in report.runs.items():
-        sat = m.summary["saturation"]
-        if sat.get("at_capacity") and not sat["oversaturated"]:
-            cap.append(f"- **{lb}**: instances busy {sat['busy_mean']:.0%} of the time; no headroom left.")
-    if cap:
-        out += ["### At capacity", "", *cap]
-        out.append("")
     fails = [(lb, m.summary) for lb, m in report.runs.items() if m.summary["failure_reasons"]]
     if fails:
         out += ["### Rejected / failed requests", ""]

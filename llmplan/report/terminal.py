@@ -107,12 +107,6 @@ def print_report(report: BenchReport, console: Console) -> None:
                 f"({'; '.join(sat['reasons'])}); latency figures grow with the run length, "
                 "lower --rate-scale or add instances."
             )
-        elif sat.get("at_capacity"):
-            console.print(
-                f"[yellow]note[/] {label}: instances were busy {sat['busy_mean']:.0%} of the time "
-                "(at capacity): "
-                "a slightly higher rate will saturate them (try --sweep-rate)."
-            )
         if m.summary["rejected"] or m.summary["failed"]:
             reasons = ", ".join(f"{k} x{v}" for k, v in m.summary["failure_reasons"].items())
             console.print(

@@ -151,15 +151,6 @@ def test_saturation_flag() -> None:
     assert not flat["oversaturated"] and flat["reasons"] == []
 
 
-def test_at_capacity_note() -> None:
-    run = _run()
-    assert compute_metrics(run, _workload()).summary["saturation"]["at_capacity"] is False  # busy 0.5 mean
-    for s in run.samples:
-        s.busy_frac = 0.97
-    sat = compute_metrics(run, _workload()).summary["saturation"]
-    assert sat["at_capacity"] is True and not sat["oversaturated"]
-
-
 def test_distserve_goodput() -> None:
     g = distserve_goodput([1, 2, 3, 4], [0.99, 0.95, 0.85, 0.5], 0.9)
     assert g.rate_rps == 2 and g.interpolated_rps == pytest.approx(2.5) and not g.all_pass
