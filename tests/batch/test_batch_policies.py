@@ -34,7 +34,7 @@ def _sim(policy: str, outputs, prompts=None, **kw):
 def test_fifo_static_batching_pads_short_requests_to_the_longest():
     # Batches of 2 in arrival order: {10, 100} and {10, 100} -> each short one idles 90 steps.
     res = _sim("static-fcfs", [10, 100, 10, 100], max_batch_size=2)
-    assert res.counters["padding_tokens"] == 2 * 90
+    assert res.counters["padding_tokens"] == res.counters["decode_padding_tokens"] == 2 * 90
     assert res.counters["steps"] == 2 * 100  # each batch runs until its longest request finishes
     assert [(r.status, r.output_tokens) for r in res.records] == [("ok", o) for o in (10, 100, 10, 100)]
 
@@ -52,7 +52,8 @@ def test_output_length_aware_grouping_removes_the_padding():
 def test_prompt_padding_in_a_static_batch():
     # One batch of prompts 8, 16, 16, 32: padding to 32 = 24 + 16 + 16 = 56 tokens; equal outputs.
     res = _sim("static-fcfs", [5, 5, 5, 5], prompts=[8, 16, 16, 32], max_batch_size=4)
-    assert res.counters["padding_tokens"] == 56
+    assert res.counters["padding_tokens"] == res.counters["prompt_padding_tokens"] == 56
+    assert res.counters["decode_padding_tokens"] == 0
 
 
 def test_odbs_threshold_splits_mixed_lengths_even_when_the_batch_size_allows_them():

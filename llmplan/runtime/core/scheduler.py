@@ -92,7 +92,9 @@ class SchedulerStats:
     # Preemptions forced by a sequence that had outgrown its predicted length.
     misprediction_preemptions: int = 0
     mispredictions: int = 0  # sequences that generated more than predicted (underestimates)
-    padding_tokens: int = 0
+    padding_tokens: int = 0  # = prompt_padding_tokens + decode_padding_tokens
+    prompt_padding_tokens: int = 0  # static batches: prompts padded to the longest
+    decode_padding_tokens: int = 0  # static batches: finished members' idle decode slots
     steps: int = 0
     prefill_tokens: int = 0  # includes recomputed tokens
     recompute_tokens: int = 0
@@ -378,6 +380,8 @@ class Scheduler:
         stats = self.stats
         stats.steps += 1
         stats.padding_tokens += batch.padded_tokens
+        stats.prompt_padding_tokens += batch.pad_prefill_tokens
+        stats.decode_padding_tokens += batch.pad_decode_seqs
         next_tokens = result.next_tokens
         out: list[SeqState] = []
         for it in batch.items:
@@ -532,6 +536,7 @@ class Scheduler:
         stats.steps += steps
         npad = batch.pad_decode_seqs
         stats.padding_tokens += npad * steps
+        stats.decode_padding_tokens += npad * steps
         out: list[SeqState] = []
         blocks = self.blocks
         for it in batch.items:

@@ -122,14 +122,20 @@ def build_engine(
     kv_cache_gb: float | None = None,
     predictor: Any = None,
     served_model_name: str | None = None,
+    threads: int | None = None,
 ) -> AsyncLLMEngine:
     """An :class:`~llmplan.runtime.engine.api.AsyncEngine` running the torch model.
 
     ``scheduler`` names a batch policy of ``llmplan.batch`` (or is a policy object);
     ``predictor`` is a :class:`~llmplan.predict.interface.LengthPredictor` for the policies
     that use predicted lengths. ``max_num_batched_tokens`` is the per-step token budget that
-    chunked prefill splits long prompts against.
+    chunked prefill splits long prompts against. ``threads`` sets torch's CPU threads (process
+    wide); on a CPU shared with other work, 1 is often faster than all cores.
     """
+    if threads is not None:
+        if threads < 1:
+            raise LlmplanError(f"threads must be >= 1 (got {threads})")
+        torch.set_num_threads(threads)
     if max_num_seqs < 1 or max_queue < 0 or block_size < 1 or max_num_batched_tokens < 1:
         raise LlmplanError("max_num_seqs, block_size and max_num_batched_tokens must be >= 1, max_queue >= 0")
     cfg, m = build_model(model, dummy_weights, plan, device, dtype, seed)

@@ -544,8 +544,9 @@ class Simulation:
 
     def _counters(self) -> dict[str, float]:
         out = dict(self.counters)
-        keys = ("preemptions", "misprediction_preemptions", "mispredictions", "padding_tokens", "steps",
-                "prefill_tokens", "recompute_tokens", "decode_tokens", "rejected", "handoffs")
+        keys = ("preemptions", "misprediction_preemptions", "mispredictions", "padding_tokens",
+                "prompt_padding_tokens", "decode_padding_tokens", "steps", "prefill_tokens",
+                "recompute_tokens", "decode_tokens", "rejected", "handoffs")
         for k in keys:
             out[k] = sum(getattr(i.sched.stats, k) for i in self.instances)
         out["requests"] = len(self.records)
