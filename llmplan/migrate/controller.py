@@ -131,6 +131,8 @@ class ControllerConfig:
     cooldown_s: float = 5.0
     reverse_lockout_s: float = 30.0
     max_migrations_per_step: int = 1
+    # Only a worker this loaded is worth relieving: at low load a relative imbalance costs nothing.
+    min_src_load: float = 0.5
     default_bandwidth_gbps: float = 25.0
 
     def validate(self) -> None:
@@ -237,6 +239,9 @@ class MigrationController:
 
     def _plan_for(self, now: float, src: WorkerLoad, cands: list[WorkerLoad], smooth) -> Decision:
         cfg = self.config
+        if smooth[src.name] < cfg.min_src_load:
+            return self._skip(now, src, None, "not_busy",
+                              f"load {smooth[src.name]:.3f} < {cfg.min_src_load}: nothing to relieve", smooth)
         if self._busy_until.get(src.name, -math.inf) > now:
             return self._skip(now, src, None, "cooldown", "source migrated recently", smooth)
         free = [u for u in cands if self._busy_until.get(u.name, -math.inf) <= now]

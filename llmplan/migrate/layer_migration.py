@@ -145,6 +145,11 @@ class StageWorker:
         self.lm_head = full.lm_head_weight if rank == world - 1 else None
         self.rope = full.ropes[self.device]
         del full
+        # The first meta-device module construction pays a one-off multi-second import; pay it
+        # here, not inside the first migration's critical section.
+        from llmplan.runtime.engine.model import DecoderLayer
+
+        DecoderLayer(self.cfg, 0, torch.device("meta"), self.dtype)
         devices = [self.device if lo <= i < hi else None for i in range(self.cfg.num_layers)]
         self.kv = PagedKVCache(self.cfg, num_blocks, spec.block_size, devices, self.dtype)  # type: ignore[arg-type]
 

@@ -187,3 +187,9 @@ def test_bad_config_is_a_clear_error(cfg):
 def test_duplicate_worker_names_are_an_error():
     with pytest.raises(LlmplanError):
         ctl().step(0.0, [WorkerLoad("a", 1, 0, 1), WorkerLoad("a", 0, 0, 1)])
+
+
+def test_an_imbalance_between_idle_workers_is_left_alone():
+    c = ctl()
+    out = c.step(0.0, [stage("s0", (0, 16), 0.30, 0.05), stage("s1", (16, 32), 0.02, 0.0)])
+    assert out == [] and c.decisions[-1].code == "not_busy"
