@@ -27,12 +27,17 @@ def synthetic_profile(n: int, seed: int = 0, noise: float = 0.03) -> pd.DataFram
         n_out = float(rng.integers(olo, ohi))
         tokens = n_in + n_out
         eps = lambda: 1 + noise * rng.standard_normal()  # noqa: E731
-        rows.append({
-            "task": task, "lang": lang, "input_tokens": n_in, "output_tokens_est": n_out,
-            "max_mem_mb": (base + slope * tokens) * eps(),
-            "mean_mem_mb": (base + 0.6 * slope * tokens) * eps(),
-            "max_util": min(100.0, util * (1 + tokens / 800)) * eps(),
-            "mean_util": 0.7 * util * eps(),
-            "latency_s": (0.05 + spt * n_out + 0.0004 * n_in) * eps(),
-        })
+        rows.append(
+            {
+                "task": task,
+                "lang": lang,
+                "input_tokens": n_in,
+                "output_tokens_est": n_out,
+                "max_mem_mb": (base + slope * tokens) * eps(),
+                "mean_mem_mb": (base + 0.6 * slope * tokens) * eps(),
+                "max_util": min(100.0, util * (1 + tokens / 800)) * eps(),
+                "mean_util": 0.7 * util * eps(),
+                "latency_s": (0.05 + spt * n_out + 0.0004 * n_in) * eps(),
+            }
+        )
     return pd.DataFrame(rows)
