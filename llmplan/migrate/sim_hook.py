@@ -1,7 +1,8 @@
 """The migration controller inside the simulator: a ``SimConfig.tick_hooks`` entry.
 
 At every sample tick the hook measures each instance as the controller expects it
-(:class:`WorkerLoad`: busy share of the last window, KV bytes in use over KV capacity, the
+(:class:`WorkerLoad`: compute = busy share of the last window times the running step's tokens
+over the GPU's ridge point, KV bytes in use over KV capacity, the
 instance's first GPU as its topology node), calls the *same* :class:`MigrationController` the
 engine uses, and applies each decision to the simulated instances.
 
@@ -67,6 +68,9 @@ class ControllerHook:
     apply: bool = True
     min_keep: float = 0.2
     max_factor: float = 4.0
+    # Tokens per step at which the GPU turns compute-bound (peak FLOP/s / memory bytes/s:
+    # ~153 for an A100 at bf16); fewer tokens use that share of its compute.
+    saturating_tokens: int = 153
     applied: list[Any] = field(default_factory=list)
     __name__: str = "banaserve-controller"
 
@@ -88,9 +92,14 @@ class ControllerHook:
         # each instance instead of the (now empty) window.
         last = {s.instance: s for s in sim.samples[-len(sim.instances):]}
         loads = []
-        for w in self.loads(sim, now):
+        for inst, w in zip(sim.instances, self.loads(sim, now), strict=True):
             s = last.get(w.name)
             busy = s.busy_frac if s is not None else w.compute
+            # Busy time is not compute use: a decode step of a few tokens keeps the GPU busy
+            # streaming weights while its ALUs idle. Scale by the step's tokens over the ridge.
+            b = inst.batch
+            tokens = (b.num_prefill_tokens + b.num_decode) if b is not None else 0
+            busy *= min(1.0, tokens / self.saturating_tokens)
             loads.append(WorkerLoad(w.name, busy, w.memory_bytes, w.memory_max, instance=w.instance,
                                     node=w.node))
         decisions = self.controller.step(now, loads)
