@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmplan.plan.helr import Placement
-from llmplan.plan.problem import FIRST, LAST, MIDDLE, ONLY, Problem
+from llmplan.plan.problem import FIRST, LAST, MIDDLE, Problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,4 +111,4 @@ def solve_cpsat(
     )
 
 
-__all__ = ["solve_cpsat", "CpSatResult", "ONLY"]
+__all__ = ["solve_cpsat", "CpSatResult"]

@@ -28,24 +28,28 @@ if TYPE_CHECKING:
 
 
 def feasible(problem: Problem) -> bool:
-    """Whether any placement fits (O(n)): all GPUs, best first/last pair, or one GPU alone."""
+    """Whether any placement fits, in O(n^2) numpy: one GPU alone, or a first/last pair plus middles.
+
+    With first f and last l fixed, every other GPU that can hold a layer adds its middle cap;
+    if the total reaches the layer count a placement exists (surplus middle stages can be
+    dropped while the total stays >= N). Equals ``bool(frontier(problem))`` (tested).
+    """
+    import numpy as np
+
     n = problem.n_layers
-    caps = [g.caps for g in problem.gpus]
-    if any(c[ONLY] >= n for c in caps):
-        return True
-    if len(caps) < 2:
+    caps = np.array([g.caps for g in problem.gpus], dtype=np.int64).reshape(-1, 4)
+    if len(caps) == 0:
         return False
-    mid = sum(c[MIDDLE] for c in caps)
-    # choose first != last maximising the role bonus over MIDDLE
-    df = sorted(((c[FIRST] - c[MIDDLE], i) for i, c in enumerate(caps)), reverse=True)[:2]
-    dl = sorted(((c[LAST] - c[MIDDLE], i) for i, c in enumerate(caps)), reverse=True)[:2]
-    best = max(a + b for a, i in df for b, j in dl if i != j)
-    if any(min(c) < 1 for c in caps):  # GPUs too small for even one layer are not used
-        usable = [c for c in caps if c[MIDDLE] >= 1]
-        if len(usable) != len(caps):
-            sub = dataclasses.replace(problem, gpus=[g for g in problem.gpus if g.caps[MIDDLE] >= 1])
-            return len(sub.gpus) > 0 and feasible(sub)
-    return mid + best >= n
+    if (caps[:, ONLY] >= n).any():
+        return True
+    if len(caps) < 2 or n < 2:  # two stages need two layers
+        return False
+    mid = np.where(caps[:, MIDDLE] >= 1, caps[:, MIDDLE], 0)
+    a = np.where(caps[:, FIRST] >= 1, caps[:, FIRST] - mid, -(10**12))
+    b = np.where(caps[:, LAST] >= 1, caps[:, LAST] - mid, -(10**12))
+    total = mid.sum() + a[:, None] + b[None, :]
+    np.fill_diagonal(total, -(10**12))
+    return bool(total.max() >= n)
 
 
 def _infeasible_message(spec: ModelSpec, problem: Problem, workload: PlanWorkload) -> str:
@@ -230,4 +234,4 @@ def make_plan(
     )
 
 
-__all__ = ["make_plan", "feasible", "placement_to_instance", "FIRST", "LAST"]
+__all__ = ["make_plan", "feasible", "placement_to_instance"]

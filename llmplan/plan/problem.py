@@ -141,10 +141,6 @@ class Problem:
     def latency_const(self) -> float:
         return (self.workload.max_batch + self.O) * self.params.iteration_overhead_s
 
-    # ---- memory ---------------------------------------------------------------------------
-    def per_layer_bytes(self) -> float:
-        return self.layer_bytes
-
 
 def build_problem(
     spec: ModelSpec,

@@ -12,6 +12,7 @@ from plan_helpers import make_graph
 from llmplan.models import get_model_spec
 from llmplan.plan.cpsat import solve_cpsat
 from llmplan.plan.helr import choose, frontier, twin_classes
+from llmplan.plan.planner import feasible
 from llmplan.plan.problem import problem_from_graph
 from llmplan.plan.reference import brute_force_frontier
 from llmplan.plan.types import PlanWorkload
@@ -84,6 +85,7 @@ def test_frontier_equals_brute_force_on_random_beds(bed) -> None:
     pr = problem_from_graph(spec, make_graph(gpus, links), wl)
     fast = frontier(pr)
     _same_frontier(fast, brute_force_frontier(pr))
+    assert feasible(pr) == bool(fast)  # the O(n^2) test behind the "lower --max-batch" hint
     if fast:  # each mode's pick is the argmin of its objective over all feasible plans
         he, lr = choose(fast, "HE"), choose(fast, "LR")
         assert he.gpus == min(fast) and lr.latency == min(p.latency for p in fast.values())
