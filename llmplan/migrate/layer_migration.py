@@ -145,11 +145,11 @@ class StageWorker:
         self.lm_head = full.lm_head_weight if rank == world - 1 else None
         self.rope = full.ropes[self.device]
         del full
-        # The first meta-device module construction pays a one-off multi-second import; pay it
-        # here, not inside the first migration's critical section.
+        # The first meta-device construction and the first ``to_empty`` each pay a one-off
+        # multi-second lazy import; pay them here, not inside the first migration.
         from llmplan.runtime.engine.model import DecoderLayer
 
-        DecoderLayer(self.cfg, 0, torch.device("meta"), self.dtype)
+        DecoderLayer(self.cfg, 0, torch.device("meta"), self.dtype).to_empty(device=self.device)
         devices = [self.device if lo <= i < hi else None for i in range(self.cfg.num_layers)]
         self.kv = PagedKVCache(self.cfg, num_blocks, spec.block_size, devices, self.dtype)  # type: ignore[arg-type]
 
