@@ -299,9 +299,15 @@ class Scheduler:
         )
         skip = self.policy.skip_blocked
         admitted = 0
+        bs = blocks.block_size
         for seq in self.policy.select(self.waiting, view, now):
             if len(running) >= cfg.max_num_seqs or budget <= 0:
                 break
+            # The watermark protects running sequences' growth; with nothing running there is
+            # nothing to protect and holding it back could starve a near-capacity request.
+            room = blocks.num_free - (self._watermark_blocks if running else 0)
+            if room <= 0:
+                break  # not even one block: no candidate can fit
             known = seq.spec.prompt_tokens + seq.num_generated
             if seq.transferred_tokens:
                 c, n, is_prefill = seq.transferred_tokens, known - seq.transferred_tokens, False
@@ -315,10 +321,7 @@ class Scheduler:
             # Whole prompt (plus any predicted output) is booked at admission, so a chunked
             # prefill can never stall half-way for lack of blocks.
             reserve = self._reservation(seq, known if seq.transferred_tokens == 0 else c + n)
-            # The watermark protects running sequences' growth; with nothing running there is
-            # nothing to protect and holding it back could starve a near-capacity request.
-            wm = self._watermark_blocks if running else 0
-            if not blocks.can_allocate(blocks.extra_blocks(seq, reserve), wm):
+            if -(-reserve // bs) - len(seq.block_ids) > room:
                 if skip:
                     continue
                 break
