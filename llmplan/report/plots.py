@@ -24,11 +24,15 @@ def latency_cdfs(report: BenchReport, path: Path) -> Path:
     for ax, (col, title) in zip(
         axes, [("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("e2e_s", "end-to-end")], strict=True
     ):
-        for label, m in report.runs.items():
+        for k, (label, m) in enumerate(report.runs.items()):
             v = np.sort(m.requests[col].dropna().to_numpy(dtype=np.float64))
             if len(v):
-                ax.plot(v, np.arange(1, len(v) + 1) / len(v), label=label)
+                ax.plot(v, np.arange(1, len(v) + 1) / len(v), label=label, ls=["-", "--", ":", "-."][k % 4])
         ax.set_xscale("log")
+        # Minor tick labels on a log axis spanning < 1 decade overlap into noise.
+        from matplotlib.ticker import NullFormatter
+
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(f"{title} (s, log)")
         ax.set_ylabel("fraction of completed requests")
         ax.set_title(f"{title} CDF")
@@ -46,9 +50,12 @@ def attainment_vs_rate(report: BenchReport, path: Path) -> Path | None:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for label, g in df.groupby("label", sort=False):
+    # Distinct markers and dashes: policies that behave alike would otherwise hide each other.
+    styles = [("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."), ("v", "-"), ("P", "--")]
+    for k, (label, g) in enumerate(df.groupby("label", sort=False)):
         g = g.sort_values("rate_rps")
-        ax.plot(g["rate_rps"], g["attainment_all"], marker="o", label=label)
+        marker, ls = styles[k % len(styles)]
+        ax.plot(g["rate_rps"], g["attainment_all"], marker=marker, ls=ls, label=label, alpha=0.85)
     ax.axhline(report.sweep_target, color="grey", ls="--", lw=1, label=f"target {report.sweep_target:.0%}")
     ax.set_xlabel("offered rate (req/s)")
     ax.set_ylabel("SLO attainment (all targets)")
