@@ -10,13 +10,14 @@ a cost-model executor; see :mod:`llmplan.runtime.sim.simulator`.
 from llmplan.runtime.sim.cluster import build_instances, cluster_from_plan, default_cluster, default_cost
 from llmplan.runtime.sim.config import InstanceSpec, SimConfig
 from llmplan.runtime.sim.pricing import CostExecutor, LinearCost, batch_shape, decode_run
-from llmplan.runtime.sim.simulator import Simulation, simulate
+from llmplan.runtime.sim.simulator import SimInstance, Simulation, simulate
 
 __all__ = [
     "CostExecutor",
     "InstanceSpec",
     "LinearCost",
     "SimConfig",
+    "SimInstance",
     "Simulation",
     "batch_shape",
     "build_instances",

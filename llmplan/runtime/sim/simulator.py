@@ -49,7 +49,11 @@ _HANDOFF, _STEP_END, _KICK, _TICK = 0, 1, 2, 3
 _INF = math.inf
 
 
-class _Instance:
+class SimInstance:
+    """One simulated instance: ``sched`` (the serving core's Scheduler), ``spec`` (cost, KV
+    pool, role) and the step in flight. Hooks read these; call
+    :meth:`Simulation.materialize` before changing one."""
+
     __slots__ = (
         "idx", "spec", "sched", "executor", "cost", "busy", "step_start", "step_end",
         "batch", "run_steps", "run", "busy_acc", "acc_from", "version", "kicked",
@@ -103,7 +107,7 @@ def _kv_bytes_per_token(config: SimConfig) -> float:
 class _LazyLoads(Sequence[InstanceLoad]):
     """Load snapshots built on first access: a round-robin router reads one, not all."""
 
-    def __init__(self, sim: Simulation, insts: list[_Instance]) -> None:
+    def __init__(self, sim: Simulation, insts: list[SimInstance]) -> None:
         self._sim = sim
         self._insts = insts
         self._cache: dict[int, InstanceLoad] = {}
@@ -153,7 +157,7 @@ class Simulation:
         self.workload = workload
         self.config = config
         specs = build_instances(config)
-        self.instances: list[_Instance] = []
+        self.instances: list[SimInstance] = []
         for k, spec in enumerate(specs):
             policy = get_policy(config.policy, **config.policy_kwargs)
             sc = SchedulerConfig(
@@ -171,7 +175,7 @@ class Simulation:
                 sched = Scheduler(sc, policy, name=spec.name)
             except ValueError as e:
                 raise LlmplanError(str(e)) from None
-            self.instances.append(_Instance(k, spec, sched))
+            self.instances.append(SimInstance(k, spec, sched))
         self.policy = self.instances[0].sched.policy
         roles = {i.spec.role for i in self.instances}
         self.disaggregated = "prefill" in roles or "decode" in roles
@@ -209,10 +213,10 @@ class Simulation:
         self._seq += 1
         heapq.heappush(self.heap, (t, kind, self._seq, data))
 
-    def _loads(self, insts: list[_Instance]) -> _LazyLoads:
+    def _loads(self, insts: list[SimInstance]) -> _LazyLoads:
         return _LazyLoads(self, insts)
 
-    def _state_at(self, inst: _Instance, now: float) -> tuple[int, float]:
+    def _state_at(self, inst: SimInstance, now: float) -> tuple[int, float]:
         """(KV blocks used, busy share of the current sample window) at ``now``, as stepping
         would show them, without materialising a decode run in flight."""
         used = inst.sched.blocks.num_used
@@ -232,7 +236,7 @@ class Simulation:
         frac = min(1.0, busy / span) if span > 0 else (1.0 if inst.busy else 0.0)
         return used, frac
 
-    def materialize(self, inst: _Instance, now: float) -> None:
+    def materialize(self, inst: SimInstance, now: float) -> None:
         """Bring an instance in the middle of a decode run to the state stepping would have at
         ``now``: the steps that ended before ``now`` are applied and the step in progress
         becomes an ordinary single step. Called before anything from outside (an arrival, a
@@ -265,7 +269,7 @@ class Simulation:
         self._push(inst.step_end, _STEP_END, (inst, inst.version))
 
     # ---------------------------------------------------------------- instance steps
-    def _start_step(self, inst: _Instance, now: float) -> None:
+    def _start_step(self, inst: SimInstance, now: float) -> None:
         sched = inst.sched
         batch = sched.schedule(now)
         if not batch.items:
@@ -302,7 +306,7 @@ class Simulation:
             self.counters["decode_run_steps"] += steps
         self._push(inst.step_end, _STEP_END, (inst, inst.version))
 
-    def _end_step(self, inst: _Instance, now: float) -> None:
+    def _end_step(self, inst: SimInstance, now: float) -> None:
         batch = inst.batch
         assert batch is not None
         inst.busy_acc += now - max(inst.step_start, inst.acc_from)
@@ -320,7 +324,7 @@ class Simulation:
                 self._record(seq, inst)
         self._start_step(inst, now)
 
-    def _handoff(self, src: _Instance, seq: SeqState, now: float) -> None:
+    def _handoff(self, src: SimInstance, seq: SeqState, now: float) -> None:
         loads = self._loads(self.decoders)
         dst = self.decoders[self.decode_router.route(seq.spec, loads)]
         tokens = seq.num_computed_tokens
@@ -333,7 +337,7 @@ class Simulation:
         self._pending_handoffs += 1
         self._push(now + dt, _HANDOFF, (seq, src, dst))
 
-    def _arrive_decode(self, seq: SeqState, src: _Instance, dst: _Instance, now: float) -> None:
+    def _arrive_decode(self, seq: SeqState, src: SimInstance, dst: SimInstance, now: float) -> None:
         self._pending_handoffs -= 1
         # The KV is on the decode side now: the prefill instance gets its blocks back.
         src.sched.release(seq)
@@ -348,7 +352,7 @@ class Simulation:
         self._kick(dst, now)
 
     # ---------------------------------------------------------------- records
-    def _record(self, seq: SeqState, inst: _Instance | None, failed: bool = False) -> None:
+    def _record(self, seq: SeqState, inst: SimInstance | None, failed: bool = False) -> None:
         spec = seq.spec
         rejected = seq.status.value == "rejected"
         status = "failed" if failed else ("rejected" if rejected else "ok")
@@ -537,7 +541,7 @@ class Simulation:
             return
         self._kick(inst, now)
 
-    def _kick(self, inst: _Instance, now: float) -> None:
+    def _kick(self, inst: SimInstance, now: float) -> None:
         if not inst.busy and not inst.kicked:
             inst.kicked = True
             self._push(now, _KICK, inst)
