@@ -49,6 +49,9 @@ def train_cmd(
     limit: int = typer.Option(None, "--limit", help="Train on a random subset of this many examples."),
     max_steps: int = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps."),
     checkpoint_steps: int = typer.Option(100, "--checkpoint-steps"),
+    time_budget_min: float = typer.Option(
+        None, "--time-budget-min", help="Stop after this many minutes (checkpointed; continue with --resume)."
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue from <out>/checkpoint."),
     threads: int = typer.Option(2, "--threads", help="torch CPU threads."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
@@ -75,6 +78,7 @@ def train_cmd(
         seed=seed,
         checkpoint_steps=checkpoint_steps,
         max_steps=max_steps,
+        time_budget_s=time_budget_min * 60 if time_budget_min else None,
     )
     summary = train(
         tr,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_steps: int = 100
     max_steps: int | None = None  # stop early (tests, time-boxed runs)
+    time_budget_s: float | None = None  # stop (with a checkpoint) once training has run this long
     class_weighting: bool = False
 
 
@@ -142,6 +144,8 @@ def _fit(
         start_epoch, start_step, done = pos["epoch"], pos["step"], pos["done"]
     prompts = ds.prompts
     losses: list[float] = []
+    t_start = time.monotonic()
+    stopped_early = False
     model.train()
     progress = _progress() if show_progress else None
     if progress:
@@ -152,7 +156,10 @@ def _fit(
             order = _epoch_order(n, tcfg.seed, epoch)
             first = start_step if epoch == start_epoch else 0
             for step in range(first, steps_per_epoch):
-                if done >= total:
+                if done >= total or (
+                    tcfg.time_budget_s is not None and time.monotonic() - t_start > tcfg.time_budget_s
+                ):
+                    stopped_early = done < total
                     break
                 idx = order[step * tcfg.batch_size : (step + 1) * tcfg.batch_size]
                 batch = encode(tok, [prompts[i] for i in idx], cfg.max_length)
@@ -173,7 +180,9 @@ def _fit(
                         else {"epoch": epoch, "step": step + 1}
                     )
                     _save_checkpoint(ckpt, model, cfg, opt, {**nxt, "done": done})
-            if done >= total:
+            if done >= total or stopped_early:
+                if stopped_early:
+                    _save_checkpoint(ckpt, model, cfg, opt, {"epoch": epoch, "step": step, "done": done})
                 break
     finally:
         if progress:
@@ -184,6 +193,8 @@ def _fit(
         "total_steps": total,
         "final_loss": float(np.mean(losses[-20:])) if losses else None,
         "resumed_from_step": done - len(losses) if resume else 0,
+        "stopped_by_time_budget": stopped_early,
+        "train_seconds": round(time.monotonic() - t_start, 1),
     }
 
 

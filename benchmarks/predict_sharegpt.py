@@ -1,0 +1,135 @@
+"""ShareGPT evaluation of the output-length predictor (issue 5's figures).
+
+Trains the default predictor (all-MiniLM-L6-v2 + LoRA r=8, max 64 encoder tokens, 1 epoch, batch 16)
+on the ShareGPT train split, trains the two baselines in the same run (majority class, prompt-length
+LightGBM), and scores all three on the test split and on the deduplicated test split. Labels are
+reply token counts from the Mistral-7B v0.1 SentencePiece tokenizer.
+
+    nice -n 10 python benchmarks/predict_sharegpt.py --out /tmp/pred_bench --threads 2 --budget-min 20
+
+Prints a markdown table and writes scores.json and confusion.png under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("/tmp/pred_bench"))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--budget-min", type=float, default=15.0, help="training wall-clock cap (minutes)")
+    ap.add_argument("--max-length", type=int, default=64)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reuse", action="store_true", help="evaluate an already trained <out>/model")
+    ap.add_argument("--limit-test", type=int, default=None, help="smoke runs: score only N test prompts")
+    ap.add_argument("--confusion", type=Path, default=None, help="also copy the confusion PNG here")
+    args = ap.parse_args()
+
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from llmplan.predict.baselines import MajorityPredictor, PromptLengthGBM
+    from llmplan.predict.buckets import bucket_of
+    from llmplan.predict.data import load_sharegpt, split_dataset, take
+    from llmplan.predict.evaluate import as_requests, measure_latency, plot_confusion, render_table, score
+    from llmplan.predict.learned import LearnedLengthPredictor
+    from llmplan.predict.train import TrainConfig, train
+
+    t0 = time.monotonic()
+    ds = load_sharegpt()
+    split = split_dataset(ds, 0.2, args.seed)
+    if args.limit_test:
+        split.test = take(split.test, args.limit_test, args.seed)
+        kept = {id(e) for e in split.test.examples}
+        split.test_dedup = split.test_dedup.subset([e for e in split.test_dedup.examples if id(e) in kept])
+    print(
+        f"ShareGPT: {ds.meta['records_recovered']} records recovered "
+        f"(file truncated: {ds.meta['file_truncated']}), "
+        f"{len(ds)} first-turn pairs; train {len(split.train)}, test {len(split.test)}, "
+        f"test_dedup {len(split.test_dedup)}; tokenizer {ds.tokenizer}; load {time.monotonic() - t0:.0f}s",
+        flush=True,
+    )
+    edges = (0, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+    cfg = TrainConfig(
+        epochs=1,
+        batch_size=16,
+        max_length=args.max_length,
+        seed=args.seed,
+        checkpoint_steps=50,
+        time_budget_s=args.budget_min * 60,
+    )
+    model_dir = args.out / "model"
+    if args.reuse and (model_dir / "config.json").is_file():
+        summary = json.loads((model_dir / "config.json").read_text())["train"]
+    else:
+        summary = train(split.train, model_dir, bucket_edges=edges, config=cfg, show_progress=False)
+    print(f"train: {summary}", flush=True)
+
+    t1 = time.monotonic()
+    majority, gbm = MajorityPredictor(split.train, edges), PromptLengthGBM(split.train, edges, seed=args.seed)
+    baseline_fit_s = time.monotonic() - t1
+    learned = LearnedLengthPredictor(model_dir)
+    test_reqs = as_requests(split.test)
+    dedup_ids = {id(e) for e in split.test_dedup.examples}
+    dedup_mask = np.array([id(e) in dedup_ids for e in split.test.examples])
+    true = np.asarray(split.test.output_tokens)
+    rows = []
+    for pr in (learned, gbm, majority):
+        t2 = time.monotonic()
+        pred = pr.predict(test_reqs)
+        pred_s = time.monotonic() - t2
+        b, lens = np.asarray(pred.buckets), np.asarray(pred.lengths)
+        lat1 = measure_latency(pr, test_reqs, 1, n=32)
+        lat32 = measure_latency(pr, test_reqs, 32, n=128)
+        for name, m in (("test", np.ones_like(dedup_mask)), ("test_dedup", dedup_mask)):
+            s = score(b[m].tolist(), lens[m].tolist(), true[m].tolist(), edges, pr.name, name)
+            s.latency_ms_b1, s.latency_ms_b32 = lat1, lat32
+            rows.append(s)
+        if pr is learned:
+            plot_confusion(
+                true,
+                b.tolist(),
+                edges,
+                args.out / "confusion.png",
+                title="LoRA MiniLM on ShareGPT test (Mistral tokens)",
+            )
+        print(f"{pr.name}: predicted {len(test_reqs)} in {pred_s:.1f}s", flush=True)
+    rows.sort(key=lambda r: (r.split != "test", ["lora" not in r.predictor, r.predictor]))
+    y = bucket_of(true, edges)
+    reserve_upper = float(np.mean([edges[min(i + 1, len(edges) - 1)] for i in y]))
+    result = {
+        "dataset": ds.source,
+        "records_recovered": ds.meta["records_recovered"],
+        "pairs": len(ds),
+        "tokenizer": ds.tokenizer,
+        "split": {
+            "seed": args.seed,
+            "train": len(split.train),
+            "test": len(split.test),
+            "test_dedup": len(split.test_dedup),
+        },
+        "train": summary,
+        "threads": args.threads,
+        "baseline_fit_s": round(baseline_fit_s, 2),
+        "scores": [r.row() for r in rows],
+        "mean_true_tokens": float(true.mean()),
+        "mean_upper_edge": reserve_upper,
+        "total_s": round(time.monotonic() - t0, 1),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "scores.json").write_text(json.dumps(result, indent=2))
+    if args.confusion:
+        args.confusion.parent.mkdir(parents=True, exist_ok=True)
+        args.confusion.write_bytes((args.out / "confusion.png").read_bytes())
+    print(render_table(rows))
+    print(json.dumps({k: v for k, v in result.items() if k != "scores"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
