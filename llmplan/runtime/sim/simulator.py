@@ -201,8 +201,8 @@ class Simulation:
             "kv_transfers": 0,
             "kv_transfer_bytes": 0.0,
             "kv_transfer_s": 0.0,
-            "decode_runs": 0,
-            "decode_run_steps": 0,
+            "decode_runs": 0,  # runs of identical decode steps priced in closed form
+            "decode_run_steps": 0,  # steps applied through such runs (the rest were stepped)
             "run_splits": 0,
         }
         self._pending_handoffs = 0
@@ -215,6 +215,10 @@ class Simulation:
 
     def _loads(self, insts: list[SimInstance]) -> _LazyLoads:
         return _LazyLoads(self, insts)
+
+    def state_at(self, inst: SimInstance, now: float) -> tuple[int, float]:
+        """(KV blocks used, busy share of the current sample window) of ``inst`` at ``now``."""
+        return self._state_at(inst, now)
 
     def _state_at(self, inst: SimInstance, now: float) -> tuple[int, float]:
         """(KV blocks used, busy share of the current sample window) at ``now``, as stepping
@@ -254,6 +258,7 @@ class Simulation:
             start = t0 + run.end_of(done - 1)
             rec = [t0 + e for e in run.ends()[:done]] if self.config.record_token_times else None
             left = sched.apply_decode_run(batch, done, start, rec)
+            self.counters["decode_run_steps"] += done
             assert not left, "a decode run finished a sequence before its last step"
             inst.busy_acc += max(0.0, start - max(inst.step_start, inst.acc_from))
             batch = sched.schedule(start)
@@ -303,7 +308,6 @@ class Simulation:
         inst.version += 1
         if steps > 1:
             self.counters["decode_runs"] += 1
-            self.counters["decode_run_steps"] += steps
         self._push(inst.step_end, _STEP_END, (inst, inst.version))
 
     def _end_step(self, inst: SimInstance, now: float) -> None:
@@ -316,6 +320,7 @@ class Simulation:
             rec = None
             if self.config.record_token_times and inst.run is not None:
                 rec = [inst.step_start + e for e in inst.run.ends()]
+            self.counters["decode_run_steps"] += inst.run_steps
             done = inst.sched.apply_decode_run(batch, inst.run_steps, now, rec)
         for seq in done:
             if seq.finish_reason == "handoff":
