@@ -26,16 +26,33 @@ ALIASES = {
 }
 
 
+# Routers defined in other modules of this package register themselves on import; they are
+# imported on first use so that `get_router("banaserve")` works without importing them first.
+LAZY_ROUTERS = {
+    "load-aware": "llmplan.routing.load_aware",
+    "prefix-aware": "llmplan.routing.prefix_aware",
+    "banaserve": "llmplan.routing.banaserve",
+}
+
+
 def register_router(name: str, factory: Callable[..., Router]) -> None:
     ROUTERS[name] = factory
+
+
+def router_names() -> list[str]:
+    return sorted(set(ROUTERS) | set(LAZY_ROUTERS))
 
 
 def get_router(name: str, **kwargs: Any) -> Router:
     key = name.strip().lower().replace("_", "-")
     key = ALIASES.get(key, key)
+    if key not in ROUTERS and key in LAZY_ROUTERS:
+        import importlib
+
+        importlib.import_module(LAZY_ROUTERS[key])
     factory = ROUTERS.get(key)
     if factory is None:
-        raise LlmplanError(f"unknown router {name!r}; choose one of: {', '.join(sorted(ROUTERS))}")
+        raise LlmplanError(f"unknown router {name!r}; choose one of: {', '.join(router_names())}")
     try:
         return factory(**kwargs)
     except (TypeError, ValueError) as e:
@@ -44,6 +61,7 @@ def get_router(name: str, **kwargs: Any) -> Router:
 
 __all__ = [
     "ALIASES",
+    "LAZY_ROUTERS",
     "ROUTERS",
     "InstanceLoad",
     "JoinShortestQueue",
@@ -52,4 +70,5 @@ __all__ = [
     "Router",
     "get_router",
     "register_router",
+    "router_names",
 ]

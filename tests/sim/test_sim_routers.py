@@ -44,3 +44,17 @@ def test_router_indices_refer_to_the_snapshot_not_positions():
 def test_unknown_router_is_a_one_line_error():
     with pytest.raises(LlmplanError, match="unknown router 'best'; choose one of"):
         get_router("best")
+
+
+def test_routers_from_other_modules_load_on_first_use():
+    import subprocess
+    import sys
+
+    # A fresh interpreter: nothing but llmplan.routing imported, yet every listed name resolves.
+    code = (
+        "from llmplan.routing import get_router, router_names\n"
+        "print(','.join(get_router(n).name for n in router_names()))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert set(out.strip().split(",")) >= {"round-robin", "least-loaded", "jsq"}
+    assert len(out.strip().split(",")) == len(__import__("llmplan.routing").routing.router_names())
