@@ -100,6 +100,9 @@ def test_seeded_sampling_is_reproducible(server):
         ("/v1/completions", {"prompt": "hi", "top_p": 0}, "top_p", "greater than 0"),
         ("/v1/completions", {"prompt": "hi", "n": 2}, "n", "must be 1"),
         ("/v1/completions", {"prompt": "hi", "stop": 5}, "stop", "string"),
+        ("/v1/completions", {"prompt": "hi", "presence_penalty": 0.5}, "presence_penalty", "not supported"),
+        ("/v1/completions", {"prompt": "hi", "logit_bias": {"50": 10}}, "logit_bias", "not supported"),
+        ("/v1/completions", {"prompt": "hi", "logprobs": 2}, "logprobs", "not supported"),
         ("/v1/completions", {"prompt": ""}, "prompt", "empty"),
         ("/v1/completions", {"prompt": ["a", "b"]}, "prompt", "batched prompts"),
         ("/v1/completions", {"prompt": [1, -2]}, "prompt", "negative"),
@@ -129,6 +132,16 @@ def test_curl_style_form_content_type_still_parses(server):
     r = httpx.post(server + "/v1/completions", content=json.dumps({"prompt": "hi", "max_tokens": 2}),
                    headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=30)
     assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] >= 1
+
+
+def test_nulls_and_neutral_values_mean_defaults(server):
+    # Some SDKs send JSON null for unset fields, and zero penalties; neither changes the answer.
+    body = {"model": MODEL, "prompt": "hi", "max_tokens": 3, "temperature": None, "top_p": None, "n": None,
+            "stop": None, "stream": None, "presence_penalty": 0, "frequency_penalty": 0.0, "logit_bias": {},
+            "user": "someone"}
+    r = httpx.post(server + "/v1/completions", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] >= 1
 
 
 def test_unknown_model_is_404(server):
@@ -200,7 +213,8 @@ def test_queue_full_is_429_with_retry_after():
     async def scenario(url: str) -> None:
         async with httpx.AsyncClient(timeout=30) as c:
             async with c.stream("POST", url + "/v1/completions", json={**long, "stream": True}) as a:
-                await anext(a.aiter_lines())  # A is running
+                a_lines = a.aiter_lines()  # keep a reference: a collected iterator closes A's connection
+                await anext(a_lines)  # A is running
                 b = asyncio.create_task(c.post(url + "/v1/completions", json=long))  # B queues behind A
                 try:
                     await _until(lambda: engine.stats().waiting == 1)

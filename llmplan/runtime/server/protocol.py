@@ -31,12 +31,13 @@ class _SamplingFields(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str | None = None
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    # None (JSON null, which some SDKs send for "unset") means the OpenAI default.
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
     stop: str | list[str] | None = None
-    stream: bool = False
+    stream: bool | None = False
     stream_options: StreamOptions | None = None
-    n: int = 1
+    n: int | None = 1
     seed: int | None = None
     # vLLM extension used by benchmarks: generate exactly max_tokens tokens.
     ignore_eos: bool = False
@@ -46,11 +47,39 @@ class _SamplingFields(BaseModel):
     slo_e2e_s: float | None = Field(None, gt=0)
     best_of: int | None = None
     logprobs: Any = None
-    echo: bool = False
+    echo: bool | None = False
+    # Accepted at their neutral values only: anything else would change the answer.
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repetition_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    top_k: int | None = None
+    min_tokens: int | None = None
+    response_format: dict[str, Any] | None = None
+    tools: list[Any] | None = None
 
     def check_supported(self) -> None:
-        if self.n != 1:
+        if self.n not in (None, 1):
             raise APIError(400, f"'n' must be 1 (got {self.n}); send n separate requests", param="n")
+        neutral: dict[str, tuple[Any, ...]] = {
+            "presence_penalty": (None, 0, 0.0),
+            "frequency_penalty": (None, 0, 0.0),
+            "repetition_penalty": (None, 1, 1.0),
+            "top_k": (None, 0, -1),
+            "min_tokens": (None, 0),
+        }
+        for name, ok in neutral.items():
+            value = getattr(self, name)
+            if value not in ok:
+                raise APIError(400, f"'{name}' is not supported by this engine (got {value}); leave it unset",
+                               param=name)
+        if self.logit_bias:
+            raise APIError(400, "'logit_bias' is not supported; leave it unset or empty", param="logit_bias")
+        if self.tools:
+            raise APIError(400, "'tools' (function calling) is not supported; leave it unset", param="tools")
+        if self.response_format and self.response_format.get("type", "text") != "text":
+            raise APIError(400, "only 'response_format' {\"type\": \"text\"} is supported",
+                           param="response_format")
         if self.best_of not in (None, 1):
             raise APIError(400, "'best_of' is not supported; leave it unset", param="best_of")
         if self.logprobs not in (None, False, 0):
@@ -178,8 +207,8 @@ def resolve_max_tokens(requested: int | None, prompt_tokens: int, max_model_len:
 def sampling_params(req: _SamplingFields, max_tokens: int) -> SamplingParams:
     return SamplingParams(
         max_tokens=max_tokens,
-        temperature=req.temperature,
-        top_p=req.top_p,
+        temperature=1.0 if req.temperature is None else req.temperature,
+        top_p=1.0 if req.top_p is None else req.top_p,
         stop=req.stop_list(),
         ignore_eos=req.ignore_eos,
         seed=req.seed,
