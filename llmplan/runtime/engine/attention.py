@@ -73,9 +73,13 @@ def write_kv(
 
 
 def _gather(cache: torch.Tensor, block_table: torch.Tensor, length: int) -> torch.Tensor:
-    """Blocks of ``block_table`` (``[..., nb]``) as ``[..., kv_heads, length, head_dim]``."""
-    g = cache[block_table]  # [..., nb, bs, kvh, hd]
-    g = g.flatten(-4, -3)[..., :length, :, :]
+    """Blocks of ``block_table`` (``[nb]`` or ``[D, nb]``) as ``[..., kv_heads, length, head_dim]``.
+
+    ``index_select`` on the block dimension is a plain strided copy; advanced indexing
+    (``cache[table]``) goes through the generic index kernel and is ~2x slower on CPU.
+    """
+    g = cache.index_select(0, block_table.reshape(-1))  # [D*nb, bs, kvh, hd]
+    g = g.view(*block_table.shape[:-1], -1, *cache.shape[2:])[..., :length, :, :]
     return g.transpose(-3, -2)
 
 
