@@ -21,7 +21,10 @@ Analytic model (every time comes from :mod:`llmplan.plan.costmodel`):
 * Attainment of both SLOs is the product (TTFT and TPOT are driven by different instances).
 
 Search: every (TP, PP) layout per GPU model that fits, for prefill and decode, and every
-count pair within the GPU budget; goodput by bisection on the rate. OR-Tools CP-SAT then
+coprime ratio ``n_p:n_d`` up to 8:1 / 1:8 within the GPU budget; goodput by bisection on the
+rate. Because arrivals split evenly, ``k`` copies of a unit have ``k`` times its goodput, so
+goodput per GPU depends only on the ratio; the best unit is replicated until it serves
+``--rate`` (when given and the GPUs allow). OR-Tools CP-SAT then
 packs the chosen instances onto hosts so that no TP group spans hosts and as many decode
 instances as possible share a host (fast KV transfer) with a prefill instance.
 """
@@ -47,6 +50,8 @@ from llmplan.plan.costmodel import (
     transfer_time,
 )
 from llmplan.plan.types import InstancePlan, Plan, PlanWorkload, StagePlan
+
+MAX_RATIO = 8  # largest prefill or decode count in a ratio unit (8:1 ... 1:8)
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -159,6 +164,15 @@ class PDOption:
     @property
     def per_gpu(self) -> float:
         return self.goodput / self.gpus
+
+    @property
+    def replicas(self) -> int:
+        return math.gcd(self.n_prefill, self.n_decode)
+
+    @property
+    def ratio(self) -> str:
+        k = self.replicas
+        return f"{self.n_prefill // k}:{self.n_decode // k}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -297,6 +311,20 @@ def _goodput(
     return lo, *att(lo)
 
 
+def _capacity(att, target: float, hi: float) -> float:
+    """Highest per-instance rate at which ``att(rate) >= target`` (0 when even idle fails)."""
+    if att(1e-9) < target:
+        return 0.0
+    lo = 0.0
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        if att(mid) >= target:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
 # ---- candidate layouts from the topology ----------------------------------------------------
 
 
@@ -380,6 +408,14 @@ def plan_pd(
         )
     options: list[PDOption] = []
     dmodels: dict[int, _DecodeModel] = {}
+    dcaps: dict[int, float] = {}
+
+    def threshold() -> float:
+        """Per-GPU goodput an option must beat to enter the top five (winner + runner-ups)."""
+        if len(options) < 5:
+            return 0.0
+        return sorted((o.per_gpu for o in options), reverse=True)[4]
+
     best_ttft = best_tpot = math.inf
     for pl, pids in layouts:
         for dl, dids in layouts:
@@ -394,11 +430,30 @@ def plan_pd(
             dm = dmodels.setdefault(id(dl), _DecodeModel(dl, stats, req.slo_tpot_s, req.max_num_seqs))
             best_ttft = min(best_ttft, float(np.quantile(pm.total + pm.kv, req.attainment)))
             best_tpot = min(best_tpot, dm.tpot(1))
-            for n_p in range(1, budget // pl.gpus + 1):
-                for n_d in range(1, (budget - n_p * pl.gpus) // dl.gpus + 1):
-                    g, a, ta, da = _goodput(pm, dm, n_p, n_d, req)
-                    if g > 0:
-                        options.append(PDOption(pl, dl, n_p, n_d, g, a, ta, da, kv_link.kind))
+            # Arrivals split evenly, so (k*n_p, k*n_d) has k times the goodput of (n_p, n_d):
+            # goodput per GPU depends on the ratio only. Search coprime ratios, then replicate.
+            # Both attainments are <= 1, so each side alone bounds the goodput:
+            # goodput <= min(n_p * cap_p, n_d * cap_d); ratios whose bound cannot beat the
+            # current runner-up threshold are skipped (exact pruning).
+            cap_p = _capacity(lambda r, pm=pm: pm.attainment(r, req.slo_ttft_s), req.attainment, 1.0 / pm.es)
+            if id(dl) not in dcaps:
+                dcaps[id(dl)] = _capacity(
+                    dm.attainment, req.attainment, dm.max_b / (dm.eo * dm.tpot(1)) + 1.0
+                )
+            cap_d = dcaps[id(dl)]
+            cands = []
+            for n_p in range(1, min(MAX_RATIO, budget // pl.gpus) + 1):
+                for n_d in range(1, min(MAX_RATIO, (budget - n_p * pl.gpus) // dl.gpus) + 1):
+                    if math.gcd(n_p, n_d) == 1:
+                        ub = min(n_p * cap_p, n_d * cap_d) / (n_p * pl.gpus + n_d * dl.gpus)
+                        cands.append((ub, n_p, n_d))
+            cands.sort(reverse=True)
+            for ub, n_p, n_d in cands:
+                if ub <= 0 or ub < threshold():
+                    break
+                g, a, ta, da = _goodput(pm, dm, n_p, n_d, req)
+                if g > 0:
+                    options.append(PDOption(pl, dl, n_p, n_d, g, a, ta, da, kv_link.kind))
     if not options:
         parts = []
         if best_ttft > req.slo_ttft_s:
@@ -416,8 +471,26 @@ def plan_pd(
         raise InfeasibleError("; ".join(parts) + "; relax the SLO or add faster GPUs")
     options.sort(key=lambda o: (-o.per_gpu, o.gpus))
     best = options[0]
-    # distinct runner-ups: best of each (layout pair, ratio) different from the winner
-    seen, runners = {(best.prefill.label(), best.decode.label(), best.n_prefill, best.n_decode)}, []
+    if stats.rate and best.goodput < stats.rate:
+        # replicate the best unit until it serves the requested rate (within the GPU budget)
+        k = min(math.ceil(stats.rate / best.goodput), budget // best.gpus)
+        if k > 1:
+            best = PDOption(
+                best.prefill,
+                best.decode,
+                best.n_prefill * k,
+                best.n_decode * k,
+                best.goodput * k,
+                best.attainment,
+                best.ttft_att,
+                best.tpot_att,
+                best.kv_link,
+            )
+    # runner-ups: the next-best units (layout pair and ratio)
+    seen, runners = (
+        {(options[0].prefill.label(), options[0].decode.label(), options[0].n_prefill, options[0].n_decode)},
+        [],
+    )
     for o in options[1:]:
         key = (o.prefill.label(), o.decode.label(), o.n_prefill, o.n_decode)
         if key not in seen:
@@ -518,7 +591,7 @@ def _assign(
             "goodput_rps": best.goodput,
             "goodput_per_gpu_rps": best.per_gpu,
             "attainment": best.attainment,
-            "ratio": f"{best.n_prefill}:{best.n_decode}",
+            "ratio": best.ratio,
         },
         params=dataclasses.asdict(params),
         pd=best.to_dict(),
@@ -606,7 +679,8 @@ def render_pd(console, result: PDResult) -> None:
     b = result.best
     console.print(
         f"[bold]P:D plan[/] for {result.plan.model}: {b.n_prefill} prefill x {b.prefill.label()} + "
-        f"{b.n_decode} decode x {b.decode.label()} = {b.gpus} GPUs, ratio {b.n_prefill}:{b.n_decode}",
+        f"{b.n_decode} decode x {b.decode.label()} = {b.gpus} GPUs, ratio {b.ratio}"
+        + (f" (x{b.replicas} to serve --rate)" if b.replicas > 1 else ""),
         highlight=False,
     )
     console.print(

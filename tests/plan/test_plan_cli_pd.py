@@ -247,3 +247,17 @@ def test_power_caps_move_the_he_plan_off_the_throttled_card() -> None:
     assert capped["instances"][0]["stages"][0]["gpus"] == ["GPU1"]  # next fastest (300 W)
     with pytest.raises(LlmplanError, match="--power-cap"):
         _run("--model", "chatglm2-6b", "--topology", "preset:4x-rtx3090", "--power-cap", "0=100")
+
+
+def test_pd_replicates_the_best_unit_to_serve_the_rate() -> None:
+    G = load_topology("preset:dgx-h100-x8")
+    spec = get_model_spec("llama-3.1-8b")
+    unit = plan_pd(spec, G, LengthStats(np.array([1024.0]), np.array([256.0])), PDRequest(1.0, 0.05)).best
+    want = 2.5 * unit.goodput
+    res = plan_pd(
+        spec, G, LengthStats(np.array([1024.0]), np.array([256.0]), rate=want), PDRequest(1.0, 0.05)
+    )
+    b = res.best
+    assert b.replicas == 3 and b.ratio == unit.ratio and b.goodput >= want
+    assert b.per_gpu == pytest.approx(unit.per_gpu)  # k copies: k times the goodput, same per GPU
+    assert len(res.plan.instances) == b.n_prefill + b.n_decode
