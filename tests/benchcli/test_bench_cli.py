@@ -128,3 +128,31 @@ def test_full_azure_conv_conservation_through_cli(azure_env: Path, tmp_path: Pat
     # every output token of a completed request was generated
     ok = df["status"] == "ok"
     assert s["output_tokens_per_s"] * s["duration_s"] == pytest.approx(df.loc[ok, "output_tokens"].sum())
+
+
+def test_calibration_profile_prices_the_simulation(tmp_path: Path) -> None:
+    """A hand-made profile: prefill 0.01 s + 0.1 ms/token, decode 0.01 s + 1 ms/sequence."""
+    from llmplan.runtime.calibration import CalibrationProfile
+
+    coef = {"const": 0.01, "prefill_tokens": 1e-4, "prefill_attn": 0.0}
+    coef |= {"decode_seqs": 1e-3, "decode_ctx": 0.0}
+    prof = CalibrationProfile(coef=coef, model="llama-2-13b", device="test", dtype="float16")
+    prof.save(tmp_path / "cal.json")
+    trace = tmp_path / "one.csv"
+    trace.write_text("arrival_s,prompt_tokens,output_tokens\n0,100,3\n")
+    out = tmp_path / "rep"
+    args = ["--trace", f"file:{trace}", "--policy", "fcfs", "--instances", "1", "--slo", "none"]
+    res = _bench(*args, "--calibration", str(tmp_path / "cal.json"), "--out", str(out), "--no-plots")
+    assert res.exit_code == 0, res.output
+    row = pd.read_csv(out / "requests-fcfs.csv").iloc[0]
+    # prefill step emits the first token: 0.01 + 100 * 1e-4 = 0.02 s; two decode steps of 0.011 s
+    assert row["ttft_s"] == pytest.approx(0.02)
+    assert row["tpot_s"] == pytest.approx(0.011)
+    assert row["e2e_s"] == pytest.approx(0.042)
+    data = json.loads((out / "report.json").read_text())
+    assert data["config"]["cluster"]["cost_model"].startswith("calibration:")
+
+
+def test_live_target_unreachable_is_one_line(azure_env: Path, tmp_path: Path) -> None:
+    res = runner.invoke(app, ["bench", "--target", "http://127.0.0.1:9", "-n", "3", "--out", str(tmp_path)])
+    assert res.exit_code != 0 and "cannot reach http://127.0.0.1:9" in str(res.exception)

@@ -108,3 +108,18 @@ def test_terminal_summary_flags_saturation() -> None:
     assert "fcfs" in header and "slo-odbs" in text and text.count("SATURATED") == 1
     assert "WARNING slo-odbs: the system is over-saturated" in text
     assert "1 rejected" in text and "97.5%" in text
+
+
+def test_predicted_vs_measured_table() -> None:
+    from llmplan.report.compare import predicted_vs_measured
+
+    def run(ttft: float) -> RunResult:
+        recs = [RequestRecord(i, float(i), 10, 3, SLO(), "ok", None, "i0", float(i), i + ttft, i + ttft + 0.2)
+                for i in range(5)]  # fmt: skip
+        return RunResult(recs)
+
+    rep = _report()
+    rep.runs = {"live": compute_metrics(run(1.0)), "sim:fcfs": compute_metrics(run(0.9))}
+    table = predicted_vs_measured(rep)
+    assert "| TTFT p50 | 1000.0 ms | 900.0 ms (-10.0%) |" in table
+    assert "| TPOT p99 | 100.0 ms | 100.0 ms (+0.0%) |" in table
