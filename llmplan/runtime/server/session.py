@@ -103,6 +103,12 @@ class RequestSession:
                 self._record("abort")
                 return False
             self._first = first.result()
+            if self._first.finished and (self._first.error or self._first.finish_reason == "error"):
+                # Failed before producing anything: the client still gets a real status code.
+                self._done = True
+                self._close_watcher()
+                self._record("error")
+                raise APIError(500, f"engine error: {self._first.error or 'the request failed'}")
             return True
         except QueueFullError as exc:
             self._close_watcher()
@@ -126,6 +132,8 @@ class RequestSession:
             self._close_watcher()
             self._record("error")
             raise APIError(500, "the engine ended the request without any output") from None
+        except APIError:
+            raise
         except asyncio.CancelledError:
             if first is not None:
                 first.cancel()
