@@ -168,7 +168,7 @@ def test_default_cost_sizes_kv_from_gpu_memory():
     assert res.meta["instances"][0]["num_blocks"] == blocks
 
 
-def test_tick_hooks_and_prefix_cache_hook_reach_controllers_and_routers():
+def test_tick_hooks_and_prefix_cache_hook_reach_controllers_and_routers(monkeypatch):
     seen_ticks, seen_prefix = [], []
 
     def hook(sim, now):
@@ -183,9 +183,9 @@ def test_tick_hooks_and_prefix_cache_hook_reach_controllers_and_routers():
             seen_prefix.append([ld.cached_prefix_tokens(spec) for ld in loads])
             return 0
 
-    from llmplan.routing import register_router
+    from llmplan.routing import ROUTERS
 
-    register_router("prefix-probe", PrefixRouter)
+    monkeypatch.setitem(ROUTERS, "prefix-probe", PrefixRouter)
     wl = _workload(n=40)
     kw = dict(instances=2, cost=LinearCost(), num_blocks=300, router="prefix-probe",
               prefix_cache=lambda name, spec: 7 if name == "i1" else 0)

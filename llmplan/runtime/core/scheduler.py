@@ -280,7 +280,13 @@ class Scheduler:
     def _reservation(self, seq: SeqState, known: int) -> int:
         r = known
         if self.policy.reserve == "predicted" and seq.predicted_output_tokens is not None:
-            r = max(r, seq.spec.prompt_tokens + seq.predicted_output_tokens)
+            out = seq.predicted_output_tokens
+            if seq.mispredicted:
+                # The prediction proved short (S3 then re-predicts a larger bucket): book twice
+                # what it has generated so far, so re-admission after a preemption does not
+                # run into the same wall at once.
+                out = max(out, 2 * seq.num_generated)
+            r = max(r, seq.spec.prompt_tokens + out)
         return min(r, self.config.max_model_len)
 
     def _admit(self, items: list[ScheduledSeq], budget: int, has_prefill: bool, now: float) -> int:
