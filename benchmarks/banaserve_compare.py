@@ -56,28 +56,15 @@ def _metrics(res, ttft_slo: float, tpot_slo: float) -> dict[str, float]:
 
 
 def run_system(system: str, model: str, gpus: int, pd: tuple[int, int], wl, args):
-    import llmplan.routing.banaserve  # noqa: F401  (registers the router)
-    import llmplan.routing.load_aware  # noqa: F401
-    from llmplan.migrate.controller import ControllerConfig, MigrationController
-    from llmplan.migrate.sim_hook import ControllerHook
-    from llmplan.models import get_model_spec
-    from llmplan.runtime.sim import SimConfig, simulate
+    from llmplan.migrate.systems import controller_hook, system_config
+    from llmplan.runtime.sim import simulate
 
-    common = dict(model=model, gpu=args.gpu, tp=1, policy="fcfs", sample_interval_s=1.0)
-    hook = None
-    if system == "vllm":
-        cfg = SimConfig(instances=gpus, router="round-robin", **common)
-    elif system == "distserve":
-        cfg = SimConfig(instances=gpus, disaggregation=pd, router="least-loaded", **common)
-    else:
-        spec = get_model_spec(model)
-        ctl = MigrationController(ControllerConfig(period_s=1.0, horizon_s=10.0))
-        hook = ControllerHook(ctl, kv_bytes_per_token=spec.kv_bytes_per_token)
-        cfg = SimConfig(instances=gpus, disaggregation=pd, router="banaserve", tick_hooks=[hook], **common)
+    cfg = system_config(system, model=model, gpu=args.gpu, gpus=gpus, pd=pd, sample_interval_s=1.0)
     t = time.perf_counter()
     res = simulate(wl, cfg)
     m = _metrics(res, args.ttft_slo, args.tpot_slo)
     m["wall_s"] = time.perf_counter() - t
+    hook = controller_hook(cfg)
     m["migrations"] = len(hook.applied) if hook else 0
     return m
 
