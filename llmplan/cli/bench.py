@@ -125,7 +125,7 @@ def register(app: typer.Typer) -> None:
         token_times: bool = typer.Option(
             True,
             "--token-times/--no-token-times",
-            help="Record every token's time (needed for ITL); off makes long simulations about 2x faster.",
+            help="Record every token's time (needed for ITL); off saves memory on long traces.",
         ),
         jobs: int = typer.Option(
             None, "--jobs", "-j", help="Simulations to run in parallel (default: one per CPU core)."

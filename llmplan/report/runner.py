@@ -100,7 +100,19 @@ def build_cluster(cfg: BenchConfig) -> Cluster:
     base = cluster_from_plan(plan, graph, block_size=cfg.block_size)
     gpus_per = max(len(s.gpus) for s in base) or 1
     n_gpus = len(gpu_nodes(graph))
-    if cfg.instances is not None:
+    if cfg.disaggregation is not None:
+        n_p, n_d = cfg.disaggregation
+        if n_p < 1 or n_d < 1:
+            raise LlmplanError(
+                f"--disaggregation needs >= 1 prefill and >= 1 decode instance, got {n_p}:{n_d}"
+            )
+        if cfg.instances is not None and cfg.instances != n_p + n_d:
+            raise LlmplanError(
+                f"--disaggregation {n_p}:{n_d} needs {n_p + n_d} instances, --instances is {cfg.instances}; "
+                "drop --instances"
+            )
+        replicas = n_p + n_d
+    elif cfg.instances is not None:
         replicas = cfg.instances
     elif cfg.plan or len(base) > 1:
         replicas = len(base)
@@ -111,7 +123,17 @@ def build_cluster(cfg: BenchConfig) -> Cluster:
         raise LlmplanError(f"--instances must be >= 1, got {replicas}")
     from dataclasses import replace
 
-    specs = [replace(base[k % len(base)], name=f"i{k}") for k in range(replicas)]
+    gpu_sets = _replica_gpus(base, gpu_nodes(graph), replicas)
+    roles = [s.role for s in base]
+    names = [f"i{k}" for k in range(replicas)]
+    if cfg.disaggregation is not None:
+        n_p = cfg.disaggregation[0]
+        roles = ["prefill" if k < n_p else "decode" for k in range(replicas)]
+        names = [f"p{k}" if k < n_p else f"d{k - n_p}" for k in range(replicas)]
+    specs = [
+        replace(base[k % len(base)], name=names[k], role=roles[k % len(roles)], gpus=gpu_sets[k])
+        for k in range(replicas)
+    ]
     cost = load_calibration_cost(cfg.calibration) if cfg.calibration else None
     desc = {
         "model": plan.model,
@@ -122,6 +144,10 @@ def build_cluster(cfg: BenchConfig) -> Cluster:
         "plan_metrics": {k: v for k, v in plan.metrics.items() if k != "frontier"},
         "plan_explanation": plan.explanation,
         "replicas": replicas,
+        "replica_gpus": [list(g) for g in gpu_sets],
+        # Replicas are priced as the planned instance (exact on homogeneous machines).
+        "replica_cost": "planned instance's roofline",
+        "roles": [s.role for s in specs],
         "kv_blocks_per_instance": [s.num_blocks for s in specs],
         "block_size": cfg.block_size,
         "cost_model": "calibration:" + cfg.calibration
@@ -129,6 +155,26 @@ def build_cluster(cfg: BenchConfig) -> Cluster:
         else "roofline (llmplan.plan.costmodel)",
     }
     return Cluster(specs, desc, cost, graph)
+
+
+def _replica_gpus(base: list[Any], all_gpus: list[str], replicas: int) -> list[tuple[str, ...]]:
+    """GPUs for each replica: the plan's own first, then disjoint sets of unused GPUs of the same size.
+
+    KV transfers between instances are priced over the links between their GPUs, so replicas
+    must not share GPUs. Replicas beyond what the topology holds get no GPUs (the simulator then
+    uses its default inter-instance link).
+    """
+    out: list[tuple[str, ...]] = [tuple(b.gpus) for b in base][:replicas]
+    used = {g for gs in out for g in gs}
+    free = [g for g in all_gpus if g not in used]
+    size = max((len(b.gpus) for b in base), default=1) or 1
+    while len(out) < replicas:
+        if len(free) >= size:
+            out.append(tuple(free[:size]))
+            free = free[size:]
+        else:
+            out.append(())
+    return out
 
 
 def simulate_once(
@@ -147,7 +193,7 @@ def simulate_once(
         predictor=cfg.predictor,
         block_size=cfg.block_size,
         chunked_prefill=cfg.chunked_prefill,
-        disaggregation=cfg.disaggregation,
+        disaggregation=None,  # roles are already on the instance specs (build_cluster)
         cost=cluster.cost_override,
         model=cfg.model,
         topology=cluster.graph,

@@ -156,3 +156,18 @@ def test_calibration_profile_prices_the_simulation(tmp_path: Path) -> None:
 def test_live_target_unreachable_is_one_line(azure_env: Path, tmp_path: Path) -> None:
     res = runner.invoke(app, ["bench", "--target", "http://127.0.0.1:9", "-n", "3", "--out", str(tmp_path)])
     assert res.exit_code != 0 and "cannot reach http://127.0.0.1:9" in str(res.exception)
+
+
+def test_disaggregation_uses_disjoint_gpus(azure_env: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rep"
+    res = _bench("-n", "60", "--policy", "fcfs", "--disaggregation", "1:1", "--no-plots", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "report.json").read_text())
+    c = data["config"]["cluster"]
+    assert c["roles"] == ["prefill", "decode"]
+    a, b = c["replica_gpus"]
+    assert a and b and not set(a) & set(b)  # KV moves over a real link, not GPU-to-itself
+    counters = data["runs"]["fcfs"]["summary"]["counters"]
+    assert counters["kv_transfers"] == 60 and counters["kv_transfer_s"] > 0
+    res = runner.invoke(app, ["bench", "--disaggregation", "1:1", "--instances", "3", "--out", str(out)])
+    assert res.exit_code != 0 and "drop --instances" in str(res.exception)
