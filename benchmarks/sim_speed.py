@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--instances", type=int, default=8)
     ap.add_argument("--sizes", default="2000,8000,0", help="request counts; 0 = the whole trace")
     ap.add_argument("--stepping", action="store_true", help="also time 2k requests without decode runs")
+    ap.add_argument("--token-times", action="store_true", help="record every token's time (for ITL)")
     args = ap.parse_args()
     full = load_conv()
     print(f"trace: {full.source} ({len(full)} requests, {full.requests[-1].arrival_s:.0f} s)")
@@ -56,7 +57,8 @@ def main() -> None:
           f"{'decode runs':>11} {'sim end s':>9} {'completed':>9}")
     for size in (int(s) for s in args.sizes.split(",")):
         wl = full if size == 0 or size >= len(full) else Workload("slice", full.requests[:size])
-        cfg = SimConfig(instances=args.instances, policy=args.policy, router=args.router)
+        cfg = SimConfig(instances=args.instances, policy=args.policy, router=args.router,
+                        record_token_times=args.token_times)
         t0, c0 = time.perf_counter(), time.process_time()
         res = simulate(wl, cfg)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
