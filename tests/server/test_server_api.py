@@ -246,3 +246,21 @@ def _outcome(url: str, outcome: str) -> float:
         return metric(url, "llmplan_requests_total", outcome=outcome)
     except KeyError:
         return 0.0
+
+
+def test_predictor_accuracy_is_exported():
+    from llmplan.predict.oracle import parse_predictor
+    from llmplan.runtime.engine import build_engine
+
+    # With ignore_eos the output length is max_tokens, so the oracle is always right and a
+    # noisy oracle of accuracy 0 always wrong: both must show in the gauge.
+    for spec, want in (("oracle", 1.0), ("noisy:0.0", 0.0)):
+        engine = build_engine(dummy_weights="llama-tiny", scheduler="sjf", predictor=parse_predictor(spec),
+                              num_kv_blocks=64, max_num_seqs=4)
+        with running_server(engine) as url:
+            for n in (3, 12, 40):  # three different length buckets
+                r = httpx.post(url + "/v1/completions",
+                               json={"prompt": [400] * 6, "max_tokens": n, "ignore_eos": True}, timeout=60)
+                assert r.status_code == 200
+            assert metric(url, "llmplan_predictor_total") == 3
+            assert metric(url, "llmplan_predictor_accuracy_ratio") == want
