@@ -87,6 +87,9 @@ def register(app: typer.Typer) -> None:
         validate: bool = typer.Option(
             False, "--validate", help="--pd: replay in the simulator, compare attainment."
         ),
+        max_gpus: int | None = typer.Option(
+            None, "--max-gpus", min=1, help="--pd: GPU budget (default: all)."
+        ),
         plan_file: Path | None = typer.Option(
             None, "--plan", help="Show a saved plan (table, vllm line, device_map) instead of planning."
         ),
@@ -135,7 +138,9 @@ def register(app: typer.Typer) -> None:
             from llmplan.plan.pd import PDRequest, load_length_stats, plan_pd, render_pd
 
             stats = load_length_stats(trace, input_len, output_len, rate)
-            req = PDRequest(slo_ttft_s=slo_ttft, slo_tpot_s=slo_tpot, attainment=attainment)
+            req = PDRequest(
+                slo_ttft_s=slo_ttft, slo_tpot_s=slo_tpot, attainment=attainment, max_gpus=max_gpus
+            )
             result = plan_pd(spec, graph, stats, req, params=params, gpus=subset, topology=topology)
             if validate:
                 from llmplan.plan.pd import validate_in_simulator

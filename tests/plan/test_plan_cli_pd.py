@@ -261,3 +261,22 @@ def test_pd_replicates_the_best_unit_to_serve_the_rate() -> None:
     assert b.replicas == 3 and b.ratio == unit.ratio and b.goodput >= want
     assert b.per_gpu == pytest.approx(unit.per_gpu)  # k copies: k times the goodput, same per GPU
     assert len(res.plan.instances) == b.n_prefill + b.n_decode
+
+
+def test_pd_respects_the_gpu_budget() -> None:
+    r = _run(
+        "--model",
+        "llama-3.1-8b",
+        "--topology",
+        "preset:dgx-h100",
+        "--pd",
+        "--slo-ttft",
+        "1",
+        "--slo-tpot",
+        "0.05",
+        "--max-gpus",
+        "3",
+        "--json",
+    )
+    d = json.loads(r.output)
+    assert d["best"]["gpus"] <= 3 and all(o["gpus"] <= 3 for o in d["runners_up"])
