@@ -71,7 +71,8 @@ async def run_request(
         return time.monotonic() - t0
 
     rec = RequestRecord(
-        rid=spec.rid, arrival_s=now(), prompt_tokens=spec.prompt_tokens, output_tokens=0, slo=spec.slo
+        rid=spec.rid, arrival_s=now(), prompt_tokens=spec.prompt_tokens, output_tokens=0, slo=spec.slo,
+        instance=endpoint.base_url,
     )
     token_times: list[float] = []
     finish_reason: str | None = None

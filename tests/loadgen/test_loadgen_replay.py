@@ -52,7 +52,7 @@ def test_replay_forces_exact_lengths_and_accounts_for_every_request(server):
     bad = [(r.rid, r.status, r.reason) for r in result.records if r.status != "ok"]
     assert not bad
     for spec, rec in zip(wl.requests, result.records, strict=True):
-        assert rec.prompt_tokens == spec.prompt_tokens
+        assert rec.prompt_tokens == spec.prompt_tokens and rec.instance == server
         assert rec.output_tokens == spec.output_tokens  # max_tokens + ignore_eos
         assert len(rec.token_times_s) == spec.output_tokens
         assert 0 <= rec.arrival_s <= rec.first_token_s <= rec.finish_s
