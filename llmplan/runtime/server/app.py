@@ -49,8 +49,8 @@ class ServerState:
                            headers={"Retry-After": "5"})
 
     def check_model(self, model: str | None) -> None:
-        # Clients must send *some* model name; accept the served name or any path that ends in it.
-        if model and model != self.model_name and not self.model_name.endswith(model):
+        # Omitted is fine (one model per server); a different name is a mistake worth reporting.
+        if model and model != self.model_name:
             raise APIError(404, f"model '{model}' is not served here; use '{self.model_name}' "
                            "(see GET /v1/models)", param="model")
 
@@ -161,7 +161,7 @@ def create_app(engine: AsyncEngine, *, served_model_name: str | None = None) -> 
                     "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]}
 
         if body.stream:
-            return _streaming(session, body, lambda text, finish: chunk(text, finish), "text_completion")
+            return _streaming(session, body, chunk, "text_completion")
 
         pieces = [out.new_text async for out in session.outputs()]
         if session.client_gone:
