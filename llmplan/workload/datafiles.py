@@ -120,6 +120,7 @@ def _absent_message(df: DataFile, why: str = "") -> str:
 
 def _download(df: DataFile, dest: Path, *, show_progress: bool) -> Path:
     import httpx
+    from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -137,6 +138,7 @@ def _download(df: DataFile, dest: Path, *, show_progress: bool) -> Path:
                     TransferSpeedColumn(),
                     disable=not show_progress,
                     transient=True,
+                    console=Console(stderr=True),  # stdout may carry --json output
                 ) as progress,
                 open(part, "wb") as out,
             ):
