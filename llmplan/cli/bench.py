@@ -5,10 +5,16 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from llmplan.cli._common import console, err_console, print_json
+
+if TYPE_CHECKING:  # the library is imported lazily inside the command body
+    from llmplan.report import BenchReport
+    from llmplan.report.runner import BenchConfig, OnProgress
+    from llmplan.workload import Workload
 
 _HELP = """Replay a trace against the simulated cluster (or a live server) and write a report.
 
@@ -157,7 +163,7 @@ def register(app: typer.Typer) -> None:
         from llmplan.report import print_report, to_json, write_report
         from llmplan.report.progress import bench_progress
         from llmplan.report.runner import BenchConfig, run_bench
-        from llmplan.workload import parse_slo_spec, parse_window
+        from llmplan.workload import load_workload, parse_slo_spec, parse_window
 
         if policy and compare:
             raise LlmplanError("--policy and --compare are exclusive; use --compare A,B for several policies")
@@ -193,12 +199,18 @@ def register(app: typer.Typer) -> None:
             record_token_times=token_times,
             command=shlex.join(["llmplan", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else "",
         )
+        # Load (and maybe download, with its own progress bar) before the run display starts:
+        # rich allows one live display at a time.
+        workload = load_workload(
+            cfg.trace, rate_scale=cfg.rate_scale, window=cfg.window, max_requests=cfg.max_requests,
+            seed=cfg.seed, slo=cfg.slo, show_progress=True,
+        )  # fmt: skip
         # Progress goes to stderr so --json output on stdout stays parseable.
         with bench_progress(err_console) as on_progress:
             if target:
-                report = _live(cfg, target, time_scale, simulate_too, on_progress, jobs)
+                report = _live(cfg, target, workload, time_scale, simulate_too, on_progress, jobs)
             else:
-                report = run_bench(cfg, on_progress=on_progress, workers=jobs)
+                report = run_bench(cfg, workload=workload, on_progress=on_progress, workers=jobs)
         write_report(report, out, plots=plots)
         if json_out:
             print_json(to_json(report))
@@ -207,11 +219,18 @@ def register(app: typer.Typer) -> None:
         console.print(f"report: [bold]{out}/report.md[/] (plots, per-request CSV and report.json alongside)")
 
 
-def _live(cfg, target: str, time_scale: float, simulate_too: bool, on_progress, jobs: int | None):
+def _live(
+    cfg: BenchConfig,
+    target: str,
+    wl: Workload,
+    time_scale: float,
+    simulate_too: bool,
+    on_progress: OnProgress,
+    jobs: int | None,
+) -> BenchReport:
     """Live mode: the load generator replays the workload over HTTP; same metrics and report."""
     from llmplan.errors import LlmplanError
     from llmplan.report.runner import live_report, run_bench
-    from llmplan.workload import load_workload
 
     try:
         from llmplan.loadgen import replay
@@ -219,10 +238,6 @@ def _live(cfg, target: str, time_scale: float, simulate_too: bool, on_progress, 
         raise LlmplanError(
             "live bench not built yet (llmplan.loadgen is missing); drop --target to simulate"
         ) from None
-    wl = load_workload(
-        cfg.trace, rate_scale=cfg.rate_scale, window=cfg.window, max_requests=cfg.max_requests,
-        seed=cfg.seed, slo=cfg.slo, show_progress=True,
-    )  # fmt: skip
     result = replay(
         target, wl, time_scale=time_scale, seed=cfg.seed, progress=lambda d, t: on_progress("live", d, t)
     )

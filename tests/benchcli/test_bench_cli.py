@@ -185,3 +185,25 @@ def test_sharegpt_through_the_simulator(tmp_path: Path) -> None:
     assert "Llama-3" in meta["tokenizer"] and meta["records_recovered"] >= 30
     for run in data["runs"].values():
         _conserved(pd.read_csv(out / run["file"]), 30)
+
+
+def test_fresh_offline_machine_says_where_to_put_the_trace(tmp_path: Path) -> None:
+    """No data dir, empty cache, offline: exit 2 with one line naming the file, URL and places."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, LLMPLAN_DATA_DIR=str(tmp_path / "data"), XDG_CACHE_HOME=str(tmp_path / "cache"))
+    env["LLMPLAN_OFFLINE"] = "1"
+    proc = subprocess.run(
+        [sys.executable, "-m", "llmplan.cli.app", "bench", "--out", str(tmp_path / "rep")],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr  # one line, no stray progress output
+    msg = lines[0]
+    assert "AzureLLMInferenceTrace_conv.csv not found" in msg
+    assert str(tmp_path / "data" / "azure-llm-2023") in msg.replace("\n", "")
+    assert "raw.githubusercontent.com/Azure/AzurePublicDataset" in msg
+    assert not (tmp_path / "rep").exists()  # nothing half-written
