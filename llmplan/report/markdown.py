@@ -43,7 +43,8 @@ def render_markdown(report: BenchReport, plots: list[Path]) -> str:
     out += ["", "## Workload", ""]
     keys = [
         "spec", "requests", "offered_rate_rps", "arrival_span_s", "rate_scale", "window_s", "max_requests",
-        "slo", "path", "sha256", "url", "tokenizer", "records_recovered", "truncated", "license", "citation",
+        "slo", "path", "sha256", "sha256_matches", "url", "tokenizer", "records_recovered", "truncated",
+        "license", "citation",
     ]  # fmt: skip
     meta = {**wl.get("meta", {}), **{k: v for k, v in wl.items() if k != "meta"}}
     for k in keys:

@@ -95,6 +95,13 @@ def sweep_table(report: BenchReport) -> Table | None:
 
 
 def print_report(report: BenchReport, console: Console) -> None:
+    meta = report.workload.get("meta", {})
+    if meta.get("sha256_matches") is False:
+        console.print(
+            f"[bold yellow]WARNING[/] {meta.get('path')}: sha256 {str(meta.get('sha256'))[:12]}... differs "
+            f"from the published {str(meta.get('sha256_expected'))[:12]}...; results are not comparable to "
+            "other runs"
+        )
     console.print(summary_table(report))
     st = sweep_table(report)
     if st is not None:

@@ -145,3 +145,15 @@ def test_azure_2024_schema_from_data_dir(tmp_path: Path, monkeypatch: pytest.Mon
     wl = load_workload("azure-code-2024")
     assert [(r.arrival_s, r.prompt_tokens) for r in wl.requests] == [(0.0, 2048), (1.25, 13), (3.0, 777)]
     assert wl.meta["sha256_expected"] is None and "DynamoLLM" in wl.meta["citation"]
+
+
+def test_local_copy_with_other_sha256_is_flagged(azure_data_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    good = load_workload("azure", max_requests=3)
+    assert good.meta["sha256_matches"] is True and good.meta["sha256"] == good.meta["sha256_expected"]
+    d = tmp_path / "azure-llm-2023"
+    d.mkdir()
+    src = (azure_data_dir / "azure-llm-2023" / "AzureLLMInferenceTrace_conv.csv").read_text().splitlines()
+    (d / "AzureLLMInferenceTrace_conv.csv").write_text("\n".join(src[:100]) + "\n")
+    monkeypatch.setenv("LLMPLAN_DATA_DIR", str(tmp_path))
+    cut = load_workload("azure")
+    assert len(cut) == 99 and cut.meta["sha256_matches"] is False
