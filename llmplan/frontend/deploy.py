@@ -131,7 +131,7 @@ def run(specs: list[InstanceSpec], cfg: DeployConfig, **kw: object) -> None:
 
 def vllm_specs(
     plan_path: Path,
-    model: str,
+    model: str | None,
     *,
     host: str,
     base_port: int,
@@ -139,46 +139,36 @@ def vllm_specs(
     served_model_name: str | None = None,
     vllm_bin: str | None = None,
 ) -> list[InstanceSpec]:
-    """One supervised `vllm serve` per plan instance, ports from ``base_port`` upwards."""
-    from llmplan.frontend.from_plan import plan_launches
+    """One supervised `vllm serve` per plan instance, ports from ``base_port`` upwards.
+    ``model`` (a local path or hub id) overrides the plan's model name."""
     from llmplan.frontend.launch import VllmInstance, vllm_spec
     from llmplan.plan.types import Plan
+    from llmplan.plan.vllm import plan_launches
 
     plan = Plan.load(plan_path)
-    hosts = _plan_hosts(plan)
     specs = []
-    for k, ln in enumerate(plan_launches(plan, hosts)):
+    for k, ln in enumerate(plan_launches(plan)):
         inst = VllmInstance(
             name=ln.name,
-            gpus=ln.gpus,
+            gpus=[d for ds in ln.devices.values() for d in ds],
             tensor_parallel=ln.tensor_parallel,
             pipeline_parallel=ln.pipeline_parallel,
             role=ln.role,  # type: ignore[arg-type]
-            extra_args=ln.args[4:],
-        )  # TP/PP flags come from the instance itself
+            extra_args=ln.args[4:],  # TP/PP flags come from the instance itself
+        )
         spec = vllm_spec(
             inst,
-            model,
+            model or ln.model,
             base_port + k,
             host=host,
             served_model_name=served_model_name,
             connector=connector,
             vllm_bin=vllm_bin,
         )  # type: ignore[arg-type]
-        spec.env.update(ln.env)
+        # Multi-node instances get their devices from Ray, not from one CUDA_VISIBLE_DEVICES.
+        spec.env = dict(ln.env)
         specs.append(spec)
     return specs
-
-
-def _plan_hosts(plan: object) -> dict[str, str] | None:
-    """GPU node id -> host, from the plan's topology when it can be loaded again."""
-    try:
-        from llmplan.topology import load_topology
-
-        graph = load_topology(plan.topology)  # type: ignore[attr-defined]
-    except Exception:  # noqa: BLE001 - a plan made on another machine: no host info, no Ray flag
-        return None
-    return {n: d.get("host", "") for n, d in graph.nodes(data=True) if d.get("kind") == "gpu"}
 
 
 def builtin_specs(

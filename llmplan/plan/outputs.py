@@ -9,6 +9,7 @@ from rich.table import Table
 from llmplan.errors import LlmplanError
 from llmplan.models.spec import ModelSpec
 from llmplan.plan.types import Plan
+from llmplan.plan.vllm import hosts, vllm_command, vllm_default_partition  # noqa: F401 - re-exported
 
 
 def module_names(spec: ModelSpec) -> tuple[list[str], list[str], str, list[str]]:
@@ -29,15 +30,6 @@ def module_names(spec: ModelSpec) -> tuple[list[str], list[str], str, list[str]]
         )
     # Llama, Mistral, Qwen2: rotary_emb holds only the inv_freq buffer; it runs before layer 0.
     return (["model.embed_tokens", "model.rotary_emb"], ["model.norm", "lm_head"], "model.layers.", [])
-
-
-def hosts(plan: Plan, instance: int = 0) -> list[str]:
-    """Hosts of an instance's stages, in stage order (one entry per host)."""
-    out: list[str] = []
-    for st in plan.instance_stages(instance):
-        if st.host and st.host not in out:
-            out.append(st.host)
-    return out
 
 
 def device_map(plan: Plan, instance: int = 0) -> dict[str, int]:
@@ -65,65 +57,6 @@ def device_map(plan: Plan, instance: int = 0) -> dict[str, int]:
     for name in last:
         dm[name] = dev_first if (name == "lm_head" and spec.tie_word_embeddings) else dev_last
     return dm
-
-
-def vllm_default_partition(layers: int, pp: int) -> list[int]:
-    """vLLM's own split (``get_pp_indices``): the remainder goes to the stages before the last."""
-    parts = [layers // pp] * pp
-    for i in range(2, layers % pp + 2):
-        parts[-i] += 1
-    return parts
-
-
-def vllm_command(plan: Plan, instance: int = 0) -> tuple[str | None, str]:
-    """(command, note): the ``vllm serve`` line when the plan is a uniform PP x TP layout."""
-    spec = ModelSpec.from_dict(plan.model_spec)
-    stages = plan.instance_stages(instance)
-    tps = {len(s.gpus) for s in stages}
-    names = {s.gpu_name for s in stages}
-    if len(tps) != 1:
-        return None, "stages use different TP degrees; vLLM needs one TP size for all pipeline stages"
-    if len(names) != 1:
-        return None, "stages mix GPU models; vLLM assumes identical GPUs (use the HF device_map instead)"
-    if spec.family == "chatglm":
-        note = "ChatGLM needs --trust-remote-code; "
-    else:
-        note = ""
-    tp, pp = tps.pop(), len(stages)
-    hs = hosts(plan, instance)
-    if len(hs) > 1:
-        per_host = "; ".join(
-            f"{h}: CUDA_VISIBLE_DEVICES="
-            + ",".join(str(s.device + k) for s in stages if s.host == h for k in range(len(s.gpus)))
-            for h in hs
-        )
-        note += (
-            f"multi-node: start a Ray cluster over {', '.join(hs)} (head on {hs[0]}) and run this there; "
-            f"per host, in stage order: {per_host}; "
-        )
-        order = None
-    else:
-        order = ",".join(str(s.device + k) for s in stages for k in range(len(s.gpus)))
-    env = [f"CUDA_VISIBLE_DEVICES={order}"] if order else []
-    counts = [s.layers for s in stages]
-    if pp > 1 and counts != vllm_default_partition(spec.num_hidden_layers, pp):
-        env.append(f"VLLM_PP_LAYER_PARTITION={','.join(map(str, counts))}")
-        note += "the plan's uneven layer split is passed via VLLM_PP_LAYER_PARTITION; "
-    wl = plan.workload
-    args = [
-        "vllm serve",
-        spec.hf_name or spec.name,
-        f"--tensor-parallel-size {tp}",
-        f"--pipeline-parallel-size {pp}",
-        f"--max-num-seqs {wl.max_batch}",
-        f"--max-model-len {wl.input_len + wl.output_len}",
-        f"--dtype {spec.dtype}",
-    ]
-    if spec.family == "chatglm":
-        args.append("--trust-remote-code")
-    return " ".join(env + args), (
-        note + "ranks follow CUDA_VISIBLE_DEVICES, so the order is the stage order"
-    ).strip()
 
 
 def plan_table(plan: Plan, instance: int = 0, title: str | None = None) -> Table:

@@ -9,10 +9,10 @@ import pytest
 
 from llmplan.errors import LlmplanError
 from llmplan.frontend.deploy import vllm_specs
-from llmplan.frontend.from_plan import plan_launches, vllm_launch
 from llmplan.models import get_model_spec
 from llmplan.plan.planner import make_plan
 from llmplan.plan.types import Plan
+from llmplan.plan.vllm import plan_launches, vllm_launch
 from llmplan.topology import load_topology
 
 
@@ -48,11 +48,17 @@ def test_uneven_split_is_passed_to_vllm(plan_70b):
 
 
 def test_instance_across_hosts_uses_ray(plan_70b):
-    hosts = {g: ("node0" if k == 0 else "node1") for k, s in enumerate(plan_70b.stages) for g in s.gpus}
-    ln = vllm_launch(plan_70b, hosts=hosts)
-    if len(plan_70b.stages) > 1:
-        assert ln.args[-2:] == ["--distributed-executor-backend", "ray"]
-    assert "--distributed-executor-backend" not in vllm_launch(plan_70b, hosts=dict.fromkeys(hosts, "n")).args
+    if len(plan_70b.stages) < 2:
+        pytest.skip("needs two stages")
+    assert "--distributed-executor-backend" not in vllm_launch(plan_70b).args
+    plan = copy.deepcopy(plan_70b)
+    for k, st in enumerate(plan.stages):
+        st.host, st.local_index = f"node{k}", 0
+    ln = vllm_launch(plan)
+    assert ln.args[-2:] == ["--distributed-executor-backend", "ray"]
+    assert "CUDA_VISIBLE_DEVICES" not in ln.env and ln.devices == {
+        f"node{k}": [0] for k in range(len(plan.stages))
+    }
 
 
 def test_mixed_tp_is_refused(plan_70b):

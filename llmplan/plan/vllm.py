@@ -1,0 +1,134 @@
+"""A plan instance as a vLLM launch: the one place that maps stages to vLLM's flags.
+
+``llmplan plan`` prints :func:`vllm_command`; ``llmplan serve --engine vllm`` starts
+processes from :func:`vllm_launch`. Mapping:
+
+* S stages of T GPUs each      -> ``--pipeline-parallel-size S --tensor-parallel-size T``
+* GPUs in stage order          -> ``CUDA_VISIBLE_DEVICES`` (vLLM ranks follow it)
+* an uneven layer split        -> ``VLLM_PP_LAYER_PARTITION``
+* stages on several hosts      -> ``--distributed-executor-backend ray``, device lists per host
+* the plan's reference batch   -> ``--max-num-seqs``, ``--max-model-len``
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from llmplan.errors import LlmplanError
+from llmplan.models.spec import ModelSpec
+from llmplan.plan.types import Plan
+
+
+def vllm_default_partition(layers: int, pp: int) -> list[int]:
+    """vLLM's own split (``get_pp_indices``): the remainder goes to the stages before the last."""
+    parts = [layers // pp] * pp
+    for i in range(2, layers % pp + 2):
+        parts[-i] += 1
+    return parts
+
+
+def hosts(plan: Plan, instance: int = 0) -> list[str]:
+    """Hosts of an instance's stages, in stage order (one entry per host)."""
+    out: list[str] = []
+    for st in plan.instance_stages(instance):
+        if st.host and st.host not in out:
+            out.append(st.host)
+    return out
+
+
+@dataclass(slots=True)
+class VllmLaunch:
+    name: str
+    role: str  # colocated | prefill | decode
+    model: str
+    tensor_parallel: int
+    pipeline_parallel: int
+    devices: dict[str, list[int]]  # host -> CUDA ordinals there, in stage order
+    env: dict[str, str] = field(default_factory=dict)
+    args: list[str] = field(default_factory=list)  # flags after `vllm serve MODEL`
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def multi_node(self) -> bool:
+        return len(self.devices) > 1
+
+    def command(self) -> str:
+        env = [f"{k}={v}" for k, v in self.env.items()]
+        return " ".join([*env, "vllm serve", self.model, *self.args])
+
+
+def vllm_launch(plan: Plan, instance: int = 0) -> VllmLaunch:
+    """Raise LlmplanError, naming the reason, when vLLM cannot express the layout."""
+    spec = ModelSpec.from_dict(plan.model_spec)
+    stages = plan.instance_stages(instance)
+    tps = {len(s.gpus) for s in stages}
+    if len(tps) != 1:
+        raise LlmplanError("stages use different TP degrees; vLLM needs one TP size for all pipeline stages")
+    if len({s.gpu_name for s in stages}) != 1:
+        raise LlmplanError(
+            "stages mix GPU models; vLLM assumes identical GPUs (use the HF device_map instead)"
+        )
+    tp, pp = tps.pop(), len(stages)
+    role = plan.instances[instance].role
+    devices: dict[str, list[int]] = {}
+    for s in stages:
+        devices.setdefault(s.host, []).extend(s.device + k for k in range(len(s.gpus)))
+    launch = VllmLaunch(
+        name=f"{'vllm' if role == 'both' else role}{instance}",
+        role="colocated" if role == "both" else role,
+        model=spec.hf_name or spec.name,
+        tensor_parallel=tp,
+        pipeline_parallel=pp,
+        devices=devices,
+    )
+    if spec.family == "chatglm":
+        launch.notes.append("ChatGLM needs --trust-remote-code")
+    if launch.multi_node:
+        per_host = "; ".join(f"{h}: CUDA_VISIBLE_DEVICES={','.join(map(str, d))}" for h, d in devices.items())
+        names = list(devices)
+        launch.notes.append(
+            f"multi-node: start a Ray cluster over {', '.join(names)} (head on {names[0]}) "
+            f"and run this there; per host, in stage order: {per_host}"
+        )
+    else:
+        launch.env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, next(iter(devices.values()))))
+    counts = [s.layers for s in stages]
+    if pp > 1 and counts != vllm_default_partition(spec.num_hidden_layers, pp):
+        launch.env["VLLM_PP_LAYER_PARTITION"] = ",".join(map(str, counts))
+        launch.notes.append("the plan's uneven layer split is passed via VLLM_PP_LAYER_PARTITION")
+    wl = plan.workload
+    launch.args = [
+        "--tensor-parallel-size",
+        str(tp),
+        "--pipeline-parallel-size",
+        str(pp),
+        "--max-num-seqs",
+        str(wl.max_batch),
+        "--max-model-len",
+        str(wl.input_len + wl.output_len),
+        "--dtype",
+        spec.dtype,
+    ]
+    if spec.family == "chatglm":
+        launch.args.append("--trust-remote-code")
+    if launch.multi_node:
+        launch.args += ["--distributed-executor-backend", "ray"]
+    launch.notes.append("ranks follow CUDA_VISIBLE_DEVICES, so the order is the stage order")
+    return launch
+
+
+def vllm_command(plan: Plan, instance: int = 0) -> tuple[str | None, str]:
+    """(command, note): the ``vllm serve`` line, or None and the reason vLLM cannot run it."""
+    try:
+        launch = vllm_launch(plan, instance)
+    except LlmplanError as exc:
+        return None, str(exc)
+    return launch.command(), "; ".join(launch.notes)
+
+
+def plan_launches(plan: Plan) -> list[VllmLaunch]:
+    launches = [vllm_launch(plan, i) for i in range(len(plan.instances))]
+    roles = {ln.role for ln in launches}
+    if "prefill" in roles and "decode" not in roles:
+        raise LlmplanError("the plan has prefill instances but no decode instance; re-plan with --pd")
+    return launches
