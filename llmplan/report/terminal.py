@@ -11,12 +11,17 @@ from llmplan.metrics.requests import SLO_KINDS
 from llmplan.report.model import BenchReport
 
 
-def _ms(v: float | None) -> str:
-    return "-" if v is None else f"{v * 1e3:.0f}"
-
-
-def _s(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}"
+def _t(v: float | None) -> str:
+    """A duration with a unit that keeps it short: 42 ms, 3.49 s, 141 s, 2.3 h."""
+    if v is None:
+        return "-"
+    if v < 1.0:
+        return f"{v * 1e3:.0f} ms"
+    if v < 100.0:
+        return f"{v:.2f} s"
+    if v < 10_000.0:
+        return f"{v:.0f} s"
+    return f"{v / 3600:.1f} h"
 
 
 def _pct(v: float | None) -> str:
@@ -54,11 +59,11 @@ def summary_table(report: BenchReport) -> Table:
     row("goodput (req/s)", lambda s: f"{s['goodput_rps']:.2f}")
     row("throughput (req/s)", lambda s: f"{s['throughput_rps']:.2f}")
     row("output tok/s", lambda s: f"{s['output_tokens_per_s']:.0f}", end_section=True)
-    row("TTFT p50 / p99 (ms)", lat("ttft_s", _ms))
-    row("TPOT p50 / p99 (ms)", lat("tpot_s", _ms))
-    row("ITL p50 / p99 (ms)", lat("itl_s", _ms))
-    row("E2E p50 / p99 (s)", lat("e2e_s", _s))
-    row("queueing p50 / p99 (s)", lat("queueing_s", _s), end_section=True)
+    row("TTFT p50 / p99", lat("ttft_s", _t))
+    row("TPOT p50 / p99", lat("tpot_s", _t))
+    row("ITL p50 / p99", lat("itl_s", _t))
+    row("E2E p50 / p99", lat("e2e_s", _t))
+    row("queueing p50 / p99", lat("queueing_s", _t), end_section=True)
     row("preemptions", lambda s: str(s["preemptions"]))
     row("padding tokens", lambda s: str(s["padding_tokens"]))
     return t
