@@ -30,7 +30,7 @@ def collect_cmd(
     suite: Path = typer.Option(
         None, "--suite", help="JSONL {id, task, lang, prompt}; default: the shipped suite."
     ),
-    max_tokens: int = typer.Option(128, "--max-tokens"),
+    max_tokens: int = typer.Option(None, "--max-tokens", help="Override every prompt's reply budget."),
     sampler: str = typer.Option("auto", "--sampler", help="auto | nvml (GPU, device-wide) | psutil (CPU)."),
     pid: int = typer.Option(
         None, "--pid", help="psutil: sample this process and its children (else system-wide)."

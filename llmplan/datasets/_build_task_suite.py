@@ -253,6 +253,16 @@ def _passage_sets(passages: list[str]) -> list[str]:
     return passages + combos
 
 
+# Reply budget per task (max_tokens sent by `profile collect`): roughly how long a good answer runs.
+MAX_TOKENS = {"qa": 64, "chat": 64, "classification": 8, "summarization": 96, "code": 256, "generation": 256}
+
+
+def _max_tokens(task: str, prompt: str) -> int:
+    if task == "translation":  # a translation is about as long as its source
+        return min(512, max(16, len(prompt) // 2))
+    return MAX_TOKENS[task]
+
+
 def build() -> list[dict]:
     rows: list[dict] = []
     for (task, lang), prompts in SHORT.items():
@@ -269,7 +279,16 @@ def build() -> list[dict]:
         rows += [{"task": "translation", "lang": lang, "prompt": p} for p in SHORT_TRANSLATE[lang]]
     for i, r in enumerate(rows):
         r["id"] = f"{r['task'][:4]}-{r['lang']}-{i:03d}"
-    return [{"id": r["id"], "task": r["task"], "lang": r["lang"], "prompt": r["prompt"]} for r in rows]
+    return [
+        {
+            "id": r["id"],
+            "task": r["task"],
+            "lang": r["lang"],
+            "max_tokens": _max_tokens(r["task"], r["prompt"]),
+            "prompt": r["prompt"],
+        }
+        for r in rows
+    ]
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ def collect(
     *,
     model: str | None = None,
     suite: str | Path | None = None,
-    max_tokens: int = 128,
+    max_tokens: int | None = None,
     sampler: str = "auto",
     pid: int | None = None,
     device: int = 0,
@@ -84,7 +84,10 @@ def collect(
     timeout_s: float = 300.0,
     on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> Path:
-    """Send each suite prompt (``repeat`` times, sequentially so windows do not overlap) and write a CSV."""
+    """Send each suite prompt (``repeat`` times, sequentially so windows do not overlap) and write a CSV.
+
+    ``max_tokens`` overrides every row's own budget (the suite carries one per prompt; 128 if absent).
+    """
     import httpx
 
     from llmplan.predict.tokenize import count_tokens
@@ -111,7 +114,7 @@ def collect(
                 body = {
                     "model": name,
                     "messages": [{"role": "user", "content": row["prompt"]}],
-                    "max_tokens": int(row.get("max_tokens", max_tokens)),
+                    "max_tokens": max_tokens if max_tokens is not None else int(row.get("max_tokens", 128)),
                     "temperature": 0.0,
                 }
                 with Sampler(probe, interval_s) as s:
