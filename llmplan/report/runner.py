@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from llmplan import __version__
@@ -67,10 +67,10 @@ class Cluster:
 
 
 def load_calibration_cost(path: str) -> Any:
-    """The calibration hook: a profile measured by ``llmplan calibrate`` priced as an IterationCost.
+    """A profile measured by ``llmplan calibrate``, as an IterationCost for every instance.
 
-    The loader belongs to the engine work (``llmplan.runtime.engine.calibration``); until it
-    lands the flag fails with one line instead of silently using the roofline.
+    The loader belongs to the engine (``llmplan.runtime.engine.calibration``); without it the
+    flag fails in one line rather than silently falling back to the roofline.
     """
     try:
         from llmplan.runtime.engine.calibration import load_calibration  # type: ignore[import-not-found]
@@ -121,8 +121,6 @@ def build_cluster(cfg: BenchConfig) -> Cluster:
         replicas = max(n_gpus // gpus_per, 1)
     if replicas < 1:
         raise LlmplanError(f"--instances must be >= 1, got {replicas}")
-    from dataclasses import replace
-
     gpu_sets = _replica_gpus(base, gpu_nodes(graph), replicas)
     roles = [s.role for s in base]
     names = [f"i{k}" for k in range(replicas)]
@@ -154,6 +152,8 @@ def build_cluster(cfg: BenchConfig) -> Cluster:
         if cfg.calibration
         else "roofline (llmplan.plan.costmodel)",
     }
+    if cost is not None:
+        desc["calibration"] = {k: getattr(cost, k, None) for k in ("model", "device", "dtype")}
     return Cluster(specs, desc, cost, graph)
 
 
@@ -195,7 +195,7 @@ def simulate_once(
         chunked_prefill=cfg.chunked_prefill,
         disaggregation=None,  # roles are already on the instance specs (build_cluster)
         cost=cluster.cost_override,
-        model=cfg.model,
+        model=cluster.description["model"],  # a --plan file's model wins over --model
         topology=cluster.graph,
         seed=cfg.seed,
         record_token_times=cfg.record_token_times,
