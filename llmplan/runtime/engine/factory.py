@@ -31,6 +31,7 @@ DTYPES = {
     "fp16": torch.float16,
 }
 
+
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype

@@ -101,9 +101,7 @@ def layer_devices_from_plan(
     if not isinstance(plan, dict):
         path = Path(plan)
         if not path.is_file():
-            raise LlmplanError(
-                f"plan file {path} not found; write one with `llmplan plan --out plan.json`"
-            )
+            raise LlmplanError(f"plan file {path} not found; write one with `llmplan plan --out plan.json`")
         try:
             if path.suffix in (".yaml", ".yml"):
                 import yaml
