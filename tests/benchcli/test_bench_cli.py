@@ -207,3 +207,20 @@ def test_fresh_offline_machine_says_where_to_put_the_trace(tmp_path: Path) -> No
     assert str(tmp_path / "data" / "azure-llm-2023") in msg.replace("\n", "")
     assert "raw.githubusercontent.com/Azure/AzurePublicDataset" in msg
     assert not (tmp_path / "rep").exists()  # nothing half-written
+
+
+def test_saved_plan_file_is_used(tmp_path: Path) -> None:
+    from llmplan.models import get_model_spec
+    from llmplan.plan.planner import make_plan
+    from llmplan.topology import load_topology
+
+    graph = load_topology("preset:dgx-a100")
+    plan = make_plan(get_model_spec("llama-2-13b"), graph, "LR", topology="preset:dgx-a100")
+    path = plan.save(tmp_path / "plan.json")
+    out = tmp_path / "rep"
+    args = ["--trace", "synthetic:rate=1,n=20", "--plan", str(path), "--policy", "fcfs", "--no-plots"]
+    res = _bench(*args, "--out", str(out))
+    assert res.exit_code == 0, res.output
+    c = json.loads((out / "report.json").read_text())["config"]["cluster"]
+    assert c["plan_file"] == str(path) and c["plan_mode"] == "LR"
+    assert c["replicas"] == len(plan.instances) and c["replica_gpus"][0] == list(plan.instances[0].gpus)
