@@ -39,6 +39,8 @@ def collect_cmd(
     interval: float = typer.Option(0.05, "--interval", help="Seconds between samples."),
     repeat: int = typer.Option(1, "--repeat", help="Run the suite this many times."),
     limit: int = typer.Option(None, "--limit", help="Only the first N prompts."),
+    shuffle: bool = typer.Option(True, "--shuffle/--no-shuffle", help="Interleave tasks (seeded)."),
+    seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Run the task suite through the endpoint, one request at a time, sampling utilisation and memory."""
     from rich.progress import Progress

@@ -55,3 +55,14 @@ class LearnedLengthPredictor:
     def predict(self, items: Sequence[PromptLike]) -> LengthPrediction:
         buckets = self.predict_proba(items).argmax(axis=1).tolist() if items else []
         return LengthPrediction(buckets=buckets, lengths=[self.representatives[b] for b in buckets])
+
+    def upper_bound(self, items: Sequence[PromptLike], coverage: float = 0.9) -> list[int]:
+        """A conservative length per item for KV reservation: the upper edge of the first bucket at
+        which the predicted cumulative probability reaches ``coverage`` (the open last bucket uses
+        twice its lower edge). Raising ``coverage`` trades over-reservation for fewer underestimates."""
+        if not 0.0 < coverage <= 1.0:
+            raise ValueError(f"coverage {coverage} must be in (0, 1]")
+        edges = list(self.bucket_edges) + [2 * self.bucket_edges[-1]]
+        cum = np.cumsum(self.predict_proba(items), axis=1)
+        idx = (cum >= coverage - 1e-6).argmax(axis=1)
+        return [int(edges[i + 1]) for i in idx]

@@ -81,6 +81,8 @@ def collect(
     interval_s: float = 0.05,
     repeat: int = 1,
     limit: int | None = None,
+    shuffle: bool = True,
+    seed: int = 0,
     timeout_s: float = 300.0,
     on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> Path:
@@ -94,6 +96,12 @@ def collect(
     from llmplan.profile.features import detect_language, infer_task
 
     rows = load_suite(suite)[:limit]
+    if shuffle:
+        # Interleave task types so slow drift on the machine (thermal, other tenants) does not
+        # masquerade as a task effect; the seed keeps runs comparable.
+        import random
+
+        random.Random(seed).shuffle(rows)
     base = endpoint.rstrip("/").removesuffix("/v1")
     probe = make_probe(sampler, pid, device)
     out = Path(out)

@@ -59,6 +59,11 @@ def test_save_load_round_trip_and_interface(trained) -> None:
     for bkt, length in zip(pred.buckets, pred.lengths, strict=True):
         assert EDGES[bkt] <= length < (EDGES[bkt + 1] if bkt + 1 < len(EDGES) else 10**9)
     assert a.predict([]).buckets == []
+    low, high = a.upper_bound(prompts, 0.5), a.upper_bound(prompts, 0.99)
+    assert all(lo <= hi for lo, hi in zip(low, high, strict=True))
+    assert all(
+        ub >= EDGES[b] for ub, b in zip(a.upper_bound(prompts, 0.9), a.predict(prompts).buckets, strict=True)
+    )
 
 
 def test_resume_continues_to_the_same_model(tmp_path) -> None:
