@@ -138,3 +138,44 @@ def test_shutdown_without_drain_aborts_everything(ckpt):
     assert all(o[-1].finished for o in outs)
     assert {o[-1].finish_reason for o in outs} == {"abort"}
     assert s.kv_blocks_used == 0
+
+
+def test_a_failing_step_ends_every_stream_with_an_error(ckpt):
+    """A forward pass that raises must not strand clients: each stream ends with 'error'."""
+
+    class Boom(RuntimeError):
+        pass
+
+    async def main():
+        eng = build_engine(model=ckpt, num_kv_blocks=64, block_size=4)
+        real = eng.engine.executor.execute
+        calls = {"n": 0}
+
+        def flaky(batch):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise Boom("device lost")
+            return real(batch)
+
+        eng.engine.executor.execute = flaky
+        await eng.start()
+        outs = await asyncio.gather(*[_collect(eng.generate(_req(f"f{i}", n=20))) for i in range(3)])
+        after = await _collect(eng.generate(_req("after", n=3)))  # the engine keeps serving
+        await eng.shutdown()
+        return outs, after, eng
+
+    outs, after, eng = asyncio.run(main())
+    for out in outs:
+        assert out[-1].finished and out[-1].finish_reason == "error" and "device lost" in out[-1].error
+    assert after[-1].finish_reason == "length"
+    assert isinstance(eng.loop_error, RuntimeError)
+    assert eng.stats().kv_blocks_used == 0
+
+
+def test_dummy_weights_use_the_offline_mistral_tokenizer():
+    eng = build_engine(dummy_weights="llama-tiny", num_kv_blocks=8)
+    tok = eng.tokenizer
+    assert tok.name == "mistral-7b-v0.1-sentencepiece" and tok.eos_token_id == 2
+    ids = tok.encode("Hello world")
+    assert ids and all(3 <= i < 32000 for i in ids) and tok.decode(ids) == "Hello world"
+    assert eng.vocab_size == 32000 and eng.model_name == "llama-tiny"
