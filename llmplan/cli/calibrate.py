@@ -120,7 +120,7 @@ def run_calibration(
         transient=True,
         disable=as_json,
     ) as bar:
-        task = bar.add_task(name, total=len(points))
+        task = bar.add_task(name, total=len(points) * repeats)
 
         def tick(p) -> None:
             bar.update(task, advance=1, description=f"{name}: {p.label()}")

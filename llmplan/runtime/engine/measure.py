@@ -73,6 +73,21 @@ def _features(p: Point) -> tuple[int, float, int, int]:
     return pt, pa, p.decode[0], p.decode[0] * p.decode[1]
 
 
+def _work_for(p: Point, block_size: int, vocab_size: int, gen: torch.Generator) -> list[SeqWork]:
+    need = [-(-t // block_size) for t in p.tokens_needed()]
+    work: list[SeqWork] = []
+    nxt = 0
+    for (n, c), nb in zip(p.prefill, need, strict=False):
+        ids = torch.randint(3, vocab_size, (n,), generator=gen).tolist()
+        work.append(SeqWork(ids, c, list(range(nxt, nxt + nb)), True, True))
+        nxt += nb
+    for nb in need[len(p.prefill) :]:
+        tok = int(torch.randint(3, vocab_size, (1,), generator=gen))
+        work.append(SeqWork([tok], p.decode[1], list(range(nxt, nxt + nb)), False, True))
+        nxt += nb
+    return work
+
+
 def measure_points(
     executor: TorchExecutor,
     points: Iterable[Point],
@@ -80,46 +95,43 @@ def measure_points(
     vocab_size: int = 32000,
     progress: Callable[[Point], None] | None = None,
 ) -> list[Sample]:
+    """Median time of each shape over ``repeats`` rounds.
+
+    Rounds go over *all* shapes in turn (not shape after shape), so a burst of load from
+    another process spreads over many shapes' repeats instead of biasing a few shapes, and
+    the median discards it. ``progress`` is called once per timed run (``repeats`` per shape).
+    """
     kv = executor.kv
     bs = kv.block_size
     gen = torch.Generator().manual_seed(0)
-    samples: list[Sample] = []
+    plan: list[tuple[Point, list[SeqWork]]] = []
     for p in points:
-        need = [-(-t // bs) for t in p.tokens_needed()]
-        if sum(need) > kv.num_blocks:
+        if sum(-(-t // bs) for t in p.tokens_needed()) > kv.num_blocks:
+            for _ in range(repeats if progress else 0):
+                progress(p)  # type: ignore[misc]
+            continue  # does not fit this pool; skipped rather than faked
+        plan.append((p, _work_for(p, bs, vocab_size, gen)))
+    times: list[list[float]] = [[] for _ in plan]
+
+    def run(work: list[SeqWork]) -> float:
+        samplers = [_GREEDY] * len(work)
+        if executor.sync_device:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        executor.run_work(work, samplers)
+        if executor.sync_device:
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    for _, work in plan:
+        run(work)  # warm-up (allocator, kernels)
+    for _ in range(repeats):
+        for k, (p, work) in enumerate(plan):
+            times[k].append(run(work))
             if progress:
                 progress(p)
-            continue  # does not fit this pool; skipped rather than faked
-        work: list[SeqWork] = []
-        nxt = 0
-        for (n, c), nb in zip(p.prefill, need, strict=False):
-            ids = torch.randint(3, vocab_size, (n,), generator=gen).tolist()
-            work.append(SeqWork(ids, c, list(range(nxt, nxt + nb)), True, True))
-            nxt += nb
-        for nb in need[len(p.prefill) :]:
-            work.append(
-                SeqWork(
-                    [int(torch.randint(3, vocab_size, (1,), generator=gen))],
-                    p.decode[1],
-                    list(range(nxt, nxt + nb)),
-                    False,
-                    True,
-                )
-            )
-            nxt += nb
-        samplers = [_GREEDY] * len(work)
-        executor.run_work(work, samplers)  # warm-up (allocator, kernels)
-        times = []
-        for _ in range(repeats):
-            if executor.sync_device:
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            executor.run_work(work, samplers)
-            if executor.sync_device:
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
+    samples = []
+    for (p, _), ts in zip(plan, times, strict=True):
         pt, pa, ds, dc = _features(p)
-        samples.append(Sample(p.kind, pt, pa, ds, dc, statistics.median(times), p.label()))
-        if progress:
-            progress(p)
+        samples.append(Sample(p.kind, pt, pa, ds, dc, statistics.median(ts), p.label()))
     return samples
