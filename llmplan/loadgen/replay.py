@@ -91,7 +91,7 @@ class ClientPool:
         await asyncio.gather(*(c.aclose() for c in self.clients), return_exceptions=True)
 
 
-def _not_sent(spec: RequestSpec, reason: str, t: float) -> RequestRecord:
+def _client_failure(spec: RequestSpec, reason: str, t: float) -> RequestRecord:
     return RequestRecord(
         rid=spec.rid, arrival_s=t, prompt_tokens=spec.prompt_tokens, output_tokens=0, slo=spec.slo,
         status="failed", reason=reason,
@@ -152,8 +152,9 @@ async def replay_async(
                         rec = await run_request(
                             c, endpoint, spec, prompts.prompt(spec), t0=t0, timeout_s=timeout_s
                         )
-                except Exception as exc:  # noqa: BLE001 - a client bug must not lose the request
-                    rec = _not_sent(spec, f"client error: {type(exc).__name__}: {exc}", time.monotonic() - t0)
+                except Exception as exc:  # a client bug must not lose the request
+                    why = f"client error: {type(exc).__name__}: {exc}"
+                    rec = _client_failure(spec, why, time.monotonic() - t0)
             records[spec.rid] = rec
             done += 1
             if progress is not None:
@@ -168,18 +169,13 @@ async def replay_async(
                 tasks.append(asyncio.create_task(one(spec)))
             await asyncio.gather(*tasks)
         finally:
-            # Interrupted (Ctrl-C, cancelled): account for every request anyway.
+            # Cancelled (Ctrl-C) or failed: stop what is in flight before the clients close.
             for t in tasks:
                 t.cancel()
-            with contextlib.suppress(BaseException):
-                await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             sampler.cancel()
-            with contextlib.suppress(BaseException):
-                await sampler
-            wall = time.monotonic() - t0
-            for spec in specs:
-                if spec.rid not in records:
-                    records[spec.rid] = _not_sent(spec, "run interrupted before the request finished", wall)
+            await asyncio.gather(sampler, return_exceptions=True)
+        wall = time.monotonic() - t0
         await scraper.sample(t0)  # final counters (preemptions)
 
     ordered = [records[s.rid] for s in specs]
