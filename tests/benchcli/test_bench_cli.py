@@ -224,3 +224,15 @@ def test_saved_plan_file_is_used(tmp_path: Path) -> None:
     c = json.loads((out / "report.json").read_text())["config"]["cluster"]
     assert c["plan_file"] == str(path) and c["plan_mode"] == "LR"
     assert c["replicas"] == len(plan.instances) and c["replica_gpus"][0] == list(plan.instances[0].gpus)
+
+
+def test_parallel_and_serial_runs_agree(azure_env: Path, tmp_path: Path) -> None:
+    """Worker processes change nothing: the same seed gives the same numbers, serial or parallel."""
+    base = ["-n", "150", "--compare", "fcfs,s3", "--instances", "1", "--no-plots", "--json"]
+    a = json.loads(_bench(*base, "--out", str(tmp_path / "a"), jobs="1").stdout)
+    b = json.loads(_bench(*base, "--out", str(tmp_path / "b"), jobs="2").stdout)
+    for label in ("fcfs", "s3"):
+        assert a["runs"][label]["summary"] == b["runs"][label]["summary"]
+    ra = pd.read_csv(tmp_path / "a" / "requests-s3.csv")
+    rb = pd.read_csv(tmp_path / "b" / "requests-s3.csv")
+    pd.testing.assert_frame_equal(ra, rb)
