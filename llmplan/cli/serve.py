@@ -38,73 +38,220 @@ def register(app: typer.Typer) -> None:
     @app.command("serve", help=HELP, no_args_is_help=False)
     def serve(
         model: Path | None = typer.Option(
-            None, "--model", help="Local Hugging Face model directory (config.json + safetensors).",
+            None,
+            "--model",
+            help="Local Hugging Face model directory (config.json + safetensors).",
             rich_help_panel="Model",
         ),
         dummy_weights: str | None = typer.Option(
-            None, "--dummy-weights",
+            None,
+            "--dummy-weights",
             help="Random weights for a catalog config (llama-tiny, llama-120m, ...), for benchmarks.",
             rich_help_panel="Model",
         ),
         served_model_name: str | None = typer.Option(
-            None, "--served-model-name", help="Model id clients send and /v1/models lists.",
+            None,
+            "--served-model-name",
+            help="Model id clients send and /v1/models lists.",
             rich_help_panel="Model",
         ),
-        device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (without --plan).",
-                                   rich_help_panel="Model"),
-        dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16.",
-                                  rich_help_panel="Model"),
+        device: str = typer.Option(
+            "cpu", "--device", help="cpu, cuda or cuda:N (without --plan).", rich_help_panel="Model"
+        ),
+        dtype: str = typer.Option(
+            "float32", "--dtype", help="float32, bfloat16 or float16.", rich_help_panel="Model"
+        ),
         plan: Path | None = typer.Option(
-            None, "--plan", help="Plan JSON whose device map places the layers (from `llmplan plan --json`).",
+            None,
+            "--plan",
+            help="Plan JSON whose device map places the layers (from `llmplan plan --json`).",
             rich_help_panel="Model",
         ),
-        seed: int = typer.Option(0, "--seed", help="Seed for dummy weights and sampling.",
-                                 rich_help_panel="Model"),
+        seed: int = typer.Option(
+            0, "--seed", help="Seed for dummy weights and sampling.", rich_help_panel="Model"
+        ),
         scheduler: str = typer.Option(
-            "fcfs", "--scheduler",
+            "fcfs",
+            "--scheduler",
             help="Batch policy from the simulator: fcfs, static, sjf, ljf, s3, slo-odbs, slo-dbs, odbs.",
             rich_help_panel="Scheduling",
         ),
         predictor: str | None = typer.Option(
-            None, "--predictor",
+            None,
+            "--predictor",
             help="Output-length predictor for sjf/s3/slo-odbs: a trained model directory, "
-                 "'oracle' or 'noisy:ACC' (benchmarks with ignore_eos).",
+            "'oracle' or 'noisy:ACC' (benchmarks with ignore_eos).",
             rich_help_panel="Scheduling",
         ),
-        max_num_seqs: int = typer.Option(64, "--max-num-seqs", min=1, help="Most requests in one batch.",
-                                         rich_help_panel="Scheduling"),
+        max_num_seqs: int = typer.Option(
+            64, "--max-num-seqs", min=1, help="Most requests in one batch.", rich_help_panel="Scheduling"
+        ),
         max_num_batched_tokens: int = typer.Option(
-            512, "--max-num-batched-tokens", min=1, help="Token budget per step (chunked prefill).",
+            512,
+            "--max-num-batched-tokens",
+            min=1,
+            help="Token budget per step (chunked prefill).",
             rich_help_panel="Scheduling",
         ),
         max_queue: int = typer.Option(
-            1024, "--max-queue", min=0, help="Waiting requests before new ones get 429 + Retry-After.",
+            1024,
+            "--max-queue",
+            min=0,
+            help="Waiting requests before new ones get 429 + Retry-After.",
             rich_help_panel="Scheduling",
         ),
         num_kv_blocks: int | None = typer.Option(
-            None, "--num-kv-blocks", min=1, help="KV cache blocks (default: from free memory).",
+            None,
+            "--num-kv-blocks",
+            min=1,
+            help="KV cache blocks (default: from free memory).",
             rich_help_panel="KV cache",
         ),
-        block_size: int = typer.Option(16, "--block-size", min=1, help="Tokens per KV block.",
-                                       rich_help_panel="KV cache"),
+        block_size: int = typer.Option(
+            16, "--block-size", min=1, help="Tokens per KV block.", rich_help_panel="KV cache"
+        ),
         max_model_len: int | None = typer.Option(
-            None, "--max-model-len", min=1, help="Cap the context length (default: the model's).",
+            None,
+            "--max-model-len",
+            min=1,
+            help="Cap the context length (default: the model's).",
             rich_help_panel="KV cache",
         ),
-        host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 for all).",
-                                 rich_help_panel="Server"),
+        host: str = typer.Option(
+            "127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 for all).", rich_help_panel="Server"
+        ),
         port: int = typer.Option(8000, "--port", min=1, max=65535, rich_help_panel="Server"),
         drain_timeout: float = typer.Option(
-            600.0, "--drain-timeout", min=0,
+            600.0,
+            "--drain-timeout",
+            min=0,
             help="Seconds SIGTERM waits for requests in flight before cancelling them.",
             rich_help_panel="Server",
         ),
-        access_log: bool = typer.Option(False, "--access-log/--no-access-log", help="Log every request.",
-                                        rich_help_panel="Server"),
-        log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error.",
-                                      rich_help_panel="Server"),
+        access_log: bool = typer.Option(
+            False, "--access-log/--no-access-log", help="Log every request.", rich_help_panel="Server"
+        ),
+        log_level: str = typer.Option(
+            "info", "--log-level", help="debug, info, warning or error.", rich_help_panel="Server"
+        ),
+        engine_kind: str = typer.Option(
+            "builtin",
+            "--engine",
+            help="builtin (this package's torch engine) or vllm (one supervised `vllm serve` per plan "
+            "instance, needs --plan and `pip install 'llmplan[vllm]'`).",
+            rich_help_panel="Deployment (front end)",
+        ),
+        instances: int = typer.Option(
+            1,
+            "--instances",
+            min=1,
+            help="Built-in engine: run N servers behind one front end (router + admission queue).",
+            rich_help_panel="Deployment (front end)",
+        ),
+        base_port: int | None = typer.Option(
+            None,
+            "--base-port",
+            help="First backend port (default --port + 1); one port per instance.",
+            rich_help_panel="Deployment (front end)",
+        ),
+        router: str = typer.Option(
+            "least-loaded",
+            "--router",
+            help="round-robin, least-loaded, jsq, prefix-aware, banaserve (the simulator's routers).",
+            rich_help_panel="Deployment (front end)",
+        ),
+        admission: str = typer.Option(
+            "slo-odbs",
+            "--admission",
+            help="Front-end queue order: fcfs, slo-odbs, slo-dbs or odbs.",
+            rich_help_panel="Deployment (front end)",
+        ),
+        max_inflight: int = typer.Option(
+            64,
+            "--max-inflight",
+            min=1,
+            help="Requests in flight per backend before the front end queues.",
+            rich_help_panel="Deployment (front end)",
+        ),
+        connector: str = typer.Option(
+            "NixlConnector",
+            "--connector",
+            help="vLLM KV connector for P/D plans: NixlConnector, P2pNcclConnector or LMCacheConnectorV1.",
+            rich_help_panel="Deployment (front end)",
+        ),
+        health_timeout: float = typer.Option(
+            900.0,
+            "--health-timeout",
+            min=1,
+            help="Seconds each backend may take to become healthy.",
+            rich_help_panel="Deployment (front end)",
+        ),
+        max_restarts: int = typer.Option(
+            3,
+            "--max-restarts",
+            min=0,
+            help="Restarts of a crashed backend before giving up on it.",
+            rich_help_panel="Deployment (front end)",
+        ),
+        log_dir: Path = typer.Option(
+            Path("llmplan-logs"),
+            "--log-dir",
+            help="Backend logs, one file per instance.",
+            rich_help_panel="Deployment (front end)",
+        ),
+        dry_run: bool = typer.Option(
+            False,
+            "--dry-run",
+            help="Print the backend commands of a deployment and exit.",
+            rich_help_panel="Deployment (front end)",
+        ),
     ) -> None:
         import logging
+
+        if engine_kind != "builtin" or instances > 1:
+            _serve_deployment(
+                engine_kind=engine_kind,
+                instances=instances,
+                plan=plan,
+                model=model,
+                dummy_weights=dummy_weights,
+                served_model_name=served_model_name,
+                host=host,
+                port=port,
+                base_port=base_port,
+                router=router,
+                admission=admission,
+                max_inflight=max_inflight,
+                max_queue=max_queue,
+                connector=connector,
+                health_timeout=health_timeout,
+                max_restarts=max_restarts,
+                log_dir=log_dir,
+                dry_run=dry_run,
+                builtin_args=[
+                    "--scheduler",
+                    scheduler,
+                    "--max-num-seqs",
+                    str(max_num_seqs),
+                    "--max-num-batched-tokens",
+                    str(max_num_batched_tokens),
+                    "--device",
+                    device,
+                    "--dtype",
+                    dtype,
+                    "--max-queue",
+                    str(max_queue),
+                    "--block-size",
+                    str(block_size),
+                    "--seed",
+                    str(seed),
+                    *(["--predictor", predictor] if predictor else []),
+                    *(["--num-kv-blocks", str(num_kv_blocks)] if num_kv_blocks else []),
+                    *(["--max-model-len", str(max_model_len)] if max_model_len else []),
+                    *(["--served-model-name", served_model_name] if served_model_name else []),
+                ],
+            )
+            return
 
         from llmplan.cli._common import console
         from llmplan.errors import LlmplanError
@@ -144,12 +291,124 @@ def register(app: typer.Typer) -> None:
         console.print(
             f"[bold green]llmplan serve[/] {engine.model_name} (context {engine.max_model_len}) on {url}  "
             f"[dim]OpenAI API: {url}/v1  metrics: {url}/metrics  Ctrl-C drains and stops[/]",
-            highlight=False, soft_wrap=True,
+            highlight=False,
+            soft_wrap=True,
         )
         run_server(
             engine,
             ServeOptions(
-                host=host, port=port, served_model_name=served_model_name, drain_timeout_s=drain_timeout,
-                log_level=log_level.lower(), access_log=access_log,
+                host=host,
+                port=port,
+                served_model_name=served_model_name,
+                drain_timeout_s=drain_timeout,
+                log_level=log_level.lower(),
+                access_log=access_log,
             ),
         )
+
+
+def _serve_deployment(
+    *,
+    engine_kind: str,
+    instances: int,
+    plan: Path | None,
+    model: Path | None,
+    dummy_weights: str | None,
+    served_model_name: str | None,
+    host: str,
+    port: int,
+    base_port: int | None,
+    router: str,
+    admission: str,
+    max_inflight: int,
+    max_queue: int,
+    connector: str,
+    health_timeout: float,
+    max_restarts: int,
+    log_dir: Path,
+    dry_run: bool,
+    builtin_args: list[str],
+) -> None:
+    """Several backends behind llmplan's front end: vLLM from a plan, or N built-in servers."""
+    from rich.markup import escape
+
+    from llmplan.cli._common import console
+    from llmplan.errors import LlmplanError
+    from llmplan.frontend.admission import POLICIES
+    from llmplan.frontend.deploy import DeployConfig, builtin_specs, run, vllm_specs
+    from llmplan.frontend.launch import format_command
+    from llmplan.routing import get_router
+
+    get_router(router)  # fail on a bad name before anything starts
+    if admission not in POLICIES:
+        raise LlmplanError(f"unknown --admission {admission!r}; choose one of {', '.join(POLICIES)}")
+    first = base_port if base_port is not None else port + 1
+    if engine_kind == "vllm":
+        if plan is None:
+            raise LlmplanError("--engine vllm needs --plan plan.json (from `llmplan plan --out plan.json`)")
+        specs = vllm_specs(
+            plan,
+            str(model) if model else None,
+            host=host,
+            base_port=first,
+            connector=connector,
+            served_model_name=served_model_name,
+            vllm_bin="vllm" if dry_run else None,
+        )
+    elif engine_kind == "builtin":
+        if (model is None) == (dummy_weights is None):
+            raise LlmplanError("give exactly one of --model PATH or --dummy-weights NAME (e.g. llama-tiny)")
+        specs = builtin_specs(
+            instances,
+            host=host,
+            base_port=first,
+            dummy_weights=dummy_weights,
+            model=str(model) if model else None,
+            extra_args=builtin_args + (["--plan", str(plan)] if plan else []),
+        )
+    else:
+        raise LlmplanError(f"unknown --engine {engine_kind!r}; choose builtin or vllm")
+    if dry_run:
+        for spec in specs:
+            console.print(
+                f"[bold]{spec.name}[/] ({spec.role}): {escape(format_command(spec))}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        console.print(
+            f"front end: http://{host}:{port} (router {router}, admission {admission})", highlight=False
+        )
+        return
+    cfg = DeployConfig(
+        host=host,
+        port=port,
+        router=router,
+        admission=admission,
+        max_queue=max_queue,
+        max_inflight_per_backend=max_inflight,
+        log_dir=log_dir,
+        health_timeout_s=health_timeout,
+        max_restarts=max_restarts,
+    )
+    console.print(f"starting {len(specs)} backend(s); logs in {log_dir}/", highlight=False)
+
+    def on_event(event) -> None:  # noqa: ANN001 - SupervisorEvent
+        style = {"crashed": "red", "failed": "bold red", "healthy": "green"}.get(event.kind, "dim")
+        console.print(
+            f"[{style}]{event.instance} {event.kind}[/] {escape(event.detail)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    def ready(url: str, *_: object) -> None:
+        console.print(
+            f"[bold green]llmplan front end[/] on {url}  [dim]OpenAI API: {url}/v1  "
+            f"metrics: {url}/metrics  Ctrl-C stops the front end, then the backends[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    try:
+        run(specs, cfg, on_event=on_event, ready=ready)
+    except KeyboardInterrupt:
+        pass
