@@ -52,7 +52,13 @@ def saturation_check(df: pd.DataFrame, samples: pd.DataFrame | None = None) -> d
             )
 
     if samples is not None and not samples.empty:
-        tot = samples.groupby("t_s")["waiting"].sum().sort_index()
+        # Instances are sampled at their own times; put them on a common grid of 100 bins
+        # (mean per instance per bin), then add the instances up.
+        t = samples["t_s"].to_numpy(dtype=np.float64)
+        span = float(t.max() - t.min())
+        bins = np.floor((t - t.min()) / span * 99.999).astype(int) if span > 0 else np.zeros(len(t), int)
+        per = samples.assign(_bin=bins).groupby(["_bin", "instance"])["waiting"].mean()
+        tot = per.groupby(level="_bin").sum().sort_index()
         if len(tot) >= 8:
             k = max(len(tot) // 4, 1)
             w0, w1 = float(tot.iloc[:k].mean()), float(tot.iloc[-k:].mean())

@@ -173,3 +173,20 @@ def test_percentiles_against_numpy() -> None:
     d = compute_metrics(RunResult(recs)).summary["latency"]["ttft_s"]
     for p in (50, 90, 99):
         assert d[f"p{p}"] == pytest.approx(float(np.percentile(ttfts, p)), rel=1e-9)
+
+
+def test_queue_growth_across_unaligned_instances() -> None:
+    """Two instances sampled at offset times; each waits k//10 at sample k (k = 0..199, every 0.5 s).
+
+    First quarter of the run: mean of 0..4 = 2 per instance -> 4 in total; last quarter: mean of
+    15..19 = 17 -> 34. Latencies stay flat, so only the queue signal fires.
+    """
+    recs = _steady(100, lambda i: 0.2).records
+    samples = []
+    for k in range(200):
+        samples.append(InstanceSample(k * 0.5, "i0", 1, k // 10, 1, 10, 1.0))
+        samples.append(InstanceSample(k * 0.5 + 0.13, "i1", 1, k // 10, 1, 10, 1.0))
+    sat = compute_metrics(RunResult(recs, samples)).summary["saturation"]
+    assert sat["waiting_first_quarter"] == pytest.approx(4.0)
+    assert sat["waiting_last_quarter"] == pytest.approx(34.0)
+    assert sat["oversaturated"] and sat["reasons"] == ["waiting queue grew from 4 to 34 requests"]
