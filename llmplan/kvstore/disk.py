@@ -53,17 +53,22 @@ def encode(key: Key, t: torch.Tensor) -> bytes:
     return body + hashlib.sha256(body).digest()
 
 
-def decode(data: bytes, key: Key) -> torch.Tensor:
-    """Inverse of :func:`encode`; raises ``ValueError`` on any corruption or mismatch."""
+def decode(data: bytes | bytearray, key: Key) -> torch.Tensor:
+    """Inverse of :func:`encode`; raises ``ValueError`` on any corruption or mismatch.
+
+    Zero-copy over a ``bytearray`` (what :meth:`DiskTier.get` reads into): the digest and the
+    tensor both view the buffer, so a load costs one read and one hash pass.
+    """
     if len(data) < _PREFIX.size + _DIGEST:
         raise ValueError(f"truncated ({len(data)} bytes)")
-    body, digest = data[:-_DIGEST], data[-_DIGEST:]
+    view = memoryview(data)
+    body, digest = view[:-_DIGEST], view[-_DIGEST:]
     if hashlib.sha256(body).digest() != digest:
         raise ValueError("checksum mismatch")
     magic, version, hlen = _PREFIX.unpack_from(body)
     if magic != MAGIC or version != VERSION:
         raise ValueError(f"not a v{VERSION} KV block file")
-    header = json.loads(body[_PREFIX.size:_PREFIX.size + hlen])
+    header = json.loads(bytes(body[_PREFIX.size:_PREFIX.size + hlen]))
     if header["key"] != key[0].hex() or header["layer"] != key[1]:
         raise ValueError("file holds another block")
     dtype = _DTYPES[header["dtype"]]
@@ -72,9 +77,11 @@ def decode(data: bytes, key: Key) -> torch.Tensor:
     expect = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
     if len(payload) != expect:
         raise ValueError(f"payload is {len(payload)} bytes, header says {expect}")
-    if not payload:
+    if not expect:
         return torch.empty(shape, dtype=dtype)
-    return torch.frombuffer(bytearray(payload), dtype=torch.uint8).view(dtype).reshape(shape)
+    if isinstance(data, bytes):  # torch.frombuffer needs a writable buffer
+        payload = memoryview(bytearray(payload))
+    return torch.frombuffer(payload, dtype=torch.uint8).view(dtype).reshape(shape)
 
 
 class DiskTier:
@@ -176,8 +183,10 @@ class DiskTier:
             self._index.move_to_end(key)
         path = self.path(key)
         try:
-            data = path.read_bytes()
-            return decode(data, key)
+            with open(path, "rb") as f:
+                data = bytearray(os.fstat(f.fileno()).st_size)
+                n = f.readinto(data)
+            return decode(data if n == len(data) else data[:n], key)
         except FileNotFoundError:
             self._drop(key)
             return None
