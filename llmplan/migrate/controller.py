@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -152,7 +152,8 @@ class ControllerConfig:
 class MigrationController:
     config: ControllerConfig = field(default_factory=ControllerConfig)
     bandwidth: BandwidthFn | None = None
-    decisions: list[Decision] = field(default_factory=list)
+    # The most recent decisions (skips included); bounded so a long-running server does not grow.
+    decisions: deque[Decision] = field(default_factory=lambda: deque(maxlen=10_000))
     counters: Counter = field(default_factory=Counter)
     overloaded: set[str] = field(default_factory=set)
     underloaded: set[str] = field(default_factory=set)

@@ -86,7 +86,7 @@ def test_fast_nvlink_from_the_topology_graph_is_used():
 def test_balanced_cluster_and_period_gating():
     c = ctl(period_s=1.0)
     balanced = [stage("s0", (0, 16), 0.5, 0.2), stage("s1", (16, 32), 0.55, 0.2)]
-    assert c.step(0.0, balanced) == [] and c.decisions == []
+    assert c.step(0.0, balanced) == [] and not c.decisions
     hot = [stage("s0", (0, 16), 0.95, 0.2), stage("s1", (16, 32), 0.2, 0.2)]
     assert c.step(0.5, hot) == []  # inside the period: not measured
     assert len(c.step(1.0, hot)) == 1
