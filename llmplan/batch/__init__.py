@@ -2,6 +2,11 @@
 
 ``get_policy("slo-odbs", threshold=0.3)`` builds one by name; :data:`POLICIES` lists them.
 See :mod:`llmplan.batch.base` for the protocol.
+
+UELLM's policies come in two forms: ``slo-odbs`` / ``slo-dbs`` / ``odbs`` are the thesis's
+static batching (compare them with ``static-fcfs``), ``slo-odbs-cb`` / ``slo-dbs-cb`` /
+``odbs-cb`` apply the same ordering and grouping as the admission rule of continuous
+batching (compare them with ``fcfs`` and ``s3``); see :mod:`llmplan.batch.uellm_cb`.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from llmplan.batch.fcfs import ContinuousFCFS, StaticFCFS
 from llmplan.batch.length import LJF, SJF
 from llmplan.batch.s3 import S3
 from llmplan.batch.uellm import ODBS, SLODBS, SLOODBS
+from llmplan.batch.uellm_cb import ContinuousODBS, ContinuousSLODBS, ContinuousSLOODBS
 from llmplan.errors import LlmplanError
 
 POLICIES: dict[str, Callable[..., Any]] = {
@@ -25,8 +31,17 @@ POLICIES: dict[str, Callable[..., Any]] = {
     "slo-odbs": SLOODBS,
     "slo-dbs": SLODBS,
     "odbs": ODBS,
+    "slo-odbs-cb": ContinuousSLOODBS,
+    "slo-dbs-cb": ContinuousSLODBS,
+    "odbs-cb": ContinuousODBS,
 }
-ALIASES = {"continuous-fcfs": "fcfs", "vllm": "fcfs", "static": "static-fcfs", "uellm": "slo-odbs"}
+ALIASES = {
+    "continuous-fcfs": "fcfs",
+    "vllm": "fcfs",
+    "static": "static-fcfs",
+    "uellm": "slo-odbs",
+    "uellm-cb": "slo-odbs-cb",
+}
 
 
 def get_policy(name: str, **kwargs: Any) -> BatchPolicy:
@@ -49,6 +64,9 @@ __all__ = [
     "AdmissionView",
     "BatchPolicy",
     "ContinuousFCFS",
+    "ContinuousODBS",
+    "ContinuousSLODBS",
+    "ContinuousSLOODBS",
     "LJF",
     "ODBS",
     "S3",

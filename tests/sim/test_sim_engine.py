@@ -51,6 +51,13 @@ CASES = {
     "slo-odbs-noisy": dict(instances=2, policy="slo-odbs", predictor="noisy:0.6"),
     "s3-noisy": dict(instances=2, policy="s3", predictor="noisy:0.5"),
     "sjf": dict(instances=1, policy="sjf", predictor="oracle", max_num_seqs=16),
+    # Clock-reading policies (aging, late tier): runs are cut where their order can change.
+    "slo-odbs-cb-noisy": dict(instances=2, policy="slo-odbs-cb", predictor="noisy:0.6",
+                              policy_kwargs={"max_wait_s": 4.0}),
+    "slo-dbs-cb-chunked": dict(instances=2, policy="slo-dbs-cb", chunked_prefill=True,
+                               max_num_batched_tokens=128, policy_kwargs={"max_wait_s": 1.0}),
+    "odbs-cb": dict(instances=1, policy="odbs-cb", predictor="oracle", max_num_seqs=6,
+                    policy_kwargs={"max_wait_s": 1.0}),
     "disaggregated": dict(instances=3, disaggregation=(1, 2), router="least-loaded", kv_bytes_per_token=4096),
     "token-times": dict(instances=2, record_token_times=True),
 }

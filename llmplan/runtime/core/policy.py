@@ -51,5 +51,10 @@ class BatchPolicy(Protocol):
     # nothing was admitted at one step, nothing is admitted until a sequence finishes or
     # arrives, which lets the simulator fast-forward pure decode steps.
     time_invariant: bool
+    # Optional, for policies that are *not* time-invariant (they read ``now``, e.g. aging or
+    # deadline tiers): ``stable_until(waiting, now) -> float``, the earliest time at which
+    # select() may answer differently for the same waiting/running state (``inf``: never).
+    # The scheduler exposes it as ``admission_stable_until`` so the simulator can still
+    # fast-forward decode steps up to that time. Found with getattr; a policy may omit it.
 
     def select(self, waiting: Sequence[SeqState], view: AdmissionView, now: float) -> Sequence[SeqState]: ...

@@ -26,6 +26,7 @@ from llmplan.runtime.core.types import ScheduledBatch, ScheduledSeq, SeqState, S
 
 Role = Literal["both", "prefill", "decode"]
 _RUNNING = SeqStatus.RUNNING
+_INF = float("inf")
 
 
 class StopRule(Protocol):
@@ -148,6 +149,10 @@ class Scheduler:
         # Set by schedule(): True when the next steps cannot admit anything until a sequence
         # finishes or arrives (see decode_run_limit).
         self._admission_stable = False
+        self._stable_until = _INF  # when a time-dependent policy may change its mind
+        self._stable_fn: Callable[[Sequence[SeqState], float], float] | None = (
+            None if self.policy.time_invariant else getattr(self.policy, "stable_until", None)
+        )
         self._preempted_this_step = False
         self.on_finish: Callable[[SeqState], None] | None = None
 
@@ -220,6 +225,7 @@ class Scheduler:
     def schedule(self, now: float) -> ScheduledBatch:
         self._preempted_this_step = False
         if self._static is not None:
+            self._stable_until = _INF  # nothing joins a running static batch, whatever the time
             return self._schedule_static(now)
         cfg = self.config
         budget = cfg.max_num_batched_tokens
@@ -245,9 +251,15 @@ class Scheduler:
         admitted = 0
         if self.waiting:
             admitted = self._admit(items, budget, has_prefill, now)
-        self._admission_stable = (
-            admitted == 0 and not self._preempted_this_step and self.policy.time_invariant
-        )
+        stable = admitted == 0 and not self._preempted_this_step
+        self._stable_until = _INF
+        if stable and not self.policy.time_invariant:
+            # Nothing fits now; for a time-dependent policy that holds until its order can
+            # change (the head only gets harder to fit as running sequences grow).
+            until = self._stable_fn(self.waiting, now) if self._stable_fn is not None else now
+            stable = until > now
+            self._stable_until = until
+        self._admission_stable = stable
         return ScheduledBatch(items)
 
     def _grow(self, seq: SeqState, tokens: int) -> bool:
@@ -567,6 +579,13 @@ class Scheduler:
             self._static.pad_ctx += npad * steps
             self._drain_static()
         return out
+
+    @property
+    def admission_stable_until(self) -> float:
+        """After :meth:`schedule`: the time until which a decode run found by
+        :meth:`decode_run_limit` stays valid (``inf`` unless the policy reads the clock and
+        requests are waiting). A run must keep only steps that end before it."""
+        return self._stable_until if self.waiting else _INF
 
     # ------------------------------------------------------------------ introspection
     def kv_usage(self) -> float:

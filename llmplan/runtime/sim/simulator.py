@@ -293,7 +293,10 @@ class Simulation:
             if kmax > 1:
                 shape = batch_shape(batch)
                 run = decode_run(
-                    inst.cost, BatchShape(decode_seqs=shape.decode_seqs, decode_ctx=shape.decode_ctx), kmax
+                    inst.cost,
+                    BatchShape(decode_seqs=shape.decode_seqs, decode_ctx=shape.decode_ctx),
+                    kmax,
+                    sched.admission_stable_until - now,  # a clock-reading policy may reorder then
                 )
                 steps = run.steps
                 dur = run.duration_s
