@@ -93,6 +93,15 @@ def register(app: typer.Typer) -> None:
         plan_file: Path | None = typer.Option(
             None, "--plan", help="Show a saved plan (table, vllm line, device_map) instead of planning."
         ),
+        fill: bool = typer.Option(
+            False,
+            "--fill",
+            help="Fill the topology: plan an instance with --mode on the GPUs left, repeat while the "
+            "model fits (greedy across instances, exact within each).",
+        ),
+        max_instances: int | None = typer.Option(
+            None, "--max-instances", min=1, help="--fill: stop after this many instances."
+        ),
     ) -> None:
         import dataclasses
 
@@ -134,6 +143,10 @@ def register(app: typer.Typer) -> None:
                     f"--gpus names {', '.join(missing)}, not in the topology; see `llmplan topology`"
                 )
 
+        if fill and pd:
+            raise LlmplanError("--fill and --pd are exclusive; --pd already chooses its instances")
+        if max_instances is not None and not fill:
+            raise LlmplanError("--max-instances only applies with --fill")
         if pd:
             from llmplan.plan.pd import PDRequest, load_length_stats, plan_pd, render_pd
 
@@ -157,9 +170,17 @@ def register(app: typer.Typer) -> None:
             return
 
         wl = PlanWorkload(max_batch=max_batch, input_len=input_len, output_len=output_len)
-        plan = make_plan(
-            spec, graph, mode, a1=a1, a2=a2, workload=wl, params=params, gpus=subset, topology=topology
-        )
+        if fill:
+            from llmplan.plan.planner import fill_plan
+
+            plan = fill_plan(
+                spec, graph, mode, a1=a1, a2=a2, workload=wl, params=params, gpus=subset,
+                topology=topology, max_instances=max_instances,
+            )  # fmt: skip
+        else:
+            plan = make_plan(
+                spec, graph, mode, a1=a1, a2=a2, workload=wl, params=params, gpus=subset, topology=topology
+            )
         if out:
             plan.save(out)
         _show(plan, as_json, show_device_map)
@@ -181,6 +202,9 @@ def _show(plan, as_json: bool, show_device_map: bool) -> None:
             f"P:D {plan.metrics.get('ratio')}: goodput {plan.metrics.get('goodput_rps', 0):.2f} req/s",
             highlight=False,
         )
+        return
+    if plan.metrics.get("fill"):
+        _show_fill(plan, as_json)
         return
     from llmplan.plan.outputs import hosts
 
@@ -224,3 +248,44 @@ def _show(plan, as_json: bool, show_device_map: bool) -> None:
             f"[bold]device_map:[/] layers {', '.join(spans)} ({len(dm)} modules; --device-map prints it)",
             highlight=False,
         )
+
+
+def _show_fill(plan, as_json: bool) -> None:
+    """A filled plan: one table (and vllm line) per instance, then the fill's reasoning."""
+    from llmplan.cli._common import console, print_json
+    from llmplan.plan.outputs import vllm_command
+
+    if as_json:
+        print_json(plan.to_dict())
+        return
+    wl = plan.workload
+    per = plan.metrics.get("instances", [])
+    for k, inst in enumerate(plan.instances):
+        console.print(_fill_table(plan, k))
+        m = per[k] if k < len(per) else {}
+        console.print(
+            f"[bold]instance {k}: {len(inst.gpus)} GPU(s)[/]  TTFT {m.get('ttft_s', 0) * 1e3:.2f} ms "
+            f"(one prompt)  TPOT {m.get('tpot_s', 0) * 1e3:.3f} ms (batch {wl.max_batch})  batch latency "
+            f"{m.get('batch_latency_s', 0):.3f} s",
+            highlight=False,
+        )
+        cmd, note = vllm_command(plan, k)
+        console.print(f"  vllm: {cmd or 'no command: ' + note}", highlight=False, soft_wrap=True)
+    unused = plan.metrics.get("unused_gpus", [])
+    console.print(
+        f"[bold]{len(plan.instances)} instance(s) on {plan.num_gpus} GPU(s)[/]; unused: "
+        f"{', '.join(unused) if unused else 'none'}",
+        highlight=False,
+    )
+    for line in plan.explanation:
+        console.print(f"  - {line}", highlight=False)
+
+
+def _fill_table(plan, k: int):
+    from llmplan.plan.outputs import plan_table
+
+    inst = plan.instances[k]
+    return plan_table(
+        plan, k, title=f"{plan.model} on {plan.topology} -- {plan.mode} fill, instance {k} "
+        f"({', '.join(inst.gpus)})"
+    )

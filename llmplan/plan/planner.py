@@ -234,4 +234,89 @@ def make_plan(
     )
 
 
-__all__ = ["make_plan", "feasible", "placement_to_instance"]
+def fill_plan(
+    spec: ModelSpec,
+    graph: nx.Graph,
+    mode: str = "HELR",
+    *,
+    a1: float = 0.5,
+    a2: float = 0.5,
+    workload: PlanWorkload | None = None,
+    params: CostParams = DEFAULT_PARAMS,
+    gpus: list[str] | None = None,
+    topology: str = "",
+    max_instances: int | None = None,
+) -> Plan:
+    """Fill a topology with instances: plan one with ``mode`` on the GPUs left, take its GPUs
+    away, repeat until the model no longer fits on what remains (or ``max_instances``).
+
+    Each instance is exactly optimal for ``mode`` *on the GPUs left when it was planned*
+    (it equals ``make_plan(..., gpus=remaining)``). The fill as a whole is greedy: it does not
+    search over ways to split the machine, so another partition can serve more requests per
+    second (e.g. four 2-GPU instances instead of 3+2+2+1). HELR normalises between the HE and
+    LR plans of the remaining GPUs, so later instances may choose a different GPU count.
+
+    Returns one :class:`Plan` whose ``instances`` are disjoint; ``metrics["instances"]`` holds
+    each instance's metrics, ``metrics["unused_gpus"]`` and ``metrics["stop_reason"]`` say what
+    was left and why. Raises :class:`InfeasibleError` when not even one instance fits.
+    """
+    from llmplan.topology import gpu_nodes
+
+    if max_instances is not None and max_instances < 1:
+        raise InfeasibleError(f"max_instances must be >= 1 (got {max_instances})")
+    remaining = list(gpus) if gpus else list(gpu_nodes(graph))
+    plans: list[Plan] = []
+    stop = "every GPU is in an instance"
+    while remaining:
+        if max_instances is not None and len(plans) >= max_instances:
+            stop = f"reached --max-instances {max_instances}"
+            break
+        try:
+            p = make_plan(
+                spec, graph, mode, a1=a1, a2=a2, workload=workload, params=params,
+                gpus=remaining, topology=topology,
+            )  # fmt: skip
+        except InfeasibleError as exc:
+            if not plans:
+                raise
+            stop = f"{spec.name} does not fit on the {len(remaining)} GPU(s) left: {exc}"
+            break
+        plans.append(p)
+        used = set(p.instances[0].gpus)
+        remaining = [g for g in remaining if g not in used]
+    first = plans[0]
+    per = [{k: v for k, v in p.metrics.items() if k != "frontier"} for p in plans]
+    explanation = [
+        f"fill: {len(plans)} instance(s) on {sum(len(p.instances[0].gpus) for p in plans)} GPU(s), "
+        f"planned one at a time with {first.mode} on the GPUs left (greedy across instances, exact "
+        f"within each); stopped: {stop}."
+    ]
+    for k, p in enumerate(plans):
+        m = p.metrics
+        explanation.append(
+            f"instance {k} ({', '.join(p.instances[0].gpus)}): {m['gpus']} GPU(s), batch latency "
+            f"{m['batch_latency_s']:.3f} s, TTFT {m['ttft_s'] * 1e3:.1f} ms, TPOT {m['tpot_s'] * 1e3:.2f} ms; "
+            + p.explanation[0]
+        )
+    return Plan(
+        model=first.model,
+        model_spec=first.model_spec,
+        topology=first.topology,
+        mode=first.mode,
+        instances=[p.instances[0] for p in plans],
+        workload=first.workload,
+        a1=a1,
+        a2=a2,
+        metrics={
+            "fill": True,
+            "gpus": sum(m["gpus"] for m in per),
+            "instances": per,
+            "unused_gpus": remaining,
+            "stop_reason": stop,
+        },
+        explanation=explanation,
+        params=first.params,
+    )
+
+
+__all__ = ["make_plan", "fill_plan", "feasible", "placement_to_instance"]
