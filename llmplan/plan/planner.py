@@ -295,8 +295,8 @@ def fill_plan(
         m = p.metrics
         explanation.append(
             f"instance {k} ({', '.join(p.instances[0].gpus)}): {m['gpus']} GPU(s), batch latency "
-            f"{m['batch_latency_s']:.3f} s, TTFT {m['ttft_s'] * 1e3:.1f} ms, TPOT {m['tpot_s'] * 1e3:.2f} ms; "
-            + p.explanation[0]
+            f"{m['batch_latency_s']:.3f} s, TTFT {m['ttft_s'] * 1e3:.1f} ms, "
+            f"TPOT {m['tpot_s'] * 1e3:.2f} ms; " + p.explanation[0]
         )
     return Plan(
         model=first.model,
