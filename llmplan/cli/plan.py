@@ -286,6 +286,7 @@ def _fill_table(plan, k: int):
 
     inst = plan.instances[k]
     return plan_table(
-        plan, k, title=f"{plan.model} on {plan.topology} -- {plan.mode} fill, instance {k} "
-        f"({', '.join(inst.gpus)})"
+        plan,
+        k,
+        title=f"{plan.model} on {plan.topology} -- {plan.mode} fill, instance {k} ({', '.join(inst.gpus)})",
     )

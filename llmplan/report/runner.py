@@ -83,23 +83,34 @@ def load_calibration_cost(path: str) -> Any:
 
 
 def build_cluster(cfg: BenchConfig) -> Cluster:
-    """Plan the model on the topology (or load a plan) and replicate its instance."""
+    """The simulated deployment: every instance of a plan, each priced as planned.
+
+    By default the topology is filled with the planner (:func:`~llmplan.plan.planner.fill_plan`:
+    one ``cfg.plan_mode`` instance after another on the GPUs left), so no GPU idles when the model
+    still fits, and each instance is priced by the roofline of its own stages and GPUs
+    (``InstanceCost.from_plan``, via ``cluster_from_plan``). A ``--plan`` file is used as it is.
+    Only an explicit ``--instances N`` or ``--disaggregation P:D`` replicates the plan's
+    instances; those copies are priced as the instance they copy (exact on identical GPUs).
+    """
     from llmplan.models import get_model_spec
     from llmplan.runtime.sim.cluster import cluster_from_plan
     from llmplan.topology import gpu_nodes, load_topology
 
     graph = load_topology(cfg.topology)
+    replicate = cfg.instances is not None or cfg.disaggregation is not None
     if cfg.plan:
         from llmplan.plan.types import Plan
 
         plan = Plan.load(cfg.plan)
-    else:
+    elif replicate:
         from llmplan.plan.planner import make_plan
 
         plan = make_plan(get_model_spec(cfg.model), graph, cfg.plan_mode, topology=cfg.topology)
+    else:
+        from llmplan.plan.planner import fill_plan
+
+        plan = fill_plan(get_model_spec(cfg.model), graph, cfg.plan_mode, topology=cfg.topology)
     base = cluster_from_plan(plan, graph, block_size=cfg.block_size)
-    gpus_per = max(len(s.gpus) for s in base) or 1
-    n_gpus = len(gpu_nodes(graph))
     if cfg.disaggregation is not None:
         n_p, n_d = cfg.disaggregation
         if n_p < 1 or n_d < 1:
@@ -114,11 +125,8 @@ def build_cluster(cfg: BenchConfig) -> Cluster:
         replicas = n_p + n_d
     elif cfg.instances is not None:
         replicas = cfg.instances
-    elif cfg.plan or len(base) > 1:
-        replicas = len(base)
     else:
-        # The plan places one instance; fill the machine with copies of it (data parallel).
-        replicas = max(n_gpus // gpus_per, 1)
+        replicas = len(base)  # every planned instance, as planned
     if replicas < 1:
         raise LlmplanError(f"--instances must be >= 1, got {replicas}")
     gpu_sets = _replica_gpus(base, gpu_nodes(graph), replicas)
@@ -139,12 +147,20 @@ def build_cluster(cfg: BenchConfig) -> Cluster:
         "plan_mode": plan.mode,
         "plan_file": cfg.plan,
         "plan_instance_gpus": [list(i.gpus) for i in plan.instances],
-        "plan_metrics": {k: v for k, v in plan.metrics.items() if k != "frontier"},
+        "plan_metrics": {k: v for k, v in plan.metrics.items() if k not in ("frontier", "instances")},
+        "plan_instance_metrics": [
+            {k: v for k, v in m.items() if k != "frontier"}
+            for m in plan.metrics.get("instances", [plan.metrics])
+        ],
         "plan_explanation": plan.explanation,
+        "plan_fill": bool(plan.metrics.get("fill")),
+        "plan_unused_gpus": list(plan.metrics.get("unused_gpus", [])),
         "replicas": replicas,
         "replica_gpus": [list(g) for g in gpu_sets],
-        # Replicas are priced as the planned instance (exact on homogeneous machines).
-        "replica_cost": "planned instance's roofline",
+        "replica_cost": "copies of the planned instances, priced as the instance they copy "
+        "(exact on identical GPUs)"
+        if replicas != len(base)
+        else "each planned instance's own roofline (InstanceCost.from_plan)",
         "roles": [s.role for s in specs],
         "kv_blocks_per_instance": [s.num_blocks for s in specs],
         "block_size": cfg.block_size,

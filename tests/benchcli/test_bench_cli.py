@@ -40,6 +40,11 @@ def test_default_main_job_on_a_window(azure_env: Path, tmp_path: Path) -> None:
     assert data["config"]["bench"]["model"] == "llama-2-13b"
     assert data["config"]["cluster"]["plan_mode"] == "HELR"
     assert data["config"]["cluster"]["topology"] == "preset:dgx-a100"
+    c = data["config"]["cluster"]
+    gpus = [g for gs in c["replica_gpus"] for g in gs]
+    assert sorted(gpus) == sorted(f"GPU{k}" for k in range(8)) and len(set(gpus)) == 8  # no idle GPU
+    assert c["plan_fill"] and c["plan_unused_gpus"] == [] and c["replica_gpus"] == c["plan_instance_gpus"]
+    assert c["replica_cost"].startswith("each planned instance's own roofline")
     assert data["workload"]["meta"]["sha256_expected"].startswith("2f1e5b66")
     for label, run in data["runs"].items():
         df = pd.read_csv(out / run["file"])
@@ -236,3 +241,52 @@ def test_parallel_and_serial_runs_agree(azure_env: Path, tmp_path: Path) -> None
     ra = pd.read_csv(tmp_path / "a" / "requests-s3.csv")
     rb = pd.read_csv(tmp_path / "b" / "requests-s3.csv")
     pd.testing.assert_frame_equal(ra, rb)
+
+
+def test_default_cluster_prices_each_filled_instance_as_planned() -> None:
+    """Default cluster = the planner's fill, each instance with its own roofline and KV blocks."""
+    from llmplan.models import get_model_spec
+    from llmplan.plan.costmodel import BatchShape, InstanceCost
+    from llmplan.plan.planner import fill_plan
+    from llmplan.report.runner import BenchConfig, build_cluster
+    from llmplan.topology import load_topology
+
+    cluster = build_cluster(BenchConfig())
+    graph = load_topology("preset:dgx-a100")
+    plan = fill_plan(get_model_spec("llama-2-13b"), graph, "HELR", topology="preset:dgx-a100")
+    assert [list(s.gpus) for s in cluster.instances] == [i.gpus for i in plan.instances]
+    shape = BatchShape(prefill_tokens=512, prefill_attn=512 * 256.0, decode_seqs=16, decode_ctx=16 * 600)
+    for k, spec in enumerate(cluster.instances):
+        ref = InstanceCost.from_plan(plan, graph, instance=k)
+        assert spec.cost.iteration_time(shape) == pytest.approx(ref.iteration_time(shape))
+        assert spec.num_blocks == ref.kv_capacity_blocks(16)
+    sizes = {len(s.gpus) for s in cluster.instances}
+    assert len(sizes) > 1  # HELR's fill mixes instance sizes: copies of instance 0 would be wrong
+    blocks = {len(s.gpus): s.num_blocks for s in cluster.instances}
+    assert blocks[max(sizes)] > blocks[min(sizes)]  # more GPUs, more KV memory
+
+
+def test_multi_instance_plan_file_is_used_as_planned(tmp_path: Path) -> None:
+    from llmplan.models import get_model_spec
+    from llmplan.plan.planner import fill_plan
+    from llmplan.runtime.sim.cluster import cluster_from_plan
+    from llmplan.topology import load_topology
+
+    graph = load_topology("preset:dgx-a100")
+    plan = fill_plan(
+        get_model_spec("llama-2-7b"), graph, "HELR", gpus=["GPU0", "GPU1", "GPU2", "GPU3", "GPU4"]
+    )
+    assert len({len(i.gpus) for i in plan.instances}) > 1  # instances of different sizes
+    path = plan.save(tmp_path / "fill.json")
+    out = tmp_path / "rep"
+    args = ["--trace", "synthetic:rate=4,n=40", "--plan", str(path), "--policy", "fcfs", "--no-plots"]
+    res = _bench(*args, "--model", "llama-2-13b", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "report.json").read_text())
+    c = data["config"]["cluster"]
+    assert c["model"] == "llama-2-7b"  # the plan file's model wins
+    assert c["replica_gpus"] == [i.gpus for i in plan.instances] and c["replicas"] == len(plan.instances)
+    blocks = [s.num_blocks for s in cluster_from_plan(plan, graph)]
+    assert c["kv_blocks_per_instance"] == blocks and len(set(blocks)) > 1  # not copies of instance 0
+    assert c["plan_unused_gpus"] == plan.metrics["unused_gpus"]
+    _conserved(pd.read_csv(out / data["runs"]["fcfs"]["file"]), 40)
