@@ -152,9 +152,13 @@ class DiskTier:
         path = self.path(key)
         path.parent.mkdir(exist_ok=True)
         tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}.{uuid.uuid4().hex[:8]}")
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a half-written temporary is never left behind
+            raise
         with self._lock:
             old = self._index.pop(key, None)
             if old is not None:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from llmplan.kvstore.store import GlobalKVStore, StoreStats
 
 _COUNTERS = ("puts", "memory_hits", "disk_hits", "misses", "corrupt_dropped", "memory_evictions",
-             "disk_evictions", "bytes_loaded", "bytes_stored")
+             "disk_evictions", "bytes_loaded", "bytes_stored", "disk_write_errors")
 _GAUGES = ("memory_bytes", "disk_bytes")
 
 

@@ -16,6 +16,7 @@ layer ``i-1`` with computing layer ``i`` (see :mod:`llmplan.kvstore.pipeline`).
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Sequence
@@ -26,6 +27,8 @@ import torch
 from llmplan.errors import LlmplanError
 from llmplan.kvstore.disk import DiskTier
 from llmplan.kvstore.memory import Key, MemoryTier, nbytes
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -41,6 +44,7 @@ class StoreStats:
     disk_bytes: int = 0
     bytes_loaded: int = 0
     bytes_stored: int = 0
+    disk_write_errors: int = 0
 
 
 class GlobalKVStore:
@@ -69,7 +73,15 @@ class GlobalKVStore:
             kv = kv.to("cpu")
         self.memory.put((block, layer), kv)
         if self.disk is not None:
-            self.disk.put((block, layer), kv)
+            try:
+                self.disk.put((block, layer), kv)
+            except OSError as e:
+                # A full or failing disk must not fail the prefill that is writing back: the
+                # block stays in memory (or is recomputed later); the error is counted and logged.
+                log.warning("KV store: cannot write block to %s (%s); keeping it in memory only",
+                            self.disk.root, e)
+                with self._lock:
+                    self._s.disk_write_errors += 1
         with self._lock:
             self._s.puts += 1
             self._s.bytes_stored += nbytes(kv)

@@ -90,3 +90,20 @@ def test_loads_overlap_compute(tmp_path):
     assert res is not None
     # Only layer 0's load can stall; the other layers' loads ran during compute.
     assert res.timing.load_stall_s < res.timing.compute_s
+
+
+def test_deeper_prefetch_is_exact_and_bad_depth_is_an_error(tmp_path):
+    import pytest
+
+    from llmplan.errors import LlmplanError
+
+    stack, store = _setup(tmp_path)
+    tokens = list(range(1, 25))
+    _prefill_first(stack, store, tokens)
+    keys = block_hashes(tokens + [7, 8, 9, 10], BS)
+    with LayerwisePrefill(store, prefetch_depth=3) as pipe:
+        res = pipe.run(stack.compute, stack.embed([7, 8, 9, 10]), 3, keys[:6], keys[6:], BS)
+    ref, _ = stack.prefill(stack.embed(tokens + [7, 8, 9, 10]))
+    assert (res.hidden - ref[24:]).abs().max().item() <= 1e-5
+    with pytest.raises(LlmplanError):
+        LayerwisePrefill(store, prefetch_depth=0)

@@ -185,3 +185,13 @@ def test_bad_input_is_a_clear_error(tmp_path, call):
     (tmp_path / "file").write_text("not a directory")
     with pytest.raises(LlmplanError):
         call(tmp_path)
+
+
+def test_a_failing_disk_write_keeps_the_block_in_memory_and_is_counted(tmp_path):
+    key = block_hashes(list(range(4)), 4)[0]
+    store = GlobalKVStore(num_layers=1, memory_bytes=1 << 20, disk_dir=tmp_path)
+    (tmp_path / key.hex()[:2]).write_text("a file where the shard directory should be")
+    store.put(key, 0, _kv(5))  # must not raise: the prefill writing back goes on
+    assert store.stats().disk_write_errors == 1
+    assert torch.equal(store.get(key, 0), _kv(5))
+    assert not list(tmp_path.rglob("*.tmp.*"))
