@@ -19,8 +19,9 @@ if TYPE_CHECKING:  # the library is imported lazily inside the command body
 _HELP = """Replay a trace against the simulated cluster (or a live server) and write a report.
 
 With no flags this is the main job: the Azure LLM inference trace 2023 (conversation) on
-llama-2-13b over a HELR plan of preset dgx-a100, simulated under continuous FCFS
-(vLLM-like), UELLM's SLO-ODBS and S3, report in ./llmplan-report/.
+llama-2-13b over preset dgx-a100 filled with HELR instances (`llmplan plan --fill`: one
+instance after another on the GPUs left, each priced as planned), simulated under continuous
+FCFS (vLLM-like), UELLM's SLO-ODBS and S3, report in ./llmplan-report/.
 
 Examples:
 
@@ -114,7 +115,10 @@ def register(app: typer.Typer) -> None:
         ),
         router: str = typer.Option("round-robin", "--router", help="round-robin, least-loaded or jsq."),
         instances: int = typer.Option(
-            None, "--instances", help="Replicas of the plan's instance (default: fill the topology)."
+            None,
+            "--instances",
+            help="Replicate the plan's instance N times (default: every instance of the planner's "
+            "fill of the topology, or of the --plan file, as planned).",
         ),
         predictor: str = typer.Option(
             "oracle",
@@ -145,7 +149,9 @@ def register(app: typer.Typer) -> None:
             None, "--target", help="Live mode: an OpenAI-compatible server URL to replay the trace against."
         ),
         time_scale: float = typer.Option(
-            1.0, "--time-scale", help="Live mode: compress arrival times by this factor."
+            1.0,
+            "--time-scale",
+            help="Live mode: divide arrival times by this factor (the report shows the rate sent).",
         ),
         simulate_too: bool = typer.Option(
             False,

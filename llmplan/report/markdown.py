@@ -42,7 +42,8 @@ def render_markdown(report: BenchReport, plots: list[Path]) -> str:
         out += ["", f"Command: `{report.command}`"]
     out += ["", "## Workload", ""]
     keys = [
-        "spec", "requests", "offered_rate_rps", "arrival_span_s", "rate_scale", "window_s", "max_requests",
+        "spec", "requests", "offered_rate_rps", "trace_offered_rate_rps", "time_scale", "arrival_span_s",
+        "rate_scale", "window_s", "max_requests",
         "slo", "path", "sha256", "sha256_matches", "url", "tokenizer", "records_recovered", "truncated",
         "license", "citation",
     ]  # fmt: skip

@@ -229,6 +229,21 @@ def workload_info(wl: Workload) -> dict[str, Any]:
     }
 
 
+def live_workload_info(wl: Workload, time_scale: float) -> dict[str, Any]:
+    """:func:`workload_info` as the server saw it: the load generator divides arrival times by
+    ``time_scale``, so the offered rate is the trace's times ``time_scale`` (kept alongside)."""
+    info = workload_info(wl)
+    ts = float(time_scale)
+    if ts != 1.0:
+        info["trace_offered_rate_rps"] = info["offered_rate_rps"]
+        if info["offered_rate_rps"] is not None:
+            info["offered_rate_rps"] = info["offered_rate_rps"] * ts
+        info["time_scale"] = ts
+        if wl.meta.get("arrival_span_s") is not None:
+            info["arrival_span_s"] = wl.meta["arrival_span_s"] / ts
+    return info
+
+
 def run_bench(
     cfg: BenchConfig,
     *,
@@ -317,7 +332,7 @@ def live_report(
     return BenchReport(
         runs=runs,
         config={"bench": cfg.to_dict(), "target": target, **(extra_config or {}), "live_meta": result.meta},
-        workload=workload_info(workload),
+        workload=live_workload_info(workload, result.meta.get("time_scale", 1.0)),
         seed=cfg.seed,
         version=__version__,
         created_utc=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -34,6 +34,8 @@ def summary_table(report: BenchReport) -> Table:
     title = f"{wl.get('name', '?')}: {wl.get('requests', '?')} requests"
     if wl.get("offered_rate_rps"):
         title += f" at {wl['offered_rate_rps']:.2f} req/s"
+        if wl.get("time_scale") and wl.get("trace_offered_rate_rps"):
+            title += f" (trace {wl['trace_offered_rate_rps']:.2f} req/s x --time-scale {wl['time_scale']:g})"
     t = Table(title=title, title_style="bold", header_style="bold cyan")
     t.add_column("metric")
     runs = list(report.runs.items())

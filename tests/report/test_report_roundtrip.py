@@ -123,3 +123,26 @@ def test_predicted_vs_measured_table() -> None:
     table = predicted_vs_measured(rep)
     assert "| TTFT p50 | 1000.0 ms | 900.0 ms (-10.0%) |" in table
     assert "| TPOT p99 | 100.0 ms | 100.0 ms (+0.0%) |" in table
+
+
+@pytest.mark.parametrize("time_scale", [1.0, 4.0])
+def test_live_report_shows_the_rate_the_server_saw(time_scale: float) -> None:
+    """--time-scale divides arrival times: the header's rate is the trace's times the scale."""
+    from llmplan.report.runner import BenchConfig, live_report
+    from llmplan.workload import load_workload, offered_rate
+
+    wl = load_workload("synthetic:rate=2,n=40", seed=1, slo="none")
+    res = _run(0.0)
+    res.meta = {"time_scale": time_scale}
+    rep = live_report(BenchConfig(trace="synthetic"), "http://x", wl, res)
+    trace_rate = offered_rate(wl)
+    assert rep.workload["offered_rate_rps"] == pytest.approx(trace_rate * time_scale)
+    console = Console(record=True, width=200)
+    print_report(rep, console)
+    title = " ".join(" ".join(console.export_text().splitlines()[:3]).split())  # the title may wrap
+    assert f"at {trace_rate * time_scale:.2f} req/s" in title
+    if time_scale != 1.0:
+        assert f"(trace {trace_rate:.2f} req/s x --time-scale 4)" in title
+        assert rep.workload["trace_offered_rate_rps"] == pytest.approx(trace_rate)
+    else:
+        assert "time-scale" not in title and "time_scale" not in rep.workload
