@@ -94,24 +94,23 @@ def paged_attention(
     num_kv_heads: int,
     head_dim: int,
 ) -> torch.Tensor:
-    """``q`` ``[T, H*hd]``, ``k``/``v`` ``[T, KVH*hd]`` (already rotated) -> output ``[T, H*hd]``."""
+    """``q`` ``[T, H, hd]``, ``k``/``v`` ``[T, KVH, hd]`` (already rotated) -> output ``[T, H*hd]``."""
     t = q.shape[0]
-    q = q.view(t, num_heads, head_dim)
-    k = k.view(t, num_kv_heads, head_dim)
-    v = v.view(t, num_kv_heads, head_dim)
     write_kv(k_cache, v_cache, k, v, meta.slot_mapping)
-    out = torch.empty_like(q)
     gqa = num_heads != num_kv_heads
-
     d = meta.num_decode
+    od = None
     if d:
         assert meta.decode_block_tables is not None
         kd = _gather(k_cache, meta.decode_block_tables, meta.decode_len)  # [D, kvh, L, hd]
         vd = _gather(v_cache, meta.decode_block_tables, meta.decode_len)
         qd = q[:d].unsqueeze(2)  # [D, H, 1, hd]
         od = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=meta.decode_mask, enable_gqa=gqa)
+        if not meta.prefills:
+            return od.view(t, num_heads * head_dim)  # pure decode step: no scatter needed
+    out = torch.empty((t, num_heads, head_dim), dtype=q.dtype, device=q.device)
+    if od is not None:
         out[:d] = od.squeeze(2)
-
     for p in meta.prefills:
         s, n = p.start, p.length
         qp = q[s : s + n].transpose(0, 1).unsqueeze(0)  # [1, H, n, hd]
@@ -127,5 +126,7 @@ def paged_attention(
             kpos = torch.arange(total, device=q.device).unsqueeze(0)
             mask = kpos <= qpos  # [n, total]
             op = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=mask, enable_gqa=gqa)
+        if len(meta.prefills) == 1 and not d:
+            return op.squeeze(0).transpose(0, 1).reshape(t, num_heads * head_dim)
         out[s : s + n] = op.squeeze(0).transpose(0, 1)
     return out.view(t, num_heads * head_dim)

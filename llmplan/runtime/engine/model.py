@@ -63,12 +63,11 @@ class Rope(nn.Module):
         return self.cos[positions], self.sin[positions]
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: int, head_dim: int) -> torch.Tensor:
-    t = x.shape[0]
-    x = x.view(t, heads, head_dim)
-    half = head_dim // 2
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE (rotate-half form) on ``[T, heads, head_dim]``; q and k heads go through together."""
+    half = x.shape[-1] // 2
     rot = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return (x * cos.unsqueeze(1) + rot * sin.unsqueeze(1)).view(t, heads * head_dim)
+    return x * cos.unsqueeze(1) + rot * sin.unsqueeze(1)
 
 
 class RMSNorm(nn.Module):
@@ -78,6 +77,9 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32:
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)  # one fused op
+        # Half precision: normalise in fp32, scale in the input dtype, as transformers does.
         dt = x.dtype
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -110,13 +112,13 @@ class DecoderLayer(nn.Module):
     ) -> torch.Tensor:
         cfg = self.cfg
         h = self.input_layernorm(x)
-        q, k, v = self.qkv_proj(h).split((cfg.q_size, cfg.kv_size, cfg.kv_size), dim=-1)
-        q = _rotate(q, cos, sin, cfg.num_heads, cfg.head_dim)
-        k = _rotate(k, cos, sin, cfg.num_kv_heads, cfg.head_dim)
+        t = h.shape[0]
+        qkv = self.qkv_proj(h)
+        qk = _rotate(qkv[:, : cfg.q_size + cfg.kv_size].view(t, -1, cfg.head_dim), cos, sin)
+        q, k = qk.split((cfg.num_heads, cfg.num_kv_heads), dim=1)
+        v = qkv[:, cfg.q_size + cfg.kv_size :].reshape(t, cfg.num_kv_heads, cfg.head_dim)
         k_cache, v_cache = kv.layer(self.index)
-        a = paged_attention(
-            q, k, v.contiguous(), k_cache, v_cache, meta, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-        )
+        a = paged_attention(q, k, v, k_cache, v_cache, meta, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim)
         x = x + self.o_proj(a)
         h = self.post_attention_layernorm(x)
         gate, up = self.gate_up_proj(h).chunk(2, dim=-1)
