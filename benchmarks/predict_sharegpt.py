@@ -80,11 +80,24 @@ def main() -> None:
     dedup_mask = np.array([id(e) in dedup_ids for e in split.test.examples])
     true = np.asarray(split.test.output_tokens)
     rows = []
+    reserve: dict[str, np.ndarray] = {}
     for pr in (learned, gbm, majority):
         t2 = time.monotonic()
-        pred = pr.predict(test_reqs)
+        if pr is learned:
+            proba = learned.predict_proba(test_reqs)
+            b = proba.argmax(axis=1)
+            lens = np.asarray([learned.representatives[i] for i in b])
+            # KV reservation from the predicted distribution: the upper edge where P(len <= edge) >= 90%.
+            upper_edges = np.asarray(list(edges[1:]) + [2 * edges[-1]])
+            reserve[pr.name + " (P90 of predicted distribution)"] = upper_edges[
+                (np.cumsum(proba, axis=1) >= 0.9 - 1e-6).argmax(axis=1)
+            ]
+        else:
+            pred = pr.predict(test_reqs)
+            b, lens = np.asarray(pred.buckets), np.asarray(pred.lengths)
         pred_s = time.monotonic() - t2
-        b, lens = np.asarray(pred.buckets), np.asarray(pred.lengths)
+        # Every predictor also reserves its predicted bucket's upper edge.
+        reserve[pr.name + " (bucket upper edge)"] = np.asarray(list(edges[1:]) + [2 * edges[-1]])[b]
         lat1 = measure_latency(pr, test_reqs, 1, n=32)
         lat32 = measure_latency(pr, test_reqs, 32, n=128)
         for name, m in (("test", np.ones_like(dedup_mask)), ("test_dedup", dedup_mask)):
@@ -103,6 +116,13 @@ def main() -> None:
     rows.sort(key=lambda r: (r.split != "test", ["lora" not in r.predictor, r.predictor]))
     y = bucket_of(true, edges)
     reserve_upper = float(np.mean([edges[min(i + 1, len(edges) - 1)] for i in y]))
+    kv = {}
+    for name, r in reserve.items():
+        for split_name, m in (("test", np.ones_like(dedup_mask)), ("test_dedup", dedup_mask)):
+            kv[f"{name} / {split_name}"] = {
+                "short": float(np.mean(r[m] < true[m])),  # reserved fewer tokens than the reply needed
+                "booked_over_needed": float(r[m].sum() / true[m].sum()),
+            }
     result = {
         "dataset": ds.source,
         "records_recovered": ds.meta["records_recovered"],
@@ -120,6 +140,7 @@ def main() -> None:
         "scores": [r.row() for r in rows],
         "mean_true_tokens": float(true.mean()),
         "mean_upper_edge": reserve_upper,
+        "kv_reserve": kv,
         "total_s": round(time.monotonic() - t0, 1),
     }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -128,6 +149,9 @@ def main() -> None:
         args.confusion.parent.mkdir(parents=True, exist_ok=True)
         args.confusion.write_bytes((args.out / "confusion.png").read_bytes())
     print(render_table(rows))
+    print("\n| KV reserve rule / split | share of requests short | tokens booked / needed |\n|---|---|---|")
+    for k, v in kv.items():
+        print(f"| {k} | {v['short']:.1%} | {v['booked_over_needed']:.2f} |")
     print(json.dumps({k: v for k, v in result.items() if k != "scores"}, indent=2))
 
 
