@@ -48,6 +48,7 @@ the next such moment, which keeps the simulator's decode fast-forward exact.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -108,8 +109,11 @@ class ContinuousSLOODBS:
         return (1, d, predicted_len(s) * 2**32 + s.arrival_seq)
 
     def select(self, waiting: Sequence[SeqState], view: AdmissionView, now: float) -> Sequence[SeqState]:
-        order = sorted(waiting, key=lambda s: self._key(s, now))
         room = min(self.max_group, view.max_num_seqs - view.num_running)
+        if room <= 0:
+            return ()
+        # The group never outgrows ``room``: a partial sort is enough (it runs every step).
+        order = heapq.nsmallest(room, waiting, key=lambda s: self._key(s, now))
         free_tokens = view.free_blocks * view.block_size
         group: list[SeqState] = []
         longest = len_sum = booked = 0

@@ -307,6 +307,8 @@ class Scheduler:
         running = self.running
         if len(running) >= cfg.max_num_seqs or budget <= 0:
             return 0
+        if blocks.num_free - (self._watermark_blocks if running else 0) <= 0:
+            return 0  # no candidate can fit; spare the policy its sort
         view = AdmissionView(
             free_blocks=blocks.num_free,
             total_blocks=blocks.num_blocks,
