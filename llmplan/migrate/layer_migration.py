@@ -361,10 +361,12 @@ def run_pipeline(
     )
 
 
-def reference_greedy(spec: RunSpec, on_step: Callable[[int, Any], None] | None = None) -> list[list[int]]:
+def reference_greedy(
+    spec: RunSpec, on_step: Callable[[int, Any, Any], None] | None = None
+) -> list[list[int]]:
     """The same schedule on one process with the engine's whole LlamaModel: the ground truth.
 
-    ``on_step(step, model)`` runs before each step (e.g. to switch attention offloading on).
+    ``on_step(step, model, kv)`` runs before each step (e.g. to switch attention offloading on).
     """
     from llmplan.runtime.engine.config import catalog_config
     from llmplan.runtime.engine.kvcache import PagedKVCache
@@ -386,7 +388,7 @@ def reference_greedy(spec: RunSpec, on_step: Callable[[int, Any], None] | None =
     step = 0
     while True:
         if on_step is not None:
-            on_step(step, model)
+            on_step(step, model, kv)
         work, owners = [], []
         for i in range(n):
             if arrivals[i] > step or len(tokens[i]) >= spec.max_new_tokens:
