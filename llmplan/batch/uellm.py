@@ -20,7 +20,10 @@ longest member finishes, so grouping similar lengths is what saves padding):
 
 The first request always forms a batch (nothing starves because of the threshold). The batch
 closes at the first request that breaks a rule; the rest wait for the next batch, where new
-arrivals are sorted in. SLO-DBS is ``w1 = 0``, ODBS is ``w2 = 0``.
+arrivals are sorted in. SLO-DBS is ``w1 = 0``, ODBS is ``w2 = 0`` (default threshold 0.25: with
+0.5 the output term alone, at most ``w1 = 0.5``, could never close a batch).
+
+For comparisons against continuous batching use the ``-cb`` forms (:mod:`llmplan.batch.uellm_cb`).
 """
 
 from __future__ import annotations
@@ -96,4 +99,7 @@ def SLODBS(**kw: object) -> SLOODBS:  # noqa: N802 - a policy name
 def ODBS(**kw: object) -> SLOODBS:  # noqa: N802 - a policy name
     """Output-length-aware dynamic batching without the SLO term (w2 = 0)."""
     kw.setdefault("w1", 0.5)
+    # With w2 = 0 the total is w1 * O <= w1 < 1; threshold 0.5 would never close a batch and
+    # ODBS would equal static FCFS. 0.25: a batch closes once half its decode slots would pad.
+    kw.setdefault("threshold", 0.25)
     return SLOODBS(name="odbs", w2=0.0, **kw)  # type: ignore[arg-type]

@@ -166,5 +166,6 @@ def ContinuousODBS(**kw: object) -> ContinuousSLOODBS:  # noqa: N802 - a policy 
     """Continuous ODBS: shortest predicted output first in length-similar groups; blind to
     SLOs (w2 = 0, so no deadline tiers either), with the same aging bound."""
     kw.setdefault("w1", 0.5)
+    kw.setdefault("threshold", 0.25)  # as static ODBS: 0.5 could never close a group
     kw.setdefault("defer_late", False)
     return ContinuousSLOODBS(name="odbs-cb", w2=0.0, **kw)  # type: ignore[arg-type]
