@@ -218,6 +218,13 @@ def _class_path(table: dict, state) -> list[int]:
     return seq[::-1]
 
 
+class PlanTooLargeError(InfeasibleError):
+    """The exact search would enumerate too many states (GPU classes are too irregular).
+
+    Not a statement that the model does not fit: a host-aligned subset may still be planned.
+    """
+
+
 def frontier(problem: Problem, use_host_structure: bool = True) -> dict[int, Placement]:
     """T[S] for every feasible S: the minimum-latency placement using exactly S GPUs.
 
@@ -231,7 +238,7 @@ def frontier(problem: Problem, use_host_structure: bool = True) -> dict[int, Pla
         return _frontier_hosts(problem, cl, max_total)
     states = math.prod(s + 1 for s in cl.size)
     if states * cl.k > MAX_USAGE_STATES:
-        raise InfeasibleError(
+        raise PlanTooLargeError(
             f"topology has {len(classes)} classes of non-interchangeable GPUs ({states} usage states); "
             "restrict the plan to a subset with --gpus or plan per host"
         )

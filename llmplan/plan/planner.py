@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from llmplan.errors import InfeasibleError
 from llmplan.plan.costmodel import DEFAULT_PARAMS, GIB, CostParams
-from llmplan.plan.helr import MODES, Placement, choose, frontier, helr_score
+from llmplan.plan.helr import MODES, Placement, PlanTooLargeError, choose, frontier, helr_score
 from llmplan.plan.problem import (
     FIRST,
     LAST,
@@ -78,7 +78,8 @@ def _infeasible_message(spec: ModelSpec, problem: Problem, workload: PlanWorkloa
     else:
         fixes.append("use a smaller model or a lower-precision dtype")
     short = w + kv - usable
-    gives = f"{n} GPU{'s' if n > 1 else ''} give {usable:.1f} GiB usable"
+    gives = f"{n} GPUs give" if n > 1 else "1 GPU gives"
+    gives += f" {usable:.1f} GiB usable"
     why = f"shortfall {short:.1f} GiB" if short > 0 else "but no split fits the per-GPU limits"
     return (
         f"{spec.name} needs {w:.1f} GiB weights + {kv:.1f} GiB KV (max_batch {workload.max_batch} x "
@@ -264,26 +265,49 @@ def fill_plan(
 
     if max_instances is not None and max_instances < 1:
         raise InfeasibleError(f"max_instances must be >= 1 (got {max_instances})")
-    remaining = list(gpus) if gpus else list(gpu_nodes(graph))
+    scope = list(gpus) if gpus else list(gpu_nodes(graph))
+    remaining = list(scope)
     plans: list[Plan] = []
+    notes: list[str] = []
     stop = "every GPU is in an instance"
+
+    def plan_on(subset: list[str]) -> Plan:
+        return make_plan(
+            spec, graph, mode, a1=a1, a2=a2, workload=workload, params=params, gpus=subset, topology=topology
+        )
+
     while remaining:
         if max_instances is not None and len(plans) >= max_instances:
             stop = f"reached --max-instances {max_instances}"
             break
-        try:
-            p = make_plan(
-                spec, graph, mode, a1=a1, a2=a2, workload=workload, params=params,
-                gpus=remaining, topology=topology,
-            )  # fmt: skip
-        except InfeasibleError as exc:
-            if not plans:
-                raise
-            stop = f"{spec.name} does not fit on the {len(remaining)} GPU(s) left: {exc}"
+        # Across hosts, plan host-aligned parts first (a partly used host's leftovers, then the
+        # untouched hosts): their GPU classes stay regular, so the exact search stays fast, where
+        # the whole irregular remainder can exceed it. Each instance is exact on its part.
+        p, note = None, ""
+        for part, what in _host_aligned_parts(graph, scope, remaining):
+            try:
+                p = plan_on(part)
+            except InfeasibleError:
+                continue
+            note = f" (planned on {what})"
             break
+        if p is None:
+            try:
+                p = plan_on(remaining)
+            except PlanTooLargeError as exc:
+                stop = f"the {len(remaining)} GPU(s) left are too irregular for the exact search: {exc}"
+                break
+            except InfeasibleError as exc:
+                if not plans:
+                    raise
+                stop = f"{spec.name} does not fit on the {len(remaining)} GPU(s) left: {exc}"
+                break
         plans.append(p)
+        notes.append(note)
         used = set(p.instances[0].gpus)
         remaining = [g for g in remaining if g not in used]
+    if not plans:
+        raise InfeasibleError(f"fill: {stop}")
     first = plans[0]
     per = [{k: v for k, v in p.metrics.items() if k != "frontier"} for p in plans]
     explanation = [
@@ -296,7 +320,7 @@ def fill_plan(
         explanation.append(
             f"instance {k} ({', '.join(p.instances[0].gpus)}): {m['gpus']} GPU(s), batch latency "
             f"{m['batch_latency_s']:.3f} s, TTFT {m['ttft_s'] * 1e3:.1f} ms, "
-            f"TPOT {m['tpot_s'] * 1e3:.2f} ms; " + p.explanation[0]
+            f"TPOT {m['tpot_s'] * 1e3:.2f} ms{notes[k]}; " + p.explanation[0]
         )
     return Plan(
         model=first.model,
@@ -317,6 +341,26 @@ def fill_plan(
         explanation=explanation,
         params=first.params,
     )
+
+
+def _host_aligned_parts(
+    graph: nx.Graph, scope: list[str], remaining: list[str]
+) -> list[tuple[list[str], str]]:
+    """Host-aligned proper subsets of ``remaining``, in the order a fill tries them: the leftovers
+    of partly used hosts (each host alone, then together), then the untouched hosts. Empty on
+    one host, or when no host is partly used."""
+    hosts: dict[str, list[str]] = {}
+    for g in remaining:
+        hosts.setdefault(str(graph.nodes[g].get("host", "")), []).append(g)
+    size = {h: sum(1 for g in scope if str(graph.nodes[g].get("host", "")) == h) for h in hosts}
+    partial = [h for h in hosts if len(hosts[h]) < size[h]]
+    full = [h for h in hosts if len(hosts[h]) == size[h]]
+    parts = [(hosts[h], f"the {len(hosts[h])} GPU(s) left on host {h}") for h in partial]
+    if len(partial) > 1:
+        parts.append(([g for h in partial for g in hosts[h]], f"the leftovers of hosts {', '.join(partial)}"))
+    if full and partial:
+        parts.append(([g for h in full for g in hosts[h]], f"the {len(full)} untouched host(s)"))
+    return [(p, w) for p, w in parts if p and len(p) < len(remaining)]
 
 
 __all__ = ["make_plan", "fill_plan", "feasible", "placement_to_instance"]

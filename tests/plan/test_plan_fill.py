@@ -108,3 +108,35 @@ def test_cli_fill_rejects_pd_and_stray_max_instances() -> None:
         runner.invoke(app, [*base, "--fill", "--pd"], catch_exceptions=False)
     with pytest.raises(LlmplanError, match="only applies with --fill"):
         runner.invoke(app, [*base, "--max-instances", "2"], catch_exceptions=False)
+
+
+def test_multi_host_fill_goes_host_aligned_and_stays_fast() -> None:
+    """64 H100s on 8 hosts, 70B: the remainder after the first instance is irregular (a host with
+    one GPU taken); the fill plans that host's leftovers on their own, exactly, and never stalls."""
+    import time
+
+    graph = load_topology("preset:dgx-h100-x8")
+    spec = get_model_spec("llama-2-70b")
+    t0 = time.perf_counter()
+    plan = fill_plan(spec, graph, "HELR")
+    assert time.perf_counter() - t0 < 10.0
+    sets = [set(i.gpus) for i in plan.instances]
+    assert sum(len(s) for s in sets) == len(set().union(*sets))
+    assert len(plan.instances) >= 8
+    unused = plan.metrics["unused_gpus"]
+    assert set().union(*sets) | set(unused) == set(gpu_nodes(graph))
+    if unused:  # whatever is left cannot hold the model: the stop reason says so
+        assert "does not fit on the" in plan.metrics["stop_reason"]
+        with pytest.raises(InfeasibleError):
+            make_plan(spec, graph, "HELR", gpus=unused)
+    first = make_plan(spec, graph, "HELR")
+    assert plan.instances[0].gpus == first.instances[0].gpus  # the first is planned on everything
+    host1 = [
+        g
+        for g in gpu_nodes(graph)
+        if graph.nodes[g]["host"] == graph.nodes[first.instances[0].gpus[-1]]["host"]
+    ]
+    leftover = [g for g in host1 if g not in first.instances[0].gpus]
+    ref = make_plan(spec, graph, "HELR", gpus=leftover)
+    assert plan.instances[1].gpus == ref.instances[0].gpus  # exact on that host's leftovers
+    assert "planned on the" in plan.explanation[2]
