@@ -251,8 +251,11 @@ def fill_plan(
     """Fill a topology with instances: plan one with ``mode`` on the GPUs left, take its GPUs
     away, repeat until the model no longer fits on what remains (or ``max_instances``).
 
-    Each instance is exactly optimal for ``mode`` *on the GPUs left when it was planned*
-    (it equals ``make_plan(..., gpus=remaining)``). The fill as a whole is greedy: it does not
+    Each instance is exactly optimal for ``mode`` *on the GPUs it was planned on*: on one host,
+    the GPUs left (it equals ``make_plan(..., gpus=remaining)``); across hosts, a host-aligned
+    part of them (a partly used host's leftovers, then the untouched hosts), because the whole
+    irregular remainder can exceed the exact search (its explanation line names the part).
+    The fill as a whole is greedy: it does not
     search over ways to split the machine, so another partition can serve more requests per
     second (e.g. four 2-GPU instances instead of 3+2+2+1). HELR normalises between the HE and
     LR plans of the remaining GPUs, so later instances may choose a different GPU count.
