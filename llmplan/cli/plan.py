@@ -15,12 +15,16 @@ Latency is that of the reference batch (--max-batch requests of --input-len + --
 prompts stream through the pipeline, then the batch decodes; the KV reserve for that batch limits
 the layers per GPU. See docs/plan.md.
 
+[bold]--fill[/] plans one instance after another on the GPUs left until the model no longer fits
+(greedy across instances, exact within each) and saves them as one multi-instance plan.
+
 [bold]--pd[/] instead chooses prefill and decode instances (count, TP/PP, GPUs) that maximise
 goodput per GPU under --slo-ttft/--slo-tpot for a workload (--trace CSV or --rate/--input-len/--output-len).
 
 Examples:
   llmplan plan --model chatglm2-6b --topology preset:4x-rtx3090 --mode HE
   llmplan plan --model llama-2-70b --topology preset:dgx-h100 --out plan.json
+  llmplan plan --model llama-2-13b --topology preset:dgx-a100 --fill --out fill.json
   llmplan plan --model llama-3.1-8b --topology preset:dgx-h100 --pd --rate 20 --slo-ttft 1 --slo-tpot 0.05
 """
 
