@@ -63,6 +63,22 @@ def test_aging_puts_long_waiters_first_in_arrival_order():
     assert _rids(pol.select(waiting, VIEW, 6.0)) == [0, 1, 2]  # r1 aged too, behind the older r0
 
 
+def test_aged_requests_get_only_a_share_of_the_running_batch():
+    pol = get_policy("slo-odbs-cb", threshold=100.0, max_wait_s=5.0, aged_share=0.25)
+    waiting = [_seq(0, e2e=1000, arrival=0.0), _seq(1, ttft=30, arrival=9.0)]
+    running = [_seq(10 + i, arrival=0.0) for i in range(3)]
+    for r in running:
+        r.first_scheduled_s = 1.0  # waited 1 s: not aged
+    view = AdmissionView(free_blocks=1000, total_blocks=1000, block_size=16, num_running=3, max_num_seqs=256,
+                         token_budget=8192, running=running)
+    # No aged request runs: the aged r0 goes first.
+    assert _rids(pol.select(waiting, view, 10.0)) == [0, 1]
+    # One of 3 runs aged (admitted after 6 s); quota max(1, int(0.25 * 4)) = 1 is used up: r0 keeps
+    # its place by deadline (1000 > 39) behind the on-time r1.
+    running[0].first_scheduled_s = 6.0
+    assert _rids(pol.select(waiting, view, 10.0)) == [1, 0]
+
+
 def test_group_closes_on_the_output_term():
     # Same deadlines, predictions 10, 10, 100: adding the 100 gives an idle share
     # (3*100 - 120) / 300 = 0.6 and 0.5 * 0.6 = 0.3 > 0.1 -> the group is {0, 1}.
@@ -129,6 +145,8 @@ def test_names_and_bad_options():
     assert [get_policy(n).name for n in ("slo-odbs-cb", "slo-dbs-cb", "odbs-cb", "uellm-cb")] == [
         "slo-odbs-cb", "slo-dbs-cb", "odbs-cb", "slo-odbs-cb"]
     assert get_policy("slo-odbs").static and not get_policy("slo-odbs-cb").static  # old names unchanged
+    with pytest.raises(LlmplanError, match="aged_share must be in"):
+        get_policy("slo-odbs-cb", aged_share=0)
     with pytest.raises(LlmplanError, match="max_wait_s must be > 0"):
         get_policy("slo-odbs-cb", max_wait_s=0)
     with pytest.raises(LlmplanError, match="not both 0"):

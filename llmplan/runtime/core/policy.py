@@ -31,6 +31,8 @@ class AdmissionView:
     num_running: int
     max_num_seqs: int
     token_budget: int  # tokens left in this step's budget
+    # The running sequences (read-only), for policies that budget a share of the batch.
+    running: Sequence[SeqState] = ()
 
     @property
     def capacity_tokens(self) -> int:

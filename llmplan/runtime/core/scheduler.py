@@ -316,6 +316,7 @@ class Scheduler:
             num_running=len(running),
             max_num_seqs=cfg.max_num_seqs,
             token_budget=budget,
+            running=running,
         )
         skip = self.policy.skip_blocked
         admitted = 0
