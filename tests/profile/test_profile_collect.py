@@ -57,9 +57,11 @@ def test_collect_writes_one_row_per_request(server_url, tmp_path) -> None:
     )
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == len(seen) == 5
-    suite = load_suite()[:5]
-    for row, item in zip(rows, suite, strict=True):
-        assert row["id"] == item["id"] and row["task"] == item["task"]
+    suite = {r["id"]: r for r in load_suite()[:5]}
+    assert sorted(r["id"] for r in rows) == sorted(suite)  # the same prompts, in a seeded shuffled order
+    for row in rows:
+        item = suite[row["id"]]
+        assert row["task"] == item["task"] and row["lang"] == item["lang"]
         assert 1 <= int(row["output_tokens"]) <= 6
         assert int(row["input_tokens"]) == count_tokens([item["prompt"]])[0]
         assert float(row["latency_s"]) > 0 and float(row["max_mem_mb"]) > 50  # this process's RSS
