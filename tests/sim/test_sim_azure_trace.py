@@ -62,16 +62,19 @@ def test_full_azure_conv_trace_every_request_accounted(azure_conv):
 
 @pytest.mark.data
 @pytest.mark.slow
-def test_azure_conv_slice_under_memory_pressure_with_noisy_predictions(azure_conv):
+@pytest.mark.parametrize("policy", ["s3", "slo-odbs-cb"])
+def test_azure_conv_slice_under_memory_pressure_with_noisy_predictions(azure_conv, policy):
     # Ten times the arrival rate onto 2 instances with a small KV pool: heavy preemption, a
     # length-aware policy fed wrong lengths; still every request completes or is rejected.
-    from llmplan.workload.types import RequestSpec, Workload
+    # TTFT targets put slo-odbs-cb's deadline tiers and aging to work.
+    from llmplan.workload.types import SLO, RequestSpec, Workload
 
     head = azure_conv.requests[:1500]
-    reqs = [RequestSpec(r.rid, r.arrival_s / 10, r.prompt_tokens, r.output_tokens) for r in head]
+    reqs = [RequestSpec(r.rid, r.arrival_s / 10, r.prompt_tokens, r.output_tokens,
+                        slo=SLO(ttft_s=0.5 + 0.001 * r.prompt_tokens)) for r in head]
     reqs.append(RequestSpec(10**6, reqs[-1].arrival_s, 50_000, 10))  # a prompt no instance can hold
     wl = Workload("azure-slice", reqs)
-    res = simulate(wl, SimConfig(instances=2, num_blocks=1200, policy="s3", predictor="noisy:0.5"))
+    res = simulate(wl, SimConfig(instances=2, num_blocks=1200, policy=policy, predictor="noisy:0.5"))
     _check_conservation(wl, res)
     assert res.counters["rejected"] == 1  # 50k prompt tokens > 1200 blocks * 16
     assert res.counters["preemptions"] > 0 and res.counters["mispredictions"] > 0
