@@ -29,6 +29,7 @@ Examples:
   llmplan bench --trace azure-code --window 0:10m --rate-scale 2 --compare fcfs,sjf,s3
   llmplan bench --trace synthetic:rate=8,cv=2,n=2000 --slo fixed:ttft=1,tpot=0.1,e2e=60
   llmplan bench --trace azure --max-requests 2000 --sweep-rate 2,4,6,8,10
+  llmplan bench --trace azure -n 2000 --compare vllm,distserve,banaserve --sweep-rate 1,5,10,20
   llmplan bench --target http://127.0.0.1:8000 --trace azure --max-requests 100 --time-scale 4
 """
 
@@ -102,7 +103,12 @@ def register(app: typer.Typer) -> None:
         compare: str = typer.Option(
             None,
             "--compare",
-            help="Run these policies on the identical workload, side by side (default fcfs,slo-odbs,s3).",
+            help="Run these policies on the identical workload, side by side (default fcfs,slo-odbs,s3). "
+            "Or whole systems (the BanaServe comparison, one TP=1 replica per A100-80GB): vllm "
+            "(colocated continuous batching, round-robin), distserve (static P:D split, least-loaded), "
+            "banaserve (same P:D + load-aware router + migration controller); --instances sets the "
+            "GPUs (default 4), --disaggregation the P:D split (default half:half). Systems and "
+            "policies do not mix.",
         ),
         sweep_rate: str = typer.Option(
             None,

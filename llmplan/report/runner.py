@@ -25,6 +25,8 @@ from llmplan.workload.types import Workload
 OnProgress = Callable[[str, int, int], None]
 
 DEFAULT_POLICIES = ("fcfs", "slo-odbs", "s3")
+# ``--compare`` names that select a whole serving system (llmplan.migrate.systems), not a policy.
+SYSTEM_GPU = "A100-SXM-80GB"
 
 
 @dataclass(slots=True)
@@ -80,6 +82,73 @@ def load_calibration_cost(path: str) -> Any:
             "run without --calibration to use the roofline cost model"
         ) from None
     return load_calibration(path)
+
+
+def system_names(policies: list[str]) -> bool:
+    """True when ``policies`` name whole systems (vllm, distserve, banaserve), False for batch
+    policies; a mix is an error: a system fixes its own router, split and policy."""
+    from llmplan.migrate.systems import SYSTEMS
+
+    names = [p.strip().lower() for p in policies]
+    systems = [n for n in names if n in SYSTEMS]
+    if not systems:
+        return False
+    if len(systems) != len(names):
+        others = ", ".join(n for n in names if n not in SYSTEMS)
+        raise LlmplanError(
+            f"--compare mixes systems ({', '.join(systems)}) with batch policies ({others}); "
+            "compare systems or policies, not both"
+        )
+    return True
+
+
+def system_layout(cfg: BenchConfig) -> tuple[int, tuple[int, int]]:
+    """(GPUs, P:D split) of a system comparison: ``--instances`` GPUs (default 4, one TP=1
+    replica each) and ``--disaggregation`` for DistServe/BanaServe (default half:half)."""
+    if cfg.plan or cfg.calibration:
+        raise LlmplanError(
+            "--compare vllm,distserve,banaserve builds its own TP=1 cluster; drop --plan/--calibration"
+        )
+    if cfg.disaggregation is not None:
+        n_p, n_d = cfg.disaggregation
+        if cfg.instances is not None and cfg.instances != n_p + n_d:
+            raise LlmplanError(
+                f"--disaggregation {n_p}:{n_d} needs {n_p + n_d} GPUs, --instances is {cfg.instances}; "
+                "drop --instances"
+            )
+        gpus, pd = n_p + n_d, (n_p, n_d)
+    else:
+        gpus = 4 if cfg.instances is None else cfg.instances
+        pd = (gpus // 2, gpus - gpus // 2)
+    if gpus < 2 and any(p.strip().lower() != "vllm" for p in cfg.policies):
+        raise LlmplanError(f"distserve/banaserve need >= 2 GPUs (one prefill, one decode); got {gpus}")
+    return gpus, pd
+
+
+def build_system_cluster(cfg: BenchConfig) -> Cluster:
+    """The hardware every system of ``--compare vllm,distserve,banaserve`` shares: ``gpus``
+    A100-80GB, one TP=1 replica each; the systems differ only in routing, P:D split and controller."""
+    from llmplan.migrate.systems import SYSTEMS
+
+    gpus, pd = system_layout(cfg)
+    desc = {
+        "model": cfg.model,
+        "systems": {
+            "gpus": gpus,
+            "gpu": SYSTEM_GPU,
+            "tp": 1,
+            "pd": list(pd),
+            "compared": [p.strip().lower() for p in cfg.policies],
+            "known": list(SYSTEMS),
+            "vllm": "colocated continuous batching (FCFS), round-robin over all GPUs",
+            "distserve": f"static {pd[0]}:{pd[1]} prefill:decode, least-loaded routing, KV over the link",
+            "banaserve": f"{pd[0]}:{pd[1]} P:D + BanaServe load-aware router + migration controller "
+            "(Algorithm 4-1) every tick",
+        },
+        "cost_model": "roofline (llmplan.plan.costmodel)",
+        "block_size": cfg.block_size,
+    }
+    return Cluster([], desc, None, None)
 
 
 def build_cluster(cfg: BenchConfig) -> Cluster:
@@ -202,6 +271,9 @@ def simulate_once(
 ) -> tuple[RunResult, dict[str, Any]]:
     from llmplan.runtime.sim import SimConfig, simulate
 
+    systems = cluster.description.get("systems")
+    if systems is not None:
+        return _simulate_system(workload, systems, cfg, policy, progress)
     sc = SimConfig(
         instances=cluster.instances,
         policy=policy,
@@ -217,6 +289,37 @@ def simulate_once(
         record_token_times=cfg.record_token_times,
     )
     return simulate(workload, sc, progress=progress), sc.to_dict()
+
+
+def _simulate_system(
+    workload: Workload,
+    layout: dict[str, Any],
+    cfg: BenchConfig,
+    system: str,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[RunResult, dict[str, Any]]:
+    from llmplan.migrate.systems import controller_hook, system_config
+    from llmplan.runtime.sim import simulate
+
+    sc = system_config(
+        system,
+        model=cfg.model,
+        gpu=layout["gpu"],
+        gpus=layout["gpus"],
+        pd=tuple(layout["pd"]),
+        predictor=cfg.predictor,
+        block_size=cfg.block_size,
+        chunked_prefill=cfg.chunked_prefill,
+        seed=cfg.seed,
+        record_token_times=cfg.record_token_times,
+    )
+    result = simulate(workload, sc, progress=progress)
+    out = sc.to_dict()
+    hook = controller_hook(sc)
+    if hook is not None:
+        out["migrations_applied"] = len(hook.applied)
+        out["controller_counters"] = {k: v for k, v in hook.controller.counters.items()}
+    return result, out
 
 
 def workload_info(wl: Workload) -> dict[str, Any]:
@@ -269,7 +372,7 @@ def run_bench(
             slo=cfg.slo,
             show_progress=show_download_progress,
         )
-    cluster = build_cluster(cfg)
+    cluster = build_system_cluster(cfg) if system_names(cfg.policies) else build_cluster(cfg)
     from llmplan.report.jobs import SimJob, run_jobs
 
     jobs = [SimJob(p, p, workload, cluster, cfg) for p in cfg.policies]
@@ -285,12 +388,14 @@ def run_bench(
     results = run_jobs(jobs, workers=workers, on_progress=on_progress)
     runs: dict[str, RunMetrics] = {}
     sim_cfg: dict[str, Any] = {}
+    per_system: dict[str, dict[str, Any]] = {}
     sweep: list[SweepPoint] = []
     goodput: dict[str, dict[str, Any]] = {}
     for job, (metrics, sc) in zip(jobs, results, strict=True):
         if job.label == job.policy:
             runs[job.policy] = metrics
             sim_cfg = sc
+            per_system[job.policy] = sc
         else:
             rate = job.workload.meta["rate_scale"] / cfg.rate_scale * base
             sweep.append(
@@ -303,6 +408,9 @@ def run_bench(
     # Instances are described under "cluster"; the policy differs per run (the run's label).
     sim_cfg = {k: v for k, v in sim_cfg.items() if k not in ("instances", "policy")}
     config = {"bench": cfg.to_dict(), "cluster": cluster.description, "simulator": sim_cfg}
+    if "systems" in cluster.description:
+        # Each system is its own simulator config (router, split, hooks): keep all of them.
+        config["simulator"] = per_system
     return BenchReport(
         runs=runs,
         config=config,
