@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from llmplan.report.model import BenchReport, slug
+from llmplan.report.model import BenchReport, slug, throughput_rows
 
 
 def _ms(v: float | None) -> str:
@@ -131,6 +131,8 @@ def render_markdown(report: BenchReport, plots: list[Path]) -> str:
                 interp = f", ≈{g['interpolated_rps']:.3f} interpolated" if g["interpolated_rps"] else ""
                 out.append(f"- DistServe goodput of **{lb}**: {g['rate_rps']:.3f} req/s{interp}{extra}")
         out.append("")
+        header, trows = throughput_rows(report)
+        out += ["## Output throughput vs rate (tokens/s over the makespan)", "", _table(header, trows), ""]
     for key, section in report.extra.items():
         out += [f"## {key}", "", section if isinstance(section, str) else f"```\n{section}\n```", ""]
     if plots:

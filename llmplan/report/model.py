@@ -55,12 +55,40 @@ class BenchReport:
                     "attainment_e2e": s["attainment"]["e2e"],
                     "goodput_rps": s["goodput_rps"],
                     "throughput_rps": s["throughput_rps"],
+                    "output_tokens_per_s": s.get("output_tokens_per_s"),
                     "ttft_p99_s": s["latency"]["ttft_s"]["p99"],
                     "tpot_p99_s": s["latency"]["tpot_s"]["p99"],
                     "oversaturated": s["saturation"]["oversaturated"],
                 }
             )
         return pd.DataFrame(rows)
+
+
+def throughput_ratios(labels: list[str]) -> list[tuple[str, str]]:
+    """(numerator, denominator) pairs for the throughput-vs-rate table: BanaServe over each other
+    system when it is compared (the thesis's Table 4-2), else every label over the first."""
+    if "banaserve" in labels and len(labels) > 1:
+        return [("banaserve", lb) for lb in labels if lb != "banaserve"]
+    return [(lb, labels[0]) for lb in labels[1:]]
+
+
+def throughput_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
+    """Output tokens/s per label and rate, plus the ratios of :func:`throughput_ratios`."""
+    df = report.sweep_frame()
+    if df.empty:
+        return [], []
+    labels = list(dict.fromkeys(df["label"]))
+    pairs = throughput_ratios(labels)
+    header = ["req/s", *[f"{lb} tok/s" for lb in labels], *[f"{a} ÷ {b}" for a, b in pairs]]
+    rows = []
+    for rate, g in df.groupby("rate_rps", sort=True):
+        by = dict(zip(g["label"], g["output_tokens_per_s"], strict=True))
+        cells = [f"{rate:g}"] + ["–" if by.get(lb) is None else f"{by[lb]:.0f}" for lb in labels]
+        for a, b in pairs:
+            num, den = by.get(a), by.get(b)
+            cells.append(f"{num / den:.2f}x" if num is not None and den else "–")
+        rows.append(cells)
+    return header, rows
 
 
 def slug(label: str) -> str:

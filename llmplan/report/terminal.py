@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from llmplan.metrics.requests import SLO_KINDS
-from llmplan.report.model import BenchReport
+from llmplan.report.model import BenchReport, throughput_rows
 
 
 def _t(v: float | None) -> str:
@@ -93,6 +93,18 @@ def sweep_table(report: BenchReport) -> Table | None:
     return t
 
 
+def throughput_table(report: BenchReport) -> Table | None:
+    header, rows = throughput_rows(report)
+    if not rows:
+        return None
+    t = Table(title="Output throughput vs rate (tokens/s over the makespan)", header_style="bold cyan")
+    for h in header:
+        t.add_column(h, justify="right")
+    for r in rows:
+        t.add_row(*r)
+    return t
+
+
 def distserve_line(report: BenchReport) -> str | None:
     gp = []
     for lb, g in report.goodput_distserve.items():
@@ -121,6 +133,9 @@ def print_report(report: BenchReport, console: Console) -> None:
         line = distserve_line(report)
         if line:
             console.print(line)
+        tt = throughput_table(report)
+        if tt is not None:
+            console.print(tt)
     for label, m in report.runs.items():
         sat = m.summary["saturation"]
         if sat["oversaturated"]:

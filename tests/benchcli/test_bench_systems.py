@@ -63,8 +63,16 @@ def test_systems_split_and_sweep(azure_env: Path, tmp_path: Path) -> None:
     pts = {(p["label"], p["rate_rps"]) for p in data["sweep"]["points"]}
     assert pts == {("vllm", 2.0), ("vllm", 8.0), ("banaserve", 2.0), ("banaserve", 8.0)}
     assert set(data["sweep"]["goodput_distserve"]) == {"vllm", "banaserve"}
+    tok = {}
     for p in data["sweep"]["points"]:
         assert p["summary"]["requests"] == 80  # every request of every sweep point accounted for
+        tok[p["label"], p["rate_rps"]] = p["summary"]["output_tokens_per_s"]
+    # the throughput-vs-rate table states BanaServe over vLLM as the saved figures give it
+    md = (out / "report.md").read_text()
+    assert "| req/s | vllm tok/s | banaserve tok/s | banaserve ÷ vllm |" in md
+    row = next(ln for ln in md.split("## Output throughput vs rate")[1].splitlines() if ln.startswith("| 8 "))
+    assert row.split("|")[-2].strip() == f"{tok['banaserve', 8.0] / tok['vllm', 8.0]:.2f}x"
+    assert "banaserve ÷ vllm" in res.output
 
 
 @pytest.mark.parametrize(
