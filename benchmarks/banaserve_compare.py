@@ -14,6 +14,9 @@ requests (the Azure LLM inference trace 2023, conversation, rescaled to each tar
 Prints completed requests/s, output tokens/s, SLO attainment and latency percentiles per rate.
 
     python benchmarks/banaserve_compare.py --models llama-2-13b,opt-13b --rates 1,2,5,10,15,20
+
+The same comparison with the full report (CSV, plots, throughput ratios) is
+``llmplan bench --compare vllm,distserve,banaserve --sweep-rate 1,2,5,10,15,20``.
 """
 
 from __future__ import annotations

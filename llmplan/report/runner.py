@@ -109,6 +109,11 @@ def system_layout(cfg: BenchConfig) -> tuple[int, tuple[int, int]]:
         raise LlmplanError(
             "--compare vllm,distserve,banaserve builds its own TP=1 cluster; drop --plan/--calibration"
         )
+    if cfg.router != "round-robin":
+        raise LlmplanError(
+            f"--router {cfg.router}: each system of --compare vllm,distserve,banaserve fixes its own "
+            "router; drop --router"
+        )
     if cfg.disaggregation is not None:
         n_p, n_d = cfg.disaggregation
         if cfg.instances is not None and cfg.instances != n_p + n_d:

@@ -81,6 +81,8 @@ def test_systems_split_and_sweep(azure_env: Path, tmp_path: Path) -> None:
         (["--compare", "vllm,fcfs"], "mixes systems"),
         (["--compare", "vllm,banaserve", "--instances", "1"], "need >= 2 GPUs"),
         (["--compare", "distserve", "--disaggregation", "2:2", "--instances", "3"], "drop --instances"),
+        (["--compare", "vllm,distserve", "--router", "jsq"], "drop --router"),
+        (["--compare", "banaserve,sjf"], "mixes systems"),
     ],
 )
 def test_bad_system_requests_fail_in_one_line(
