@@ -134,6 +134,20 @@ def register(app: typer.Typer) -> None:
         log_level: str = typer.Option(
             "info", "--log-level", help="debug, info, warning or error.", rich_help_panel="Server"
         ),
+        threads: int | None = typer.Option(
+            None,
+            "--threads",
+            min=1,
+            help="torch CPU threads (default: torch's). On a CPU shared with other work, 1 is often fastest.",
+            rich_help_panel="Model",
+        ),
+        record_mispredictions: Path | None = typer.Option(
+            None,
+            "--record-mispredictions",
+            help="Append (prompt, actual length) of requests whose length bucket was mispredicted to this "
+            "JSONL file, for `llmplan predict update` (UELLM's online correction). Needs --predictor.",
+            rich_help_panel="Scheduling",
+        ),
         engine_kind: str = typer.Option(
             "builtin",
             "--engine",
@@ -249,6 +263,7 @@ def register(app: typer.Typer) -> None:
                     *(["--num-kv-blocks", str(num_kv_blocks)] if num_kv_blocks else []),
                     *(["--max-model-len", str(max_model_len)] if max_model_len else []),
                     *(["--served-model-name", served_model_name] if served_model_name else []),
+                    *(["--threads", str(threads)] if threads else []),
                 ],
             )
             return
@@ -286,6 +301,8 @@ def register(app: typer.Typer) -> None:
                 max_model_len=max_model_len,
                 predictor=_predictor(predictor, seed),
                 served_model_name=served_model_name,
+                threads=threads,
+                misprediction_log=record_mispredictions,
             )
         url = f"http://{host}:{port}"
         console.print(

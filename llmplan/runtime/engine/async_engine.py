@@ -144,7 +144,12 @@ class AsyncLLMEngine:
             for kind, payload in self._take_inbox():
                 if kind == "add":
                     request, sink = payload  # type: ignore[misc]
-                    self._guard(lambda r=request, s=sink: eng.add_request(r, s))
+                    try:
+                        eng.add_request(request, sink)
+                    except Exception as e:  # the stream must end, not hang: answer with an error
+                        log.exception("could not add request %s", request.request_id)
+                        sink(GenerateOutput(request.request_id, [], "", finished=True, finish_reason="error",
+                                            error=f"the engine could not accept the request: {e}"))
                 else:
                     self._guard(lambda rid=payload: eng.abort_request(rid))  # type: ignore[misc]
             with self._cv:

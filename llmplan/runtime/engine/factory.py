@@ -124,6 +124,7 @@ def build_engine(
     predictor: Any = None,
     served_model_name: str | None = None,
     threads: int | None = None,
+    misprediction_log: str | Path | None = None,
 ) -> AsyncLLMEngine:
     """An :class:`~llmplan.runtime.engine.api.AsyncEngine` running the torch model.
 
@@ -132,6 +133,8 @@ def build_engine(
     that use predicted lengths. ``max_num_batched_tokens`` is the per-step token budget that
     chunked prefill splits long prompts against. ``threads`` sets torch's CPU threads (process
     wide); on a CPU shared with other work, 1 is often faster than all cores.
+    ``misprediction_log`` (with a predictor) appends (prompt, actual length) of every request
+    whose length bucket was mispredicted to a JSONL file, for ``llmplan predict update``.
     """
     if threads is not None:
         if threads < 1:
@@ -178,5 +181,14 @@ def build_engine(
         policy.name,
         getattr(tok, "name", type(tok).__name__),
     )
-    eng = LLMEngine(cfg, TorchExecutor(m, kv), sch, tok, name, ctx, seed=seed, predictor=predictor)
+    recorder = None
+    if misprediction_log is not None:
+        if predictor is None:
+            raise LlmplanError("--record-mispredictions needs a length predictor (--predictor)")
+        from llmplan.predict.online import MispredictionRecorder
+
+        recorder = MispredictionRecorder(misprediction_log, predictor.bucket_edges)
+    eng = LLMEngine(
+        cfg, TorchExecutor(m, kv), sch, tok, name, ctx, seed=seed, predictor=predictor, recorder=recorder
+    )
     return AsyncLLMEngine(eng, max_queue=max_queue, model_name=name)

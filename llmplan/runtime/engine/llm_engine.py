@@ -92,6 +92,7 @@ class LLMEngine:
         max_model_len: int,
         seed: int = 0,
         predictor=None,
+        recorder=None,
     ) -> None:
         self.cfg = cfg
         self.executor = executor
@@ -102,6 +103,9 @@ class LLMEngine:
         self.max_model_len = max_model_len
         self.seed = seed
         self.predictor = predictor
+        # UELLM's online correction: mispredicted (prompt, actual length) pairs are logged for
+        # `llmplan predict update` (an object with observe(prompt, predicted_bucket, actual)).
+        self.recorder = recorder
         eos = set(cfg.eos_token_ids)
         tok_eos = getattr(tokenizer, "eos_token_id", None)
         if tok_eos is not None:
@@ -191,17 +195,22 @@ class LLMEngine:
         )
         # output_tokens is the cap the request runs to when nothing stops it earlier; with
         # ignore_eos (benchmarks) that is exactly its length, which oracle predictors read.
+        text = req.prompt
+        if text is None and self.predictor is not None:
+            # Learned predictors read text; token-id prompts (benchmarks) are decoded for them.
+            text = self.tokenizer.decode(list(req.prompt_token_ids))
         spec = RequestSpec(
             rid=rid,
             arrival_s=now,
             prompt_tokens=n,
             output_tokens=sp.max_tokens,
-            prompt=req.prompt,
+            prompt=text,
             slo=req.slo,
         )
         seq = SeqState(spec=spec, prompt_token_ids=list(req.prompt_token_ids), sampling=st)
         if self.predictor is not None:
-            pred = self.predictor.predict([req.prompt if req.prompt is not None else spec])
+            # The spec carries both the text (learned predictors) and the cap (oracles).
+            pred = self.predictor.predict([spec])
             seq.predicted_bucket = pred.buckets[0]
             seq.predicted_output_tokens = pred.lengths[0]
         if not self.scheduler.add(seq, now):
@@ -284,6 +293,8 @@ class LLMEngine:
         if self.predictor is not None and seq.predicted_bucket is not None and finish in ("stop", "length"):
             self._pred_total += 1
             self._pred_correct += int(self._bucket(len(ids)) == seq.predicted_bucket)
+            if self.recorder is not None:
+                self.recorder.observe(seq.spec.prompt or "", seq.predicted_bucket, len(ids))
         st.sink(
             GenerateOutput(
                 st.request.request_id,
