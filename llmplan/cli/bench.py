@@ -98,12 +98,16 @@ def register(app: typer.Typer) -> None:
             None,
             "--policy",
             "-p",
-            help="Run one batch policy (fcfs, static-fcfs, sjf, ljf, s3, slo-odbs, slo-dbs, odbs).",
+            help="Run one batch policy. Continuous batching: fcfs (vLLM-like), sjf, ljf, s3, slo-odbs-cb, "
+            "slo-dbs-cb, odbs-cb (UELLM's Algorithm 3-1 as the admission rule). Static batching (a batch "
+            "runs to its longest member; UELLM's own setting): static-fcfs, slo-odbs, slo-dbs, odbs.",
         ),
         compare: str = typer.Option(
             None,
             "--compare",
-            help="Run these policies on the identical workload, side by side (default fcfs,slo-odbs,s3). "
+            help="Run these policies on the identical workload, side by side (default fcfs,slo-odbs-cb,s3: "
+            "all continuous, so the comparison is like for like; compare static policies among themselves, "
+            "e.g. static-fcfs,slo-odbs,odbs). "
             "Or whole systems (the BanaServe comparison, one TP=1 replica per A100-80GB): vllm "
             "(colocated continuous batching, round-robin), distserve (static P:D split, least-loaded), "
             "banaserve (same P:D + load-aware router + migration controller); --instances sets the "
@@ -174,7 +178,7 @@ def register(app: typer.Typer) -> None:
         from llmplan.errors import LlmplanError
         from llmplan.report import print_report, to_json, write_report
         from llmplan.report.progress import bench_progress
-        from llmplan.report.runner import BenchConfig, run_bench
+        from llmplan.report.runner import DEFAULT_POLICIES, BenchConfig, run_bench
         from llmplan.workload import load_workload, parse_slo_spec, parse_window
 
         if policy and compare:
@@ -182,7 +186,7 @@ def register(app: typer.Typer) -> None:
         policies = (
             [policy]
             if policy
-            else [p.strip() for p in (compare or "fcfs,slo-odbs,s3").split(",") if p.strip()]
+            else [p.strip() for p in (compare or ",".join(DEFAULT_POLICIES)).split(",") if p.strip()]
         )
         parse_slo_spec(slo)  # fail before any work on a bad spec
         if calibration is not None and not calibration.is_file():

@@ -24,7 +24,9 @@ from llmplan.workload.types import Workload
 # (label, done, total): one progress stream per run label.
 OnProgress = Callable[[str, int, int], None]
 
-DEFAULT_POLICIES = ("fcfs", "slo-odbs", "s3")
+# The main job compares like with like: three continuous-batching policies. UELLM's static
+# SLO-ODBS pads every batch to its longest member and belongs in a static-vs-static comparison.
+DEFAULT_POLICIES = ("fcfs", "slo-odbs-cb", "s3")
 # ``--compare`` names that select a whole serving system (llmplan.migrate.systems), not a policy.
 SYSTEM_GPU = "A100-SXM-80GB"
 

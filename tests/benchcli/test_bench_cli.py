@@ -36,7 +36,7 @@ def test_default_main_job_on_a_window(azure_env: Path, tmp_path: Path) -> None:
     res = _bench("--max-requests", "300", "--out", str(out), "--no-plots", jobs="2")
     assert res.exit_code == 0, res.output
     data = json.loads((out / "report.json").read_text())
-    assert list(data["runs"]) == ["fcfs", "slo-odbs", "s3"]
+    assert list(data["runs"]) == ["fcfs", "slo-odbs-cb", "s3"]
     assert data["config"]["bench"]["model"] == "llama-2-13b"
     assert data["config"]["cluster"]["plan_mode"] == "HELR"
     assert data["config"]["cluster"]["topology"] == "preset:dgx-a100"
