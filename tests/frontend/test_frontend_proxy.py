@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import subprocess
 import threading
 import time
@@ -102,8 +103,12 @@ def test_backend_crash_is_retried_and_nothing_is_lost(stub_argv, free_port):
             metrics = httpx.get(url + "/metrics").text
     assert codes == [200] * 12
     assert fe.pool.backends[0].failures >= 1 and not fe.pool.backends[0].healthy
-    assert 'llmplan_frontend_backend_failures_total{backend="b0"} 1.0' in metrics
-    assert "llmplan_frontend_retries_total 1.0" in metrics
+    # How many requests saw b0 die depends on whether the health poller noticed first; at least
+    # one did, and each such request was retried rather than lost.
+    failures = re.search(r'llmplan_frontend_backend_failures_total\{backend="b0"\} ([0-9.]+)', metrics)
+    retries = re.search(r"llmplan_frontend_retries_total ([0-9.]+)", metrics)
+    assert failures and float(failures.group(1)) >= 1
+    assert retries and float(retries.group(1)) == float(failures.group(1))
 
 
 def test_full_admission_queue_answers_429_and_accounts_for_all(stub_argv, free_port):
