@@ -199,12 +199,12 @@ class StageWorker:
             off = 0
             with torch.no_grad():
                 for t in params:
-                    t.copy_(flat[off:off + t.numel()].view_as(t))
+                    t.copy_(flat[off : off + t.numel()].view_as(t))
                     off += t.numel()
                 pools = []
                 for _ in range(2):
                     pool = torch.zeros(shape, dtype=self.dtype, device=self.device)
-                    pool[blocks] = flat[off:off + kv_numel].view(len(blocks), *shape[1:])
+                    pool[blocks] = flat[off : off + kv_numel].view(len(blocks), *shape[1:])
                     off += kv_numel
                     pools.append(pool)
             self.layers[i] = layer
@@ -235,7 +235,7 @@ def probe_link(nbytes: int = 8 << 20) -> tuple[float, float]:
 
 
 def _worker_main(rank: int, world: int, port: int, spec: RunSpec, out_path: str) -> None:
-    from llmplan.runtime.engine.step_inputs import SeqWork, build_step_inputs
+    from llmplan.runtime.engine.step_inputs import build_step_inputs
 
     torch.set_num_threads(1)
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
@@ -257,8 +257,9 @@ def _worker_main(rank: int, world: int, port: int, spec: RunSpec, out_path: str)
             m = orders.get(step)
             if m is not None:
                 active = [i for i in range(n) if ctx[i] > 0]
-                blocks = torch.tensor(sorted({i * per_seq + b for i in active for b in range(per_seq)}),
-                                      dtype=torch.long)
+                blocks = torch.tensor(
+                    sorted({i * per_seq + b for i in active for b in range(per_seq)}), dtype=torch.long
+                )
                 dist.barrier()
                 t0 = time.perf_counter()
                 moved = 0
@@ -272,23 +273,22 @@ def _worker_main(rank: int, world: int, port: int, spec: RunSpec, out_path: str)
                 info = [moved, measured]
                 dist.broadcast_object_list(info, src=m.src)
                 nbytes, measured = int(info[0]), float(info[1])
-                rec = MigrationRecord(step, tuple(m.layers), m.src, m.dst, nbytes, measured,
-                                      nbytes / bw + sync, bw, sync)
+                rec = MigrationRecord(
+                    step, tuple(m.layers), m.src, m.dst, nbytes, measured, nbytes / bw + sync, bw, sync
+                )
                 records.append(rec)
                 if rank == 0:
-                    log.info("layer migration %s: %d->%d, %.1f MB in %.4f s (estimate %.4f s)", m.layers,
-                             m.src, m.dst, nbytes / 1e6, measured, rec.estimate_s)
+                    log.info(
+                        "layer migration %s: %d->%d, %.1f MB in %.4f s (estimate %.4f s)",
+                        m.layers,
+                        m.src,
+                        m.dst,
+                        nbytes / 1e6,
+                        measured,
+                        rec.estimate_s,
+                    )
             # -- one engine step: prefill the arrivals, decode the rest
-            work, owners = [], []
-            for i in range(n):
-                if arrivals[i] > step or len(tokens[i]) >= spec.max_new_tokens:
-                    continue
-                blocks_i = list(range(i * per_seq, (i + 1) * per_seq))
-                if ctx[i] == 0:
-                    work.append(SeqWork(list(spec.prompts[i]), 0, blocks_i, True, True))
-                else:
-                    work.append(SeqWork([tokens[i][-1]], ctx[i], blocks_i, False, True))
-                owners.append(i)
+            work, owners = _step_work(step, spec, arrivals, tokens, ctx, per_seq)
             if not work and all(a <= step for a in arrivals):
                 break
             if work:
@@ -372,7 +372,7 @@ def reference_greedy(
     from llmplan.runtime.engine.kvcache import PagedKVCache
     from llmplan.runtime.engine.loader import init_dummy_weights
     from llmplan.runtime.engine.model import LlamaModel
-    from llmplan.runtime.engine.step_inputs import SeqWork, build_step_inputs
+    from llmplan.runtime.engine.step_inputs import build_step_inputs
 
     cfg = catalog_config(spec.model)
     dtype = getattr(torch, spec.dtype)
@@ -389,16 +389,7 @@ def reference_greedy(
     while True:
         if on_step is not None:
             on_step(step, model, kv)
-        work, owners = [], []
-        for i in range(n):
-            if arrivals[i] > step or len(tokens[i]) >= spec.max_new_tokens:
-                continue
-            blocks_i = list(range(i * per_seq, (i + 1) * per_seq))
-            if ctx[i] == 0:
-                work.append(SeqWork(list(spec.prompts[i]), 0, blocks_i, True, True))
-            else:
-                work.append(SeqWork([tokens[i][-1]], ctx[i], blocks_i, False, True))
-            owners.append(i)
+        work, owners = _step_work(step, spec, arrivals, tokens, ctx, per_seq)
         if not work and all(a <= step for a in arrivals):
             break
         if work:
@@ -411,3 +402,22 @@ def reference_greedy(
                 tokens[i].append(int(nxt[k_row]))
         step += 1
     return tokens
+
+
+def _step_work(step, spec, arrivals, tokens, ctx, per_seq) -> tuple[list, list[int]]:
+    """This step's work, the same for the staged run and the single-process reference: arrived
+    sequences with no KV yet prefill their prompt, the others decode their last token."""
+    from llmplan.runtime.engine.step_inputs import SeqWork
+
+    work: list[SeqWork] = []
+    owners: list[int] = []
+    for i in range(len(arrivals)):
+        if arrivals[i] > step or len(tokens[i]) >= spec.max_new_tokens:
+            continue
+        blocks_i = list(range(i * per_seq, (i + 1) * per_seq))
+        if ctx[i] == 0:
+            work.append(SeqWork(list(spec.prompts[i]), 0, blocks_i, True, True))
+        else:
+            work.append(SeqWork([tokens[i][-1]], ctx[i], blocks_i, False, True))
+        owners.append(i)
+    return work, owners
