@@ -77,7 +77,7 @@ class ControllerHook:
     def loads(self, sim, now: float) -> list[WorkerLoad]:
         out = []
         for inst in sim.instances:
-            used, busy = sim._state_at(inst, now)
+            used, busy = sim.state_at(inst, now)
             total = inst.sched.blocks.num_blocks
             per_block = self.kv_bytes_per_token * self.block_size
             out.append(WorkerLoad(

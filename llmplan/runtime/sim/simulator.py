@@ -124,7 +124,7 @@ class _LazyLoads(Sequence[InstanceLoad]):
         if ld is None:
             inst = self._insts[k]
             s = inst.sched
-            used, busy = self._sim._state_at(inst, self._sim.now)
+            used, busy = self._sim.state_at(inst, self._sim.now)
             ld = InstanceLoad(
                 index=k,
                 name=inst.spec.name,
@@ -217,10 +217,6 @@ class Simulation:
         return _LazyLoads(self, insts)
 
     def state_at(self, inst: SimInstance, now: float) -> tuple[int, float]:
-        """(KV blocks used, busy share of the current sample window) of ``inst`` at ``now``."""
-        return self._state_at(inst, now)
-
-    def _state_at(self, inst: SimInstance, now: float) -> tuple[int, float]:
         """(KV blocks used, busy share of the current sample window) at ``now``, as stepping
         would show them, without materialising a decode run in flight."""
         used = inst.sched.blocks.num_used
@@ -388,7 +384,7 @@ class Simulation:
     def _sample(self, now: float) -> None:
         for inst in self.instances:
             s = inst.sched
-            used, busy = self._state_at(inst, now)
+            used, busy = self.state_at(inst, now)
             self.samples.append(
                 InstanceSample(
                     t_s=now,
