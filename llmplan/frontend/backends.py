@@ -66,6 +66,13 @@ class BackendPool:
     ) -> None:
         if not backends:
             raise ValueError("a front end needs at least one backend")
+        decode_urls = {b.url for b in backends if b.role == "decode"}
+        for b in backends:
+            if b.role == "prefill" and b.decode_url not in decode_urls:
+                raise ValueError(
+                    f"prefill backend {b.name} hands its KV to {b.decode_url}, which is not a decode "
+                    "backend of this pool; pair it with one of its decode backends"
+                )
         self.backends = backends
         self.router = router
         self.health_interval_s = health_interval_s
@@ -74,13 +81,43 @@ class BackendPool:
         self._client: httpx.AsyncClient | None = None
 
     # -- routing ------------------------------------------------------------------------
+    def _live(self) -> list[Backend]:
+        # P/D pairs are reached through their prefill side (the front end then hands the
+        # request to a decode instance); a prefill instance with no healthy decode instance
+        # to hand to is not routable.
+        return [
+            b
+            for b in self.backends
+            if b.healthy and b.role != "decode" and (b.role != "prefill" or self.decode_for(b) is not None)
+        ]
+
     def _routable(self) -> list[Backend]:
-        # P/D pairs are reached through their prefill side; decode instances get their
-        # requests from the KV connector, not from the router.
-        return [b for b in self.backends if b.healthy and b.role != "decode" and b.inflight < b.max_inflight]
+        return [b for b in self._live() if b.inflight < b.max_inflight]
 
     def has_capacity(self) -> bool:
         return bool(self._routable())
+
+    def any_routable(self) -> bool:
+        """Some backend could take a request once it has a free slot."""
+        return bool(self._live())
+
+    def decode_for(self, prefill: Backend) -> Backend | None:
+        """The decode instance that takes over ``prefill``'s request: its paired instance while
+        that is healthy, else the healthy decode instance with the fewest requests in flight
+        (any decode instance can read the KV: from the shared store, or by pulling it from
+        the prefill instance through the connector)."""
+        decodes = [b for b in self.backends if b.role == "decode" and b.healthy]
+        for b in decodes:
+            if b.url == prefill.decode_url:
+                return b
+        return min(decodes, key=lambda b: (b.inflight, b.dispatched), default=None)
+
+    def acquire_decode(self, prefill: Backend) -> Backend | None:
+        decode = self.decode_for(prefill)
+        if decode is not None:
+            decode.inflight += 1
+            decode.dispatched += 1
+        return decode
 
     def loads(self, candidates: list[Backend]) -> list[InstanceLoad]:
         """The routers' snapshot of live backends. ``busy`` is the share of the backend's
@@ -125,9 +162,10 @@ class BackendPool:
     def any_healthy(self) -> Backend | None:
         return next(iter(self.healthy()), None)
 
-    def max_mean_dispatch(self) -> float:
-        """max/mean dispatched requests over backends: 1.0 is perfectly even."""
-        counts = [b.dispatched for b in self.backends if b.role != "decode"]
+    def max_mean_dispatch(self, role: str | None = None) -> float:
+        """max/mean dispatched requests over the routed backends (or those of ``role``):
+        1.0 is perfectly even."""
+        counts = [b.dispatched for b in self.backends if (b.role == role if role else b.role != "decode")]
         mean = sum(counts) / len(counts) if counts else 0.0
         return max(counts) / mean if mean > 0 else 0.0
 

@@ -21,6 +21,7 @@ import uvicorn
 
 from llmplan.frontend.admission import AdmissionQueue
 from llmplan.frontend.backends import Backend, BackendPool
+from llmplan.frontend.pd import get_handoff
 from llmplan.frontend.proxy import Frontend, build_app
 from llmplan.frontend.supervisor import InstanceSpec, Supervisor, SupervisorEvent
 from llmplan.routing import get_router
@@ -40,6 +41,10 @@ class DeployConfig:
     log_dir: Path = Path("llmplan-logs")
     health_timeout_s: float = 900.0
     max_restarts: int = 3
+    # P/D: how the decode instance finds the prefill's KV (llmplan.frontend.pd): "connector"
+    # for vLLM, "store" for built-in instances sharing a global KV store.
+    pd_handoff: str = "connector"
+    no_backend_timeout_s: float = 30.0
 
 
 def backends_for(specs: list[InstanceSpec], max_inflight: int) -> list[Backend]:
@@ -101,6 +106,8 @@ async def serve_deployment(
             pool,
             admission=AdmissionQueue(policy=cfg.admission, capacity=cfg.max_queue),  # type: ignore[arg-type]
             max_retries=cfg.max_retries,
+            no_backend_timeout_s=cfg.no_backend_timeout_s,
+            handoff=get_handoff(cfg.pd_handoff),
         )
         frontend_ref["fe"] = fe
         server = uvicorn.Server(
@@ -172,18 +179,44 @@ def vllm_specs(
 
 
 def builtin_specs(
-    n: int, *, host: str, base_port: int, dummy_weights: str | None, model: str | None, extra_args: list[str]
+    n: int,
+    *,
+    host: str,
+    base_port: int,
+    dummy_weights: str | None,
+    model: str | None,
+    extra_args: list[str],
+    pd: tuple[int, int] | None = None,
+    kv_store: str | None = None,
 ) -> list[InstanceSpec]:
+    """``n`` built-in servers on consecutive ports. With ``pd=(P, D)`` the first P are prefill
+    instances (``prefill0..``) and the other D decode instances (``decode0..``); with
+    ``kv_store`` every instance shares that global KV store directory, which is how a P/D
+    pair hands the KV over (see ``llmplan.frontend.pd.StoreHandoff``)."""
+    from llmplan.errors import LlmplanError
     from llmplan.frontend.launch import builtin_spec
 
-    return [
-        builtin_spec(
-            f"engine{i}",
+    if pd is not None and (pd[0] < 1 or pd[1] < 1 or sum(pd) != n):
+        raise LlmplanError(f"P:D {pd[0]}:{pd[1]} does not split {n} instances; make P+D equal --instances")
+    if pd is not None and kv_store is None:
+        raise LlmplanError("built-in P/D hands the KV over through the global store; give --kv-store DIR")
+    store_args = ["--kv-store", kv_store] if kv_store is not None else []
+    specs = []
+    for i in range(n):
+        if pd is None:
+            name, role = f"engine{i}", "colocated"
+        elif i < pd[0]:
+            name, role = f"prefill{i}", "prefill"
+        else:
+            name, role = f"decode{i - pd[0]}", "decode"
+        spec = builtin_spec(
+            name,
             base_port + i,
             dummy_weights=dummy_weights,
             model=model,
             host=host,
-            extra_args=extra_args,
+            extra_args=extra_args + store_args,
         )
-        for i in range(n)
-    ]
+        spec.role = role  # type: ignore[assignment]
+        specs.append(spec)
+    return specs

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,13 +28,22 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from llmplan.frontend.admission import AdmissionQueue, AdmissionQueueFull
 from llmplan.frontend.backends import Backend, BackendPool
+from llmplan.frontend.pd import ConnectorHandoff, KvHandoff
 from llmplan.workload.types import RequestSpec
 
 _RETRYABLE = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
 class _BackendFailed(Exception):
-    """The backend broke (connection error or 5xx) while handling a request."""
+    """A backend broke (connection error or 5xx) while handling a request.
+
+    ``backend`` is the one to blame (None when there was none to try); ``hop`` is
+    "prefill" or "decode" for the two hops of a P/D request, None otherwise."""
+
+    def __init__(self, backend: Backend | None, message: str, hop: str | None = None) -> None:
+        super().__init__(message)
+        self.backend = backend
+        self.hop = hop
 
 
 @dataclass
@@ -67,12 +76,30 @@ class FrontendMetrics:
             ["instance", "kind"],
             registry=r,
         )
+        self.pd_handoffs = Counter(
+            "llmplan_frontend_pd_handoffs",
+            "P/D requests handed from a prefill to a decode instance",
+            ["prefill", "decode"],
+            registry=r,
+        )
+        self.pd_failures = Counter(
+            "llmplan_frontend_pd_failures",
+            "P/D request attempts whose prefill or decode hop failed",
+            ["hop", "backend"],
+            registry=r,
+        )
         buckets = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
         self.ttft = Histogram(
             "llmplan_frontend_ttft_seconds", "TTFT at the front end", buckets=buckets, registry=r
         )
         self.e2e = Histogram(
             "llmplan_frontend_e2e_seconds", "E2E latency at the front end", buckets=buckets, registry=r
+        )
+        self.pd_prefill = Histogram(
+            "llmplan_frontend_pd_prefill_seconds",
+            "P/D prefill hop (part of the TTFT the client sees)",
+            buckets=buckets,
+            registry=r,
         )
 
 
@@ -101,8 +128,10 @@ class Frontend:
         max_retries: int = 2,
         request_timeout_s: float = 600.0,
         no_backend_timeout_s: float = 30.0,
+        handoff: KvHandoff | None = None,
     ) -> None:
         self.pool = pool
+        self.handoff: KvHandoff = handoff if handoff is not None else ConnectorHandoff()
         self.admission = admission if admission is not None else AdmissionQueue()
         self.max_retries = max_retries
         self.request_timeout_s = request_timeout_s
@@ -140,7 +169,7 @@ class Frontend:
                     # Releases and health changes dispatch at once; the timeout is a safety net.
                     return await asyncio.wait_for(asyncio.shield(ticket.granted), timeout=0.5)
                 except TimeoutError:
-                    if self.pool.any_healthy() is None:
+                    if not self.pool.any_routable():
                         waited_without_backend += 0.5
                         if waited_without_backend >= self.no_backend_timeout_s:
                             raise NoBackendError(
@@ -167,11 +196,14 @@ class Frontend:
                 return
             ticket.granted.set_result(backend)
 
-    def _release(self, backend: Backend, failed: bool) -> None:
+    def _release(self, backend: Backend, decode: Backend | None, culprit: Backend | None) -> None:
+        """Free the slots one attempt held; take the backend that failed out of rotation."""
         self.pool.release(backend)
-        if failed:
-            self.pool.mark_failed(backend)
-            self.metrics.backend_failures.labels(backend.name).inc()
+        if decode is not None:
+            self.pool.release(decode)
+        if culprit is not None:
+            self.pool.mark_failed(culprit)
+            self.metrics.backend_failures.labels(culprit.name).inc()
         self._dispatch_waiting()
         self._refresh_gauges()
 
@@ -181,40 +213,49 @@ class Frontend:
             self.metrics.healthy.labels(b.name).set(1 if b.healthy else 0)
         self.metrics.max_mean_load.set(self.pool.max_mean_dispatch())
 
-    # -- forwarding -------------------------------------------------------------------------
     # -- P/D disaggregation ------------------------------------------------------------------
-    # A prefill backend is paired with a decode backend (``Backend.decode_url``). The request
-    # first runs on the prefill instance with max_tokens=1 and ``do_remote_decode``; the KV
-    # connector (NIXL, LMCache, ...) ships the KV, and the prefill answer's
-    # ``kv_transfer_params`` tell the decode instance where to fetch it.
-    async def _prefill_remote(self, path: str, body: dict[str, Any], backend: Backend) -> dict[str, Any]:
-        if backend.decode_url is None:
-            return body
+    # A prefill backend is paired with a decode backend (``Backend.decode_url``; another
+    # healthy decode backend when that one is down). The request first runs on the prefill
+    # instance with max_tokens=1, then in full on the decode instance, whose answer is what
+    # the client gets. How the KV travels between the two is the hand-off's business
+    # (``llmplan.frontend.pd``): vLLM's connector via ``kv_transfer_params``, or the global
+    # KV store shared by built-in instances.
+    async def _prefill_hop(
+        self, path: str, body: dict[str, Any], backend: Backend
+    ) -> tuple[dict[str, Any], httpx.Response | None]:
+        """Run the prompt on ``backend``; the decode request, or the prefill's 4xx answer
+        (bad request, queue full), which is the client's to see."""
         assert self._client is not None
-        pre = {
-            **body,
-            "max_tokens": 1,
-            "stream": False,
-            "kv_transfer_params": {
-                "do_remote_decode": True,
-                "do_remote_prefill": False,
-                "remote_engine_id": None,
-                "remote_block_ids": None,
-                "remote_host": None,
-                "remote_port": None,
-            },
-        }
-        pre.pop("stream_options", None)
-        resp = await self._client.post(backend.url + path, json=pre)
+        t = time.monotonic()
+        with _failing_as(backend, "prefill"):
+            resp = await self._client.post(backend.url + path, json=self.handoff.prefill_body(body))
         if resp.status_code >= 500:
-            raise _BackendFailed(f"prefill {backend.name} answered {resp.status_code}")
-        params = resp.json().get("kv_transfer_params") if resp.status_code == 200 else None
-        return {**body, "kv_transfer_params": params} if params else body
+            raise _BackendFailed(backend, f"answered HTTP {resp.status_code}: {_snippet(resp)}", "prefill")
+        if resp.status_code >= 400:
+            return body, resp
+        try:
+            answer = resp.json()
+        except ValueError:
+            raise _BackendFailed(backend, "answered a body that is not JSON", "prefill") from None
+        self.metrics.pd_prefill.observe(time.monotonic() - t)
+        return self.handoff.decode_body(body, answer if isinstance(answer, dict) else {}), None
 
-    @staticmethod
-    def _decode_url(backend: Backend) -> str:
-        return backend.decode_url or backend.url
+    async def _prepare(self, path: str, body: dict[str, Any], backend: Backend) -> _Dispatch:
+        """Where the full request goes: ``backend`` itself, or (P/D) a decode backend after
+        the prefill hop. Raises ``_BackendFailed`` before taking a decode slot, so the
+        caller releases exactly what the returned dispatch holds."""
+        if backend.role != "prefill":
+            return _Dispatch(target=backend, body=body)
+        send, client_error = await self._prefill_hop(path, body, backend)
+        if client_error is not None:
+            return _Dispatch(target=backend, body=body, client_error=client_error)
+        decode = self.pool.acquire_decode(backend)
+        if decode is None:
+            raise _BackendFailed(None, "no healthy decode instance to hand the request to", "decode")
+        self.metrics.routed.labels(decode.name).inc()
+        return _Dispatch(target=decode, body=send, decode=decode)
 
+    # -- forwarding -------------------------------------------------------------------------
     def _spec(self, body: dict[str, Any], max_tokens: int, now: float) -> RequestSpec:
         text, n_tokens = _prompt_text(body)
         self._rid += 1
@@ -222,6 +263,18 @@ class Frontend:
         return RequestSpec(
             rid=self._rid, arrival_s=now, prompt_tokens=n_tokens, output_tokens=max_tokens, prompt=text
         )
+
+    def _failed(self, exc: _BackendFailed, backend: Backend) -> str:
+        """Count a failed hop; the message the client gets if it is not retried."""
+        if exc.hop is not None and backend.role == "prefill":
+            self.metrics.pd_failures.labels(exc.hop, exc.backend.name if exc.backend else "none").inc()
+            where = exc.backend.name if exc.backend else "-"
+            return f"P/D {exc.hop} hop failed on {where} (routed to {backend.name}): {exc}"
+        return f"backend {backend.name} failed: {exc}"
+
+    def _handed_off(self, backend: Backend, d: _Dispatch) -> None:
+        if d.decode is not None:
+            self.metrics.pd_handoffs.labels(backend.name, d.decode.name).inc()
 
     async def forward(self, path: str, body: dict[str, Any]) -> Response:
         stream = bool(body.get("stream", False))
@@ -246,23 +299,34 @@ class Frontend:
                 return _error(503, str(exc))
             self.metrics.routed.labels(backend.name).inc()
             self._refresh_gauges()
-            failed = False
+            d: _Dispatch | None = None
+            culprit: Backend | None = None
             try:
                 assert self._client is not None
-                body = await self._prefill_remote(path, body, backend)
-                resp = await self._client.post(self._decode_url(backend) + path, json=body)
-                if resp.status_code >= 500:
-                    raise _BackendFailed(f"{backend.name} answered {resp.status_code}")
-            except (*_RETRYABLE, _BackendFailed) as exc:
-                failed = True
+                d = await self._prepare(path, body, backend)
+                if d.client_error is not None:
+                    resp = d.client_error
+                else:
+                    with _failing_as(d.target, "decode" if d.decode else None):
+                        resp = await self._client.post(d.target.url + path, json=d.body)
+                    if resp.status_code >= 500:
+                        raise _BackendFailed(
+                            d.target,
+                            f"answered HTTP {resp.status_code}: {_snippet(resp)}",
+                            "decode" if d.decode else None,
+                        )
+            except _BackendFailed as exc:
+                culprit = exc.backend
+                message = self._failed(exc, backend)
                 attempts += 1
                 if attempts > self.max_retries:
                     self.metrics.requests.labels("failed").inc()
-                    return _error(502, f"backend {backend.name} failed and retries are exhausted: {exc}")
+                    return _error(502, f"{message}; retries are exhausted")
                 self.metrics.retries.inc()
                 continue
             finally:
-                self._release(backend, failed)
+                self._release(backend, d.decode if d else None, culprit)
+            self._handed_off(backend, d)
             self.metrics.e2e.observe(time.monotonic() - start)
             self.metrics.requests.labels("ok" if resp.status_code < 400 else "client_error").inc()
             return Response(
@@ -296,42 +360,78 @@ class Frontend:
                 return
             self.metrics.routed.labels(backend.name).inc()
             self._refresh_gauges()
-            failed = False
+            d: _Dispatch | None = None
+            culprit: Backend | None = None
             try:
                 assert self._client is not None
-                body = await self._prefill_remote(path, body, backend)
-                async with self._client.stream("POST", self._decode_url(backend) + path, json=body) as resp:
-                    if resp.status_code >= 500:
-                        raise _BackendFailed(f"{backend.name} answered {resp.status_code}")
-                    if resp.status_code >= 400:
-                        payload = await resp.aread()
-                        self.metrics.requests.labels("client_error").inc()
-                        yield b"data: " + payload + b"\n\n"
-                        return
-                    async for chunk in resp.aiter_raw():
-                        if not sent_any:
-                            self.metrics.ttft.observe(time.monotonic() - start)
-                        sent_any = True
-                        yield chunk
+                d = await self._prepare(path, body, backend)
+                if d.client_error is not None:
+                    self.metrics.requests.labels("client_error").inc()
+                    yield b"data: " + d.client_error.content + b"\n\n"
+                    return
+                hop = "decode" if d.decode else None
+                with _failing_as(d.target, hop):
+                    async with self._client.stream("POST", d.target.url + path, json=d.body) as resp:
+                        if resp.status_code >= 500:
+                            raise _BackendFailed(d.target, f"answered HTTP {resp.status_code}", hop)
+                        if resp.status_code >= 400:
+                            payload = await resp.aread()
+                            self.metrics.requests.labels("client_error").inc()
+                            yield b"data: " + payload + b"\n\n"
+                            return
+                        self._handed_off(backend, d)
+                        async for chunk in resp.aiter_raw():
+                            if not sent_any:
+                                # Includes the prefill hop: that is the TTFT the client sees.
+                                self.metrics.ttft.observe(time.monotonic() - start)
+                            sent_any = True
+                            yield chunk
                 self.metrics.e2e.observe(time.monotonic() - start)
                 self.metrics.requests.labels("ok").inc()
                 return
-            except (*_RETRYABLE, _BackendFailed) as exc:
-                failed = True
+            except _BackendFailed as exc:
+                culprit = exc.backend
+                message = self._failed(exc, backend)
                 if sent_any:
                     # Tokens already reached the client: retrying would duplicate them.
                     self.metrics.requests.labels("failed").inc()
-                    yield _sse_error(502, f"backend {backend.name} failed mid-stream: {exc}")
+                    yield _sse_error(502, f"{message} mid-stream")
                     yield b"data: [DONE]\n\n"
                     return
                 attempts += 1
                 if attempts > self.max_retries:
                     self.metrics.requests.labels("failed").inc()
-                    yield _sse_error(502, f"backend {backend.name} failed and retries are exhausted: {exc}")
+                    yield _sse_error(502, f"{message}; retries are exhausted")
                     return
                 self.metrics.retries.inc()
             finally:
-                self._release(backend, failed)
+                self._release(backend, d.decode if d else None, culprit)
+
+
+@dataclass(slots=True)
+class _Dispatch:
+    """Where one attempt of a request goes after routing (and, for P/D, the prefill hop)."""
+
+    target: Backend
+    body: dict[str, Any]
+    decode: Backend | None = None  # the decode slot this attempt holds (P/D)
+    client_error: httpx.Response | None = None  # the prefill's 4xx answer, passed on as is
+
+
+@contextlib.contextmanager
+def _failing_as(backend: Backend, hop: str | None) -> Iterator[None]:
+    """Connection-level errors inside the block become a failure of ``backend``."""
+    try:
+        yield
+    except _RETRYABLE as exc:
+        raise _BackendFailed(backend, f"{type(exc).__name__}: {exc}".rstrip(": "), hop) from exc
+
+
+def _snippet(resp: httpx.Response, n: int = 200) -> str:
+    try:
+        return resp.text[:n].strip()
+    except (httpx.ResponseNotRead, UnicodeDecodeError):
+        return ""
 
 
 class NoBackendError(Exception):
