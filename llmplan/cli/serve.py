@@ -219,10 +219,19 @@ def register(app: typer.Typer) -> None:
             help="Print the backend commands of a deployment and exit.",
             rich_help_panel="Deployment (front end)",
         ),
+        pd: str | None = typer.Option(
+            None,
+            "--pd",
+            help="Built-in engine: split --instances into P prefill + D decode instances, e.g. --pd 1:1. "
+            "The front end runs each prompt on a prefill instance (max_tokens=1), then hands the request "
+            "to a decode instance, which loads the prompt's KV from the global store (--kv-store; a "
+            "temporary directory when omitted) and recomputes only the partial tail block.",
+            rich_help_panel="P/D disaggregation",
+        ),
     ) -> None:
         import logging
 
-        if engine_kind != "builtin" or instances > 1:
+        if engine_kind != "builtin" or instances > 1 or pd is not None:
             _serve_deployment(
                 engine_kind=engine_kind,
                 instances=instances,
@@ -242,6 +251,7 @@ def register(app: typer.Typer) -> None:
                 max_restarts=max_restarts,
                 log_dir=log_dir,
                 dry_run=dry_run,
+                pd=pd,
                 builtin_args=[
                     "--scheduler",
                     scheduler,
@@ -345,6 +355,8 @@ def _serve_deployment(
     log_dir: Path,
     dry_run: bool,
     builtin_args: list[str],
+    pd: str | None = None,
+    kv_store: Path | None = None,
 ) -> None:
     """Several backends behind llmplan's front end: vLLM from a plan, or N built-in servers."""
     from rich.markup import escape
@@ -360,6 +372,9 @@ def _serve_deployment(
     if admission not in POLICIES:
         raise LlmplanError(f"unknown --admission {admission!r}; choose one of {', '.join(POLICIES)}")
     first = base_port if base_port is not None else port + 1
+    split, pd_tmp, pd_note = None, False, ""
+    if engine_kind != "builtin" and pd is not None:
+        raise LlmplanError("--pd is for the built-in engine; vLLM deployments take P/D roles from --plan")
     if engine_kind == "vllm":
         if plan is None:
             raise LlmplanError("--engine vllm needs --plan plan.json (from `llmplan plan --out plan.json`)")
@@ -375,6 +390,8 @@ def _serve_deployment(
     elif engine_kind == "builtin":
         if (model is None) == (dummy_weights is None):
             raise LlmplanError("give exactly one of --model PATH or --dummy-weights NAME (e.g. llama-tiny)")
+        pd_tmp = pd is not None and kv_store is None and not dry_run
+        split, kv_store, pd_note = _pd_split(pd, instances, kv_store, dry_run)
         specs = builtin_specs(
             instances,
             host=host,
@@ -382,6 +399,8 @@ def _serve_deployment(
             dummy_weights=dummy_weights,
             model=str(model) if model else None,
             extra_args=builtin_args + (["--plan", str(plan)] if plan else []),
+            pd=split,
+            kv_store=str(kv_store) if kv_store is not None else None,
         )
     else:
         raise LlmplanError(f"unknown --engine {engine_kind!r}; choose builtin or vllm")
@@ -406,8 +425,11 @@ def _serve_deployment(
         log_dir=log_dir,
         health_timeout_s=health_timeout,
         max_restarts=max_restarts,
+        pd_handoff="store" if engine_kind == "builtin" else "connector",
     )
     console.print(f"starting {len(specs)} backend(s); logs in {log_dir}/", highlight=False)
+    if pd_note:
+        console.print(pd_note, highlight=False, soft_wrap=True)
 
     def on_event(event) -> None:  # noqa: ANN001 - SupervisorEvent
         style = {"crashed": "red", "failed": "bold red", "healthy": "green"}.get(event.kind, "dim")
@@ -429,3 +451,35 @@ def _serve_deployment(
         run(specs, cfg, on_event=on_event, ready=ready)
     except KeyboardInterrupt:
         pass
+    finally:
+        if pd_tmp and kv_store is not None:
+            import shutil
+
+            shutil.rmtree(kv_store, ignore_errors=True)
+
+
+def _pd_split(
+    pd: str | None, instances: int, kv_store: Path | None, dry_run: bool
+) -> tuple[tuple[int, int] | None, Path | None, str]:
+    """Built-in P/D: the P:D split, the store directory the pairs hand KV through (a new
+    temporary one when --kv-store is not given) and a line for the log."""
+    if pd is None:
+        return None, kv_store, ""
+    from llmplan.frontend.pd import parse_pd
+
+    split = parse_pd(pd, instances)
+    if kv_store is not None:
+        return (
+            split,
+            kv_store,
+            f"P/D {split[0]}:{split[1]}: prefill -> decode hand-off through the KV store {kv_store}",
+        )
+    import tempfile
+
+    tmp = Path("<temporary directory>") if dry_run else Path(tempfile.mkdtemp(prefix="llmplan-kvstore-"))
+    return (
+        split,
+        tmp,
+        f"P/D {split[0]}:{split[1]}: no --kv-store given; prefill -> decode hand-off through the temporary "
+        f"store {tmp} (removed at exit)",
+    )
