@@ -228,9 +228,24 @@ def register(app: typer.Typer) -> None:
             "temporary directory when omitted) and recomputes only the partial tail block.",
             rich_help_panel="P/D disaggregation",
         ),
+        kv_store: str | None = typer.Option(
+            None,
+            "--kv-store",
+            help="Global KV cache store: a DIR (memory tier + checksummed disk tier, shared by every "
+            "server pointed at it; survives restarts) or 'memory'. Prompt prefixes found there are "
+            "loaded layer by layer instead of computed; new full blocks are written back.",
+            rich_help_panel="KV cache store",
+        ),
+        kv_store_memory_mb: int | None = typer.Option(
+            None,
+            "--kv-store-memory-mb",
+            help="Memory tier of --kv-store in MiB (default 1024; 0 = disk tier only).",
+            rich_help_panel="KV cache store",
+        ),
     ) -> None:
         import logging
 
+        kv_store_args = _kv_store_args(kv_store, kv_store_memory_mb)
         if engine_kind != "builtin" or instances > 1 or pd is not None:
             _serve_deployment(
                 engine_kind=engine_kind,
@@ -274,7 +289,9 @@ def register(app: typer.Typer) -> None:
                     *(["--max-model-len", str(max_model_len)] if max_model_len else []),
                     *(["--served-model-name", served_model_name] if served_model_name else []),
                     *(["--threads", str(threads)] if threads else []),
+                    *kv_store_args[2:],  # --kv-store-memory-mb; --kv-store itself goes as kv_store=
                 ],
+                kv_store=Path(kv_store_args[1]) if kv_store_args else None,
             )
             return
 
@@ -313,6 +330,8 @@ def register(app: typer.Typer) -> None:
                 served_model_name=served_model_name,
                 threads=threads,
                 misprediction_log=record_mispredictions,
+                kv_store=kv_store_args[1] if kv_store_args else None,
+                kv_store_memory_mb=1024 if kv_store_memory_mb is None else kv_store_memory_mb,
             )
         url = f"http://{host}:{port}"
         console.print(
@@ -332,6 +351,26 @@ def register(app: typer.Typer) -> None:
                 access_log=access_log,
             ),
         )
+
+
+def _kv_store_args(kv_store: str | None, memory_mb: int | None) -> list[str]:
+    """Check the KV-store flags; ``[--kv-store PATH, (--kv-store-memory-mb N)]`` for backends."""
+    from llmplan.errors import LlmplanError
+
+    if kv_store is None:
+        if memory_mb is not None:
+            raise LlmplanError("--kv-store-memory-mb needs --kv-store DIR (or --kv-store memory)")
+        return []
+    if not kv_store.strip():
+        raise LlmplanError("--kv-store needs a directory, or 'memory' for a memory-only store")
+    if memory_mb is not None and memory_mb < 0:
+        raise LlmplanError(f"--kv-store-memory-mb must be >= 0 (got {memory_mb})")
+    if kv_store == "memory" and memory_mb == 0:
+        raise LlmplanError("--kv-store memory with --kv-store-memory-mb 0 stores nothing; give it memory")
+    if kv_store != "memory" and Path(kv_store).expanduser().is_file():
+        raise LlmplanError(f"--kv-store {kv_store} is a file; point it at a directory (created if missing)")
+    path = kv_store if kv_store == "memory" else str(Path(kv_store).expanduser().absolute())
+    return ["--kv-store", path, *(["--kv-store-memory-mb", str(memory_mb)] if memory_mb is not None else [])]
 
 
 def _serve_deployment(

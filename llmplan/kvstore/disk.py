@@ -10,7 +10,9 @@ a half-written file is detected; such a file is deleted and reported as a miss, 
 recomputes the block instead of serving garbage. Writes go to a unique temporary name and
 ``os.replace`` into place (atomic on POSIX), so a crash leaves either the old file or none;
 stale temporaries are swept when the tier opens. Opening re-indexes the directory from file
-names (cheap: no reads); contents are verified on load.
+names (cheap: no reads); contents are verified on load. Several processes may share one
+directory: a lookup that misses the index consults the directory (another process may have
+written the block), and a file another process evicted is a plain miss.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import logging
 import os
 import struct
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from pathlib import Path
@@ -37,6 +40,7 @@ VERSION = 1
 SUFFIX = ".kvb"
 _PREFIX = struct.Struct("<4sBI")
 _DIGEST = 32
+STALE_TMP_S = 300.0  # a temporary this old belongs to a writer that died
 _DTYPES = {str(d): d for d in (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int8,
                                torch.uint8, torch.float8_e4m3fn, torch.float8_e5m2)}
 
@@ -91,7 +95,7 @@ class DiskTier:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise LlmplanError(
-                f"cannot create KV store directory {self.root}: {e}; pick a writable --kv-dir"
+                f"cannot create KV store directory {self.root}: {e}; pick a writable --kv-store directory"
             ) from e
         self.capacity_bytes = capacity_bytes
         self.used_bytes = 0
@@ -117,19 +121,29 @@ class DiskTier:
 
     def _reindex(self) -> None:
         found: list[tuple[float, Key, int]] = []
+        now = time.time()
         for sub in self.root.iterdir() if self.root.exists() else []:
             if not sub.is_dir():
                 continue
             for p in sub.iterdir():
-                if ".tmp." in p.name:  # a write that never reached its rename
-                    p.unlink(missing_ok=True)
+                if ".tmp." in p.name:
+                    # A write that never reached its rename -- unless another process sharing
+                    # the directory is writing it right now: only old temporaries are swept.
+                    try:
+                        if now - p.stat().st_mtime > STALE_TMP_S:
+                            p.unlink(missing_ok=True)
+                    except OSError:
+                        pass
                     continue
                 if p.suffix != SUFFIX:
                     continue
                 key = self._parse(p)
                 if key is None:
                     continue
-                st = p.stat()
+                try:
+                    st = p.stat()
+                except OSError:  # evicted by another process while we listed
+                    continue
                 found.append((st.st_mtime, key, st.st_size))
         for _, key, size in sorted(found, key=lambda x: x[0]):
             self._index[key] = size
@@ -141,7 +155,24 @@ class DiskTier:
 
     def __contains__(self, key: Key) -> bool:
         with self._lock:
-            return key in self._index
+            if key in self._index:
+                return True
+        # Other processes share the directory: a key this process never wrote may be there.
+        # The directory is the truth; the index only saves the stat for what is known.
+        try:
+            size = self.path(key).stat().st_size
+        except OSError:
+            return False
+        self._learn(key, size)
+        return True
+
+    def _learn(self, key: Key, size: int) -> None:
+        with self._lock:
+            if key in self._index:
+                self._index.move_to_end(key)
+                return
+            self._index[key] = size
+            self.used_bytes += size
 
     def keys(self) -> list[Key]:
         with self._lock:
@@ -181,16 +212,14 @@ class DiskTier:
         return victims
 
     def get(self, key: Key) -> torch.Tensor | None:
-        with self._lock:
-            if key not in self._index:
-                return None
-            self._index.move_to_end(key)
         path = self.path(key)
         try:
             with open(path, "rb") as f:
                 data = bytearray(os.fstat(f.fileno()).st_size)
                 n = f.readinto(data)
-            return decode(data if n == len(data) else data[:n], key)
+            t = decode(data if n == len(data) else data[:n], key)
+            self._learn(key, n)
+            return t
         except FileNotFoundError:
             self._drop(key)
             return None

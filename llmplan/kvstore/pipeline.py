@@ -125,8 +125,13 @@ class LayerwisePrefill:
         cached_blocks: Sequence[bytes],
         new_blocks: Sequence[bytes],
         block_size: int,
+        keep_kv: bool = True,
     ) -> PrefillResult | None:
-        """Prefill the suffix over ``num_layers`` layers; ``None`` if a cached block vanished."""
+        """Prefill the suffix over ``num_layers`` layers; ``None`` if a cached block vanished.
+
+        ``keep_kv=False`` skips assembling ``past_kv`` (prefix + suffix per layer) for callers
+        whose KV already lives elsewhere (the engine's paged pool): one copy less per layer.
+        """
         tm = PrefillTiming()
         t_start = time.perf_counter()
         loads: dict[int, Future] = {}
@@ -164,7 +169,8 @@ class LayerwisePrefill:
                 if self._cuda:
                     torch.cuda.current_stream(self.device).synchronize()
                 tm.compute_s += time.perf_counter() - t0
-                past_all.append(new_kv if past is None else torch.cat([past, new_kv], dim=1))
+                if keep_kv:
+                    past_all.append(new_kv if past is None else torch.cat([past, new_kv], dim=1))
                 if self.write_back and new_blocks:
                     writes.append(self._writer.submit(self._store, new_blocks, i, new_kv, block_size))
             t0 = time.perf_counter()

@@ -110,12 +110,16 @@ class GlobalKVStore:
         key = (block, layer)
         return key in self.memory or (self.disk is not None and key in self.disk)
 
+    def has_block(self, block: bytes) -> bool:
+        """Whether every layer of ``block`` is stored (in either tier)."""
+        return all(self.contains(block, layer) for layer in range(self.num_layers))
+
     # -- per prefix
     def match_prefix(self, blocks: Sequence[bytes]) -> int:
         """Number of leading blocks present for *every* layer (the reusable prefix)."""
         n = 0
         for b in blocks:
-            if not all(self.contains(b, layer) for layer in range(self.num_layers)):
+            if not self.has_block(b):
                 break
             n += 1
         return n

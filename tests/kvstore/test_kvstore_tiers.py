@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import pytest
 import torch
 
 from llmplan.errors import LlmplanError
-from llmplan.kvstore.disk import DiskTier
+from llmplan.kvstore.disk import STALE_TMP_S, DiskTier
 from llmplan.kvstore.hashing import block_hashes
 from llmplan.kvstore.memory import MemoryTier
 from llmplan.kvstore.store import GlobalKVStore
@@ -118,8 +119,14 @@ def test_stale_temporaries_are_swept_on_open(tmp_path):
     tier.put((key, 0), _kv(0))
     stale = tier.path((key, 0)).with_name("x.kvb.tmp.123.abcd")
     stale.write_bytes(b"half a write")
+    old = time.time() - 2 * STALE_TMP_S
+    os.utime(stale, (old, old))
+    # Another process sharing the directory may be writing this one right now: it stays.
+    fresh = tier.path((key, 0)).with_name("y.kvb.tmp.456.ef01")
+    fresh.write_bytes(b"being written")
     DiskTier(tmp_path)
     assert not stale.exists()
+    assert fresh.exists()
 
 
 def test_disk_capacity_evicts_oldest(tmp_path):

@@ -42,7 +42,7 @@ def seq_work(item: ScheduledSeq) -> SeqWork:
     )
 
 
-def _sampler_of(item: ScheduledSeq) -> RequestSampler:
+def sampler_of(item: ScheduledSeq) -> RequestSampler:
     s = item.seq.sampling
     if isinstance(s, RequestSampler):
         return s
@@ -75,7 +75,7 @@ class TorchExecutor:
         if not batch.items:
             return StepResult(duration_s=0.0, next_tokens={})
         work = [seq_work(it) for it in batch.items]
-        samplers = [_sampler_of(it) for it in batch.items]
+        samplers = [sampler_of(it) for it in batch.items]
         sampled = self.run_work(work, samplers)
         if self.sync_device:
             torch.cuda.synchronize()

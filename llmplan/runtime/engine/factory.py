@@ -125,6 +125,8 @@ def build_engine(
     served_model_name: str | None = None,
     threads: int | None = None,
     misprediction_log: str | Path | None = None,
+    kv_store: str | Path | None = None,
+    kv_store_memory_mb: int = 1024,
 ) -> AsyncLLMEngine:
     """An :class:`~llmplan.runtime.engine.api.AsyncEngine` running the torch model.
 
@@ -135,6 +137,10 @@ def build_engine(
     wide); on a CPU shared with other work, 1 is often faster than all cores.
     ``misprediction_log`` (with a predictor) appends (prompt, actual length) of every request
     whose length bucket was mispredicted to a JSONL file, for ``llmplan predict update``.
+    ``kv_store`` (a directory, or ``"memory"``) puts the global KV cache store in the prefill
+    path (``llmplan.kvstore.serving``): cached prompt prefixes are loaded layer by layer instead
+    of computed, new full blocks are written back; processes sharing a directory share blocks.
+    ``kv_store_memory_mb`` is its memory tier. ``None`` (default): no store.
     """
     if threads is not None:
         if threads < 1:
@@ -188,7 +194,24 @@ def build_engine(
         from llmplan.predict.online import MispredictionRecorder
 
         recorder = MispredictionRecorder(misprediction_log, predictor.bucket_edges)
+    executor, collectors = _executor(m, kv, kv_store, kv_store_memory_mb, model, dummy_weights, seed)
     eng = LLMEngine(
-        cfg, TorchExecutor(m, kv), sch, tok, name, ctx, seed=seed, predictor=predictor, recorder=recorder
+        cfg, executor, sch, tok, name, ctx, seed=seed, predictor=predictor, recorder=recorder
     )
-    return AsyncLLMEngine(eng, max_queue=max_queue, model_name=name)
+    engine = AsyncLLMEngine(eng, max_queue=max_queue, model_name=name)
+    # Prometheus collectors the server's /metrics registers beside its own (the KV store's).
+    engine.metric_collectors = collectors
+    return engine
+
+
+def _executor(m, kv, kv_store, kv_store_memory_mb, model, dummy_weights, seed) -> tuple[TorchExecutor, list]:
+    """The plain torch executor, or the KV-store executor and its metrics collector."""
+    if kv_store is None:
+        return TorchExecutor(m, kv), []
+    from llmplan.kvstore.metrics import StoreCollector
+    from llmplan.kvstore.serving import build_store_executor
+
+    weights = f"dummy:{dummy_weights}:seed={seed}" if dummy_weights else str(Path(str(model)).expanduser())
+    ex = build_store_executor(m, kv, kv_store, kv_store_memory_mb, weights)
+    log.info("KV store: %s (memory tier %d MiB), namespace %s", kv_store, kv_store_memory_mb, ex.namespace)
+    return ex, [StoreCollector(ex.store, ex.stats)]

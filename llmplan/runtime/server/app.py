@@ -106,6 +106,10 @@ def create_app(engine: AsyncEngine, *, served_model_name: str | None = None) -> 
             state.draining = True
             await engine.shutdown(drain=True)
 
+    # Collectors an engine brings for /metrics (e.g. the KV store's, from build_engine(kv_store=...)).
+    for collector in getattr(engine, "metric_collectors", None) or ():
+        state.metrics.registry.register(collector)
+
     app = FastAPI(title="llmplan serve", version="1", lifespan=lifespan)
     app.state.llmplan = state
     install_error_handlers(app)

@@ -1,0 +1,299 @@
+"""The global KV store inside ``llmplan serve``: an executor that prefills over the store.
+
+:class:`StoreExecutor` is the engine's :class:`~llmplan.runtime.engine.executor.TorchExecutor`
+with one change in what a step computes, so the shared Scheduler (admission, block tables,
+chunking, preemption) is untouched:
+
+* a prefill chunk that starts at position 0 asks the store for the longest cached prefix of
+  its full blocks; those tokens are not computed -- their KV is loaded layer by layer
+  (prefetch layer ``i+1`` while layer ``i`` runs) and scattered into the request's own blocks
+  of the paged pool just before the layer that reads it;
+* every full block a prefill step completes goes back to the store (layer ``i``'s blocks are
+  written by a background thread while layer ``i+1`` computes);
+* all other work in the batch (decodes, later chunks, prompts with no hit) runs in the same
+  layer-by-layer pass, so a hit never splits a batch.
+
+A step without hits or new full blocks (pure decode) runs the plain fused forward, exactly as
+without a store. The sampled token comes from each request's own sampler, as in the base
+executor. A cached block that turns out missing or corrupt half-way (another process evicted
+it, a file rotted) aborts that pass; the step is re-planned without it and re-run -- the KV
+written by the aborted pass is overwritten by identical values, and nothing partial is served.
+
+Keys are chained block hashes namespaced by the model's identity (:func:`model_namespace`), so
+servers of different models (or weights, dtypes, block sizes) sharing one directory never
+alias each other's blocks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from llmplan.errors import LlmplanError
+from llmplan.kvstore.hashing import block_hashes
+from llmplan.kvstore.pipeline import LayerwisePrefill, PrefillTiming
+from llmplan.kvstore.store import GlobalKVStore
+from llmplan.runtime.core.types import ScheduledBatch, StepResult
+from llmplan.runtime.engine.executor import TorchExecutor, sampler_of, seq_work
+from llmplan.runtime.engine.model import linear
+from llmplan.runtime.engine.sampling import RequestSampler, sample
+from llmplan.runtime.engine.step_inputs import SeqWork, build_step_inputs
+
+MEMORY_ONLY = "memory"
+
+
+# --------------------------------------------------------------------------- identity and setup
+def model_namespace(cfg, weights: str, dtype: torch.dtype | str, block_size: int) -> str:
+    """A string naming everything that determines a block's KV: architecture, weights, dtype,
+    block size. ``weights`` is ``dummy:NAME:seed=S`` or a checkpoint directory (its weight
+    files' names, sizes and mtimes are folded in, so re-exported weights get new keys)."""
+    arch = {k: v for k, v in asdict(cfg).items() if k not in ("extra", "name")}
+    ident = weights
+    p = Path(weights)
+    if not weights.startswith("dummy:") and p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix in (".safetensors", ".bin", ".pt"))
+        ident = str(p.resolve()) + "|" + ",".join(
+            f"{f.name}:{f.stat().st_size}:{int(f.stat().st_mtime)}" for f in files
+        )
+    digest = hashlib.sha256(json.dumps(arch, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    dt = str(dtype).removeprefix("torch.")
+    return f"{cfg.name}|arch={digest}|weights={ident}|dtype={dt}|bs={block_size}"
+
+
+def open_store(spec: str | os.PathLike, num_layers: int, memory_mb: int) -> GlobalKVStore:
+    """``spec`` is a directory (memory tier + disk tier shared through it) or ``"memory"``."""
+    if memory_mb < 0:
+        raise LlmplanError(f"--kv-store-memory-mb must be >= 0 (got {memory_mb})")
+    if str(spec) == MEMORY_ONLY:
+        if memory_mb == 0:
+            raise LlmplanError("--kv-store memory with --kv-store-memory-mb 0 stores nothing; "
+                               "give the memory tier some room or pass a directory")
+        return GlobalKVStore(num_layers, memory_bytes=memory_mb << 20)
+    if not str(spec).strip():
+        raise LlmplanError("--kv-store needs a directory (or 'memory' for a memory-only store)")
+    root = Path(spec).expanduser()
+    if root.exists() and not root.is_dir():
+        raise LlmplanError(f"--kv-store {root} is a file; point it at a directory (it is created if missing)")
+    store = GlobalKVStore(num_layers, memory_bytes=memory_mb << 20, disk_dir=root)
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise LlmplanError(f"--kv-store {root} is not writable; pick a directory this user can write")
+    return store
+
+
+# --------------------------------------------------------------------------- accounting
+@dataclass(slots=True)
+class ServingStats:
+    """What the store did for the served requests (exported on /metrics)."""
+
+    lookups: int = 0  # prefill chunks at position 0 that consulted the store
+    hit_blocks: int = 0  # full blocks of those chunks loaded from the store
+    miss_blocks: int = 0  # full blocks of those chunks computed
+    hit_tokens: int = 0  # prompt tokens whose KV came from the store instead of a forward pass
+    miss_tokens: int = 0  # tokens of those chunks computed
+    written_blocks: int = 0  # full blocks written back
+    retries: int = 0  # passes re-run because a cached block vanished or was corrupt
+    load_s: float = 0.0  # loader thread busy time
+    load_stall_s: float = 0.0  # compute waited for a load
+    store_s: float = 0.0  # writer thread busy time
+    store_tail_s: float = 0.0  # step waited for the last write-backs
+
+    def add_timing(self, t: PrefillTiming) -> None:
+        self.load_s += t.load_s
+        self.load_stall_s += t.load_stall_s
+        self.store_s += t.store_s
+        self.store_tail_s += t.store_tail_s
+
+
+@dataclass(slots=True)
+class SeqPlan:
+    """One prefill item's business with the store in this step."""
+
+    keys: list[bytes]  # chained keys of every full block of tokens[0:end]
+    load_cap: int  # most blocks it may load (0: not a position-0 chunk)
+    hit: int = 0  # blocks loaded
+    write: list[int] = field(default_factory=list)  # block indices written back
+
+
+@dataclass(slots=True)
+class LayerwiseOutcome:
+    logits: torch.Tensor | None  # [S, vocab] fp32, rows in ``order``
+    order: list[int]  # order[k] = index of the work item of logits row k
+    timing: PrefillTiming
+    cached_tokens: list[int]  # per work item: tokens loaded from the store
+    retries: int = 0  # passes re-run because a cached block was lost half-way
+
+
+# --------------------------------------------------------------------------- the layer-wise step
+class LayerwiseStep:
+    """One engine step run layer by layer, loading cached prefixes and writing new blocks back."""
+
+    def __init__(self, model, kv, store: GlobalKVStore, pipe: LayerwisePrefill, namespace: str) -> None:
+        if not (model.is_first and model.is_last):
+            raise LlmplanError("the KV store needs a whole-model instance (all layers in one process)")
+        if store.num_layers != model.cfg.num_layers:
+            raise LlmplanError(f"the store has {store.num_layers} layers, the model {model.cfg.num_layers}")
+        self.model, self.kv, self.store, self.pipe, self.namespace = model, kv, store, pipe, namespace
+        self.bs = kv.block_size
+
+    def plan(self, tokens: Sequence[int], context_len: int, end: int) -> SeqPlan | None:
+        """``tokens`` are the sequence's known tokens, this step computes ``[context_len, end)``."""
+        bs = self.bs
+        if end // bs <= context_len // bs:
+            return None  # completes no block and cannot load one
+        keys = block_hashes(tokens[:end], bs, self.namespace)
+        # At least one token of the chunk is computed: the chunk must produce its hidden rows
+        # (and the prompt's last token its logits).
+        return SeqPlan(keys, load_cap=(end - 1) // bs if context_len == 0 else 0)
+
+    def _match(self, plan: SeqPlan, w: SeqWork, tokens: Sequence[int], end: int) -> SeqWork:
+        plan.hit = self.store.match_prefix(plan.keys[: plan.load_cap]) if plan.load_cap else 0
+        start = max(w.context_len, plan.hit * self.bs)
+        # Blocks this step completes, unless another request or process already stored them.
+        plan.write = [j for j in range(start // self.bs, len(plan.keys))
+                      if not self.store.has_block(plan.keys[j])]
+        p = plan.hit * self.bs
+        if p == w.context_len:
+            return w
+        return SeqWork(list(tokens[p:end]), p, w.block_ids, w.is_prefill, w.sample)
+
+    def _slots(self, block_ids: Sequence[int], blocks: Sequence[int]) -> list[int]:
+        bs = self.bs
+        return [block_ids[j] * bs + o for j in blocks for o in range(bs)]
+
+    @torch.inference_mode()
+    def run(self, work: list[SeqWork], plans: list[SeqPlan | None], tokens: list[Sequence[int]],
+            ends: list[int]) -> LayerwiseOutcome:
+        """Run ``work`` (the base executor's items) with ``plans`` (``None`` for plain items)."""
+        # Each failed pass dropped at least one cached block, so this ends.
+        for attempt in range(sum(len(p.keys) for p in plans if p is not None) + 2):
+            matched = [w if p is None else self._match(p, w, t, e)
+                       for w, p, t, e in zip(work, plans, tokens, ends, strict=True)]
+            out = self._pass(matched, plans)
+            if out is not None:
+                out.retries = attempt
+                return out
+        raise LlmplanError("the KV store kept losing blocks during one step; check the store's disk")
+
+    def _pass(self, work: list[SeqWork], plans: list[SeqPlan | None]) -> LayerwiseOutcome | None:
+        model = self.model
+        cfg = model.cfg
+        cached: list[bytes] = []
+        prefix_slots: list[int] = []
+        new_keys: list[bytes] = []
+        wb_slots: list[int] = []
+        for w, p in zip(work, plans, strict=True):
+            if p is not None:
+                cached += p.keys[: p.hit]
+                prefix_slots += self._slots(w.block_ids, range(p.hit))
+                new_keys += [p.keys[j] for j in p.write]
+                wb_slots += self._slots(w.block_ids, p.write)
+        inputs = build_step_inputs(work, self.bs, model.input_device)
+        per_dev: dict[torch.device, tuple] = {}
+
+        def compute(i: int, x: torch.Tensor, past: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+            layer = model.layers[i - model.layer_start]
+            dev = layer.device
+            if dev not in per_dev:  # layers may sit on several devices (a --plan device map)
+                cos, sin = model.ropes[dev](inputs.positions.to(dev))
+                per_dev[dev] = (cos, sin, inputs.meta.to(dev),
+                                torch.tensor(prefix_slots, dtype=torch.long, device=dev),
+                                torch.tensor(wb_slots, dtype=torch.long, device=dev))
+            cos, sin, meta, pslots, wslots = per_dev[dev]
+            k_pool, v_pool = self.kv.layer(i)
+            flat_k = k_pool.view(-1, cfg.num_kv_heads, cfg.head_dim)
+            flat_v = v_pool.view(-1, cfg.num_kv_heads, cfg.head_dim)
+            if past is not None:  # the cached prefix lands in the request's own blocks first
+                flat_k[pslots] = past[0].to(device=dev, dtype=flat_k.dtype)
+                flat_v[pslots] = past[1].to(device=dev, dtype=flat_v.dtype)
+            x = layer(x.to(dev), cos, sin, meta, self.kv)
+            return x, torch.stack([flat_k[wslots], flat_v[wslots]])
+
+        hidden = model.embed_tokens(inputs.input_ids)
+        res = self.pipe.run(compute, hidden, cfg.num_layers, cached, new_keys, self.bs, keep_kv=False)
+        if res is None:
+            return None  # a cached block was lost mid-way (and dropped): the caller re-plans
+        logits = None
+        if inputs.order:
+            x = res.hidden[inputs.logits_index.to(res.hidden.device)]
+            logits = linear(model.norm(x), model.lm_head_weight).float()
+        cached_tokens = [0 if p is None else p.hit * self.bs for p in plans]
+        return LayerwiseOutcome(logits, inputs.order, res.timing, cached_tokens)
+
+
+# --------------------------------------------------------------------------- the executor
+class StoreExecutor(TorchExecutor):
+    """:class:`TorchExecutor` whose prefills read and feed the global KV store."""
+
+    def __init__(self, model, kv, store: GlobalKVStore, namespace: str, prefetch_depth: int = 1,
+                 sync_device: bool = True) -> None:
+        super().__init__(model, kv, sync_device=sync_device)
+        self.store = store
+        self.namespace = namespace
+        self.pipe = LayerwisePrefill(store, model.input_device, prefetch_depth=prefetch_depth)
+        self.step_runner = LayerwiseStep(model, kv, store, self.pipe, namespace)
+        self.stats = ServingStats()
+
+    def close(self) -> None:
+        self.pipe.close()
+
+    def execute(self, batch: ScheduledBatch) -> StepResult:
+        t0 = time.perf_counter()
+        if not batch.items:
+            return StepResult(duration_s=0.0, next_tokens={})
+        work = [seq_work(it) for it in batch.items]
+        samplers = [sampler_of(it) for it in batch.items]
+        tokens: list[Sequence[int]] = []
+        ends: list[int] = []
+        plans: list[SeqPlan | None] = []
+        for it in batch.items:
+            seq = it.seq
+            toks = seq.prompt_token_ids + seq.output_token_ids if it.is_prefill else []
+            end = it.context_len + it.num_new_tokens
+            tokens.append(toks)
+            ends.append(end)
+            plans.append(self.step_runner.plan(toks, it.context_len, end) if it.is_prefill else None)
+        if any(p is not None for p in plans):
+            sampled = self._run_layerwise(work, samplers, plans, tokens, ends)
+        else:
+            sampled = self.run_work(work, samplers)
+        if self.sync_device:
+            torch.cuda.synchronize()
+        self.steps += 1
+        nxt = {it.seq.rid: t for it, t in zip(batch.items, sampled, strict=True) if t is not None}
+        return StepResult(duration_s=time.perf_counter() - t0, next_tokens=nxt)
+
+    def _run_layerwise(self, work: list[SeqWork], samplers: list[RequestSampler], plans: list[SeqPlan | None],
+                       tokens: list[Sequence[int]], ends: list[int]) -> list[int | None]:
+        out = self.step_runner.run(work, plans, tokens, ends)
+        s = self.stats
+        for p, cached, end in zip(plans, out.cached_tokens, ends, strict=True):
+            if p is None:
+                continue
+            s.written_blocks += len(p.write)
+            if p.load_cap:
+                s.lookups += 1
+                s.hit_blocks += p.hit
+                s.miss_blocks += len(p.keys) - p.hit
+                s.hit_tokens += cached
+                s.miss_tokens += end - cached
+        s.retries += out.retries
+        s.add_timing(out.timing)
+        sampled: list[int | None] = [None] * len(work)
+        if out.logits is not None:
+            for i, t in zip(out.order, sample(out.logits, [samplers[i] for i in out.order]), strict=True):
+                sampled[i] = t
+        return sampled
+
+
+def build_store_executor(model, kv, spec: str | os.PathLike, memory_mb: int, weights: str) -> StoreExecutor:
+    """What ``build_engine(kv_store=...)`` plugs in: the store opened, namespaced to this model."""
+    store = open_store(spec, model.cfg.num_layers, memory_mb)
+    ns = model_namespace(model.cfg, weights, model.dtype, kv.block_size)
+    return StoreExecutor(model, kv, store, ns)
