@@ -106,6 +106,17 @@ def register(app: typer.Typer) -> None:
         max_instances: int | None = typer.Option(
             None, "--max-instances", min=1, help="--fill: stop after this many instances."
         ),
+        kv_profile: Path | None = typer.Option(
+            None,
+            "--kv-profile",
+            help="Size the per-request KV reserve from a resource profile (`llmplan profile fit --out "
+            "DIR`) collected serving this model: the --kv-quantile of predicted peak memory above the "
+            "idle floor, over --kv-prompts; replaces --input-len + --output-len in the reserve.",
+        ),
+        kv_prompts: Path | None = typer.Option(
+            None, "--kv-prompts", help="--kv-profile: JSONL of {prompt, task?} (default: the task suite)."
+        ),
+        kv_quantile: float = typer.Option(0.9, "--kv-quantile", help="--kv-profile: per-request quantile."),
     ) -> None:
         import dataclasses
 
@@ -174,6 +185,10 @@ def register(app: typer.Typer) -> None:
             return
 
         wl = PlanWorkload(max_batch=max_batch, input_len=input_len, output_len=output_len)
+        if kv_profile is not None:
+            wl = _profile_reserve(wl, spec, kv_profile, kv_prompts, kv_quantile, quiet=as_json)
+        elif kv_prompts is not None:
+            raise LlmplanError("--kv-prompts only applies with --kv-profile DIR")
         if fill:
             from llmplan.plan.planner import fill_plan
 
@@ -190,6 +205,27 @@ def register(app: typer.Typer) -> None:
         _show(plan, as_json, show_device_map)
         if out and not as_json:
             console.print(f"saved plan to {out}")
+
+
+def _profile_reserve(wl, spec, profile_dir: Path, prompts_file: Path | None, quantile: float, quiet: bool):
+    import dataclasses
+
+    from llmplan.cli._common import console
+    from llmplan.profile.collect import load_suite
+    from llmplan.profile.kv_reserve import kv_reserve_from_profile
+
+    rows = load_suite(prompts_file)
+    res = kv_reserve_from_profile(
+        profile_dir, [r["prompt"] for r in rows], tasks=[r.get("task") for r in rows], quantile=quantile
+    )
+    per_req = res.tokens_per_request(spec.kv_bytes_per_token)
+    if not quiet:
+        console.print(
+            f"KV reserve from {profile_dir}: P{quantile * 100:g} of predicted peak memory above the "
+            f"{res.floor_mb:.0f} MiB floor over {res.prompts} prompts = {res.per_request_mb:.1f} MiB "
+            f"per request = {per_req} KV tokens of {spec.name} (x --max-batch {wl.max_batch})"
+        )
+    return dataclasses.replace(wl, kv_tokens_per_request=per_req)
 
 
 def _show(plan, as_json: bool, show_device_map: bool) -> None:

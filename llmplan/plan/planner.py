@@ -83,7 +83,7 @@ def _infeasible_message(spec: ModelSpec, problem: Problem, workload: PlanWorkloa
     why = f"shortfall {short:.1f} GiB" if short > 0 else "but no split fits the per-GPU limits"
     return (
         f"{spec.name} needs {w:.1f} GiB weights + {kv:.1f} GiB KV (max_batch {workload.max_batch} x "
-        f"{workload.input_len + workload.output_len} tokens); {gives}, {why}; " + " or ".join(fixes)
+        f"{workload.kv_tokens // workload.max_batch} tokens); {gives}, {why}; " + " or ".join(fixes)
     )
 
 

@@ -20,16 +20,22 @@ class PlanWorkload:
     """The reference workload a plan is sized and priced for.
 
     max_batch sequences of input_len prompt tokens and output_len generated tokens:
-    the KV reserve is max_batch * (input_len + output_len) tokens.
+    the KV reserve is max_batch * (input_len + output_len) tokens, unless
+    ``kv_tokens_per_request`` overrides the per-request share (e.g. sized from a resource
+    profile's memory prediction, ``llmplan plan --kv-profile``).
     """
 
     max_batch: int = 32
     input_len: int = 512
     output_len: int = 256
+    kv_tokens_per_request: int | None = None
 
     @property
     def kv_tokens(self) -> int:
-        return self.max_batch * (self.input_len + self.output_len)
+        per_request = self.kv_tokens_per_request
+        if per_request is None:
+            per_request = self.input_len + self.output_len
+        return self.max_batch * per_request
 
 
 @dataclass(slots=True)

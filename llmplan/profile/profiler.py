@@ -44,6 +44,9 @@ class ResourceProfiler:
     global_models: dict[str, Selected]
     description: list[dict[str, Any]] = field(default_factory=list)
     elbow: dict[str, list] = field(default_factory=dict)
+    # The serving process's footprint with no request running (weights, runtime): the lowest mean
+    # memory seen in training. Per-request memory is measured above it (the planner's KV reserve).
+    memory_floor_mb: float | None = None
 
     @classmethod
     def fit(
@@ -87,7 +90,10 @@ class ResourceProfiler:
                 )
                 for m in METRICS
             }
-        prof = cls(k, gamma, scaler, clusterer, models, global_models, elbow=elbow)
+        prof = cls(
+            k, gamma, scaler, clusterer, models, global_models, elbow=elbow,
+            memory_floor_mb=float(df["mean_mem_mb"].min()),
+        )  # fmt: skip
         prof.description = prof._describe(df, labels)
         return prof
 
