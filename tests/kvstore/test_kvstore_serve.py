@@ -1,0 +1,193 @@
+"""`llmplan serve --kv-store`: real servers (uvicorn in-process and `llmplan serve` subprocesses)
+sharing a store give the same greedy tokens as a server without one, compute only the uncached
+tail (per /metrics), drop a corrupt block file and recompute, and reject bad flags in one line."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "server"))
+
+from server_harness import free_port, metric, running_server  # noqa: E402
+
+from llmplan.errors import LlmplanError  # noqa: E402
+
+BS = 16
+_rng = random.Random(7)
+SHARED = [_rng.randrange(3, 32000) for _ in range(48)]  # 3 full blocks
+PROMPT_A = SHARED + [_rng.randrange(3, 32000) for _ in range(10)]
+PROMPT_B = SHARED + [_rng.randrange(3, 32000) for _ in range(21)]  # 69 tokens: 4 full blocks + 5
+
+
+def _engine(**kw):
+    from llmplan.runtime.engine import build_engine
+
+    return build_engine(dummy_weights="llama-tiny", num_kv_blocks=64, max_num_seqs=8, threads=1, **kw)
+
+
+def _complete(url: str, prompt: list[int], n: int = 8, **sampling) -> str:
+    body = {"prompt": prompt, "max_tokens": n, "temperature": 0.0, "ignore_eos": True, **sampling}
+    r = httpx.post(url + "/v1/completions", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()["choices"][0]["text"]
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """Outputs of a server without a store: the ground truth."""
+    with running_server(_engine()) as url:
+        yield {
+            "a": _complete(url, PROMPT_A),
+            "b": _complete(url, PROMPT_B),
+            "b_sampled": _complete(url, PROMPT_B, temperature=0.9, seed=11),
+        }
+
+
+def test_repeated_prefix_is_served_from_the_store_with_identical_output(tmp_path, reference):
+    with running_server(_engine(kv_store=str(tmp_path))) as url:
+        assert _complete(url, PROMPT_A) == reference["a"]  # cold: computes all, writes 3 blocks
+        assert metric(url, "llmplan_kvstore_hit_tokens_total") == 0
+        assert metric(url, "llmplan_kvstore_written_blocks_total") == 3
+        assert _complete(url, PROMPT_B) == reference["b"]
+        assert metric(url, "llmplan_kvstore_hit_tokens_total") == 48  # the shared 3 blocks
+        assert metric(url, "llmplan_kvstore_hit_blocks_total") == 3
+        assert metric(url, "llmplan_kvstore_miss_tokens_total") == len(PROMPT_A) + len(PROMPT_B) - 48
+        # B's own 4th block went back too; the memory tier served every (block, layer) load.
+        assert metric(url, "llmplan_kvstore_written_blocks_total") == 4
+        assert metric(url, "llmplan_kvstore_memory_hits_total") == 3 * 4
+        # The request's own sampler draws the token (seeded sampling, not argmax).
+        assert _complete(url, PROMPT_B, temperature=0.9, seed=11) == reference["b_sampled"]
+        assert metric(url, "llmplan_kvstore_hit_tokens_total") == 48 + 64
+        assert metric(url, "llmplan_kvstore_disk_bytes") > 0
+
+
+def test_chunked_prefill_loads_within_the_first_chunk_and_writes_back_later_chunks(tmp_path, reference):
+    # 32-token steps: B's first chunk [0, 32) may load 1 block (one token must be computed),
+    # A's later chunks complete blocks 1 and 2, which go back to the store.
+    with running_server(_engine(kv_store=str(tmp_path), max_num_batched_tokens=32)) as url:
+        assert _complete(url, PROMPT_A) == reference["a"]
+        assert metric(url, "llmplan_kvstore_written_blocks_total") == 3
+        assert _complete(url, PROMPT_B) == reference["b"]
+        assert metric(url, "llmplan_kvstore_hit_tokens_total") == 16
+
+
+def test_a_corrupt_block_file_is_dropped_and_recomputed(tmp_path, reference):
+    # Disk tier only, so every load reads (and checks) a file.
+    with running_server(_engine(kv_store=str(tmp_path), kv_store_memory_mb=0)) as url:
+        assert _complete(url, PROMPT_A) == reference["a"]
+        files = sorted(tmp_path.rglob("*.kvb"))
+        assert len(files) == 3 * 4  # 3 blocks x 4 layers
+        import torch
+
+        from llmplan.kvstore.hashing import block_hashes
+        from llmplan.kvstore.serving import model_namespace
+        from llmplan.runtime.engine.config import catalog_config
+
+        ns = model_namespace(catalog_config("llama-tiny"), "dummy:llama-tiny:seed=0", torch.float32, BS)
+        victim = next(f for f in files if f.name.startswith(block_hashes(PROMPT_A, BS, ns)[1].hex())
+                      and ".L2." in f.name)
+        data = bytearray(victim.read_bytes())
+        data[len(data) // 2] ^= 0x01  # one flipped bit in the payload
+        victim.write_bytes(bytes(data))
+        assert _complete(url, PROMPT_B) == reference["b"]
+        assert metric(url, "llmplan_kvstore_corrupt_dropped_total") == 1
+        assert metric(url, "llmplan_kvstore_step_retries_total") == 1
+        assert metric(url, "llmplan_kvstore_hit_tokens_total") == 16  # only block 0 survived
+        assert not victim.exists() or victim.read_bytes() != bytes(data)  # rewritten, not served
+
+
+def _serve(port: int, store: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "llmplan.cli.app", "serve", "--dummy-weights", "llama-tiny",
+         "--port", str(port), "--num-kv-blocks", "64", "--max-num-seqs", "4", "--threads", "1",
+         "--log-level", "warning", "--kv-store", str(store), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def _healthy(url: str, proc: subprocess.Popen, timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode}:\n{proc.stdout.read()}")
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("server did not become healthy")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def test_two_server_processes_share_one_store_directory(tmp_path, reference):
+    store = tmp_path / "kv"
+    ports = free_port(), free_port()
+    # Both start before anything is stored: the second must find the first's blocks in the
+    # directory at lookup time, not in an index built when it opened.
+    procs = [_serve(p, store) for p in ports]
+    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    try:
+        for u, p in zip(urls, procs, strict=True):
+            _healthy(u, p)
+        assert _complete(urls[0], PROMPT_A) == reference["a"]
+        assert _complete(urls[1], PROMPT_B) == reference["b"]
+        assert metric(urls[1], "llmplan_kvstore_hit_tokens_total") == 48
+        assert metric(urls[1], "llmplan_kvstore_miss_tokens_total") == len(PROMPT_B) - 48
+        assert metric(urls[1], "llmplan_kvstore_disk_hits_total") == 3 * 4
+        _stop(procs[0])
+        # A restart keeps the disk tier: the new process serves B's 4 full blocks from disk.
+        procs[0] = _serve(ports[0], store)
+        _healthy(urls[0], procs[0])
+        assert _complete(urls[0], PROMPT_B) == reference["b"]
+        assert metric(urls[0], "llmplan_kvstore_hit_tokens_total") == 64
+    finally:
+        for p in procs:
+            _stop(p)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--kv-store-memory-mb", "64"], "--kv-store-memory-mb needs --kv-store"),
+        (["--kv-store", "memory", "--kv-store-memory-mb", "0"], "stores nothing"),
+        (["--kv-store", "DIR", "--kv-store-memory-mb", "-1"], "must be >= 0"),
+        (["--kv-store", "FILE"], "is a file"),
+        (["--kv-store", " "], "needs a directory"),
+    ],
+)
+def test_bad_kv_store_flags_fail_in_one_line(tmp_path, args, message):
+    from llmplan.cli.app import app
+
+    f = tmp_path / "f"
+    f.write_text("x")
+    args = [str(f) if a == "FILE" else str(tmp_path / "d") if a == "DIR" else a for a in args]
+    r = CliRunner().invoke(app, ["serve", "--dummy-weights", "llama-tiny", *args])
+    assert isinstance(r.exception, LlmplanError), r.output
+    assert message in str(r.exception) and "\n" not in str(r.exception)
+
+
+def test_bad_kv_store_flag_exits_2_with_one_red_line(tmp_path):
+    p = subprocess.run(
+        [sys.executable, "-m", "llmplan.cli.app", "serve", "--dummy-weights", "llama-tiny",
+         "--kv-store-memory-mb", "8"], capture_output=True, text=True, timeout=60,
+    )
+    assert p.returncode == 2
+    assert p.stderr.strip().count("\n") == 0 and "--kv-store-memory-mb needs --kv-store" in p.stderr
