@@ -504,9 +504,15 @@ def _pd_split(
     temporary one when --kv-store is not given) and a line for the log."""
     if pd is None:
         return None, kv_store, ""
+    from llmplan.errors import LlmplanError
     from llmplan.frontend.pd import parse_pd
 
     split = parse_pd(pd, instances)
+    if kv_store is not None and str(kv_store) == "memory":
+        raise LlmplanError(
+            "--pd hands the KV between processes through the store's directory; --kv-store memory is "
+            "private to each process: give --kv-store DIR (or leave it out for a temporary one)"
+        )
     if kv_store is not None:
         return (
             split,

@@ -188,11 +188,13 @@ def builtin_specs(
     extra_args: list[str],
     pd: tuple[int, int] | None = None,
     kv_store: str | None = None,
+    ports: list[int] | None = None,
 ) -> list[InstanceSpec]:
     """``n`` built-in servers on consecutive ports. With ``pd=(P, D)`` the first P are prefill
     instances (``prefill0..``) and the other D decode instances (``decode0..``); with
     ``kv_store`` every instance shares that global KV store directory, which is how a P/D
-    pair hands the KV over (see ``llmplan.frontend.pd.StoreHandoff``)."""
+    pair hands the KV over (see ``llmplan.frontend.pd.StoreHandoff``). ``ports`` overrides the
+    consecutive ports from ``base_port``."""
     from llmplan.errors import LlmplanError
     from llmplan.frontend.launch import builtin_spec
 
@@ -200,6 +202,8 @@ def builtin_specs(
         raise LlmplanError(f"P:D {pd[0]}:{pd[1]} does not split {n} instances; make P+D equal --instances")
     if pd is not None and kv_store is None:
         raise LlmplanError("built-in P/D hands the KV over through the global store; give --kv-store DIR")
+    if ports is not None and len(ports) != n:
+        raise LlmplanError(f"{len(ports)} ports for {n} instances; give one port per instance")
     store_args = ["--kv-store", kv_store] if kv_store is not None else []
     specs = []
     for i in range(n):
@@ -211,7 +215,7 @@ def builtin_specs(
             name, role = f"decode{i - pd[0]}", "decode"
         spec = builtin_spec(
             name,
-            base_port + i,
+            ports[i] if ports is not None else base_port + i,
             dummy_weights=dummy_weights,
             model=model,
             host=host,

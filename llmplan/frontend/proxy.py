@@ -172,10 +172,7 @@ class Frontend:
                     if not self.pool.any_routable():
                         waited_without_backend += 0.5
                         if waited_without_backend >= self.no_backend_timeout_s:
-                            raise NoBackendError(
-                                f"no healthy backend for {self.no_backend_timeout_s:.0f}s; "
-                                "check the instance logs"
-                            ) from None
+                            raise NoBackendError(self._no_backend_reason()) from None
                     else:
                         waited_without_backend = 0.0
         finally:
@@ -183,6 +180,15 @@ class Frontend:
                 ticket.granted.cancel()
             self.admission.cancel(ticket)
             self.metrics.queue_len.set(len(self.admission))
+
+    def _no_backend_reason(self) -> str:
+        waited = f"{self.no_backend_timeout_s:g}s"
+        if any(b.role == "prefill" and b.healthy for b in self.pool.backends):
+            return (
+                f"no healthy decode instance to hand P/D requests to for {waited} (the prefill instances "
+                "are up); check the decode instances' logs"
+            )
+        return f"no healthy backend for {waited}; check the instance logs"
 
     def _dispatch_waiting(self) -> None:
         """Grant free slots to the best-scored waiting tickets."""
