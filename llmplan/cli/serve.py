@@ -242,10 +242,17 @@ def register(app: typer.Typer) -> None:
             help="Memory tier of --kv-store in MiB (default 1024; 0 = disk tier only).",
             rich_help_panel="KV cache store",
         ),
+        kv_store_disk_gb: float | None = typer.Option(
+            None,
+            "--kv-store-disk-gb",
+            help="Cap the disk tier of --kv-store DIR at this many GiB (least recently used files go "
+            "first; each server counts what it wrote or read). Default: no cap.",
+            rich_help_panel="KV cache store",
+        ),
     ) -> None:
         import logging
 
-        kv_store_args = _kv_store_args(kv_store, kv_store_memory_mb)
+        kv_store_args = _kv_store_args(kv_store, kv_store_memory_mb, kv_store_disk_gb)
         if engine_kind != "builtin" or instances > 1 or pd is not None:
             _serve_deployment(
                 engine_kind=engine_kind,
@@ -289,7 +296,7 @@ def register(app: typer.Typer) -> None:
                     *(["--max-model-len", str(max_model_len)] if max_model_len else []),
                     *(["--served-model-name", served_model_name] if served_model_name else []),
                     *(["--threads", str(threads)] if threads else []),
-                    *kv_store_args[2:],  # --kv-store-memory-mb; --kv-store itself goes as kv_store=
+                    *kv_store_args[2:],  # the tier flags; --kv-store itself goes as kv_store=
                 ],
                 kv_store=Path(kv_store_args[1]) if kv_store_args else None,
             )
@@ -332,6 +339,7 @@ def register(app: typer.Typer) -> None:
                 misprediction_log=record_mispredictions,
                 kv_store=kv_store_args[1] if kv_store_args else None,
                 kv_store_memory_mb=1024 if kv_store_memory_mb is None else kv_store_memory_mb,
+                kv_store_disk_gb=kv_store_disk_gb,
             )
         url = f"http://{host}:{port}"
         console.print(
@@ -353,14 +361,17 @@ def register(app: typer.Typer) -> None:
         )
 
 
-def _kv_store_args(kv_store: str | None, memory_mb: int | None) -> list[str]:
-    """Check the KV-store flags; ``[--kv-store PATH, (--kv-store-memory-mb N)]`` for backends."""
+def _kv_store_args(kv_store: str | None, memory_mb: int | None, disk_gb: float | None = None) -> list[str]:
+    """Check the KV-store flags; ``[--kv-store PATH, (tier flags)]`` for a deployment's backends."""
     from llmplan.errors import LlmplanError
 
     if kv_store is None:
-        if memory_mb is not None:
-            raise LlmplanError("--kv-store-memory-mb needs --kv-store DIR (or --kv-store memory)")
+        for flag, value in (("--kv-store-memory-mb", memory_mb), ("--kv-store-disk-gb", disk_gb)):
+            if value is not None:
+                raise LlmplanError(f"{flag} needs --kv-store DIR (or --kv-store memory)")
         return []
+    if disk_gb is not None and (kv_store == "memory" or not disk_gb > 0):
+        raise LlmplanError(f"--kv-store-disk-gb must be > 0 and needs a --kv-store DIR (got {disk_gb})")
     if not kv_store.strip():
         raise LlmplanError("--kv-store needs a directory, or 'memory' for a memory-only store")
     if memory_mb is not None and memory_mb < 0:
@@ -370,7 +381,8 @@ def _kv_store_args(kv_store: str | None, memory_mb: int | None) -> list[str]:
     if kv_store != "memory" and Path(kv_store).expanduser().is_file():
         raise LlmplanError(f"--kv-store {kv_store} is a file; point it at a directory (created if missing)")
     path = kv_store if kv_store == "memory" else str(Path(kv_store).expanduser().absolute())
-    return ["--kv-store", path, *(["--kv-store-memory-mb", str(memory_mb)] if memory_mb is not None else [])]
+    return ["--kv-store", path, *(["--kv-store-memory-mb", str(memory_mb)] if memory_mb is not None else []),
+            *(["--kv-store-disk-gb", str(disk_gb)] if disk_gb is not None else [])]
 
 
 def _serve_deployment(

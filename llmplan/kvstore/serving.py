@@ -67,10 +67,13 @@ def model_namespace(cfg, weights: str, dtype: torch.dtype | str, block_size: int
     return f"{cfg.name}|arch={digest}|weights={ident}|dtype={dt}|bs={block_size}"
 
 
-def open_store(spec: str | os.PathLike, num_layers: int, memory_mb: int) -> GlobalKVStore:
+def open_store(spec: str | os.PathLike, num_layers: int, memory_mb: int,
+               disk_gb: float | None = None) -> GlobalKVStore:
     """``spec`` is a directory (memory tier + disk tier shared through it) or ``"memory"``."""
     if memory_mb < 0:
         raise LlmplanError(f"--kv-store-memory-mb must be >= 0 (got {memory_mb})")
+    if disk_gb is not None and disk_gb <= 0:
+        raise LlmplanError(f"--kv-store-disk-gb must be > 0 (got {disk_gb}); omit it for no limit")
     if str(spec) == MEMORY_ONLY:
         if memory_mb == 0:
             raise LlmplanError("--kv-store memory with --kv-store-memory-mb 0 stores nothing; "
@@ -81,7 +84,8 @@ def open_store(spec: str | os.PathLike, num_layers: int, memory_mb: int) -> Glob
     root = Path(spec).expanduser()
     if root.exists() and not root.is_dir():
         raise LlmplanError(f"--kv-store {root} is a file; point it at a directory (it is created if missing)")
-    store = GlobalKVStore(num_layers, memory_bytes=memory_mb << 20, disk_dir=root)
+    disk_bytes = None if disk_gb is None else int(disk_gb * 2**30)
+    store = GlobalKVStore(num_layers, memory_bytes=memory_mb << 20, disk_dir=root, disk_bytes=disk_bytes)
     if not os.access(root, os.W_OK | os.X_OK):
         raise LlmplanError(f"--kv-store {root} is not writable; pick a directory this user can write")
     return store
@@ -195,6 +199,10 @@ class LayerwiseStep:
                 new_keys += [p.keys[j] for j in p.write]
                 wb_slots += self._slots(w.block_ids, p.write)
         inputs = build_step_inputs(work, self.bs, model.input_device)
+        if not cached and not new_keys:  # nothing to load or store after all: the fused forward
+            logits = model(inputs.input_ids, inputs.positions, inputs.meta, self.kv, inputs.logits_index)
+            return LayerwiseOutcome(logits if inputs.order else None, inputs.order, PrefillTiming(),
+                                    [0] * len(work))
         per_dev: dict[torch.device, tuple] = {}
 
         def compute(i: int, x: torch.Tensor, past: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -292,8 +300,9 @@ class StoreExecutor(TorchExecutor):
         return sampled
 
 
-def build_store_executor(model, kv, spec: str | os.PathLike, memory_mb: int, weights: str) -> StoreExecutor:
+def build_store_executor(model, kv, spec: str | os.PathLike, memory_mb: int, weights: str,
+                         disk_gb: float | None = None) -> StoreExecutor:
     """What ``build_engine(kv_store=...)`` plugs in: the store opened, namespaced to this model."""
-    store = open_store(spec, model.cfg.num_layers, memory_mb)
+    store = open_store(spec, model.cfg.num_layers, memory_mb, disk_gb)
     ns = model_namespace(model.cfg, weights, model.dtype, kv.block_size)
     return StoreExecutor(model, kv, store, ns)

@@ -171,6 +171,9 @@ def test_two_server_processes_share_one_store_directory(tmp_path, reference):
         (["--kv-store", "DIR", "--kv-store-memory-mb", "-1"], "must be >= 0"),
         (["--kv-store", "FILE"], "is a file"),
         (["--kv-store", " "], "needs a directory"),
+        (["--kv-store-disk-gb", "1"], "--kv-store-disk-gb needs --kv-store"),
+        (["--kv-store", "DIR", "--kv-store-disk-gb", "0"], "must be > 0"),
+        (["--kv-store", "memory", "--kv-store-disk-gb", "2"], "needs a --kv-store DIR"),
     ],
 )
 def test_bad_kv_store_flags_fail_in_one_line(tmp_path, args, message):

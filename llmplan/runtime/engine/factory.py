@@ -124,9 +124,16 @@ def build_engine(
     predictor: Any = None,
     served_model_name: str | None = None,
     threads: int | None = None,
+    # Multi-worker instances (llmplan.runtime.workers): layers over `workers` processes.
+    workers: int = 1,
+    layer_split: str | list[int] | None = None,
+    migration_controller: bool = False,
+    control_interval_s: float = 1.0,
+    worker_timeout_s: float = 120.0,
     misprediction_log: str | Path | None = None,
     kv_store: str | Path | None = None,
     kv_store_memory_mb: int = 1024,
+    kv_store_disk_gb: float | None = None,
 ) -> AsyncLLMEngine:
     """An :class:`~llmplan.runtime.engine.api.AsyncEngine` running the torch model.
 
@@ -140,7 +147,8 @@ def build_engine(
     ``kv_store`` (a directory, or ``"memory"``) puts the global KV cache store in the prefill
     path (``llmplan.kvstore.serving``): cached prompt prefixes are loaded layer by layer instead
     of computed, new full blocks are written back; processes sharing a directory share blocks.
-    ``kv_store_memory_mb`` is its memory tier. ``None`` (default): no store.
+    ``kv_store_memory_mb`` is its memory tier, ``kv_store_disk_gb`` caps its disk tier (LRU files;
+    ``None``: no cap). ``kv_store=None`` (default): no store.
     """
     if threads is not None:
         if threads < 1:
@@ -148,6 +156,8 @@ def build_engine(
         torch.set_num_threads(threads)
     if max_num_seqs < 1 or max_queue < 0 or block_size < 1 or max_num_batched_tokens < 1:
         raise LlmplanError("max_num_seqs, block_size and max_num_batched_tokens must be >= 1, max_queue >= 0")
+    if workers != 1 or layer_split is not None or migration_controller:
+        return _pipeline_engine(locals())
     cfg, m = build_model(model, dummy_weights, plan, device, dtype, seed)
     policy = resolve_policy(scheduler)
     if getattr(policy, "uses_prediction", False) and predictor is None:
@@ -194,7 +204,9 @@ def build_engine(
         from llmplan.predict.online import MispredictionRecorder
 
         recorder = MispredictionRecorder(misprediction_log, predictor.bucket_edges)
-    executor, collectors = _executor(m, kv, kv_store, kv_store_memory_mb, model, dummy_weights, seed)
+    executor, collectors = _executor(
+        m, kv, kv_store, kv_store_memory_mb, kv_store_disk_gb, model, dummy_weights, seed
+    )
     eng = LLMEngine(
         cfg, executor, sch, tok, name, ctx, seed=seed, predictor=predictor, recorder=recorder
     )
@@ -204,7 +216,9 @@ def build_engine(
     return engine
 
 
-def _executor(m, kv, kv_store, kv_store_memory_mb, model, dummy_weights, seed) -> tuple[TorchExecutor, list]:
+def _executor(
+    m, kv, kv_store, kv_store_memory_mb, kv_store_disk_gb, model, dummy_weights, seed
+) -> tuple[TorchExecutor, list]:
     """The plain torch executor, or the KV-store executor and its metrics collector."""
     if kv_store is None:
         return TorchExecutor(m, kv), []
@@ -212,6 +226,20 @@ def _executor(m, kv, kv_store, kv_store_memory_mb, model, dummy_weights, seed) -
     from llmplan.kvstore.serving import build_store_executor
 
     weights = f"dummy:{dummy_weights}:seed={seed}" if dummy_weights else str(Path(str(model)).expanduser())
-    ex = build_store_executor(m, kv, kv_store, kv_store_memory_mb, weights)
+    ex = build_store_executor(m, kv, kv_store, kv_store_memory_mb, weights, kv_store_disk_gb)
     log.info("KV store: %s (memory tier %d MiB), namespace %s", kv_store, kv_store_memory_mb, ex.namespace)
     return ex, [StoreCollector(ex.store, ex.stats)]
+
+
+def _pipeline_engine(args: dict[str, Any]) -> AsyncLLMEngine:
+    """``workers`` > 1: the same serving core over a multi-worker PipelineExecutor."""
+    if args["workers"] < 2:
+        raise LlmplanError("--layer-split and --migration-controller need --workers 2 or more")
+    if args.get("kv_store") is not None:
+        raise LlmplanError("--kv-store serves single-worker instances; drop it or use --workers 1")
+    import inspect
+
+    from llmplan.runtime.workers.engine import build_pipeline_engine
+
+    known = inspect.signature(build_pipeline_engine).parameters
+    return build_pipeline_engine(**{k: v for k, v in args.items() if k in known})
