@@ -264,7 +264,12 @@ def _show(plan, as_json: bool, show_device_map: bool) -> None:
     console.print(
         f"[bold]{s['gpus']} GPU(s)[/]  TTFT {s['ttft_ms']} ms (one prompt)  TPOT {s['tpot_ms']} ms "
         f"(batch {wl.max_batch})  batch latency {s['batch_latency_s']} s "
-        f"({wl.max_batch} x {wl.input_len}+{wl.output_len} tokens)",
+        f"({wl.max_batch} x {wl.input_len}+{wl.output_len} tokens)"
+        + (
+            f"  KV reserve {wl.kv_tokens_per_request} tokens/request (profile)"
+            if wl.kv_tokens_per_request is not None
+            else ""
+        ),
         highlight=False,
     )
     for line in plan.explanation:
