@@ -148,6 +148,42 @@ def register(app: typer.Typer) -> None:
             "JSONL file, for `llmplan predict update` (UELLM's online correction). Needs --predictor.",
             rich_help_panel="Scheduling",
         ),
+        workers: int = typer.Option(
+            1,
+            "--workers",
+            min=1,
+            help="Split the built-in engine's decoder layers over N worker processes (rank 0 is this "
+            "server: embedding, scheduling, LM head, sampling); gloo on CPU, NCCL on CUDA.",
+            rich_help_panel="Multi-worker instance",
+        ),
+        layer_split: str | None = typer.Option(
+            None,
+            "--layer-split",
+            help="Layers per worker, e.g. 1,3 (must sum to the model's layers). Default: the --plan's "
+            "stages when it has --workers of them, else an even split.",
+            rich_help_panel="Multi-worker instance",
+        ),
+        migration_controller: bool = typer.Option(
+            False,
+            "--migration-controller/--no-migration-controller",
+            help="Run the migration controller (Algorithm 4-1) in the engine loop over live worker loads; "
+            "it moves boundary layers between workers. POST /admin/migrate works either way.",
+            rich_help_panel="Multi-worker instance",
+        ),
+        control_interval: float = typer.Option(
+            1.0,
+            "--control-interval",
+            min=0.01,
+            help="Seconds between two load measurements of the migration controller.",
+            rich_help_panel="Multi-worker instance",
+        ),
+        worker_timeout: float = typer.Option(
+            120.0,
+            "--worker-timeout",
+            min=1,
+            help="Seconds a step or migration may wait on a worker before the instance fails.",
+            rich_help_panel="Multi-worker instance",
+        ),
         engine_kind: str = typer.Option(
             "builtin",
             "--engine",
@@ -253,6 +289,8 @@ def register(app: typer.Typer) -> None:
         import logging
 
         kv_store_args = _kv_store_args(kv_store, kv_store_memory_mb, kv_store_disk_gb)
+        _check_workers(workers, layer_split, migration_controller,
+                       engine_kind != "builtin" or instances > 1 or pd is not None)
         if engine_kind != "builtin" or instances > 1 or pd is not None:
             _serve_deployment(
                 engine_kind=engine_kind,
@@ -336,6 +374,11 @@ def register(app: typer.Typer) -> None:
                 predictor=_predictor(predictor, seed),
                 served_model_name=served_model_name,
                 threads=threads,
+                workers=workers,
+                layer_split=layer_split,
+                migration_controller=migration_controller,
+                control_interval_s=control_interval,
+                worker_timeout_s=worker_timeout,
                 misprediction_log=record_mispredictions,
                 kv_store=kv_store_args[1] if kv_store_args else None,
                 kv_store_memory_mb=1024 if kv_store_memory_mb is None else kv_store_memory_mb,
@@ -383,6 +426,17 @@ def _kv_store_args(kv_store: str | None, memory_mb: int | None, disk_gb: float |
     path = kv_store if kv_store == "memory" else str(Path(kv_store).expanduser().absolute())
     return ["--kv-store", path, *(["--kv-store-memory-mb", str(memory_mb)] if memory_mb is not None else []),
             *(["--kv-store-disk-gb", str(disk_gb)] if disk_gb is not None else [])]
+
+
+def _check_workers(workers: int, layer_split: str | None, controller: bool, deployment: bool) -> None:
+    """--workers shapes one built-in instance; say so rather than ignore it in a deployment."""
+    from llmplan.errors import LlmplanError
+
+    if deployment and (workers != 1 or layer_split or controller):
+        raise LlmplanError("--workers/--layer-split/--migration-controller shape one built-in instance; "
+                           "drop them with --instances, --pd or --engine vllm")
+    if workers == 1 and (layer_split or controller):
+        raise LlmplanError("--layer-split and --migration-controller need --workers 2 or more")
 
 
 def _serve_deployment(

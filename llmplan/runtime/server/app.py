@@ -113,6 +113,10 @@ def create_app(engine: AsyncEngine, *, served_model_name: str | None = None) -> 
     app = FastAPI(title="llmplan serve", version="1", lifespan=lifespan)
     app.state.llmplan = state
     install_error_handlers(app)
+    # Multi-worker instances: POST /admin/migrate, GET /admin/workers, workers stopped after the drain.
+    from llmplan.runtime.workers.admin import install_admin
+
+    install_admin(app, engine)
 
     @app.get("/health")
     async def health() -> Response:

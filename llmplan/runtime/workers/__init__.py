@@ -1,0 +1,15 @@
+"""Multi-worker instances: one model's decoder layers over N worker processes, live layer migration.
+
+``llmplan serve --workers N`` builds the serving core over a
+:class:`~llmplan.runtime.workers.driver.PipelineExecutor` (rank 0, in the server process);
+ranks 1..N-1 run :func:`~llmplan.runtime.workers.worker.worker_main`. Modules:
+
+* :mod:`.stages`   -- the stage map (layer ranges), ``--layer-split`` parsing, moves (pure);
+* :mod:`.comm`     -- point-to-point tensors over the instance's own process group, link probe;
+* :mod:`.stage`    -- one worker's layers + KV pools: a pipeline step, sending/receiving layers;
+* :mod:`.protocol` -- control messages over each worker's pipe;
+* :mod:`.worker`   -- the worker process loop;
+* :mod:`.driver`   -- the executor: steps, migrations, live loads, the migration controller;
+* :mod:`.engine`   -- ``build_pipeline_engine`` (what ``build_engine(workers=N)`` calls);
+* :mod:`.admin`    -- ``POST /admin/migrate`` and the /metrics collectors for the server.
+"""

@@ -1,0 +1,125 @@
+"""``build_engine(workers=N)``: the serving core over a :class:`PipelineExecutor`.
+
+The same Scheduler, batch policy, LLMEngine and AsyncLLMEngine as the single-process engine
+(:mod:`llmplan.runtime.engine.factory`); only the executor differs, and rank 0's share of the
+model is built by the executor rather than here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from llmplan.errors import LlmplanError
+
+log = logging.getLogger(__name__)
+
+
+def used_blocks(scheduler) -> list[int]:
+    """KV blocks of the sequences the scheduler holds (the rows a layer migration must carry).
+
+    Called from the admin thread too: copying the lists is atomic under the GIL, and a stale read
+    only adds a block that is free by now (moved for nothing) or misses one allocated since
+    (which holds no KV until the next step, and steps wait for the migration)."""
+    seqs = list(scheduler.running) + list(scheduler.waiting)
+    return sorted({b for s in seqs for b in list(s.block_ids)})
+
+
+def build_pipeline_engine(
+    *,
+    workers: int,
+    layer_split: str | Sequence[int] | None = None,
+    migration_controller: bool = False,
+    control_interval_s: float = 1.0,
+    worker_timeout_s: float = 120.0,
+    model: str | Path | None = None,
+    dummy_weights: str | None = None,
+    plan: Any = None,
+    scheduler: str | Any = "fcfs",
+    max_num_seqs: int = 64,
+    num_kv_blocks: int | None = None,
+    block_size: int = 16,
+    device: str = "cpu",
+    dtype: str = "float32",
+    max_queue: int = 1024,
+    seed: int = 0,
+    max_num_batched_tokens: int = 512,
+    chunked_prefill: bool = True,
+    max_model_len: int | None = None,
+    kv_cache_gb: float | None = None,
+    predictor: Any = None,
+    served_model_name: str | None = None,
+    threads: int | None = None,
+    misprediction_log: str | Path | None = None,
+):
+    import torch
+
+    from llmplan.runtime.core.scheduler import Scheduler, SchedulerConfig
+    from llmplan.runtime.engine.async_engine import AsyncLLMEngine
+    from llmplan.runtime.engine.factory import _default_num_blocks, resolve_dtype, resolve_policy
+    from llmplan.runtime.engine.llm_engine import LLMEngine
+    from llmplan.runtime.engine.tokenizer import load_tokenizer
+    from llmplan.runtime.workers.driver import PipelineExecutor
+    from llmplan.runtime.workers.stage import StageSource
+    from llmplan.runtime.workers.stages import resolve_split
+
+    if (model is None) == (dummy_weights is None):
+        raise LlmplanError("give exactly one of --model PATH (a local HF directory) or --dummy-weights NAME")
+    source = StageSource(dummy_weights=dummy_weights, model_dir=str(model) if model else None, seed=seed,
+                         dtype=dtype, block_size=block_size, device=device)
+    cfg = source.config()
+    ranges = resolve_split(cfg.num_layers, workers, layer_split, plan)
+    torch_dtype = resolve_dtype(dtype)
+    policy = resolve_policy(scheduler)
+    if getattr(policy, "uses_prediction", False) and predictor is None:
+        raise LlmplanError(
+            f"scheduler {policy.name!r} needs a length predictor; pass --predictor (see `llmplan predict`)"
+        )
+    if threads is not None:
+        torch.set_num_threads(threads)
+    ctx = cfg.max_model_len if max_model_len is None else min(max_model_len, cfg.max_model_len)
+    if num_kv_blocks is None:
+        num_kv_blocks = _default_num_blocks(cfg, block_size, torch_dtype, [torch.device(device)],
+                                            max_num_seqs, ctx, kv_cache_gb)
+    source.num_blocks = num_kv_blocks
+    ctx = min(ctx, num_kv_blocks * block_size)
+    static = bool(getattr(policy, "static", False))
+    sch = Scheduler(
+        SchedulerConfig(
+            num_blocks=num_kv_blocks,
+            block_size=block_size,
+            max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max(max_num_batched_tokens, max_num_seqs),
+            chunked_prefill=chunked_prefill and not static,
+            max_model_len=ctx,
+        ),
+        policy=policy,
+    )
+    recorder = None
+    if misprediction_log is not None:
+        if predictor is None:
+            raise LlmplanError("--record-mispredictions needs a length predictor (--predictor)")
+        from llmplan.predict.online import MispredictionRecorder
+
+        recorder = MispredictionRecorder(misprediction_log, predictor.bucket_edges)
+    executor = PipelineExecutor(source, ranges, blocks_in_use=lambda: used_blocks(sch),
+                                timeout_s=worker_timeout_s, worker_threads=threads)
+    if migration_controller:
+        from llmplan.migrate.controller import ControllerConfig, MigrationController
+
+        sync = max(s for _, s in executor.links.values())
+        ctl = MigrationController(ControllerConfig(period_s=control_interval_s, sync_s=sync),
+                                  bandwidth=executor.bandwidth)
+        executor.enable_controller(ctl, control_interval_s)
+    tok = load_tokenizer(model, cfg.vocab_size)
+    name = served_model_name or (str(dummy_weights) if dummy_weights else Path(str(model)).name)
+    log.info("engine: %s (%s, %d layers) over %d workers %s on %s, %d KV blocks x %d tokens, scheduler %s%s",
+             name, dtype, cfg.num_layers, workers, ranges, device, num_kv_blocks, block_size, policy.name,
+             f", migration controller every {control_interval_s:g} s" if migration_controller else "")
+    eng = LLMEngine(cfg, executor, sch, tok, name, ctx, seed=seed, predictor=predictor, recorder=recorder)
+    engine = AsyncLLMEngine(eng, max_queue=max_queue, model_name=name)
+    # The server's /metrics registers these beside its own (as the factory does for the KV store).
+    engine.metric_collectors = executor.collectors()
+    return engine
