@@ -150,12 +150,14 @@ def run_system(system: str, rate: float, wl, args: argparse.Namespace, work: Pat
         "--instances", "2", "--port", str(port), "--base-port", str(ports[0]), "--router", router,
         "--threads", "1", "--max-num-seqs", str(args.max_num_seqs), "--max-num-batched-tokens",
         str(args.max_num_batched_tokens), "--num-kv-blocks", str(args.num_kv_blocks),
-        "--log-dir", str(work / f"logs-{system}"), "--max-restarts", "0", "--admission", "fcfs",
+        "--log-dir", str(work / f"logs-{system}-{rate:g}"), "--max-restarts", "0", "--admission", "fcfs",
     ]  # fmt: skip
     if pd:
         argv += ["--pd", pd]
     if store:
-        argv += ["--kv-store", str(work / f"store-{system}")]
+        # A fresh store per run: a store warmed by the previous rate's identical prompts would
+        # turn every prompt into a hit.
+        argv += ["--kv-store", str(work / f"store-{system}-{rate:g}")]
     log = open(work / f"{system}.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
