@@ -25,11 +25,11 @@ _COUNTERS = {
 }
 _GAUGES = {"memory_bytes": "KV bytes held by the memory tier", "disk_bytes": "KV bytes held by the disk tier"}
 _SERVING = {
-    "lookups": ("lookups", "prefill chunks at position 0 that looked up their prefix"),
+    "lookups": ("lookups", "prefill chunks that looked up their cached blocks"),
     "hit_blocks": ("hit_blocks", "full prompt blocks loaded from the store instead of computed"),
     "miss_blocks": ("miss_blocks", "full prompt blocks not in the store (computed)"),
     "hit_tokens": ("hit_tokens", "prompt tokens served from the store (not computed)"),
-    "miss_tokens": ("miss_tokens", "prompt tokens of looked-up chunks that were computed"),
+    "miss_tokens": ("miss_tokens", "prompt tokens of those chunks that were computed"),
     "written_blocks": ("written_blocks", "full blocks written back after a prefill"),
     "retries": ("step_retries", "step passes re-run because a cached block vanished or was corrupt"),
     "load_s": ("load_seconds", "loader thread busy time"),

@@ -5,9 +5,11 @@ with one change in what a step computes, so the shared Scheduler (admission, blo
 chunking, preemption) is untouched:
 
 * a prefill chunk that starts at position 0 asks the store for the longest cached prefix of
-  its full blocks; those tokens are not computed -- their KV is loaded layer by layer
+  its full blocks (a later chunk of a long prompt, for the cached blocks that continue what is
+  already in the pool); those tokens are not computed -- their KV is loaded layer by layer
   (prefetch layer ``i+1`` while layer ``i`` runs) and scattered into the request's own blocks
-  of the paged pool just before the layer that reads it;
+  of the paged pool just before the layer that reads it. One token per chunk is always
+  computed (the chunk's hidden rows, and the prompt's last token's logits);
 * every full block a prefill step completes goes back to the store (layer ``i``'s blocks are
   written by a background thread while layer ``i+1`` computes);
 * all other work in the batch (decodes, later chunks, prompts with no hit) runs in the same
@@ -96,7 +98,7 @@ def open_store(spec: str | os.PathLike, num_layers: int, memory_mb: int,
 class ServingStats:
     """What the store did for the served requests (exported on /metrics)."""
 
-    lookups: int = 0  # prefill chunks at position 0 that consulted the store
+    lookups: int = 0  # prefill chunks (starting on a block boundary) that consulted the store
     hit_blocks: int = 0  # full blocks of those chunks loaded from the store
     miss_blocks: int = 0  # full blocks of those chunks computed
     hit_tokens: int = 0  # prompt tokens whose KV came from the store instead of a forward pass
@@ -120,9 +122,14 @@ class SeqPlan:
     """One prefill item's business with the store in this step."""
 
     keys: list[bytes]  # chained keys of every full block of tokens[0:end]
-    load_cap: int  # most blocks it may load (0: not a position-0 chunk)
-    hit: int = 0  # blocks loaded
+    first: int  # block index where this chunk starts (loads start here)
+    load_cap: int  # block index loads stop before (== first: this chunk cannot load)
+    hit: int = 0  # blocks loaded: [first, first + hit)
     write: list[int] = field(default_factory=list)  # block indices written back
+
+    @property
+    def loads(self) -> bool:
+        return self.load_cap > self.first
 
 
 @dataclass(slots=True)
@@ -147,22 +154,30 @@ class LayerwiseStep:
         self.bs = kv.block_size
 
     def plan(self, tokens: Sequence[int], context_len: int, end: int) -> SeqPlan | None:
-        """``tokens`` are the sequence's known tokens, this step computes ``[context_len, end)``."""
+        """``tokens`` are the sequence's known tokens, this step computes ``[context_len, end)``.
+
+        Any prefill chunk that starts on a block boundary may load: the first chunk of a prompt
+        its cached prefix, a later chunk (of a long prompt, under ``--max-num-batched-tokens``)
+        the cached blocks that follow what earlier chunks put in the pool. Keys are chained, so
+        block ``j``'s entry is valid after any way of producing blocks ``0..j-1``.
+        """
         bs = self.bs
         if end // bs <= context_len // bs:
             return None  # completes no block and cannot load one
         keys = block_hashes(tokens[:end], bs, self.namespace)
+        first = -(-context_len // bs)
         # At least one token of the chunk is computed: the chunk must produce its hidden rows
         # (and the prompt's last token its logits).
-        return SeqPlan(keys, load_cap=(end - 1) // bs if context_len == 0 else 0)
+        cap = (end - 1) // bs if context_len % bs == 0 else first
+        return SeqPlan(keys, first=first, load_cap=max(first, cap))
 
     def _match(self, plan: SeqPlan, w: SeqWork, tokens: Sequence[int], end: int) -> SeqWork:
-        plan.hit = self.store.match_prefix(plan.keys[: plan.load_cap]) if plan.load_cap else 0
-        start = max(w.context_len, plan.hit * self.bs)
+        plan.hit = self.store.match_prefix(plan.keys[plan.first: plan.load_cap]) if plan.loads else 0
+        start = max(w.context_len, (plan.first + plan.hit) * self.bs)
         # Blocks this step completes, unless another request or process already stored them.
         plan.write = [j for j in range(start // self.bs, len(plan.keys))
                       if not self.store.has_block(plan.keys[j])]
-        p = plan.hit * self.bs
+        p = (plan.first + plan.hit) * self.bs if plan.hit else w.context_len
         if p == w.context_len:
             return w
         return SeqWork(list(tokens[p:end]), p, w.block_ids, w.is_prefill, w.sample)
@@ -194,8 +209,8 @@ class LayerwiseStep:
         wb_slots: list[int] = []
         for w, p in zip(work, plans, strict=True):
             if p is not None:
-                cached += p.keys[: p.hit]
-                prefix_slots += self._slots(w.block_ids, range(p.hit))
+                cached += p.keys[p.first: p.first + p.hit]
+                prefix_slots += self._slots(w.block_ids, range(p.first, p.first + p.hit))
                 new_keys += [p.keys[j] for j in p.write]
                 wb_slots += self._slots(w.block_ids, p.write)
         inputs = build_step_inputs(work, self.bs, model.input_device)
@@ -281,16 +296,16 @@ class StoreExecutor(TorchExecutor):
                        tokens: list[Sequence[int]], ends: list[int]) -> list[int | None]:
         out = self.step_runner.run(work, plans, tokens, ends)
         s = self.stats
-        for p, cached, end in zip(plans, out.cached_tokens, ends, strict=True):
+        for w, p, cached, end in zip(work, plans, out.cached_tokens, ends, strict=True):
             if p is None:
                 continue
             s.written_blocks += len(p.write)
-            if p.load_cap:
+            if p.loads:
                 s.lookups += 1
                 s.hit_blocks += p.hit
-                s.miss_blocks += len(p.keys) - p.hit
+                s.miss_blocks += len(p.keys) - p.first - p.hit
                 s.hit_tokens += cached
-                s.miss_tokens += end - cached
+                s.miss_tokens += end - w.context_len - cached
         s.retries += out.retries
         s.add_timing(out.timing)
         sampled: list[int | None] = [None] * len(work)

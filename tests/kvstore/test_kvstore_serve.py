@@ -70,14 +70,18 @@ def test_repeated_prefix_is_served_from_the_store_with_identical_output(tmp_path
         assert metric(url, "llmplan_kvstore_disk_bytes") > 0
 
 
-def test_chunked_prefill_loads_within_the_first_chunk_and_writes_back_later_chunks(tmp_path, reference):
-    # 32-token steps: B's first chunk [0, 32) may load 1 block (one token must be computed),
-    # A's later chunks complete blocks 1 and 2, which go back to the store.
+def test_chunked_prefill_loads_in_every_chunk_and_writes_back_later_chunks(tmp_path, reference):
+    # 32-token steps. A's three chunks complete blocks 0-2, and each goes back to the store.
+    # B's chunks: [0, 32) loads block 0 and computes block 1 (a chunk computes >= 1 token);
+    # [32, 64) loads block 2 (it follows what the pool holds) and computes block 3, written
+    # back; [64, 69) starts past the cached blocks and only computes.
     with running_server(_engine(kv_store=str(tmp_path), max_num_batched_tokens=32)) as url:
         assert _complete(url, PROMPT_A) == reference["a"]
         assert metric(url, "llmplan_kvstore_written_blocks_total") == 3
         assert _complete(url, PROMPT_B) == reference["b"]
-        assert metric(url, "llmplan_kvstore_hit_tokens_total") == 16
+        assert metric(url, "llmplan_kvstore_hit_blocks_total") == 2
+        assert metric(url, "llmplan_kvstore_hit_tokens_total") == 32
+        assert metric(url, "llmplan_kvstore_written_blocks_total") == 4
 
 
 def test_a_corrupt_block_file_is_dropped_and_recomputed(tmp_path, reference):
