@@ -27,48 +27,17 @@ simulator's prediction for the same workload and configuration.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
-import re
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
-import httpx
 import numpy as np
 
-SYSTEMS = {
-    # name: (router, --pd split or None, shares the global KV store)
-    "vllm": ("least-loaded", None, False),
-    "distserve": ("least-loaded", "1:1", True),
-    "banaserve": ("banaserve", None, True),
-}
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _metric_sum(text: str, name: str) -> float:
-    """Sum of every sample of ``name`` (all label sets)."""
-    return sum(
-        float(v) for v in re.findall(rf"^{re.escape(name)}(?:\{{[^}}]*\}})? ([0-9.eE+-]+)$", text, re.M)
-    )
-
-
-def _metric_by(text: str, name: str, label: str) -> dict[str, float]:
-    pat = rf'^{re.escape(name)}\{{[^}}]*{label}="([^"]+)"[^}}]*\}} ([0-9.eE+-]+)$'
-    return {k: float(v) for k, v in re.findall(pat, text, re.M)}
+from llmplan.frontend.live_systems import LIVE_SYSTEMS as SYSTEMS
 
 
 def workload(args: argparse.Namespace, rate: float):
@@ -102,114 +71,18 @@ def workload(args: argparse.Namespace, rate: float):
     return wl, scaling
 
 
-@dataclass
-class Sampler:
-    """Time-mean of requests inside each backend (running + waiting), from their /metrics."""
-
-    urls: dict[str, str]
-    interval_s: float = 0.5
-    sums: dict[str, float] = field(default_factory=dict)
-    n: int = 0
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        with httpx.Client(timeout=2.0, trust_env=False) as c:
-            while not self._stop.wait(self.interval_s):
-                for name, url in self.urls.items():
-                    with contextlib.suppress(httpx.HTTPError):
-                        t = c.get(url + "/metrics").text
-                        q = _metric_sum(t, "llmplan_requests_running") + _metric_sum(
-                            t, "llmplan_requests_waiting"
-                        )
-                        self.sums[name] = self.sums.get(name, 0.0) + q
-                self.n += 1
-
-    def means(self) -> dict[str, float]:
-        return {k: v / max(self.n, 1) for k, v in self.sums.items()}
-
-
-def _max_mean(values: dict[str, float]) -> float:
-    vals = list(values.values())
-    mean = sum(vals) / len(vals) if vals else 0.0
-    return max(vals) / mean if mean > 0 else math.nan
-
-
-def _backend_names(system: str) -> list[str]:
-    return ["prefill0", "decode0"] if SYSTEMS[system][1] else ["engine0", "engine1"]
-
-
 def run_system(system: str, rate: float, wl, args: argparse.Namespace, work: Path) -> dict:
-    from llmplan.loadgen import replay
+    from llmplan.frontend.live_systems import LiveConfig, run_live_system
     from llmplan.metrics import compute_metrics
 
-    router, pd, store = SYSTEMS[system]
-    port, first = _port(), _port()
-    ports = [first, first + 1]  # the deployment takes consecutive ports from --base-port
-    argv = [
-        sys.executable, "-m", "llmplan.cli.app", "serve", "--dummy-weights", args.model,
-        "--instances", "2", "--port", str(port), "--base-port", str(ports[0]), "--router", router,
-        "--threads", "1", "--max-num-seqs", str(args.max_num_seqs), "--max-num-batched-tokens",
-        str(args.max_num_batched_tokens), "--num-kv-blocks", str(args.num_kv_blocks),
-        "--log-dir", str(work / f"logs-{system}-{rate:g}"), "--max-restarts", "0", "--admission", "fcfs",
-    ]  # fmt: skip
-    if pd:
-        argv += ["--pd", pd]
-    if store:
-        # A fresh store per run: a store warmed by the previous rate's identical prompts would
-        # turn every prompt into a hit.
-        argv += ["--kv-store", str(work / f"store-{system}-{rate:g}")]
-    log = open(work / f"{system}.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    backends = dict(zip(_backend_names(system), (f"http://127.0.0.1:{p}" for p in ports), strict=True))
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"{system}: llmplan serve exited {proc.returncode}; see {work}/{system}.log")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{system}: front end not healthy in 300 s; see {work}/{system}.log")
-            time.sleep(0.5)
-        before = {n: httpx.get(u + "/metrics").text for n, u in backends.items()}
-        sampler = Sampler(backends)
-        t = threading.Thread(target=sampler.run, daemon=True)
-        load0 = os.getloadavg()[0]
-        t.start()
-        t0 = time.monotonic()
-        result = replay(url, wl, seed=args.seed, timeout_s=args.timeout)
-        wall = time.monotonic() - t0
-        sampler._stop.set()
-        t.join()
-        load1 = os.getloadavg()[0]
-        after = {n: httpx.get(u + "/metrics").text for n, u in backends.items()}
-        fe = httpx.get(url + "/metrics").text
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
-
-    s = compute_metrics(result, wl).summary
+    cfg = LiveConfig(
+        model=args.model, max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
+        num_kv_blocks=args.num_kv_blocks, timeout_s=args.timeout, seed=args.seed,
+    )  # fmt: skip
+    run = run_live_system(system, wl, work / f"{system}-{rate:g}", cfg)
+    s = compute_metrics(run.result, wl).summary
     lat = s["latency"]
-
-    def delta(name: str, metric: str) -> float:
-        return _metric_sum(after[name], metric) - _metric_sum(before[name], metric)
-
-    # Tokens each backend pushed through the model: prompt tokens not served by the store, plus
-    # generated tokens (the P/D prefill instance generates one per request).
-    computed = {
-        n: delta(n, "llmplan_prompt_tokens_total")
-        - delta(n, "llmplan_kvstore_hit_tokens_total")
-        + delta(n, "llmplan_generation_tokens_total")
-        for n in backends
-    }
-    routed = _metric_by(fe, "llmplan_frontend_routed_total", "backend")
+    imb = run.imbalance()
     return {
         "system": system,
         "rate": rate,
@@ -223,17 +96,17 @@ def run_system(system: str, rate: float, wl, args: argparse.Namespace, work: Pat
         "ttft_p90": lat["ttft_s"]["p90"],
         "tpot_p50": lat["tpot_s"]["p50"],
         "tpot_p90": lat["tpot_s"]["p90"],
-        "routed": routed,
-        "computed_tokens": computed,
-        "queue_mean": sampler.means(),
-        "load_routed": _max_mean({n: routed.get(n, 0.0) for n in backends}),
-        "load_tokens": _max_mean(computed),
-        "load_queue": _max_mean(sampler.means()),
-        "store_hit_tokens": sum(delta(n, "llmplan_kvstore_hit_tokens_total") for n in backends),
-        "pd_handoffs": _metric_sum(fe, "llmplan_frontend_pd_handoffs_total"),
-        "pd_failures": _metric_sum(fe, "llmplan_frontend_pd_failures_total"),
-        "wall_s": wall,
-        "loadavg": (load0, load1),
+        "routed": run.routed,
+        "computed_tokens": run.computed_tokens,
+        "queue_mean": run.queue_mean,
+        "load_routed": imb["routed"],
+        "load_tokens": imb["tokens"],
+        "load_queue": imb["queue"],
+        "store_hit_tokens": run.store_hit_tokens,
+        "pd_handoffs": run.pd_handoffs,
+        "pd_failures": run.pd_failures,
+        "wall_s": run.wall_s,
+        "loadavg": run.loadavg,
     }
 
 

@@ -1,0 +1,260 @@
+"""The BanaServe comparison on the live built-in engine: each system as a real deployment.
+
+``run_live_system("distserve", workload)`` starts ``llmplan serve --instances 2 ...`` (the
+front end and two built-in backends with dummy weights, one process each, on 127.0.0.1),
+replays ``workload`` against it open loop (:func:`llmplan.loadgen.replay`), scrapes the
+backends' and the front end's ``/metrics`` and stops the deployment. The three systems differ
+only in how the two backends are used, as in the simulated comparison
+(:mod:`llmplan.migrate.systems`):
+
+* ``vllm``      -- two colocated instances, continuous batching, least-loaded router;
+* ``distserve`` -- static 1:1 P/D (``--pd 1:1``): the prefill instance writes the prompt's KV
+                   to the global store, the decode instance loads it and decodes;
+* ``banaserve`` -- two colocated instances sharing the global KV store (``--kv-store``), the
+                   BanaServe router (load-aware, Algorithm 4-2, over the store).
+
+Load per backend is measured three ways: requests dispatched to it (front end), tokens it
+pushed through the model (prompt tokens not served by the store, plus generated tokens), and
+the time-mean of requests inside its engine (running + waiting, sampled every 0.5 s).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from llmplan.errors import LlmplanError
+from llmplan.metrics.types import RunResult
+from llmplan.workload.types import Workload
+
+# name: (router, --pd split or None, shares the global KV store)
+LIVE_SYSTEMS: dict[str, tuple[str, str | None, bool]] = {
+    "vllm": ("least-loaded", None, False),
+    "distserve": ("least-loaded", "1:1", True),
+    "banaserve": ("banaserve", None, True),
+}
+
+
+@dataclass(slots=True)
+class LiveConfig:
+    model: str = "llama-tiny"  # dummy-weight catalog model
+    threads: int = 1  # torch threads per backend
+    max_num_seqs: int = 32
+    max_num_batched_tokens: int = 512
+    num_kv_blocks: int = 1024
+    timeout_s: float = 300.0  # per request
+    start_timeout_s: float = 300.0
+    time_scale: float = 1.0
+    seed: int = 0
+
+
+@dataclass(slots=True)
+class LiveSystemRun:
+    system: str
+    result: RunResult
+    routed: dict[str, float]  # dispatches per backend (front end)
+    computed_tokens: dict[str, float]  # tokens each backend pushed through the model
+    queue_mean: dict[str, float]  # time-mean running + waiting per backend
+    store_hit_tokens: float
+    pd_handoffs: float
+    pd_failures: float
+    wall_s: float
+    loadavg: tuple[float, float]  # 1-minute load average before and after the replay
+    argv: list[str] = field(default_factory=list)
+
+    def imbalance(self) -> dict[str, float]:
+        """max/mean over the backends of each load measure (1.0 = even)."""
+        return {
+            "routed": max_mean(self.routed),
+            "tokens": max_mean(self.computed_tokens),
+            "queue": max_mean(self.queue_mean),
+        }
+
+
+def max_mean(values: dict[str, float]) -> float:
+    vals = list(values.values())
+    mean = sum(vals) / len(vals) if vals else 0.0
+    return max(vals) / mean if mean > 0 else math.nan
+
+
+def _metric_sum(text: str, name: str) -> float:
+    """Sum of every sample of ``name`` (all label sets)."""
+    pat = rf"^{re.escape(name)}(?:\{{[^}}]*\}})? ([0-9.eE+-]+)$"
+    return sum(float(v) for v in re.findall(pat, text, re.M))
+
+
+def _metric_by(text: str, name: str, label: str) -> dict[str, float]:
+    pat = rf'^{re.escape(name)}\{{[^}}]*{label}="([^"]+)"[^}}]*\}} ([0-9.eE+-]+)$'
+    return {k: float(v) for k, v in re.findall(pat, text, re.M)}
+
+
+def _free_port_pair() -> tuple[int, int]:
+    """A free port for the front end and the first of two consecutive free backend ports."""
+    for _ in range(50):
+        with socket.socket() as a, socket.socket() as b, socket.socket() as c:
+            a.bind(("127.0.0.1", 0))
+            b.bind(("127.0.0.1", 0))
+            first = b.getsockname()[1]
+            try:
+                c.bind(("127.0.0.1", first + 1))
+            except OSError:
+                continue
+            return a.getsockname()[1], first
+    raise LlmplanError("found no two consecutive free ports on 127.0.0.1; free some ports and retry")
+
+
+class _QueueSampler:
+    """Time-mean of requests inside each backend (running + waiting), from their /metrics."""
+
+    def __init__(self, urls: dict[str, str], interval_s: float = 0.5) -> None:
+        self.urls, self.interval_s = urls, interval_s
+        self.sums: dict[str, float] = dict.fromkeys(urls, 0.0)
+        self.n = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=2.0, trust_env=False) as c:
+            while not self._stop.wait(self.interval_s):
+                for name, url in self.urls.items():
+                    with contextlib.suppress(httpx.HTTPError):
+                        t = c.get(url + "/metrics").text
+                        running = _metric_sum(t, "llmplan_requests_running")
+                        self.sums[name] += running + _metric_sum(t, "llmplan_requests_waiting")
+                self.n += 1
+
+    def __enter__(self) -> _QueueSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def means(self) -> dict[str, float]:
+        return {k: v / max(self.n, 1) for k, v in self.sums.items()}
+
+
+def serve_argv(system: str, cfg: LiveConfig, port: int, base_port: int, workdir: Path) -> list[str]:
+    """The ``llmplan serve`` command line of ``system``'s deployment."""
+    if system not in LIVE_SYSTEMS:
+        raise LlmplanError(f"unknown system {system!r}; choose from {', '.join(LIVE_SYSTEMS)}")
+    router, pd, store = LIVE_SYSTEMS[system]
+    argv = [
+        sys.executable, "-m", "llmplan.cli.app", "serve", "--dummy-weights", cfg.model,
+        "--instances", "2", "--port", str(port), "--base-port", str(base_port), "--router", router,
+        "--threads", str(cfg.threads), "--max-num-seqs", str(cfg.max_num_seqs),
+        "--max-num-batched-tokens", str(cfg.max_num_batched_tokens), "--num-kv-blocks",
+        str(cfg.num_kv_blocks), "--log-dir", str(workdir / "logs"), "--max-restarts", "0",
+        "--admission", "fcfs", "--seed", str(cfg.seed),
+    ]  # fmt: skip
+    if pd:
+        argv += ["--pd", pd]
+    if store:
+        # A fresh store per run: one warmed by an earlier run's identical prompts would turn
+        # every prompt into a hit.
+        argv += ["--kv-store", str(workdir / "store")]
+    return argv
+
+
+def run_live_system(
+    system: str,
+    workload: Workload,
+    workdir: Path,
+    cfg: LiveConfig | None = None,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> LiveSystemRun:
+    """Deploy ``system``, replay ``workload`` against it, measure, stop. ``workdir`` (created)
+    holds the deployment's log, backend logs and KV store."""
+    from llmplan.loadgen import replay
+
+    cfg = cfg or LiveConfig()
+    workdir.mkdir(parents=True, exist_ok=True)
+    port, first = _free_port_pair()
+    argv = serve_argv(system, cfg, port, first, workdir)
+    names = ["prefill0", "decode0"] if LIVE_SYSTEMS[system][1] else ["engine0", "engine1"]
+    backends = {n: f"http://127.0.0.1:{first + i}" for i, n in enumerate(names)}
+    url = f"http://127.0.0.1:{port}"
+    with open(workdir / "serve.log", "wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            _wait_healthy(proc, url, cfg.start_timeout_s, system, workdir)
+            before = {n: httpx.get(u + "/metrics").text for n, u in backends.items()}
+            load0 = os.getloadavg()[0]
+            t0 = time.monotonic()
+            with _QueueSampler(backends) as sampler:
+                result = replay(
+                    url, workload, time_scale=cfg.time_scale, seed=cfg.seed, timeout_s=cfg.timeout_s,
+                    progress=progress,
+                )  # fmt: skip
+            wall = time.monotonic() - t0
+            load1 = os.getloadavg()[0]
+            after = {n: httpx.get(u + "/metrics").text for n, u in backends.items()}
+            fe = httpx.get(url + "/metrics").text
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def delta(name: str, metric: str) -> float:
+        return _metric_sum(after[name], metric) - _metric_sum(before[name], metric)
+
+    # Tokens through the model: prompt tokens not served by the store, plus generated tokens
+    # (the P/D prefill instance generates one per request).
+    computed = {
+        n: delta(n, "llmplan_prompt_tokens_total")
+        - delta(n, "llmplan_kvstore_hit_tokens_total")
+        + delta(n, "llmplan_generation_tokens_total")
+        for n in backends
+    }
+    routed = _metric_by(fe, "llmplan_frontend_routed_total", "backend")
+    return LiveSystemRun(
+        system=system,
+        result=result,
+        routed={n: routed.get(n, 0.0) for n in backends},
+        computed_tokens=computed,
+        queue_mean=sampler.means(),
+        store_hit_tokens=sum(delta(n, "llmplan_kvstore_hit_tokens_total") for n in backends),
+        pd_handoffs=_metric_sum(fe, "llmplan_frontend_pd_handoffs_total"),
+        pd_failures=_metric_sum(fe, "llmplan_frontend_pd_failures_total"),
+        wall_s=wall,
+        loadavg=(load0, load1),
+        argv=argv,
+    )
+
+
+def _wait_healthy(proc: subprocess.Popen, url: str, timeout_s: float, system: str, workdir: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            tail = (workdir / "serve.log").read_text(errors="replace").strip().splitlines()[-1:]
+            raise LlmplanError(
+                f"{system}: llmplan serve exited with code {proc.returncode}; log {workdir}/serve.log: "
+                + " | ".join(tail)
+            )
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            raise LlmplanError(
+                f"{system}: front end not healthy in {timeout_s:.0f}s; see {workdir}/serve.log"
+            )
+        time.sleep(0.3)
