@@ -24,6 +24,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--budget-min", type=float, default=15.0, help="training wall-clock cap (minutes)")
     ap.add_argument("--max-length", type=int, default=64)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reuse", action="store_true", help="evaluate an already trained <out>/model")
     ap.add_argument("--limit-test", type=int, default=None, help="smoke runs: score only N test prompts")
@@ -57,8 +59,8 @@ def main() -> None:
     )
     edges = (0, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
     cfg = TrainConfig(
-        epochs=1,
-        batch_size=16,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
         max_length=args.max_length,
         seed=args.seed,
         checkpoint_steps=50,
