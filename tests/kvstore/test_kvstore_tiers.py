@@ -202,3 +202,21 @@ def test_a_failing_disk_write_keeps_the_block_in_memory_and_is_counted(tmp_path)
     assert store.stats().disk_write_errors == 1
     assert torch.equal(store.get(key, 0), _kv(5))
     assert not list(tmp_path.rglob("*.tmp.*"))
+
+
+def test_v1_sha256_files_from_an_older_store_are_still_read_and_checked(tmp_path):
+    import hashlib
+
+    from llmplan.kvstore import disk
+
+    key = (block_hashes(list(range(4)), 4)[0], 1)
+    t = _kv(3)
+    v2 = disk.encode(key, t)
+    body = bytearray(v2[:-4])
+    body[4] = 1  # the version byte
+    v1 = bytes(body) + hashlib.sha256(bytes(body)).digest()
+    assert torch.equal(disk.decode(bytearray(v1), key), t)
+    rotten = bytearray(v1)
+    rotten[len(rotten) // 2] ^= 0x10
+    with pytest.raises(ValueError, match="checksum"):
+        disk.decode(rotten, key)
