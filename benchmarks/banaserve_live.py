@@ -32,7 +32,6 @@ import math
 import os
 import sys
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +41,7 @@ from llmplan.frontend.live_systems import LIVE_SYSTEMS as SYSTEMS
 
 def workload(args: argparse.Namespace, rate: float):
     """The Azure conv slice, lengths scaled for the CPU, arrivals rescaled to ``rate`` req/s."""
+    from llmplan.frontend.live_systems import scale_lengths
     from llmplan.workload.loader import load_workload
     from llmplan.workload.shaping import offered_rate, rescale_rate
     from llmplan.workload.slo import assign_slos
@@ -49,21 +49,15 @@ def workload(args: argparse.Namespace, rate: float):
     wl = load_workload("azure-conv", max_requests=args.requests)
     raw_p = np.array([r.prompt_tokens for r in wl.requests])
     raw_o = np.array([r.output_tokens for r in wl.requests])
-    reqs = [
-        replace(
-            r,
-            prompt_tokens=int(min(max(round(r.prompt_tokens * args.prompt_scale), 1), args.max_prompt)),
-            output_tokens=int(min(max(round(r.output_tokens * args.output_scale), 1), args.max_output)),
-        )
-        for r in wl.requests
-    ]
-    wl = replace(wl, requests=reqs)
+    wl = scale_lengths(
+        wl, args.prompt_scale, args.output_scale, max_prompt=args.max_prompt, max_output=args.max_output
+    )
     wl = rescale_rate(wl, rate / offered_rate(wl))
     assign_slos(wl, args.slo)
     p = np.array([r.prompt_tokens for r in wl.requests])
     o = np.array([r.output_tokens for r in wl.requests])
     scaling = (
-        f"Azure conv 2023, first {len(reqs)} requests; prompt tokens x{args.prompt_scale:g} "
+        f"Azure conv 2023, first {len(wl.requests)} requests; prompt tokens x{args.prompt_scale:g} "
         f"(cap {args.max_prompt}): mean {raw_p.mean():.0f} -> {p.mean():.0f}, output tokens "
         f"x{args.output_scale:g} (cap {args.max_output}): mean {raw_o.mean():.0f} -> {o.mean():.0f}; "
         f"SLO {args.slo}"

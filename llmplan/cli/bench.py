@@ -31,6 +31,7 @@ Examples:
   llmplan bench --trace azure --max-requests 2000 --sweep-rate 2,4,6,8,10
   llmplan bench --trace azure -n 2000 --compare vllm,distserve,banaserve --sweep-rate 1,5,10,20
   llmplan bench --target http://127.0.0.1:8000 --trace azure --max-requests 100 --time-scale 4
+  llmplan bench --trace azure -n 60 --rate-scale 0.5 --compare vllm,distserve,banaserve --live
 """
 
 
@@ -174,11 +175,27 @@ def register(app: typer.Typer) -> None:
             help="A profile from `llmplan calibrate`; the simulator "
             "prices iterations with it instead of the roofline.",
         ),
+        live: bool = typer.Option(
+            False,
+            "--live",
+            help="With --compare vllm,distserve,banaserve: run each system as a real `llmplan serve "
+            "--instances 2` deployment of the built-in CPU engine on 127.0.0.1 (dummy weights, one torch "
+            "thread per backend) and replay the workload against it; lengths scaled by --live-scale.",
+        ),
+        live_model: str = typer.Option(
+            "llama-tiny", "--live-model", help="--live: dummy-weight catalog model the backends serve."
+        ),
+        live_scale: str = typer.Option(
+            "0.5,0.5",
+            "--live-scale",
+            help="--live: PROMPT,OUTPUT token-length scales (then capped at 1024 and 128 tokens) so the "
+            "trace fits a CPU model.",
+        ),
     ) -> None:
         from llmplan.errors import LlmplanError
         from llmplan.report import print_report, to_json, write_report
         from llmplan.report.progress import bench_progress
-        from llmplan.report.runner import DEFAULT_POLICIES, BenchConfig, run_bench
+        from llmplan.report.runner import DEFAULT_POLICIES, BenchConfig, run_bench, system_names
         from llmplan.workload import load_workload, parse_slo_spec, parse_window
 
         if policy and compare:
@@ -221,9 +238,19 @@ def register(app: typer.Typer) -> None:
             cfg.trace, rate_scale=cfg.rate_scale, window=cfg.window, max_requests=cfg.max_requests,
             seed=cfg.seed, slo=cfg.slo, show_progress=True,
         )  # fmt: skip
+        if live:
+            if target or sweep_rate:
+                raise LlmplanError(
+                    "--live deploys its own servers at the trace's rate; drop --target/--sweep-rate"
+                )
+            if not compare or not system_names(policies):
+                raise LlmplanError("--live runs whole systems: use --compare vllm,distserve,banaserve --live")
         # Progress goes to stderr so --json output on stdout stays parseable.
         with bench_progress(err_console) as on_progress:
-            if target:
+            if live:
+                report, loads = _live_systems(cfg, workload, live_model, _floats(live_scale, "--live-scale"),
+                                              on_progress)  # fmt: skip
+            elif target:
                 report = _live(cfg, target, workload, time_scale, simulate_too, on_progress, jobs)
             else:
                 report = run_bench(cfg, workload=workload, on_progress=on_progress, workers=jobs)
@@ -232,6 +259,8 @@ def register(app: typer.Typer) -> None:
             print_json(to_json(report))
             return
         print_report(report, console)
+        if live:
+            console.print(loads, highlight=False, soft_wrap=True)
         console.print(f"report: [bold]{out}/report.md[/] (plots, per-request CSV and report.json alongside)")
 
 
@@ -271,3 +300,48 @@ def _live(
     if simulate_too:
         report.extra["Predicted (simulator) vs measured (live)"] = predicted_vs_measured(report)
     return report
+
+
+def _live_systems(
+    cfg: BenchConfig, wl: Workload, model: str, scales: list[float], on_progress: OnProgress
+) -> tuple[BenchReport, str]:
+    """--live: each system of cfg.policies as a real deployment (llmplan.frontend.live_systems)."""
+    import datetime as dt
+    import tempfile
+
+    from llmplan import __version__
+    from llmplan.errors import LlmplanError
+    from llmplan.frontend.live_systems import LiveConfig, load_table, run_live_system, scale_lengths
+    from llmplan.metrics import compute_metrics
+    from llmplan.report import BenchReport
+    from llmplan.report.runner import live_workload_info
+
+    if len(scales) != 2:
+        raise LlmplanError(f"--live-scale wants PROMPT,OUTPUT scales, e.g. 0.5,0.5; got {scales}")
+    wl = scale_lengths(wl, scales[0], scales[1])
+    live_cfg = LiveConfig(model=model, seed=cfg.seed)
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="llmplan-live-") as tmp:
+        for system in cfg.policies:
+            runs.append(
+                run_live_system(
+                    system,
+                    wl,
+                    Path(tmp) / system,
+                    live_cfg,
+                    progress=lambda d, t, s=system: on_progress(s, d, t),
+                )  # fmt: skip
+            )
+    loads = load_table(runs)
+    report = BenchReport(
+        runs={r.system: compute_metrics(r.result, wl) for r in runs},
+        config={"bench": cfg.to_dict(), "live": {"model": model, "length_scale": scales,
+                                                 "commands": {r.system: r.argv for r in runs}}},
+        workload=live_workload_info(wl, 1.0),
+        seed=cfg.seed,
+        version=__version__,
+        created_utc=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        command=cfg.command,
+    )  # fmt: skip
+    report.extra["Live deployments: load per backend"] = loads
+    return report, loads

@@ -258,3 +258,64 @@ def _wait_healthy(proc: subprocess.Popen, url: str, timeout_s: float, system: st
                 f"{system}: front end not healthy in {timeout_s:.0f}s; see {workdir}/serve.log"
             )
         time.sleep(0.3)
+
+
+def scale_lengths(
+    workload: Workload,
+    prompt_scale: float,
+    output_scale: float,
+    *,
+    max_prompt: int = 1024,
+    max_output: int = 128,
+) -> Workload:
+    """``workload`` with token lengths scaled down to what a small CPU model carries (each
+    length times its scale, at least 1, at most the cap); arrivals and SLOs unchanged."""
+    from dataclasses import replace
+
+    if prompt_scale <= 0 or output_scale <= 0:
+        raise LlmplanError(f"length scales must be positive, got {prompt_scale} and {output_scale}")
+
+    def clip(n: float, cap: int) -> int:
+        return int(min(max(round(n), 1), cap))
+
+    reqs = [
+        replace(
+            r,
+            prompt_tokens=clip(r.prompt_tokens * prompt_scale, max_prompt),
+            output_tokens=clip(r.output_tokens * output_scale, max_output),
+        )
+        for r in workload.requests
+    ]
+    scaling = {
+        "prompt": prompt_scale,
+        "output": output_scale,
+        "max_prompt": max_prompt,
+        "max_output": max_output,
+    }
+    meta = {**workload.meta, "length_scale": scaling}
+    return replace(workload, requests=reqs, meta=meta)
+
+
+def load_table(runs: list[LiveSystemRun]) -> str:
+    """Markdown: per system, the load on each backend and the max/mean imbalance."""
+    rows = [
+        "| system | backend | dispatched | tokens computed | mean in engine |",
+        "|---|---|---|---|---|",
+    ]
+    for r in runs:
+        imb = r.imbalance()
+        for b in r.routed:
+            rows.append(
+                f"| {r.system} | {b} | {r.routed[b]:.0f} | {r.computed_tokens.get(b, 0.0):.0f} | "
+                f"{r.queue_mean.get(b, 0.0):.2f} |"
+            )
+        rows.append(
+            f"| {r.system} | max/mean | {imb['routed']:.2f} | {imb['tokens']:.2f} | {imb['queue']:.2f} |"
+        )
+    notes = [
+        f"- {r.system}: store hit tokens {r.store_hit_tokens:.0f}, P/D hand-offs {r.pd_handoffs:.0f} "
+        f"(failed {r.pd_failures:.0f}), replay {r.wall_s:.0f} s, load average {r.loadavg[0]:.1f} -> "
+        f"{r.loadavg[1]:.1f}"
+        for r in runs
+    ]
+    return "\n".join(rows + [""] + notes)

@@ -276,3 +276,48 @@ def test_failed_prefill_hop_is_a_clear_counted_error(stub_argv, free_port):
     assert (
         _metric(metrics, "llmplan_frontend_pd_handoffs_total", '{decode="decode0",prefill="prefill0"}') == 0
     )
+
+
+def test_live_systems_deploy_what_they_claim(tmp_path):
+    """The live comparison's three deployments: same engine flags, only router/P-D/store differ."""
+    from llmplan.frontend.live_systems import LiveConfig, serve_argv
+
+    argv = {s: serve_argv(s, LiveConfig(), 8000, 8001, tmp_path) for s in ("vllm", "distserve", "banaserve")}
+
+    def opt(a: list[str], flag: str) -> str | None:
+        return a[a.index(flag) + 1] if flag in a else None
+
+    assert [opt(argv[s], "--router") for s in argv] == ["least-loaded", "least-loaded", "banaserve"]
+    assert [opt(argv[s], "--pd") for s in argv] == [None, "1:1", None]
+    assert opt(argv["vllm"], "--kv-store") is None
+    assert (
+        opt(argv["distserve"], "--kv-store")
+        == opt(argv["banaserve"], "--kv-store")
+        == str(tmp_path / "store")
+    )
+    assert {opt(a, "--threads") for a in argv.values()} == {"1"}
+    assert {opt(a, "--instances") for a in argv.values()} == {"2"}
+    with pytest.raises(LlmplanError, match="unknown system"):
+        serve_argv("sglang", LiveConfig(), 8000, 8001, tmp_path)
+
+
+def test_scale_lengths_caps_and_keeps_arrivals():
+    from llmplan.frontend.live_systems import scale_lengths
+    from llmplan.workload.types import RequestSpec, Workload
+
+    wl = Workload("w", [RequestSpec(rid=i, arrival_s=i * 0.5, prompt_tokens=p, output_tokens=o)
+                        for i, (p, o) in enumerate([(1000, 300), (3, 1), (5000, 40)])])  # fmt: skip
+    out = scale_lengths(wl, 0.5, 0.25, max_prompt=1024, max_output=64)
+    assert [(r.prompt_tokens, r.output_tokens) for r in out.requests] == [(500, 64), (2, 1), (1024, 10)]
+    assert [r.arrival_s for r in out.requests] == [0.0, 0.5, 1.0]
+    assert [r.prompt_tokens for r in wl.requests] == [1000, 3, 5000]  # the input is not modified
+    with pytest.raises(LlmplanError, match="positive"):
+        scale_lengths(wl, 0, 1)
+
+
+def test_bench_live_needs_system_names():
+    r = subprocess.run(
+        [sys.executable, "-m", "llmplan.cli.app", "bench", "--trace", "synthetic:n=5", "--live"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 2 and "--compare vllm,distserve,banaserve --live" in r.stderr
