@@ -58,6 +58,13 @@ class WorkerLoad:
     layers: tuple[int, int] | None = None
     layer_weight_bytes: float = 0.0  # one decoder layer's weights
     node: str | None = None  # topology node (e.g. "GPU3") for the bandwidth lookup
+    # KV bytes in use, when memory_bytes also counts weights (a live worker): what a move carries
+    # besides the layers' weights. None: memory_bytes is all KV (the simulator's instances).
+    kv_bytes: float | None = None
+
+    @property
+    def movable_kv_bytes(self) -> float:
+        return self.memory_bytes if self.kv_bytes is None else self.kv_bytes
 
     @property
     def compute_share(self) -> float:
@@ -292,13 +299,13 @@ class MigrationController:
             start, end = src.layers
             # The boundary the two stages share: src's tail goes to the next stage, its head to the previous.
             moved = tuple(range(end - k, end)) if end == dst.layers[0] else tuple(range(start, start + k))
-            nbytes = k * (src.layer_weight_bytes + src.memory_bytes / src.num_layers)
+            nbytes = k * (src.layer_weight_bytes + src.movable_kv_bytes / src.num_layers)
             relief = k * per_src
             frac = 0.0
         else:
             # Attention work and KV scale together with the share of heads/blocks moved.
             frac = min(0.5, gap / 2 / ls) if ls > 0 else 0.0
-            nbytes = frac * src.memory_bytes
+            nbytes = frac * src.movable_kv_bytes
             relief = frac * ls
             moved = ()
         est = nbytes / bw + lat + cfg.sync_s

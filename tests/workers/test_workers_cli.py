@@ -32,3 +32,48 @@ def test_split_defaults_plan_then_even():
     plan = {"stages": [{"device": "cpu", "layers": [0, 3]}, {"device": "cpu", "layers": [3, 4]}]}
     assert resolve_split(4, 2, plan=plan) == [(0, 3), (3, 4)]
     assert resolve_split(4, 4, plan=plan) == [(0, 1), (1, 2), (2, 3), (3, 4)]  # plan has 2 stages, not 4
+
+
+@pytest.mark.slow
+def test_real_serve_with_two_workers_drains_on_sigterm_and_stops_its_workers():
+    """`llmplan serve --workers 2` as a user runs it: serves, then SIGTERM exits 0 with no worker left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    from server_harness import free_port, wait_until
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmplan.cli.app", "serve", "--dummy-weights", "llama-tiny", "--workers", "2",
+         "--num-kv-blocks", "64", "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        def healthy() -> bool:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                return httpx.get(url + "/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(healthy, timeout_s=90, what="the server to be healthy")
+        pids = httpx.get(url + "/admin/workers").json()["pids"]
+        r = httpx.post(url + "/v1/completions", json={"prompt": [5, 6, 7], "max_tokens": 4}, timeout=60)
+        assert r.status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = proc.stdout.read()
+    assert "2 workers" in out
+    deadline = time.monotonic() + 10
+    while any(os.path.exists(f"/proc/{pid}") for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in pids), "a worker outlived its server"

@@ -98,5 +98,6 @@ def install_admin(app, engine) -> None:
             "links": [{"a": a, "b": b, "bytes_per_s": bw, "sync_s": s}
                       for (a, b), (bw, s) in executor.links.items()],
             "migrations": [r.as_dict() for r in executor.records],
+            "pids": executor.worker_pids,
             "failed": executor.failed,
         })

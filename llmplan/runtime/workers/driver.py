@@ -29,8 +29,8 @@ import torch
 
 from llmplan.errors import LlmplanError
 from llmplan.runtime.core.types import ScheduledBatch, StepResult
-from llmplan.runtime.engine.executor import seq_work
-from llmplan.runtime.engine.sampling import RequestSampler, sample
+from llmplan.runtime.engine.executor import sampler_of, seq_work
+from llmplan.runtime.engine.sampling import sample
 from llmplan.runtime.engine.step_inputs import build_step_inputs
 from llmplan.runtime.workers.comm import Comm, free_port, probe_link
 from llmplan.runtime.workers.protocol import Failed, Hello, MigrateMsg, ProbeMsg, Ready, StepMsg, StopMsg
@@ -168,6 +168,11 @@ class PipelineExecutor:
         return list(self.stage.ranges)
 
     @property
+    def worker_pids(self) -> list[int]:
+        """Process ids of ranks 1..N-1."""
+        return [p.pid for p in self._procs]
+
+    @property
     def failed(self) -> str | None:
         return self._failure
 
@@ -232,9 +237,10 @@ class PipelineExecutor:
             self._check_alive()
             self._run_pending()
             self._maybe_control()
+            self._check_alive()  # a migration may have found a dead worker
             t0 = time.perf_counter()
             work = [seq_work(it) for it in batch.items]
-            samplers = [_sampler_of(it) for it in batch.items]
+            samplers = [sampler_of(it) for it in batch.items]
             inputs = build_step_inputs(work, self.block_size, self.device)
             self._broadcast(StepMsg(work))
             try:
@@ -307,8 +313,8 @@ class PipelineExecutor:
         try:
             measured = self.stage.migrate(self.comm, layers, src, dst, blocks)
         except Exception as e:
-            raise self._fail(f"migration {list(layers)} {src}->{dst}: {type(e).__name__}: "
-                             f"{str(e).splitlines()[0][:300]}") from e
+            first = str(e).splitlines()[0][:300] if str(e) else ""
+            raise self._fail(f"migration {list(layers)} {src}->{dst}: {type(e).__name__}: {first}") from e
         nbytes = self.stage.migration_bytes(len(layers), len(blocks))
         bw, sync = self.links[(min(src, dst), max(src, dst))]
         rec = MigrationRecord(self.steps, layers, src, dst, nbytes, measured, nbytes / bw + sync, bw, sync,
@@ -348,8 +354,9 @@ class PipelineExecutor:
             n = hi - lo
             held = n * self.stage.layer_weight_bytes + (extra if r == 0 else 0)
             kv = used * self.stage.kv_block_bytes() * n
-            out.append(WorkerLoad(f"w{r}", share[r], float(held + kv), self.capacity_bytes,
-                                  layers=(lo, hi), layer_weight_bytes=float(self.stage.layer_weight_bytes)))
+            out.append(WorkerLoad(f"w{r}", share[r], float(held + kv), self.capacity_bytes, layers=(lo, hi),
+                                  layer_weight_bytes=float(self.stage.layer_weight_bytes),
+                                  kv_bytes=float(kv)))
         return out
 
     def _maybe_control(self) -> None:
@@ -424,20 +431,3 @@ class PipelineExecutor:
             self.comm.close()
         atexit.unregister(self.close)
 
-
-_GREEDY = None
-
-
-def _sampler_of(item) -> RequestSampler:
-    global _GREEDY
-    s = item.seq.sampling
-    if isinstance(s, RequestSampler):
-        return s
-    found = getattr(s, "sampler", None)
-    if found is not None:
-        return found
-    if _GREEDY is None:
-        from llmplan.runtime.engine.api import SamplingParams
-
-        _GREEDY = RequestSampler(SamplingParams(temperature=0.0), 0)
-    return _GREEDY
