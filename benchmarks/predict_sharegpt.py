@@ -77,18 +77,19 @@ def main() -> None:
     majority, gbm = MajorityPredictor(split.train, edges), PromptLengthGBM(split.train, edges, seed=args.seed)
     baseline_fit_s = time.monotonic() - t1
     learned = LearnedLengthPredictor(model_dir)
+    learned_int8 = LearnedLengthPredictor(model_dir, quantize="int8")
     test_reqs = as_requests(split.test)
     dedup_ids = {id(e) for e in split.test_dedup.examples}
     dedup_mask = np.array([id(e) in dedup_ids for e in split.test.examples])
     true = np.asarray(split.test.output_tokens)
     rows = []
     reserve: dict[str, np.ndarray] = {}
-    for pr in (learned, gbm, majority):
+    for pr in (learned, learned_int8, gbm, majority):
         t2 = time.monotonic()
-        if pr is learned:
-            proba = learned.predict_proba(test_reqs)
+        if isinstance(pr, LearnedLengthPredictor):
+            proba = pr.predict_proba(test_reqs)
             b = proba.argmax(axis=1)
-            lens = np.asarray([learned.representatives[i] for i in b])
+            lens = np.asarray([pr.representatives[i] for i in b])
             # KV reservation from the predicted distribution: the upper edge where P(len <= edge) >= 90%.
             upper_edges = np.asarray(list(edges[1:]) + [2 * edges[-1]])
             reserve[pr.name + " (P90 of predicted distribution)"] = upper_edges[

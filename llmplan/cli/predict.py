@@ -115,6 +115,9 @@ def eval_cmd(
     ),
     latency_n: int = typer.Option(64, "--latency-n", help="Prompts timed for latency (0 to skip)."),
     threads: int = typer.Option(2, "--threads"),
+    int8: bool = typer.Option(
+        False, "--int8", help="Also score the model with int8 dynamically quantized linears (CPU)."
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Score the model beside a majority-class and a prompt-length LightGBM baseline (trained now) on
@@ -133,8 +136,9 @@ def eval_cmd(
     tr = take(split.train, dmeta.get("limit"), dmeta.get("seed", 0))
     splits = {"test": take(split.test, limit_test), "test_dedup": take(split.test_dedup, limit_test)}
     png = report_dir / "confusion.png" if report_dir else None
+    learned = [lp, LearnedLengthPredictor(model, quantize="int8")] if int8 else [lp]
     rows = evaluate(
-        [lp, PromptLengthGBM(tr, edges), MajorityPredictor(tr, edges)],
+        [*learned, PromptLengthGBM(tr, edges), MajorityPredictor(tr, edges)],
         splits,
         edges,
         latency_n=latency_n,
@@ -165,6 +169,7 @@ def eval_cmd(
 def query_cmd(
     prompts: list[str] = typer.Argument(..., help="One or more prompts."),
     model: Path = typer.Option(Path("predictor"), "--model", "-m", help="A trained predictor directory."),
+    int8: bool = typer.Option(False, "--int8", help="int8 dynamically quantized linears (faster on CPU)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Predict the output-length bucket and a representative length for prompts."""
@@ -172,7 +177,7 @@ def query_cmd(
     from llmplan.predict.learned import LearnedLengthPredictor
 
     _threads(2)
-    lp = LearnedLengthPredictor(model)
+    lp = LearnedLengthPredictor(model, quantize="int8" if int8 else None)
     proba = lp.predict_proba(prompts)
     labels = bucket_labels(lp.bucket_edges)
     rows = []

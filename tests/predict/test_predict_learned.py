@@ -46,6 +46,21 @@ def test_learned_beats_both_baselines_on_learnable_signal(trained) -> None:
     assert learned.latency_ms_b32 is not None and learned.latency_ms_b32 > 0
 
 
+def test_int8_inference_quantizes_the_linears_and_keeps_the_learned_signal(trained) -> None:
+    from llmplan.errors import LlmplanError
+
+    out, _ = trained
+    fp32, q = LearnedLengthPredictor(out), LearnedLengthPredictor(out, quantize="int8")
+    assert q.name.endswith("+int8")
+    linear = [m for m in q.model.modules() if type(m) is torch.nn.Linear]
+    assert not linear  # every nn.Linear was swapped for a dynamically quantized one
+    te = synthetic(30, seed=2)
+    agree = (fp32.predict_proba(te.prompts).argmax(1) == q.predict_proba(te.prompts).argmax(1)).mean()
+    assert agree >= 0.9
+    with pytest.raises(LlmplanError, match="int8 or none"):
+        LearnedLengthPredictor(out, quantize="fp8")
+
+
 def test_save_load_round_trip_and_interface(trained) -> None:
     out, _ = trained
     a, b = LearnedLengthPredictor(out), LearnedLengthPredictor(out)
