@@ -50,6 +50,8 @@ def main() -> None:
     ap.add_argument("--model", default=None,
                     help="run the engine's Llama model from the catalog (e.g. llama-120m, dummy weights) "
                          "instead of the reference stack")
+    ap.add_argument("--dir", default=None,
+                    help="where the disk tier's temporary directory goes (default: the system temp dir)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -64,7 +66,7 @@ def main() -> None:
           f"prompt {args.prompt} tokens, cached prefix {half} ({half * 100 // args.prompt}%), block {bs}; "
           f"torch threads {torch.get_num_threads()}")
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         tiers = {
             "memory": GlobalKVStore(L, memory_bytes=1 << 32),
             "disk": GlobalKVStore(L, memory_bytes=0, disk_dir=tmp),
@@ -174,7 +176,8 @@ def engine_main(args) -> None:
         model(si.input_ids, si.positions, si.meta, kv, si.logits_index)
         return time.perf_counter() - t0
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        print(f"disk tier in {tmp}")
         disk = GlobalKVStore(cfg.num_layers, memory_bytes=0, disk_dir=tmp)
         tiers = {"memory": GlobalKVStore(cfg.num_layers, memory_bytes=1 << 32), "disk": disk,
                  "cold": disk}  # the disk tier again, its files dropped from the page cache first
