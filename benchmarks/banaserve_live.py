@@ -11,7 +11,10 @@ each, open loop, by ``llmplan.loadgen.replay``:
 * ``distserve`` -- static 1:1 P/D (``--pd 1:1``): the prefill instance writes the prompt's KV to
                    the global store, the decode instance loads it and decodes;
 * ``banaserve`` -- two colocated instances sharing the global KV store (``--kv-store``), the
-                   BanaServe router (load-aware, Algorithm 4-2, over the store).
+                   BanaServe router (load-aware, Algorithm 4-2, over the store);
+* ``banaserve-workers`` (opt-in: ``--systems ...,banaserve-workers``) -- one instance over two
+                   worker processes (``--workers 2``) with the migration controller (no store: it
+                   serves single-worker instances only).
 
 Token lengths are scaled down (``--prompt-scale``, ``--output-scale``, caps) and arrivals are
 rescaled to each of ``--rates`` requests/s; the script prints the scaling it used. Per system it prints
@@ -37,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from llmplan.frontend.live_systems import LIVE_SYSTEMS as SYSTEMS
+from llmplan.frontend.live_systems import WORKER_SYSTEMS
 
 
 def workload(args: argparse.Namespace, rate: float):
@@ -99,6 +103,7 @@ def run_system(system: str, rate: float, wl, args: argparse.Namespace, work: Pat
         "store_hit_tokens": run.store_hit_tokens,
         "pd_handoffs": run.pd_handoffs,
         "pd_failures": run.pd_failures,
+        "migrations": run.migrations,
         "wall_s": run.wall_s,
         "loadavg": run.loadavg,
     }
@@ -168,6 +173,13 @@ def print_table(rows: list[dict], sims: dict[tuple[float, str], dict]) -> None:
         extra = f"store hit tokens {r['store_hit_tokens']:.0f}"
         if r["pd_handoffs"] or r["pd_failures"]:
             extra += f", P/D hand-offs {r['pd_handoffs']:.0f}, hand-off failures {r['pd_failures']:.0f}"
+        if r["system"] in WORKER_SYSTEMS:
+            busy = {k: round(v, 1) for k, v in r["computed_tokens"].items()}
+            print(
+                f"{r['rate']:g} req/s {r['system']}: worker busy s {busy}, layer migrations "
+                f"{r['migrations']:.0f}; {extra}; wall {r['wall_s']:.0f} s"
+            )
+            continue
         tokens = {k: round(v) for k, v in r["computed_tokens"].items()}
         queue = {k: round(v, 2) for k, v in r["queue_mean"].items()}
         print(
@@ -234,7 +246,7 @@ def main() -> None:
             for system in systems:
                 print(f"running {system} at {rate:g} req/s ...", file=sys.stderr, flush=True)
                 rows.append(run_system(system, rate, wl, args, Path(tmp)))
-                if args.calibration:
+                if args.calibration and system not in WORKER_SYSTEMS:
                     sims[(rate, system)] = simulate(system, wl, args)
     print_table(rows, sims)
     if args.json_out:

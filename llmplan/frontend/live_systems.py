@@ -11,11 +11,18 @@ only in how the two backends are used, as in the simulated comparison
 * ``distserve`` -- static 1:1 P/D (``--pd 1:1``): the prefill instance writes the prompt's KV
                    to the global store, the decode instance loads it and decodes;
 * ``banaserve`` -- two colocated instances sharing the global KV store (``--kv-store``), the
-                   BanaServe router (load-aware, Algorithm 4-2, over the store).
+                   BanaServe router (load-aware, Algorithm 4-2, over the store);
+* ``banaserve-workers`` (opt-in) -- one instance whose decoder layers span two worker processes
+                   (``--workers 2``), the migration controller (Algorithm 4-1) moving boundary layers
+                   between them (the store serves single-worker instances only, so none here). The
+                   same two processes' worth of CPU, spent on one pipelined instance instead of two
+                   replicas.
 
 Load per backend is measured three ways: requests dispatched to it (front end), tokens it
 pushed through the model (prompt tokens not served by the store, plus generated tokens), and
-the time-mean of requests inside its engine (running + waiting, sampled every 0.5 s).
+the time-mean of requests inside its engine (running + waiting, sampled every 0.5 s). For
+``banaserve-workers`` the load that can be uneven is each worker's compute time
+(``llmplan_worker_busy_seconds``), reported in place of tokens.
 """
 
 from __future__ import annotations
@@ -45,7 +52,10 @@ LIVE_SYSTEMS: dict[str, tuple[str, str | None, bool]] = {
     "vllm": ("least-loaded", None, False),
     "distserve": ("least-loaded", "1:1", True),
     "banaserve": ("banaserve", None, True),
+    "banaserve-workers": ("", None, False),
 }
+# Systems whose one instance spans worker processes instead of a front end over two backends.
+WORKER_SYSTEMS = ("banaserve-workers",)
 
 
 @dataclass(slots=True)
@@ -66,7 +76,7 @@ class LiveSystemRun:
     system: str
     result: RunResult
     routed: dict[str, float]  # dispatches per backend (front end)
-    computed_tokens: dict[str, float]  # tokens each backend pushed through the model
+    computed_tokens: dict[str, float]  # tokens each backend pushed through the model (workers: busy s)
     queue_mean: dict[str, float]  # time-mean running + waiting per backend
     store_hit_tokens: float
     pd_handoffs: float
@@ -74,6 +84,7 @@ class LiveSystemRun:
     wall_s: float
     loadavg: tuple[float, float]  # 1-minute load average before and after the replay
     argv: list[str] = field(default_factory=list)
+    migrations: float = 0.0  # layer migrations the controller executed (banaserve-workers)
 
     def imbalance(self) -> dict[str, float]:
         """max/mean over the backends of each load measure (1.0 = even)."""
@@ -153,6 +164,14 @@ def serve_argv(system: str, cfg: LiveConfig, port: int, base_port: int, workdir:
     if system not in LIVE_SYSTEMS:
         raise LlmplanError(f"unknown system {system!r}; choose from {', '.join(LIVE_SYSTEMS)}")
     router, pd, store = LIVE_SYSTEMS[system]
+    if system in WORKER_SYSTEMS:
+        return [
+            sys.executable, "-m", "llmplan.cli.app", "serve", "--dummy-weights", cfg.model,
+            "--port", str(port), "--workers", "2", "--migration-controller", "--threads", str(cfg.threads),
+            "--max-num-seqs", str(cfg.max_num_seqs), "--max-num-batched-tokens",
+            str(cfg.max_num_batched_tokens), "--num-kv-blocks", str(cfg.num_kv_blocks), "--seed",
+            str(cfg.seed),
+        ]  # fmt: skip
     argv = [
         sys.executable, "-m", "llmplan.cli.app", "serve", "--dummy-weights", cfg.model,
         "--instances", "2", "--port", str(port), "--base-port", str(base_port), "--router", router,
@@ -189,6 +208,8 @@ def run_live_system(
     names = ["prefill0", "decode0"] if LIVE_SYSTEMS[system][1] else ["engine0", "engine1"]
     backends = {n: f"http://127.0.0.1:{first + i}" for i, n in enumerate(names)}
     url = f"http://127.0.0.1:{port}"
+    if system in WORKER_SYSTEMS:
+        backends = {"instance": url}
     with open(workdir / "serve.log", "wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
@@ -226,12 +247,25 @@ def run_live_system(
         for n in backends
     }
     routed = _metric_by(fe, "llmplan_frontend_routed_total", "backend")
+    queue = sampler.means()
+    migrations = 0.0
+    if system in WORKER_SYSTEMS:
+        # One instance: the load that can be uneven is its workers' compute time.
+        busy0 = _metric_by(before["instance"], "llmplan_worker_busy_seconds_total", "worker")
+        busy1 = _metric_by(after["instance"], "llmplan_worker_busy_seconds_total", "worker")
+        computed = {f"worker{w}": busy1[w] - busy0.get(w, 0.0) for w in sorted(busy1)}
+        routed = {}
+        queue = {}
+        migrations = _metric_sum(after["instance"], "llmplan_layer_migrations_total") - _metric_sum(
+            before["instance"], "llmplan_layer_migrations_total"
+        )
     return LiveSystemRun(
         system=system,
         result=result,
-        routed={n: routed.get(n, 0.0) for n in backends},
+        routed={n: routed.get(n, 0.0) for n in backends} if system not in WORKER_SYSTEMS else {},
         computed_tokens=computed,
-        queue_mean=sampler.means(),
+        queue_mean=queue,
+        migrations=migrations,
         store_hit_tokens=sum(delta(n, "llmplan_kvstore_hit_tokens_total") for n in backends),
         pd_handoffs=_metric_sum(fe, "llmplan_frontend_pd_handoffs_total"),
         pd_failures=_metric_sum(fe, "llmplan_frontend_pd_failures_total"),
@@ -299,23 +333,23 @@ def scale_lengths(
 def load_table(runs: list[LiveSystemRun]) -> str:
     """Markdown: per system, the load on each backend and the max/mean imbalance."""
     rows = [
-        "| system | backend | dispatched | tokens computed | mean in engine |",
+        "| system | backend | dispatched | tokens computed (workers: busy s) | mean in engine |",
         "|---|---|---|---|---|",
     ]
     for r in runs:
         imb = r.imbalance()
-        for b in r.routed:
+        for b in r.computed_tokens:
             rows.append(
-                f"| {r.system} | {b} | {r.routed[b]:.0f} | {r.computed_tokens.get(b, 0.0):.0f} | "
-                f"{r.queue_mean.get(b, 0.0):.2f} |"
+                f"| {r.system} | {b} | {r.routed.get(b, math.nan):.0f} | {r.computed_tokens[b]:.1f} | "
+                f"{r.queue_mean.get(b, math.nan):.2f} |"
             )
         rows.append(
             f"| {r.system} | max/mean | {imb['routed']:.2f} | {imb['tokens']:.2f} | {imb['queue']:.2f} |"
         )
     notes = [
         f"- {r.system}: store hit tokens {r.store_hit_tokens:.0f}, P/D hand-offs {r.pd_handoffs:.0f} "
-        f"(failed {r.pd_failures:.0f}), replay {r.wall_s:.0f} s, load average {r.loadavg[0]:.1f} -> "
-        f"{r.loadavg[1]:.1f}"
+        f"(failed {r.pd_failures:.0f}), layer migrations {r.migrations:.0f}, replay {r.wall_s:.0f} s, "
+        f"load average {r.loadavg[0]:.1f} -> {r.loadavg[1]:.1f}"
         for r in runs
     ]
     return "\n".join(rows + [""] + notes)
