@@ -6,8 +6,11 @@ stage hand-off, a layer run twice or skipped, or KV left behind by a migration c
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -67,7 +70,16 @@ def pipe():
     assert executor.ranges == [(0, 2), (2, 4)]
     with running_server(engine) as url:
         yield url, executor
-    assert all(not p.is_alive() for p in executor._procs), "workers must stop with the server"
+    assert not any(_alive(pid) for pid in executor.worker_pids), "workers must stop with the server"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie (exited, not yet reaped) is not alive
+        return f.read().split()[2] != "Z"
 
 
 def test_two_workers_give_the_single_process_greedy_outputs(reference, pipe):
@@ -119,9 +131,9 @@ def test_invalid_moves_are_clear_errors(pipe, body, status, words):
 
 def test_a_dead_worker_is_a_clear_error_not_a_hang(pipe):
     url, executor = pipe
-    proc = executor._procs[0]
-    proc.kill()
-    proc.join(10)
+    [pid] = executor.worker_pids
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not _alive(pid), what="the worker to die")
     r = httpx.post(url + "/v1/completions", json={"prompt": [300] * 8, "max_tokens": 4}, timeout=60)
     assert r.status_code == 500
     msg = r.json()["error"]["message"]
@@ -137,7 +149,8 @@ def test_migration_controller_moves_a_layer_off_the_busy_worker(reference):
     from llmplan.runtime.engine import build_engine
 
     engine = build_engine(dummy_weights="llama-tiny", num_kv_blocks=128, max_num_seqs=16, workers=2,
-                          layer_split="3,1", migration_controller=True, control_interval_s=0.2)
+                          layer_split="3,1", migration_controller=True, control_interval_s=0.2,
+                          worker_timeout_s=5)
     executor = engine.engine.executor
     stop = threading.Event()
 
@@ -163,3 +176,15 @@ def test_migration_controller_moves_a_layer_off_the_busy_worker(reference):
         assert metric(url, "llmplan_migration_decisions_total", kind="layer", code="migrate") >= 1
         assert metric(url, "llmplan_worker_layers", worker="1") >= 2
         assert metric(url, "llmplan_migration_migration_seconds_total") > 0
+
+        # A worker that stops answering (SIGSTOP: alive, silent) fails the step after the
+        # worker timeout (5 s here) with a clear error instead of hanging the server.
+        [pid] = executor.worker_pids
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            r = httpx.post(url + "/v1/completions", json={"prompt": [300] * 8, "max_tokens": 4}, timeout=60)
+            assert r.status_code == 500 and time.monotonic() - t0 < 30
+            assert "multi-worker instance failed" in r.json()["error"]["message"]
+        finally:
+            os.kill(pid, signal.SIGCONT)
