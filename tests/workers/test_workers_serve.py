@@ -141,6 +141,8 @@ def test_a_dead_worker_is_a_clear_error_not_a_hang(pipe):
     # Later requests fail at once with the same diagnosis.
     r = httpx.post(url + "/v1/completions", json={"prompt": [300] * 8, "max_tokens": 4}, timeout=10)
     assert r.status_code == 500 and "worker 1" in r.json()["error"]["message"]
+    h = httpx.get(url + "/health", timeout=10)
+    assert h.status_code == 503 and h.json()["status"] == "failed" and "worker 1" in h.json()["error"]
 
 
 def test_migration_controller_moves_a_layer_off_the_busy_worker(reference):

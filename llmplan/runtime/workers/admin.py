@@ -5,7 +5,7 @@ the KV blocks in use) between adjacent workers between two engine steps, while r
 the reply is the migration's record (bytes, measured seconds beside the estimate S/B + T_sync)
 and the new stage map. An invalid move is a 409 naming the movable layers; a server with one
 worker answers 409 too. ``GET /admin/workers`` shows the stage map, the probed links and the
-migrations so far.
+migrations so far. Once a worker has failed, ``/health`` answers 503 ``{"status": "failed"}``.
 
 The workers are stopped after the engine has drained, from the app's lifespan.
 """
@@ -59,6 +59,14 @@ def install_admin(app, engine) -> None:
                 await asyncio.to_thread(executor.close)  # the engine has drained: stop the workers
 
         app.router.lifespan_context = lifespan
+
+        @app.middleware("http")
+        async def failed_instance_health(request: Request, call_next):
+            # A failed instance cannot serve until restarted: /health says so, so a load balancer
+            # or llmplan's front end stops sending it requests.
+            if request.url.path == "/health" and executor.failed:
+                return JSONResponse({"status": "failed", "error": executor.failed}, status_code=503)
+            return await call_next(request)
 
     @app.post("/admin/migrate")
     async def admin_migrate(raw: Request) -> JSONResponse:
