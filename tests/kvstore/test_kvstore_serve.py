@@ -31,7 +31,8 @@ PROMPT_B = SHARED + [_rng.randrange(3, 32000) for _ in range(21)]  # 69 tokens: 
 def _engine(**kw):
     from llmplan.runtime.engine import build_engine
 
-    return build_engine(dummy_weights="llama-tiny", num_kv_blocks=64, max_num_seqs=8, threads=1, **kw)
+    kw.setdefault("num_kv_blocks", 64)
+    return build_engine(dummy_weights="llama-tiny", max_num_seqs=8, threads=1, **kw)
 
 
 def _complete(url: str, prompt: list[int], n: int = 8, **sampling) -> str:
@@ -107,6 +108,25 @@ def test_a_corrupt_block_file_is_dropped_and_recomputed(tmp_path, reference):
         assert metric(url, "llmplan_kvstore_step_retries_total") == 1
         assert metric(url, "llmplan_kvstore_hit_tokens_total") == 16  # only block 0 survived
         assert not victim.exists() or victim.read_bytes() != bytes(data)  # rewritten, not served
+
+
+def test_preempted_requests_recompute_over_a_memory_only_store_with_identical_output():
+    # A 9-block pool for three 40-token prompts that grow to 70 tokens: decode growth preempts,
+    # and a preempted request re-prefills prompt + generated tokens from position 0 -- through
+    # the store, whose chained keys also cover the generated tokens' blocks.
+    import concurrent.futures as cf
+
+    rng = random.Random(11)
+    prompts = [SHARED[:32] + [rng.randrange(3, 32000) for _ in range(8)] for _ in range(3)]
+    with running_server(_engine()) as url:
+        want = [_complete(url, p, 30) for p in prompts]
+    with running_server(_engine(kv_store="memory", kv_store_memory_mb=64, num_kv_blocks=9)) as url:
+        with cf.ThreadPoolExecutor(3) as pool:
+            got = list(pool.map(lambda p: _complete(url, p, 30), prompts))
+        assert metric(url, "llmplan_preemptions_total") > 0
+        assert metric(url, "llmplan_kvstore_hit_tokens_total") > 0
+        assert metric(url, "llmplan_kvstore_disk_bytes") == 0
+    assert got == want
 
 
 def _serve(port: int, store: Path, *extra: str) -> subprocess.Popen:
