@@ -42,6 +42,14 @@ def _complete(url: str, prompt: list[int], n: int = 8, **sampling) -> str:
     return r.json()["choices"][0]["text"]
 
 
+def _wipe_pool(engine) -> None:
+    """Zero the paged KV pool between requests: a freed block still holds its old KV, and the
+    next request may get the same block ids, so without this a broken load could pass unseen."""
+    kv = engine.engine.executor.kv
+    for t in (*kv.k, *kv.v):
+        t.zero_()
+
+
 @pytest.fixture(scope="module")
 def reference():
     """Outputs of a server without a store: the ground truth."""
@@ -54,8 +62,10 @@ def reference():
 
 
 def test_repeated_prefix_is_served_from_the_store_with_identical_output(tmp_path, reference):
-    with running_server(_engine(kv_store=str(tmp_path))) as url:
+    engine = _engine(kv_store=str(tmp_path))
+    with running_server(engine) as url:
         assert _complete(url, PROMPT_A) == reference["a"]  # cold: computes all, writes 3 blocks
+        _wipe_pool(engine)
         assert metric(url, "llmplan_kvstore_hit_tokens_total") == 0
         assert metric(url, "llmplan_kvstore_written_blocks_total") == 3
         assert _complete(url, PROMPT_B) == reference["b"]
@@ -76,9 +86,11 @@ def test_chunked_prefill_loads_in_every_chunk_and_writes_back_later_chunks(tmp_p
     # B's chunks: [0, 32) loads block 0 and computes block 1 (a chunk computes >= 1 token);
     # [32, 64) loads block 2 (it follows what the pool holds) and computes block 3, written
     # back; [64, 69) starts past the cached blocks and only computes.
-    with running_server(_engine(kv_store=str(tmp_path), max_num_batched_tokens=32)) as url:
+    engine = _engine(kv_store=str(tmp_path), max_num_batched_tokens=32)
+    with running_server(engine) as url:
         assert _complete(url, PROMPT_A) == reference["a"]
         assert metric(url, "llmplan_kvstore_written_blocks_total") == 3
+        _wipe_pool(engine)
         assert _complete(url, PROMPT_B) == reference["b"]
         assert metric(url, "llmplan_kvstore_hit_blocks_total") == 2
         assert metric(url, "llmplan_kvstore_hit_tokens_total") == 32
@@ -87,8 +99,10 @@ def test_chunked_prefill_loads_in_every_chunk_and_writes_back_later_chunks(tmp_p
 
 def test_a_corrupt_block_file_is_dropped_and_recomputed(tmp_path, reference):
     # Disk tier only, so every load reads (and checks) a file.
-    with running_server(_engine(kv_store=str(tmp_path), kv_store_memory_mb=0)) as url:
+    engine = _engine(kv_store=str(tmp_path), kv_store_memory_mb=0)
+    with running_server(engine) as url:
         assert _complete(url, PROMPT_A) == reference["a"]
+        _wipe_pool(engine)
         files = sorted(tmp_path.rglob("*.kvb"))
         assert len(files) == 3 * 4  # 3 blocks x 4 layers
         import torch
