@@ -409,9 +409,10 @@ def _kv_store_args(kv_store: str | None, memory_mb: int | None, disk_gb: float |
     from llmplan.errors import LlmplanError
 
     if kv_store is None:
-        for flag, value in (("--kv-store-memory-mb", memory_mb), ("--kv-store-disk-gb", disk_gb)):
-            if value is not None:
-                raise LlmplanError(f"{flag} needs --kv-store DIR (or --kv-store memory)")
+        if memory_mb is not None:
+            raise LlmplanError("--kv-store-memory-mb needs --kv-store DIR (or --kv-store memory)")
+        if disk_gb is not None:
+            raise LlmplanError("--kv-store-disk-gb needs --kv-store DIR")
         return []
     if disk_gb is not None and (kv_store == "memory" or not disk_gb > 0):
         raise LlmplanError(f"--kv-store-disk-gb must be > 0 and needs a --kv-store DIR (got {disk_gb})")
