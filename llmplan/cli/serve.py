@@ -19,6 +19,8 @@ Examples:
   llmplan serve --model ~/models/Qwen2-0.5B --device cuda --dtype bfloat16
 
   llmplan serve --dummy-weights llama-120m --scheduler slo-odbs --predictor noisy:0.8
+
+  llmplan serve --dummy-weights llama-tiny --workers 2 --layer-split 3,1 --migration-controller
 """
 
 
