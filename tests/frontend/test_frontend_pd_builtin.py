@@ -321,3 +321,66 @@ def test_bench_live_needs_system_names():
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert r.returncode == 2 and "--compare vllm,distserve,banaserve --live" in r.stderr
+
+
+def test_dead_paired_decode_fails_over_to_another_decode(stub_argv, free_port):
+    """1 prefill + 2 decode stubs; the paired decode dies on its first request: the retry hands
+    off to the other one (any decode instance can read the store); the failure is counted."""
+    import uvicorn
+
+    from llmplan.frontend.backends import Backend, BackendPool
+    from llmplan.frontend.pd import StoreHandoff
+    from llmplan.frontend.proxy import Frontend, build_app
+    from llmplan.routing import get_router
+
+    pre, dead, alive = free_port(), free_port(), free_port()
+    procs = [
+        subprocess.Popen(stub_argv(pre, "--name", "pre")),
+        subprocess.Popen(stub_argv(dead, "--name", "d0", "--crash-after", "1")),
+        subprocess.Popen(stub_argv(alive, "--name", "d1")),
+    ]
+    try:
+        for p in (pre, dead, alive):
+            deadline = time.monotonic() + 15
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"http://127.0.0.1:{p}/health", timeout=1).status_code == 200:
+                        break
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        url = "http://127.0.0.1:{}".format
+        pool = BackendPool(
+            [
+                Backend("prefill0", url(pre), role="prefill", decode_url=url(dead)),
+                Backend("decode0", url(dead), role="decode"),  # healthy until its first request
+                Backend("decode1", url(alive), role="decode"),
+            ],
+            get_router("round-robin"),
+            health_interval_s=3600,  # only the request itself finds out that decode0 died
+        )
+        fe = Frontend(pool, max_retries=1, handoff=StoreHandoff())
+        port = free_port()
+        server = uvicorn.Server(
+            uvicorn.Config(build_app(fe), host="127.0.0.1", port=port, log_level="warning")
+        )
+        t = threading.Thread(target=server.run, daemon=True)
+        t.start()
+        while not server.started:
+            time.sleep(0.02)
+        try:
+            r = httpx.post(f"http://127.0.0.1:{port}/v1/completions", json={"prompt": "x", "max_tokens": 3})
+            metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        finally:
+            server.should_exit = True
+            t.join(timeout=10)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    assert r.status_code == 200 and r.json()["backend"] == "d1", r.text
+    assert r.json()["received_kv"] is None  # the store hand-off passes nothing between the hops
+    assert _metric(metrics, "llmplan_frontend_pd_failures_total", '{backend="decode0",hop="decode"}') == 1
+    assert (
+        _metric(metrics, "llmplan_frontend_pd_handoffs_total", '{decode="decode1",prefill="prefill0"}') == 1
+    )
+    assert _metric(metrics, "llmplan_frontend_retries_total") == 1
