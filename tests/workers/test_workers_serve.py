@@ -113,6 +113,13 @@ def test_admin_migration_while_requests_stream_keeps_outputs_identical(reference
     assert metric(url, "llmplan_layer_migration_last_estimate_seconds") > 0
     assert httpx.get(url + "/admin/workers").json()["layers"] == [[0, 2], [2, 4]]
 
+    # An idle engine runs no step to pick the move up: the admin call runs it itself.
+    r = httpx.post(url + "/admin/migrate", json={"layers": [2], "src": 1, "dst": 0}, timeout=60)
+    assert r.status_code == 200 and r.json()["layers"] == [[0, 3], [3, 4]]
+    assert _all(url) == reference
+    r = httpx.post(url + "/admin/migrate", json={"layers": [2], "src": 0, "dst": 1}, timeout=60)
+    assert r.status_code == 200 and executor.ranges == [(0, 2), (2, 4)]
+
 
 @pytest.mark.parametrize(("body", "status", "words"), [
     ({"layers": [0], "src": 0, "dst": 1}, 409, "only boundary layers [1]"),
