@@ -8,7 +8,11 @@ handling is explicit and counted:
 * the backend fails before anything reached the client: retry on another backend
   (up to ``max_retries``), so a crash loses nothing;
 * the backend fails mid-stream: the client gets an SSE error event and ``[DONE]``, and
-  the request is counted as failed; tokens already sent cannot be taken back.
+  the request is counted as failed; tokens already sent cannot be taken back;
+* P/D: a request routed to a prefill instance makes two hops (prefill with max_tokens=1,
+  then the full request on a decode instance); a failed hop is blamed on that hop's
+  backend, counted in ``llmplan_frontend_pd_failures_total{hop,backend}``, and retried or
+  reported as above.
 """
 
 from __future__ import annotations
@@ -275,7 +279,8 @@ class Frontend:
         if exc.hop is not None and backend.role == "prefill":
             self.metrics.pd_failures.labels(exc.hop, exc.backend.name if exc.backend else "none").inc()
             where = exc.backend.name if exc.backend else "-"
-            return f"P/D {exc.hop} hop failed on {where} (routed to {backend.name}): {exc}"
+            after = f" after the prefill on {backend.name}" if exc.hop == "decode" else ""
+            return f"P/D {exc.hop} hop failed on {where}{after}: {exc}"
         return f"backend {backend.name} failed: {exc}"
 
     def _handed_off(self, backend: Backend, d: _Dispatch) -> None:
