@@ -245,6 +245,11 @@ def register(app: typer.Typer) -> None:
                 )
             if not compare or not system_names(policies):
                 raise LlmplanError("--live runs whole systems: use --compare vllm,distserve,banaserve --live")
+            if instances or disaggregation or plan or calibration:
+                raise LlmplanError(
+                    "--live deploys 2 CPU backends per system (distserve as 1:1); "
+                    "drop --instances/--disaggregation/--plan/--calibration"
+                )
         # Progress goes to stderr so --json output on stdout stays parseable.
         with bench_progress(err_console) as on_progress:
             if live:

@@ -315,12 +315,19 @@ def test_scale_lengths_caps_and_keeps_arrivals():
         scale_lengths(wl, 0, 1)
 
 
-def test_bench_live_needs_system_names():
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "--compare vllm,distserve,banaserve --live"),
+        (["--compare", "vllm,distserve", "--instances", "4"], "drop --instances"),
+    ],
+)
+def test_bench_live_refuses_what_it_cannot_deploy(extra, message):
     r = subprocess.run(
-        [sys.executable, "-m", "llmplan.cli.app", "bench", "--trace", "synthetic:n=5", "--live"],
+        [sys.executable, "-m", "llmplan.cli.app", "bench", "--trace", "synthetic:n=5", "--live", *extra],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert r.returncode == 2 and "--compare vllm,distserve,banaserve --live" in r.stderr
+    assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_dead_paired_decode_fails_over_to_another_decode(stub_argv, free_port):
