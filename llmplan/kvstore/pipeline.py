@@ -31,6 +31,8 @@ from llmplan.errors import LlmplanError
 from llmplan.kvstore.store import GlobalKVStore
 
 Compute = Callable[[int, torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]]
+Place = Callable[[int, list[torch.Tensor]], None]
+PLACED = object()  # a load that went straight to the caller's destination
 
 
 @dataclass(slots=True)
@@ -93,12 +95,24 @@ class LayerwisePrefill:
         self.close()
 
     # -- background work
-    def _load(self, blocks: Sequence[bytes], layer: int) -> tuple[torch.Tensor | None, float, object]:
+    def _load(self, blocks: Sequence[bytes], layer: int, place: Place | None = None
+              ) -> tuple[torch.Tensor | object | None, float, object]:
         t0 = time.perf_counter()
         parts = self.store.load_layer(blocks, layer)
         event = None
         if parts is None:
             return None, time.perf_counter() - t0, None
+        if place is not None:
+            # The caller's own destination (the engine's paged pool): written here, on the loader
+            # thread (and side stream), while the previous layer computes.
+            if self._cuda:
+                with torch.cuda.stream(self._stream):
+                    place(layer, [p.pin_memory() for p in parts])
+                    event = torch.cuda.Event()
+                    event.record(self._stream)
+            else:
+                place(layer, parts)
+            return PLACED, time.perf_counter() - t0, event
         kv = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         if self._cuda:
             with torch.cuda.stream(self._stream):
@@ -126,12 +140,17 @@ class LayerwisePrefill:
         new_blocks: Sequence[bytes],
         block_size: int,
         keep_kv: bool = True,
+        place: Place | None = None,
     ) -> PrefillResult | None:
         """Prefill the suffix over ``num_layers`` layers; ``None`` if a cached block vanished.
 
         ``keep_kv=False`` skips assembling ``past_kv`` (prefix + suffix per layer) for callers
         whose KV already lives elsewhere (the engine's paged pool): one copy less per layer.
+        ``place(layer, parts)``, if given, receives each layer's loaded blocks on the loader
+        thread (it must write only that layer's state); ``compute`` then gets ``past=None``.
         """
+        if place is not None and keep_kv:
+            raise LlmplanError("keep_kv needs the loaded KV back; pass keep_kv=False with place")
         tm = PrefillTiming()
         t_start = time.perf_counter()
         loads: dict[int, Future] = {}
@@ -143,7 +162,7 @@ class LayerwisePrefill:
         def prefetch(upto: int) -> None:
             nonlocal submitted
             while submitted < min(upto, num_layers):
-                loads[submitted] = self._loader.submit(self._load, cached_blocks, submitted)
+                loads[submitted] = self._loader.submit(self._load, cached_blocks, submitted, place)
                 submitted += 1
 
         try:
@@ -164,6 +183,8 @@ class LayerwisePrefill:
                         return None
                     if event is not None:
                         torch.cuda.current_stream(self.device).wait_event(event)
+                    if past is PLACED:
+                        past = None
                 t0 = time.perf_counter()
                 hidden, new_kv = compute(i, hidden, past)
                 if self._cuda:

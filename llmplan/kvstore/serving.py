@@ -6,9 +6,9 @@ chunking, preemption) is untouched:
 
 * a prefill chunk that starts at position 0 asks the store for the longest cached prefix of
   its full blocks (a later chunk of a long prompt, for the cached blocks that continue what is
-  already in the pool); those tokens are not computed -- their KV is loaded layer by layer
-  (prefetch layer ``i+1`` while layer ``i`` runs) and scattered into the request's own blocks
-  of the paged pool just before the layer that reads it. One token per chunk is always
+  already in the pool); those tokens are not computed -- their KV is loaded layer by layer and
+  copied into the request's own blocks of the paged pool by the loader thread (layer ``i+1``
+  while layer ``i`` runs). One token per chunk is always
   computed (the chunk's hidden rows, and the prompt's last token's logits);
 * every full block a prefill step completes goes back to the store (layer ``i``'s blocks are
   written by a background thread while layer ``i+1`` computes);
@@ -204,15 +204,16 @@ class LayerwiseStep:
         model = self.model
         cfg = model.cfg
         cached: list[bytes] = []
-        prefix_slots: list[int] = []
+        prefix_blocks: list[int] = []  # pool block id of each cached block, in load order
         new_keys: list[bytes] = []
         wb_slots: list[int] = []
         for w, p in zip(work, plans, strict=True):
             if p is not None:
                 cached += p.keys[p.first: p.first + p.hit]
-                prefix_slots += self._slots(w.block_ids, range(p.first, p.first + p.hit))
-                new_keys += [p.keys[j] for j in p.write]
-                wb_slots += self._slots(w.block_ids, p.write)
+                prefix_blocks += w.block_ids[p.first: p.first + p.hit]
+                if self.pipe.write_back:
+                    new_keys += [p.keys[j] for j in p.write]
+                    wb_slots += self._slots(w.block_ids, p.write)
         inputs = build_step_inputs(work, self.bs, model.input_device)
         if not cached and not new_keys:  # nothing to load or store after all: the fused forward
             logits = model(inputs.input_ids, inputs.positions, inputs.meta, self.kv, inputs.logits_index)
@@ -226,20 +227,25 @@ class LayerwiseStep:
             if dev not in per_dev:  # layers may sit on several devices (a --plan device map)
                 cos, sin = model.ropes[dev](inputs.positions.to(dev))
                 per_dev[dev] = (cos, sin, inputs.meta.to(dev),
-                                torch.tensor(prefix_slots, dtype=torch.long, device=dev),
                                 torch.tensor(wb_slots, dtype=torch.long, device=dev))
-            cos, sin, meta, pslots, wslots = per_dev[dev]
+            cos, sin, meta, wslots = per_dev[dev]
             k_pool, v_pool = self.kv.layer(i)
             flat_k = k_pool.view(-1, cfg.num_kv_heads, cfg.head_dim)
             flat_v = v_pool.view(-1, cfg.num_kv_heads, cfg.head_dim)
-            if past is not None:  # the cached prefix lands in the request's own blocks first
-                flat_k[pslots] = past[0].to(device=dev, dtype=flat_k.dtype)
-                flat_v[pslots] = past[1].to(device=dev, dtype=flat_v.dtype)
             x = layer(x.to(dev), cos, sin, meta, self.kv)
             return x, torch.stack([flat_k[wslots], flat_v[wslots]])
 
+        def place(i: int, parts: list[torch.Tensor]) -> None:
+            # On the loader thread, while layer i-1 computes: the cached blocks go straight into
+            # the request's own blocks of layer i's pool (one block-sized copy each, no staging).
+            k_pool, v_pool = self.kv.layer(i)
+            for bid, part in zip(prefix_blocks, parts, strict=True):
+                k_pool[bid].copy_(part[0], non_blocking=True)
+                v_pool[bid].copy_(part[1], non_blocking=True)
+
         hidden = model.embed_tokens(inputs.input_ids)
-        res = self.pipe.run(compute, hidden, cfg.num_layers, cached, new_keys, self.bs, keep_kv=False)
+        res = self.pipe.run(compute, hidden, cfg.num_layers, cached, new_keys, self.bs, keep_kv=False,
+                            place=place)
         if res is None:
             return None  # a cached block was lost mid-way (and dropped): the caller re-plans
         logits = None
