@@ -156,31 +156,39 @@ class LayerwiseStep:
     def plan(self, tokens: Sequence[int], context_len: int, end: int) -> SeqPlan | None:
         """``tokens`` are the sequence's known tokens, this step computes ``[context_len, end)``.
 
-        Any prefill chunk that starts on a block boundary may load: the first chunk of a prompt
-        its cached prefix, a later chunk (of a long prompt, under ``--max-num-batched-tokens``)
-        the cached blocks that follow what earlier chunks put in the pool. Keys are chained, so
-        block ``j``'s entry is valid after any way of producing blocks ``0..j-1``.
+        Every prefill chunk may load: the first chunk of a prompt its cached prefix, a later
+        chunk (a long prompt under ``--max-num-batched-tokens``, whose chunk edges the token
+        budget puts anywhere) the cached blocks from its first block boundary on. Keys are
+        chained, so block ``j``'s entry is valid after any way of producing blocks ``0..j-1``.
         """
         bs = self.bs
         if end // bs <= context_len // bs:
             return None  # completes no block and cannot load one
         keys = block_hashes(tokens[:end], bs, self.namespace)
         first = -(-context_len // bs)
-        # At least one token of the chunk is computed: the chunk must produce its hidden rows
-        # (and the prompt's last token its logits).
-        cap = (end - 1) // bs if context_len % bs == 0 else first
-        return SeqPlan(keys, first=first, load_cap=max(first, cap))
+        # At least one token of the chunk is computed after the loaded blocks: the chunk must
+        # produce its hidden rows (and the prompt's last token its logits).
+        return SeqPlan(keys, first=first, load_cap=max(first, (end - 1) // bs))
 
-    def _match(self, plan: SeqPlan, w: SeqWork, tokens: Sequence[int], end: int) -> SeqWork:
+    def _match(self, plan: SeqPlan, w: SeqWork, tokens: Sequence[int], end: int) -> list[SeqWork]:
+        """The item's work after the lookup: one span, or -- when a chunk that starts inside a
+        block loads -- two spans of the same sequence in one step: the head up to the block
+        boundary, then the tail after the loaded blocks. The KV of both is written into the pool
+        before any attention of the layer reads it, so the tail sees the head (and the loaded
+        blocks) as context."""
         plan.hit = self.store.match_prefix(plan.keys[plan.first: plan.load_cap]) if plan.loads else 0
-        start = max(w.context_len, (plan.first + plan.hit) * self.bs)
+        c, bs = w.context_len, self.bs
         # Blocks this step completes, unless another request or process already stored them.
-        plan.write = [j for j in range(start // self.bs, len(plan.keys))
-                      if not self.store.has_block(plan.keys[j])]
-        p = (plan.first + plan.hit) * self.bs if plan.hit else w.context_len
-        if p == w.context_len:
-            return w
-        return SeqWork(list(tokens[p:end]), p, w.block_ids, w.is_prefill, w.sample)
+        loaded = range(plan.first, plan.first + plan.hit)
+        plan.write = [j for j in range(c // bs, len(plan.keys))
+                      if j not in loaded and not self.store.has_block(plan.keys[j])]
+        if not plan.hit:
+            return [w]
+        b, p = plan.first * bs, (plan.first + plan.hit) * bs
+        tail = SeqWork(list(tokens[p:end]), p, w.block_ids, w.is_prefill, w.sample)
+        if b == c:
+            return [tail]
+        return [SeqWork(list(tokens[c:b]), c, w.block_ids, w.is_prefill, False), tail]
 
     def _slots(self, block_ids: Sequence[int], blocks: Sequence[int]) -> list[int]:
         bs = self.bs
@@ -192,33 +200,40 @@ class LayerwiseStep:
         """Run ``work`` (the base executor's items) with ``plans`` (``None`` for plain items)."""
         # Each failed pass dropped at least one cached block, so this ends.
         for attempt in range(sum(len(p.keys) for p in plans if p is not None) + 2):
-            matched = [w if p is None else self._match(p, w, t, e)
-                       for w, p, t, e in zip(work, plans, tokens, ends, strict=True)]
-            out = self._pass(matched, plans)
+            spans: list[SeqWork] = []
+            owner: list[int] = []  # spans[k] belongs to work[owner[k]]
+            for i, (w, p, t, e) in enumerate(zip(work, plans, tokens, ends, strict=True)):
+                parts = [w] if p is None else self._match(p, w, t, e)
+                spans += parts
+                owner += [i] * len(parts)
+            out = self._pass(spans, owner, plans)
             if out is not None:
                 out.retries = attempt
                 return out
         raise LlmplanError("the KV store kept losing blocks during one step; check the store's disk")
 
-    def _pass(self, work: list[SeqWork], plans: list[SeqPlan | None]) -> LayerwiseOutcome | None:
+    def _pass(self, work: list[SeqWork], owner: list[int], plans: list[SeqPlan | None]
+              ) -> LayerwiseOutcome | None:
         model = self.model
         cfg = model.cfg
         cached: list[bytes] = []
         prefix_blocks: list[int] = []  # pool block id of each cached block, in load order
         new_keys: list[bytes] = []
         wb_slots: list[int] = []
-        for w, p in zip(work, plans, strict=True):
+        for i, p in enumerate(plans):
             if p is not None:
+                w = work[owner.index(i)]  # any span of the item: they share the block table
                 cached += p.keys[p.first: p.first + p.hit]
                 prefix_blocks += w.block_ids[p.first: p.first + p.hit]
                 if self.pipe.write_back:
                     new_keys += [p.keys[j] for j in p.write]
                     wb_slots += self._slots(w.block_ids, p.write)
         inputs = build_step_inputs(work, self.bs, model.input_device)
+        order = [owner[k] for k in inputs.order]
         if not cached and not new_keys:  # nothing to load or store after all: the fused forward
             logits = model(inputs.input_ids, inputs.positions, inputs.meta, self.kv, inputs.logits_index)
-            return LayerwiseOutcome(logits if inputs.order else None, inputs.order, PrefillTiming(),
-                                    [0] * len(work))
+            return LayerwiseOutcome(logits if inputs.order else None, order, PrefillTiming(),
+                                    [0] * len(plans))
         per_dev: dict[torch.device, tuple] = {}
 
         def compute(i: int, x: torch.Tensor, past: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -253,7 +268,7 @@ class LayerwiseStep:
             x = res.hidden[inputs.logits_index.to(res.hidden.device)]
             logits = linear(model.norm(x), model.lm_head_weight).float()
         cached_tokens = [0 if p is None else p.hit * self.bs for p in plans]
-        return LayerwiseOutcome(logits, inputs.order, res.timing, cached_tokens)
+        return LayerwiseOutcome(logits, order, res.timing, cached_tokens)
 
 
 # --------------------------------------------------------------------------- the executor

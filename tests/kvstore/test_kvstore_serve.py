@@ -97,6 +97,20 @@ def test_chunked_prefill_loads_in_every_chunk_and_writes_back_later_chunks(tmp_p
         assert metric(url, "llmplan_kvstore_written_blocks_total") == 4
 
 
+def test_a_chunk_that_starts_inside_a_block_loads_from_the_next_boundary(tmp_path, reference):
+    # 40-token steps put B's second chunk edge at 40, inside block 2. Once B is stored, B again:
+    # [0, 40) loads blocks 0-1 and computes 32..39; [40, 69) computes the head 40..47, loads
+    # block 3 (48..63) and computes the tail 64..68, both spans in one step.
+    engine = _engine(kv_store=str(tmp_path), max_num_batched_tokens=40)
+    with running_server(engine) as url:
+        assert _complete(url, PROMPT_B) == reference["b"]
+        assert metric(url, "llmplan_kvstore_written_blocks_total") == 4
+        _wipe_pool(engine)
+        assert _complete(url, PROMPT_B) == reference["b"]
+        assert metric(url, "llmplan_kvstore_hit_blocks_total") == 3
+        assert metric(url, "llmplan_kvstore_miss_tokens_total") == len(PROMPT_B) + len(PROMPT_B) - 48
+
+
 def test_a_corrupt_block_file_is_dropped_and_recomputed(tmp_path, reference):
     # Disk tier only, so every load reads (and checks) a file.
     engine = _engine(kv_store=str(tmp_path), kv_store_memory_mb=0)
