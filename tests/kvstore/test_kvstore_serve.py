@@ -157,6 +157,32 @@ def test_preempted_requests_recompute_over_a_memory_only_store_with_identical_ou
     assert got == want
 
 
+def test_different_models_sharing_a_directory_never_read_each_others_blocks(tmp_path):
+    with running_server(_engine(kv_store=str(tmp_path))) as url:
+        _complete(url, PROMPT_A)
+    # Other weights (seed), other dtype, other block size: same tokens, other keys.
+    for kw in ({"seed": 1}, {"dtype": "bfloat16"}, {"block_size": 8}):
+        with running_server(_engine(kv_store=str(tmp_path), **kw)) as url:
+            _complete(url, PROMPT_A)
+            assert metric(url, "llmplan_kvstore_hit_tokens_total") == 0, kw
+            assert metric(url, "llmplan_kvstore_disk_hits_total") == 0, kw
+    with running_server(_engine(kv_store=str(tmp_path))) as url:  # the first model again: hits
+        _complete(url, PROMPT_A)
+        assert metric(url, "llmplan_kvstore_hit_tokens_total") == 48
+
+
+def test_open_store_tiers_and_errors(tmp_path):
+    from llmplan.kvstore.serving import open_store
+
+    s = open_store(tmp_path / "kv", num_layers=4, memory_mb=8, disk_gb=0.5)
+    assert s.memory.capacity_bytes == 8 << 20 and s.disk.capacity_bytes == 1 << 29
+    assert open_store("memory", num_layers=4, memory_mb=8).disk is None
+    for args, msg in (((tmp_path / "kv", 4, -1), ">= 0"), (("memory", 4, 0), "stores nothing"),
+                      ((tmp_path / "kv", 4, 8, 0.0), "must be > 0")):
+        with pytest.raises(LlmplanError, match=msg):
+            open_store(*args)
+
+
 def _serve(port: int, store: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "llmplan.cli.app", "serve", "--dummy-weights", "llama-tiny",
