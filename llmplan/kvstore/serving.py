@@ -4,12 +4,13 @@
 with one change in what a step computes, so the shared Scheduler (admission, block tables,
 chunking, preemption) is untouched:
 
-* a prefill chunk that starts at position 0 asks the store for the longest cached prefix of
-  its full blocks (a later chunk of a long prompt, for the cached blocks that continue what is
-  already in the pool); those tokens are not computed -- their KV is loaded layer by layer and
-  copied into the request's own blocks of the paged pool by the loader thread (layer ``i+1``
-  while layer ``i`` runs). One token per chunk is always
-  computed (the chunk's hidden rows, and the prompt's last token's logits);
+* a prefill chunk asks the store for the longest run of cached blocks from its first block
+  boundary on (for a prompt's first chunk, its cached prefix; for a later chunk of a long
+  prompt, the cached blocks that continue what is already in the pool); those tokens are not
+  computed -- their KV is loaded layer by layer and copied into the request's own blocks of the
+  paged pool by the loader thread (layer ``i+1`` while layer ``i`` runs). At least one token
+  after the loaded blocks is always computed (the chunk's hidden rows, and the prompt's last
+  token's logits); a chunk that starts inside a block also computes the head up to the boundary;
 * every full block a prefill step completes goes back to the store (layer ``i``'s blocks are
   written by a background thread while layer ``i+1`` computes);
 * all other work in the batch (decodes, later chunks, prompts with no hit) runs in the same
@@ -98,7 +99,7 @@ def open_store(spec: str | os.PathLike, num_layers: int, memory_mb: int,
 class ServingStats:
     """What the store did for the served requests (exported on /metrics)."""
 
-    lookups: int = 0  # prefill chunks (starting on a block boundary) that consulted the store
+    lookups: int = 0  # prefill chunks that could load (a block boundary before their last token)
     hit_blocks: int = 0  # full blocks of those chunks loaded from the store
     miss_blocks: int = 0  # full blocks of those chunks computed
     hit_tokens: int = 0  # prompt tokens whose KV came from the store instead of a forward pass
@@ -135,7 +136,7 @@ class SeqPlan:
 @dataclass(slots=True)
 class LayerwiseOutcome:
     logits: torch.Tensor | None  # [S, vocab] fp32, rows in ``order``
-    order: list[int]  # order[k] = index of the work item of logits row k
+    order: list[int]  # order[k] = index (in the caller's work list) of logits row k's item
     timing: PrefillTiming
     cached_tokens: list[int]  # per work item: tokens loaded from the store
     retries: int = 0  # passes re-run because a cached block was lost half-way
