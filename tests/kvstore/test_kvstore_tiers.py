@@ -220,3 +220,44 @@ def test_v1_sha256_files_from_an_older_store_are_still_read_and_checked(tmp_path
     rotten[len(rotten) // 2] ^= 0x10
     with pytest.raises(ValueError, match="checksum"):
         disk.decode(rotten, key)
+
+
+_HAMMER = """
+import sys, torch
+from llmplan.kvstore.disk import DiskTier
+from llmplan.kvstore.hashing import block_hashes
+root, evict = sys.argv[1], sys.argv[2] == "1"
+tier = DiskTier(root)
+keys = block_hashes(list(range(64)), 4)
+for r in range(40):
+    for j, k in enumerate(keys):
+        tier.put((k, 0), torch.randn(2, 4, 2, 8, generator=torch.Generator().manual_seed(j)))
+    if evict and r % 5 == 0:
+        for k in keys[::3]:  # as a capacity-bound server would
+            tier.path((k, 0)).unlink(missing_ok=True)
+"""
+
+
+def test_processes_rewriting_and_evicting_one_directory_never_serve_a_torn_file(tmp_path):
+    # Two processes rewrite the same blocks over and over (several servers prefilling the same
+    # prompt at once), one also deleting some; this process reads them all the while.
+    import subprocess
+    import sys
+
+    writers = [subprocess.Popen([sys.executable, "-c", _HAMMER, str(tmp_path), e]) for e in ("0", "1")]
+    reader = DiskTier(tmp_path)
+    keys = block_hashes(list(range(64)), 4)
+    served = 0
+    try:
+        while any(p.poll() is None for p in writers):
+            for j, k in enumerate(keys):
+                if (k, 0) in reader:  # a lookup sees the other processes' files
+                    t = reader.get((k, 0))
+                    if t is not None:  # None: evicted between lookup and read -- a plain miss
+                        assert torch.equal(t, _kv(j))
+                        served += 1
+    finally:
+        for p in writers:
+            p.wait(timeout=60)
+    assert all(p.returncode == 0 for p in writers)
+    assert served > 0 and reader.corrupt_dropped == 0
