@@ -159,11 +159,7 @@ def build_engine(
     if workers != 1 or layer_split is not None or migration_controller:
         return _pipeline_engine(locals())
     cfg, m = build_model(model, dummy_weights, plan, device, dtype, seed)
-    policy = resolve_policy(scheduler)
-    if getattr(policy, "uses_prediction", False) and predictor is None:
-        raise LlmplanError(
-            f"scheduler {policy.name!r} needs a length predictor; pass --predictor (see `llmplan predict`)"
-        )
+    policy = check_policy(scheduler, predictor)
     ctx = cfg.max_model_len if max_model_len is None else min(max_model_len, cfg.max_model_len)
     if num_kv_blocks is None:
         num_kv_blocks = _default_num_blocks(
@@ -171,8 +167,56 @@ def build_engine(
         )
     kv = PagedKVCache(cfg, num_kv_blocks, block_size, m.layer_devices, m.dtype)
     ctx = min(ctx, num_kv_blocks * block_size)
+    sch = make_scheduler(policy, num_kv_blocks, block_size, max_num_seqs, max_num_batched_tokens,
+                         chunked_prefill, ctx)
+    recorder = make_recorder(misprediction_log, predictor)
+    executor, collectors = _executor(
+        m, kv, kv_store, kv_store_memory_mb, kv_store_disk_gb, model, dummy_weights, seed
+    )
+    engine, tok = assemble_engine(
+        cfg, executor, sch, model=model, dummy_weights=dummy_weights, served_model_name=served_model_name,
+        ctx=ctx, seed=seed, predictor=predictor, recorder=recorder, max_queue=max_queue,
+        collectors=collectors,
+    )  # fmt: skip
+    log.info(
+        "engine: %s (%s, %d layers) on %s, %d KV blocks x %d tokens (%.0f MiB), scheduler %s, tokenizer %s",
+        engine.model_name,
+        dtype,
+        cfg.num_layers,
+        sorted({str(d) for d in m.layer_devices}),
+        num_kv_blocks,
+        block_size,
+        kv.nbytes() / 2**20,
+        policy.name,
+        getattr(tok, "name", type(tok).__name__),
+    )
+    return engine
+
+
+# The pieces below are shared by the single-process engine above and the multi-worker one
+# (llmplan.runtime.workers.engine): only the executor differs between them.
+
+
+def check_policy(scheduler: str | Any, predictor: Any) -> Any:
+    policy = resolve_policy(scheduler)
+    if getattr(policy, "uses_prediction", False) and predictor is None:
+        raise LlmplanError(
+            f"scheduler {policy.name!r} needs a length predictor; pass --predictor (see `llmplan predict`)"
+        )
+    return policy
+
+
+def make_scheduler(
+    policy: Any,
+    num_kv_blocks: int,
+    block_size: int,
+    max_num_seqs: int,
+    max_num_batched_tokens: int,
+    chunked_prefill: bool,
+    ctx: int,
+) -> Scheduler:
     static = bool(getattr(policy, "static", False))
-    sch = Scheduler(
+    return Scheduler(
         SchedulerConfig(
             num_blocks=num_kv_blocks,
             block_size=block_size,
@@ -183,37 +227,31 @@ def build_engine(
         ),
         policy=policy,
     )
+
+
+def make_recorder(misprediction_log: str | Path | None, predictor: Any) -> Any:
+    if misprediction_log is None:
+        return None
+    if predictor is None:
+        raise LlmplanError("--record-mispredictions needs a length predictor (--predictor)")
+    from llmplan.predict.online import MispredictionRecorder
+
+    return MispredictionRecorder(misprediction_log, predictor.bucket_edges)
+
+
+def assemble_engine(
+    cfg: ModelConfig, executor: Any, sch: Scheduler, *, model: str | Path | None, dummy_weights: str | None,
+    served_model_name: str | None, ctx: int, seed: int, predictor: Any, recorder: Any, max_queue: int,
+    collectors: list,
+) -> tuple[AsyncLLMEngine, Any]:
+    """The engine loop and its async front over ``executor``; returns it and the tokenizer."""
     tok = load_tokenizer(model, cfg.vocab_size)
     name = served_model_name or (str(dummy_weights) if dummy_weights else Path(str(model)).name)
-    log.info(
-        "engine: %s (%s, %d layers) on %s, %d KV blocks x %d tokens (%.0f MiB), scheduler %s, tokenizer %s",
-        name,
-        dtype,
-        cfg.num_layers,
-        sorted({str(d) for d in m.layer_devices}),
-        num_kv_blocks,
-        block_size,
-        kv.nbytes() / 2**20,
-        policy.name,
-        getattr(tok, "name", type(tok).__name__),
-    )
-    recorder = None
-    if misprediction_log is not None:
-        if predictor is None:
-            raise LlmplanError("--record-mispredictions needs a length predictor (--predictor)")
-        from llmplan.predict.online import MispredictionRecorder
-
-        recorder = MispredictionRecorder(misprediction_log, predictor.bucket_edges)
-    executor, collectors = _executor(
-        m, kv, kv_store, kv_store_memory_mb, kv_store_disk_gb, model, dummy_weights, seed
-    )
-    eng = LLMEngine(
-        cfg, executor, sch, tok, name, ctx, seed=seed, predictor=predictor, recorder=recorder
-    )
+    eng = LLMEngine(cfg, executor, sch, tok, name, ctx, seed=seed, predictor=predictor, recorder=recorder)
     engine = AsyncLLMEngine(eng, max_queue=max_queue, model_name=name)
-    # Prometheus collectors the server's /metrics registers beside its own (the KV store's).
+    # Prometheus collectors the server's /metrics registers beside its own (KV store, workers).
     engine.metric_collectors = collectors
-    return engine
+    return engine, tok
 
 
 def _executor(

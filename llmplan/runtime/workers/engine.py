@@ -56,11 +56,14 @@ def build_pipeline_engine(
 ):
     import torch
 
-    from llmplan.runtime.core.scheduler import Scheduler, SchedulerConfig
-    from llmplan.runtime.engine.async_engine import AsyncLLMEngine
-    from llmplan.runtime.engine.factory import _default_num_blocks, resolve_dtype, resolve_policy
-    from llmplan.runtime.engine.llm_engine import LLMEngine
-    from llmplan.runtime.engine.tokenizer import load_tokenizer
+    from llmplan.runtime.engine.factory import (
+        _default_num_blocks,
+        assemble_engine,
+        check_policy,
+        make_recorder,
+        make_scheduler,
+        resolve_dtype,
+    )
     from llmplan.runtime.workers.driver import PipelineExecutor
     from llmplan.runtime.workers.stage import StageSource
     from llmplan.runtime.workers.stages import resolve_split
@@ -72,11 +75,7 @@ def build_pipeline_engine(
     cfg = source.config()
     ranges = resolve_split(cfg.num_layers, workers, layer_split, plan)
     torch_dtype = resolve_dtype(dtype)
-    policy = resolve_policy(scheduler)
-    if getattr(policy, "uses_prediction", False) and predictor is None:
-        raise LlmplanError(
-            f"scheduler {policy.name!r} needs a length predictor; pass --predictor (see `llmplan predict`)"
-        )
+    policy = check_policy(scheduler, predictor)
     if threads is not None:
         torch.set_num_threads(threads)
     ctx = cfg.max_model_len if max_model_len is None else min(max_model_len, cfg.max_model_len)
@@ -85,25 +84,9 @@ def build_pipeline_engine(
                                             max_num_seqs, ctx, kv_cache_gb)
     source.num_blocks = num_kv_blocks
     ctx = min(ctx, num_kv_blocks * block_size)
-    static = bool(getattr(policy, "static", False))
-    sch = Scheduler(
-        SchedulerConfig(
-            num_blocks=num_kv_blocks,
-            block_size=block_size,
-            max_num_seqs=max_num_seqs,
-            max_num_batched_tokens=max(max_num_batched_tokens, max_num_seqs),
-            chunked_prefill=chunked_prefill and not static,
-            max_model_len=ctx,
-        ),
-        policy=policy,
-    )
-    recorder = None
-    if misprediction_log is not None:
-        if predictor is None:
-            raise LlmplanError("--record-mispredictions needs a length predictor (--predictor)")
-        from llmplan.predict.online import MispredictionRecorder
-
-        recorder = MispredictionRecorder(misprediction_log, predictor.bucket_edges)
+    sch = make_scheduler(policy, num_kv_blocks, block_size, max_num_seqs, max_num_batched_tokens,
+                         chunked_prefill, ctx)
+    recorder = make_recorder(misprediction_log, predictor)
     executor = PipelineExecutor(source, ranges, blocks_in_use=lambda: used_blocks(sch),
                                 timeout_s=worker_timeout_s, worker_threads=threads)
     if migration_controller:
@@ -113,13 +96,13 @@ def build_pipeline_engine(
         ctl = MigrationController(ControllerConfig(period_s=control_interval_s, sync_s=sync),
                                   bandwidth=executor.bandwidth)
         executor.enable_controller(ctl, control_interval_s)
-    tok = load_tokenizer(model, cfg.vocab_size)
-    name = served_model_name or (str(dummy_weights) if dummy_weights else Path(str(model)).name)
+    engine, _ = assemble_engine(
+        cfg, executor, sch, model=model, dummy_weights=dummy_weights, served_model_name=served_model_name,
+        ctx=ctx, seed=seed, predictor=predictor, recorder=recorder, max_queue=max_queue,
+        collectors=executor.collectors(),
+    )  # fmt: skip
     log.info("engine: %s (%s, %d layers) over %d workers %s on %s, %d KV blocks x %d tokens, scheduler %s%s",
-             name, dtype, cfg.num_layers, workers, ranges, device, num_kv_blocks, block_size, policy.name,
+             engine.model_name, dtype, cfg.num_layers, workers, ranges, device, num_kv_blocks, block_size,
+             policy.name,
              f", migration controller every {control_interval_s:g} s" if migration_controller else "")
-    eng = LLMEngine(cfg, executor, sch, tok, name, ctx, seed=seed, predictor=predictor, recorder=recorder)
-    engine = AsyncLLMEngine(eng, max_queue=max_queue, model_name=name)
-    # The server's /metrics registers these beside its own (as the factory does for the KV store).
-    engine.metric_collectors = executor.collectors()
     return engine
