@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,8 +42,8 @@ from llmplan.errors import LlmplanError
 from llmplan.kvstore.hashing import block_hashes
 from llmplan.kvstore.pipeline import LayerwisePrefill, PrefillTiming
 from llmplan.kvstore.store import GlobalKVStore
-from llmplan.runtime.core.types import ScheduledBatch, StepResult
-from llmplan.runtime.engine.executor import TorchExecutor, sampler_of, seq_work
+from llmplan.runtime.core.types import ScheduledBatch
+from llmplan.runtime.engine.executor import TorchExecutor
 from llmplan.runtime.engine.model import linear
 from llmplan.runtime.engine.sampling import RequestSampler, sample
 from llmplan.runtime.engine.step_inputs import SeqWork, build_step_inputs
@@ -288,12 +287,8 @@ class StoreExecutor(TorchExecutor):
     def close(self) -> None:
         self.pipe.close()
 
-    def execute(self, batch: ScheduledBatch) -> StepResult:
-        t0 = time.perf_counter()
-        if not batch.items:
-            return StepResult(duration_s=0.0, next_tokens={})
-        work = [seq_work(it) for it in batch.items]
-        samplers = [sampler_of(it) for it in batch.items]
+    def run_batch(self, batch: ScheduledBatch, work: list[SeqWork],
+                  samplers: list[RequestSampler]) -> list[int | None]:
         tokens: list[Sequence[int]] = []
         ends: list[int] = []
         plans: list[SeqPlan | None] = []
@@ -305,14 +300,8 @@ class StoreExecutor(TorchExecutor):
             ends.append(end)
             plans.append(self.step_runner.plan(toks, it.context_len, end) if it.is_prefill else None)
         if any(p is not None for p in plans):
-            sampled = self._run_layerwise(work, samplers, plans, tokens, ends)
-        else:
-            sampled = self.run_work(work, samplers)
-        if self.sync_device:
-            torch.cuda.synchronize()
-        self.steps += 1
-        nxt = {it.seq.rid: t for it, t in zip(batch.items, sampled, strict=True) if t is not None}
-        return StepResult(duration_s=time.perf_counter() - t0, next_tokens=nxt)
+            return self._run_layerwise(work, samplers, plans, tokens, ends)
+        return self.run_work(work, samplers)
 
     def _run_layerwise(self, work: list[SeqWork], samplers: list[RequestSampler], plans: list[SeqPlan | None],
                        tokens: list[Sequence[int]], ends: list[int]) -> list[int | None]:

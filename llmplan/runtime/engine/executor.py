@@ -70,13 +70,19 @@ class TorchExecutor:
             out[i] = t
         return out
 
+    def run_batch(
+        self, batch: ScheduledBatch, work: list[SeqWork], samplers: list[RequestSampler]
+    ) -> list[int | None]:
+        """The step's forward and sampling; executors that run steps differently override this."""
+        return self.run_work(work, samplers)
+
     def execute(self, batch: ScheduledBatch) -> StepResult:
         t0 = time.perf_counter()
         if not batch.items:
             return StepResult(duration_s=0.0, next_tokens={})
         work = [seq_work(it) for it in batch.items]
         samplers = [sampler_of(it) for it in batch.items]
-        sampled = self.run_work(work, samplers)
+        sampled = self.run_batch(batch, work, samplers)
         if self.sync_device:
             torch.cuda.synchronize()
         self.steps += 1
