@@ -42,7 +42,7 @@ from llmplan.errors import LlmplanError
 from llmplan.kvstore.hashing import block_hashes
 from llmplan.kvstore.pipeline import LayerwisePrefill, PrefillTiming
 from llmplan.kvstore.store import GlobalKVStore
-from llmplan.runtime.core.types import ScheduledBatch
+from llmplan.runtime.core.types import ScheduledBatch, SeqState
 from llmplan.runtime.engine.executor import TorchExecutor
 from llmplan.runtime.engine.model import linear
 from llmplan.runtime.engine.sampling import RequestSampler, sample
@@ -105,6 +105,10 @@ class ServingStats:
     miss_tokens: int = 0  # tokens of those chunks computed
     written_blocks: int = 0  # full blocks written back
     retries: int = 0  # passes re-run because a cached block vanished or was corrupt
+    # Scheduled hits: prefix blocks the scheduler was told at admission need no computing.
+    promised_blocks: int = 0  # blocks promised by the prefix probe
+    promised_loaded_blocks: int = 0  # of those, loaded from the store in the admitting step
+    promised_recomputed_blocks: int = 0  # of those, gone or corrupt by then: computed in that step
     load_s: float = 0.0  # loader thread busy time
     load_stall_s: float = 0.0  # compute waited for a load
     store_s: float = 0.0  # writer thread busy time
@@ -287,29 +291,58 @@ class StoreExecutor(TorchExecutor):
     def close(self) -> None:
         self.pipe.close()
 
+    def prefix_probe(self, seq: SeqState) -> int:
+        """The scheduler's :class:`~llmplan.runtime.core.scheduler.PrefixProbe`: tokens of the
+        sequence's cached prefix in the store, leaving at least its last known token to compute.
+        Only a promise: the admitting step loads those blocks, or computes any that went away
+        since (:meth:`run_batch`), so a lost block costs time, never correctness."""
+        toks = seq.prompt_token_ids + seq.output_token_ids
+        bs = self.step_runner.bs
+        if len(toks) <= bs:
+            return 0
+        keys = block_hashes(toks[: len(toks) - 1], bs, self.namespace)
+        return self.store.match_prefix(keys) * bs
+
     def run_batch(self, batch: ScheduledBatch, work: list[SeqWork],
                   samplers: list[RequestSampler]) -> list[int | None]:
         tokens: list[Sequence[int]] = []
         ends: list[int] = []
         plans: list[SeqPlan | None] = []
-        for it in batch.items:
+        promised: list[int] = []
+        for k, it in enumerate(batch.items):
             seq = it.seq
             toks = seq.prompt_token_ids + seq.output_token_ids if it.is_prefill else []
             end = it.context_len + it.num_new_tokens
+            start = it.context_len
+            if it.cached_prefix:
+                # The scheduler started this sequence at the probed context; its blocks [0, c)
+                # are still empty. Plan the step as if it computed from token 0: the store's
+                # hits (re-matched now) load into those blocks, and whatever is no longer there
+                # is computed in this same step, so nothing is ever read from an empty block.
+                start = 0
+                w = work[k]
+                work[k] = SeqWork(list(toks[:end]), 0, w.block_ids, w.is_prefill, w.sample)
             tokens.append(toks)
             ends.append(end)
-            plans.append(self.step_runner.plan(toks, it.context_len, end) if it.is_prefill else None)
+            promised.append(it.cached_prefix // self.step_runner.bs)
+            plans.append(self.step_runner.plan(toks, start, end) if it.is_prefill else None)
         if any(p is not None for p in plans):
-            return self._run_layerwise(work, samplers, plans, tokens, ends)
+            return self._run_layerwise(work, samplers, plans, tokens, ends, promised)
         return self.run_work(work, samplers)
 
     def _run_layerwise(self, work: list[SeqWork], samplers: list[RequestSampler], plans: list[SeqPlan | None],
-                       tokens: list[Sequence[int]], ends: list[int]) -> list[int | None]:
+                       tokens: list[Sequence[int]], ends: list[int], promised: list[int]
+                       ) -> list[int | None]:
         out = self.step_runner.run(work, plans, tokens, ends)
         s = self.stats
-        for w, p, cached, end in zip(work, plans, out.cached_tokens, ends, strict=True):
+        for w, p, cached, end, pb in zip(work, plans, out.cached_tokens, ends, promised, strict=True):
             if p is None:
                 continue
+            if pb:
+                loaded = min(p.hit, pb)
+                s.promised_blocks += pb
+                s.promised_loaded_blocks += loaded
+                s.promised_recomputed_blocks += pb - loaded
             s.written_blocks += len(p.write)
             if p.loads:
                 s.lookups += 1

@@ -100,6 +100,8 @@ class SchedulerStats:
     prefill_tokens: int = 0  # includes recomputed tokens
     recompute_tokens: int = 0
     decode_tokens: int = 0
+    # Prompt tokens a prefix probe promised at admission: never scheduled, never budgeted.
+    cached_prefix_tokens: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -118,6 +120,19 @@ class _StaticBatch:
     pad_ctx: int = 0  # sum of the padding slots' context lengths
 
 
+class PrefixProbe(Protocol):
+    """How many leading tokens of a sequence about to be admitted the executor can supply
+    without computing them (e.g. KV blocks a global store holds): vLLM's
+    ``get_computed_blocks`` at admission. The scheduler rounds the answer down to a block
+    boundary and below the sequence's known length, starts the sequence at that context, and
+    schedules and budgets only the rest; the step that admits it carries the promise
+    (:attr:`ScheduledSeq.cached_prefix`), and the executor must make those tokens' KV present
+    in the sequence's blocks in that step -- loading them, or computing whatever it can no
+    longer load."""
+
+    def __call__(self, seq: SeqState) -> int: ...
+
+
 class Scheduler:
     """One serving instance's scheduler. Not thread-safe: the engine calls it from its loop."""
 
@@ -127,6 +142,7 @@ class Scheduler:
         policy: BatchPolicy | None = None,
         stop: StopRule | None = None,
         name: str = "instance0",
+        prefix_probe: PrefixProbe | None = None,
     ) -> None:
         self.config = config
         self.policy = policy if policy is not None else _default_policy()
@@ -137,6 +153,8 @@ class Scheduler:
             )
         self.stop: StopRule = stop if stop is not None else OutputLengthStop()
         self.name = name
+        # None: every admitted prompt is computed from token 0 (the simulator, the plain engine).
+        self.prefix_probe = prefix_probe
         self.blocks = BlockManager(config.num_blocks, config.block_size)
         self.waiting: list[SeqState] = []  # arrival order; preempted sequences go to the front
         self.running: list[SeqState] = []  # admission order; preemption victims come from the tail
@@ -334,7 +352,9 @@ class Scheduler:
                 c, n, is_prefill = seq.transferred_tokens, known - seq.transferred_tokens, False
             else:
                 c, is_prefill = 0, True
-                n = min(known, budget) if cfg.chunked_prefill else known
+                if self.prefix_probe is not None:
+                    c = self._probe(seq, known)
+                n = min(known - c, budget) if cfg.chunked_prefill else known - c
                 if not cfg.chunked_prefill and n > budget and has_prefill:
                     if skip:
                         continue
@@ -354,7 +374,9 @@ class Scheduler:
             if seq.first_scheduled_s is None:
                 seq.first_scheduled_s = now
             running.append(seq)
-            items.append(ScheduledSeq(seq, n, c, is_prefill))
+            promised = c if is_prefill else 0
+            items.append(ScheduledSeq(seq, n, c, is_prefill, cached_prefix=promised))
+            self.stats.cached_prefix_tokens += promised
             has_prefill |= is_prefill
             budget -= n
             admitted += 1
@@ -362,6 +384,14 @@ class Scheduler:
         if admitted:
             self.waiting = [s for s in self.waiting if s.status is not _RUNNING]
         return admitted
+
+    def _probe(self, seq: SeqState, known: int) -> int:
+        """The probe's answer as a block-aligned context below ``known`` (at least the last
+        known token is computed: it yields the logits of the next one)."""
+        assert self.prefix_probe is not None
+        bs = self.config.block_size
+        c = min(int(self.prefix_probe(seq)), known - 1)
+        return max(0, c - c % bs)
 
     def _schedule_static(self, now: float) -> ScheduledBatch:
         sb = self._static

@@ -73,6 +73,10 @@ class ScheduledSeq:
     num_new_tokens: int  # prefill chunk length, or 1 for a decode step
     context_len: int  # tokens already in the KV cache before this step
     is_prefill: bool
+    # Added (optional): tokens [0, cached_prefix) the executor promised through the scheduler's
+    # prefix probe at admission and supplies in this step without computing them (loaded from a
+    # KV store); context_len == cached_prefix then. 0: the KV of [0, context_len) is in the pool.
+    cached_prefix: int = 0
 
 
 @dataclass(slots=True)

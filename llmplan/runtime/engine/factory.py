@@ -134,6 +134,7 @@ def build_engine(
     kv_store: str | Path | None = None,
     kv_store_memory_mb: int = 1024,
     kv_store_disk_gb: float | None = None,
+    kv_store_schedule_hits: bool = False,
 ) -> AsyncLLMEngine:
     """An :class:`~llmplan.runtime.engine.api.AsyncEngine` running the torch model.
 
@@ -148,7 +149,10 @@ def build_engine(
     path (``llmplan.kvstore.serving``): cached prompt prefixes are loaded layer by layer instead
     of computed, new full blocks are written back; processes sharing a directory share blocks.
     ``kv_store_memory_mb`` is its memory tier, ``kv_store_disk_gb`` caps its disk tier (LRU files;
-    ``None``: no cap). ``kv_store=None`` (default): no store.
+    ``None``: no cap). ``kv_store=None`` (default): no store. ``kv_store_schedule_hits`` lets
+    admission ask the store for a prompt's cached prefix, so only the uncached rest is scheduled
+    and budgeted against ``max_num_batched_tokens`` (vLLM's ``num_computed_tokens``); without it
+    the budget chunks the whole prompt and hits are found inside the chunks.
     """
     if threads is not None:
         if threads < 1:
@@ -167,12 +171,15 @@ def build_engine(
         )
     kv = PagedKVCache(cfg, num_kv_blocks, block_size, m.layer_devices, m.dtype)
     ctx = min(ctx, num_kv_blocks * block_size)
-    sch = make_scheduler(policy, num_kv_blocks, block_size, max_num_seqs, max_num_batched_tokens,
-                         chunked_prefill, ctx)
-    recorder = make_recorder(misprediction_log, predictor)
     executor, collectors = _executor(
         m, kv, kv_store, kv_store_memory_mb, kv_store_disk_gb, model, dummy_weights, seed
     )
+    # The store's executor tells admission which prompt prefix it can load, so only the rest is
+    # scheduled and budgeted against max_num_batched_tokens (vLLM's num_computed_tokens).
+    sch = make_scheduler(policy, num_kv_blocks, block_size, max_num_seqs, max_num_batched_tokens,
+                         chunked_prefill, ctx,
+                         prefix_probe=executor.prefix_probe if kv_store_schedule_hits and kv_store else None)
+    recorder = make_recorder(misprediction_log, predictor)
     engine, tok = assemble_engine(
         cfg, executor, sch, model=model, dummy_weights=dummy_weights, served_model_name=served_model_name,
         ctx=ctx, seed=seed, predictor=predictor, recorder=recorder, max_queue=max_queue,
@@ -214,6 +221,7 @@ def make_scheduler(
     max_num_batched_tokens: int,
     chunked_prefill: bool,
     ctx: int,
+    prefix_probe: Any = None,
 ) -> Scheduler:
     static = bool(getattr(policy, "static", False))
     return Scheduler(
@@ -226,6 +234,7 @@ def make_scheduler(
             max_model_len=ctx,
         ),
         policy=policy,
+        prefix_probe=prefix_probe,
     )
 
 
