@@ -6,12 +6,19 @@ one at a time (``--concurrency 1``) or a few at once, streamed, to a real server
 
 * ``none``   -- no store (today's engine);
 * ``memory`` -- ``--kv-store DIR`` with its memory tier;
-* ``disk``   -- ``--kv-store DIR --kv-store-memory-mb 0``: every hit read from a file.
+* ``disk``   -- ``--kv-store DIR --kv-store-memory-mb 0``: every hit read from a file;
+* ``memory+sched``, ``disk+sched`` -- the same with scheduled hits
+  (``build_engine(kv_store_schedule_hits=True)``): admission asks the store for the cached
+  prefix and only the rest is scheduled and budgeted against ``--max-num-batched-tokens``.
 
 The first request of a store mode is a miss that writes the prefix back; the others load it.
-Printed per mode: TTFT (mean, p50), end-to-end latency, and the store's own counters.
+Printed per mode: TTFT (mean, p50), end-to-end latency, engine steps per request, and the
+store's own counters.
 
     nice -n 10 python benchmarks/kvstore_serve.py --model llama-120m --requests 12 --dir /var/tmp
+    # a fully cached 512-token prompt under a 128-token step budget, before vs after:
+    nice -n 10 python benchmarks/kvstore_serve.py --shared 1 --max-num-batched-tokens 128 \
+        --max-tokens 1 --modes memory,memory+sched
 """
 
 from __future__ import annotations
@@ -78,7 +85,9 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=8)
     ap.add_argument("--concurrency", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the engine")
-    ap.add_argument("--modes", default="none,memory,disk")
+    ap.add_argument("--max-num-batched-tokens", type=int, default=512, help="token budget per engine step")
+    ap.add_argument("--modes", default="none,memory,disk",
+                    help="comma-separated: none, memory, disk, memory+sched, disk+sched")
     ap.add_argument("--dir", default=None, help="parent of the store's temporary directory")
     args = ap.parse_args()
 
@@ -92,24 +101,39 @@ def main() -> None:
           f"{args.max_tokens} output tokens; concurrency {args.concurrency}; torch threads {args.threads}; "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     rows = {}
-    for mode in args.modes.split(","):
+    modes = args.modes.split(",")
+    bad = [m for m in modes if m not in ("none", "memory", "disk", "memory+sched", "disk+sched")]
+    if bad:
+        ap.error(f"unknown mode(s) {bad}; use none, memory, disk, memory+sched, disk+sched")
+    steps: dict[str, tuple[int, float]] = {}
+    for mode in modes:
+        tier, _, sched = mode.partition("+")
         with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
             kw = {} if mode == "none" else {"kv_store": tmp,
-                                            "kv_store_memory_mb": 1024 if mode == "memory" else 0}
-            engine = build_engine(dummy_weights=args.model, threads=args.threads, max_num_seqs=16, **kw)
+                                            "kv_store_memory_mb": 1024 if tier == "memory" else 0,
+                                            "kv_store_schedule_hits": sched == "sched"}
+            engine = build_engine(dummy_weights=args.model, threads=args.threads, max_num_seqs=16,
+                                  max_num_batched_tokens=args.max_num_batched_tokens, **kw)
             server, thread, url = _server(engine)
             try:
                 _request(url, [1, 2, 3], 1)  # warm-up: first forward pass, allocator
+                stats = engine.engine.scheduler.stats
+                s0 = stats.steps
+                res = [_request(url, prompts[0], args.max_tokens)]  # request 1: the miss that fills a store
+                s1 = stats.steps
                 with ThreadPoolExecutor(args.concurrency) as pool:
-                    res = list(pool.map(_request, [url] * len(prompts), prompts,
-                                        [args.max_tokens] * len(prompts)))
+                    res += pool.map(_request, [url] * (len(prompts) - 1), prompts[1:],
+                                    [args.max_tokens] * (len(prompts) - 1))
+                # Engine steps per request: request 1 alone, and the mean over requests 2..N.
+                steps[mode] = (s1 - s0, (stats.steps - s1) / max(1, len(prompts) - 1))
                 rows[mode] = (res, _counters(url) if mode != "none" else {})
             finally:
                 server.should_exit = True
                 thread.join(timeout=60)
 
     base = statistics.mean(t for t, _ in rows["none"][0][1:]) if "none" in rows else None
-    print(f"\n{'mode':8s} {'TTFT mean':>10s} {'p50':>8s} {'first':>8s} {'e2e mean':>9s}  store")
+    print(f"\n{'mode':12s} {'TTFT mean':>10s} {'p50':>8s} {'first':>8s} {'e2e mean':>9s} "
+          f"{'steps':>9s}  store")
     for mode, (res, c) in rows.items():
         ttfts = [t for t, _ in res]
         rest = ttfts[1:]  # the first request of a store mode is the miss that fills it
@@ -119,9 +143,12 @@ def main() -> None:
                  f"{c.get('load_stall_seconds_total', 0):.2f}), writer "
                  f"{c.get('store_seconds_total', 0):.2f} s"
                  if c else "-")
-        print(f"{mode:8s} {statistics.mean(rest) * 1e3:8.0f}ms {statistics.median(rest) * 1e3:6.0f}ms "
-              f"{ttfts[0] * 1e3:6.0f}ms {statistics.mean(e for _, e in res) * 1e3:7.0f}ms  {store}{ratio}")
-    print("(TTFT mean/p50 over requests 2..N; 'first' is request 1, a miss for the store modes)")
+        n1, nrest = steps[mode]
+        print(f"{mode:12s} {statistics.mean(rest) * 1e3:8.0f}ms {statistics.median(rest) * 1e3:6.0f}ms "
+              f"{ttfts[0] * 1e3:6.0f}ms {statistics.mean(e for _, e in res) * 1e3:7.0f}ms "
+              f"{nrest:4.1f} ({n1:d})  {store}{ratio}")
+    print("(TTFT mean/p50 and steps over requests 2..N; 'first' and (steps) are request 1, a miss for "
+          "the store modes)")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -22,6 +22,12 @@ executor. A cached block that turns out missing or corrupt half-way (another pro
 it, a file rotted) aborts that pass; the step is re-planned without it and re-run -- the KV
 written by the aborted pass is overwritten by identical values, and nothing partial is served.
 
+With scheduled hits (:meth:`StoreExecutor.prefix_probe` given to the Scheduler), admission
+starts a prompt at its cached prefix, so the step budget covers only the uncached rest; the step
+that admits it re-matches the store from block 0, loads what is still there into the request's
+pool blocks and computes the rest of the promised prefix as a head span -- a block lost between
+the promise and the load costs compute, never correctness.
+
 Keys are chained block hashes namespaced by the model's identity (:func:`model_namespace`), so
 servers of different models (or weights, dtypes, block sizes) sharing one directory never
 alias each other's blocks.

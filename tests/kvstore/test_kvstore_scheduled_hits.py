@@ -138,3 +138,46 @@ def test_a_promised_block_lost_before_its_load_is_computed_in_the_same_step(tmp_
         if fault == "corrupt":
             assert metric(url, "llmplan_kvstore_corrupt_dropped_total") == 1
             assert metric(url, "llmplan_kvstore_step_retries_total") == 1
+
+
+
+def _run_together(engine, prompts: list[list[int]], n: int) -> list[list[int]]:
+    """All prompts queued before the first step (no HTTP timing), run to completion."""
+    from llmplan.runtime.engine.api import GenerateRequest, SamplingParams
+
+    out: dict[str, list[int]] = {str(i): [] for i in range(len(prompts))}
+    eng = engine.engine
+    for i, p in enumerate(prompts):
+        sp = SamplingParams(max_tokens=n, temperature=0.0, ignore_eos=True)
+        eng.add_request(GenerateRequest(str(i), p, sp), lambda o: out[o.request_id].extend(o.new_token_ids))
+    steps = 0
+    while eng.has_work():
+        eng.step()
+        steps += 1
+        assert steps < 1000
+    return [out[str(i)] for i in range(len(prompts))]
+
+
+def test_preempted_requests_are_readmitted_at_their_cached_prefix_with_identical_output():
+    # 9 KV blocks for three 40-token prompts with 30 output tokens each: preemption by
+    # recompute. The first admissions find an empty store; a re-admitted sequence is probed
+    # again (its prompt and generated tokens) and starts at the blocks written back meanwhile.
+    from llmplan.runtime.engine import build_engine
+
+    rng = random.Random(11)
+    prompts = [SHARED[:32] + [rng.randrange(3, 32000) for _ in range(8)] for _ in range(3)]
+
+    def engine(**kw):
+        return build_engine(dummy_weights="llama-tiny", max_num_seqs=8, threads=1, num_kv_blocks=9, **kw)
+
+    want = _run_together(engine(), prompts, 30)
+    eng = engine(kv_store="memory", kv_store_memory_mb=64, kv_store_schedule_hits=True)
+    got = _run_together(eng, prompts, 30)
+    stats = eng.engine.scheduler.stats
+    assert stats.preemptions > 0
+    assert stats.cached_prefix_tokens > 0
+    ex = eng.engine.executor.stats
+    assert ex.promised_blocks * BS == stats.cached_prefix_tokens
+    assert ex.promised_recomputed_blocks == 0
+    assert all(len(g) == 30 for g in got)
+    assert got == want
