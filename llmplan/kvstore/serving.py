@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,6 +56,7 @@ from llmplan.runtime.engine.sampling import RequestSampler, sample
 from llmplan.runtime.engine.step_inputs import SeqWork, build_step_inputs
 
 MEMORY_ONLY = "memory"
+_PROBE_CACHE = 1024  # sequences whose block keys the prefix probe keeps (LRU)
 
 
 # --------------------------------------------------------------------------- identity and setup
@@ -293,6 +295,7 @@ class StoreExecutor(TorchExecutor):
         self.pipe = LayerwisePrefill(store, model.input_device, prefetch_depth=prefetch_depth)
         self.step_runner = LayerwiseStep(model, kv, store, self.pipe, namespace)
         self.stats = ServingStats()
+        self._probe_keys: OrderedDict[int, tuple[int, list[bytes]]] = OrderedDict()
 
     def close(self) -> None:
         self.pipe.close()
@@ -302,12 +305,21 @@ class StoreExecutor(TorchExecutor):
         sequence's cached prefix in the store, leaving at least its last known token to compute.
         Only a promise: the admitting step loads those blocks, or computes any that went away
         since (:meth:`run_batch`), so a lost block costs time, never correctness."""
-        toks = seq.prompt_token_ids + seq.output_token_ids
+        n = len(seq.prompt_token_ids) + len(seq.output_token_ids) - 1
         bs = self.step_runner.bs
-        if len(toks) <= bs:
+        if n < bs:
             return 0
-        keys = block_hashes(toks[: len(toks) - 1], bs, self.namespace)
-        return self.store.match_prefix(keys) * bs
+        # A blocked queue head is probed at every step until it fits: hash its tokens once.
+        cached = self._probe_keys.get(seq.rid)
+        if cached is None or cached[0] != n:
+            toks = seq.prompt_token_ids + seq.output_token_ids
+            cached = (n, block_hashes(toks[:n], bs, self.namespace))
+            self._probe_keys[seq.rid] = cached
+            if len(self._probe_keys) > _PROBE_CACHE:
+                self._probe_keys.popitem(last=False)
+        else:
+            self._probe_keys.move_to_end(seq.rid)
+        return self.store.match_prefix(cached[1]) * bs
 
     def run_batch(self, batch: ScheduledBatch, work: list[SeqWork],
                   samplers: list[RequestSampler]) -> list[int | None]:
