@@ -169,7 +169,8 @@ def register(app: typer.Typer) -> None:
             False,
             "--migration-controller/--no-migration-controller",
             help="Run the migration controller (Algorithm 4-1) in the engine loop over live worker loads; "
-            "it moves boundary layers between workers. POST /admin/migrate works either way.",
+            "it moves boundary layers between workers (compute-bound) or offloads KV heads and their "
+            "attention (memory-bound). POST /admin/migrate and /admin/offload work either way.",
             rich_help_panel="Multi-worker instance",
         ),
         control_interval: float = typer.Option(
@@ -184,6 +185,14 @@ def register(app: typer.Typer) -> None:
             "--worker-timeout",
             min=1,
             help="Seconds a step or migration may wait on a worker before the instance fails.",
+            rich_help_panel="Multi-worker instance",
+        ),
+        worker_memory_gb: float | None = typer.Option(
+            None,
+            "--worker-memory-gb",
+            min=0.001,
+            help="Memory per worker (M_max of the controller's load C/Cmax + M/Mmax). Default: the GPU's "
+            "memory, or RAM / --workers on CPU.",
             rich_help_panel="Multi-worker instance",
         ),
         engine_kind: str = typer.Option(
@@ -381,6 +390,7 @@ def register(app: typer.Typer) -> None:
                 migration_controller=migration_controller,
                 control_interval_s=control_interval,
                 worker_timeout_s=worker_timeout,
+                worker_memory_gb=worker_memory_gb,
                 misprediction_log=record_mispredictions,
                 kv_store=kv_store_args[1] if kv_store_args else None,
                 kv_store_memory_mb=1024 if kv_store_memory_mb is None else kv_store_memory_mb,

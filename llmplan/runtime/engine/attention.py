@@ -93,10 +93,16 @@ def paged_attention(
     num_heads: int,
     num_kv_heads: int,
     head_dim: int,
+    write: bool = True,
 ) -> torch.Tensor:
-    """``q`` ``[T, H, hd]``, ``k``/``v`` ``[T, KVH, hd]`` (already rotated) -> output ``[T, H*hd]``."""
+    """``q`` ``[T, H, hd]``, ``k``/``v`` ``[T, KVH, hd]`` (already rotated) -> output ``[T, H*hd]``.
+
+    ``write=False`` reads caches the caller has written already: a head slice of a pool (a
+    strided view, which the scatter cannot take) serves a layer whose other heads are offloaded.
+    """
     t = q.shape[0]
-    write_kv(k_cache, v_cache, k, v, meta.slot_mapping)
+    if write:
+        write_kv(k_cache, v_cache, k, v, meta.slot_mapping)
     gqa = num_heads != num_kv_heads
     d = meta.num_decode
     od = None

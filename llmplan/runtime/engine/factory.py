@@ -130,6 +130,7 @@ def build_engine(
     migration_controller: bool = False,
     control_interval_s: float = 1.0,
     worker_timeout_s: float = 120.0,
+    worker_memory_gb: float | None = None,
     misprediction_log: str | Path | None = None,
     kv_store: str | Path | None = None,
     kv_store_memory_mb: int = 1024,
@@ -160,7 +161,7 @@ def build_engine(
         torch.set_num_threads(threads)
     if max_num_seqs < 1 or max_queue < 0 or block_size < 1 or max_num_batched_tokens < 1:
         raise LlmplanError("max_num_seqs, block_size and max_num_batched_tokens must be >= 1, max_queue >= 0")
-    if workers != 1 or layer_split is not None or migration_controller:
+    if workers != 1 or layer_split is not None or migration_controller or worker_memory_gb is not None:
         return _pipeline_engine(locals())
     cfg, m = build_model(model, dummy_weights, plan, device, dtype, seed)
     policy = check_policy(scheduler, predictor)
@@ -281,7 +282,8 @@ def _executor(
 def _pipeline_engine(args: dict[str, Any]) -> AsyncLLMEngine:
     """``workers`` > 1: the same serving core over a multi-worker PipelineExecutor."""
     if args["workers"] < 2:
-        raise LlmplanError("--layer-split and --migration-controller need --workers 2 or more")
+        raise LlmplanError("--layer-split, --migration-controller and --worker-memory-gb need --workers 2 "
+                           "or more")
     if args.get("kv_store") is not None:
         raise LlmplanError("--kv-store serves single-worker instances; drop it or use --workers 1")
     import inspect

@@ -128,14 +128,26 @@ class DecoderLayer(nn.Module):
         kv: PagedKVCache,
     ) -> torch.Tensor:
         cfg = self.cfg
+        q, k, v = self.qkv(x, cos, sin)
+        k_cache, v_cache = kv.layer(self.index)
+        a = paged_attention(q, k, v, k_cache, v_cache, meta, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim)
+        return self.finish(x, a)
+
+    # The two halves around attention, shared with layers whose attention runs elsewhere
+    # (llmplan.runtime.workers.offload).
+    def qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """Rotated ``q [T, H, hd]`` and ``k``, ``v [T, KVH, hd]`` of the normed input."""
+        cfg = self.cfg
         h = self.input_layernorm(x)
         t = h.shape[0]
         qkv = _proj(h, self.qkv_proj)
         qk = _rotate(qkv[:, : cfg.q_size + cfg.kv_size].view(t, -1, cfg.head_dim), cos, sin)
         q, k = qk.split((cfg.num_heads, cfg.num_kv_heads), dim=1)
         v = qkv[:, cfg.q_size + cfg.kv_size :].reshape(t, cfg.num_kv_heads, cfg.head_dim)
-        k_cache, v_cache = kv.layer(self.index)
-        a = paged_attention(q, k, v, k_cache, v_cache, meta, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim)
+        return q, k, v
+
+    def finish(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Output projection of the attention ``a [T, H*hd]``, residual, then the MLP."""
         x = x + _proj(a, self.o_proj)
         h = self.post_attention_layernorm(x)
         gate, up = _proj(h, self.gate_up_proj).chunk(2, dim=-1)

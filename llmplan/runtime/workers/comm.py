@@ -46,6 +46,11 @@ class Comm:
     def send(self, t: torch.Tensor, dst: int) -> None:
         self.pg.send([t.contiguous()], dst, 0).wait(self.timeout)
 
+    def isend(self, t: torch.Tensor, dst: int):
+        """Start a send; the caller waits on the returned work (``.wait(self.timeout)``) and keeps
+        ``t`` alive until then."""
+        return self.pg.send([t], dst, 0)
+
     def recv(self, t: torch.Tensor, src: int) -> torch.Tensor:
         self.pg.recv([t], src, 0).wait(self.timeout)
         return t

@@ -7,11 +7,14 @@ sent to every worker over its control pipe, the hidden state runs through the st
 instance's process group, and rank 0 samples with each request's own sampler.
 
 Between two steps the executor can move boundary layers from one worker to its neighbour
-(:meth:`PipelineExecutor.migrate`, thread-safe, for the admin endpoint) and runs the
-:class:`~llmplan.migrate.controller.MigrationController` every ``control_interval_s`` over live
-:class:`~llmplan.migrate.controller.WorkerLoad`\\ s. Every step and migration is bounded by the
-process group's timeout; a dead worker turns into one clear :class:`WorkerFailure` (and every
-later step fails fast with it), which the engine loop reports to the requests in flight.
+(:meth:`PipelineExecutor.migrate`), offload the last KV heads of layers -- their KV and their
+attention -- to any other worker and take them back (:meth:`PipelineExecutor.offload_attention`,
+:meth:`PipelineExecutor.restore_attention`; all thread-safe, for the admin endpoints), and runs
+the :class:`~llmplan.migrate.controller.MigrationController` every ``control_interval_s`` over
+live :class:`~llmplan.migrate.controller.WorkerLoad`\\ s, executing both kinds of its decisions.
+Every step and migration is bounded by the process group's timeout; a dead worker turns into one
+clear :class:`WorkerFailure` (and every later step fails fast with it), which the engine loop
+reports to the requests in flight.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -33,9 +37,20 @@ from llmplan.runtime.engine.executor import sampler_of, seq_work
 from llmplan.runtime.engine.sampling import sample
 from llmplan.runtime.engine.step_inputs import build_step_inputs
 from llmplan.runtime.workers.comm import Comm, free_port, probe_link
-from llmplan.runtime.workers.protocol import Failed, Hello, MigrateMsg, ProbeMsg, Ready, StepMsg, StopMsg
+from llmplan.runtime.workers.offload import HeadOffload, check_offload
+from llmplan.runtime.workers.protocol import (
+    Failed,
+    Hello,
+    MigrateMsg,
+    OffloadMsg,
+    ProbeMsg,
+    Ready,
+    RestoreMsg,
+    StepMsg,
+    StopMsg,
+)
 from llmplan.runtime.workers.stage import StageSource, StageWorker, worker_device
-from llmplan.runtime.workers.stages import MigrationRecord, Ranges, apply_move, validate_ranges
+from llmplan.runtime.workers.stages import MigrationRecord, OffloadRecord, Ranges, apply_move, validate_ranges
 from llmplan.runtime.workers.worker import worker_main
 
 log = logging.getLogger(__name__)
@@ -47,12 +62,9 @@ class WorkerFailure(LlmplanError):
 
 @dataclass(slots=True)
 class _Pending:
-    layers: tuple[int, ...]
-    src: int
-    dst: int
-    trigger: str
+    run: Callable[[], Any]  # called by whichever thread holds the step lock
     done: threading.Event = field(default_factory=threading.Event)
-    record: MigrationRecord | None = None
+    result: Any = None
     error: BaseException | None = None
 
 
@@ -70,6 +82,12 @@ class PipelineStats:
     bytes_total: int
     not_applied: Counter  # controller decisions not executed, by kind
     steps: int
+    offloads: Counter = field(default_factory=Counter)  # attention offloads executed, by trigger
+    restores: Counter = field(default_factory=Counter)  # layers whose offload was undone, by trigger
+    offload_measured_s_total: float = 0.0
+    offload_estimate_s_total: float = 0.0
+    offload_bytes_total: int = 0
+    hosted_kv_heads: list[int] = field(default_factory=list)  # per worker: offloaded heads it holds
 
 
 class PipelineExecutor:
@@ -105,6 +123,9 @@ class PipelineExecutor:
         self.records: list[MigrationRecord] = []
         self._by_trigger: Counter = Counter()
         self._not_applied: Counter = Counter()
+        self.offload_records: list[OffloadRecord] = []
+        self._offloads: Counter = Counter()
+        self._restores: Counter = Counter()
         self._busy = [0.0] * self.world
         self._wall = 0.0
         self._busy_total = [0.0] * self.world
@@ -269,13 +290,35 @@ class PipelineExecutor:
     def migrate(self, layers: Sequence[int], src: int, dst: int, trigger: str = "admin",
                 timeout_s: float | None = None) -> MigrationRecord:
         """Move ``layers`` (weights and KV in use) from worker ``src`` to ``dst`` between two steps.
-
-        Thread-safe: queued for the engine thread, which runs it before its next step; when the
-        engine is idle the caller runs it itself under the step lock.
-        """
+        Offloaded heads of a moved layer come back to it first."""
         self.check_move(layers, src, dst)
+        return self._between_steps(lambda: self._migrate_locked(tuple(layers), src, dst, trigger),
+                                   f"migration of layers {list(layers)}", timeout_s)
+
+    def offload_attention(self, layers: Sequence[int], src: int, dst: int, kv_heads: int,
+                          trigger: str = "admin", timeout_s: float | None = None) -> OffloadRecord:
+        """Attention migration: the last ``kv_heads`` KV heads of each of ``layers`` (held by
+        worker ``src``), with their query groups and KV in use, to worker ``dst``."""
+        self._check_offload(tuple(layers), src, dst, kv_heads)
+        return self._between_steps(lambda: self._offload_locked(tuple(layers), src, dst, kv_heads, trigger),
+                                   f"attention offload of layers {list(layers)}", timeout_s)
+
+    def restore_attention(self, layers: Sequence[int] | None = None, trigger: str = "admin",
+                          timeout_s: float | None = None) -> list[int]:
+        """Take offloaded heads back to their layers' owners (all offloads when ``layers`` is None);
+        returns the layers restored."""
+        return self._between_steps(lambda: self._restore_locked(layers, trigger),
+                                   "attention restore", timeout_s)
+
+    @property
+    def offloads(self) -> dict[int, HeadOffload]:
+        return dict(self.stage.offloads)
+
+    def _between_steps(self, fn: Callable[[], Any], what: str, timeout_s: float | None) -> Any:
+        """Run ``fn`` under the step lock: queued for the engine thread, which runs it before its
+        next step; when the engine is idle the caller runs it itself."""
         self._check_alive()
-        p = _Pending(tuple(layers), src, dst, trigger)
+        p = _Pending(fn)
         with self._pending_lock:
             self._pending.append(p)
         deadline = time.monotonic() + (timeout_s or self.timeout_s)
@@ -286,26 +329,30 @@ class PipelineExecutor:
                 finally:
                     self._lock.release()
             if time.monotonic() > deadline:
-                raise WorkerFailure(f"migration of layers {list(layers)} did not run within the timeout")
+                raise WorkerFailure(f"{what} did not run within the timeout")
         if p.error is not None:
             raise p.error
-        assert p.record is not None
-        return p.record
+        return p.result
 
     def _run_pending(self) -> None:
         with self._pending_lock:
             todo, self._pending = self._pending, []
         for p in todo:
             try:
-                p.record = self._migrate_locked(p.layers, p.src, p.dst, p.trigger)
+                p.result = p.run()
             except BaseException as e:  # noqa: BLE001 - handed to the caller
                 p.error = e
             finally:
                 p.done.set()
 
+    def _comm_error(self, what: str, e: Exception) -> WorkerFailure:
+        first = str(e).splitlines()[0][:300] if str(e) else ""
+        return self._fail(f"{what}: {type(e).__name__}: {first}")
+
     def _migrate_locked(self, layers: tuple[int, ...], src: int, dst: int, trigger: str) -> MigrationRecord:
         self._check_alive()
         apply_move(self.ranges, layers, src, dst)  # still valid now (the map may have changed)
+        self._restore_locked([i for i in layers if i in self.stage.offloads], trigger)
         # Blocks of running sequences; one allocated after this read holds no KV yet (KV is only
         # written inside a step, and steps wait for this lock), one freed since travels for nothing.
         blocks = sorted(set(self.blocks_in_use()))
@@ -313,10 +360,9 @@ class PipelineExecutor:
         try:
             measured = self.stage.migrate(self.comm, layers, src, dst, blocks)
         except Exception as e:
-            first = str(e).splitlines()[0][:300] if str(e) else ""
-            raise self._fail(f"migration {list(layers)} {src}->{dst}: {type(e).__name__}: {first}") from e
+            raise self._comm_error(f"migration {list(layers)} {src}->{dst}", e) from e
         nbytes = self.stage.migration_bytes(len(layers), len(blocks))
-        bw, sync = self.links[(min(src, dst), max(src, dst))]
+        bw, sync = self._link(src, dst)
         rec = MigrationRecord(self.steps, layers, src, dst, nbytes, measured, nbytes / bw + sync, bw, sync,
                               trigger)
         self.records.append(rec)
@@ -325,6 +371,67 @@ class PipelineExecutor:
                  "(estimate S/B + T_sync = %.4f s); layers now %s", trigger, list(layers), src, dst,
                  len(blocks), nbytes / 1e6, measured, rec.estimate_s, self.ranges)
         return rec
+
+    def _check_offload(self, layers: tuple[int, ...], src: int, dst: int, kv_heads: int) -> None:
+        ranges = self.ranges
+        for r, name in ((src, "src"), (dst, "dst")):
+            if not 0 <= r < self.world:
+                raise LlmplanError(f"worker {name}={r} does not exist (workers 0..{self.world - 1})")
+        if src == dst:
+            raise LlmplanError("src and dst must be different workers")
+        check_offload(self.cfg.num_kv_heads, kv_heads)
+        if not layers:
+            raise LlmplanError("name at least one layer to offload")
+        lo, hi = ranges[src]
+        for i in layers:
+            if not lo <= i < hi:
+                raise LlmplanError(f"layer {i} is not on worker {src}, which holds layers [{lo}, {hi})")
+            if i in self.stage.offloads:
+                o = self.stage.offloads[i]
+                raise LlmplanError(f"layer {i} already has {o.kv_heads} KV head(s) on worker {o.host}; "
+                                   f"restore it first")
+
+    def _offload_locked(self, layers: tuple[int, ...], src: int, dst: int, kv_heads: int,
+                        trigger: str) -> OffloadRecord:
+        self._check_alive()
+        self._check_offload(layers, src, dst, kv_heads)  # still valid now (the map may have changed)
+        blocks = sorted(set(self.blocks_in_use()))
+        measured = 0.0
+        for i in layers:
+            off = HeadOffload(i, src, dst, kv_heads)
+            self._broadcast(OffloadMsg(off, blocks))
+            try:
+                measured += self.stage.offload(self.comm, off, blocks)
+            except Exception as e:
+                raise self._comm_error(f"attention offload of layer {i} {src}->{dst}", e) from e
+        nbytes = len(layers) * self.stage.offload_bytes(kv_heads, len(blocks))
+        bw, sync = self._link(src, dst)
+        rec = OffloadRecord(self.steps, layers, src, dst, kv_heads, nbytes, measured,
+                            nbytes / bw + len(layers) * sync, trigger)
+        self.offload_records.append(rec)
+        self._offloads[trigger] += 1
+        log.info("attention offload (%s) layers %s: %d of %d KV heads worker %d -> %d, %d KV blocks, "
+                 "%.2f MB in %.4f s (estimate S/B + T_sync = %.4f s)", trigger, list(layers), kv_heads,
+                 self.cfg.num_kv_heads, src, dst, len(blocks), nbytes / 1e6, measured, rec.estimate_s)
+        return rec
+
+    def _restore_locked(self, layers: Iterable[int] | None, trigger: str) -> list[int]:
+        todo = sorted(self.stage.offloads if layers is None else set(layers) & set(self.stage.offloads))
+        if todo:
+            self._check_alive()
+            self._broadcast(RestoreMsg(tuple(todo)))
+            self.stage.restore(todo)
+            self._restores[trigger] += len(todo)
+            log.info("attention restore (%s): layers %s compute all their heads on their own workers again",
+                     trigger, todo)
+        return todo
+
+    def _link(self, a: int, b: int) -> tuple[float, float]:
+        """(bytes/s, T_sync) between two workers: the probed link, or for workers that are not
+        neighbours the slowest probed link between them (a conservative stand-in)."""
+        lo, hi = sorted((a, b))
+        hops = [self.links[(r, r + 1)] for r in range(lo, hi)]
+        return min(bw for bw, _ in hops), max(s for _, s in hops)
 
     # ------------------------------------------------------------------ load and control
     def enable_controller(self, controller, interval_s: float) -> None:
@@ -335,13 +442,14 @@ class PipelineExecutor:
 
     def bandwidth(self, a, b) -> tuple[float, float]:
         """The controller's BandwidthFn: the probed link between two workers (latency in sync_s)."""
-        ra, rb = sorted((int(a.name[1:]), int(b.name[1:])))
-        bw, _ = self.links.get((ra, rb), self.links[(0, 1)])
+        bw, _ = self._link(int(a.name[1:]), int(b.name[1:]))
         return bw, 0.0
 
     def loads(self):
         """One WorkerLoad per worker over the window since the last call (which it closes):
-        compute = the stage's busy share of the step time; memory = held weights + KV in use."""
+        compute = the stage's busy share of the step time (attention served for other workers
+        included, waits for its own offloaded heads excluded); memory = held weights + KV in use
+        (+ the offloaded heads' pools a worker hosts)."""
         from llmplan.migrate.controller import WorkerLoad
 
         wall = self._wall
@@ -349,11 +457,14 @@ class PipelineExecutor:
         self._busy, self._wall = [0.0] * self.world, 0.0
         used = len(set(self.blocks_in_use()))
         extra = self.stage.weight_bytes() - len(self.stage.layers) * self.stage.layer_weight_bytes
+        hosted = [0.0] * self.world
+        for off in self.stage.offloads.values():
+            hosted[off.host] += used * self.stage.kv_block_bytes() * off.kv_heads / self.cfg.num_kv_heads
         out = []
         for r, (lo, hi) in enumerate(self.ranges):
             n = hi - lo
             held = n * self.stage.layer_weight_bytes + (extra if r == 0 else 0)
-            kv = used * self.stage.kv_block_bytes() * n
+            kv = used * self.stage.kv_block_bytes() * n + hosted[r]
             out.append(WorkerLoad(f"w{r}", share[r], float(held + kv), self.capacity_bytes, layers=(lo, hi),
                                   layer_weight_bytes=float(self.stage.layer_weight_bytes),
                                   kv_bytes=float(kv)))
@@ -368,20 +479,35 @@ class PipelineExecutor:
         self._last_control = now
         for d in self.controller.step(now, self.loads()):
             src, dst = int(d.src[1:]), int(d.dst[1:])
-            if d.kind != "layer":
-                self._not_applied[d.kind] += 1
-                log.info("migration decision %s %s->%s not applied: attention offload is not wired into "
-                         "the multi-worker executor (%s)", d.kind, d.src, d.dst, d.reason)
-                continue
             try:
-                rec = self._migrate_locked(tuple(d.layers), src, dst, "controller")
+                if d.kind == "layer":
+                    measured = self._migrate_locked(tuple(d.layers), src, dst, "controller").measured_s
+                else:
+                    measured = self._apply_attention(src, dst, d.kv_fraction)
             except WorkerFailure:
                 raise
             except LlmplanError as e:
                 self._not_applied[d.kind] += 1
-                log.warning("migration decision %s not applied: %s", d.layers, e)
+                log.warning("migration decision %s %s->%s not applied: %s", d.kind, d.src, d.dst, e)
                 continue
-            self.controller.record_result(d, rec.measured_s)
+            self.controller.record_result(d, measured)
+
+    def _apply_attention(self, src: int, dst: int, fraction: float) -> float:
+        """Relieve ``src`` towards ``dst`` by a ``fraction`` of its attention: first take back the
+        heads ``src`` hosts for ``dst`` (free: no transfer), else offload the last
+        ``round(fraction * KV heads)`` heads (at least 1) of each of its layers not offloaded yet."""
+        back = [i for i, o in self.stage.offloads.items() if o.owner == dst and o.host == src]
+        if back:
+            t0 = time.perf_counter()
+            self._restore_locked(back, "controller")
+            return time.perf_counter() - t0
+        nkv = self.cfg.num_kv_heads
+        heads = min(nkv - 1, max(1, round(fraction * nkv)))
+        lo, hi = self.ranges[src]
+        layers = tuple(i for i in range(lo, hi) if i not in self.stage.offloads)
+        if not layers:
+            raise LlmplanError(f"every layer of worker {src} is offloaded already")
+        return self._offload_locked(layers, src, dst, heads, "controller").measured_s
 
     # ------------------------------------------------------------------ metrics
     def stats(self) -> PipelineStats:
@@ -397,6 +523,13 @@ class PipelineExecutor:
             bytes_total=sum(r.bytes for r in recs),
             not_applied=Counter(self._not_applied),
             steps=self.steps,
+            offloads=Counter(self._offloads),
+            restores=Counter(self._restores),
+            offload_measured_s_total=sum(r.measured_s for r in self.offload_records),
+            offload_estimate_s_total=sum(r.estimate_s for r in self.offload_records),
+            offload_bytes_total=sum(r.bytes for r in self.offload_records),
+            hosted_kv_heads=[sum(o.kv_heads for o in self.stage.offloads.values() if o.host == r)
+                             for r in range(self.world)],
         )
 
     def collectors(self) -> list:

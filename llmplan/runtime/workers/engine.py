@@ -34,6 +34,7 @@ def build_pipeline_engine(
     migration_controller: bool = False,
     control_interval_s: float = 1.0,
     worker_timeout_s: float = 120.0,
+    worker_memory_gb: float | None = None,
     model: str | Path | None = None,
     dummy_weights: str | None = None,
     plan: Any = None,
@@ -87,8 +88,11 @@ def build_pipeline_engine(
     sch = make_scheduler(policy, num_kv_blocks, block_size, max_num_seqs, max_num_batched_tokens,
                          chunked_prefill, ctx)
     recorder = make_recorder(misprediction_log, predictor)
+    if worker_memory_gb is not None and worker_memory_gb <= 0:
+        raise LlmplanError(f"--worker-memory-gb must be > 0 (got {worker_memory_gb})")
     executor = PipelineExecutor(source, ranges, blocks_in_use=lambda: used_blocks(sch),
-                                timeout_s=worker_timeout_s, worker_threads=threads)
+                                timeout_s=worker_timeout_s, worker_threads=threads,
+                                capacity_bytes=worker_memory_gb * 2**30 if worker_memory_gb else None)
     if migration_controller:
         from llmplan.migrate.controller import ControllerConfig, MigrationController
 

@@ -5,7 +5,8 @@ travel over the instance's process group (:mod:`.comm`). The split keeps an idle
 blocked on its pipe with no collective timeout running, and a dead driver shows up as EOF on
 the pipe, so a worker never outlives its server.
 
-Driver -> worker: :class:`StepMsg`, :class:`MigrateMsg`, :class:`ProbeMsg`, :class:`StopMsg`.
+Driver -> worker: :class:`StepMsg`, :class:`MigrateMsg`, :class:`OffloadMsg`, :class:`RestoreMsg`,
+:class:`ProbeMsg`, :class:`StopMsg`.
 Worker -> driver: :class:`Hello` and :class:`Ready` once while starting, :class:`Failed` before a
 worker exits on an error (the driver folds its text into the engine's error).
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmplan.runtime.engine.step_inputs import SeqWork
+from llmplan.runtime.workers.offload import HeadOffload
 
 
 @dataclass(slots=True)
@@ -30,6 +32,21 @@ class MigrateMsg:
     src: int
     dst: int
     blocks: list[int]  # KV blocks in use: the rows of each moved layer's pools that travel
+
+
+@dataclass(slots=True)
+class OffloadMsg:
+    """Attention migration: ``off.kv_heads`` KV heads of ``off.layer`` go from owner to host."""
+
+    off: HeadOffload
+    blocks: list[int]  # KV blocks in use: the rows of the heads' pools that travel
+
+
+@dataclass(slots=True)
+class RestoreMsg:
+    """Undo the attention offloads of these layers (nothing travels: the owner's pool is complete)."""
+
+    layers: tuple[int, ...]
 
 
 @dataclass(slots=True)

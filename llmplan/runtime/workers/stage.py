@@ -14,6 +14,10 @@ A layer migration moves boundary layers between adjacent stages between two step
 sends each layer's weights and the KV blocks in use as one flat message, the destination builds
 the layer on the meta device (nothing initialised only to be overwritten) and loads both. Layer
 indices are global, so block ids stay valid wherever a layer lives.
+
+An attention migration offloads the last KV heads of a layer to another worker
+(:mod:`.offload`): every rank keeps the instance's offload map, the owner wraps the layer, the
+host keeps those heads' KV pools and answers one request per step for each layer it hosts.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from llmplan.runtime.workers.comm import Comm
+from llmplan.runtime.workers.offload import HeadOffload, HostedHeads, OffloadedHeadsLayer, check_offload
 from llmplan.runtime.workers.stages import Ranges, apply_move, validate_ranges
 
 
@@ -91,6 +96,9 @@ class StageWorker:
         self.block_size = source.block_size
         self.layer_weight_bytes = self._nbytes(self._layer_tensors(next(iter(self.layers.values()))))
         self.itemsize = torch.empty((), dtype=self.dtype).element_size()
+        self.offloads: dict[int, HeadOffload] = {}  # the whole instance's, identical on every rank
+        self.hosted: dict[int, HostedHeads] = {}  # the layers whose offloaded heads live here
+        self._carry_s = 0.0  # serving done after this rank's times left: counted in the next step
 
     # ------------------------------------------------------------------ sizes
     @staticmethod
@@ -108,6 +116,13 @@ class StageWorker:
         uniq = {id(t): t for t in extra}  # a tied LM head is the embedding
         return len(self.layers) * self.layer_weight_bytes + self._nbytes(list(uniq.values()))
 
+    def offload_bytes(self, kv_heads: int, num_blocks: int) -> int:
+        """Bytes an attention offload of ``kv_heads`` heads of one layer sends (their K and V)."""
+        return 2 * num_blocks * self.block_size * kv_heads * self.cfg.head_dim * self.itemsize
+
+    def hosted_bytes(self) -> int:
+        return sum(h.nbytes() for h in self.hosted.values())
+
     def migration_bytes(self, num_layers: int, num_blocks: int) -> int:
         """Bytes a migration of ``num_layers`` layers with ``num_blocks`` KV blocks sends."""
         return num_layers * (self.layer_weight_bytes + num_blocks * self.kv_block_bytes())
@@ -116,11 +131,18 @@ class StageWorker:
     @torch.inference_mode()
     def forward(self, comm: Comm | None, inputs) -> tuple[torch.Tensor | None, torch.Tensor]:
         """This rank's part of one step. Rank 0 returns (logits of the sampling rows or None,
-        every stage's compute seconds); other ranks return (None, their own entry filled)."""
+        every stage's compute seconds); other ranks return (None, their own entry filled).
+
+        A rank's compute seconds include the attention it serves for other workers' layers and
+        exclude the time its own offloaded layers wait for their hosts."""
         world = self.world
         times = torch.zeros(world, dtype=torch.float64)
         t = int(inputs.input_ids.numel())
         s = len(inputs.order)
+        pre = [h for i, h in sorted(self.hosted.items()) if h.off.owner < self.rank]
+        post = [h for i, h in sorted(self.hosted.items()) if h.off.owner > self.rank]
+        served = self._serve(comm, pre, t, inputs.meta) + self._carry_s
+        self._carry_s = 0.0
         if self.rank == 0:
             tb = time.perf_counter()
             x = self.embed(inputs.input_ids)
@@ -129,12 +151,13 @@ class StageWorker:
             comm.recv(x, self.rank - 1)
             self._recv_times(comm, times, self.rank - 1)
             tb = time.perf_counter()
+        waited = self._waited()
         x = self._run_layers(x, inputs.positions, inputs.meta)
         last = self.rank == world - 1
         rows = x[inputs.logits_index] if last else None
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        times[self.rank] = time.perf_counter() - tb
+        times[self.rank] = time.perf_counter() - tb - (self._waited() - waited) + served
         if not last:
             comm.send(x, self.rank + 1)
             self._send_times(comm, times, self.rank + 1)
@@ -143,7 +166,9 @@ class StageWorker:
                 comm.send(rows, 0)
             self._send_times(comm, times, 0)
         if self.rank != 0:
+            self._carry_s = self._serve(comm, post, t, inputs.meta)
             return None, times
+        served = self._serve(comm, post, t, inputs.meta)
         th = time.perf_counter()
         if world > 1:
             rows = torch.empty((s, self.cfg.hidden_size), dtype=self.dtype, device=self.device)
@@ -156,8 +181,20 @@ class StageWorker:
             from llmplan.runtime.engine.model import linear
 
             logits = linear(self.norm(rows), self.lm_head).float()
-        times[0] += time.perf_counter() - th
+        times[0] += time.perf_counter() - th + served
         return logits, times
+
+    def _serve(self, comm: Comm | None, hosted: list[HostedHeads], tokens: int, meta) -> float:
+        """Answer this step's request of each hosted layer, in layer order; returns the seconds."""
+        if not hosted:
+            return 0.0
+        t0 = time.perf_counter()
+        for h in hosted:
+            h.serve(comm, tokens, meta)
+        return time.perf_counter() - t0
+
+    def _waited(self) -> float:
+        return sum(layer.wait_s for layer in self.layers.values() if isinstance(layer, OffloadedHeadsLayer))
 
     def _send_times(self, comm: Comm, times: torch.Tensor, dst: int) -> None:
         comm.send(times.to(self.device), dst)
@@ -195,6 +232,7 @@ class StageWorker:
 
     def _send_layers(self, comm: Comm, layers: Sequence[int], dst: int, blocks: torch.Tensor) -> None:
         for i in layers:
+            assert i not in self.offloads, f"layer {i} has offloaded heads: restore them before moving it"
             layer = self.layers.pop(i)
             k, v = self.kv.k[i], self.kv.v[i]
             parts = [*self._layer_tensors(layer), k[blocks], v[blocks]]
@@ -226,3 +264,44 @@ class StageWorker:
                     pools.append(pool)
             self.layers[i] = layer
             self.kv.k[i], self.kv.v[i] = pools
+
+    # ------------------------------------------------------------------ attention migration
+    def offload(self, comm: Comm, off: HeadOffload, blocks: Sequence[int]) -> float:
+        """Every rank calls this between two steps: the owner hands the KV of the layer's last
+        ``off.kv_heads`` heads (blocks in use) to the host; returns the seconds between barriers."""
+        check_offload(self.cfg.num_kv_heads, off.kv_heads)
+        if off.layer in self.offloads:
+            raise ValueError(f"layer {off.layer} is offloaded already")
+        kl = off.local_kv(self.cfg.num_kv_heads)
+        idx = torch.tensor(sorted(blocks), dtype=torch.long, device=self.device)
+        comm.barrier()
+        t0 = time.perf_counter()
+        if self.rank == off.owner:
+            k, v = self.kv.layer(off.layer)
+            if len(idx):
+                comm.send(torch.cat([k[idx][:, :, kl:].reshape(-1), v[idx][:, :, kl:].reshape(-1)]), off.host)
+            self.layers[off.layer] = OffloadedHeadsLayer(self.layers[off.layer], off, comm)
+        elif self.rank == off.host:
+            shape = (self.kv.num_blocks, self.block_size, off.kv_heads, self.cfg.head_dim)
+            pools = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(2)]
+            if len(idx):
+                n = len(idx) * self.block_size * off.kv_heads * self.cfg.head_dim
+                flat = torch.empty(2 * n, dtype=self.dtype, device=self.device)
+                comm.recv(flat, off.owner)
+                for j, pool in enumerate(pools):
+                    pool[idx] = flat[j * n : (j + 1) * n].view(len(idx), *shape[1:])
+            self.hosted[off.layer] = HostedHeads(off, self.cfg, *pools)
+        self.offloads[off.layer] = off
+        comm.barrier()
+        return time.perf_counter() - t0
+
+    def restore(self, layers: Sequence[int]) -> None:
+        """Undo the offloads of ``layers``: nothing travels, the owner's pool is complete."""
+        for i in layers:
+            off = self.offloads.pop(i, None)
+            if off is None:
+                continue
+            if self.rank == off.owner:
+                self.layers[i] = self.layers[i].inner
+            elif self.rank == off.host:
+                del self.hosted[i]

@@ -41,6 +41,29 @@ class MigrationRecord:
         }
 
 
+@dataclass(slots=True)
+class OffloadRecord:
+    """One executed attention migration: the last ``kv_heads`` KV heads of each of ``layers``
+    (with their query groups and KV in use) from worker ``src`` to ``dst``."""
+
+    step: int
+    layers: tuple[int, ...]
+    src: int
+    dst: int
+    kv_heads: int
+    bytes: int
+    measured_s: float
+    estimate_s: float
+    trigger: str = "admin"  # admin | controller
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step, "layers": list(self.layers), "src": self.src, "dst": self.dst,
+            "kv_heads": self.kv_heads, "bytes": self.bytes, "measured_s": self.measured_s,
+            "estimate_s": self.estimate_s, "trigger": self.trigger,
+        }
+
+
 def validate_ranges(ranges: Sequence[tuple[int, int]], num_layers: int) -> None:
     if not ranges or ranges[0][0] != 0 or ranges[-1][1] != num_layers:
         raise LlmplanError(f"stage ranges {list(ranges)} must cover layers 0..{num_layers} in order")

@@ -6,7 +6,17 @@ import os
 import signal
 import traceback
 
-from llmplan.runtime.workers.protocol import Failed, Hello, MigrateMsg, ProbeMsg, Ready, StepMsg, StopMsg
+from llmplan.runtime.workers.protocol import (
+    Failed,
+    Hello,
+    MigrateMsg,
+    OffloadMsg,
+    ProbeMsg,
+    Ready,
+    RestoreMsg,
+    StepMsg,
+    StopMsg,
+)
 from llmplan.runtime.workers.stage import StageSource
 
 
@@ -38,6 +48,10 @@ def worker_main(rank: int, world: int, port: int, source: StageSource, ranges, c
                 stage.forward(comm, build_step_inputs(msg.work, stage.block_size, stage.device))
             elif isinstance(msg, MigrateMsg):
                 stage.migrate(comm, msg.layers, msg.src, msg.dst, msg.blocks)
+            elif isinstance(msg, OffloadMsg):
+                stage.offload(comm, msg.off, msg.blocks)
+            elif isinstance(msg, RestoreMsg):
+                stage.restore(msg.layers)
             elif isinstance(msg, ProbeMsg):
                 probe_link(comm, msg.a, msg.b, msg.nbytes)
             elif isinstance(msg, StopMsg):
