@@ -81,6 +81,28 @@ class PipelineCollector:
         for kind in sorted({"attention", "layer", *s.not_applied}):
             na.add_metric([kind], float(s.not_applied.get(kind, 0)))
         yield na
+        off = CounterMetricFamily("llmplan_attention_offloads", "attention migrations executed (KV heads "
+                                  "of layers offloaded to another worker), by trigger", labels=["trigger"])
+        back = CounterMetricFamily("llmplan_attention_restores", "layers whose offloaded heads came back, "
+                                   "by trigger", labels=["trigger"])
+        for trigger in sorted({"admin", "controller", *s.offloads, *s.restores}):
+            off.add_metric([trigger], float(s.offloads.get(trigger, 0)))
+            back.add_metric([trigger], float(s.restores.get(trigger, 0)))
+        yield off
+        yield back
+        yield CounterMetricFamily("llmplan_attention_offload_seconds", "measured attention-offload time",
+                                  value=s.offload_measured_s_total)
+        yield CounterMetricFamily("llmplan_attention_offload_estimate_seconds",
+                                  "estimated (S/B + T_sync) attention-offload time",
+                                  value=s.offload_estimate_s_total)
+        yield CounterMetricFamily("llmplan_attention_offload_bytes", "KV bytes moved by attention offloads",
+                                  value=float(s.offload_bytes_total))
+        hosted = GaugeMetricFamily("llmplan_worker_hosted_kv_heads", "KV heads of other workers' layers "
+                                   "each worker holds and computes attention for (summed over layers)",
+                                   labels=["worker"])
+        for r, n in enumerate(s.hosted_kv_heads):
+            hosted.add_metric([str(r)], float(n))
+        yield hosted
         layers = GaugeMetricFamily("llmplan_worker_layers", "decoder layers each worker holds",
                                    labels=["worker"])
         busy = CounterMetricFamily("llmplan_worker_busy_seconds", "each worker's compute time in steps (over "

@@ -68,7 +68,8 @@ def test_offloaded_heads_in_both_directions_with_layer_moves_match_one_process()
         assert ex.ranges == [(0, 2), (2, 3), (3, 4)]
         assert {i: (o.owner, o.host) for i, o in ex.offloads.items()} == {2: (1, 2)}
         st = ex.stats()
-        assert st.offloads["admin"] == 4 and st.restores["admin"] == 3  # layer 1 before its move, then 0 and 3
+        # restores: layer 1 before its move, then layers 0 and 3
+        assert st.offloads["admin"] == 4 and st.restores["admin"] == 3
         assert st.hosted_kv_heads == [0, 0, 1]
         assert all(b > 0 for b in st.busy_s_total)
     finally:

@@ -136,6 +136,64 @@ def test_invalid_moves_are_clear_errors(pipe, body, status, words):
     assert executor.ranges == [(0, 2), (2, 4)]
 
 
+def test_admin_attention_offload_while_requests_stream_keeps_outputs_identical(reference, pipe):
+    url, executor = pipe
+    started = threading.Event()
+    with ThreadPoolExecutor(len(PROMPTS)) as pool:
+        futs = [pool.submit(_stream, url, p, started) for p in PROMPTS]
+        assert started.wait(60)
+        # Worker 0's layers hand one of their two KV heads (and its query group) to worker 1,
+        # and worker 1's last layer one of its heads to worker 0, mid-stream.
+        r = httpx.post(url + "/admin/offload", json={"layers": [0, 1], "src": 0, "dst": 1, "kv_heads": 1},
+                       timeout=60)
+        assert r.status_code == 200, r.text
+        first = r.json()
+        r = httpx.post(url + "/admin/offload", json={"layers": [3], "src": 1, "dst": 0, "kv_heads": 1},
+                       timeout=60)
+        assert r.status_code == 200, r.text
+        outs = [f.result() for f in futs]
+    assert outs == reference
+    assert first["offload"]["bytes"] > 0 and first["offload"]["kv_heads"] == 1
+    workers = httpx.get(url + "/admin/workers").json()
+    assert workers["offloads"] == [{"layer": 0, "owner": 0, "host": 1, "kv_heads": 1},
+                                   {"layer": 1, "owner": 0, "host": 1, "kv_heads": 1},
+                                   {"layer": 3, "owner": 1, "host": 0, "kv_heads": 1}]
+    assert _all(url) == reference  # a fresh batch, every step served across both workers
+    assert metric(url, "llmplan_attention_offloads_total", trigger="admin") == 2
+    assert metric(url, "llmplan_worker_hosted_kv_heads", worker="1") == 2
+    assert metric(url, "llmplan_attention_offload_bytes_total") == sum(
+        r.bytes for r in executor.offload_records)
+    # A layer with offloaded heads can still move: its heads come back first.
+    r = httpx.post(url + "/admin/migrate", json={"layers": [1], "src": 0, "dst": 1}, timeout=60)
+    assert r.status_code == 200 and [o["layer"] for o in _offloads(url)] == [0, 3]
+    r = httpx.post(url + "/admin/restore", json={}, timeout=60)
+    assert r.status_code == 200 and r.json()["restored"] == [0, 3] and r.json()["offloads"] == []
+    r = httpx.post(url + "/admin/migrate", json={"layers": [1], "src": 1, "dst": 0}, timeout=60)
+    assert r.status_code == 200 and executor.ranges == [(0, 2), (2, 4)]
+    assert _all(url) == reference
+    assert metric(url, "llmplan_attention_restores_total", trigger="admin") == 3
+
+
+def _offloads(url: str) -> list[dict]:
+    return httpx.get(url + "/admin/workers").json()["offloads"]
+
+
+@pytest.mark.parametrize(("path", "body", "status", "words"), [
+    ("/admin/offload", {"layers": [2], "src": 0, "dst": 1, "kv_heads": 1}, 409,
+     "layer 2 is not on worker 0, which holds layers [0, 2)"),
+    ("/admin/offload", {"layers": [1], "src": 0, "dst": 1, "kv_heads": 2}, 409, "kv_heads must be 1..1"),
+    ("/admin/offload", {"layers": [1], "src": 0, "dst": 1}, 400, "'kv_heads' must be a number of KV heads"),
+    ("/admin/offload", {"layers": "1", "src": 0, "dst": 1, "kv_heads": 1}, 400, "non-empty list"),
+    ("/admin/restore", {"layers": []}, 400, "non-empty list"),
+])
+def test_invalid_offloads_are_clear_errors(pipe, path, body, status, words):
+    url, executor = pipe
+    r = httpx.post(url + path, json=body, timeout=30)
+    assert r.status_code == status
+    assert words in r.json()["error"]["message"]
+    assert executor.offloads == {}
+
+
 def test_a_dead_worker_is_a_clear_error_not_a_hang(pipe):
     url, executor = pipe
     [pid] = executor.worker_pids
@@ -197,3 +255,37 @@ def test_migration_controller_moves_a_layer_off_the_busy_worker(reference):
             assert "multi-worker instance failed" in r.json()["error"]["message"]
         finally:
             os.kill(pid, signal.SIGCONT)
+
+
+def test_migration_controller_offloads_attention_off_a_memory_bound_worker(reference):
+    """With 0.07 GiB per worker, worker 0 (layers + embedding + LM head, ~71 MB on llama-tiny) is
+    memory-bound, so the controller picks attention migration: one of each of its layers' two KV
+    heads goes to worker 1. Outputs stay identical."""
+    from llmplan.runtime.engine import build_engine
+
+    engine = build_engine(dummy_weights="llama-tiny", num_kv_blocks=128, max_num_seqs=16, workers=2,
+                          migration_controller=True, control_interval_s=0.2, worker_memory_gb=0.07)
+    executor = engine.engine.executor
+    stop = threading.Event()
+
+    def load(url):
+        while not stop.is_set():
+            _complete(url, PROMPTS[1], 8)
+
+    with running_server(engine) as url:
+        threads = [threading.Thread(target=load, args=(url,), daemon=True) for _ in range(2)]
+        for t in threads:
+            t.start()
+        try:
+            wait_until(lambda: executor.offload_records, timeout_s=60, what="a controller offload")
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(60)
+        rec = executor.offload_records[0]
+        assert (rec.trigger, rec.layers, rec.src, rec.dst, rec.kv_heads) == ("controller", (0, 1), 0, 1, 1)
+        assert not executor.records  # no layer moved: the overload is memory, not compute
+        assert _all(url) == reference
+        assert metric(url, "llmplan_attention_offloads_total", trigger="controller") == 1
+        assert metric(url, "llmplan_migration_decisions_total", kind="attention", code="migrate") >= 1
+        assert metric(url, "llmplan_worker_hosted_kv_heads", worker="1") == 2
