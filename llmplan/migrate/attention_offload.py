@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from llmplan.errors import LlmplanError
@@ -36,17 +35,6 @@ class OffloadPlan:
     mode: Literal["heads", "blocks"]
     weights: tuple[float, ...]  # share of the layer's attention per worker (local worker first)
     block_size: int = 16  # granularity of the block split (the paged cache's block size)
-    # Heads mode only: a RemoteHeadsClient that computes the last shard's heads on another
-    # process holding their KV (llmplan.migrate.remote_attention); None = all shards here.
-    remote: object | None = None
-
-
-def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """RoPE in the rotate-half form the engine uses, on ``[T, heads, head_dim]`` (own copy: the
-    engine's helper is private and its signature is not a contract)."""
-    half = x.shape[-1] // 2
-    rot = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos.unsqueeze(1) + rot * sin.unsqueeze(1)
 
 
 class OffloadedLayer(nn.Module):
@@ -56,8 +44,6 @@ class OffloadedLayer(nn.Module):
         super().__init__()
         if plan.mode not in ("heads", "blocks"):
             raise LlmplanError(f"attention offload mode must be 'heads' or 'blocks', not {plan.mode!r}")
-        if plan.remote is not None and plan.mode != "heads":
-            raise LlmplanError("a remote attention worker is supported for the head split only")
         self.inner = inner
         self.plan = plan
         self.index = inner.index
@@ -67,23 +53,12 @@ class OffloadedLayer(nn.Module):
     def forward(self, x, cos, sin, meta, kv):
         from llmplan.runtime.engine.attention import write_kv
 
-        layer, cfg = self.inner, self.inner.cfg
-        h = layer.input_layernorm(x)
-        t = h.shape[0]
-        q, k, v = layer.qkv_proj(h).split((cfg.q_size, cfg.kv_size, cfg.kv_size), dim=-1)
-        q = _rope(q.view(t, cfg.num_heads, cfg.head_dim), cos, sin)
-        k = _rope(k.view(t, cfg.num_kv_heads, cfg.head_dim), cos, sin)
-        v = v.reshape(t, cfg.num_kv_heads, cfg.head_dim)
+        layer = self.inner
+        q, k, v = layer.qkv(x, cos, sin)  # the layer's own projections and RoPE
         k_cache, v_cache = kv.layer(self.index)
         write_kv(k_cache, v_cache, k, v, meta.slot_mapping)
-        if self.plan.remote is not None:
-            a = self._remote_split(q, k, v, k_cache, v_cache, meta)
-        else:
-            a = self._split_attention(q, k_cache, v_cache, meta)
-        x = x + layer.o_proj(a.reshape(t, cfg.q_size))
-        h = layer.post_attention_layernorm(x)
-        gate, up = layer.gate_up_proj(h).chunk(2, dim=-1)
-        return x + layer.down_proj(F.silu(gate) * up)
+        a = self._split_attention(q, k_cache, v_cache, meta)
+        return layer.finish(x, a.reshape(q.shape[0], -1))
 
     def _sequences(self, meta):
         """(rows of the flattened batch, block table, KV length) per sequence in the step."""
@@ -116,26 +91,6 @@ class OffloadedLayer(nn.Module):
             self.shard_calls += len(shards)
             out[rows] = res[0]
         return out
-
-
-    def _remote_split(self, q, k_new, v_new, k_cache, v_cache, meta) -> torch.Tensor:
-        """Local shards here, the last shard on the remote worker (one round trip per step)."""
-        cfg = self.inner.cfg
-        shards = plan_head_split(cfg.num_heads, cfg.num_kv_heads, self.plan.weights)
-        seqs = list(self._sequences(meta))
-        remote_out = self.plan.remote.attend(q, k_new, v_new, meta.slot_mapping, seqs)
-        parts = []
-        for s in shards[:-1]:
-            part = q.new_empty((q.shape[0], len(s.q_heads), q.shape[2]))
-            for rows, table, length in seqs:
-                kk = k_cache[table].flatten(0, 1)[:length].unsqueeze(0)
-                vv = v_cache[table].flatten(0, 1)[:length].unsqueeze(0)
-                n = rows.stop - rows.start
-                part[rows] = head_shard_attention(q[rows].unsqueeze(0), kk, vv, s, [n], [length])[0]
-            parts.append(part)
-        parts.append(remote_out)
-        self.shard_calls += len(shards)
-        return merge_head_shards([p.unsqueeze(0) for p in parts], shards)[0]  # merge takes [B, T, H, D]
 
 
 def offload_attention(model: nn.Module, layer: int, plan: OffloadPlan) -> OffloadedLayer:

@@ -101,7 +101,9 @@ class HostedHeads:
     def nbytes(self) -> int:
         return 2 * self.k_pool.numel() * self.k_pool.element_size()
 
-    def serve(self, comm, tokens: int, meta) -> None:
+    def serve(self, comm, tokens: int, meta) -> float:
+        """Answer the owner's request of this step; returns the seconds computing (the wait for
+        the request is the owner's pace, not this worker's load)."""
         from llmplan.runtime.engine.attention import paged_attention
 
         cfg, off = self.cfg, self.off
@@ -110,8 +112,13 @@ class HostedHeads:
         hd = cfg.head_dim
         req = torch.empty(request_numel(tokens, off, cfg), dtype=self.k_pool.dtype, device=self.k_pool.device)
         comm.recv(req, off.owner)
+        t0 = time.perf_counter()
         q, k, v = req.split((tokens * nq * hd, tokens * nk * hd, tokens * nk * hd))
         out = paged_attention(q.view(tokens, nq, hd), k.view(tokens, nk, hd), v.view(tokens, nk, hd),
                               self.k_pool, self.v_pool, meta, nq, nk, hd)
+        if out.device.type == "cuda":
+            torch.cuda.synchronize(out.device)
+        busy = time.perf_counter() - t0
         comm.send(out.reshape(tokens, nq * hd), off.owner)
         self.served += 1
+        return busy

@@ -185,13 +185,9 @@ class StageWorker:
         return logits, times
 
     def _serve(self, comm: Comm | None, hosted: list[HostedHeads], tokens: int, meta) -> float:
-        """Answer this step's request of each hosted layer, in layer order; returns the seconds."""
-        if not hosted:
-            return 0.0
-        t0 = time.perf_counter()
-        for h in hosted:
-            h.serve(comm, tokens, meta)
-        return time.perf_counter() - t0
+        """Answer this step's request of each hosted layer, in layer order; returns the seconds
+        spent computing them."""
+        return sum(h.serve(comm, tokens, meta) for h in hosted)
 
     def _waited(self) -> float:
         return sum(layer.wait_s for layer in self.layers.values() if isinstance(layer, OffloadedHeadsLayer))
