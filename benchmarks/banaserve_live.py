@@ -13,7 +13,8 @@ each, open loop, by ``llmplan.loadgen.replay``:
 * ``banaserve`` -- two colocated instances sharing the global KV store (``--kv-store``), the
                    BanaServe router (load-aware, Algorithm 4-2, over the store);
 * ``banaserve-workers`` (opt-in: ``--systems ...,banaserve-workers``) -- one instance over two
-                   worker processes (``--workers 2``) with the migration controller (no store: it
+                   worker processes (``--workers 2``) with the migration controller (layer moves
+                   and attention offloads between the two; no store: it
                    serves single-worker instances only).
 
 Token lengths are scaled down (``--prompt-scale``, ``--output-scale``, caps) and arrivals are
@@ -104,6 +105,7 @@ def run_system(system: str, rate: float, wl, args: argparse.Namespace, work: Pat
         "pd_handoffs": run.pd_handoffs,
         "pd_failures": run.pd_failures,
         "migrations": run.migrations,
+        "offloads": run.offloads,
         "wall_s": run.wall_s,
         "loadavg": run.loadavg,
     }
@@ -177,7 +179,8 @@ def print_table(rows: list[dict], sims: dict[tuple[float, str], dict]) -> None:
             busy = {k: round(v, 1) for k, v in r["computed_tokens"].items()}
             print(
                 f"{r['rate']:g} req/s {r['system']}: worker busy s {busy}, layer migrations "
-                f"{r['migrations']:.0f}; {extra}; wall {r['wall_s']:.0f} s"
+                f"{r['migrations']:.0f}, attention offloads {r['offloads']:.0f}; {extra}; "
+                f"wall {r['wall_s']:.0f} s"
             )
             continue
         tokens = {k: round(v) for k, v in r["computed_tokens"].items()}

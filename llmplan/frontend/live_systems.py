@@ -14,9 +14,9 @@ only in how the two backends are used, as in the simulated comparison
                    BanaServe router (load-aware, Algorithm 4-2, over the store);
 * ``banaserve-workers`` (opt-in) -- one instance whose decoder layers span two worker processes
                    (``--workers 2``), the migration controller (Algorithm 4-1) moving boundary layers
-                   between them (the store serves single-worker instances only, so none here). The
-                   same two processes' worth of CPU, spent on one pipelined instance instead of two
-                   replicas.
+                   or offloading attention between them (the store serves single-worker
+                   instances only, so none here). The same two processes' worth of CPU, spent
+                   on one pipelined instance instead of two replicas.
 
 Load per backend is measured three ways: requests dispatched to it (front end), tokens it
 pushed through the model (prompt tokens not served by the store, plus generated tokens), and
@@ -85,6 +85,7 @@ class LiveSystemRun:
     loadavg: tuple[float, float]  # 1-minute load average before and after the replay
     argv: list[str] = field(default_factory=list)
     migrations: float = 0.0  # layer migrations the controller executed (banaserve-workers)
+    offloads: float = 0.0  # attention offloads the controller executed (banaserve-workers)
 
     def imbalance(self) -> dict[str, float]:
         """max/mean over the backends of each load measure (1.0 = even)."""
@@ -248,7 +249,7 @@ def run_live_system(
     }
     routed = _metric_by(fe, "llmplan_frontend_routed_total", "backend")
     queue = sampler.means()
-    migrations = 0.0
+    migrations = offloads = 0.0
     if system in WORKER_SYSTEMS:
         # One instance: the load that can be uneven is its workers' compute time.
         busy0 = _metric_by(before["instance"], "llmplan_worker_busy_seconds_total", "worker")
@@ -256,8 +257,9 @@ def run_live_system(
         computed = {f"worker{w}": busy1[w] - busy0.get(w, 0.0) for w in sorted(busy1)}
         routed = {}
         queue = {}
-        migrations = _metric_sum(after["instance"], "llmplan_layer_migrations_total") - _metric_sum(
-            before["instance"], "llmplan_layer_migrations_total"
+        migrations, offloads = (
+            _metric_sum(after["instance"], name) - _metric_sum(before["instance"], name)
+            for name in ("llmplan_layer_migrations_total", "llmplan_attention_offloads_total")
         )
     return LiveSystemRun(
         system=system,
@@ -266,6 +268,7 @@ def run_live_system(
         computed_tokens=computed,
         queue_mean=queue,
         migrations=migrations,
+        offloads=offloads,
         store_hit_tokens=sum(delta(n, "llmplan_kvstore_hit_tokens_total") for n in backends),
         pd_handoffs=_metric_sum(fe, "llmplan_frontend_pd_handoffs_total"),
         pd_failures=_metric_sum(fe, "llmplan_frontend_pd_failures_total"),
@@ -348,7 +351,8 @@ def load_table(runs: list[LiveSystemRun]) -> str:
         )
     notes = [
         f"- {r.system}: store hit tokens {r.store_hit_tokens:.0f}, P/D hand-offs {r.pd_handoffs:.0f} "
-        f"(failed {r.pd_failures:.0f}), layer migrations {r.migrations:.0f}, replay {r.wall_s:.0f} s, "
+        f"(failed {r.pd_failures:.0f}), layer migrations {r.migrations:.0f}, attention offloads "
+        f"{r.offloads:.0f}, replay {r.wall_s:.0f} s, "
         f"load average {r.loadavg[0]:.1f} -> {r.loadavg[1]:.1f}"
         for r in runs
     ]

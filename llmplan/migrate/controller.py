@@ -282,7 +282,8 @@ class MigrationController:
         why_kind = (
             "compute-bound and adjacent stage: move boundary layers" if kind == "layer"
             else "memory-bound: offload attention KV" if not compute_bound
-            else "not an adjacent stage: offload attention KV"
+            else "not an adjacent stage: offload attention KV" if not adjacent
+            else "compute-bound but its last layer: offload attention KV"
         )
         bw, lat = (self.bandwidth or self._default_bw)(src, dst)
         if kind == "layer":

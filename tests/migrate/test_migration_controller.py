@@ -60,6 +60,11 @@ def test_compute_bound_but_not_adjacent_falls_back_to_attention():
     assert out[0].kind == "attention" and "not an adjacent stage" in out[0].reason
 
 
+def test_compute_bound_adjacent_stage_with_one_layer_offloads_attention():
+    out = ctl().step(0.0, [stage("s0", (0, 1), 0.95, 0.1), stage("s1", (1, 4), 0.2, 0.1)])
+    assert out[0].kind == "attention" and "its last layer" in out[0].reason
+
+
 def test_slow_link_makes_rho_too_low_and_the_skip_is_logged():
     g = nx.Graph()
     g.add_edge("GPU0", "GPU1", bandwidth_gbps=0.05, latency_us=10.0)  # 50 MB/s
