@@ -47,6 +47,25 @@ def _stream(url: str, prompt: list[int], started: threading.Event) -> str:
     return "".join(pieces)
 
 
+def _load_until(url: str, done, what: str, clients: int) -> None:
+    """Closed-loop load from ``clients`` threads until ``done()`` (the controller has acted)."""
+    stop = threading.Event()
+
+    def load():
+        while not stop.is_set():
+            _complete(url, PROMPTS[1], 8)
+
+    threads = [threading.Thread(target=load, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    try:
+        wait_until(done, timeout_s=60, what=what)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+
+
 def _all(url: str) -> list[str]:
     with ThreadPoolExecutor(len(PROMPTS)) as pool:
         return list(pool.map(lambda p: _complete(url, p), PROMPTS))
@@ -219,22 +238,8 @@ def test_migration_controller_moves_a_layer_off_the_busy_worker(reference):
                           layer_split="3,1", migration_controller=True, control_interval_s=0.2,
                           worker_timeout_s=5)
     executor = engine.engine.executor
-    stop = threading.Event()
-
-    def load(url):
-        while not stop.is_set():
-            _complete(url, PROMPTS[1], 8)
-
     with running_server(engine) as url:
-        threads = [threading.Thread(target=load, args=(url,), daemon=True) for _ in range(3)]
-        for t in threads:
-            t.start()
-        try:
-            wait_until(lambda: executor.records, timeout_s=60, what="a controller migration")
-        finally:
-            stop.set()
-            for t in threads:
-                t.join(60)
+        _load_until(url, lambda: executor.records, "a controller migration", clients=3)
         rec = executor.records[0]
         assert (rec.trigger, rec.layers, rec.src, rec.dst) == ("controller", (2,), 0, 1)
         assert executor.ranges[0] == (0, 2)
@@ -266,22 +271,8 @@ def test_migration_controller_offloads_attention_off_a_memory_bound_worker(refer
     engine = build_engine(dummy_weights="llama-tiny", num_kv_blocks=128, max_num_seqs=16, workers=2,
                           migration_controller=True, control_interval_s=0.2, worker_memory_gb=0.07)
     executor = engine.engine.executor
-    stop = threading.Event()
-
-    def load(url):
-        while not stop.is_set():
-            _complete(url, PROMPTS[1], 8)
-
     with running_server(engine) as url:
-        threads = [threading.Thread(target=load, args=(url,), daemon=True) for _ in range(2)]
-        for t in threads:
-            t.start()
-        try:
-            wait_until(lambda: executor.offload_records, timeout_s=60, what="a controller offload")
-        finally:
-            stop.set()
-            for t in threads:
-                t.join(60)
+        _load_until(url, lambda: executor.offload_records, "a controller offload", clients=2)
         rec = executor.offload_records[0]
         assert (rec.trigger, rec.layers, rec.src, rec.dst, rec.kv_heads) == ("controller", (0, 1), 0, 1, 1)
         assert not executor.records  # no layer moved: the overload is memory, not compute
