@@ -76,6 +76,22 @@ def test_offloaded_heads_in_both_directions_with_layer_moves_match_one_process()
         ex.close()
 
 
+def test_offload_in_the_middle_of_a_chunked_prefill_matches_one_process():
+    """A 12-token step budget cuts the 40-token prompt into chunks: the offload lands between two
+    of them, so the host must hold the earlier chunks' KV (carried over) and extend it."""
+    kw = dict(dummy_weights="llama-tiny", num_kv_blocks=64, max_num_batched_tokens=12)
+    ref = _run(build_engine(**kw))
+    engine = build_engine(**kw, workers=2, worker_timeout_s=30)
+    ex = engine.engine.executor
+    try:
+        out = _run(engine, {1: lambda e: e.offload_attention([0, 1], 0, 1, 1),
+                            3: lambda e: e.offload_attention([3], 1, 0, 1)})
+        assert out == ref and all(len(t) == 14 for t in out.values())
+        assert ex.offload_records[0].bytes > 0  # KV of the first chunks travelled
+    finally:
+        ex.close()
+
+
 def test_offload_requests_are_checked_before_anything_moves():
     engine = build_engine(dummy_weights="llama-tiny", num_kv_blocks=32, workers=2, worker_timeout_s=30)
     ex = engine.engine.executor
