@@ -66,6 +66,21 @@ def _load_until(url: str, done, what: str, clients: int) -> None:
             t.join(60)
 
 
+def _while_streaming(url: str, calls: list[tuple[str, dict]]) -> tuple[list[str], list[dict]]:
+    """Stream every prompt; once tokens flow, make the admin calls in order. Returns the
+    streamed outputs and the calls' JSON replies."""
+    started = threading.Event()
+    replies = []
+    with ThreadPoolExecutor(len(PROMPTS)) as pool:
+        futs = [pool.submit(_stream, url, p, started) for p in PROMPTS]
+        assert started.wait(60)
+        for path, body in calls:
+            r = httpx.post(url + path, json=body, timeout=60)
+            assert r.status_code == 200, r.text
+            replies.append(r.json())
+        return [f.result() for f in futs], replies
+
+
 def _all(url: str) -> list[str]:
     with ThreadPoolExecutor(len(PROMPTS)) as pool:
         return list(pool.map(lambda p: _complete(url, p), PROMPTS))
@@ -110,19 +125,13 @@ def test_two_workers_give_the_single_process_greedy_outputs(reference, pipe):
 
 def test_admin_migration_while_requests_stream_keeps_outputs_identical(reference, pipe):
     url, executor = pipe
-    started = threading.Event()
-    with ThreadPoolExecutor(len(PROMPTS)) as pool:
-        futs = [pool.submit(_stream, url, p, started) for p in PROMPTS]
-        assert started.wait(60)
-        # Rank 0's tail layer goes to worker 1 mid-stream, then worker 1's head comes back.
-        r = httpx.post(url + "/admin/migrate", json={"layers": [1], "src": 0, "dst": 1}, timeout=60)
-        assert r.status_code == 200, r.text
-        first = r.json()
-        assert first["layers"] == [[0, 1], [1, 4]]
-        r = httpx.post(url + "/admin/migrate", json={"layers": [1], "src": 1, "dst": 0}, timeout=60)
-        assert r.status_code == 200, r.text
-        outs = [f.result() for f in futs]
+    # Rank 0's tail layer goes to worker 1 mid-stream, then worker 1's head comes back.
+    outs, (first, _) = _while_streaming(url, [
+        ("/admin/migrate", {"layers": [1], "src": 0, "dst": 1}),
+        ("/admin/migrate", {"layers": [1], "src": 1, "dst": 0}),
+    ])
     assert outs == reference
+    assert first["layers"] == [[0, 1], [1, 4]]
     m = first["migration"]
     assert m["bytes"] > 0 and m["measured_s"] > 0 and m["estimate_s"] > 0 and m["trigger"] == "admin"
     assert executor.ranges == [(0, 2), (2, 4)]
@@ -157,20 +166,12 @@ def test_invalid_moves_are_clear_errors(pipe, body, status, words):
 
 def test_admin_attention_offload_while_requests_stream_keeps_outputs_identical(reference, pipe):
     url, executor = pipe
-    started = threading.Event()
-    with ThreadPoolExecutor(len(PROMPTS)) as pool:
-        futs = [pool.submit(_stream, url, p, started) for p in PROMPTS]
-        assert started.wait(60)
-        # Worker 0's layers hand one of their two KV heads (and its query group) to worker 1,
-        # and worker 1's last layer one of its heads to worker 0, mid-stream.
-        r = httpx.post(url + "/admin/offload", json={"layers": [0, 1], "src": 0, "dst": 1, "kv_heads": 1},
-                       timeout=60)
-        assert r.status_code == 200, r.text
-        first = r.json()
-        r = httpx.post(url + "/admin/offload", json={"layers": [3], "src": 1, "dst": 0, "kv_heads": 1},
-                       timeout=60)
-        assert r.status_code == 200, r.text
-        outs = [f.result() for f in futs]
+    # Worker 0's layers hand one of their two KV heads (and its query group) to worker 1,
+    # and worker 1's last layer one of its heads to worker 0, mid-stream.
+    outs, (first, _) = _while_streaming(url, [
+        ("/admin/offload", {"layers": [0, 1], "src": 0, "dst": 1, "kv_heads": 1}),
+        ("/admin/offload", {"layers": [3], "src": 1, "dst": 0, "kv_heads": 1}),
+    ])
     assert outs == reference
     assert first["offload"]["bytes"] > 0 and first["offload"]["kv_heads"] == 1
     workers = httpx.get(url + "/admin/workers").json()
