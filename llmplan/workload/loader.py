@@ -185,7 +185,10 @@ def _sharegpt_counts(scan: sharegpt.ShareGPTScan, tokenizer: str) -> tuple[np.nd
     o = counter.count([a for _, a in scan.pairs])
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps({"prompt": p, "output": o, "label": counter.label}))
+        # Atomic: a concurrent reader or a crash mid-write sees the old entry or none, never half.
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"prompt": p, "output": o, "label": counter.label}))
+        os.replace(tmp, cache)
     except OSError:
         pass  # a read-only cache only costs the next run a re-count
     return np.asarray(p), np.asarray(o), counter.label

