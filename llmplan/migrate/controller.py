@@ -24,6 +24,12 @@ with :meth:`MigrationController.record_result`. One step:
    graph, ``bandwidth_gbps`` in GB/s) against the benefit ``dL * horizon`` (bottleneck time
    saved while the imbalance lasts); migrate when ``rho = benefit / T >= rho_min``.
 6. Cool-down per worker, and no reverse move on a pair within ``reverse_lockout_s``.
+7. **Calibration**: every executed move's measured time is reported back; the controller keeps
+   an EWMA of measured / modelled time per kind and prices the next move of that kind at
+   ``T x ratio``. The model misses costs a real engine pays (allocating and filling the
+   destination's pools, serialising, a barrier held by a running step): on the CPU engine moves
+   took 5-6x ``S/B + T_sync``. ``est_time_s`` stays the model's figure, logged beside the
+   measurement; ``expected_time_s`` is the calibrated one that ``rho`` uses.
 
 Every decision, including each skip, is a :class:`Decision` with its reason; ``counters``
 (monotonic, Prometheus-friendly names) count them for ``/metrics``.
@@ -94,7 +100,8 @@ class Decision:
     layers: tuple[int, ...] = ()  # global indices of the layers to move (layer migration)
     kv_fraction: float = 0.0  # share of src's attention work / KV to offload (attention migration)
     bytes: float = 0.0
-    est_time_s: float = 0.0
+    est_time_s: float = 0.0  # the model: S/B + T_sync
+    expected_time_s: float = 0.0  # est_time_s x this kind's measured/modelled ratio so far (rho uses it)
     benefit_s: float = 0.0
     rho: float = 0.0
     load_src: float = 0.0
@@ -141,6 +148,8 @@ class ControllerConfig:
     # Only a worker this loaded is worth relieving: at low load a relative imbalance costs nothing.
     min_src_load: float = 0.5
     default_bandwidth_gbps: float = 25.0
+    # Weight of the newest measured/modelled time ratio in the calibration EWMA; 0 turns it off.
+    calibration_ewma: float = 0.5
 
     def validate(self) -> None:
         if self.period_s <= 0:
@@ -153,6 +162,8 @@ class ControllerConfig:
             raise LlmplanError(f"ewma weight must be in (0, 1], got {self.ewma}")
         if self.rho_min < 0 or self.horizon_s <= 0 or self.sync_s < 0:
             raise LlmplanError("rho_min >= 0, horizon_s > 0 and sync_s >= 0 are required")
+        if not 0 <= self.calibration_ewma <= 1:
+            raise LlmplanError(f"calibration_ewma must be in [0, 1], got {self.calibration_ewma}")
 
 
 @dataclass(slots=True)
@@ -168,6 +179,7 @@ class MigrationController:
     _last_step: float = -math.inf
     _busy_until: dict[str, float] = field(default_factory=dict)
     _last_move: dict[tuple[str, str], float] = field(default_factory=dict)
+    time_ratio: dict[str, float] = field(default_factory=dict)  # kind -> EWMA of measured / modelled
 
     def __post_init__(self) -> None:
         self.config.validate()
@@ -209,13 +221,22 @@ class MigrationController:
                 self._last_move[(d.src, d.dst)] = now
         return out
 
-    def record_result(self, decision: Decision, measured_time_s: float) -> None:
-        """The executor reports how long the migration really took (logged beside the estimate)."""
+    def record_result(self, decision: Decision, measured_time_s: float, *, calibrate: bool = True) -> None:
+        """The executor reports how long the migration really took (logged beside the estimate).
+
+        ``calibrate=False`` when what ran is not what was priced (e.g. heads given back instead of
+        offloaded: nothing travelled), so the ratio learns only from like-for-like moves."""
         decision.measured_time_s = measured_time_s
         self.counters["migration_seconds_total"] += measured_time_s
         self.counters["migration_estimated_seconds_total"] += decision.est_time_s
-        log.info("migration %s %s->%s took %.4f s (estimate %.4f s)", decision.kind, decision.src,
-                 decision.dst, measured_time_s, decision.est_time_s)
+        w = self.config.calibration_ewma
+        if calibrate and w > 0 and decision.est_time_s > 0 and measured_time_s > 0:
+            r = measured_time_s / decision.est_time_s
+            prev = self.time_ratio.get(decision.kind)
+            self.time_ratio[decision.kind] = r if prev is None else w * r + (1 - w) * prev
+        log.info("migration %s %s->%s took %.4f s (estimate %.4f s; %s cost ratio now %.2f)", decision.kind,
+                 decision.src, decision.dst, measured_time_s, decision.est_time_s, decision.kind,
+                 self.time_ratio.get(decision.kind, 1.0))
 
     def metrics(self) -> dict[str, float]:
         """Counters for /metrics (``llmplan_migration_<name>``)."""
@@ -310,16 +331,19 @@ class MigrationController:
             relief = frac * ls
             moved = ()
         est = nbytes / bw + lat + cfg.sync_s
+        ratio = self.time_ratio.get(kind, 1.0)
+        expected = est * ratio
         benefit = relief * cfg.horizon_s  # bottleneck time saved while the imbalance lasts
-        rho = benefit / est if est > 0 else math.inf
-        common = dict(layers=moved, kv_fraction=frac, bytes=nbytes, est_time_s=est, benefit_s=benefit,
-                      rho=rho, load_src=ls, load_dst=ld)
+        rho = benefit / expected if expected > 0 else math.inf
+        common = dict(layers=moved, kv_fraction=frac, bytes=nbytes, est_time_s=est, expected_time_s=expected,
+                      benefit_s=benefit, rho=rho, load_src=ls, load_dst=ld)
+        measured = f" x {ratio:.2f} measured/modelled so far" if kind in self.time_ratio else ""
         if rho < cfg.rho_min:
             return Decision(now, "skip", src.name, dst.name,
-                            f"rho={rho:.2f} < {cfg.rho_min}: moving {nbytes / 1e6:.1f} MB takes {est:.3f} s "
-                            f"for {benefit:.3f} s of benefit", "rho_low", **common)
+                            f"rho={rho:.2f} < {cfg.rho_min}: moving {nbytes / 1e6:.1f} MB takes "
+                            f"{expected:.3f} s{measured} for {benefit:.3f} s of benefit", "rho_low", **common)
         reason = (f"L={ls:.3f} vs {ld:.3f} (mean gap {gap:.3f}); {why_kind}; rho={rho:.1f} "
-                  f"(T={est:.4f} s = {nbytes / 1e6:.1f} MB / {bw / 1e9:.1f} GB/s + sync)")
+                  f"(T={est:.4f} s = {nbytes / 1e6:.1f} MB / {bw / 1e9:.1f} GB/s + sync{measured})")
         return Decision(now, kind, src.name, dst.name, reason, **common)
 
     def _default_bw(self, a: WorkerLoad, b: WorkerLoad) -> tuple[float, float]:

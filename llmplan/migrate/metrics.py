@@ -48,6 +48,12 @@ class ControllerCollector:
                                 value=len(self.controller.overloaded))
         yield GaugeMetricFamily(f"{self.prefix}_underloaded_workers", "workers in the underloaded set",
                                 value=len(self.controller.underloaded))
+        ratio = GaugeMetricFamily(f"{self.prefix}_cost_ratio", "measured / modelled (S/B + T_sync) "
+                                  "migration time, EWMA per kind; the controller prices moves with it",
+                                  labels=["kind"])
+        for kind, r in sorted(self.controller.time_ratio.items()):
+            ratio.add_metric([kind], r)
+        yield ratio
 
 
 class PipelineCollector:

@@ -124,6 +124,49 @@ def test_record_result_logs_measured_beside_estimate():
     assert m["migration_seconds_total"] == 0.25 and m["migration_estimated_seconds_total"] == d.est_time_s
 
 
+def test_measured_migration_times_calibrate_the_next_cost_per_kind():
+    pair = [stage("s0", (0, 20), 0.95, 0.1), stage("s1", (20, 32), 0.3, 0.1)]
+    c = ctl(cooldown_s=0.0, reverse_lockout_s=0.0)
+    first = c.step(0.0, pair)[0]
+    assert first.expected_time_s == first.est_time_s  # nothing measured yet: the model as is
+    c.record_result(first, 6 * first.est_time_s)  # the engine paid 6x S/B + T_sync
+    again = c.step(1.0, pair)[0]
+    assert again.kind == "layer" and again.est_time_s == pytest.approx(first.est_time_s)
+    assert again.expected_time_s == pytest.approx(6 * again.est_time_s)
+    assert again.rho == pytest.approx(first.rho / 6) and "x 6.00 measured/modelled" in again.reason
+    # EWMA (weight 0.5): a move that then took exactly the model's time pulls the ratio to 3.5.
+    c.record_result(again, again.est_time_s)
+    assert c.time_ratio["layer"] == pytest.approx(3.5)
+    # Attention moves keep their own ratio: a layer move's surprise does not price them.
+    hot = WorkerLoad("d0", compute=0.2, memory_bytes=9 * GB, memory_max=10 * GB)
+    cold = WorkerLoad("d1", compute=0.1, memory_bytes=1 * GB, memory_max=10 * GB)
+    att = c.step(2.0, [hot, cold])[0]
+    assert att.kind == "attention" and att.expected_time_s == att.est_time_s
+    # What ran was not what was priced (heads given back, nothing moved): no lesson taken.
+    c.record_result(att, 1e-6, calibrate=False)
+    assert "attention" not in c.time_ratio
+
+
+def test_a_move_that_proved_slow_is_skipped_once_measured():
+    pair = [stage("s0", (0, 20), 0.95, 0.1), stage("s1", (20, 32), 0.3, 0.1)]
+    c = ctl(cooldown_s=0.0, reverse_lockout_s=0.0)
+    first = c.step(0.0, pair)[0]
+    c.record_result(first, first.est_time_s * first.rho)  # so slow that rho would have been 1 < 2
+    assert c.step(1.0, pair) == []
+    d = c.decisions[-1]
+    assert d.code == "rho_low" and "measured/modelled" in d.reason
+    # With calibration off the model alone decides, as before.
+    c2 = ctl(cooldown_s=0.0, reverse_lockout_s=0.0, calibration_ewma=0.0)
+    d2 = c2.step(0.0, pair)[0]
+    c2.record_result(d2, d2.est_time_s * d2.rho)
+    assert len(c2.step(1.0, pair)) == 1
+
+
+def test_calibration_weight_out_of_range_is_a_clear_error():
+    with pytest.raises(LlmplanError, match="calibration_ewma"):
+        MigrationController(ControllerConfig(calibration_ewma=1.5))
+
+
 # ------------------------------------------------------------------------- hysteresis
 
 

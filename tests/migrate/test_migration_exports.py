@@ -26,6 +26,8 @@ def test_controller_counters_in_prometheus_text():
     assert "llmplan_migration_attention_migrations_total 1.0" in text
     assert "llmplan_migration_migration_seconds_total 0.5" in text
     assert "llmplan_migration_overloaded_workers 1.0" in text
+    ratio = 0.5 / d.est_time_s
+    assert f'llmplan_migration_cost_ratio{{kind="attention"}} {ratio}' in text
 
 
 def test_store_counters_in_prometheus_text():

@@ -249,6 +249,8 @@ def test_migration_controller_moves_a_layer_off_the_busy_worker(reference):
         assert metric(url, "llmplan_migration_decisions_total", kind="layer", code="migrate") >= 1
         assert metric(url, "llmplan_worker_layers", worker="1") >= 2
         assert metric(url, "llmplan_migration_migration_seconds_total") > 0
+        # The measured move calibrates the controller's next layer-move price.
+        assert metric(url, "llmplan_migration_cost_ratio", kind="layer") > 0
 
         # A worker that stops answering (SIGSTOP: alive, silent) fails the step after the
         # worker timeout (5 s here) with a clear error instead of hanging the server.
@@ -281,3 +283,4 @@ def test_migration_controller_offloads_attention_off_a_memory_bound_worker(refer
         assert metric(url, "llmplan_attention_offloads_total", trigger="controller") == 1
         assert metric(url, "llmplan_migration_decisions_total", kind="attention", code="migrate") >= 1
         assert metric(url, "llmplan_worker_hosted_kv_heads", worker="1") == 2
+        assert metric(url, "llmplan_migration_cost_ratio", kind="attention") > 0

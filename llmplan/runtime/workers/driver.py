@@ -481,33 +481,35 @@ class PipelineExecutor:
             src, dst = int(d.src[1:]), int(d.dst[1:])
             try:
                 if d.kind == "layer":
-                    measured = self._migrate_locked(tuple(d.layers), src, dst, "controller").measured_s
+                    rec = self._migrate_locked(tuple(d.layers), src, dst, "controller")
+                    measured, priced = rec.measured_s, True
                 else:
-                    measured = self._apply_attention(src, dst, d.kv_fraction)
+                    measured, priced = self._apply_attention(src, dst, d.kv_fraction)
             except WorkerFailure:
                 raise
             except LlmplanError as e:
                 self._not_applied[d.kind] += 1
                 log.warning("migration decision %s %s->%s not applied: %s", d.kind, d.src, d.dst, e)
                 continue
-            self.controller.record_result(d, measured)
+            self.controller.record_result(d, measured, calibrate=priced)
 
-    def _apply_attention(self, src: int, dst: int, fraction: float) -> float:
+    def _apply_attention(self, src: int, dst: int, fraction: float) -> tuple[float, bool]:
         """Relieve ``src`` towards ``dst`` by a ``fraction`` of its attention: first take back the
         heads ``src`` hosts for ``dst`` (free: no transfer), else offload the last
-        ``round(fraction * KV heads)`` heads (at least 1) of each of its layers not offloaded yet."""
+        ``round(fraction * KV heads)`` heads (at least 1) of each of its layers not offloaded yet.
+        Returns the measured seconds and whether the move was the offload the controller priced."""
         back = [i for i, o in self.stage.offloads.items() if o.owner == dst and o.host == src]
         if back:
             t0 = time.perf_counter()
             self._restore_locked(back, "controller")
-            return time.perf_counter() - t0
+            return time.perf_counter() - t0, False
         nkv = self.cfg.num_kv_heads
         heads = min(nkv - 1, max(1, round(fraction * nkv)))
         lo, hi = self.ranges[src]
         layers = tuple(i for i in range(lo, hi) if i not in self.stage.offloads)
         if not layers:
             raise LlmplanError(f"every layer of worker {src} is offloaded already")
-        return self._offload_locked(layers, src, dst, heads, "controller").measured_s
+        return self._offload_locked(layers, src, dst, heads, "controller").measured_s, True
 
     # ------------------------------------------------------------------ metrics
     def stats(self) -> PipelineStats:
