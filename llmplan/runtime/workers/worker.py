@@ -6,17 +6,7 @@ import os
 import signal
 import traceback
 
-from llmplan.runtime.workers.protocol import (
-    Failed,
-    Hello,
-    MigrateMsg,
-    OffloadMsg,
-    ProbeMsg,
-    Ready,
-    RestoreMsg,
-    StepMsg,
-    StopMsg,
-)
+from llmplan.runtime.workers import protocol as msgs
 from llmplan.runtime.workers.stage import StageSource
 
 
@@ -34,33 +24,35 @@ def worker_main(rank: int, world: int, port: int, source: StageSource, ranges, c
 
         if threads:
             torch.set_num_threads(threads)
-        conn.send(Hello(rank))
+        conn.send(msgs.Hello(rank))
         comm = Comm.connect(rank, world, port, worker_device(source.device, rank), timeout_s,
                             connect_timeout_s=60.0)
         stage = StageWorker(source, rank, world, ranges)
-        conn.send(Ready(rank, stage.ranges[rank], stage.weight_bytes(), os.getpid()))
+        conn.send(msgs.Ready(rank, stage.ranges[rank], stage.weight_bytes(), os.getpid()))
         while True:
             try:
                 msg = conn.recv()
             except EOFError:  # the driver is gone: nothing left to serve
                 return
-            if isinstance(msg, StepMsg):
-                stage.forward(comm, build_step_inputs(msg.work, stage.block_size, stage.device))
-            elif isinstance(msg, MigrateMsg):
-                stage.migrate(comm, msg.layers, msg.src, msg.dst, msg.blocks)
-            elif isinstance(msg, OffloadMsg):
-                stage.offload(comm, msg.off, msg.blocks)
-            elif isinstance(msg, RestoreMsg):
-                stage.restore(msg.layers)
-            elif isinstance(msg, ProbeMsg):
-                probe_link(comm, msg.a, msg.b, msg.nbytes)
-            elif isinstance(msg, StopMsg):
-                return
-            else:
-                raise TypeError(f"unknown control message {type(msg).__name__}")
+            match msg:
+                case msgs.StepMsg():
+                    stage.forward(comm, build_step_inputs(msg.work, stage.block_size, stage.device))
+                case msgs.MigrateMsg():
+                    stage.migrate(comm, msg.layers, msg.src, msg.dst, msg.blocks)
+                case msgs.OffloadMsg():
+                    stage.offload(comm, msg.off, msg.blocks)
+                case msgs.RestoreMsg():
+                    stage.restore(msg.layers)
+                case msgs.ProbeMsg():
+                    probe_link(comm, msg.a, msg.b, msg.nbytes)
+                case msgs.StopMsg():
+                    return
+                case _:
+                    raise TypeError(f"unknown control message {type(msg).__name__}")
     except BaseException as e:  # noqa: BLE001 - report anything, then exit non-zero
         try:
-            conn.send(Failed(rank, f"{type(e).__name__}: {e}".splitlines()[0][:500], traceback.format_exc()))
+            first_line = f"{type(e).__name__}: {e}".splitlines()[0][:500]
+            conn.send(msgs.Failed(rank, first_line, traceback.format_exc()))
         except Exception:  # noqa: BLE001 - the driver may be gone already
             pass
         raise SystemExit(1) from None
