@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from llmplan.errors import LlmplanError
+from llmplan.fileio import write_text_atomic
 
 PLAN_VERSION = 1
 
@@ -160,10 +161,7 @@ class Plan:
     def save(self, path: str | Path) -> Path:
         p = Path(path)
         text = self.to_yaml() if p.suffix in (".yaml", ".yml") else self.to_json()
-        tmp = p.with_name(p.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(p)  # never leave a half-written plan behind
-        return p
+        return write_text_atomic(p, text)
 
     @classmethod
     def load(cls, path: str | Path) -> Plan:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from llmplan.errors import LlmplanError
+from llmplan.fileio import write_text_atomic
 from llmplan.plan.costmodel import BatchShape
 
 PROFILE_VERSION = 1
@@ -94,10 +95,7 @@ class CalibrationProfile:
     def save(self, path: str | Path) -> Path:
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(p.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        tmp.replace(p)  # a crash mid-write never leaves a half profile behind
-        return p
+        return write_text_atomic(p, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "profile") -> CalibrationProfile:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from llmplan.errors import LlmplanError
+from llmplan.fileio import write_text_atomic
 from llmplan.workload import datafiles, sharegpt, synthetic, traces
 from llmplan.workload.shaping import check_token_columns, shape
 from llmplan.workload.slo import assign_slos
@@ -185,10 +186,7 @@ def _sharegpt_counts(scan: sharegpt.ShareGPTScan, tokenizer: str) -> tuple[np.nd
     o = counter.count([a for _, a in scan.pairs])
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        # Atomic: a concurrent reader or a crash mid-write sees the old entry or none, never half.
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"prompt": p, "output": o, "label": counter.label}))
-        os.replace(tmp, cache)
+        write_text_atomic(cache, json.dumps({"prompt": p, "output": o, "label": counter.label}))
     except OSError:
         pass  # a read-only cache only costs the next run a re-count
     return np.asarray(p), np.asarray(o), counter.label
