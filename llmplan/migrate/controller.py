@@ -28,7 +28,7 @@ with :meth:`MigrationController.record_result`. One step:
    an EWMA of measured / modelled time per kind and prices the next move of that kind at
    ``T x ratio``. The model misses costs a real engine pays (allocating and filling the
    destination's pools, serialising, a barrier held by a running step): on the CPU engine moves
-   took 5-6x ``S/B + T_sync``. ``est_time_s`` stays the model's figure, logged beside the
+   took 5-25x ``S/B + T_sync``. ``est_time_s`` stays the model's figure, logged beside the
    measurement; ``expected_time_s`` is the calibrated one that ``rho`` uses.
 
 Every decision, including each skip, is a :class:`Decision` with its reason; ``counters``
@@ -337,13 +337,14 @@ class MigrationController:
         rho = benefit / expected if expected > 0 else math.inf
         common = dict(layers=moved, kv_fraction=frac, bytes=nbytes, est_time_s=est, expected_time_s=expected,
                       benefit_s=benefit, rho=rho, load_src=ls, load_dst=ld)
-        measured = f" x {ratio:.2f} measured/modelled so far" if kind in self.time_ratio else ""
+        calibrated = f" x {ratio:.2f} measured/modelled so far" if kind in self.time_ratio else ""
         if rho < cfg.rho_min:
             return Decision(now, "skip", src.name, dst.name,
                             f"rho={rho:.2f} < {cfg.rho_min}: moving {nbytes / 1e6:.1f} MB takes "
-                            f"{expected:.3f} s{measured} for {benefit:.3f} s of benefit", "rho_low", **common)
+                            f"{expected:.3f} s{calibrated} for {benefit:.3f} s of benefit",
+                            "rho_low", **common)
         reason = (f"L={ls:.3f} vs {ld:.3f} (mean gap {gap:.3f}); {why_kind}; rho={rho:.1f} "
-                  f"(T={est:.4f} s = {nbytes / 1e6:.1f} MB / {bw / 1e9:.1f} GB/s + sync{measured})")
+                  f"(T={est:.4f} s = {nbytes / 1e6:.1f} MB / {bw / 1e9:.1f} GB/s + sync{calibrated})")
         return Decision(now, kind, src.name, dst.name, reason, **common)
 
     def _default_bw(self, a: WorkerLoad, b: WorkerLoad) -> tuple[float, float]:
