@@ -12,12 +12,17 @@ from typing import Protocol
 
 from llmplan.workload.types import SLO
 
+# Below this temperature sampling is greedy (vLLM's _SAMPLING_EPS): dividing logits by a
+# tiny temperature overflows fp32 to inf, whose softmax is NaN.
+GREEDY_TEMPERATURE = 1e-5
+
 
 @dataclass(slots=True)
 class SamplingParams:
     max_tokens: int = 16
-    temperature: float = 1.0  # 0 means greedy
+    temperature: float = 1.0  # below GREEDY_TEMPERATURE (1e-5) greedy
     top_p: float = 1.0
+    top_k: int = -1  # -1 (or 0): all tokens
     stop: list[str] = field(default_factory=list)
     ignore_eos: bool = False
     seed: int | None = None

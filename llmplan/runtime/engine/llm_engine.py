@@ -15,6 +15,7 @@ from its one engine thread.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -48,14 +49,29 @@ class RequestState:
     pending_text: str = ""
     stopped_by_string: bool = False
     done: bool = False
+    error: str | None = None  # this request failed (sampling, stop rule, detokenization)
     extra: dict = field(default_factory=dict)
 
 
 class EngineStopRule:
-    """The core's StopRule for real tokens: max_tokens, EOS (unless ignore_eos), stop strings."""
+    """The core's StopRule for real tokens: max_tokens, EOS (unless ignore_eos), stop strings.
+
+    A request whose sampling failed this step, or whose stop check raises, finishes with
+    reason "error" (its ``RequestState.error`` says why); the other requests go on."""
 
     def __call__(self, seq: SeqState) -> str | None:
         st: RequestState = seq.sampling  # type: ignore[assignment]
+        if st.sampler.error is not None:
+            st.error = st.error or st.sampler.error
+        if st.error is not None:
+            return "error"
+        try:
+            return self._check(seq, st)
+        except Exception as exc:  # noqa: BLE001 - fails this request only
+            st.error = f"stop handling failed: {type(exc).__name__}: {exc}"
+            return "error"
+
+    def _check(self, seq: SeqState, st: RequestState) -> str | None:
         sp = st.request.sampling
         tok = seq.output_token_ids[-1] if seq.output_token_ids else None
         if tok is not None and not sp.ignore_eos and tok in st.eos_ids:
@@ -163,10 +179,14 @@ class LLMEngine:
                 f"{self.max_model_len} tokens; shorten the prompt or lower max_tokens",
                 param="max_tokens" if n < self.max_model_len else "prompt",
             )
-        if sp.temperature < 0:
-            raise InvalidRequestError(f"temperature must be >= 0 (got {sp.temperature})", param="temperature")
+        if not (math.isfinite(sp.temperature) and sp.temperature >= 0):
+            raise InvalidRequestError(f"temperature must be a number >= 0 (got {sp.temperature})",
+                                      param="temperature")
         if not 0 < sp.top_p <= 1:
             raise InvalidRequestError(f"top_p must be in (0, 1] (got {sp.top_p})", param="top_p")
+        if sp.top_k < -1:
+            raise InvalidRequestError(f"top_k must be -1 (all tokens) or >= 1 (got {sp.top_k})",
+                                      param="top_k")
         bad = next((t for t in req.prompt_token_ids if not 0 <= t < self.cfg.vocab_size), None)
         if bad is not None:
             raise InvalidRequestError(
@@ -247,11 +267,23 @@ class LLMEngine:
             seq = it.seq
             if id(seq) in finished or seq.status is not SeqStatus.RUNNING:
                 continue
-            self._stream(seq)
+            try:
+                self._stream(seq)
+            except Exception as exc:  # noqa: BLE001 - detokenizing one request fails it alone
+                self._fail(seq, f"streaming failed: {type(exc).__name__}: {exc}")
         for seq in done:
-            self._by_id.pop(seq.sampling.request.request_id, None)  # type: ignore[union-attr]
-            self._emit_final(seq, seq.finish_reason or "stop")
+            st: RequestState = seq.sampling  # type: ignore[assignment]
+            self._by_id.pop(st.request.request_id, None)
+            self._emit_final(seq, seq.finish_reason or "stop", st.error)
         return len(batch.items)
+
+    def _fail(self, seq: SeqState, error: str) -> None:
+        """End one request with ``error`` (its blocks freed) while the others go on."""
+        st: RequestState = seq.sampling  # type: ignore[assignment]
+        st.error = st.error or error
+        if self._by_id.pop(st.request.request_id, None) is not None:
+            self.scheduler.abort(seq.rid, self.now())
+        self._emit_final(seq, "error", st.error)
 
     def _stream(self, seq: SeqState) -> None:
         st: RequestState = seq.sampling  # type: ignore[assignment]
@@ -280,8 +312,12 @@ class LLMEngine:
         st.done = True
         ids = seq.output_token_ids
         new_ids = ids[st.streamed_tokens :]
-        if not st.stopped_by_string:
-            delta, hit = st.detok.update(_visible(ids, st), final=True)
+        if not st.stopped_by_string and error is None:
+            try:
+                delta, hit = st.detok.update(_visible(ids, st), final=True)
+            except Exception as exc:  # noqa: BLE001 - fails this request only
+                error = f"detokenization failed: {type(exc).__name__}: {exc}"
+                delta, hit = "", False
             st.pending_text += delta
             if hit:
                 reason = "stop"

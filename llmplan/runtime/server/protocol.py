@@ -1,9 +1,11 @@
 """OpenAI request bodies and the checks that turn them into engine requests.
 
-Only what the engine can honour is accepted; unknown OpenAI fields (``user``,
-``logit_bias`` ...) are ignored the way vLLM ignores them, but a field whose value would
-change the answer and is not supported (``n > 1``, ``best_of``, ``echo``, ``logprobs``)
-is refused with a 400 naming it, never silently dropped. These models carry no engine
+Only what the engine can honour is accepted; unknown OpenAI fields (``user`` ...) are
+ignored the way vLLM ignores them, but a field whose value would change the answer and is
+not supported (``n > 1``, ``best_of``, ``echo``, ``logprobs``, penalties, ``logit_bias``)
+is refused with a 400 naming it, never silently dropped. Numbers must be finite;
+``temperature`` in [0, 2] (below 1e-5 it is greedy), ``top_p`` in (0, 1], ``top_k`` -1/0
+(all tokens) or >= 1. These models carry no engine
 state, so llmplan's front end can validate with them before proxying.
 """
 
@@ -13,14 +15,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmplan.runtime.engine.api import SamplingParams
+from llmplan.runtime.engine.api import GREEDY_TEMPERATURE, SamplingParams
 from llmplan.runtime.server.errors import APIError
 
 # OpenAI's completion default; chat defaults to "the rest of the context" instead.
 DEFAULT_COMPLETION_MAX_TOKENS = 16
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
     include_usage: bool = False
     # vLLM extension: usage (cumulative token counts) on every chunk, so a benchmark client
     # knows how many tokens each chunk carried even when their text is empty.
@@ -28,7 +30,8 @@ class StreamOptions(BaseModel):
 
 
 class _SamplingFields(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # NaN and Infinity (which Python's JSON writes) are refused for every float field.
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     model: str | None = None
     # None (JSON null, which some SDKs send for "unset") means the OpenAI default.
@@ -53,7 +56,8 @@ class _SamplingFields(BaseModel):
     frequency_penalty: float | None = None
     repetition_penalty: float | None = None
     logit_bias: dict[str, float] | None = None
-    top_k: int | None = None
+    # vLLM's convention: -1 (or 0, or unset) keeps every token.
+    top_k: int | None = Field(None, ge=-1)
     min_tokens: int | None = None
     response_format: dict[str, Any] | None = None
     tools: list[Any] | None = None
@@ -65,7 +69,6 @@ class _SamplingFields(BaseModel):
             "presence_penalty": (None, 0, 0.0),
             "frequency_penalty": (None, 0, 0.0),
             "repetition_penalty": (None, 1, 1.0),
-            "top_k": (None, 0, -1),
             "min_tokens": (None, 0),
         }
         for name, ok in neutral.items():
@@ -205,10 +208,13 @@ def resolve_max_tokens(requested: int | None, prompt_tokens: int, max_model_len:
 
 
 def sampling_params(req: _SamplingFields, max_tokens: int) -> SamplingParams:
+    temperature = 1.0 if req.temperature is None else req.temperature
     return SamplingParams(
         max_tokens=max_tokens,
-        temperature=1.0 if req.temperature is None else req.temperature,
+        # Below the floor sampling is greedy (a tiny temperature overflows the logits).
+        temperature=0.0 if temperature < GREEDY_TEMPERATURE else temperature,
         top_p=1.0 if req.top_p is None else req.top_p,
+        top_k=-1 if not req.top_k else req.top_k,
         stop=req.stop_list(),
         ignore_eos=req.ignore_eos,
         seed=req.seed,

@@ -272,7 +272,8 @@ class PipelineExecutor:
                 first = str(e).splitlines()[0][:300] if str(e) else ""
                 raise self._fail(f"step {self.steps}: {type(e).__name__}: {first}") from e
             tokens = sample(logits, [samplers[i] for i in inputs.order]) if logits is not None else []
-            nxt = {batch.items[i].seq.rid: t for i, t in zip(inputs.order, tokens, strict=True)}
+            nxt = {batch.items[i].seq.rid: t
+                   for i, t in zip(inputs.order, tokens, strict=True) if t is not None}
             dt = time.perf_counter() - t0
             self.steps += 1
             self._wall += dt
