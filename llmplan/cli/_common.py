@@ -10,11 +10,41 @@ import json
 import sys
 from typing import Any, NoReturn
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 
-console = Console()
-err_console = Console(stderr=True)
+# Width for output that is not a terminal (a pipe, a file, the docs): wide enough for every
+# table llmplan prints, so nothing is cut to "weig..." and nobody needs COLUMNS=... .
+PIPE_WIDTH = 200
+
+
+class WideConsole(Console):
+    """A rich Console that is full width when its stream is not a terminal.
+
+    Rich falls back to 80 columns (or the width of whichever std stream *is* a terminal)
+    when output is redirected; tables then truncate their headers. Here a non-terminal
+    stream gets ``PIPE_WIDTH`` columns unless ``COLUMNS`` is set explicitly.
+    """
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        dims = super().size
+        if self._width is None and not self.is_terminal and "COLUMNS" not in self._environ:
+            return ConsoleDimensions(PIPE_WIDTH, dims.height)
+        return dims
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+
+
+def make_console(*, stderr: bool = False, **kwargs: Any) -> Console:
+    """The one Console factory of the CLI (stdout or stderr), full width when piped."""
+    return WideConsole(stderr=stderr, **kwargs)
+
+
+console = make_console()
+err_console = make_console(stderr=True)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

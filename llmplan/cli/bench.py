@@ -30,7 +30,7 @@ Examples:
   llmplan bench --trace synthetic:rate=8,cv=2,n=2000 --slo fixed:ttft=1,tpot=0.1,e2e=60
   llmplan bench --trace azure --max-requests 2000 --sweep-rate 2,4,6,8,10
   llmplan bench --trace azure -n 2000 --compare vllm,distserve,banaserve --sweep-rate 1,5,10,20
-  llmplan bench --target http://127.0.0.1:8000 --trace azure --max-requests 100 --time-scale 4
+  llmplan bench --target http://127.0.0.1:8000 --trace azure --max-requests 100 --rate-scale 4
   llmplan bench --trace azure -n 60 --rate-scale 0.5 --compare vllm,distserve,banaserve --live
 """
 
@@ -72,7 +72,11 @@ def register(app: typer.Typer) -> None:
             "lengths=lognormal|empirical,...], or file:PATH "
             "(CSV/JSONL: TIMESTAMP,ContextTokens,GeneratedTokens).",
         ),
-        rate_scale: float = typer.Option(1.0, "--rate-scale", help="Replay arrivals this many times faster."),
+        rate_scale: float = typer.Option(
+            1.0,
+            "--rate-scale",
+            help="Replay arrivals this many times faster (2 = twice the trace's rate), simulated or live.",
+        ),
         window: str = typer.Option(
             None, "--window", help="START:END of the trace to keep, e.g. 0:600 or 10m:20m."
         ),
@@ -160,9 +164,7 @@ def register(app: typer.Typer) -> None:
             None, "--target", help="Live mode: an OpenAI-compatible server URL to replay the trace against."
         ),
         time_scale: float = typer.Option(
-            1.0,
-            "--time-scale",
-            help="Live mode: divide arrival times by this factor (the report shows the rate sent).",
+            None, "--time-scale", hidden=True, help="Deprecated: --rate-scale, same sense, live or simulated."
         ),
         simulate_too: bool = typer.Option(
             False,
@@ -206,6 +208,13 @@ def register(app: typer.Typer) -> None:
             else [p.strip() for p in (compare or ",".join(DEFAULT_POLICIES)).split(",") if p.strip()]
         )
         parse_slo_spec(slo)  # fail before any work on a bad spec
+        if time_scale is not None:  # the old live-only spelling of the same knob
+            from llmplan.cli._flags import deprecated
+
+            deprecated(f"--time-scale {time_scale:g}", f"--rate-scale {rate_scale * time_scale:g}")
+            if not time_scale > 0:
+                raise LlmplanError(f"--time-scale wants a positive number; got {time_scale:g}")
+            rate_scale *= time_scale
         if calibration is not None and not calibration.is_file():
             raise LlmplanError(f"--calibration {calibration} does not exist; run `llmplan calibrate` first")
         cfg = BenchConfig(
@@ -256,7 +265,7 @@ def register(app: typer.Typer) -> None:
                 report, loads = _live_systems(cfg, workload, live_model, _floats(live_scale, "--live-scale"),
                                               on_progress)  # fmt: skip
             elif target:
-                report = _live(cfg, target, workload, time_scale, simulate_too, on_progress, jobs)
+                report = _live(cfg, target, workload, 1.0, simulate_too, on_progress, jobs)
             else:
                 report = run_bench(cfg, workload=workload, on_progress=on_progress, workers=jobs)
         write_report(report, out, plots=plots)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from llmplan.cli._flags import POWER_CAP_HELP, POWER_CAP_METAVAR, TOPOLOGY_HELP, parse_power_caps
+
 HELP = """Place a model's layers on GPUs as pipeline stages, exactly optimal for the chosen objective.
 
 [bold]Modes[/]: HE = fewest GPUs, then lowest latency; LR = lowest latency; HELR (default) = the
@@ -29,23 +31,6 @@ Examples:
 """
 
 
-def _parse_caps(text: str | None) -> dict[int, float] | None:
-    from llmplan.errors import LlmplanError
-
-    if not text:
-        return None
-    caps = {}
-    for part in text.split(","):
-        try:
-            k, v = part.split(":")
-            caps[int(k)] = float(v)
-        except ValueError:
-            raise LlmplanError(
-                f"--power-cap {text!r} is not IDX:WATTS[,IDX:WATTS]; e.g. 0:350,1:300"
-            ) from None
-    return caps
-
-
 def register(app: typer.Typer) -> None:
     @app.command("plan", help=HELP)
     def plan_cmd(
@@ -53,7 +38,7 @@ def register(app: typer.Typer) -> None:
             None, "--model", "-m", help="Catalog name (e.g. llama-2-7b) or path to a HF config.json."
         ),
         topology: str = typer.Option(
-            "auto", "--topology", "-t", help="preset:NAME, a topology file, or auto."
+            "auto", "--topology", "-t", help=TOPOLOGY_HELP
         ),
         mode: str = typer.Option("HELR", "--mode", help="HE | LR | HELR."),
         a1: float = typer.Option(0.5, "--a1", help="HELR weight of latency."),
@@ -62,8 +47,8 @@ def register(app: typer.Typer) -> None:
         input_len: int = typer.Option(512, "--input-len", min=1, help="Reference prompt tokens."),
         output_len: int = typer.Option(256, "--output-len", min=1, help="Reference generated tokens."),
         gpus: str | None = typer.Option(None, "--gpus", help="Restrict to these GPU indices, e.g. 0,1,3."),
-        power_cap: str | None = typer.Option(
-            None, "--power-cap", help="Override power limits: IDX:W[,IDX:W]."
+        power_cap: list[str] = typer.Option(
+            [], "--power-cap", metavar=POWER_CAP_METAVAR, help=POWER_CAP_HELP
         ),
         compute_eff: float | None = typer.Option(
             None, "--compute-eff", help="Roofline: fraction of peak FLOP/s."
@@ -138,7 +123,7 @@ def register(app: typer.Typer) -> None:
                 "pass --model NAME (catalog name or config.json path), or --plan FILE to show a plan"
             )
         spec = get_model_spec(model)
-        graph = load_topology(topology, _parse_caps(power_cap))
+        graph = load_topology(topology, parse_power_caps(power_cap) or None)
         params = CostParams()
         if compute_eff is not None:
             params = dataclasses.replace(params, compute_eff=compute_eff)

@@ -62,6 +62,8 @@ def collect_cmd(
             interval_s=interval,
             repeat=repeat,
             limit=limit,
+            shuffle=shuffle,
+            seed=seed,
             on_row=lambda _row: progress.advance(task),
         )
     console.print(f"wrote {n} rows to {out}")

@@ -199,7 +199,7 @@ def register(app: typer.Typer) -> None:
             "builtin",
             "--engine",
             help="builtin (this package's torch engine) or vllm (one supervised `vllm serve` per plan "
-            "instance, needs --plan and `pip install 'llmplan[vllm]'`).",
+            "instance, needs --plan and `pip install 'llmplan\\[vllm]'`).",
             rich_help_panel="Deployment (front end)",
         ),
         instances: int = typer.Option(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from llmplan.errors import LlmplanError
+from llmplan.cli._flags import POWER_CAP_HELP, POWER_CAP_METAVAR, parse_power_caps
 
 HELP = """Discover GPUs and links (NVML, nvidia-smi, file or preset) into a graph.
 
@@ -27,20 +27,6 @@ Examples:
 """
 
 
-def _parse_caps(values: list[str]) -> dict[int, float]:
-    caps: dict[int, float] = {}
-    for v in values:
-        gpu, sep, watts = v.partition("=")
-        gpu = gpu.strip().upper().removeprefix("GPU")
-        try:
-            if not sep:
-                raise ValueError
-            caps[int(gpu)] = float(watts.strip().upper().removesuffix("W"))
-        except ValueError:
-            raise LlmplanError(f"--power-cap {v!r}: expected GPU=WATTS, e.g. --power-cap 0=250") from None
-    return caps
-
-
 def register(app: typer.Typer) -> None:
     @app.command("topology", help=HELP)
     def topology(
@@ -48,10 +34,7 @@ def register(app: typer.Typer) -> None:
             "auto", "--source", "-s", help="auto | nvml | smi | file:PATH | preset:NAME"
         ),
         power_cap: list[str] = typer.Option(
-            [],
-            "--power-cap",
-            metavar="GPU=W",
-            help="Cap GPU's power (repeatable); compute scales with (cap/TDP)^(1/3).",
+            [], "--power-cap", metavar=POWER_CAP_METAVAR, help=POWER_CAP_HELP
         ),
         gpu_model: str | None = typer.Option(
             None,
@@ -72,7 +55,7 @@ def register(app: typer.Typer) -> None:
 
         from llmplan.cli._common import console, err_console
 
-        caps = _parse_caps(power_cap)
+        caps = parse_power_caps(power_cap)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             from llmplan.topology import load_topology
@@ -93,13 +76,9 @@ def register(app: typer.Typer) -> None:
 
             sys.stdout.write(dumps(G) + "\n")
             return
-        from rich.console import Console
-
         from llmplan.topology.render import render
 
-        # Piped output (docs, logs) must not wrap the matrix at 80 columns.
-        out = console if console.is_terminal else Console(width=200, color_system=None)
-        render(G, out)
+        render(G, console)
         if graphml is not None:
             console.print(f"wrote {graphml}")
 

@@ -68,6 +68,23 @@ def _default_model(client, base: str) -> str:
     return data[0]["id"]
 
 
+def select_prompts(
+    rows: list[dict[str, Any]], *, limit: int | None = None, shuffle: bool = True, seed: int = 0
+) -> list[dict[str, Any]]:
+    """The prompts a collection sends: shuffled first (seeded), then cut to ``limit``.
+
+    Shuffling interleaves task types so slow drift on the machine (thermal, other tenants) does
+    not masquerade as a task effect, and so ``limit`` samples every task rather than the first
+    one in the file; the seed keeps runs comparable.
+    """
+    rows = list(rows)
+    if shuffle:
+        import random
+
+        random.Random(seed).shuffle(rows)
+    return rows[:limit]
+
+
 def collect(
     endpoint: str,
     out: str | Path,
@@ -95,13 +112,7 @@ def collect(
     from llmplan.predict.tokenize import count_tokens
     from llmplan.profile.features import detect_language, infer_task
 
-    rows = load_suite(suite)[:limit]
-    if shuffle:
-        # Interleave task types so slow drift on the machine (thermal, other tenants) does not
-        # masquerade as a task effect; the seed keeps runs comparable.
-        import random
-
-        random.Random(seed).shuffle(rows)
+    rows = select_prompts(load_suite(suite), limit=limit, shuffle=shuffle, seed=seed)
     base = endpoint.rstrip("/").removesuffix("/v1")
     probe = make_probe(sampler, pid, device)
     out = Path(out)

@@ -107,6 +107,17 @@ def write_report(report: BenchReport, out: Path, *, plots: bool = True) -> list[
     return written
 
 
+def _mismatch(att: float, saved: float, n: int) -> str:
+    """Two attainments that differ, with enough digits to show it and the difference in requests."""
+    digits = 4
+    while digits < 17 and f"{att:.{digits}f}" == f"{saved:.{digits}f}":
+        digits += 1
+    return (
+        f"SLO attainment {att:.{digits}f} in the CSV vs {saved:.{digits}f} in report.json: "
+        f"{att * n:.0f} vs {saved * n:.0f} of {n} requests met their SLOs"
+    )
+
+
 def load_report(directory: Path) -> BenchReport:
     """Read a report directory written by :func:`write_report`."""
     directory = Path(directory)
@@ -130,11 +141,10 @@ def load_report(directory: Path) -> BenchReport:
         df = pd.read_csv(cpath, keep_default_na=True)
         recomputed = add_slo_flags(df.copy())
         saved_att = entry["summary"]["attainment"]["all"]
-        if saved_att is not None and abs(float(recomputed["slo_met"].mean()) - saved_att) > 1e-9:
-            raise LlmplanError(
-                f"{cpath} does not match report.json (SLO attainment {recomputed['slo_met'].mean():.4f} vs "
-                f"{saved_att:.4f}); the directory was edited by hand: re-run llmplan bench"
-            )
+        att = float(recomputed["slo_met"].mean())
+        if saved_att is not None and abs(att - saved_att) > 1e-9:
+            raise LlmplanError(f"{cpath} does not match report.json ({_mismatch(att, saved_att, len(df))}); "
+                               "the directory was edited by hand: re-run llmplan bench")  # fmt: skip
         spath = directory / f"samples-{slug(label)}.csv"
         samples = pd.read_csv(spath) if spath.is_file() else pd.DataFrame()
         runs[label] = RunMetrics(recomputed, samples, entry["summary"])

@@ -239,14 +239,14 @@ def test_power_caps_move_the_he_plan_off_the_throttled_card() -> None:
             "--mode",
             "HE",
             "--power-cap",
-            "0:100",
+            "0=100",
             "--json",
         ).output
     )
     assert base["instances"][0]["stages"][0]["gpus"] == ["GPU0"]
     assert capped["instances"][0]["stages"][0]["gpus"] == ["GPU1"]  # next fastest (300 W)
     with pytest.raises(LlmplanError, match="--power-cap"):
-        _run("--model", "chatglm2-6b", "--topology", "preset:4x-rtx3090", "--power-cap", "0=100")
+        _run("--model", "chatglm2-6b", "--topology", "preset:4x-rtx3090", "--power-cap", "0~100")
 
 
 def test_pd_replicates_the_best_unit_to_serve_the_rate() -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from llmplan.errors import LlmplanError
 from llmplan.predict.tokenize import count_tokens
-from llmplan.profile.collect import collect, load_suite
+from llmplan.profile.collect import collect, load_suite, select_prompts
 
 
 def _free_port() -> int:
@@ -57,8 +57,8 @@ def test_collect_writes_one_row_per_request(server_url, tmp_path) -> None:
     )
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == len(seen) == 5
-    suite = {r["id"]: r for r in load_suite()[:5]}
-    assert sorted(r["id"] for r in rows) == sorted(suite)  # the same prompts, in a seeded shuffled order
+    suite = {r["id"]: r for r in select_prompts(load_suite(), limit=5)}
+    assert [r["id"] for r in rows] == list(suite)  # the seeded shuffle's first five, in that order
     for row in rows:
         item = suite[row["id"]]
         assert row["task"] == item["task"] and row["lang"] == item["lang"]
@@ -90,3 +90,16 @@ def test_shipped_suite_covers_tasks_languages_and_lengths() -> None:
     n = count_tokens([r["prompt"] for r in suite])
     assert min(n) <= 5 and max(n) >= 400
     json.dumps(suite, ensure_ascii=False)
+
+
+def test_limit_samples_the_shuffled_suite_not_its_first_rows() -> None:
+    """--limit N cuts after the seeded shuffle: 30 prompts span several tasks, not the file's first."""
+    suite = load_suite()
+    picked = select_prompts(suite, limit=30, seed=0)
+    assert len(picked) == 30
+    assert len({r["task"] for r in picked}) >= 4  # the file's first 30 are one task
+    assert len({r["task"] for r in suite[:30]}) == 1
+    assert select_prompts(suite, limit=30, seed=0) == picked  # seeded
+    assert select_prompts(suite, limit=30, seed=1) != picked
+    assert select_prompts(suite, limit=30, shuffle=False) == suite[:30]
+    assert len(select_prompts(suite)) == len(suite)

@@ -88,8 +88,27 @@ def test_edited_csv_is_caught(tmp_path: Path) -> None:
     df = pd.read_csv(p)
     df.loc[0, "ttft_s"] = 99.0  # now misses its 1 s TTFT target
     df.to_csv(p, index=False)
-    with pytest.raises(LlmplanError, match="does not match report.json"):
+    with pytest.raises(LlmplanError, match="does not match report.json") as err:
         load_report(tmp_path)
+    _assert_numbers_differ(str(err.value))
+
+
+def _assert_numbers_differ(msg: str) -> None:
+    import re
+
+    m = re.search(r"attainment (\S+) in the CSV vs (\S+) in report.json: (\d+) vs (\d+) of (\d+)", msg)
+    assert m, msg
+    assert m[1] != m[2] and m[3] != m[4], msg
+
+
+def test_tamper_message_shows_the_difference_on_a_large_run() -> None:
+    """One request of 19,366 flipped: 4 decimals print 0.6076 twice; the message must not."""
+    from llmplan.report.io import _mismatch
+
+    n = 19366
+    msg = _mismatch(11767 / n, 11768 / n, n)
+    _assert_numbers_differ(msg)
+    assert "11767 vs 11768 of 19366 requests" in msg
 
 
 def test_missing_or_bad_directory(tmp_path: Path) -> None:

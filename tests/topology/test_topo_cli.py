@@ -55,7 +55,7 @@ def test_graphml_is_written_and_readable(tmp_path):
 
 
 def test_bad_power_cap_is_a_one_line_error():
-    r = runner.invoke(app, ["topology", "-s", "preset:4x-rtx3090", "--power-cap", "0:250"])
+    r = runner.invoke(app, ["topology", "-s", "preset:4x-rtx3090", "--power-cap", "0 250"])
     assert isinstance(r.exception, LlmplanError)
     assert "expected GPU=WATTS" in str(r.exception)
 

@@ -1,0 +1,130 @@
+"""A newcomer's view of the CLI: full-width piped output, help text that keeps its brackets,
+one flag vocabulary across commands."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from typing import Any
+
+import typer
+from typer.testing import CliRunner
+
+from llmplan.cli.app import app
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The real console script, stdout a pipe (not a terminal), COLUMNS unset unless given."""
+    base = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    return subprocess.run(
+        [sys.executable, "-m", "llmplan.cli.app", *args],
+        capture_output=True,
+        text=True,
+        env={**base, **(env or {})},
+        timeout=120,
+    )
+
+
+def test_piped_tables_are_not_cut_to_80_columns() -> None:
+    out = _run("plan", "--model", "chatglm2-6b", "--topology", "preset:4x-rtx3090", "--mode", "HE")
+    assert out.returncode == 0, out.stderr
+    header = next(line for line in out.stdout.splitlines() if "stage" in line and "GPUs" in line)
+    for col in ("weights GiB", "prefill ms", "decode ms", "next link"):
+        assert col in header, header  # not "weig…"
+    assert "…" not in out.stdout
+    # The vllm line is one line, not wrapped at 80.
+    assert any(line.startswith("vllm: CUDA_VISIBLE_DEVICES=0 vllm serve") and "--dtype" in line
+               for line in out.stdout.splitlines())  # fmt: skip
+
+
+def test_explicit_columns_still_wins() -> None:
+    out = _run("plan", "--model", "chatglm2-6b", "--topology", "preset:4x-rtx3090", "--mode", "HE",
+               env={"COLUMNS": "60"})  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    table = [line for line in out.stdout.splitlines() if line[:1] in "┏┃┡│└"]
+    assert table and max(len(line) for line in table) <= 60
+
+
+def _commands(group: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    found = []
+    for name, cmd in group.commands.items():
+        found.append((f"{prefix}{name}", cmd))
+        if hasattr(cmd, "commands"):
+            found += _commands(cmd, f"{prefix}{name} ")
+    return found
+
+
+def _all_commands() -> list[tuple[str, Any]]:
+    """Every command and sub-command (typer's click objects; typer may vendor its own click)."""
+    return _commands(typer.main.get_command(app))
+
+
+def test_help_texts_keep_their_brackets() -> None:
+    """Help is rich markup: `llmplan[vllm]` must be written `llmplan\\[vllm]` or it prints `llmplan`."""
+    offenders = []
+    for name, cmd in _all_commands():
+        texts = [cmd.help or ""] + [getattr(p, "help", None) or "" for p in cmd.params]
+        for text in texts:
+            for m in re.finditer(r"(?<![\\\s\[(])\[[A-Za-z0-9_,.-]+\]", text):
+                offenders.append(f"{name}: ...{text[max(0, m.start() - 20) : m.end()]}")
+    assert not offenders, offenders
+    assert len(_all_commands()) >= 15  # the walk saw the sub-commands too
+
+
+def test_serve_help_shows_the_vllm_extra() -> None:
+    res = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "250"})
+    assert res.exit_code == 0
+    assert "pip install 'llmplan[vllm]'" in res.output
+
+
+def _caps(*args: str) -> tuple[dict[str, float], str]:
+    """GPU -> power limit from `topology --json` with these --power-cap args, and stderr."""
+    import json
+
+    out = _run("topology", "--source", "preset:4x-rtx3090", *args, "--json")
+    assert out.returncode == 0, out.stderr
+    gpus = json.loads(out.stdout)["gpus"]
+    return {g["id"]: g["power_limit_w"] for g in gpus}, out.stderr
+
+
+def test_power_cap_has_one_syntax_in_topology_and_plan() -> None:
+    new, err = _caps("--power-cap", "0=100,1=120")
+    assert new["GPU0"] == 100 and new["GPU1"] == 120 and not err
+    rep, _ = _caps("--power-cap", "GPU0=100W", "--power-cap", "1=120")
+    assert rep == new
+    # The old plan spelling still works, with one deprecation line naming the new one.
+    old, err = _caps("--power-cap", "0:100,1:120")
+    assert old == new
+    assert "deprecated: --power-cap 0:100 is the old spelling; write --power-cap 0=100" in err
+    # plan takes the same syntax (it used to refuse 0=100).
+    plan_args = ("plan", "--model", "chatglm2-6b", "--topology", "preset:4x-rtx3090", "--mode", "HE")
+    capped = _run(*plan_args, "--power-cap", "0=100")
+    assert capped.returncode == 0, capped.stderr
+    assert "│     0 │ GPU1 │" in capped.stdout  # GPU0 capped to 100 W: the next fastest takes the model
+    old_plan = _run(*plan_args, "--power-cap", "0:100")
+    assert old_plan.stdout == capped.stdout and "deprecated:" in old_plan.stderr
+
+
+def test_bad_power_cap_is_one_line_exit_2() -> None:
+    for bad in ("0~100", "x=100", "0=-5"):
+        out = _run("plan", "--model", "chatglm2-6b", "--topology", "preset:4x-rtx3090", "--power-cap", bad)
+        assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+        assert "--power-cap" in out.stderr and "e.g. --power-cap 0=250" in out.stderr
+
+
+def test_time_scale_is_the_old_spelling_of_rate_scale(tmp_path) -> None:
+    """`--time-scale 2` (live mode's old flag) and `--rate-scale 2` are one knob with one sense."""
+    import json
+
+    args = ("bench", "--trace", "synthetic:rate=4,n=30", "--policy", "fcfs", "--no-plots", "--json")
+    new = _run(*args, "--rate-scale", "2", "--out", str(tmp_path / "new"))
+    old = _run(*args, "--time-scale", "2", "--out", str(tmp_path / "old"))
+    assert new.returncode == old.returncode == 0, old.stderr
+    assert "deprecated: --time-scale 2 is the old spelling; write --rate-scale 2" in old.stderr
+    assert "deprecated" not in new.stderr
+    wl_new, wl_old = json.loads(new.stdout)["workload"], json.loads(old.stdout)["workload"]
+    assert wl_old["offered_rate_rps"] == wl_new["offered_rate_rps"]
+    assert wl_old["meta"]["rate_scale"] == 2.0
+    assert "--time-scale" not in _run("bench", "--help", env={"COLUMNS": "200"}).stdout
