@@ -1,8 +1,25 @@
-"""Built-in model specs, numbers copied from each model's Hugging Face ``config.json``."""
+"""Built-in model specs, numbers copied from each model's Hugging Face ``config.json``.
+
+The older dense entries are written out below; the newer architectures (MoE, MLA, sliding
+window) are the committed ``configs/<name>.json`` files, read through the same
+:func:`~llmplan.models.spec.spec_from_hf_config` path a user's config.json takes.
+"""
 
 from __future__ import annotations
 
-from llmplan.models.spec import ModelSpec
+import dataclasses
+import json
+from pathlib import Path
+
+from llmplan.models.spec import ModelSpec, spec_from_hf_config
+
+CONFIG_DIR = Path(__file__).with_name("configs")
+
+
+def _from_config(path: Path) -> ModelSpec:
+    cfg = json.loads(path.read_text())
+    spec = spec_from_hf_config(cfg, name=path.stem)
+    return dataclasses.replace(spec, hf_name=str(cfg.get("_name_or_path", "")))
 
 
 def _llama(
@@ -166,3 +183,5 @@ CATALOG: dict[str, ModelSpec] = {
         ),
     )
 }
+CATALOG.update({p.stem: _from_config(p) for p in sorted(CONFIG_DIR.glob("*.json"))})
+CATALOG["mistral-7b"] = dataclasses.replace(CATALOG["mistral-7b"], sliding_window=4096)  # v0.1 config

@@ -54,7 +54,7 @@ def feasible(problem: Problem) -> bool:
 
 def _infeasible_message(spec: ModelSpec, problem: Problem, workload: PlanWorkload) -> str:
     w = spec.weight_bytes / GIB
-    kv = workload.kv_tokens * spec.kv_bytes_per_token / GIB
+    kv = workload.max_batch * spec.kv_bytes_per_seq(workload.kv_tokens // workload.max_batch) / GIB
     usable = sum(g.perf.usable_bytes(problem.params) for g in problem.gpus) / GIB
     n = len(problem.gpus)
     fixes = []
@@ -116,7 +116,7 @@ def placement_to_instance(problem: Problem, pl: Placement, graph: nx.Graph | Non
                 local[n] = (h, k)
     for k, (g, c) in enumerate(zip(pl.order, pl.counts, strict=True)):
         role = role_of(k == 0, k == s - 1)
-        w, kv, free = memory_breakdown(problem, g, c, role)
+        w, kv, free = memory_breakdown(problem, g, c, role, start)
         gc = problem.gpus[g]
         link = ""
         if k + 1 < s:

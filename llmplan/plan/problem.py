@@ -154,7 +154,7 @@ def build_problem(
     """Price every GPU and link for the reference workload (the only place the cost model is called)."""
     wl = workload or PlanWorkload()
     ctx = wl.input_len + wl.output_len / 2  # mean context over the decode phase
-    layer_bytes = spec.layer_weight_bytes + wl.kv_tokens * spec.kv_bytes_per_token_layer
+    layer_bytes = spec.layer_weight_bytes + kv_reserve_per_layer(spec, wl)
     costs = []
     for node, perf in gpus:
         usable = perf.usable_bytes(params)
@@ -222,14 +222,29 @@ def problem_from_graph(
     )
 
 
-def memory_breakdown(problem: Problem, g: int, count: int, role: int) -> tuple[float, float, float]:
-    """(weights, KV reserve, free) in GiB for ``count`` layers on GPU ``g``."""
+def kv_reserve_per_layer(spec: ModelSpec, wl: PlanWorkload) -> float:
+    """KV bytes one layer reserves for the reference batch (sliding-window layers capped; mean over
+    layer kinds, so a stage of alternating layers is priced exactly and any stage within one layer)."""
+    per_request = wl.kv_tokens // wl.max_batch
+    return wl.max_batch * spec.kv_bytes_per_seq_layer(per_request)
+
+
+def memory_breakdown(
+    problem: Problem, g: int, count: int, role: int, start: int | None = None
+) -> tuple[float, float, float]:
+    """(weights, KV reserve, free) in GiB for ``count`` layers on GPU ``g`` (exact per layer kind
+    when ``start`` is given, else every layer priced as the largest kind, as the caps are)."""
     spec, wl = problem.spec, problem.workload
+    layers = (
+        spec.range_weight_bytes(start, start + count)
+        if start is not None
+        else count * spec.layer_weight_bytes
+    )
     w = (
-        count * spec.layer_weight_bytes
+        layers
         + (spec.embed_weight_bytes if role & FIRST else 0)
         + (spec.head_weight_bytes if role & LAST else 0)
     )
-    kv = count * wl.kv_tokens * spec.kv_bytes_per_token_layer
+    kv = count * kv_reserve_per_layer(spec, wl)
     free = problem.gpus[g].perf.memory_bytes - w - kv
     return w / GIB, kv / GIB, free / GIB
