@@ -86,6 +86,9 @@ class CostParams:
     gpu_memory_utilization: fraction of device memory the engine may use (vLLM's default 0.9);
         the rest covers the CUDA context, NCCL buffers and allocator fragmentation.
     activation_reserve_gib: transient activation workspace per GPU (prefill peak).
+    cost_model: ``"ops"`` prices each operator from measured-and-fitted curves and NCCL
+        collectives from :mod:`llmplan.opcost` (the default); ``"roofline"`` is the previous
+        single-roofline model with the fixed factors above (kept for comparison).
     """
 
     compute_eff: float = 0.6
@@ -95,6 +98,7 @@ class CostParams:
     iteration_overhead_s: float = 1e-3
     gpu_memory_utilization: float = 0.9
     activation_reserve_gib: float = 0.5
+    cost_model: str = "ops"
 
 
 DEFAULT_PARAMS = CostParams()
@@ -176,17 +180,47 @@ def best_link(graph: nx.Graph, a: str, b: str) -> LinkPerf:
     )
 
 
+def transfer_coefficients(link: LinkPerf, params: CostParams = DEFAULT_PARAMS) -> tuple[float, float]:
+    """``(c0, c1)``: a stage hand-off of ``S`` bytes costs ``c0 + c1 * S`` (NCCL send/recv)."""
+    if link.bandwidth == math.inf:
+        return 0.0, 0.0
+    if params.cost_model == "ops":
+        from llmplan.opcost.collectives import send_recv_coefficients
+
+        return send_recv_coefficients(link)
+    return link.latency_s, 1.0 / (link.bandwidth * params.link_eff)
+
+
 def transfer_time(nbytes: float, link: LinkPerf, params: CostParams = DEFAULT_PARAMS) -> float:
     if link.bandwidth == math.inf or nbytes <= 0:
         return 0.0
-    return link.latency_s + nbytes / (link.bandwidth * params.link_eff)
+    c0, c1 = transfer_coefficients(link, params)
+    return c0 + c1 * nbytes
+
+
+def allreduce_coefficients(
+    tp: int, link: LinkPerf, params: CostParams = DEFAULT_PARAMS
+) -> tuple[float, float]:
+    """``(c0, c1)``: an all-reduce of ``S`` bytes over ``tp`` GPUs costs ``c0 + c1 * S``.
+
+    With ``cost_model="ops"`` (default) this is :func:`llmplan.opcost.collectives.allreduce_coefficients`
+    (NCCL fitted on measured A100 timings); ``"roofline"`` keeps the bare ring formula.
+    """
+    if tp <= 1 or link.bandwidth == math.inf:
+        return 0.0, 0.0
+    if params.cost_model == "ops":
+        from llmplan.opcost.collectives import allreduce_coefficients as nccl
+
+        return nccl(tp, link)
+    return 2 * (tp - 1) * link.latency_s, 2 * (tp - 1) / tp / (link.bandwidth * params.link_eff)
 
 
 def allreduce_time(nbytes: float, tp: int, link: LinkPerf, params: CostParams = DEFAULT_PARAMS) -> float:
-    """Ring all-reduce: 2(t-1) steps, each moving nbytes/t over the slowest link of the group."""
+    """All-reduce of ``nbytes`` per GPU over a TP group of ``tp`` GPUs whose slowest link is ``link``."""
     if tp <= 1 or nbytes <= 0:
         return 0.0
-    return 2 * (tp - 1) * (link.latency_s + nbytes / tp / (link.bandwidth * params.link_eff))
+    c0, c1 = allreduce_coefficients(tp, link, params)
+    return c0 + c1 * nbytes
 
 
 def _kv_split(spec: ModelSpec, tp: int) -> int:
@@ -324,14 +358,14 @@ class InstanceCost:
             head_c = (s.head_flops_per_token / t * inv_c) if st.last else 0.0
             head_m = (s.vocab_size * s.hidden_size * s.dtype_bytes / t * inv_m) if st.last else 0.0
             per_stage.append((n, ct, cp, m0, mk, ma, n * p.layer_overhead_s, head_c, head_m))
-            if t > 1:  # two ring all-reduces per layer
-                lk = st.tp_link
-                c0 += 2 * n * 2 * (t - 1) * lk.latency_s
-                c1 += 2 * n * 2 * (t - 1) * activation_bytes(s, 1.0) / t / (lk.bandwidth * p.link_eff)
+            if t > 1:  # two all-reduces of the activations per layer
+                a0, a1 = allreduce_coefficients(t, st.tp_link, p)
+                c0 += 2 * n * a0
+                c1 += 2 * n * a1 * activation_bytes(s, 1.0)
         for lk in self.links:
-            if lk.bandwidth != math.inf:
-                c0 += lk.latency_s
-                c1 += activation_bytes(s, 1.0) / (lk.bandwidth * p.link_eff)
+            t0, t1 = transfer_coefficients(lk, p)
+            c0 += t0
+            c1 += t1 * activation_bytes(s, 1.0)
         self._coef = (tuple(per_stage), c0 + p.iteration_overhead_s, c1)
 
     # ---- IterationCost --------------------------------------------------------------------

@@ -53,11 +53,23 @@ def test_tp_speeds_up_decode_and_pp_adds_transfers() -> None:
     s = get_model_spec("llama-2-13b")
     one = InstanceCost.single(s, H100)
     tp2 = InstanceCost.single(s, H100, tp=2, link=LinkPerf(450e9, 2e-6, "NV18"))
-    assert tp2.decode_time(16, 1024) < 0.7 * one.decode_time(16, 1024)
+    # TP2 halves the GEMMs but adds 2 all-reduces per layer (~40 us each, measured on A100 NCCL):
+    # faster, but far from 2x at decode sizes.
+    assert 0.55 * one.decode_time(16, 1024) < tp2.decode_time(16, 1024) < 0.9 * one.decode_time(16, 1024)
     slow = LinkPerf(1e9, 1e-3, "NET")
     pp2 = InstanceCost.single(s, H100, pp=2, link=slow)
-    # same layers and GPUs, plus one activation transfer (~1 ms + bytes) per iteration
+    # same layers and GPUs, plus one activation send/recv (fitted NCCL base + link latency + bytes)
+    from llmplan.opcost.collectives import default_collective_params
+
+    cp = default_collective_params()
     assert pp2.decode_time(16, 1024) - one.decode_time(16, 1024) == pytest.approx(
+        cp.send_recv_base_s + 1e-3 + 16 * s.hidden_size * 2 / (1e9 * cp.send_recv_eff), rel=0.02
+    )
+    # the previous roofline (kept as cost_model="roofline") prices the transfer at 0.8 of the link
+    rp = CostParams(cost_model="roofline")
+    one_r = InstanceCost.single(s, H100, params=rp)
+    pp2_r = InstanceCost.single(s, H100, pp=2, link=slow, params=rp)
+    assert pp2_r.decode_time(16, 1024) - one_r.decode_time(16, 1024) == pytest.approx(
         1e-3 + 16 * s.hidden_size * 2 / (1e9 * 0.8), rel=0.02
     )
 

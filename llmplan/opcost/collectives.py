@@ -1,0 +1,99 @@
+"""NCCL collectives: all-reduce (TP) and send/recv (PP) priced from the link and a fitted model.
+
+Ring all-reduce of ``S`` bytes over ``n`` GPUs moves ``2 (n-1)/n * S`` bytes through every GPU's
+link (the "bus bytes" of nccl-tests) in ``2 (n-1)`` steps, so
+
+    t_allreduce(S, n) = a0 + a1 * (n - 1) + 2 (n-1) * link.latency + 2 (n-1)/n * S / (link.bandwidth * eff)
+    t_send_recv(S)    = b0 + link.latency + S / (link.bandwidth * eff_p2p)
+
+``a0`` (launch + synchronisation), ``a1`` (per extra rank), ``eff`` and the send/recv pair are
+fitted on Vidur's NCCL timings of an A100 DGX (NVSwitch, 2/4/8 GPUs, 2 KB - 64 MB;
+``benchmarks/fit_costmodel.py``). ``link`` is the slowest link of the group as the topology graph
+gives it (``LinkPerf``: NCCL-model bandwidth per direction, e.g. NV12 = 240 GB/s), so a group joined
+by PCIe is priced by its PCIe bandwidth through the same curve.
+
+The measured all-reduce is 3-50x the old ring formula at decode sizes (a few KB), because launch
+and synchronisation (~40 us on A100) dominate there; this is the term that decides TP vs PP.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+from llmplan.opcost.params import fitted
+
+
+class _Link(Protocol):
+    bandwidth: float  # bytes/s per direction
+    latency_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class CollectiveParams:
+    """Fitted NCCL constants (seconds, fraction of link bandwidth)."""
+
+    allreduce_base_s: float
+    allreduce_per_rank_s: float
+    allreduce_eff: float
+    send_recv_base_s: float
+    send_recv_eff: float
+
+    @classmethod
+    def default(cls) -> CollectiveParams:
+        c = fitted()["collectives"]
+        return cls(
+            allreduce_base_s=float(c["allreduce_base_s"]),
+            allreduce_per_rank_s=float(c["allreduce_per_rank_s"]),
+            allreduce_eff=float(c["allreduce_eff"]),
+            send_recv_base_s=float(c["send_recv_base_s"]),
+            send_recv_eff=float(c["send_recv_eff"]),
+        )
+
+
+_DEFAULT: CollectiveParams | None = None
+
+
+def default_collective_params() -> CollectiveParams:
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = CollectiveParams.default()
+    return _DEFAULT
+
+
+def allreduce_coefficients(
+    workers: int, link: _Link, params: CollectiveParams | None = None
+) -> tuple[float, float]:
+    """``(c0 seconds, c1 seconds per byte)``: an all-reduce of ``S`` bytes costs ``c0 + c1 * S``."""
+    if workers <= 1 or link.bandwidth == math.inf:
+        return 0.0, 0.0
+    p = params or default_collective_params()
+    n = workers
+    c0 = p.allreduce_base_s + p.allreduce_per_rank_s * (n - 1) + 2 * (n - 1) * link.latency_s
+    c1 = 2 * (n - 1) / n / (link.bandwidth * p.allreduce_eff)
+    return c0, c1
+
+
+def allreduce_time(nbytes: float, workers: int, link: _Link, params: CollectiveParams | None = None) -> float:
+    """Seconds for an NCCL all-reduce of ``nbytes`` (per GPU) over ``workers`` GPUs joined by ``link``."""
+    if workers <= 1 or nbytes <= 0:
+        return 0.0
+    c0, c1 = allreduce_coefficients(workers, link, params)
+    return c0 + c1 * nbytes
+
+
+def send_recv_coefficients(link: _Link, params: CollectiveParams | None = None) -> tuple[float, float]:
+    """``(c0, c1)``: a point-to-point send/recv of ``S`` bytes costs ``c0 + c1 * S``."""
+    if link.bandwidth == math.inf:
+        return 0.0, 0.0
+    p = params or default_collective_params()
+    return p.send_recv_base_s + link.latency_s, 1.0 / (link.bandwidth * p.send_recv_eff)
+
+
+def send_recv_time(nbytes: float, link: _Link, params: CollectiveParams | None = None) -> float:
+    """Seconds for one NCCL send/recv of ``nbytes`` between two GPUs over ``link`` (a PP hand-off)."""
+    if nbytes <= 0:
+        return 0.0
+    c0, c1 = send_recv_coefficients(link, params)
+    return c0 + c1 * nbytes
