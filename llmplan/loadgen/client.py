@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from llmplan.metrics.types import RequestRecord
+from llmplan.runtime.core.limits import http_reason
 from llmplan.workload.types import RequestSpec
 
 # Refusals the server made on purpose (the request was never run) vs failures.
@@ -54,8 +55,7 @@ def _error_message(status: int, raw: bytes) -> str:
         msg = err.get("error", {}).get("message") if isinstance(err.get("error"), dict) else err.get("detail")
     except (ValueError, AttributeError):
         msg = None
-    text = (msg or raw.decode("utf-8", "replace")).strip().replace("\n", " ")
-    return f"http {status}: {text[:200]}" if text else f"http {status}"
+    return http_reason(status, msg or raw.decode("utf-8", "replace"))
 
 
 async def run_request(

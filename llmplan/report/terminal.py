@@ -56,6 +56,8 @@ def summary_table(report: BenchReport) -> Table:
         return lambda s: f"{conv(s['latency'][key]['p50'])} / {conv(s['latency'][key]['p99'])}"
 
     row("completed", lambda s: f"{s['completed']}/{s['requests']}")
+    # Requests a server refuses (context length, queue full) are counted, never dropped.
+    row("rejected / failed", lambda s: f"{s.get('rejected', 0)} / {s.get('failed', 0)}")
     row("SLO attainment (all)", att_all)
     row("  TTFT / TPOT / E2E", lambda s: " / ".join(_pct(s["attainment"][k]) for k in SLO_KINDS))
     row("goodput (req/s)", lambda s: f"{s['goodput_rps']:.2f}")

@@ -185,3 +185,23 @@ def test_server_without_usage_stats_falls_back_to_counting_chunks():
     rec = result.records[0]
     assert rec.status == "ok" and rec.output_tokens == 3 and result.meta["model"] == "other"
     assert result.samples == []  # no /metrics there: no samples, no error
+
+
+def test_simulator_rejects_exactly_what_the_live_server_rejects(server, engine):
+    """Requests beyond the context: the same ones rejected, for the same reason, live and simulated."""
+    from llmplan.runtime.sim import LinearCost, SimConfig, simulate
+
+    ctx = engine.max_model_len
+    reqs = [
+        RequestSpec(rid=1, arrival_s=0.0, prompt_tokens=ctx + 5, output_tokens=2),
+        RequestSpec(rid=2, arrival_s=0.01, prompt_tokens=ctx - 3, output_tokens=8),
+        RequestSpec(rid=3, arrival_s=0.02, prompt_tokens=ctx - 8, output_tokens=8),
+        RequestSpec(rid=4, arrival_s=0.03, prompt_tokens=12, output_tokens=3),
+    ]
+    wl = Workload("ctx", reqs, source="test")
+    live = replay(server, wl)
+    sim = simulate(wl, SimConfig(instances=1, model="llama-tiny", cost=LinearCost(), num_blocks=256))
+    got_live = [(r.rid, r.status, r.reason) for r in live.records]
+    got_sim = [(r.rid, r.status, r.reason) for r in sorted(sim.records, key=lambda r: r.rid)]
+    assert [s for _, s, _ in got_live] == ["rejected", "rejected", "ok", "ok"]
+    assert got_sim == got_live

@@ -142,7 +142,8 @@ def test_impossible_requests_are_rejected_with_a_reason_and_the_rest_run():
                         RequestSpec(3, 0.3, 0, 4)])
     res = simulate(wl, SimConfig(instances=2, cost=LinearCost(), num_blocks=100, block_size=16))
     assert [r.status for r in res.records] == ["rejected", "ok", "rejected", "rejected"]
-    assert "5000 tokens" in res.records[0].reason and "KV capacity" in res.records[0].reason
+    # The server's words: the context is the KV pool here (100 blocks x 16 tokens).
+    assert "5000 tokens" in res.records[0].reason and "context is 1600 tokens" in res.records[0].reason
     assert "0 output tokens" in res.records[2].reason
     assert "prompt has 0 tokens" in res.records[3].reason
     assert res.counters["rejected"] == 3 and res.counters["completed"] == 1

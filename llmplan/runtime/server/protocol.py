@@ -185,26 +185,14 @@ class ChatCompletionRequest(_SamplingFields):
 
 
 def resolve_max_tokens(requested: int | None, prompt_tokens: int, max_model_len: int, field: str) -> int:
-    """vLLM's rule: the prompt must leave room, and prompt + max_tokens must fit the context."""
-    if prompt_tokens >= max_model_len:
-        raise APIError(
-            400,
-            f"the prompt has {prompt_tokens} tokens but the model's context is {max_model_len} tokens; "
-            "shorten the prompt",
-            param="prompt" if field == "max_tokens" else "messages",
-        )
-    room = max_model_len - prompt_tokens
-    if requested is None:
-        return room
-    if requested > room:
-        raise APIError(
-            400,
-            f"this model's maximum context length is {max_model_len} tokens, but {prompt_tokens} prompt "
-            f"tokens + {requested} '{field}' = {prompt_tokens + requested}; "
-            f"lower '{field}' to at most {room}",
-            param=field,
-        )
-    return requested
+    """vLLM's rule: the prompt must leave room, and prompt + max_tokens must fit the context
+    (:func:`llmplan.runtime.core.limits.context_rejection`, which the simulator applies too)."""
+    from llmplan.runtime.core.limits import context_rejection
+
+    bad = context_rejection(prompt_tokens, requested, max_model_len, field)
+    if bad is not None:
+        raise APIError(400, bad.message, param=bad.param)
+    return max_model_len - prompt_tokens if requested is None else requested
 
 
 def sampling_params(req: _SamplingFields, max_tokens: int) -> SamplingParams:

@@ -20,6 +20,24 @@ def default_cost(model: str, gpu: str, tp: int = 1) -> Any:
     return InstanceCost.single(get_model_spec(model), perf, tp=tp)
 
 
+def model_context(config: SimConfig) -> int | None:
+    """The longest sequence (prompt + output) the simulated server accepts: ``max_model_len``
+    when set, else the model's context (``max_position_embeddings`` of its catalog spec), as
+    ``llmplan serve`` does; each instance further caps it at its KV pool. None (KV pool only)
+    for a model outside the catalog."""
+    from llmplan.models import get_model_spec
+
+    try:
+        ctx = int(get_model_spec(config.model).max_position_embeddings)
+    except LlmplanError:
+        ctx = None
+    if config.max_model_len is not None:
+        if config.max_model_len < 2:
+            raise LlmplanError(f"max_model_len must be >= 2 (got {config.max_model_len})")
+        return config.max_model_len if ctx is None else min(config.max_model_len, ctx)
+    return ctx
+
+
 def kv_capacity_blocks(cost: IterationCost, block_size: int) -> int | None:
     fn = getattr(cost, "kv_capacity_blocks", None)
     return int(fn(block_size)) if callable(fn) else None

@@ -35,9 +35,10 @@ from llmplan.metrics.types import InstanceSample, RequestRecord, RunResult
 from llmplan.plan.costmodel import BatchShape
 from llmplan.routing.base import InstanceLoad
 from llmplan.runtime.core.blocks import blocks_for
+from llmplan.runtime.core.limits import context_rejection, http_reason
 from llmplan.runtime.core.scheduler import Scheduler, SchedulerConfig
 from llmplan.runtime.core.types import ScheduledBatch, SeqState, StepResult
-from llmplan.runtime.sim.cluster import build_instances
+from llmplan.runtime.sim.cluster import build_instances, model_context
 from llmplan.runtime.sim.config import InstanceSpec, SimConfig
 from llmplan.runtime.sim.pricing import CostExecutor, DecodeRun, batch_shape, decode_run
 from llmplan.workload.types import Workload
@@ -157,6 +158,7 @@ class Simulation:
         self.workload = workload
         self.config = config
         specs = build_instances(config)
+        self.max_model_len = model_context(config)
         self.instances: list[SimInstance] = []
         for k, spec in enumerate(specs):
             policy = get_policy(config.policy, **config.policy_kwargs)
@@ -167,7 +169,7 @@ class Simulation:
                 max_num_batched_tokens=config.max_num_batched_tokens,
                 chunked_prefill=config.chunked_prefill,
                 watermark=config.watermark,
-                max_model_len=config.max_model_len,
+                max_model_len=self.max_model_len,
                 role=spec.role,  # type: ignore[arg-type]
                 record_token_times=config.record_token_times,
             )
@@ -450,8 +452,20 @@ class Simulation:
                         hook(self, t)
                     # Idle instances with queued work stay idle until an input arrives; if
                     # none can arrive any more, the run is over (leftovers are reported).
-                    active = any(i.busy for i in self.instances)
-                    if ai < n or active or self._pending_handoffs:
+                    active = any(i.busy for i in self.instances) or self._pending_handoffs
+                    if active:
+                        self._push(self._next_tick, _TICK, None)
+                    elif ai < n:
+                        # Nothing runs until the next arrival: the clock jumps there. The
+                        # next tick is the first one on the grid at or after it, and the busy
+                        # window starts at the arrival (the instances were idle before it), so
+                        # the cost of a run follows its events, not its idle time.
+                        ta_next = self._next_arrival_t
+                        iv = cfg.sample_interval_s
+                        if ta_next > self._next_tick:
+                            self._next_tick = t + iv * math.ceil((ta_next - t) / iv)
+                            for inst in self.instances:
+                                inst.acc_from = ta_next
                         self._push(self._next_tick, _TICK, None)
                     else:
                         self._next_tick = _INF
@@ -524,14 +538,29 @@ class Simulation:
             seq.finish_s = now
             self._record(seq, None)
             return
-        fits = [i for i in entry if p + 1 <= (i.sched.config.max_model_len or 0)]
+        # The server's rule (llmplan.runtime.core.limits): prompt + max_tokens must fit the
+        # context, which is the model's (or max_model_len) capped by the instance's KV pool.
+        # The load generator asks for exactly the trace's output tokens, so does this check.
+        out = seq.spec.output_tokens
+        # A prefill instance computes the prompt and its first token (the P/D front end sends
+        # it max_tokens=1); the decode instance must hold the whole sequence.
+        fits = [
+            i for i in entry
+            if context_rejection(p, 1 if i.spec.role == "prefill" else out, i.sched.config.max_model_len)
+            is None
+        ]
+        if fits and self.decoders and not any(
+            context_rejection(p, out, d.sched.config.max_model_len) is None for d in self.decoders
+        ):
+            fits = []
         if not fits:
             seq.status = seq.status.__class__.REJECTED
-            cap = max(i.sched.config.max_model_len or 0 for i in entry)
-            seq.finish_reason = (
-                f"prompt of {p} tokens does not fit any instance's KV capacity ({cap} tokens); "
-                "use instances with more KV memory"
-            )
+            cap = max(i.sched.config.max_model_len or 0 for i in self.instances)
+            bad = context_rejection(p, out, cap)
+            assert bad is not None or self.decoders
+            seq.finish_reason = http_reason(400, bad.message if bad is not None else (
+                f"no decode instance holds {p} + {out} tokens; give the decode instances more KV memory"
+            ))
             seq.finish_s = now
             self._record(seq, None)
             return
