@@ -118,6 +118,8 @@ def summarize(
         "rejected": int(statuses.get("rejected", 0)),
         "failed": int(statuses.get("failed", 0)),
         "failure_reasons": {str(k): int(v) for k, v in reasons.items()},
+        # The same reasons with their numbers replaced by N: one line per kind of refusal.
+        "failure_kinds": reason_kinds(reasons),
         "requests_with_slo": int(any_slo.sum()),
         "duration_s": duration,
         "arrival_span_s": arrival_span,
@@ -134,3 +136,15 @@ def summarize(
         "saturation": saturation_check(df, samples),
         "counters": counters,
     }
+
+
+def reason_kinds(reasons: dict[Any, int]) -> dict[str, int]:
+    """Failure reasons grouped by their text with every number replaced by ``N``, most
+    frequent first ("the prompt has N tokens but the model's context is N tokens ..." x1612)."""
+    import re
+
+    out: dict[str, int] = {}
+    for k, v in reasons.items():
+        key = re.sub(r"\d+(\.\d+)?", "N", str(k))
+        out[key] = out.get(key, 0) + int(v)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))

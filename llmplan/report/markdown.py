@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from llmplan.metrics.summary import reason_kinds
 from llmplan.report.model import BenchReport, slug, throughput_rows
 
 
@@ -103,7 +104,8 @@ def render_markdown(report: BenchReport, plots: list[Path]) -> str:
     if fails:
         out += ["### Rejected / failed requests", ""]
         for lb, s in fails:
-            reasons = ", ".join(f"{k} ×{v}" for k, v in s["failure_reasons"].items())
+            kinds = reason_kinds(s["failure_reasons"])
+            reasons = ", ".join(f"{k} ×{v}" for k, v in kinds.items())
             out.append(f"- **{lb}**: {s['rejected']} rejected, {s['failed']} failed: {reasons}")
         out.append("")
     out += ["### Utilization (time-weighted mean per instance)", ""]

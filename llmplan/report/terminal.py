@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from llmplan.metrics.requests import SLO_KINDS
+from llmplan.metrics.summary import reason_kinds
 from llmplan.report.model import BenchReport, throughput_rows
 
 
@@ -147,7 +148,8 @@ def print_report(report: BenchReport, console: Console) -> None:
                 "lower --rate-scale or add instances."
             )
         if m.summary["rejected"] or m.summary["failed"]:
-            reasons = ", ".join(f"{k} x{v}" for k, v in m.summary["failure_reasons"].items())
+            kinds = reason_kinds(m.summary["failure_reasons"])
+            reasons = ", ".join(f"{k} x{v}" for k, v in kinds.items())
             console.print(
                 f"[yellow]note[/] {label}: {m.summary['rejected']} rejected, {m.summary['failed']} failed "
                 f"({reasons}); excluded from latency stats, counted as SLO misses."

@@ -172,8 +172,11 @@ def test_disaggregation_uses_disjoint_gpus(azure_env: Path, tmp_path: Path) -> N
     assert c["roles"] == ["prefill", "decode"]
     a, b = c["replica_gpus"]
     assert a and b and not set(a) & set(b)  # KV moves over a real link, not GPU-to-itself
-    counters = data["runs"]["fcfs"]["summary"]["counters"]
-    assert counters["kv_transfers"] == 60 and counters["kv_transfer_s"] > 0
+    summ = data["runs"]["fcfs"]["summary"]
+    counters = summ["counters"]
+    # Requests beyond llama-2-13b's context are rejected at arrival, as a server would: no transfer.
+    assert summ["completed"] + summ["rejected"] == 60 and summ["completed"] >= 50
+    assert counters["kv_transfers"] == summ["completed"] and counters["kv_transfer_s"] > 0
     res = runner.invoke(app, ["bench", "--disaggregation", "1:1", "--instances", "3", "--out", str(out)])
     assert res.exit_code != 0 and "drop --instances" in str(res.exception)
 
