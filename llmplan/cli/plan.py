@@ -37,15 +37,26 @@ def register(app: typer.Typer) -> None:
         model: str | None = typer.Option(
             None, "--model", "-m", help="Catalog name (e.g. llama-2-7b) or path to a HF config.json."
         ),
-        topology: str = typer.Option(
-            "auto", "--topology", "-t", help=TOPOLOGY_HELP
-        ),
+        topology: str = typer.Option("auto", "--topology", "-t", help=TOPOLOGY_HELP),
         mode: str = typer.Option("HELR", "--mode", help="HE | LR | HELR."),
         a1: float = typer.Option(0.5, "--a1", help="HELR weight of latency."),
         a2: float = typer.Option(0.5, "--a2", help="HELR weight of the GPU count."),
         max_batch: int = typer.Option(32, "--max-batch", min=1, help="Reference batch: concurrent requests."),
         input_len: int = typer.Option(512, "--input-len", min=1, help="Reference prompt tokens."),
         output_len: int = typer.Option(256, "--output-len", min=1, help="Reference generated tokens."),
+        weight_dtype: str | None = typer.Option(
+            None,
+            "--weight-dtype",
+            help="Weight precision: bf16 | fp16 | fp8 | int8 | int4 (AWQ/GPTQ, group 128). Default: the "
+            "checkpoint's (its quantization_config, else its torch_dtype).",
+        ),
+        kv_dtype: str = typer.Option("auto", "--kv-dtype", help="KV cache precision: auto | fp8."),
+        max_model_len: int | None = typer.Option(
+            None,
+            "--max-model-len",
+            min=1,
+            help="Context limit to serve (<= the model's; default input+output).",
+        ),
         gpus: str | None = typer.Option(None, "--gpus", help="Restrict to these GPU indices, e.g. 0,1,3."),
         power_cap: list[str] = typer.Option(
             [], "--power-cap", metavar=POWER_CAP_METAVAR, help=POWER_CAP_HELP
@@ -122,7 +133,7 @@ def register(app: typer.Typer) -> None:
             raise LlmplanError(
                 "pass --model NAME (catalog name or config.json path), or --plan FILE to show a plan"
             )
-        spec = get_model_spec(model)
+        spec = get_model_spec(model).with_precision(weight_dtype, kv_dtype)
         graph = load_topology(topology, parse_power_caps(power_cap) or None)
         params = CostParams()
         if compute_eff is not None:
@@ -169,7 +180,9 @@ def register(app: typer.Typer) -> None:
                     console.print(f"saved plan to {out}")
             return
 
-        wl = PlanWorkload(max_batch=max_batch, input_len=input_len, output_len=output_len)
+        wl = PlanWorkload(
+            max_batch=max_batch, input_len=input_len, output_len=output_len, max_model_len=max_model_len
+        )
         if kv_profile is not None:
             wl = _profile_reserve(wl, spec, kv_profile, kv_prompts, kv_quantile, quiet=as_json)
         elif kv_prompts is not None:

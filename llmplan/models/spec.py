@@ -138,6 +138,9 @@ class ModelSpec:
     # ---- precision ("" = the checkpoint's dtype / auto) ----
     weight_dtype: str = ""
     kv_dtype: str = ""
+    checkpoint_quant: str = (
+        ""  # the precision the checkpoint itself is quantized to (its quantization_config)
+    )
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     # ---- kinds ---------------------------------------------------------------------------
@@ -691,6 +694,7 @@ def spec_from_hf_config(cfg: dict[str, Any], name: str = "") -> ModelSpec:
             architecture=archs[0],
             rms_norm_eps=1e-5,
             weight_dtype=weight_dtype,
+            checkpoint_quant=weight_dtype,
         )
     if family == "chatglm":
         heads = need("num_attention_heads")
@@ -713,6 +717,7 @@ def spec_from_hf_config(cfg: dict[str, Any], name: str = "") -> ModelSpec:
             head_dim_override=cfg.get("kv_channels"),
             architecture=archs[0],
             weight_dtype=weight_dtype,
+            checkpoint_quant=weight_dtype,
         )
     heads = need("num_attention_heads")
     kw: dict[str, Any] = dict(
@@ -732,6 +737,7 @@ def spec_from_hf_config(cfg: dict[str, Any], name: str = "") -> ModelSpec:
         architecture=archs[0],
         attention_bias=bool(cfg.get("attention_bias", family in ("qwen2", "qwen2_moe"))),
         weight_dtype=weight_dtype,
+        checkpoint_quant=weight_dtype,
     )
     if cfg.get("mlp_bias"):
         raise refuse("mlp_bias")

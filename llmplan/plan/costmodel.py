@@ -110,6 +110,43 @@ class GpuPerf:
     flops: float  # dense BF16 FLOP/s after power-cap scaling
     mem_bw: float  # bytes/s
     memory_bytes: float
+    fp8_flops: float = 0.0  # dense FP8 FLOP/s (0: no FP8 tensor path)
+    int8_flops: float = 0.0  # dense INT8 OP/s (0: none)
+    sm: int = 80  # compute capability x10
+
+    def matmul_flops(self, spec: ModelSpec) -> float:
+        """Peak for the decoder's weight matmuls at the spec's weight precision (precision term).
+
+        FP8 / INT8 weights run W8A8 on the GPU's FP8 / INT8 tensor path where it has one; without
+        one (FP8 on A100) and for INT4 (AWQ/GPTQ, weight-only) the matmul runs at the BF16 rate and
+        only the weight reads shrink.
+        """
+        w = spec.weight_dtype
+        if w == "fp8" and self.fp8_flops > 0:
+            return self.fp8_flops
+        if w == "int8" and self.int8_flops > 0:
+            return self.int8_flops
+        return self.flops
+
+    def check_precision(self, spec: ModelSpec) -> None:
+        """Refuse a weight/KV precision vLLM has no kernel for on this GPU (one line, the fix)."""
+        from llmplan.errors import LlmplanError
+
+        w = spec.weight_precision
+        if w in ("fp8", "int4", "bf16") and self.sm < 80:
+            raise LlmplanError(
+                f"{self.name} (compute capability {self.sm / 10:.1f}) cannot run {w} weights in vLLM "
+                "(needs >= 8.0); use --weight-dtype fp16 or int8, or a newer GPU"
+            )
+        if w == "int8" and self.int8_flops <= 0:
+            raise LlmplanError(
+                f"{self.name} has no INT8 tensor path for W8A8; use --weight-dtype fp16 or a newer GPU"
+            )
+        if spec.kv_dtype == "fp8" and self.sm < 80:
+            raise LlmplanError(
+                f"{self.name} (compute capability {self.sm / 10:.1f}) has no fp8 KV cache kernels; "
+                "use --kv-dtype auto"
+            )
 
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any]) -> GpuPerf:
@@ -119,6 +156,9 @@ class GpuPerf:
                 flops=float(attrs["bf16_tflops"]) * 1e12,
                 mem_bw=float(attrs["hbm_gbps"]) * 1e9,
                 memory_bytes=float(attrs["memory_gib"]) * GIB,
+                fp8_flops=float(attrs.get("fp8_tflops") or 0.0) * 1e12,
+                int8_flops=float(attrs.get("int8_tops") or 0.0) * 1e12,
+                sm=int(attrs.get("sm") or 80),
             )
         except KeyError as exc:
             from llmplan.errors import LlmplanError
@@ -224,8 +264,9 @@ def allreduce_time(nbytes: float, tp: int, link: LinkPerf, params: CostParams = 
 
 
 def _kv_split(spec: ModelSpec, tp: int) -> int:
-    """How many ways TP divides the KV cache (KV heads are replicated beyond their count)."""
-    return max(1, min(tp, spec.num_key_value_heads))
+    """How many ways TP divides the KV cache (KV heads are replicated beyond their count; MLA's
+    latent is one head, replicated on every rank)."""
+    return max(1, min(tp, spec.kv_split_heads))
 
 
 def layer_time(
@@ -237,17 +278,38 @@ def layer_time(
     tp: int = 1,
     params: CostParams = DEFAULT_PARAMS,
 ) -> float:
-    """One decoder layer: roofline of compute and memory traffic (no TP communication)."""
-    flops = spec.layer_flops(tokens, attn_pairs) / tp
+    """One decoder layer: roofline of compute and memory traffic (no TP communication).
+
+    Weight matmuls run at the weight precision's peak (:meth:`GpuPerf.matmul_flops`), attention
+    at BF16; an MoE layer reads the experts its tokens touch (:func:`layer_weight_read_bytes`).
+    """
+    compute = (
+        2.0 * spec.layer_linear_params * tokens / gpu.matmul_flops(spec)
+        + spec.attn_flops_per_pair * attn_pairs / gpu.flops
+    ) / tp
     nbytes = (
-        spec.layer_weight_bytes / tp
+        layer_weight_read_bytes(spec, tokens) / tp
         + spec.kv_bytes_per_token_layer * (kv_read_tokens + tokens) / _kv_split(spec, tp)
         + 4 * spec.hidden_size * spec.dtype_bytes * tokens
     )
     return (
-        max(flops / (gpu.flops * params.compute_eff), nbytes / (gpu.mem_bw * params.memory_eff))
-        + params.layer_overhead_s
+        max(compute / params.compute_eff, nbytes / (gpu.mem_bw * params.memory_eff)) + params.layer_overhead_s
     )
+
+
+def layer_weight_read_bytes(spec: ModelSpec, tokens: float) -> float:
+    """Weight bytes one layer reads in an iteration of ``tokens`` tokens (MoE term).
+
+    Dense: all of it. MoE: everything but the routed experts, plus the expected number of distinct
+    experts ``tokens`` tokens touch with top-k of E (:meth:`ModelSpec.moe_expert_read_bytes`), for the
+    MoE layers' share of the layers (mean over layers, as the other per-layer terms).
+    """
+    if not spec.is_moe:
+        return spec.layer_weight_bytes
+    moe = spec.moe_layers / spec.num_hidden_layers
+    routed = spec.num_experts * spec.expert_params * spec.weight_param_bytes
+    base = moe * (spec.moe_layer_weight_bytes - routed) + (1 - moe) * spec.dense_layer_weight_bytes
+    return base + moe * spec.moe_expert_read_bytes(tokens)
 
 
 def prefill_layer_time(
@@ -316,7 +378,7 @@ class StageSpec:
         return min(self.gpus, key=lambda g: (g.flops, g.mem_bw))
 
     def weight_bytes_per_gpu(self, spec: ModelSpec) -> float:
-        w = self.layers * spec.layer_weight_bytes
+        w = spec.range_weight_bytes(self.start, self.end)
         if self.first:
             w += spec.embed_weight_bytes
         if self.last:
@@ -347,17 +409,19 @@ class InstanceCost:
         for st in self.stages:
             g, t, n = st.gpu, st.tp, st.layers
             inv_c = 1.0 / (g.flops * p.compute_eff)
+            inv_mm = 1.0 / (g.matmul_flops(s) * p.compute_eff)
             inv_m = 1.0 / (g.mem_bw * p.memory_eff)
             kvs = _kv_split(s, t)
-            # Per layer: compute = ct*T + cp*P ; memory = m0 + mk*(KVread + T) + ma*T
-            ct = 2.0 * s.layer_linear_params / t * inv_c
-            cp = 4.0 * s.num_attention_heads * s.head_dim / t * inv_c
-            m0 = s.layer_weight_bytes / t * inv_m
+            # Per layer: compute = ct*T + cp*P ; memory = m0 + mk*(KVread + T) + ma*T (+ experts read)
+            ct = 2.0 * s.layer_linear_params / t * inv_mm
+            cp = s.attn_flops_per_pair / t * inv_c
+            m0 = layer_weight_read_bytes(s, 0) / t * inv_m
             mk = s.kv_bytes_per_token_layer / kvs * inv_m
             ma = 4 * s.hidden_size * s.dtype_bytes * inv_m
             head_c = (s.head_flops_per_token / t * inv_c) if st.last else 0.0
             head_m = (s.vocab_size * s.hidden_size * s.dtype_bytes / t * inv_m) if st.last else 0.0
-            per_stage.append((n, ct, cp, m0, mk, ma, n * p.layer_overhead_s, head_c, head_m))
+            me = inv_m / t if s.is_moe else 0.0  # times moe-share * expected touched-expert bytes
+            per_stage.append((n, ct, cp, m0, mk, ma, n * p.layer_overhead_s, head_c, head_m, me))
             if t > 1:  # two all-reduces of the activations per layer
                 a0, a1 = allreduce_coefficients(t, st.tp_link, p)
                 c0 += 2 * n * a0
@@ -378,9 +442,11 @@ class InstanceCost:
         logits = shape.decode_seqs + (1 if shape.prefill_tokens > 0 else 0)
         stages, c0, c1 = self._coef
         total = c0 + c1 * tokens
-        for n, ct, cp, m0, mk, ma, ovh, hc, hm in stages:
+        s = self.spec
+        experts = s.moe_layers / s.num_hidden_layers * s.moe_expert_read_bytes(tokens) if s.is_moe else 0.0
+        for n, ct, cp, m0, mk, ma, ovh, hc, hm, me in stages:
             comp = ct * tokens + cp * pairs
-            mem = m0 + mk * kv_rw + ma * tokens
+            mem = m0 + mk * kv_rw + ma * tokens + me * experts
             total += n * (comp if comp > mem else mem) + ovh
             if hc:
                 hcomp = hc * logits

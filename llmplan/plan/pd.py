@@ -393,6 +393,14 @@ def plan_pd(
 ) -> PDResult:
     if not (0 < req.attainment < 1) or req.slo_ttft_s <= 0 or req.slo_tpot_s <= 0:
         raise LlmplanError("--slo-ttft and --slo-tpot must be > 0 and --attainment in (0, 1)")
+    longest = int((stats.inputs + stats.outputs).max())
+    if longest > spec.max_position_embeddings:
+        i = int(np.argmax(stats.inputs + stats.outputs))
+        raise LlmplanError(
+            f"a request of input {int(stats.inputs[i])} + output {int(stats.outputs[i])} = {longest} tokens "
+            f"exceeds {spec.name}'s max_position_embeddings {spec.max_position_embeddings}; "
+            "drop or truncate the long requests, or use a longer-context model"
+        )
     groups = _gpu_groups(graph, gpus)
     total_gpus = sum(len(h) for hosts in groups.values() for h in hosts.values())
     budget = min(total_gpus, req.max_gpus or total_gpus)

@@ -19,7 +19,7 @@ from llmplan.plan.problem import (
     problem_from_graph,
     role_of,
 )
-from llmplan.plan.types import InstancePlan, Plan, PlanWorkload, StagePlan
+from llmplan.plan.types import InstancePlan, Plan, PlanWorkload, StagePlan, check_context
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -76,7 +76,7 @@ def _infeasible_message(spec: ModelSpec, problem: Problem, workload: PlanWorkloa
     if lo >= 1:
         fixes.append(f"lower --max-batch to {lo}")
     else:
-        fixes.append("use a smaller model or a lower-precision dtype")
+        fixes.append("use a smaller model or lower precision (--weight-dtype fp8 or int4, --kv-dtype fp8)")
     short = w + kv - usable
     gives = f"{n} GPUs give" if n > 1 else "1 GPU gives"
     gives += f" {usable:.1f} GiB usable"
@@ -196,6 +196,7 @@ def make_plan(
     if a1 < 0 or a2 < 0 or a1 + a2 <= 0:
         raise InfeasibleError("--a1 and --a2 must be >= 0 and not both 0")
     wl = workload or PlanWorkload()
+    check_context(spec, wl)
     problem = problem_from_graph(spec, graph, wl, params, gpus)
     if not problem.gpus:
         raise InfeasibleError("the topology has no GPUs; check --topology")

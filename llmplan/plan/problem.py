@@ -198,6 +198,8 @@ def problem_from_graph(
         key=lambda n: graph.nodes[n].get("index", 0),
     )
     perf = [(n, GpuPerf.from_attrs(graph.nodes[n])) for n in nodes]
+    for _, gp in perf:
+        gp.check_precision(spec)
     pos = {n: i for i, n in enumerate(nodes)}
     link_id = np.full((len(nodes), len(nodes)), -1, dtype=np.int32)
     types: dict[tuple, int] = {}

@@ -30,6 +30,7 @@ class PlanWorkload:
     input_len: int = 512
     output_len: int = 256
     kv_tokens_per_request: int | None = None
+    max_model_len: int | None = None  # the served context limit (vLLM --max-model-len); None: input + output
 
     @property
     def kv_tokens(self) -> int:
@@ -37,6 +38,32 @@ class PlanWorkload:
         if per_request is None:
             per_request = self.input_len + self.output_len
         return self.max_batch * per_request
+
+
+def check_context(spec: Any, wl: PlanWorkload) -> int:
+    """The context limit a plan serves, or a one-line refusal naming both numbers.
+
+    ``input + output`` must fit the model's ``max_position_embeddings`` and, when given,
+    ``--max-model-len`` (which itself may not exceed the model's limit).
+    """
+    limit = int(spec.max_position_embeddings)
+    if wl.max_model_len is not None:
+        if wl.max_model_len > limit:
+            raise LlmplanError(
+                f"--max-model-len {wl.max_model_len} exceeds {spec.name}'s max_position_embeddings {limit}; "
+                f"use --max-model-len {limit} or less"
+            )
+        limit, what = wl.max_model_len, "--max-model-len"
+    else:
+        what = "max_position_embeddings"
+    need = wl.input_len + wl.output_len
+    if need > limit:
+        raise LlmplanError(
+            f"input {wl.input_len} + output {wl.output_len} = {need} tokens exceed {spec.name}'s {what} "
+            f"{limit}; lower --input-len/--output-len"
+            + (" or raise --max-model-len" if what == "--max-model-len" else "")
+        )
+    return wl.max_model_len or need
 
 
 @dataclass(slots=True)

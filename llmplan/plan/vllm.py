@@ -105,16 +105,43 @@ def vllm_launch(plan: Plan, instance: int = 0) -> VllmLaunch:
         "--max-num-seqs",
         str(wl.max_batch),
         "--max-model-len",
-        str(wl.input_len + wl.output_len),
+        str(min(wl.max_model_len or wl.input_len + wl.output_len, spec.max_position_embeddings)),
         "--dtype",
-        spec.dtype,
+        spec.dtype if spec.dtype in ("bfloat16", "float16", "float32") else "auto",
     ]
+    launch.args += _precision_args(spec, launch.notes)
     if spec.family == "chatglm":
         launch.args.append("--trust-remote-code")
     if launch.multi_node:
         launch.args += ["--distributed-executor-backend", "ray"]
     launch.notes.append("ranks follow CUDA_VISIBLE_DEVICES, so the order is the stage order")
     return launch
+
+
+def _precision_args(spec: ModelSpec, notes: list[str]) -> list[str]:
+    """vLLM's own flags for the plan's weight / KV precision (precision term)."""
+    args: list[str] = []
+    w, ckpt = spec.weight_precision, spec.checkpoint_quant
+    if w == ckpt and ckpt:
+        notes.append(f"the checkpoint is {ckpt}-quantized: vLLM reads its quantization_config")
+    elif ckpt and w != ckpt:
+        notes.append(
+            f"the plan prices {w} weights but {spec.hf_name or spec.name} is a {ckpt} checkpoint: "
+            f"serve a {w} checkpoint of it"
+        )
+    elif w == "fp8":
+        args += ["--quantization", "fp8"]
+        notes.append("--quantization fp8 quantizes the bf16 checkpoint on load (dynamic per-tensor scales)")
+    elif w == "int4":
+        args += ["--quantization", "awq"]
+        notes.append("int4 is served from an AWQ checkpoint of the model (or --quantization gptq for GPTQ)")
+    elif w == "int8":
+        notes.append(
+            "int8 needs a W8A8 checkpoint (compressed-tensors); vLLM reads its quantization from the config"
+        )
+    if spec.kv_dtype == "fp8":
+        args += ["--kv-cache-dtype", "fp8"]
+    return args
 
 
 def vllm_command(plan: Plan, instance: int = 0) -> tuple[str | None, str]:

@@ -22,6 +22,9 @@ GPU_ATTRS = (
     "model",
     "memory_gib",
     "bf16_tflops",
+    "fp8_tflops",
+    "int8_tops",
+    "sm",
     "hbm_gbps",
     "power_limit_w",
     "tdp_w",
@@ -31,6 +34,8 @@ GPU_ATTRS = (
     "pci_bus_id",
     "host",
 )
+# Attributes a topology file written before they existed may lack: no FP8/INT8 tensor path assumed.
+GPU_OPTIONAL = {"fp8_tflops": 0.0, "int8_tops": 0.0, "sm": 80}
 NIC_ATTRS = ("kind", "name", "host")
 EDGE_ATTRS = ("link", "nvlinks", "bandwidth_gbps", "latency_us")
 
@@ -121,6 +126,9 @@ def _gpu_attrs(rec: GpuRecord, spec: GpuSpec, index: int, host: str) -> dict:
         "model": spec.model,
         "memory_gib": round(float(mem), 3),
         "bf16_tflops": round(spec.bf16_tflops * scale, 4),
+        "fp8_tflops": round(spec.fp8_tflops * scale, 4),
+        "int8_tops": round(spec.int8_tops * scale, 4),
+        "sm": spec.sm,
         "hbm_gbps": spec.hbm_gbps,
         "power_limit_w": limit,
         "tdp_w": spec.tdp_w,
@@ -266,6 +274,10 @@ def apply_power_caps(G: nx.Graph, caps: dict[int, float]) -> None:
                 UserWarning,
                 stacklevel=2,
             )
+        old = d["compute_scale"]
+        for key in ("fp8_tflops", "int8_tops"):  # the same clock scaling for every tensor precision
+            if d.get(key) and old > 0:
+                d[key] = round(d[key] / old * scale, 4)
         d.update(
             power_limit_w=float(watts), compute_scale=round(scale, 6), bf16_tflops=round(base * scale, 4)
         )

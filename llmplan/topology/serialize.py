@@ -21,7 +21,7 @@ from typing import Any
 import networkx as nx
 
 from llmplan.errors import LlmplanError
-from llmplan.topology.graph import EDGE_ATTRS, GPU_ATTRS, NIC_ATTRS, gpu_nodes, nic_nodes
+from llmplan.topology.graph import EDGE_ATTRS, GPU_ATTRS, GPU_OPTIONAL, NIC_ATTRS, gpu_nodes, nic_nodes
 
 SCHEMA = "llmplan.topology"
 VERSION = 1
@@ -65,7 +65,15 @@ def from_dict(data: Any, where: str = "JSON") -> nx.Graph:
     G = nx.Graph(name=data.get("name", ""), source=data.get("source", ""))
     try:
         for g in data["gpus"]:
-            G.add_node(g["id"], kind="gpu", **{k: g[k] for k in GPU_ATTRS if k != "kind"})
+            G.add_node(
+                g["id"],
+                kind="gpu",
+                **{
+                    k: g[k] if k in g or k not in GPU_OPTIONAL else GPU_OPTIONAL[k]
+                    for k in GPU_ATTRS
+                    if k != "kind"
+                },
+            )
         for n in data.get("nics", []):
             G.add_node(n["id"], kind="nic", **{k: n[k] for k in NIC_ATTRS if k != "kind"})
         for e in data["links"]:

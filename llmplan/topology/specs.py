@@ -11,6 +11,10 @@ AMD MI210 datasheet).
 * ``bf16_tflops``: **dense** (no 2:4 sparsity) BF16 tensor throughput with FP32 accumulate, the mode
   inference kernels use; GeForce parts run FP32-accumulate at half rate (RTX 3090: 71, not 142).
   Pre-Ampere parts have no BF16: their FP16 tensor (V100, T4) or FP16 vector (P100) figure is used.
+* ``fp8_tflops`` / ``int8_tops``: dense FP8 (E4M3, FP32 accumulate) and INT8 tensor throughput; 0 where
+  the part has no such tensor path (A100 and older have no FP8: vLLM runs FP8 checkpoints there
+  weight-only, Marlin, at the BF16 rate). ``sm``: compute capability x10 (FP8/INT4 kernels in vLLM
+  need >= 80; BF16 needs >= 80).
 * ``hbm_gbps``: peak device-memory bandwidth, GB/s.
 * ``tdp_w``: board power (TDP/TGP), W — the reference for power-cap scaling.
 * ``nvlinks``/``nvlink_gen``: NVLink links per GPU and generation (``ga102`` for the 3090/A40/A6000 bridge,
@@ -34,6 +38,9 @@ class GpuSpec:
     pcie_gen: int
     nvlinks: int = 0
     nvlink_gen: str | None = None
+    fp8_tflops: float = 0.0
+    int8_tops: float = 0.0
+    sm: int = 80
 
 
 def _s(model, mem, tflops, hbm, tdp, pcie, nvl=0, gen=None) -> GpuSpec:
@@ -76,9 +83,50 @@ GPU_SPECS: dict[str, GpuSpec] = {
     )
 }
 
+# model: (dense FP8 TFLOP/s, dense INT8 TOP/s, compute capability x10), from the same datasheets.
+PRECISION_PEAKS: dict[str, tuple[float, float, int]] = {
+    "H100-SXM": (1978.9, 1978.9, 90),
+    "H100-PCIe": (1513.0, 1513.0, 90),
+    "H100-NVL": (1670.5, 1670.5, 90),
+    "H200": (1978.9, 1978.9, 90),
+    "H20": (296.0, 296.0, 90),
+    "H800-SXM": (1978.9, 1978.9, 90),
+    "B200": (4500.0, 4500.0, 100),
+    "A100-SXM-80GB": (0.0, 624.0, 80),
+    "A100-SXM-40GB": (0.0, 624.0, 80),
+    "A100-PCIe-80GB": (0.0, 624.0, 80),
+    "A100-PCIe-40GB": (0.0, 624.0, 80),
+    "A800-SXM-80GB": (0.0, 624.0, 80),
+    "L40S": (733.0, 733.0, 89),
+    "L40": (362.1, 362.1, 89),
+    "A40": (0.0, 299.3, 86),
+    "A10": (0.0, 250.0, 86),
+    "L4": (242.0, 242.0, 89),
+    "V100-SXM2-16GB": (0.0, 0.0, 70),
+    "V100-SXM2-32GB": (0.0, 0.0, 70),
+    "V100-PCIe": (0.0, 0.0, 70),
+    "P100-SXM2": (0.0, 0.0, 60),
+    "P100-PCIe": (0.0, 0.0, 60),
+    "T4": (0.0, 130.0, 75),
+    "RTX-3090": (0.0, 284.0, 86),
+    "RTX-4090": (330.3, 660.6, 89),
+    "RTX-A6000": (0.0, 309.7, 86),
+    "RTX-6000-Ada": (728.5, 728.5, 89),
+    "MI210": (0.0, 181.0, 90),
+}
+GPU_SPECS = {
+    k: GpuSpec(
+        **{
+            **{f: getattr(v, f) for f in v.__dataclass_fields__},
+            **dict(zip(("fp8_tflops", "int8_tops", "sm"), PRECISION_PEAKS[k], strict=True)),
+        }
+    )
+    for k, v in GPU_SPECS.items()
+}
+
 # Deliberately low so that a plan made for an unidentified GPU under-promises: a T4-class part with a
 # Gen3 link and no NVLink, no known TDP (so power caps cannot be scaled against it).
-UNKNOWN = GpuSpec("unknown", 16.0, 65.0, 320.0, None, 3)
+UNKNOWN = GpuSpec("unknown", 16.0, 65.0, 320.0, None, 3, sm=75)
 
 # Ordered: the first pattern that matches the normalised name wins, so specific names precede general ones.
 _PATTERNS: tuple[tuple[str, str], ...] = (

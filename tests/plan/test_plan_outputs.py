@@ -52,7 +52,9 @@ def test_device_map_covers_every_module_exactly_once(family: str) -> None:
             gated_mlp=False,
         )
         cfg = OPTConfig(**spec.to_hf_config_dict())
-    plan = make_plan(spec, _bed(3), "LR", workload=PlanWorkload(max_batch=512, input_len=2048, output_len=64))
+    # a long KV reserve (2112 tokens per request) within the models' context limits
+    wl = PlanWorkload(max_batch=512, input_len=64, output_len=32, kv_tokens_per_request=2112)
+    plan = make_plan(spec, _bed(3), "LR", workload=wl)
     dm = device_map(plan)
     assert len({v for k, v in dm.items() if ".layers." in k}) == len(plan.stages)
     with torch.device("meta"):
