@@ -45,12 +45,19 @@ def make_console(*, stderr: bool = False, **kwargs: Any) -> Console:
 
 console = make_console()
 err_console = make_console(stderr=True)
+MAX_ERROR_CHARS = 600
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print a one-line error to stderr and exit."""
+    # One line whatever the message holds (a library's multi-line text, a file's content); very
+    # long ones are cut in the middle so both the problem (start) and the fix (end) stay.
+    line = " ".join(str(message).split())
+    if len(line) > MAX_ERROR_CHARS:
+        half = MAX_ERROR_CHARS // 2
+        line = f"{line[:half]} ... {line[-half:]}"
     # The message is plain text: brackets in it ("llmplan[vllm]") are not rich markup.
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
     raise SystemExit(code)
 
 

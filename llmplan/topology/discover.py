@@ -12,7 +12,7 @@ import yaml
 
 from llmplan.errors import LlmplanError
 from llmplan.topology import serialize
-from llmplan.topology.graph import HostLayout, NetLink, apply_power_caps, build_graph
+from llmplan.topology.graph import HostLayout, NetLink, apply_power_caps, build_graph, validate_graph
 from llmplan.topology.nvml import PynvmlDevices, RecordedDevices, layout_from_nvml
 from llmplan.topology.presets import (
     layout_from_matrix,
@@ -23,6 +23,7 @@ from llmplan.topology.presets import (
 )
 from llmplan.topology.smi import QUERY_FIELDS, parse_query_gpu, parse_topo_matrix
 from llmplan.topology.sysfs import sysfs_nics
+from llmplan.validate import read_text
 
 SMI_TIMEOUT_S = 30
 
@@ -83,16 +84,21 @@ def _from_smi() -> HostLayout:
     return layout_from_matrix(matrix, records_from_query(query) if query else None)
 
 
+_FILE_FIX = "give the path of a saved `nvidia-smi topo -m` output, a --json export or a preset YAML"
+
+
 def _from_file(path: Path, **build) -> nx.Graph:
-    if not path.is_file():
-        raise LlmplanError(
-            f"--source file:{path}: no such file; give the path of a saved `nvidia-smi topo "
-            "-m` output, a --json export or a preset YAML"
-        )
-    text = path.read_text(errors="replace")
+    G = _read_file(path, **build)
+    return validate_graph(G, str(path))
+
+
+def _read_file(path: Path, **build) -> nx.Graph:
+    text = read_text(path, "topology file", _FILE_FIX)
     where = str(path)
     stripped = text.lstrip()
-    if stripped.startswith("{"):
+    if not stripped:
+        raise LlmplanError(f"topology file {path} is empty; {_FILE_FIX}")
+    if stripped.startswith(("{", "[")):
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -114,9 +120,12 @@ def _from_file(path: Path, **build) -> nx.Graph:
         return build_graph(
             hosts, name=str(data.get("name", path.stem)), source=f"file:{path}", net=net, **build
         )
-    matrix = parse_topo_matrix(text)  # not a matrix: the parser's "line N: expected ..." message
-    query = parse_query_gpu(text)
-    layout = layout_from_matrix(matrix, records_from_query(query) if query else None)
+    try:  # not a matrix: the parser's "line N: expected ..." message, prefixed with the file
+        matrix = parse_topo_matrix(text)
+        query = parse_query_gpu(text)
+        layout = layout_from_matrix(matrix, records_from_query(query) if query else None)
+    except LlmplanError as exc:
+        raise LlmplanError(f"{where}: {exc}") from None
     return build_graph([layout], name=path.stem, source=f"file:{path}", **build)
 
 
@@ -136,9 +145,9 @@ def load_topology(
     if source.startswith("file:"):
         return _from_file(Path(source[len("file:") :]).expanduser(), **build)
     if source == "nvml":
-        return build_graph([_from_nvml()], name="nvml", source="nvml", **build)
+        return validate_graph(build_graph([_from_nvml()], name="nvml", source="nvml", **build), "nvml")
     if source == "smi":
-        return build_graph([_from_smi()], name="nvidia-smi", source="smi", **build)
+        return validate_graph(build_graph([_from_smi()], name="nvidia-smi", source="smi", **build), "smi")
     if source == "auto":
         reasons = []
         for name, fn in (("nvml", _from_nvml), ("smi", _from_smi)):
@@ -147,7 +156,7 @@ def load_topology(
             except LlmplanError as exc:
                 reasons.append(f"{name}: {exc}")
                 continue
-            return build_graph([layout], name=name, source=name, **build)
+            return validate_graph(build_graph([layout], name=name, source=name, **build), name)
         raise LlmplanError(_no_gpu_message(reasons))
     raise LlmplanError(
         f"unknown --source {source!r}; use auto, nvml, smi, file:PATH or preset:NAME "

@@ -239,6 +239,48 @@ def build_graph(
     return G
 
 
+# A cluster beyond this many GPUs is a typo (count: 1000000000), not a plan: refused before building
+# (the graph has an edge per GPU pair; 2048 GPUs is ~2M edges, 4x the largest preset).
+MAX_GPUS = 2048
+
+
+def validate_graph(G: nx.Graph, where: str) -> nx.Graph:
+    """Refuse a topology the planner cannot price: every GPU needs a positive finite memory, compute,
+    HBM bandwidth (and power limit/TDP when given), a unique whole index; every link a positive finite
+    bandwidth and a finite latency >= 0. ``where`` names the source in the message."""
+    from llmplan.validate import integer, number, positive
+
+    fix = "fix the topology file (or re-export it with `llmplan topology --json`)"
+    gpus = [n for n, d in G.nodes(data=True) if d.get("kind") == "gpu"]
+    if not gpus:
+        raise LlmplanError(f"{where}: the topology has no GPUs; {fix}")
+    seen: dict[int, str] = {}
+    for n in gpus:
+        d = G.nodes[n]
+        if not isinstance(n, str) or not n:
+            raise LlmplanError(f"{where}: GPU id {n!r} must be a non-empty string such as 'GPU0'; {fix}")
+        idx = integer(d.get("index"), f"{where}: {n}.index", lo=0, hi=MAX_GPUS, fix=fix)
+        if idx in seen:
+            raise LlmplanError(f"{where}: {seen[idx]} and {n} both have index {idx}; indices must be unique")
+        seen[idx] = n
+        for key in ("memory_gib", "bf16_tflops", "hbm_gbps"):
+            positive(d.get(key), f"{where}: {n}.{key}", fix=fix)
+        for key in ("power_limit_w", "tdp_w"):
+            if d.get(key) is not None:
+                positive(d.get(key), f"{where}: {n}.{key}", fix=fix)
+        if d.get("compute_scale") is not None:
+            number(d["compute_scale"], f"{where}: {n}.compute_scale", lo=0, hi=1, lo_open=True, fix=fix)
+    ordered = sorted(gpus, key=lambda n: G.nodes[n]["index"])
+    for i, a in enumerate(ordered):
+        for b in ordered[i + 1 :]:
+            if not G.has_edge(a, b):
+                raise LlmplanError(f"{where}: no link between {a} and {b}; every GPU pair needs one ({fix})")
+    for u, v, d in G.edges(data=True):
+        positive(d.get("bandwidth_gbps"), f"{where}: link {u}-{v} bandwidth_gbps", fix=fix)
+        number(d.get("latency_us"), f"{where}: link {u}-{v} latency_us", lo=0, fix=fix)
+    return G
+
+
 def gpu_nodes(G: nx.Graph) -> list[str]:
     """GPU node ids sorted by index (``GPU2`` before ``GPU10``)."""
     return sorted(
@@ -257,8 +299,10 @@ def apply_power_caps(G: nx.Graph, caps: dict[int, float]) -> None:
         if node not in G or G.nodes[node].get("kind") != "gpu":
             have = len(gpu_nodes(G))
             raise LlmplanError(f"--power-cap names GPU{index} but the topology has GPU0..GPU{have - 1}")
-        if not watts > 0:
-            raise LlmplanError(f"--power-cap {index}={watts}: the cap must be a positive number of watts")
+        if not (watts > 0 and watts < float("inf")):
+            raise LlmplanError(
+                f"--power-cap {index}={watts}: the cap must be a positive, finite number of watts"
+            )
         d = G.nodes[node]
         if d.get("tdp_w") is None:
             raise LlmplanError(
@@ -292,6 +336,8 @@ __all__ = [
     "nic_nodes",
     "apply_power_caps",
     "compute_scale",
+    "validate_graph",
+    "MAX_GPUS",
     "UNKNOWN",
     "UnknownGpuWarning",
 ]

@@ -63,8 +63,13 @@ def from_dict(data: Any, where: str = "JSON") -> nx.Graph:
             f"(this llmplan reads version {VERSION}); re-export it with this llmplan"
         )
     G = nx.Graph(name=data.get("name", ""), source=data.get("source", ""))
+    fix = "re-export it with `llmplan topology --json`"
+    for key in ("gpus", "nics", "links"):
+        if not isinstance(data.get(key, []), list) or not all(isinstance(x, dict) for x in data.get(key, [])):
+            raise LlmplanError(f'{where}: "{key}" must be a list of objects; {fix}')
     try:
         for g in data["gpus"]:
+            _new_node(G, g["id"], where)
             G.add_node(
                 g["id"],
                 kind="gpu",
@@ -75,10 +80,15 @@ def from_dict(data: Any, where: str = "JSON") -> nx.Graph:
                 },
             )
         for n in data.get("nics", []):
+            _new_node(G, n["id"], where)
             G.add_node(n["id"], kind="nic", **{k: n[k] for k in NIC_ATTRS if k != "kind"})
         for e in data["links"]:
             if e["a"] not in G or e["b"] not in G:
                 raise LlmplanError(f"{where}: link {e['a']}-{e['b']} names a node that is not listed")
+            if e["a"] == e["b"]:
+                raise LlmplanError(f"{where}: link {e['a']}-{e['b']} joins a node to itself; {fix}")
+            if G.has_edge(e["a"], e["b"]):
+                raise LlmplanError(f"{where}: link {e['a']}-{e['b']} is listed twice; keep one")
             G.add_edge(e["a"], e["b"], **{k: e[k] for k in EDGE_ATTRS})
     except (KeyError, TypeError) as exc:
         raise LlmplanError(
@@ -86,6 +96,13 @@ def from_dict(data: Any, where: str = "JSON") -> nx.Graph:
             "`llmplan topology --json`"
         ) from None
     return G
+
+
+def _new_node(G: nx.Graph, node: Any, where: str) -> None:
+    if not isinstance(node, str) or not node:
+        raise LlmplanError(f"{where}: node id {node!r} must be a non-empty string such as 'GPU0'")
+    if node in G:
+        raise LlmplanError(f"{where}: node id {node} is listed twice; ids must be unique")
 
 
 def loads(text: str, where: str = "JSON") -> nx.Graph:

@@ -70,7 +70,7 @@ def test_unknown_preset_and_source():
         load_topology("preset:dgx-z9000")
     with pytest.raises(LlmplanError, match="auto, nvml, smi, file:PATH or preset:NAME"):
         load_topology("cloud")
-    with pytest.raises(LlmplanError, match="no such file"):
+    with pytest.raises(LlmplanError, match="does not exist"):
         load_topology("file:/nonexistent/topo.txt")
 
 

@@ -23,8 +23,9 @@ from typing import Any
 import yaml
 
 from llmplan.errors import LlmplanError
-from llmplan.topology.graph import GpuRecord, HostLayout, NetLink
+from llmplan.topology.graph import MAX_GPUS, GpuRecord, HostLayout, NetLink
 from llmplan.topology.smi import QueryGpu, TopoMatrix, parse_topo_matrix
+from llmplan.validate import integer, mapping, number, positive
 
 _GPU_KEYS = {"name", "count", "power_limit_w", "memory_gib", "pci_bus_id", "pcie_gen"}
 
@@ -87,15 +88,21 @@ def _gpu_records(spec: Any, where: str) -> list[GpuRecord]:
             raise LlmplanError(
                 f"{where}: each `gpus` entry must be a mapping with keys from {sorted(_GPU_KEYS)}, got {e!r}"
             )
-        count = int(e.get("count", 1))
+        count = integer(e.get("count", 1), f"{where}: gpus.count", lo=1, hi=MAX_GPUS - len(out))
+        name = e.get("name")
+        if name is not None and not isinstance(name, str):
+            raise LlmplanError(
+                f"{where}: gpus.name must be text such as 'NVIDIA H100 80GB HBM3' (got {name!r})"
+            )
+        mem, power, gen = e.get("memory_gib"), e.get("power_limit_w"), e.get("pcie_gen")
         for _ in range(count):
             out.append(
                 GpuRecord(
-                    name=e.get("name"),
-                    memory_gib=e.get("memory_gib"),
-                    power_limit_w=e.get("power_limit_w"),
-                    pci_bus_id=e.get("pci_bus_id"),
-                    pcie_gen=e.get("pcie_gen"),
+                    name=name,
+                    memory_gib=None if mem is None else positive(mem, f"{where}: gpus.memory_gib"),
+                    power_limit_w=None if power is None else positive(power, f"{where}: gpus.power_limit_w"),
+                    pci_bus_id=None if e.get("pci_bus_id") is None else str(e["pci_bus_id"]),
+                    pcie_gen=None if gen is None else integer(gen, f"{where}: gpus.pcie_gen", lo=1, hi=7),
                 )
             )
     return out
@@ -113,10 +120,11 @@ def layouts_from_spec(data: Any, where: str, _depth: int = 0) -> tuple[list[Host
         node_hosts, _ = layouts_from_spec(node_data, node_where, _depth + 1)
         if len(node_hosts) != 1:
             raise LlmplanError(f"{where}: composed node {comp['node']!r} must be a single machine")
-        count = int(comp["count"])
-        if count < 1:
-            raise LlmplanError(f"{where}: `compose.count` must be >= 1")
         proto = node_hosts[0]
+        count = integer(
+            comp["count"], f"{where}: compose.count", lo=1, hi=max(1, MAX_GPUS // max(1, len(proto.gpus))),
+            fix=f"a cluster holds at most {MAX_GPUS} GPUs",
+        )
         hosts = []
         for h in range(count):
             # Shallow copies share link dicts (read-only) so the builder computes per-host edges once.
@@ -129,10 +137,12 @@ def layouts_from_spec(data: Any, where: str, _depth: int = 0) -> tuple[list[Host
                     host=f"node{h}",
                 )
             )
-        net = comp.get("net") or {}
+        net = mapping(comp.get("net") or {}, f"{where}: compose.net")
         return hosts, NetLink(
-            float(net.get("bandwidth_gbps", NetLink.bandwidth_gbps)),
-            float(net.get("latency_us", NetLink.latency_us)),
+            positive(
+                net.get("bandwidth_gbps", NetLink.bandwidth_gbps), f"{where}: compose.net.bandwidth_gbps"
+            ),
+            number(net.get("latency_us", NetLink.latency_us), f"{where}: compose.net.latency_us", lo=0),
         )
     if "gpus" not in data or "topo" not in data:
         raise LlmplanError(f"{where}: a machine preset needs `gpus` and `topo` (the nvidia-smi topo -m text)")
