@@ -278,11 +278,17 @@ def layer_time(
     tp: int = 1,
     params: CostParams = DEFAULT_PARAMS,
 ) -> float:
-    """One decoder layer: roofline of compute and memory traffic (no TP communication).
+    """One decoder layer (no TP communication): the per-operator model (``cost_model="ops"``, dense
+    16-bit layers), else the roofline of compute and memory traffic.
 
-    Weight matmuls run at the weight precision's peak (:meth:`GpuPerf.matmul_flops`), attention
+    Roofline: weight matmuls run at the weight precision's peak (:meth:`GpuPerf.matmul_flops`), attention
     at BF16; an MoE layer reads the experts its tokens touch (:func:`layer_weight_read_bytes`).
     """
+    if params.cost_model == "ops":
+        from llmplan.opcost.stage import layer_time_ops, supports
+
+        if supports(spec):
+            return layer_time_ops(spec, gpu, tokens, attn_pairs, kv_read_tokens, tp)
     compute = (
         2.0 * spec.layer_linear_params * tokens / gpu.matmul_flops(spec)
         + spec.attn_flops_per_pair * attn_pairs / gpu.flops
@@ -344,6 +350,11 @@ def head_time(
     """Final norm + LM head for ``logits_tokens`` positions (one per sequence)."""
     if logits_tokens <= 0:
         return 0.0
+    if params.cost_model == "ops":
+        from llmplan.opcost.stage import head_time_ops, supports
+
+        if supports(spec):
+            return head_time_ops(spec, gpu, logits_tokens, tp)
     flops = spec.head_flops_per_token * logits_tokens / tp
     nbytes = spec.vocab_size * spec.hidden_size * spec.dtype_bytes / tp
     return max(flops / (gpu.flops * params.compute_eff), nbytes / (gpu.mem_bw * params.memory_eff))
@@ -398,6 +409,7 @@ class InstanceCost:
     links: Sequence[LinkPerf] = ()  # links[k] joins stages k and k+1
     params: CostParams = DEFAULT_PARAMS
     _coef: tuple = field(init=False, repr=False)
+    _ops: tuple = field(init=False, repr=False, default=())
 
     def __post_init__(self) -> None:
         if len(self.links) != max(0, len(self.stages) - 1):
@@ -431,6 +443,13 @@ class InstanceCost:
             c0 += t0
             c1 += t1 * activation_bytes(s, 1.0)
         self._coef = (tuple(per_stage), c0 + p.iteration_overhead_s, c1)
+        if p.cost_model == "ops":
+            from llmplan.opcost.stage import StageOps, supports
+
+            if supports(s):
+                self._ops = tuple(
+                    StageOps(s, st.gpu, st.tp, st.layers, st.first, st.last) for st in self.stages
+                )
 
     # ---- IterationCost --------------------------------------------------------------------
     def iteration_time(self, shape: BatchShape) -> float:
@@ -442,6 +461,11 @@ class InstanceCost:
         logits = shape.decode_seqs + (1 if shape.prefill_tokens > 0 else 0)
         stages, c0, c1 = self._coef
         total = c0 + c1 * tokens
+        if self._ops:  # operator model: one term per operator, attention, head (llmplan.opcost)
+            pt, pa, ds, dc = shape.prefill_tokens, shape.prefill_attn, shape.decode_seqs, shape.decode_ctx
+            for so in self._ops:
+                total += so.nonattn(tokens) + so.attention(pt, pa, ds, dc) + so.head(logits)
+            return total
         s = self.spec
         experts = s.moe_layers / s.num_hidden_layers * s.moe_expert_read_bytes(tokens) if s.is_moe else 0.0
         for n, ct, cp, m0, mk, ma, ovh, hc, hm, me in stages:

@@ -23,10 +23,26 @@ from llmplan.plan.planner import make_plan
 from llmplan.plan.types import PlanWorkload
 
 H100 = {"bf16_tflops": 989.4, "hbm_gbps": 3350.0, "memory_gib": 80.0, "name": "H100"}
-NO_OVH = CostParams(layer_overhead_s=0.0, iteration_overhead_s=0.0)
+NO_OVH = CostParams(layer_overhead_s=0.0, iteration_overhead_s=0.0, cost_model="roofline")
+
+
+def test_operator_model_stays_between_the_roofs() -> None:
+    """The per-operator model: never faster than the spec sheet allows, and within the fitted efficiencies."""
+    s = get_model_spec("llama-2-7b")
+    g = GpuPerf.from_attrs(H100)
+    ops = CostParams(iteration_overhead_s=0.0)
+    weights = s.layer_weight_bytes
+    d1 = decode_layer_time(s, g, 1, 0, params=ops)
+    assert weights / 3350e9 < d1 < 1.6 * weights / 3350e9
+    flops = 2 * s.layer_linear_params * 2048 + 4 * s.hidden_size * 2048 * 2049 / 2
+    p = prefill_layer_time(s, g, 2048, params=ops)
+    assert flops / 989.4e12 < p < flops / (989.4e12 * 0.45)
+    # small ops and launches: a 1-token layer costs more than its bytes at full bandwidth plus nothing
+    assert decode_layer_time(s, g, 1, 0, params=ops) > decode_layer_time(s, g, 1, 0, params=NO_OVH)
 
 
 def test_decode_is_memory_bound_and_prefill_compute_bound_by_hand() -> None:
+    """The previous roofline (cost_model="roofline"), computed by hand."""
     s = get_model_spec("llama-2-7b")
     g = GpuPerf.from_attrs(H100)
     # batch-1 decode at context 0: weights + 1 token of KV + activations over 80% of 3.35 TB/s
