@@ -19,7 +19,8 @@ from llmplan.plan.types import PlanWorkload
 from llmplan.plan.vllm import vllm_command
 from llmplan.topology import load_topology
 
-NO_OVH = CostParams(layer_overhead_s=0.0, iteration_overhead_s=0.0)
+# Precision is priced by the roofline (the operator model covers the measured 16-bit case only).
+NO_OVH = CostParams(layer_overhead_s=0.0, iteration_overhead_s=0.0, cost_model="roofline")
 
 
 def _gpu(preset: str) -> GpuPerf:
