@@ -128,3 +128,46 @@ def test_time_scale_is_the_old_spelling_of_rate_scale(tmp_path) -> None:
     assert wl_old["offered_rate_rps"] == wl_new["offered_rate_rps"]
     assert wl_old["meta"]["rate_scale"] == 2.0
     assert "--time-scale" not in _run("bench", "--help", env={"COLUMNS": "200"}).stdout
+
+
+def _bench_with_tty_stderr(tmp_path, *extra: str) -> tuple[int, str, str]:
+    """Run a short bench with stderr on a pseudo-terminal; return (rc, stdout, what the terminal got)."""
+    import pty
+
+    master, slave = pty.openpty()
+    base = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "LLMPLAN_PROGRESS")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmplan.cli.app", *extra[:1], "bench", "--trace", "synthetic:rate=4,n=30",
+         "--policy", "fcfs", "--no-plots", "--out", str(tmp_path), *extra[1:]],
+        stdout=subprocess.PIPE, stderr=slave, text=True, env={**base, "TERM": "xterm"},
+    )  # fmt: skip
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    stdout = proc.stdout.read() if proc.stdout else ""
+    rc = proc.wait(timeout=120)
+    os.close(master)
+    return rc, stdout, b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_goes_to_a_terminal_stderr_with_an_eta(tmp_path) -> None:
+    rc, stdout, tty = _bench_with_tty_stderr(tmp_path)
+    assert rc == 0
+    assert "fcfs" in tty and "ETA" in tty and "requests" in tty  # the bar, on stderr
+    assert "ETA" not in stdout and "0:00:0" not in stdout  # the table, on stdout, without the bar
+    rc, _, tty = _bench_with_tty_stderr(tmp_path, "--quiet")
+    assert rc == 0 and "ETA" not in tty
+
+
+def test_no_progress_when_stderr_is_not_a_terminal(tmp_path) -> None:
+    out = _run("bench", "--trace", "synthetic:rate=4,n=30", "--policy", "fcfs", "--no-plots",
+               "--out", str(tmp_path))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""  # no bar, no final frame of one, in logs and pipes

@@ -66,10 +66,22 @@ def _root(
         "--debug",
         help=f"Show the full traceback of an unexpected error (or set {DEBUG_ENV}=1).",
     ),
+    quiet: bool = typer.Option(
+        False,
+        "--quiet",
+        "-q",
+        help="No progress bars or spinners (they go to stderr, only on a terminal, never with --json).",
+    ),
 ) -> None:
     """Plan, schedule and benchmark LLM inference deployments."""
+    import sys
+
+    from llmplan import progress
+
     if debug:
         os.environ[DEBUG_ENV] = "1"  # subprocesses (serve workers, live bench) inherit it
+    # --json output is for programs: no progress either (it is on stderr, but keep it clean).
+    progress.set_quiet(quiet or "--json" in sys.argv[1:])
 
 
 for _module in (topology, plan, predict, profile, serve, bench, report, calibrate):

@@ -91,19 +91,22 @@ def run_calibration(
     import platform
     import time
 
-    import torch
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from llmplan.runtime.calibration import fit_profile
-    from llmplan.runtime.engine.executor import TorchExecutor
-    from llmplan.runtime.engine.factory import build_model
-    from llmplan.runtime.engine.kvcache import PagedKVCache
-    from llmplan.runtime.engine.measure import default_points, measure_points
+    from llmplan import progress
 
-    if threads:
-        torch.set_num_threads(threads)
-    cfg, m = build_model(model, dummy_weights, plan, device, dtype, seed)
+    with progress.task(f"loading torch and {dummy_weights or model}"):
+        import torch
+
+        from llmplan.runtime.calibration import fit_profile
+        from llmplan.runtime.engine.executor import TorchExecutor
+        from llmplan.runtime.engine.factory import build_model
+        from llmplan.runtime.engine.kvcache import PagedKVCache
+        from llmplan.runtime.engine.measure import default_points, measure_points
+
+        if threads:
+            torch.set_num_threads(threads)
+        cfg, m = build_model(model, dummy_weights, plan, device, dtype, seed)
     max_context = min(max_context, cfg.max_model_len - 1)
     points = default_points(max_batch, max_context, max_chunk)
     tokens = max(sum(-(-t // block_size) for t in p.tokens_needed()) for p in points)
@@ -111,19 +114,10 @@ def run_calibration(
     ex = TorchExecutor(m, kv)
     name = dummy_weights or Path(str(model)).name
     t0 = time.perf_counter()
-    with Progress(
-        TextColumn("[bold]calibrate[/] {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=as_json,
-    ) as bar:
-        task = bar.add_task(name, total=len(points) * repeats)
+    with progress.task(f"calibrate {name}", total=len(points) * repeats, unit="timed runs") as bar:
 
         def tick(p) -> None:
-            bar.update(task, advance=1, description=f"{name}: {p.label()}")
+            bar.update(completed=bar.completed + 1, description=f"calibrate {name}: {p.label()}")
 
         samples = measure_points(ex, points, repeats=repeats, vocab_size=cfg.vocab_size, progress=tick)
     devices = sorted({str(d) for d in m.layer_devices})

@@ -43,13 +43,11 @@ def collect_cmd(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Run the task suite through the endpoint, one request at a time, sampling utilisation and memory."""
-    from rich.progress import Progress
-
+    from llmplan import progress
     from llmplan.profile.collect import collect, load_suite
 
     n = len(load_suite(suite)[:limit]) * repeat
-    with Progress(console=console) as progress:
-        task = progress.add_task("collect", total=n)
+    with progress.task("profile collect", total=n, unit="requests") as bar:
         collect(
             endpoint,
             out,
@@ -64,7 +62,7 @@ def collect_cmd(
             limit=limit,
             shuffle=shuffle,
             seed=seed,
-            on_row=lambda _row: progress.advance(task),
+            on_row=lambda _row: bar.advance(),
         )
     console.print(f"wrote {n} rows to {out}")
 
@@ -81,11 +79,13 @@ def fit_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Cluster with K-Prototypes, pick the best model per cluster by CV, compare with a global model."""
+    from llmplan import progress
     from llmplan.profile.report import fit_and_evaluate, read_csv, render
 
-    result = fit_and_evaluate(
-        read_csv(data), out, k=k, gamma=gamma, seed=seed, test_frac=test_frac, n_estimators=n_estimators
-    )
+    with progress.task("profile fit: K-Prototypes, then per-cluster models by cross-validation"):
+        result = fit_and_evaluate(
+            read_csv(data), out, k=k, gamma=gamma, seed=seed, test_frac=test_frac, n_estimators=n_estimators
+        )
     if as_json:
         print_json(result)
         return
@@ -144,6 +144,7 @@ def predict_cmd(
             f"mem max {r['max_mem_mb']:.0f} MiB mean {r['mean_mem_mb']:.0f} MiB · "
             f"latency {r['latency_s']:.3f}s  {r['prompt'][:60]}",
             highlight=False,
+            markup=False,  # "[qa/en in=...]" and the prompt's own brackets are text, not rich markup
         )
 
 

@@ -646,16 +646,20 @@ def validate_in_simulator(
     ]
     wl = Workload(name="pd-validate", requests=reqs, source=stats.source)
     specs = cluster_from_plan(result.plan, graph)
-    run = simulate(
-        wl,
-        SimConfig(
-            instances=specs,
-            topology=graph,
-            model=spec.name,
-            kv_bytes_per_token=float(spec.kv_bytes_per_token),
-            seed=seed,
-        ),
-    )
+    from llmplan import progress
+
+    with progress.task("--validate: simulating the plan", total=len(wl), unit="requests") as bar:
+        run = simulate(
+            wl,
+            SimConfig(
+                instances=specs,
+                topology=graph,
+                model=spec.name,
+                kv_bytes_per_token=float(spec.kv_bytes_per_token),
+                seed=seed,
+            ),
+            progress=lambda done, total: bar.update(completed=done, total=total),
+        )
     ok = ok_ttft = ok_tpot = counted = 0
     for r in run.records:
         if r.arrival_s < warmup and t[-1] > 2 * warmup:

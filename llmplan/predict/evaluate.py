@@ -94,23 +94,28 @@ def evaluate(
     confusion_png: str | Path | None = None,
 ) -> list[Scores]:
     """Score every predictor on every split; latency is measured once per predictor on the first split."""
+    from llmplan import progress
+
     rows: list[Scores] = []
     first = next(iter(splits))
-    for pr in predictors:
-        lat1 = lat32 = None
-        for name, ds in splits.items():
-            reqs = as_requests(ds)
-            pred = pr.predict(reqs)
-            s = score(pred.buckets, pred.lengths, ds.output_tokens, edges, pr.name, name)
-            if name == first and latency_n:
-                lat1 = measure_latency(pr, reqs, 1, n=min(latency_n, 32))
-                lat32 = measure_latency(pr, reqs, 32, n=latency_n)
-            s.latency_ms_b1, s.latency_ms_b32 = lat1, lat32
-            rows.append(s)
-            if confusion_png and pr is predictors[0] and name == first:
-                plot_confusion(
-                    ds.output_tokens, pred.buckets, edges, confusion_png, title=f"{pr.name} on {name}"
-                )
+    with progress.task("evaluate", total=len(predictors) * len(splits), unit="scores") as bar:
+        for pr in predictors:
+            lat1 = lat32 = None
+            for name, ds in splits.items():
+                bar.update(description=f"evaluate {pr.name} on {name}")
+                reqs = as_requests(ds)
+                pred = pr.predict(reqs)
+                s = score(pred.buckets, pred.lengths, ds.output_tokens, edges, pr.name, name)
+                if name == first and latency_n:
+                    lat1 = measure_latency(pr, reqs, 1, n=min(latency_n, 32))
+                    lat32 = measure_latency(pr, reqs, 32, n=latency_n)
+                s.latency_ms_b1, s.latency_ms_b32 = lat1, lat32
+                rows.append(s)
+                if confusion_png and pr is predictors[0] and name == first:
+                    plot_confusion(
+                        ds.output_tokens, pred.buckets, edges, confusion_png, title=f"{pr.name} on {name}"
+                    )
+                bar.advance()
     return rows
 
 

@@ -12,6 +12,7 @@ import random
 import shutil
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,27 +65,6 @@ def encode(tok: Any, texts: Sequence[str], max_length: int) -> dict[str, torch.T
         input_ids[i, : len(ids)] = torch.tensor(ids)
         mask[i, : len(ids)] = 1
     return {"input_ids": input_ids, "attention_mask": mask, "n_tokens": n_tokens}
-
-
-def _progress():
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.3f}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        transient=False,
-    )
 
 
 def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -147,10 +127,12 @@ def _fit(
     t_start = time.monotonic()
     stopped_early = False
     model.train()
-    progress = _progress() if show_progress else None
-    if progress:
-        progress.start()
-    task = progress.add_task(desc, total=total, completed=done, loss=float("nan")) if progress else None
+    from llmplan import progress as _progress
+
+    bar_ctx = _progress.task(desc, total=total, unit="steps") if show_progress else nullcontext(None)
+    bar = bar_ctx.__enter__()
+    if bar is not None:
+        bar.update(completed=done)
     try:
         for epoch in range(start_epoch, tcfg.epochs):
             order = _epoch_order(n, tcfg.seed, epoch)
@@ -170,8 +152,8 @@ def _fit(
                 opt.step()
                 done += 1
                 losses.append(float(loss.detach()))
-                if progress:
-                    progress.update(task, advance=1, loss=float(np.mean(losses[-20:])))
+                if bar is not None:
+                    bar.update(completed=done, description=f"{desc} loss {np.mean(losses[-20:]):.3f}")
                 at_epoch_end = step + 1 == steps_per_epoch
                 if done % tcfg.checkpoint_steps == 0 or at_epoch_end or done >= total:
                     nxt = (
@@ -185,8 +167,7 @@ def _fit(
                     _save_checkpoint(ckpt, model, cfg, opt, {"epoch": epoch, "step": step, "done": done})
                 break
     finally:
-        if progress:
-            progress.stop()
+        bar_ctx.__exit__(None, None, None)
     model.eval()
     return {
         "steps": done,

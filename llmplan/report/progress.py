@@ -1,41 +1,31 @@
-"""A rich progress display with one bar per run (policy, sweep point, live replay)."""
+"""Progress for bench runs: one line per run (policy, sweep point, live replay), on stderr.
+
+Built on :mod:`llmplan.progress`, so it is drawn only on a terminal and never with
+``--quiet`` or ``--json``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from typing import Any
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-
+from llmplan import progress
 from llmplan.report.runner import OnProgress
 
 
 @contextmanager
-def bench_progress(console: Console) -> Iterator[OnProgress]:
-    progress = Progress(
-        TextColumn("[bold]{task.description:<18}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("requests"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
-    tasks: dict[str, int] = {}
+def bench_progress(console: Any = None) -> Iterator[OnProgress]:
+    """``on_progress(label, done, total)`` for :func:`llmplan.report.runner.run_bench`.
 
-    def update(label: str, done: int, total: int) -> None:
-        if label not in tasks:
-            tasks[label] = progress.add_task(label, total=total)
-        progress.update(tasks[label], completed=done, total=total)
+    ``console`` is accepted for callers of the old signature; the display always goes to stderr.
+    """
+    with ExitStack() as stack:
+        tasks: dict[str, progress.Task] = {}
 
-    with progress:
+        def update(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = stack.enter_context(progress.task(f"{label:<18}", total, unit="requests"))
+            tasks[label].update(completed=done, total=total)
+
         yield update

@@ -182,8 +182,8 @@ def _sharegpt_counts(scan: sharegpt.ShareGPTScan, tokenizer: str) -> tuple[np.nd
     except (OSError, ValueError, KeyError):
         pass
     counter = sharegpt.TokenCounter(tokenizer)
-    p = counter.count([q for q, _ in scan.pairs])
-    o = counter.count([a for _, a in scan.pairs])
+    p = counter.count([q for q, _ in scan.pairs], what="prompts")
+    o = counter.count([a for _, a in scan.pairs], what="replies")
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(cache, json.dumps({"prompt": p, "output": o, "label": counter.label}))
@@ -194,7 +194,10 @@ def _sharegpt_counts(scan: sharegpt.ShareGPTScan, tokenizer: str) -> tuple[np.nd
 
 def _load_sharegpt(spec: str, opt: dict[str, Any], *, seed: int, **shaping: Any) -> Workload:
     limit = opt["n"] if shaping["max_requests"] is None else shaping["max_requests"]
-    scan = sharegpt.scan(limit=None if shaping["window"] is not None else limit)
+    from llmplan import progress
+
+    with progress.task("reading ShareGPT"):
+        scan = sharegpt.scan(limit=None if shaping["window"] is not None else limit)
     if not scan.pairs:
         raise LlmplanError(f"{scan.path}: no usable first-turn (human, gpt) pairs were recovered")
     p, o, label = _sharegpt_counts(scan, opt["tokenizer"])

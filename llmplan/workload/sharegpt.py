@@ -136,7 +136,18 @@ class TokenCounter:
         else:
             raise LlmplanError(f"unknown tokenizer {name!r}; use llama3 or mistral")
 
-    def count(self, texts: list[str]) -> list[int]:
-        if self.name == "llama3":
-            return [len(e.ids) for e in self._tok.encode_batch(texts, add_special_tokens=False)]
-        return [len(self._tok.encode(t, bos=False, eos=False)) for t in texts]
+    def count(self, texts: list[str], *, what: str = "texts") -> list[int]:
+        """Token counts of ``texts``, with a progress line (on a terminal) for long lists."""
+        from llmplan import progress
+
+        out: list[int] = []
+        chunk = 1024
+        with progress.task(f"counting tokens of {what} ({self.name})", total=len(texts), unit=what) as bar:
+            for s in range(0, len(texts), chunk):
+                part = texts[s : s + chunk]
+                if self.name == "llama3":
+                    out += [len(e.ids) for e in self._tok.encode_batch(part, add_special_tokens=False)]
+                else:
+                    out += [len(self._tok.encode(t, bos=False, eos=False)) for t in part]
+                bar.advance(len(part))
+        return out

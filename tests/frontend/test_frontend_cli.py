@@ -95,6 +95,7 @@ def _free_port_run(n: int) -> int:
     raise RuntimeError(f"no run of {n} free ports in 20000-32767")
 
 
+@pytest.mark.slow  # > 5 s on 2 cores (pytest --durations)
 def test_two_builtin_instances_serve_then_sigterm_stops_everything(tmp_path):
     port = _free_port_run(3)  # front end, then --base-port's two backends
     proc = subprocess.Popen(

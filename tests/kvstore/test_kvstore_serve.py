@@ -157,6 +157,7 @@ def test_preempted_requests_recompute_over_a_memory_only_store_with_identical_ou
     assert got == want
 
 
+@pytest.mark.slow  # > 5 s on 2 cores (pytest --durations)
 def test_different_models_sharing_a_directory_never_read_each_others_blocks(tmp_path):
     with running_server(_engine(kv_store=str(tmp_path))) as url:
         _complete(url, PROMPT_A)
@@ -215,6 +216,7 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
+@pytest.mark.slow  # > 5 s on 2 cores (pytest --durations)
 def test_two_server_processes_share_one_store_directory(tmp_path, reference):
     store = tmp_path / "kv"
     ports = free_port(), free_port()

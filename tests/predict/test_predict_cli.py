@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from llmplan.cli.app import app
@@ -11,6 +12,7 @@ from llmplan.cli.app import app
 from .synthetic_len import synthetic
 
 
+@pytest.mark.slow  # > 5 s on 2 cores (pytest --durations)
 def test_cli_train_eval_query_update(tmp_path) -> None:
     data = tmp_path / "d.jsonl"
     data.write_text(

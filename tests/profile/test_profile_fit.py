@@ -94,6 +94,12 @@ def test_fit_cli_writes_report_and_elbow(tmp_path) -> None:
     assert r.exit_code == 0, r.output
     row = json.loads(r.output)[0]
     assert row["lang"] == "zh" and row["task"] == "generation" and row["max_mem_mb"] > 0
+    # The table form keeps its "[task/lang in=... cluster N]" prefix (it is text, not rich markup).
+    r = CliRunner().invoke(
+        app, ["profile", "predict", "Summarize [this]: a b c", "--profile", str(tmp_path / "out")]
+    )
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("[summarization/en in=") and "Summarize [this]: a b c" in r.output
 
 
 def test_bad_inputs(tmp_path) -> None:

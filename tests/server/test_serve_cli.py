@@ -38,6 +38,7 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 90.0) -> 
     raise AssertionError("server did not become healthy")
 
 
+@pytest.mark.slow  # > 5 s on 2 cores (pytest --durations)
 def test_cli_serve_openai_stream_then_sigterm_drains_and_exits_0():
     port = free_port()
     url = f"http://127.0.0.1:{port}"

@@ -7,6 +7,7 @@ import time
 from collections import Counter
 
 import httpx
+import pytest
 from server_harness import metric, wait_until
 
 N = 500
@@ -28,6 +29,7 @@ async def _one(client: httpx.AsyncClient, url: str, i: int) -> tuple[str, object
     return str(r.status_code), (r.json(), dict(r.headers))
 
 
+@pytest.mark.slow  # > 5 s on 2 cores (pytest --durations)
 def test_500_concurrent_requests_all_accounted_for(server, tiny_engine):
     ok0 = metric(server, "llmplan_e2e_seconds_count")
     rejected0 = _rejected(server)
