@@ -136,6 +136,22 @@ def register(app: typer.Typer) -> None:
         log_level: str = typer.Option(
             "info", "--log-level", help="debug, info, warning or error.", rich_help_panel="Server"
         ),
+        api_key: str | None = typer.Option(
+            None, "--api-key", envvar=["LLMPLAN_API_KEY", "VLLM_API_KEY"], show_envvar=True,
+            help="Require 'Authorization: Bearer KEY' on /v1/* and /admin/* (401 otherwise); /health "
+            "and /metrics stay open. A front end hands the key to its backends.",
+            rich_help_panel="Server",
+        ),
+        enable_admin: bool = typer.Option(
+            False, "--enable-admin", help="Serve /admin/* (live migration); needs --api-key off 127.0.0.1.",
+            rich_help_panel="Server",
+        ),
+        protect_metrics: bool = typer.Option(
+            False, "--protect-metrics", help="/metrics needs the API key too.", rich_help_panel="Server"
+        ),
+        max_request_mb: float = typer.Option(
+            8.0, "--max-request-mb", help="Largest request body in MiB (413 above).", rich_help_panel="Server"
+        ),
         threads: int | None = typer.Option(
             None,
             "--threads",
@@ -300,6 +316,7 @@ def register(app: typer.Typer) -> None:
         import logging
 
         kv_store_args = _kv_store_args(kv_store, kv_store_memory_mb, kv_store_disk_gb)
+        guard = _guard(host, api_key, enable_admin, protect_metrics, max_request_mb)
         _check_workers(workers, layer_split, migration_controller,
                        engine_kind != "builtin" or instances > 1 or pd is not None)
         if engine_kind != "builtin" or instances > 1 or pd is not None:
@@ -323,6 +340,7 @@ def register(app: typer.Typer) -> None:
                 log_dir=log_dir,
                 dry_run=dry_run,
                 pd=pd,
+                guard=guard,
                 builtin_args=[
                     "--scheduler",
                     scheduler,
@@ -345,6 +363,10 @@ def register(app: typer.Typer) -> None:
                     *(["--max-model-len", str(max_model_len)] if max_model_len else []),
                     *(["--served-model-name", served_model_name] if served_model_name else []),
                     *(["--threads", str(threads)] if threads else []),
+                    *(["--enable-admin"] if enable_admin else []),
+                    *(["--protect-metrics"] if protect_metrics else []),
+                    "--max-request-mb",
+                    str(max_request_mb),
                     *kv_store_args[2:],  # the tier flags; --kv-store itself goes as kv_store=
                 ],
                 kv_store=Path(kv_store_args[1]) if kv_store_args else None,
@@ -412,8 +434,26 @@ def register(app: typer.Typer) -> None:
                 drain_timeout_s=drain_timeout,
                 log_level=log_level.lower(),
                 access_log=access_log,
+                guard=guard,
             ),
         )
+
+
+def _guard(host: str, api_key: str | None, enable_admin: bool, protect_metrics: bool, max_request_mb: float):
+    """The server's API key, admin switch and body limit, checked (llmplan.runtime.server.guard)."""
+    import math
+
+    from llmplan.errors import LlmplanError
+    from llmplan.runtime.server.guard import GuardConfig, check_exposure
+
+    if not (math.isfinite(max_request_mb) and 0 < max_request_mb <= 1024):
+        raise LlmplanError(f"--max-request-mb must be in (0, 1024] (got {max_request_mb})")
+    if protect_metrics and api_key is None:
+        raise LlmplanError("--protect-metrics needs --api-key KEY (or LLMPLAN_API_KEY)")
+    cfg = GuardConfig(api_key=api_key, protect_metrics=protect_metrics, enable_admin=enable_admin,
+                      max_body_bytes=int(max_request_mb * (1 << 20)))
+    check_exposure(host, cfg)
+    return cfg
 
 
 def _kv_store_args(kv_store: str | None, memory_mb: int | None, disk_gb: float | None = None) -> list[str]:
@@ -475,6 +515,7 @@ def _serve_deployment(
     builtin_args: list[str],
     pd: str | None = None,
     kv_store: Path | None = None,
+    guard=None,  # noqa: ANN001 - GuardConfig, imported lazily
 ) -> None:
     """Several backends behind llmplan's front end: vLLM from a plan, or N built-in servers."""
     from rich.markup import escape
@@ -499,7 +540,7 @@ def _serve_deployment(
         specs = vllm_specs(
             plan,
             str(model) if model else None,
-            host=host,
+            host="127.0.0.1",  # backends are reached through the front end only
             base_port=first,
             connector=connector,
             served_model_name=served_model_name,
@@ -512,7 +553,7 @@ def _serve_deployment(
         split, kv_store, pd_note = _pd_split(pd, instances, kv_store, dry_run)
         specs = builtin_specs(
             instances,
-            host=host,
+            host="127.0.0.1",  # backends are reached through the front end only
             base_port=first,
             dummy_weights=dummy_weights,
             model=str(model) if model else None,
@@ -544,6 +585,7 @@ def _serve_deployment(
         health_timeout_s=health_timeout,
         max_restarts=max_restarts,
         pd_handoff="store" if engine_kind == "builtin" else "connector",
+        **({"guard": guard} if guard is not None else {}),
     )
     console.print(f"starting {len(specs)} backend(s); logs in {log_dir}/", highlight=False)
     if pd_note:

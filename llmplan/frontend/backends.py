@@ -79,6 +79,8 @@ class BackendPool:
         self.on_health_change = on_health_change
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
+        # Sent with every poll (the backends' API key, for a /metrics that needs it).
+        self.headers: dict[str, str] = {}
 
     # -- routing ------------------------------------------------------------------------
     def _live(self) -> list[Backend]:
@@ -175,7 +177,7 @@ class BackendPool:
 
     # -- health polling -----------------------------------------------------------------
     async def start(self) -> None:
-        self._client = httpx.AsyncClient(timeout=2.0)
+        self._client = httpx.AsyncClient(timeout=2.0, headers=self.headers)
         self._task = asyncio.create_task(self._poll())
 
     async def close(self) -> None:

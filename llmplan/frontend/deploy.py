@@ -14,7 +14,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
@@ -25,6 +25,7 @@ from llmplan.frontend.pd import get_handoff
 from llmplan.frontend.proxy import Frontend, build_app
 from llmplan.frontend.supervisor import InstanceSpec, Supervisor, SupervisorEvent
 from llmplan.routing import get_router
+from llmplan.runtime.server.guard import GuardConfig, uvicorn_options
 
 log = logging.getLogger("llmplan.frontend")
 
@@ -45,6 +46,8 @@ class DeployConfig:
     # for vLLM, "store" for built-in instances sharing a global KV store.
     pd_handoff: str = "connector"
     no_backend_timeout_s: float = 30.0
+    # The front end's API key (its backends get it too), body limit and connection clocks.
+    guard: GuardConfig = field(default_factory=GuardConfig)
 
 
 def backends_for(specs: list[InstanceSpec], max_inflight: int) -> list[Backend]:
@@ -91,6 +94,11 @@ async def serve_deployment(
         if on_event is not None:
             on_event(event)
 
+    check_ports(specs, cfg)
+    if cfg.guard.api_key is not None:
+        for spec in specs:  # the environment, not argv: `ps` shows argv to every user
+            spec.env.setdefault("LLMPLAN_API_KEY", cfg.guard.api_key)
+            spec.env.setdefault("VLLM_API_KEY", cfg.guard.api_key)
     sup = Supervisor(
         specs,
         log_dir=cfg.log_dir,
@@ -108,10 +116,12 @@ async def serve_deployment(
             max_retries=cfg.max_retries,
             no_backend_timeout_s=cfg.no_backend_timeout_s,
             handoff=get_handoff(cfg.pd_handoff),
+            backend_api_key=cfg.guard.api_key,
         )
         frontend_ref["fe"] = fe
         server = uvicorn.Server(
-            uvicorn.Config(build_app(fe), host=cfg.host, port=cfg.port, log_level="warning")
+            uvicorn.Config(build_app(fe, cfg.guard), host=cfg.host, port=cfg.port, log_level="warning",
+                           **uvicorn_options(cfg.guard))
         )
         # uvicorn installs its own SIGINT/SIGTERM handlers that set should_exit; we only
         # need to stop the instances once it returns.
@@ -128,6 +138,22 @@ async def serve_deployment(
         await serve_task
     finally:
         await sup.stop()
+
+
+def check_ports(specs: list[InstanceSpec], cfg: DeployConfig) -> None:
+    """Refuse to start when a port of the deployment is already held: by backends an earlier
+    front end left behind, say, which would answer our health checks while our own backends
+    crash-loop on "address in use"."""
+    from llmplan.errors import LlmplanError
+    from llmplan.runtime.server.run import port_is_free
+
+    wanted = [("the front end", cfg.host, cfg.port)] + [(f"instance {s.name}", s.host, s.port) for s in specs]
+    for what, host, port in wanted:
+        if not port_is_free(host, port):
+            raise LlmplanError(
+                f"port {port} on {host} (for {what}) is held by a process this front end did not start; "
+                "stop it (backends of an earlier front end?) or pick another --port / --base-port"
+            )
 
 
 def run(specs: list[InstanceSpec], cfg: DeployConfig, **kw: object) -> None:

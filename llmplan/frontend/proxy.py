@@ -33,6 +33,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from llmplan.frontend.admission import AdmissionQueue, AdmissionQueueFull
 from llmplan.frontend.backends import Backend, BackendPool
 from llmplan.frontend.pd import ConnectorHandoff, KvHandoff
+from llmplan.runtime.server.guard import GuardConfig, install_guard
 from llmplan.workload.types import RequestSpec
 
 _RETRYABLE = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
@@ -133,8 +134,12 @@ class Frontend:
         request_timeout_s: float = 600.0,
         no_backend_timeout_s: float = 30.0,
         handoff: KvHandoff | None = None,
+        backend_api_key: str | None = None,
     ) -> None:
         self.pool = pool
+        # The backends' key (they get the front end's own): sent on every call to them.
+        self._auth = {"Authorization": f"Bearer {backend_api_key}"} if backend_api_key else {}
+        pool.headers.update(self._auth)
         self.handoff: KvHandoff = handoff if handoff is not None else ConnectorHandoff()
         self.admission = admission if admission is not None else AdmissionQueue()
         self.max_retries = max_retries
@@ -147,7 +152,8 @@ class Frontend:
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.request_timeout_s, connect=5.0))
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.request_timeout_s, connect=5.0),
+                                         headers=self._auth)
         await self.pool.start()
 
     async def close(self) -> None:
@@ -473,7 +479,8 @@ def _sse_error(status: int, message: str) -> bytes:
     return b"data: " + json.dumps(err).encode() + b"\n\n"
 
 
-def build_app(frontend: Frontend) -> FastAPI:
+def build_app(frontend: Frontend, guard: GuardConfig | None = None) -> FastAPI:
+    """The front end's app; ``guard`` sets its API key and request limits (as ``llmplan serve``)."""
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await frontend.start()
@@ -483,10 +490,13 @@ def build_app(frontend: Frontend) -> FastAPI:
             await frontend.close()
 
     app = FastAPI(title="llmplan front end", lifespan=lifespan)
+    install_guard(app, guard if guard is not None else GuardConfig())
 
     async def _parse(request: Request) -> dict[str, Any] | JSONResponse:
+        raw = await request.body()
         try:
-            body = await request.json()
+            # A large body is parsed off the event loop, which streams every other request.
+            body = json.loads(raw) if len(raw) < 1 << 16 else await asyncio.to_thread(json.loads, raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
             return _error(400, "request body is not valid JSON; send a JSON object", "body")
         if not isinstance(body, dict):

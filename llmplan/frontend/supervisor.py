@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,6 +59,29 @@ class InstanceState:
     last_exit_code: int | None = None
     log_path: Path | None = None
     proc: asyncio.subprocess.Process | None = None
+
+
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child receive SIGTERM when its parent dies (Linux's
+    PR_SET_PDEATHSIG), so a front end killed with SIGKILL leaves no backend behind. The
+    backends drain on SIGTERM; their clients (the front end's connections) are gone anyway."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def set_death_signal() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl: nobody would send it
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return set_death_signal
 
 
 def _tail(path: Path | None, lines: int = 5) -> str:
@@ -122,6 +146,8 @@ class Supervisor:
                 env={**os.environ, **st.spec.env},
                 # Own process group: stopping the instance stops its workers too.
                 start_new_session=True,
+                # ... and it dies with this process, even on SIGKILL.
+                preexec_fn=_die_with_parent(os.getpid()),
             )
         except FileNotFoundError as exc:
             raise LlmplanError(

@@ -49,7 +49,7 @@ def test_real_serve_with_two_workers_drains_on_sigterm_and_stops_its_workers():
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "llmplan.cli.app", "serve", "--dummy-weights", "llama-tiny", "--workers", "2",
-         "--num-kv-blocks", "64", "--port", str(port)],
+         "--num-kv-blocks", "64", "--port", str(port), "--enable-admin"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )

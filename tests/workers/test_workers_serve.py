@@ -17,6 +17,8 @@ import httpx
 import pytest
 from server_harness import metric, running_server, wait_until
 
+from llmplan.runtime.server.guard import GuardConfig
+
 pytestmark = pytest.mark.slow
 
 _rng = random.Random(7)
@@ -102,7 +104,7 @@ def pipe():
     engine = build_engine(dummy_weights="llama-tiny", num_kv_blocks=128, max_num_seqs=16, workers=2)
     executor = engine.engine.executor
     assert executor.ranges == [(0, 2), (2, 4)]
-    with running_server(engine) as url:
+    with running_server(engine, guard=GuardConfig(enable_admin=True)) as url:
         yield url, executor
     assert not any(_alive(pid) for pid in executor.worker_pids), "workers must stop with the server"
 

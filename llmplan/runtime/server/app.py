@@ -7,12 +7,14 @@ a test engine or a remote adapter all serve the same API.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -20,6 +22,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from llmplan.runtime.engine.api import AsyncEngine, GenerateRequest
 from llmplan.runtime.server.chat import has_chat_template, render_chat
 from llmplan.runtime.server.errors import APIError, error_body, install_error_handlers, parse_body
+from llmplan.runtime.server.guard import GuardConfig, install_guard
 from llmplan.runtime.server.metrics import CONTENT_TYPE, ServerMetrics
 from llmplan.runtime.server.protocol import (
     ChatCompletionRequest,
@@ -30,6 +33,8 @@ from llmplan.runtime.server.protocol import (
 from llmplan.runtime.server.session import RequestSession
 from llmplan.runtime.server.sse import DONE, sse
 from llmplan.workload.types import SLO
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -84,11 +89,42 @@ def _tokenize(state: ServerState, prompt: str | list[int], add_bos: bool) -> tup
     return list(prompt), None
 
 
+# Prompts above this many characters (or token ids) are tokenized on a small thread pool of
+# their own, so a huge prompt never stalls the event loop (every other stream) while it is
+# tokenized, and never occupies the threads that small prompts would wait for.
+_INLINE_PROMPT = 1 << 15
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _prompt_size(prompt: object) -> int:
+    return len(prompt) if isinstance(prompt, str | list) else 0
+
+
+async def _off_loop(size: int, fn: Callable[..., T], *args: Any) -> T:
+    global _POOL
+    if size <= _INLINE_PROMPT:
+        return fn(*args)
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="llmplan-tokenize")
+    return await asyncio.get_running_loop().run_in_executor(_POOL, lambda: fn(*args))
+
+
+def _chat_ids(engine: AsyncEngine, messages: list[dict[str, str]], add_generation_prompt: bool
+              ) -> tuple[str, list[int]]:
+    text = render_chat(engine.tokenizer, messages, add_generation_prompt)
+    # A real chat template writes BOS into the text itself; the plain one does not.
+    return text, _encode(engine, text, add_bos=not has_chat_template(engine.tokenizer))
+
+
 def _slo(body: CompletionRequest | ChatCompletionRequest) -> SLO:
     return SLO(ttft_s=body.slo_ttft_s, tpot_s=body.slo_tpot_s, e2e_s=body.slo_e2e_s)
 
 
-def create_app(engine: AsyncEngine, *, served_model_name: str | None = None) -> FastAPI:
+def create_app(
+    engine: AsyncEngine, *, served_model_name: str | None = None, guard: GuardConfig | None = None
+) -> FastAPI:
+    """The app; ``guard`` sets its API key, admin switch and request limits (defaults: no key,
+    admin endpoints off, 8 MiB bodies)."""
     state = ServerState(
         engine=engine,
         model_name=served_model_name or engine.model_name,
@@ -117,6 +153,7 @@ def create_app(engine: AsyncEngine, *, served_model_name: str | None = None) -> 
     from llmplan.runtime.workers.admin import install_admin
 
     install_admin(app, engine)
+    install_guard(app, guard if guard is not None else GuardConfig())
 
     @app.get("/health")
     async def health() -> Response:
@@ -151,7 +188,9 @@ def create_app(engine: AsyncEngine, *, served_model_name: str | None = None) -> 
             body = parse_body(CompletionRequest, await raw.body())
             body.check_supported()
             state.check_model(body.model)
-            ids, text = _tokenize(state, body.single_prompt(), body.add_special_tokens)
+            prompt = body.single_prompt()
+            add_bos = body.add_special_tokens
+            ids, text = await _off_loop(_prompt_size(prompt), _tokenize, state, prompt, add_bos)
             max_tokens = resolve_max_tokens(body.max_tokens, len(ids), engine.max_model_len, "max_tokens")
         except APIError:
             state.metrics.outcome("bad_request")
@@ -188,9 +227,8 @@ def create_app(engine: AsyncEngine, *, served_model_name: str | None = None) -> 
             body.check_supported()
             state.check_model(body.model)
             messages = body.plain_messages()
-            text = render_chat(engine.tokenizer, messages, body.add_generation_prompt)
-            # A real chat template writes BOS into the text itself; the plain one does not.
-            ids = _encode(engine, text, add_bos=not has_chat_template(engine.tokenizer))
+            size = sum(len(m["content"]) for m in messages)
+            text, ids = await _off_loop(size, _chat_ids, engine, messages, body.add_generation_prompt)
             field = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
             max_tokens = resolve_max_tokens(
                 body.requested_max_tokens(), len(ids), engine.max_model_len, field

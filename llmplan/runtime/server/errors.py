@@ -20,6 +20,7 @@ M = TypeVar("M", bound=BaseModel)
 
 _TYPES = {
     400: "invalid_request_error",
+    401: "authentication_error",
     404: "not_found_error",
     405: "invalid_request_error",
     413: "invalid_request_error",

@@ -12,13 +12,14 @@ import logging
 import signal
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 
 import uvicorn
 
 from llmplan.runtime.engine.api import AsyncEngine
 from llmplan.runtime.server.app import create_app, state_of
+from llmplan.runtime.server.guard import GuardConfig, uvicorn_options
 
 log = logging.getLogger("llmplan.serve")
 
@@ -32,6 +33,8 @@ class ServeOptions:
     drain_timeout_s: float | None = 600.0
     log_level: str = "info"
     access_log: bool = False
+    # API key, admin switch, body size and connection clocks (llmplan.runtime.server.guard).
+    guard: GuardConfig = field(default_factory=GuardConfig)
 
 
 class _DrainingServer(uvicorn.Server):
@@ -50,7 +53,7 @@ class _DrainingServer(uvicorn.Server):
 
 
 def build_server(engine: AsyncEngine, opts: ServeOptions) -> uvicorn.Server:
-    app = create_app(engine, served_model_name=opts.served_model_name)
+    app = create_app(engine, served_model_name=opts.served_model_name, guard=opts.guard)
     state = state_of(app)
 
     def mark_draining() -> None:
@@ -66,6 +69,7 @@ def build_server(engine: AsyncEngine, opts: ServeOptions) -> uvicorn.Server:
         # A 500-request burst must queue in the kernel rather than be refused at connect.
         backlog=4096,
         lifespan="on",
+        **uvicorn_options(opts.guard),
     )
     return _DrainingServer(config, mark_draining)
 
