@@ -125,9 +125,16 @@ def build_model(cfg: ModelConfig, adapter_dir: Path | None = None) -> LengthClas
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
-    base = AutoModel.from_pretrained(cfg.base_model)
+    # Weights load from safetensors only: a pickled checkpoint (pytorch_model.bin, adapter_model.bin)
+    # can run code when loaded, and a predictor directory is user data.
+    base = AutoModel.from_pretrained(cfg.base_model, use_safetensors=True)
     model_type = getattr(base.config, "model_type", "")
     if adapter_dir is not None:
+        if not (Path(adapter_dir) / "adapter_model.safetensors").is_file():
+            raise LlmplanError(
+                f"{adapter_dir} has no adapter_model.safetensors (pickled .bin adapters are not loaded); "
+                "re-train with `llmplan predict train --out DIR`"
+            )
         encoder = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=True)
     else:
         encoder = get_peft_model(base, _lora_config(cfg, model_type))
@@ -156,8 +163,14 @@ def load_model(path: Path) -> tuple[LengthClassifier, ModelConfig, dict[str, Any
             f"{path} is not a saved length predictor (no config.json/head.safetensors); "
             "train one with `llmplan predict train --out DIR`"
         )
-    meta = json.loads(meta_path.read_text())
-    cfg = ModelConfig.from_json(meta.pop("model"))
+    from llmplan.validate import read_json
+
+    fix = "re-train it with `llmplan predict train --out DIR`"
+    meta = read_json(meta_path, "predictor config", fix)
+    try:
+        cfg = ModelConfig.from_json(meta.pop("model"))
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise LlmplanError(f"{meta_path} is not a length predictor's config ({exc!r}); {fix}") from None
     if not Path(cfg.base_model).joinpath("config.json").is_file():
         cfg.base_model = str(
             resolve_base_model(None if "minilm" in cfg.base_model.lower() else cfg.base_model)

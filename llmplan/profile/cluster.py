@@ -36,6 +36,57 @@ def _matrix(df: pd.DataFrame, scaler: Scaler) -> np.ndarray:
     return np.hstack([num.astype(object), cat])
 
 
+@dataclass(slots=True)
+class Prototypes:
+    """A fitted K-Prototypes model reduced to what assignment needs: the prototypes and gamma.
+
+    ``predict`` is kmodes' own rule (squared Euclidean distance on the numeric part plus ``gamma``
+    x mismatched categories, the first cluster on ties), so a profiler saved as JSON and loaded
+    back assigns exactly as the kmodes object it came from, without pickling that object.
+    """
+
+    numeric: np.ndarray  # (k, n_numeric), in scaled units
+    categorical: list[list[str]]  # k rows of category labels
+    gamma: float
+
+    @classmethod
+    def from_kmodes(cls, model) -> Prototypes:
+        cents = np.asarray(model.cluster_centroids_, dtype=object)
+        n_cat = len(CATEGORICAL)
+        n_num = cents.shape[1] - n_cat
+        return cls(
+            np.asarray(cents[:, :n_num], dtype=float),
+            [[str(v) for v in row[n_num:]] for row in cents],
+            float(model.gamma),
+        )
+
+    @property
+    def cluster_centroids_(self) -> list[list]:
+        return [[*self.numeric[c].tolist(), *self.categorical[c]] for c in range(len(self.categorical))]
+
+    def predict(self, x: np.ndarray, categorical: list[int]) -> np.ndarray:
+        num_cols = [i for i in range(x.shape[1]) if i not in set(categorical)]
+        num = np.asarray(x[:, num_cols], dtype=float)
+        cat = np.asarray(x[:, categorical]).astype(str)
+        d_num = ((num[:, None, :] - self.numeric[None, :, :]) ** 2).sum(axis=2)
+        protos = np.asarray(self.categorical, dtype=str)
+        d_cat = (cat[:, None, :] != protos[None, :, :]).sum(axis=2)
+        return np.argmin(d_num + self.gamma * d_cat, axis=1)
+
+    def to_dict(self) -> dict:
+        return {"numeric": self.numeric.tolist(), "categorical": self.categorical, "gamma": self.gamma}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Prototypes:
+        numeric = np.asarray(d["numeric"], dtype=float)
+        categorical = [[str(v) for v in row] for row in d["categorical"]]
+        if numeric.ndim != 2 or len(categorical) != numeric.shape[0] or not np.isfinite(numeric).all():
+            raise ValueError("prototypes: numeric and categorical rows disagree or are not finite")
+        if any(len(row) != len(CATEGORICAL) for row in categorical):
+            raise ValueError(f"prototypes: each categorical row needs {len(CATEGORICAL)} labels")
+        return cls(numeric, categorical, float(d["gamma"]))
+
+
 def fit_scaler(df: pd.DataFrame) -> Scaler:
     x = numeric_matrix(df)
     return Scaler(x.mean(axis=0), np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0))

@@ -8,7 +8,6 @@ trained on all rows for comparison. ``predict`` assigns a cluster and uses that 
 from __future__ import annotations
 
 import json
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from llmplan.errors import LlmplanError
+from llmplan.fileio import write_text_atomic
 from llmplan.profile import cluster as kp
 from llmplan.profile.features import CATEGORICAL, METRICS, NUMERIC, design_matrix
 from llmplan.profile.regress import MIN_CLUSTER_FOR_OWN_MODEL, Selected, select, within
@@ -67,8 +67,10 @@ class ResourceProfiler:
             costs = kp.elbow(df, ks, scaler, gamma, seed)
             k = kp.pick_elbow(ks, costs)
             elbow = {"k": ks, "cost": costs, "chosen": k}
-        clusterer = kp.kprototypes(df, k, scaler, gamma, seed)
-        labels = np.asarray(clusterer.labels_)
+        fitted = kp.kprototypes(df, k, scaler, gamma, seed)
+        labels = np.asarray(fitted.labels_)
+        # Keep only the prototypes (what assignment needs): the profiler saves as plain JSON.
+        clusterer = kp.Prototypes.from_kmodes(fitted)
         x = design_matrix(df)
         global_models = {
             m: select(x, df[m].to_numpy(float), seed, n_estimators=n_estimators) for m in METRICS
@@ -161,30 +163,61 @@ class ResourceProfiler:
         return pd.DataFrame({m: self.global_models[m].predict(x) for m in METRICS})
 
     def save(self, path: str | Path) -> Path:
+        """Write the profiler as data, never as code: ``profiler.json`` (prototypes, scaler,
+        description, which model each cluster and metric uses) plus one file per fitted model in
+        ``models/``: scikit-learn models in skops format, LightGBM boosters in LightGBM's text
+        format. ``load`` reads these without unpickling anything."""
+        from llmplan.profile import persist
+
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        with (path / "profiler.pkl").open("wb") as fh:
-            pickle.dump(self, fh)
+        (path / persist.MODEL_DIR).mkdir(exist_ok=True)
+        files: dict[int, str] = {}  # id(model) -> file name: a global model shared by clusters is saved once
+
+        def entry(sel: Selected, key: str) -> dict[str, Any]:
+            if id(sel.model) not in files:
+                files[id(sel.model)] = persist.save_model(sel.model, path / persist.MODEL_DIR, key)
+            return {"name": sel.name, "cv_mape": sel.cv_mape, "file": files[id(sel.model)]}
+
+        doc = {
+            "format": persist.FORMAT,
+            "version": persist.VERSION,
+            "k": self.k,
+            "gamma": self.gamma,
+            "scaler": {"mean": self.scaler.mean.tolist(), "std": self.scaler.std.tolist()},
+            "prototypes": self.clusterer.to_dict(),
+            "memory_floor_mb": self.memory_floor_mb,
+            "global_models": {m: entry(sel, f"global-{m}") for m, sel in self.global_models.items()},
+            "models": {
+                str(c): {m: entry(sel, f"c{c}-{m}") for m, sel in per.items()}
+                for c, per in self.models.items()
+            },
+            "description": self.description,
+            "elbow": self.elbow,
+        }
+        write_text_atomic(path / persist.DOC, json.dumps(doc, indent=1, default=_json_default))
         (path / "clusters.json").write_text(
             json.dumps(
                 {"k": self.k, "gamma": self.gamma, "elbow": self.elbow, "clusters": self.description},
                 indent=2,
+                default=_json_default,
             )
         )
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> ResourceProfiler:
-        f = Path(path) / "profiler.pkl"
-        if not f.is_file():
-            raise LlmplanError(
-                f"{path} holds no fitted profiler; run `llmplan profile fit DATA.csv --out {path}`"
-            )
-        with f.open("rb") as fh:
-            obj = pickle.load(fh)  # noqa: S301 - our own artefact, written by save()
-        if not isinstance(obj, cls):
-            raise LlmplanError(f"{f} is not a llmplan resource profiler; refit it")
-        return obj
+        from llmplan.profile import persist
+
+        return persist.load_profiler(cls, Path(path))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 
 def compare(prof: ResourceProfiler, test: pd.DataFrame, tol: float = 0.10) -> list[dict[str, Any]]:
