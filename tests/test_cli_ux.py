@@ -9,6 +9,7 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -27,6 +28,17 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     )
 
 
+def _cli(*args: str, env: dict[str, str] | None = None) -> Any:
+    """The same command in-process (CliRunner: stdout and stderr are not terminals), cheaper than
+    a subprocess; COLUMNS unset unless given."""
+    from types import SimpleNamespace
+
+    res = CliRunner().invoke(app, list(args), env={"COLUMNS": None, "LINES": None, **(env or {})})
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        raise res.exception
+    return SimpleNamespace(returncode=res.exit_code, stdout=res.stdout, stderr=res.stderr)
+
+
 def test_piped_tables_are_not_cut_to_80_columns() -> None:
     out = _run("plan", "--model", "chatglm2-6b", "--topology", "preset:4x-rtx3090", "--mode", "HE")
     assert out.returncode == 0, out.stderr
@@ -40,7 +52,7 @@ def test_piped_tables_are_not_cut_to_80_columns() -> None:
 
 
 def test_explicit_columns_still_wins() -> None:
-    out = _run("plan", "--model", "chatglm2-6b", "--topology", "preset:4x-rtx3090", "--mode", "HE",
+    out = _cli("plan", "--model", "chatglm2-6b", "--topology", "preset:4x-rtx3090", "--mode", "HE",
                env={"COLUMNS": "60"})  # fmt: skip
     assert out.returncode == 0, out.stderr
     table = [line for line in out.stdout.splitlines() if line[:1] in "┏┃┡│└"]
@@ -83,7 +95,7 @@ def _caps(*args: str) -> tuple[dict[str, float], str]:
     """GPU -> power limit from `topology --json` with these --power-cap args, and stderr."""
     import json
 
-    out = _run("topology", "--source", "preset:4x-rtx3090", *args, "--json")
+    out = _cli("topology", "--source", "preset:4x-rtx3090", *args, "--json")
     assert out.returncode == 0, out.stderr
     gpus = json.loads(out.stdout)["gpus"]
     return {g["id"]: g["power_limit_w"] for g in gpus}, out.stderr
@@ -100,18 +112,27 @@ def test_power_cap_has_one_syntax_in_topology_and_plan() -> None:
     assert "deprecated: --power-cap 0:100 is the old spelling; write --power-cap 0=100" in err
     # plan takes the same syntax (it used to refuse 0=100).
     plan_args = ("plan", "--model", "chatglm2-6b", "--topology", "preset:4x-rtx3090", "--mode", "HE")
-    capped = _run(*plan_args, "--power-cap", "0=100")
+    capped = _cli(*plan_args, "--power-cap", "0=100")
     assert capped.returncode == 0, capped.stderr
     assert "│     0 │ GPU1 │" in capped.stdout  # GPU0 capped to 100 W: the next fastest takes the model
-    old_plan = _run(*plan_args, "--power-cap", "0:100")
+    old_plan = _cli(*plan_args, "--power-cap", "0:100")
     assert old_plan.stdout == capped.stdout and "deprecated:" in old_plan.stderr
 
 
 def test_bad_power_cap_is_one_line_exit_2() -> None:
-    for bad in ("0~100", "x=100", "0=-5"):
-        out = _run("plan", "--model", "chatglm2-6b", "--topology", "preset:4x-rtx3090", "--power-cap", bad)
-        assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
-        assert "--power-cap" in out.stderr and "e.g. --power-cap 0=250" in out.stderr
+    from llmplan.cli._flags import parse_power_caps
+    from llmplan.errors import LlmplanError
+
+    for bad in ("x=100", "0=-5", "0=", "=100"):
+        try:
+            parse_power_caps([bad])
+        except LlmplanError as exc:
+            assert "--power-cap" in str(exc) and "e.g. --power-cap 0=250" in str(exc)
+        else:
+            raise AssertionError(f"{bad!r} was accepted")
+    out = _run("plan", "--model", "chatglm2-6b", "--topology", "preset:4x-rtx3090", "--power-cap", "0~100")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "--power-cap '0~100'" in out.stderr and "e.g. --power-cap 0=250" in out.stderr
 
 
 def test_time_scale_is_the_old_spelling_of_rate_scale(tmp_path) -> None:
@@ -119,15 +140,15 @@ def test_time_scale_is_the_old_spelling_of_rate_scale(tmp_path) -> None:
     import json
 
     args = ("bench", "--trace", "synthetic:rate=4,n=30", "--policy", "fcfs", "--no-plots", "--json")
-    new = _run(*args, "--rate-scale", "2", "--out", str(tmp_path / "new"))
-    old = _run(*args, "--time-scale", "2", "--out", str(tmp_path / "old"))
+    new = _cli(*args, "--rate-scale", "2", "--out", str(tmp_path / "new"))
+    old = _cli(*args, "--time-scale", "2", "--out", str(tmp_path / "old"))
     assert new.returncode == old.returncode == 0, old.stderr
     assert "deprecated: --time-scale 2 is the old spelling; write --rate-scale 2" in old.stderr
     assert "deprecated" not in new.stderr
     wl_new, wl_old = json.loads(new.stdout)["workload"], json.loads(old.stdout)["workload"]
     assert wl_old["offered_rate_rps"] == wl_new["offered_rate_rps"]
     assert wl_old["meta"]["rate_scale"] == 2.0
-    assert "--time-scale" not in _run("bench", "--help", env={"COLUMNS": "200"}).stdout
+    assert "--time-scale" not in _cli("bench", "--help", env={"COLUMNS": "200"}).stdout
 
 
 def _bench_with_tty_stderr(tmp_path, *extra: str) -> tuple[int, str, str]:
@@ -157,6 +178,7 @@ def _bench_with_tty_stderr(tmp_path, *extra: str) -> tuple[int, str, str]:
     return rc, stdout, b"".join(chunks).decode(errors="replace")
 
 
+@pytest.mark.slow  # two bench subprocesses on a pseudo-terminal
 def test_progress_goes_to_a_terminal_stderr_with_an_eta(tmp_path) -> None:
     rc, stdout, tty = _bench_with_tty_stderr(tmp_path)
     assert rc == 0

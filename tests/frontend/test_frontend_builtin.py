@@ -18,6 +18,9 @@ from llmplan.frontend.launch import builtin_spec
 
 pytest.importorskip("openai")
 
+# Real multi-process deployments: the module fixture alone starts several engine processes.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):

@@ -28,6 +28,9 @@ from llmplan.errors import LlmplanError
 from llmplan.frontend.deploy import DeployConfig, builtin_specs, serve_deployment
 from llmplan.frontend.pd import parse_pd
 
+# Real multi-process deployments: the module fixture alone starts several engine processes.
+pytestmark = pytest.mark.slow
+
 BLOCK = 16
 ENGINE_ARGS = ["--threads", "1", "--num-kv-blocks", "256", "--block-size", str(BLOCK), "--seed", "0"]
 

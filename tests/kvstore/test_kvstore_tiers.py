@@ -238,6 +238,7 @@ for r in range(40):
 """
 
 
+@pytest.mark.slow  # several processes; > 3 s on 2 cores
 def test_processes_rewriting_and_evicting_one_directory_never_serve_a_torn_file(tmp_path):
     # Two processes rewrite the same blocks over and over (several servers prefilling the same
     # prompt at once), one also deleting some; this process reads them all the while.
