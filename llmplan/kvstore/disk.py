@@ -113,16 +113,32 @@ def decode(data: bytes | bytearray, key: Key) -> torch.Tensor:
     return torch.frombuffer(payload, dtype=torch.uint8).view(dtype).reshape(shape)
 
 
+def _warn_if_shared(root: Path) -> None:
+    """A store directory other users can write lets them poison every answer: say so."""
+    try:
+        mode = root.stat().st_mode
+    except OSError:
+        return
+    if mode & 0o022:
+        log.warning("KV store directory %s is writable by other users (mode %o); anyone who can write it "
+                    "can change what the model outputs: chmod 700 it", root, mode & 0o777)
+
+
 class DiskTier:
     def __init__(self, root: str | os.PathLike, capacity_bytes: int | None = None) -> None:
         self.root = Path(root)
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            # 0700: whoever can write this directory decides what the model attends to.
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as e:
             raise LlmplanError(
                 f"cannot create KV store directory {self.root}: {e}; pick a writable --kv-store directory"
             ) from e
+        _warn_if_shared(self.root)
         self.capacity_bytes = capacity_bytes
+        # (shape, dtype) every block of this store's model has; a file that decodes to anything
+        # else (another model's block under a colliding name, a forged file) is corrupt.
+        self.expect: tuple[tuple[int, ...], torch.dtype] | None = None
         self.used_bytes = 0
         self.corrupt_dropped = 0
         self.evictions = 0
@@ -207,7 +223,7 @@ class DiskTier:
         parts = encode_parts(key, t)
         size = sum(len(p) for p in parts)
         path = self.path(key)
-        path.parent.mkdir(exist_ok=True)
+        path.parent.mkdir(mode=0o700, exist_ok=True)
         tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}.{uuid.uuid4().hex[:8]}")
         try:
             with open(tmp, "wb") as f:
@@ -245,6 +261,10 @@ class DiskTier:
                 data = bytearray(os.fstat(f.fileno()).st_size)
                 n = f.readinto(data)
             t = decode(data if n == len(data) else data[:n], key)
+            if self.expect is not None and (tuple(t.shape), t.dtype) != self.expect:
+                shape, dtype = self.expect
+                raise ValueError(f"holds a {t.dtype} block of shape {tuple(t.shape)}; this model's blocks "
+                                 f"are {dtype} {shape}")
             self._learn(key, n)
             return t
         except FileNotFoundError:

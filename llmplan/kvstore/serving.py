@@ -294,6 +294,8 @@ class StoreExecutor(TorchExecutor):
         self.namespace = namespace
         self.pipe = LayerwisePrefill(store, model.input_device, prefetch_depth=prefetch_depth)
         self.step_runner = LayerwiseStep(model, kv, store, self.pipe, namespace)
+        k0 = kv.layer(model.layer_start)[0]
+        store.expect_blocks((2, *k0.shape[1:]), k0.dtype)  # [K|V, block_size, kv_heads, head_dim]
         self.stats = ServingStats()
         self._probe_keys: OrderedDict[int, tuple[int, list[bytes]]] = OrderedDict()
 

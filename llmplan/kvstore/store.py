@@ -145,6 +145,12 @@ class GlobalKVStore:
             s.disk_bytes = self.disk.used_bytes
         return s
 
+    def expect_blocks(self, shape: tuple[int, ...], dtype: torch.dtype) -> None:
+        """Every block of this store's model is ``shape``/``dtype``: a disk file that decodes to
+        anything else is dropped as corrupt (and counted) rather than loaded."""
+        if self.disk is not None:
+            self.disk.expect = (tuple(shape), dtype)
+
     def _check_layer(self, layer: int) -> None:
         if not 0 <= layer < self.num_layers:
             raise LlmplanError(f"layer {layer} is outside the store's 0..{self.num_layers - 1}")

@@ -67,9 +67,9 @@ def check_exposure(host: str, cfg: GuardConfig) -> None:
 
 
 def error_json(status: int, message: str, param: str | None = None) -> bytes:
-    kind = {401: "authentication_error", 429: "rate_limit_error"}.get(
-        status, "server_error" if status >= 500 else "invalid_request_error")
-    return json.dumps({"error": {"message": message, "type": kind, "param": param, "code": status}}).encode()
+    from llmplan.runtime.server.errors import error_body
+
+    return json.dumps(error_body(status, message, param), separators=(",", ":")).encode()
 
 
 class _Refused(Exception):
