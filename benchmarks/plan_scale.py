@@ -1,5 +1,8 @@
 """How HELR planning scales: wall time for 8/64/256/512-GPU presets, and the gap to CP-SAT.
 
+The last table times the whole joint TP x PP planner (`make_plan`, three modes) for
+``--joint-model`` (DeepSeek-V3 fp8 by default; target: < 10 s per plan on dgx-h100-x64).
+
     python benchmarks/plan_scale.py [--model llama-2-70b] [--cpsat-limit 20]
 
 For each preset it times (a) loading the topology, (b) pricing the problem, (c) the exact
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from llmplan.errors import InfeasibleError
 from llmplan.models import get_model_spec
 from llmplan.plan.helr import choose, frontier
 from llmplan.plan.problem import problem_from_graph
@@ -28,6 +32,7 @@ def main() -> None:
     ap.add_argument("--model", default="llama-2-70b")
     ap.add_argument("--cpsat-limit", type=float, default=20.0, help="CP-SAT time limit per instance, s")
     ap.add_argument("--cpsat-max-gpus", type=int, default=64)
+    ap.add_argument("--joint-model", default="deepseek-v3", help="model for the joint TP x PP timing")
     args = ap.parse_args()
     spec = get_model_spec(args.model)
     wl = PlanWorkload(max_batch=64, input_len=1024, output_len=256)
@@ -68,6 +73,30 @@ def main() -> None:
         "plan s = price + solve (the planner's own time); * = CP-SAT hit its time limit; "
         "gap = (exact - CP-SAT bound) / exact"
     )
+    joint(args.joint_model)
+
+
+def joint(model: str) -> None:
+    """The full `llmplan plan` path (TP in {1,2,4,8} x pipeline, all three modes) per preset."""
+    from llmplan.plan.planner import make_plan
+
+    spec = get_model_spec(model)
+    wl = PlanWorkload(max_batch=32, input_len=512, output_len=256)
+    print(f"\njoint TP x PP planning, {spec.name} ({spec.weight_precision} weights), workload {wl}")
+    print(f"{'preset':<14}{'GPUs':>6}{'HE':>12}{'HELR':>12}{'LR':>12}{'plan s (3 modes)':>18}")
+    for preset, n in PRESETS:
+        G = load_topology(f"preset:{preset}")
+        t0 = time.perf_counter()
+        try:
+            picks = {m: make_plan(spec, G, m, workload=wl).metrics for m in ("HE", "HELR", "LR")}
+        except InfeasibleError:
+            print(f"{preset:<14}{n:>6}{'does not fit':>36}{time.perf_counter() - t0:>18.2f}")
+            continue
+        dt = time.perf_counter() - t0
+        shapes = ["{}x{}={}".format(m_["tp"], m_["pp"], m_["gpus"]) for m_ in picks.values()]
+        cells = "".join(f"{c:>12}" for c in shapes)
+        print(f"{preset:<14}{n:>6}{cells}{dt:>18.2f}")
+    print("cells: TP x PP = GPUs of each mode's plan")
 
 
 if __name__ == "__main__":

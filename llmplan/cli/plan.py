@@ -57,6 +57,9 @@ def register(app: typer.Typer) -> None:
             min=1,
             help="Context limit to serve (<= the model's; default input+output).",
         ),
+        tp: str = typer.Option(
+            "1,2,4,8", "--tp", help="TP degrees each pipeline stage may use (one host, interchangeable GPUs)."
+        ),
         gpus: str | None = typer.Option(None, "--gpus", help="Restrict to these GPU indices, e.g. 0,1,3."),
         power_cap: list[str] = typer.Option(
             [], "--power-cap", metavar=POWER_CAP_METAVAR, help=POWER_CAP_HELP
@@ -154,6 +157,10 @@ def register(app: typer.Typer) -> None:
                     f"--gpus names {', '.join(missing)}, not in the topology; see `llmplan topology`"
                 )
 
+        try:
+            tp_degrees = tuple(int(x) for x in tp.split(","))
+        except ValueError:
+            raise LlmplanError(f"--tp {tp!r} is not a list of TP degrees; e.g. --tp 1,2,4,8") from None
         if fill and pd:
             raise LlmplanError("--fill and --pd are exclusive; --pd already chooses its instances")
         if max_instances is not None and not fill:
@@ -192,12 +199,13 @@ def register(app: typer.Typer) -> None:
 
             plan = fill_plan(
                 spec, graph, mode, a1=a1, a2=a2, workload=wl, params=params, gpus=subset,
-                topology=topology, max_instances=max_instances,
+                topology=topology, max_instances=max_instances, tp_degrees=tp_degrees,
             )  # fmt: skip
         else:
             plan = make_plan(
-                spec, graph, mode, a1=a1, a2=a2, workload=wl, params=params, gpus=subset, topology=topology
-            )
+                spec, graph, mode, a1=a1, a2=a2, workload=wl, params=params, gpus=subset, topology=topology,
+                tp_degrees=tp_degrees,
+            )  # fmt: skip
         if out:
             plan.save(out)
         _show(plan, as_json, show_device_map)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from llmplan.errors import InfeasibleError
@@ -14,10 +15,12 @@ from llmplan.plan.problem import (
     LAST,
     MIDDLE,
     ONLY,
+    TP_DEGREES,
     Problem,
     memory_breakdown,
     problem_from_graph,
     role_of,
+    tp_group_problem,
 )
 from llmplan.plan.types import InstancePlan, Plan, PlanWorkload, StagePlan, check_context
 
@@ -76,7 +79,13 @@ def _infeasible_message(spec: ModelSpec, problem: Problem, workload: PlanWorkloa
     if lo >= 1:
         fixes.append(f"lower --max-batch to {lo}")
     else:
-        fixes.append("use a smaller model or lower precision (--weight-dtype fp8 or int4, --kv-dtype fp8)")
+        lower = {"bf16": "fp8 or int4", "fp16": "fp8 or int4", "fp8": "int4", "int8": "int4"}
+        opts = []
+        if spec.weight_precision in lower:
+            opts.append(f"--weight-dtype {lower[spec.weight_precision]}")
+        if spec.kv_dtype != "fp8":
+            opts.append("--kv-dtype fp8")
+        fixes.append("use a smaller model" + (f" or lower precision ({', '.join(opts)})" if opts else ""))
     short = w + kv - usable
     gives = f"{n} GPUs give" if n > 1 else "1 GPU gives"
     gives += f" {usable:.1f} GiB usable"
@@ -101,6 +110,49 @@ def _rebuild(problem: Problem, spec: ModelSpec, workload: PlanWorkload) -> dict:
     return {"gpus": nb.gpus, "workload": workload, "layer_bytes": nb.layer_bytes}
 
 
+@dataclass(frozen=True, slots=True)
+class JointChoice:
+    """One point of the joint (TP degree x pipeline) frontier: ``gpus`` = stages x TP."""
+
+    gpus: int
+    latency: float
+    problem: Problem
+    placement: Placement
+
+    @property
+    def tp(self) -> int:
+        return self.problem.tp
+
+    @property
+    def pp(self) -> int:
+        return self.placement.gpus
+
+
+def joint_frontier(base: Problem, tp_degrees: tuple[int, ...] = TP_DEGREES) -> dict[int, JointChoice]:
+    """Min batch latency per GPU count over every TP degree and pipeline of TP groups.
+
+    Exact over the joint choice: for each TP degree ``t`` the frontier of the TP-group problem is
+    exact (:func:`llmplan.plan.helr.frontier`) and a plan with ``S`` stages uses ``S * t`` GPUs, so
+    the minimum over ``t`` per GPU count is the joint frontier (ties keep the smaller ``t``).
+    """
+    best: dict[int, JointChoice] = {}
+    for t in sorted(set(tp_degrees)):
+        pb = tp_group_problem(base, t)
+        if pb is None:
+            continue
+        try:
+            front = frontier(pb)
+        except PlanTooLargeError:
+            if t == 1:
+                raise
+            continue
+        for s, pl in front.items():
+            g = s * t
+            if g not in best or pl.latency < best[g].latency - 1e-12 * max(1.0, pl.latency):
+                best[g] = JointChoice(g, pl.latency, pb, pl)
+    return dict(sorted(best.items()))
+
+
 def placement_to_instance(problem: Problem, pl: Placement, graph: nx.Graph | None = None) -> InstancePlan:
     stages = []
     start = 0
@@ -121,9 +173,11 @@ def placement_to_instance(problem: Problem, pl: Placement, graph: nx.Graph | Non
         link = ""
         if k + 1 < s:
             link = problem.link(g, pl.order[k + 1]).perf.kind
+        members = list(problem.members[g]) if problem.members else [gc.node]
+        first = members[0]
         stages.append(
             StagePlan(
-                gpus=[gc.node],
+                gpus=members,
                 layer_start=start,
                 layer_end=start + c,
                 gpu_name=gc.perf.name,
@@ -133,8 +187,8 @@ def placement_to_instance(problem: Problem, pl: Placement, graph: nx.Graph | Non
                 prefill_s=problem.stage_pre(g, c, role),
                 decode_s=problem.stage_dec(g, c, role),
                 link_to_next=link,
-                host=local[gc.node][0] if gc.node in local else "",
-                local_index=local[gc.node][1] if gc.node in local else None,
+                host=local[first][0] if first in local else "",
+                local_index=local[first][1] if first in local else None,
             )
         )
         start += c
@@ -142,34 +196,45 @@ def placement_to_instance(problem: Problem, pl: Placement, graph: nx.Graph | Non
 
 
 def _explain(
-    mode: str, front: dict[int, Placement], chosen: Placement, a1: float, a2: float, problem: Problem
+    mode: str, front: dict[int, JointChoice], chosen: JointChoice, a1: float, a2: float, problem: Problem
 ) -> list[str]:
     he = front[min(front)]
     lr = min(front.values(), key=lambda p: (p.latency, p.gpus))
     lines = []
+    shape = f"TP {chosen.tp} x PP {chosen.pp}"
     if mode == "HE":
         lines.append(
-            f"HE: {chosen.gpus} GPU{'s' if chosen.gpus > 1 else ''} is the fewest that hold the model "
-            f"and its KV reserve; among those, the fastest placement."
+            f"HE: {chosen.gpus} GPU{'s' if chosen.gpus > 1 else ''} ({shape}) is the fewest that hold the "
+            f"model and its KV reserve; among those, the fastest layout."
         )
     elif mode == "LR":
         lines.append(
-            f"LR: {chosen.gpus} GPUs give the lowest batch latency; spreading layers shortens the "
-            f"prefill bottleneck (the B prompts stream through the pipeline) until transfers and "
-            f"slower GPUs cost more than they save."
+            f"LR: {chosen.gpus} GPUs ({shape}) give the lowest batch latency: tensor parallelism divides "
+            f"every layer's prefill and decode time (at the price of two all-reduces per layer), "
+            f"pipeline stages only overlap prompts; past this point transfers and all-reduces cost "
+            f"more than they save."
         )
     else:
         lines.append(
             f"HELR (a1={a1:g} latency, a2={a2:g} GPUs, both min-max normalised between the HE and LR "
-            f"plans): {chosen.gpus} GPUs score {helr_score(chosen, he, lr, a1, a2):.3f}."
+            f"plans): {chosen.gpus} GPUs ({shape}) score {helr_score(chosen, he, lr, a1, a2):.3f}."  # type: ignore[arg-type]
         )
     lines.append(
-        "frontier (GPUs: batch latency, HELR score): "
-        + "; ".join(f"{s}: {p.latency:.3f} s, {helr_score(p, he, lr, a1, a2):.3f}" for s, p in front.items())
+        "frontier (GPUs: TPxPP, batch latency, HELR score): "
+        + "; ".join(
+            f"{s}: {p.tp}x{p.pp}, {p.latency:.3f} s, {helr_score(p, he, lr, a1, a2):.3f}"  # type: ignore[arg-type]
+            for s, p in front.items()
+        )
     )
-    order = [problem.gpus[g].node for g in chosen.order]
-    if chosen.gpus > 1:
-        counts = ", ".join(f"{n}={c}" for n, c in zip(order, chosen.counts, strict=True))
+    pb, pl = chosen.problem, chosen.placement
+    if pb.expert_parallel:
+        lines.append(
+            f"experts are sharded whole across each TP group (EP {chosen.tp}, --enable-expert-parallel): "
+            f"a TP slice of {pb.spec.moe_intermediate_size}/{chosen.tp} would split fp8 128-blocks"
+        )
+    order = [pb.gpus[g].node for g in pl.order]
+    if pl.gpus > 1:
+        counts = ", ".join(f"{n}={c}" for n, c in zip(order, pl.counts, strict=True))
         lines.append(
             f"stage order {' -> '.join(order)}: adjacent stages sit on the fastest links available; layers "
             f"({counts}) balance the per-stage prefill time, the pipeline's bottleneck, within each GPU's "
@@ -189,24 +254,30 @@ def make_plan(
     params: CostParams = DEFAULT_PARAMS,
     gpus: list[str] | None = None,
     topology: str = "",
+    tp_degrees: tuple[int, ...] = TP_DEGREES,
 ) -> Plan:
+    """The mode's plan over the joint choice of TP degree (``tp_degrees``) and pipeline layout."""
     mode = mode.upper()
     if mode not in MODES:
         raise InfeasibleError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
     if a1 < 0 or a2 < 0 or a1 + a2 <= 0:
         raise InfeasibleError("--a1 and --a2 must be >= 0 and not both 0")
+    bad = [t for t in tp_degrees if t not in TP_DEGREES]
+    if bad or not tp_degrees:
+        raise InfeasibleError(f"--tp {bad or '(none)'}: TP degrees are {', '.join(map(str, TP_DEGREES))}")
     wl = workload or PlanWorkload()
     check_context(spec, wl)
-    problem = problem_from_graph(spec, graph, wl, params, gpus)
-    if not problem.gpus:
+    base = problem_from_graph(spec, graph, wl, params, gpus)
+    if not base.gpus:
         raise InfeasibleError("the topology has no GPUs; check --topology")
-    front = frontier(problem)
+    front = joint_frontier(base, tuple(tp_degrees))
     if not front:
-        raise InfeasibleError(_infeasible_message(spec, problem, wl))
-    chosen = choose(front, mode, a1, a2)
-    m = problem.evaluate(list(chosen.order), list(chosen.counts))
+        raise InfeasibleError(_infeasible_message(spec, base, wl))
+    chosen: JointChoice = choose(front, mode, a1, a2)  # type: ignore[arg-type, assignment]
+    problem, pl = chosen.problem, chosen.placement
+    m = problem.evaluate(list(pl.order), list(pl.counts))
     assert m is not None
-    inst = placement_to_instance(problem, chosen, graph)
+    inst = placement_to_instance(problem, pl, graph)
     return Plan(
         model=spec.name,
         model_spec=spec.to_dict(),
@@ -218,17 +289,21 @@ def make_plan(
         a2=a2,
         metrics={
             "gpus": chosen.gpus,
+            "tp": chosen.tp,
+            "pp": chosen.pp,
+            "expert_parallel": problem.expert_parallel,
             "ttft_s": m["ttft_s"],
             "tpot_s": m["tpot_s"],
-            "batch_latency_s": m["latency_s"],
+            "batch_latency_s": m["batch_latency_s"] if "batch_latency_s" in m else m["latency_s"],
             "prefill_bottleneck_s": m["beta_s"],
             "frontier": {
-                str(s): {
-                    "latency_s": p.latency,
-                    "gpus": [problem.gpus[g].node for g in p.order],
-                    "layers": list(p.counts),
+                str(g): {
+                    "latency_s": c.latency,
+                    "tp": c.tp,
+                    "gpus": [gpu for i in c.placement.order for gpu in c.problem.members[i]],
+                    "layers": list(c.placement.counts),
                 }
-                for s, p in front.items()
+                for g, c in front.items()
             },
         },
         explanation=_explain(mode, front, chosen, a1, a2, problem),
@@ -248,6 +323,7 @@ def fill_plan(
     gpus: list[str] | None = None,
     topology: str = "",
     max_instances: int | None = None,
+    tp_degrees: tuple[int, ...] = TP_DEGREES,
 ) -> Plan:
     """Fill a topology with instances: plan one with ``mode`` on the GPUs left, take its GPUs
     away, repeat until the model no longer fits on what remains (or ``max_instances``).
@@ -277,8 +353,9 @@ def fill_plan(
 
     def plan_on(subset: list[str]) -> Plan:
         return make_plan(
-            spec, graph, mode, a1=a1, a2=a2, workload=workload, params=params, gpus=subset, topology=topology
-        )
+            spec, graph, mode, a1=a1, a2=a2, workload=workload, params=params, gpus=subset, topology=topology,
+            tp_degrees=tp_degrees,
+        )  # fmt: skip
 
     while remaining:
         if max_instances is not None and len(plans) >= max_instances:

@@ -33,7 +33,9 @@ from llmplan.plan.costmodel import (
     CostParams,
     GpuPerf,
     LinkPerf,
+    _kv_split,
     activation_bytes,
+    allreduce_time,
     decode_layer_time,
     head_time,
     prefill_layer_time,
@@ -85,6 +87,10 @@ class Problem:
     topology: str = ""
     layer_bytes: float = 0.0
     _cache: dict = field(default_factory=dict, repr=False)
+    tp: int = 1  # GPUs per stage (each "GPU" of this problem is a TP group of tp GPUs)
+    members: list[tuple[str, ...]] = field(default_factory=list)  # topology GPUs of each entry
+    hosts: list[str] = field(default_factory=list)  # host of each entry
+    expert_parallel: bool = False
 
     def link(self, i: int, j: int) -> LinkCost:
         return self.link_types[int(self.link_id[i, j])]
@@ -150,38 +156,51 @@ def build_problem(
     workload: PlanWorkload | None = None,
     params: CostParams = DEFAULT_PARAMS,
     topology: str = "",
+    tp: int = 1,
+    tp_links: list[LinkPerf] | None = None,
 ) -> Problem:
-    """Price every GPU and link for the reference workload (the only place the cost model is called)."""
+    """Price every GPU (or TP group of ``tp`` GPUs) and link for the reference workload.
+
+    A TP group divides weights, FLOPs, the LM head and the KV cache (KV heads replicate beyond
+    their count; MLA's latent on every rank) and adds two all-reduces of the activations per
+    layer over the group's slowest link ``tp_links[i]`` (:func:`allreduce_time`).
+    """
     wl = workload or PlanWorkload()
     ctx = wl.input_len + wl.output_len / 2  # mean context over the decode phase
-    layer_bytes = spec.layer_weight_bytes + kv_reserve_per_layer(spec, wl)
+    kv_split = _kv_split(spec, tp)
+    layer_bytes = spec.layer_weight_bytes / tp + kv_reserve_per_layer(spec, wl) / kv_split
+    pre_bytes = activation_bytes(spec, wl.input_len)
+    dec_bytes = activation_bytes(spec, wl.max_batch)
     costs = []
-    for node, perf in gpus:
+    for k, (node, perf) in enumerate(gpus):
         usable = perf.usable_bytes(params)
         caps = []
         for role in (MIDDLE, FIRST, LAST, ONLY):
             extra = (spec.embed_weight_bytes if role & FIRST else 0) + (
                 spec.head_weight_bytes if role & LAST else 0
             )
-            caps.append(max(0, math.floor((usable - extra) / layer_bytes + 1e-9)))
+            caps.append(max(0, math.floor((usable - extra / tp) / layer_bytes + 1e-9)))
+        ar_p = ar_d = 0.0
+        if tp > 1:
+            lk = tp_links[k] if tp_links else LinkPerf(math.inf, 0.0, "SELF")
+            ar_p = 2 * allreduce_time(pre_bytes, tp, lk, params)
+            ar_d = 2 * allreduce_time(dec_bytes, tp, lk, params)
         costs.append(
             GpuCost(
                 node=node,
                 perf=perf,
-                p=prefill_layer_time(spec, perf, wl.input_len, 1, 1, params),
-                d=decode_layer_time(spec, perf, wl.max_batch, ctx, 1, params),
-                hp=head_time(spec, perf, 1, 1, params),
-                hd=head_time(spec, perf, wl.max_batch, 1, params),
+                p=prefill_layer_time(spec, perf, wl.input_len, 1, tp, params) + ar_p,
+                d=decode_layer_time(spec, perf, wl.max_batch, ctx, tp, params) + ar_d,
+                hp=head_time(spec, perf, 1, tp, params),
+                hd=head_time(spec, perf, wl.max_batch, tp, params),
                 caps=tuple(caps),  # type: ignore[arg-type]
             )
         )
-    pre_bytes = activation_bytes(spec, wl.input_len)
-    dec_bytes = activation_bytes(spec, wl.max_batch)
     types = [
         LinkCost(lp, transfer_time(pre_bytes, lp, params), transfer_time(dec_bytes, lp, params))
         for lp in link_types
     ]
-    return Problem(spec, wl, params, costs, link_id, types, topology, layer_bytes)
+    return Problem(spec, wl, params, costs, link_id, types, topology, layer_bytes, tp=tp)
 
 
 def problem_from_graph(
@@ -219,9 +238,113 @@ def problem_from_graph(
                     lp = best_link(graph, a, nodes[j])
                     perfs.append(lp)
                     link_id[i, j] = link_id[j, i] = len(perfs) - 1
-    return build_problem(
+    pb = build_problem(
         spec, perf, link_id, perfs, workload, params, topology=str(graph.graph.get("name", ""))
     )
+    pb.members = [(n,) for n in nodes]
+    pb.hosts = [str(graph.nodes[n].get("host", "")) for n in nodes]
+    return pb
+
+
+TP_DEGREES = (1, 2, 4, 8)
+
+
+def tp_infeasible_reason(spec: ModelSpec, tp: int) -> str | None:
+    """Why vLLM cannot shard this model ``tp`` ways (None when it can)."""
+    if spec.num_attention_heads % tp:
+        return f"{spec.num_attention_heads} attention heads do not divide by TP {tp}"
+    kv = spec.kv_split_heads
+    if kv > tp and kv % tp:
+        return f"{kv} KV heads do not divide by TP {tp}"
+    if spec.is_moe and spec.num_experts % tp and _experts_need_ep(spec, tp):
+        return f"{spec.num_experts} experts do not divide by EP {tp}"
+    return None
+
+
+def _experts_need_ep(spec: ModelSpec, tp: int) -> bool:
+    """TP-sharded experts need their intermediate size to split into whole fp8 blocks (128)."""
+    if tp <= 1 or not spec.is_moe:
+        return False
+    shard = spec.moe_intermediate_size / tp
+    return spec.weight_precision == "fp8" and (shard != int(shard) or int(shard) % 128 != 0)
+
+
+def tp_group_problem(base: Problem, tp: int) -> Problem | None:
+    """The problem whose "GPUs" are TP groups of ``tp`` interchangeable GPUs on one host.
+
+    Groups are cut from twin classes (GPUs with equal prices and equal links to every other GPU,
+    :func:`llmplan.plan.helr.twin_classes`) split by host, so every way of forming them is
+    equivalent and the exact solver's result on this problem is exact over all plans whose stages
+    are such groups. Experts are sharded by TP; by EP (``--enable-expert-parallel``) where TP
+    slices of an expert would break fp8 blocks -- both priced alike: with TP attention vLLM
+    all-reduces the MoE output either way. None when no group can be formed.
+    """
+    from llmplan.plan.helr import twin_classes
+
+    if tp == 1:
+        return base
+    spec = base.spec
+    if tp_infeasible_reason(spec, tp):
+        return None
+    groups: list[list[int]] = []
+    for cls in twin_classes(base):
+        by_host: dict[str, list[int]] = {}
+        for i in cls:
+            by_host.setdefault(base.hosts[i] if base.hosts else "", []).append(i)
+        for members in by_host.values():
+            groups.extend(members[k * tp : (k + 1) * tp] for k in range(len(members) // tp))
+    if not groups:
+        return None
+    return groups_problem(base, groups, tp)
+
+
+def tp_candidate_groups(base: Problem, tp: int) -> list[list[int]]:
+    """Every set of ``tp`` interchangeable GPUs on one host (the space the joint planner searches;
+    :func:`tp_group_problem` uses one partition of it, the brute-force reference all of it)."""
+    import itertools
+
+    from llmplan.plan.helr import twin_classes
+
+    out: list[list[int]] = []
+    for cls in twin_classes(base):
+        by_host: dict[str, list[int]] = {}
+        for i in cls:
+            by_host.setdefault(base.hosts[i] if base.hosts else "", []).append(i)
+        for members in by_host.values():
+            out.extend(list(c) for c in itertools.combinations(members, tp))
+    return out
+
+
+def groups_problem(base: Problem, groups: list[list[int]], tp: int) -> Problem:
+    """A problem whose entries are the given TP groups (indices into ``base.gpus``), priced at ``tp``."""
+    spec = base.spec
+    tp_links = []
+    for g in groups:
+        worst = min((base.link(a, b).perf for a in g for b in g if a < b), key=lambda lk: lk.bandwidth)
+        tp_links.append(worst)
+    reps = [g[0] for g in groups]
+    types: dict[int, int] = {}
+    link_id = np.full((len(groups), len(groups)), -1, dtype=np.int32)
+    for x, a in enumerate(reps):
+        for y, b in enumerate(reps):
+            if x != y and a != b:
+                link_id[x, y] = types.setdefault(int(base.link_id[a, b]), len(types))
+    link_types = [base.link_types[k].perf for k, _ in sorted(types.items(), key=lambda kv: kv[1])]
+    pb = build_problem(
+        spec,
+        [("+".join(base.gpus[i].node for i in g), base.gpus[g[0]].perf) for g in groups],
+        link_id,
+        link_types,
+        base.workload,
+        base.params,
+        base.topology,
+        tp=tp,
+        tp_links=tp_links,
+    )
+    pb.members = [tuple(base.gpus[i].node for i in g) for g in groups]
+    pb.hosts = [base.hosts[g[0]] if base.hosts else "" for g in groups]
+    pb.expert_parallel = _experts_need_ep(spec, tp)
+    return pb
 
 
 def kv_reserve_per_layer(spec: ModelSpec, wl: PlanWorkload) -> float:
@@ -234,9 +357,9 @@ def kv_reserve_per_layer(spec: ModelSpec, wl: PlanWorkload) -> float:
 def memory_breakdown(
     problem: Problem, g: int, count: int, role: int, start: int | None = None
 ) -> tuple[float, float, float]:
-    """(weights, KV reserve, free) in GiB for ``count`` layers on GPU ``g`` (exact per layer kind
-    when ``start`` is given, else every layer priced as the largest kind, as the caps are)."""
-    spec, wl = problem.spec, problem.workload
+    """(weights, KV reserve, free) in GiB per GPU for ``count`` layers on GPU (TP group) ``g`` (exact
+    per layer kind when ``start`` is given, else every layer priced as the largest kind, as the caps are)."""
+    spec, wl, tp = problem.spec, problem.workload, problem.tp
     layers = (
         spec.range_weight_bytes(start, start + count)
         if start is not None
@@ -247,6 +370,7 @@ def memory_breakdown(
         + (spec.embed_weight_bytes if role & FIRST else 0)
         + (spec.head_weight_bytes if role & LAST else 0)
     )
-    kv = count * kv_reserve_per_layer(spec, wl)
+    w /= tp
+    kv = count * kv_reserve_per_layer(spec, wl) / _kv_split(spec, tp)
     free = problem.gpus[g].perf.memory_bytes - w - kv
     return w / GIB, kv / GIB, free / GIB

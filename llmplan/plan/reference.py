@@ -31,3 +31,31 @@ def brute_force_frontier(problem: Problem) -> dict[int, Placement]:
                 if m is not None and (s not in best or m["latency_s"] < best[s].latency):
                     best[s] = Placement(order, counts, m["latency_s"])
     return best
+
+
+def brute_force_joint_frontier(base: Problem, tp_degrees: tuple[int, ...] = (1, 2, 4, 8)) -> dict[int, float]:
+    """Min latency per GPU count over every TP degree, every ordered sequence of disjoint TP groups
+    drawn from *all* candidate groups (every ``t`` interchangeable GPUs on one host, not one
+    partition of them) and every layer composition. Returns {gpus: latency}."""
+    from llmplan.plan.problem import groups_problem, tp_candidate_groups, tp_infeasible_reason
+
+    n = base.n_layers
+    best: dict[int, float] = {}
+    for t in tp_degrees:
+        if t > 1 and tp_infeasible_reason(base.spec, t):
+            continue
+        cands = [[i] for i in range(len(base.gpus))] if t == 1 else tp_candidate_groups(base, t)
+        if not cands:
+            continue
+        pb = base if t == 1 else groups_problem(base, cands, t)
+        for s in range(1, min(n, len(cands)) + 1):
+            comps = list(_compositions(n, s))
+            for order in itertools.permutations(range(len(cands)), s):
+                used = [g for k in order for g in cands[k]]
+                if len(set(used)) != len(used):
+                    continue
+                for counts in comps:
+                    m = pb.evaluate(list(order), list(counts))
+                    if m is not None and m["latency_s"] < best.get(s * t, float("inf")):
+                        best[s * t] = m["latency_s"]
+    return dict(sorted(best.items()))

@@ -110,6 +110,9 @@ def vllm_launch(plan: Plan, instance: int = 0) -> VllmLaunch:
         spec.dtype if spec.dtype in ("bfloat16", "float16", "float32") else "auto",
     ]
     launch.args += _precision_args(spec, launch.notes)
+    if plan.metrics.get("expert_parallel") and tp > 1:
+        launch.args.append("--enable-expert-parallel")
+        launch.notes.append("experts are sharded whole across the TP group (EP)")
     if spec.family == "chatglm":
         launch.args.append("--trust-remote-code")
     if launch.multi_node:

@@ -32,8 +32,12 @@ def _llmplan(*args: str, env: dict | None = None, timeout: float = 60) -> subpro
 @pytest.fixture(scope="module")
 def plan_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("plan") / "plan.json"
-    make_plan(
-        get_model_spec("llama-2-70b"), load_topology("preset:dgx-a100"), "HE", topology="preset:dgx-a100"
+    make_plan(  # a pure pipeline (TP 1) plan: the test reads its stage devices
+        get_model_spec("llama-2-70b"),
+        load_topology("preset:dgx-a100"),
+        "HE",
+        topology="preset:dgx-a100",
+        tp_degrees=(1,),
     ).save(path)
     return path
 

@@ -19,7 +19,19 @@ from llmplan.topology import load_topology
 @pytest.fixture(scope="module")
 def plan_70b() -> Plan:
     graph = load_topology("preset:dgx-a100")
-    return make_plan(get_model_spec("llama-2-70b"), graph, "HE", topology="preset:dgx-a100")
+    # a pure pipeline plan (TP 1): these tests map stages to PP ranks
+    return make_plan(get_model_spec("llama-2-70b"), graph, "HE", topology="preset:dgx-a100", tp_degrees=(1,))
+
+
+def test_tp_plan_maps_to_tp_and_group_devices():
+    graph = load_topology("preset:dgx-a100")
+    plan = make_plan(get_model_spec("llama-2-70b"), graph, "LR", topology="preset:dgx-a100")
+    ln = vllm_launch(plan)
+    tp = len(plan.stages[0].gpus)
+    assert tp > 1 and ln.tensor_parallel == tp and ln.pipeline_parallel == len(plan.stages)
+    assert ln.env["CUDA_VISIBLE_DEVICES"].split(",") == [
+        g.removeprefix("GPU") for s in plan.stages for g in s.gpus
+    ]
 
 
 def test_pipeline_plan_maps_to_pp_and_stage_ordered_devices(plan_70b):

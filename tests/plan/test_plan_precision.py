@@ -173,3 +173,50 @@ def test_plan_json_round_trips_precision(tmp_path) -> None:
     assert d["model_spec"]["weight_dtype"] == "fp8" and d["model_spec"]["kv_dtype"] == "fp8"
     r = _cli("plan", "--plan", str(out))
     assert "--quantization fp8" in r.stdout.replace("\n", " ")
+
+
+# ---- tensor x pipeline x expert parallelism ------------------------------------------------------
+
+
+def test_llama_70b_lr_on_dgx_h100_is_tp8() -> None:
+    out = _cli("plan", "--model", "llama-3.1-70b", "--topology", "preset:dgx-h100", "--mode", "LR")
+    assert out.returncode == 0, out.stderr
+    flat = " ".join(out.stdout.split())
+    assert "--tensor-parallel-size 8 --pipeline-parallel-size 1" in flat
+
+
+def test_tp_plan_prices_per_gpu_memory_and_beats_pp_on_decode() -> None:
+    spec = get_model_spec("llama-3.1-70b")
+    g = load_topology("preset:dgx-h100")
+    tp8 = make_plan(spec, g, "LR")
+    pp8 = make_plan(spec, g, "LR", tp_degrees=(1,))
+    assert tp8.metrics["tp"] == 8 and pp8.metrics["tp"] == 1
+    st = tp8.stages[0]
+    assert st.weights_gib == pytest.approx(spec.weight_bytes / 8 / 2**30, rel=1e-3)  # weights split 8 ways
+    assert tp8.metrics["tpot_s"] < pp8.metrics["tpot_s"] / 3  # TP divides decode; PP only pipelines prompts
+    # the simulator's instance cost of the TP plan agrees with the planner's decode step
+    inst = InstanceCost.from_plan(tp8, g)
+    assert inst.num_gpus == 8
+
+
+def test_moe_with_fp8_experts_too_thin_for_tp_uses_expert_parallelism() -> None:
+    spec = get_model_spec("qwen3-30b-a3b").with_precision("fp8")  # 768 / 8 = 96: not whole 128-blocks
+    plan = make_plan(spec, load_topology("preset:dgx-h100"), "LR", tp_degrees=(8,))
+    cmd, _ = vllm_command(plan)
+    assert plan.metrics["tp"] == 8 and plan.metrics["expert_parallel"] and "--enable-expert-parallel" in cmd
+    assert any("EP 8" in line for line in plan.explanation)
+    tp4 = make_plan(spec, load_topology("preset:dgx-h100"), "LR", tp_degrees=(4,))  # 768 / 4 = 192
+    assert tp4.metrics["expert_parallel"]  # 192 is not a multiple of 128 either
+    tp2 = make_plan(spec, load_topology("preset:dgx-h100"), "LR", tp_degrees=(2,))  # 384 = 3 blocks
+    assert not tp2.metrics["expert_parallel"]
+    bf16 = make_plan(get_model_spec("qwen3-30b-a3b"), load_topology("preset:dgx-h100"), "LR")
+    assert not bf16.metrics["expert_parallel"] and "--enable-expert-parallel" not in vllm_command(bf16)[0]
+
+
+def test_tp_degrees_that_do_not_divide_the_heads_are_not_planned() -> None:
+    from llmplan.plan.problem import tp_infeasible_reason
+
+    assert tp_infeasible_reason(get_model_spec("opt-13b"), 8) is None  # 40 heads
+    assert "heads" in tp_infeasible_reason(get_model_spec("qwen2.5-7b"), 8)  # 28 heads
+    plan = make_plan(get_model_spec("qwen2.5-7b"), load_topology("preset:dgx-h100"), "LR")
+    assert plan.metrics["tp"] in (1, 2, 4)
