@@ -14,9 +14,19 @@ It times prefill chunks (16..512 tokens, with and without cached context), decod
 then fits t = c0 + a*prefill_tokens + b*prefill_attn + c*decode_seqs + d*decode_ctx
 (non-negative least squares on relative error) and prints measured vs fitted per shape.
 
+Operator profiles (the per-operator cost model, docs/calibrate.md):
+--ops times a layer's operators into a Vidur-format directory; --profiles DIR reads such
+directories (or Vidur's published compute/ tree), fits each GPU's efficiency curves and, with
+--price MODEL, prices a model from them; --check DIR predicts every row of DIR without its own
+timings and prints predicted vs measured with median and p90 error.
+
 Examples:
 
   llmplan calibrate --dummy-weights llama-120m --out profiles/llama-120m-cpu.json
+
+  llmplan calibrate --check ../shared/gpu-profiles/vidur-2024/compute/a100
+
+  llmplan calibrate --ops --dummy-weights llama-tiny --device cpu --out ops/llama-tiny-cpu
 
   llmplan calibrate --model ~/models/Qwen2-0.5B --device cuda --dtype bfloat16 --out q05.json
 """
@@ -25,7 +35,30 @@ Examples:
 def register(app: typer.Typer) -> None:
     @app.command("calibrate", help=HELP)
     def calibrate_cmd(
-        out: Path = typer.Option(..., "--out", "-o", help="Profile JSON to write."),
+        out: Path = typer.Option(
+            None,
+            "--out",
+            "-o",
+            help="Profile JSON to write (a directory with --ops, a params JSON with --profiles).",
+        ),
+        profiles: Path = typer.Option(
+            None,
+            "--profiles",
+            help="Read operator profiles (Vidur compute/ tree or `--ops` output) and fit them.",
+        ),
+        check: Path = typer.Option(
+            None, "--check", help="Predict every row of these profiles without their timings (leave-one-out)."
+        ),
+        ops: bool = typer.Option(False, "--ops", help="Time a layer's operators on --device into --out DIR."),
+        price: str = typer.Option(
+            None, "--price", help="With --profiles: catalog model to price per iteration."
+        ),
+        gpu: str = typer.Option(None, "--gpu", help="With --price: GPU of the profiles to use (spec key)."),
+        tp: int = typer.Option(1, "--tp", help="Tensor-parallel degree (--ops, --price)."),
+        max_tokens: int = typer.Option(2048, "--max-tokens", help="With --ops: largest token count timed."),
+        allow_profile_mismatch: bool = typer.Option(
+            False, "--allow-profile-mismatch", help="Price with a profile of other dims/GPU/TP anyway."
+        ),
         dummy_weights: str = typer.Option(
             None, "--dummy-weights", help="Catalog model with random weights (e.g. llama-tiny, llama-120m)."
         ),
@@ -45,6 +78,40 @@ def register(app: typer.Typer) -> None:
         from llmplan.cli._common import console, print_json
         from llmplan.errors import LlmplanError
 
+        if tp < 1 or max_tokens < 1:
+            raise LlmplanError("--tp and --max-tokens must be >= 1")
+        if check is not None:
+            from llmplan.cli.calibrate_ops import run_check
+
+            return run_check(check, profiles, as_json, console, print_json)
+        if ops:
+            from llmplan.cli.calibrate_ops import run_ops
+
+            if out is None or dummy_weights is None:
+                raise LlmplanError(
+                    "--ops needs --dummy-weights NAME (the catalog dims to time) and --out DIR"
+                )
+            return run_ops(
+                out,
+                dummy_weights,
+                device,
+                dtype,
+                tp,
+                max_tokens,
+                repeats,
+                threads,
+                as_json,
+                console,
+                print_json,
+            )
+        if profiles is not None:
+            from llmplan.cli.calibrate_ops import run_profiles
+
+            return run_profiles(
+                profiles, out, price, gpu, tp, allow_profile_mismatch, as_json, console, print_json
+            )
+        if out is None:
+            raise LlmplanError("give --out FILE for the engine profile (or --profiles / --check / --ops)")
         if (model is None) == (dummy_weights is None):
             raise LlmplanError("give exactly one of --model PATH or --dummy-weights NAME")
         if repeats < 1 or max_batch < 1 or max_context < 1 or max_chunk < 16:

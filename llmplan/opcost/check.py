@@ -52,15 +52,20 @@ def num_layers(prof: OpProfile) -> int:
     return int(n)
 
 
-def gpu_peaks(gpu_key: str) -> tuple[float, float]:
+def gpu_peaks(gpu_key: str, prof: OpProfile | None = None) -> tuple[float, float]:
+    """(peak FLOP/s, memory bytes/s): the spec sheet's, else the peaks measured with the profile."""
     from llmplan.topology.specs import GPU_SPECS
 
     spec = GPU_SPECS.get(gpu_key)
-    if spec is None:
-        raise LlmplanError(
-            f"no spec-sheet entry for GPU {gpu_key!r}; profiles must name a GPU of llmplan.topology.specs"
-        )
-    return spec.bf16_tflops * 1e12, spec.hbm_gbps * 1e9
+    if spec is not None:
+        return spec.bf16_tflops * 1e12, spec.hbm_gbps * 1e9
+    ex = prof.meta.extra if prof is not None else {}
+    if "peak_flops" in ex and "mem_bw" in ex:
+        return float(ex["peak_flops"]), float(ex["mem_bw"])
+    raise LlmplanError(
+        f"no spec-sheet entry for device {gpu_key!r} and the profile carries no measured peaks; "
+        "name a GPU of llmplan.topology.specs or re-measure with `llmplan calibrate --ops`"
+    )
 
 
 @dataclass(slots=True)
@@ -100,16 +105,17 @@ def build_model_for(
     from llmplan.opcost.fit import fit_gpu
 
     gpu = target.meta.gpu
-    peak, bw = gpu_peaks(gpu)
+    peak, bw = gpu_peaks(gpu, target)
     by_gpu = group_by_gpu(p for p in others if p.meta.model != target.meta.model or p.meta.gpu != gpu)
     same = by_gpu.get(gpu, [])
     if same:
+        peak, bw = gpu_peaks(gpu, same[0])
         params = fit_gpu(same, peak, bw, gpu)
         tables = MeasuredTables.from_profiles(same) if use_tables else None
         return OpModel.for_gpu(gpu, peak, bw, params=params, tables=tables), "lomo", params.fitted_on
     if by_gpu:
         ref = max(by_gpu, key=lambda g: len(by_gpu[g]))
-        rpeak, rbw = gpu_peaks(ref)
+        rpeak, rbw = gpu_peaks(ref, by_gpu[ref][0])
         params = fit_gpu(by_gpu[ref], rpeak, rbw, ref)
         return (
             OpModel.for_gpu(gpu, peak, bw, params=params),
