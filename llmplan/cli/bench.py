@@ -10,6 +10,16 @@ from typing import TYPE_CHECKING
 import typer
 
 from llmplan.cli._common import console, err_console, print_json
+from llmplan.cli.engine_args import (
+    block_size_option,
+    chunked_prefill_option,
+    config_option,
+    max_model_len_option,
+    max_num_batched_tokens_option,
+    max_num_seqs_option,
+    policy_option,
+    scheduler_alias_option,
+)
 
 if TYPE_CHECKING:  # the library is imported lazily inside the command body
     from llmplan.report import BenchReport
@@ -92,21 +102,26 @@ def register(app: typer.Typer) -> None:
             "uellm[:lo=1,hi=350] (random E2E deadlines), none.",
         ),
         model: str = typer.Option(
-            "llama-2-13b", "--model", "-m", help="Model from the catalog (llmplan plan --help)."
+            None, "--model", "-m", help="Model from the catalog (llmplan plan --help). Default llama-2-13b, "
+            "or the --plan/--config's model."
         ),
-        topology: str = typer.Option("preset:dgx-a100", "--topology", help="preset:NAME or file:PATH."),
+        topology: str = typer.Option(
+            None, "--topology", help="preset:NAME or file:PATH. Default preset:dgx-a100, or the --plan's own "
+            "(a different one is refused: the plan was priced there)."
+        ),
         plan: Path = typer.Option(
-            None, "--plan", help="A plan saved by `llmplan plan --out`; default: plan HELR now."
+            None, "--plan", help="A plan saved by `llmplan plan --out` (= --config of a plan file); default: "
+            "plan HELR now."
         ),
         plan_mode: str = typer.Option("HELR", "--plan-mode", help="HE, LR or HELR when planning here."),
-        policy: str = typer.Option(
-            None,
-            "--policy",
-            "-p",
-            help="Run one batch policy. Continuous batching: fcfs (vLLM-like), sjf, ljf, s3, slo-odbs-cb, "
-            "slo-dbs-cb, odbs-cb (UELLM's Algorithm 3-1 as the admission rule). Static batching (a batch "
-            "runs to its longest member; UELLM's own setting): static-fcfs, slo-odbs, slo-dbs, odbs.",
-        ),
+        config: Path = config_option("bench"),
+        policy: str = policy_option(),
+        scheduler: str = scheduler_alias_option(),
+        max_num_seqs: int = max_num_seqs_option(),
+        max_num_batched_tokens: int = max_num_batched_tokens_option(),
+        chunked_prefill: bool = chunked_prefill_option(),
+        block_size: int = block_size_option(),
+        max_model_len: int = max_model_len_option(),
         compare: str = typer.Option(
             None,
             "--compare",
@@ -139,10 +154,6 @@ def register(app: typer.Typer) -> None:
             "oracle",
             "--predictor",
             help="Length source for length-aware policies: oracle or noisy:ACC (e.g. noisy:0.8).",
-        ),
-        block_size: int = typer.Option(16, "--block-size", help="KV block size in tokens."),
-        chunked_prefill: bool = typer.Option(
-            False, "--chunked-prefill", help="Split long prompts across iterations."
         ),
         disaggregation: str = typer.Option(
             None, "--disaggregation", help="P:D prefill/decode instance split, e.g. 2:6."
@@ -177,6 +188,11 @@ def register(app: typer.Typer) -> None:
             help="A profile from `llmplan calibrate`; the simulator "
             "prices iterations with it instead of the roofline.",
         ),
+        allow_profile_mismatch: bool = typer.Option(
+            False,
+            "--allow-profile-mismatch",
+            help="Use a --calibration profile measured on another model, device or dtype anyway.",
+        ),
         live: bool = typer.Option(
             False,
             "--live",
@@ -194,12 +210,29 @@ def register(app: typer.Typer) -> None:
             "trace fits a CPU model.",
         ),
     ) -> None:
+        from llmplan.cli.engine_args import engine_args, policy_from
+        from llmplan.deployment import DeploymentSpec
         from llmplan.errors import LlmplanError
         from llmplan.report import print_report, to_json, write_report
         from llmplan.report.progress import bench_progress
         from llmplan.report.runner import DEFAULT_POLICIES, BenchConfig, run_bench, system_names
         from llmplan.workload import load_workload, parse_slo_spec, parse_window
 
+        policy = policy_from(policy, scheduler)
+        deployment, plan, model = _deployment_source(config, plan, model, topology)
+        engine_flags = dict(
+            policy=policy, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
+            chunked_prefill=chunked_prefill, block_size=block_size, max_model_len=max_model_len,
+        )  # fmt: skip
+        base = DeploymentSpec.from_dict(deployment).engine if deployment else None
+        engine = engine_args(base, **engine_flags)
+        if simulate_too and not target:
+            raise LlmplanError(
+                "--simulate compares a live server with its simulation: give --target URL (without --target "
+                "bench always simulates)"
+            )
+        if policy is None and config is not None and not compare:
+            policy = engine.policy  # the spec's own policy, not the default comparison
         if policy and compare:
             raise LlmplanError("--policy and --compare are exclusive; use --compare A,B for several policies")
         policies = (
@@ -224,20 +257,21 @@ def register(app: typer.Typer) -> None:
             max_requests=max_requests,
             seed=seed,
             slo=slo,
-            model=model,
+            model=model or "llama-2-13b",
             topology=topology,
             plan=str(plan) if plan else None,
+            deployment=deployment,
             plan_mode=plan_mode,
             policies=policies,
             router=router,
             instances=instances,
             predictor=predictor,
-            block_size=block_size,
-            chunked_prefill=chunked_prefill,
+            engine=engine,
             disaggregation=_disagg(disaggregation),
             sweep_rates=_floats(sweep_rate, "--sweep-rate") if sweep_rate else None,
             sweep_target=sweep_target,
             calibration=str(calibration) if calibration else None,
+            allow_profile_mismatch=allow_profile_mismatch,
             record_token_times=token_times,
             command=shlex.join(["llmplan", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else "",
         )
@@ -265,7 +299,7 @@ def register(app: typer.Typer) -> None:
                 report, loads = _live_systems(cfg, workload, live_model, _floats(live_scale, "--live-scale"),
                                               on_progress)  # fmt: skip
             elif target:
-                report = _live(cfg, target, workload, 1.0, simulate_too, on_progress, jobs)
+                report = _live(cfg, target, workload, 1.0, simulate_too, on_progress, jobs, engine_flags)
             else:
                 report = run_bench(cfg, workload=workload, on_progress=on_progress, workers=jobs)
         write_report(report, out, plots=plots)
@@ -286,6 +320,7 @@ def _live(
     simulate_too: bool,
     on_progress: OnProgress,
     jobs: int | None,
+    engine_flags: dict | None = None,
 ) -> BenchReport:
     """Live mode: the load generator replays the workload over HTTP; same metrics and report."""
     from llmplan.errors import LlmplanError
@@ -301,19 +336,99 @@ def _live(
         target, wl, time_scale=time_scale, seed=cfg.seed, progress=lambda d, t: on_progress("live", d, t)
     )
     extra = None
+    served = fetch_deployment(target)
+    extra_config: dict = {"time_scale": time_scale, "live_deployment": served}
     if simulate_too:
         from llmplan.report.compare import predicted_vs_measured
 
         # The simulator sees the arrivals the server saw: time_scale compresses them the same way.
         from llmplan.workload.shaping import rescale_rate
 
+        sim_cfg = simulated_config(cfg, served, target, engine_flags or {})
         sim_wl = rescale_rate(wl, time_scale)
-        sim = run_bench(cfg, workload=sim_wl, on_progress=on_progress, workers=jobs)
+        sim = run_bench(sim_cfg, workload=sim_wl, on_progress=on_progress, workers=jobs)
         extra = {f"sim:{k}": v for k, v in sim.runs.items()}
-    report = live_report(cfg, target, wl, result, extra_runs=extra, extra_config={"time_scale": time_scale})
+        extra_config["simulated"] = {k: sim.config[k] for k in ("cluster", "simulator", "deployments")}
+    report = live_report(cfg, target, wl, result, extra_runs=extra, extra_config=extra_config)
     if simulate_too:
         report.extra["Predicted (simulator) vs measured (live)"] = predicted_vs_measured(report)
     return report
+
+
+def fetch_deployment(target: str) -> dict | None:
+    """The deployment a live server reports at GET /v1/deployment (None when it has no such
+    endpoint, e.g. a vLLM server)."""
+    import httpx
+
+    url = target.rstrip("/") + "/v1/deployment"
+    try:
+        resp = httpx.get(url, timeout=10.0, trust_env=False)
+    except httpx.HTTPError:
+        return None
+    if resp.status_code != 200:
+        return None
+    try:
+        data = resp.json()
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def simulated_config(cfg: BenchConfig, served: dict | None, target: str, flags: dict) -> BenchConfig:
+    """What ``--target URL --simulate`` simulates: ``--config``'s deployment when given, else
+    the one the server reports (its model, instances, KV pool and scheduler settings), with
+    the scheduler flags the user typed on top. Never a default cluster."""
+    from dataclasses import replace
+
+    from llmplan.cli.engine_args import engine_args
+    from llmplan.deployment import DeploymentSpec
+    from llmplan.errors import LlmplanError
+
+    if cfg.deployment is not None or cfg.plan:
+        return cfg
+    if served is None:
+        raise LlmplanError(
+            f"{target} does not report its deployment (GET /v1/deployment), so there is nothing faithful to "
+            "simulate; pass --config SPEC (e.g. from `llmplan plan --out`) naming what it runs"
+        )
+    spec = DeploymentSpec.from_dict(served, f"{target}/v1/deployment")
+    engine = engine_args(spec.engine, **flags)
+    return replace(cfg, deployment=spec.to_dict(), model=spec.model, engine=engine, policies=[engine.policy])
+
+
+def _deployment_source(
+    config: Path | None, plan: Path | None, model: str | None, topology: str | None
+) -> tuple[dict | None, Path | None, str | None]:
+    """(--config's deployment as a dict, the plan file it is, the model) from --config/--plan.
+
+    A plan file brings its instances and topology (build_cluster refuses another --topology);
+    a bare spec brings its instances; an explicit --model that differs from either is refused.
+    """
+    from llmplan.deployment import load_spec, plan_of
+    from llmplan.errors import LlmplanError
+
+    if config is not None and plan is not None:
+        raise LlmplanError(
+            "--config and --plan both name a deployment; give one (a plan file works as --config)"
+        )
+    path = config if config is not None else plan
+    if path is None:
+        return None, None, model
+    flag = "--config" if config is not None else "--plan"
+    spec = load_spec(path)
+    if model is not None and model.lower() != spec.model.lower():
+        raise LlmplanError(
+            f"--model {model} conflicts with {flag} {path}, which deploys {spec.model}; drop --model"
+        )
+    from llmplan.report.runner import topology_source
+
+    if topology is not None and spec.topology and topology_source(topology) != topology_source(spec.topology):
+        raise LlmplanError(
+            f"--topology {topology} conflicts with {flag} {path}, planned on {spec.topology}; "
+            "drop --topology (the plan brings its own) or re-plan on that topology"
+        )
+    is_plan = plan_of(path) is not None
+    return spec.to_dict(), (path if is_plan else None), spec.model
 
 
 def _live_systems(

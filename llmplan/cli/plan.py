@@ -120,6 +120,7 @@ def register(app: typer.Typer) -> None:
         import dataclasses
 
         from llmplan.cli._common import console, print_json
+        from llmplan.deployment import save_plan
         from llmplan.errors import LlmplanError
         from llmplan.models import get_model_spec
         from llmplan.plan.costmodel import CostParams
@@ -178,7 +179,7 @@ def register(app: typer.Typer) -> None:
 
                 result = validate_in_simulator(result, spec, graph, stats, req)
             if out:
-                result.plan.save(out)
+                save_plan(result.plan, out)
             if as_json:
                 print_json(result.to_dict())
             else:
@@ -207,7 +208,7 @@ def register(app: typer.Typer) -> None:
                 tp_degrees=tp_degrees,
             )  # fmt: skip
         if out:
-            plan.save(out)
+            save_plan(plan, out)
         _show(plan, as_json, show_device_map)
         if out and not as_json:
             console.print(f"saved plan to {out}")

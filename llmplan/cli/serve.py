@@ -6,6 +6,17 @@ from pathlib import Path
 
 import typer
 
+from llmplan.cli.engine_args import (
+    block_size_option,
+    chunked_prefill_option,
+    config_option,
+    max_model_len_option,
+    max_num_batched_tokens_option,
+    max_num_seqs_option,
+    policy_option,
+    scheduler_alias_option,
+)
+
 HELP = """Run the built-in torch engine behind an OpenAI-compatible HTTP API.
 
 Endpoints: POST /v1/completions and /v1/chat/completions (SSE with "stream": true),
@@ -18,7 +29,7 @@ Examples:
 
   llmplan serve --model ~/models/Qwen2-0.5B --device cuda --dtype bfloat16
 
-  llmplan serve --dummy-weights llama-120m --scheduler slo-odbs --predictor noisy:0.8
+  llmplan serve --dummy-weights llama-120m --policy slo-odbs --predictor noisy:0.8
 
   llmplan serve --dummy-weights llama-tiny --workers 2 --layer-split 3,1 --migration-controller
 """
@@ -72,27 +83,19 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(
             0, "--seed", help="Seed for dummy weights and sampling.", rich_help_panel="Model"
         ),
-        scheduler: str = typer.Option(
-            "fcfs",
-            "--scheduler",
-            help="Batch policy from the simulator: fcfs, static, sjf, ljf, s3, slo-odbs, slo-dbs, odbs.",
-            rich_help_panel="Scheduling",
-        ),
+        config: Path | None = config_option("serve"),
+        policy: str | None = policy_option(),
+        scheduler: str | None = scheduler_alias_option(),
+        max_num_seqs: int | None = max_num_seqs_option(),
+        max_num_batched_tokens: int | None = max_num_batched_tokens_option(),
+        chunked_prefill: bool | None = chunked_prefill_option(),
+        block_size: int | None = block_size_option(),
+        max_model_len: int | None = max_model_len_option(),
         predictor: str | None = typer.Option(
             None,
             "--predictor",
             help="Output-length predictor for sjf/s3/slo-odbs: a trained model directory, "
             "'oracle' or 'noisy:ACC' (benchmarks with ignore_eos).",
-            rich_help_panel="Scheduling",
-        ),
-        max_num_seqs: int = typer.Option(
-            64, "--max-num-seqs", min=1, help="Most requests in one batch.", rich_help_panel="Scheduling"
-        ),
-        max_num_batched_tokens: int = typer.Option(
-            512,
-            "--max-num-batched-tokens",
-            min=1,
-            help="Token budget per step (chunked prefill).",
             rich_help_panel="Scheduling",
         ),
         max_queue: int = typer.Option(
@@ -107,16 +110,6 @@ def register(app: typer.Typer) -> None:
             "--num-kv-blocks",
             min=1,
             help="KV cache blocks (default: from free memory).",
-            rich_help_panel="KV cache",
-        ),
-        block_size: int = typer.Option(
-            16, "--block-size", min=1, help="Tokens per KV block.", rich_help_panel="KV cache"
-        ),
-        max_model_len: int | None = typer.Option(
-            None,
-            "--max-model-len",
-            min=1,
-            help="Cap the context length (default: the model's).",
             rich_help_panel="KV cache",
         ),
         host: str = typer.Option(
@@ -315,6 +308,26 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         import logging
 
+        from llmplan.cli.engine_args import engine_args, policy_from
+
+        policy = policy_from(policy, scheduler)
+        spec = None
+        if config is not None:
+            from llmplan.deployment import load_spec
+
+            spec = load_spec(config)
+            if dummy_weights is None and model is None:
+                # A catalog model serves with dummy weights; a path is a local HF directory.
+                if Path(spec.model).expanduser().is_dir():
+                    model = Path(spec.model)
+                else:
+                    dummy_weights = spec.model
+        eargs = engine_args(
+            spec.engine if spec else None, policy=policy, max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_num_batched_tokens, chunked_prefill=chunked_prefill,
+            block_size=block_size, max_model_len=max_model_len,
+        )  # fmt: skip
+
         kv_store_args = _kv_store_args(kv_store, kv_store_memory_mb, kv_store_disk_gb)
         guard = _guard(host, api_key, enable_admin, protect_metrics, max_request_mb)
         _check_workers(workers, layer_split, migration_controller,
@@ -342,12 +355,13 @@ def register(app: typer.Typer) -> None:
                 pd=pd,
                 guard=guard,
                 builtin_args=[
-                    "--scheduler",
-                    scheduler,
+                    "--policy",
+                    eargs.policy,
                     "--max-num-seqs",
-                    str(max_num_seqs),
+                    str(eargs.max_num_seqs),
                     "--max-num-batched-tokens",
-                    str(max_num_batched_tokens),
+                    str(eargs.max_num_batched_tokens),
+                    "--chunked-prefill" if eargs.chunked_prefill else "--no-chunked-prefill",
                     "--device",
                     device,
                     "--dtype",
@@ -355,12 +369,12 @@ def register(app: typer.Typer) -> None:
                     "--max-queue",
                     str(max_queue),
                     "--block-size",
-                    str(block_size),
+                    str(eargs.block_size),
                     "--seed",
                     str(seed),
                     *(["--predictor", predictor] if predictor else []),
                     *(["--num-kv-blocks", str(num_kv_blocks)] if num_kv_blocks else []),
-                    *(["--max-model-len", str(max_model_len)] if max_model_len else []),
+                    *(["--max-model-len", str(eargs.max_model_len)] if eargs.max_model_len else []),
                     *(["--served-model-name", served_model_name] if served_model_name else []),
                     *(["--threads", str(threads)] if threads else []),
                     *(["--enable-admin"] if enable_admin else []),
@@ -389,34 +403,33 @@ def register(app: typer.Typer) -> None:
         )
         with console.status(f"loading {model or dummy_weights} ..."):
             from llmplan.runtime.engine import build_engine
+            from llmplan.runtime.engine.factory import EngineConfig
 
             engine = build_engine(
-                model=model.expanduser() if model else None,
-                dummy_weights=dummy_weights,
-                plan=plan,
-                scheduler=scheduler,
-                max_num_seqs=max_num_seqs,
-                num_kv_blocks=num_kv_blocks,
-                block_size=block_size,
-                device=device,
-                dtype=dtype,
-                max_queue=max_queue,
-                seed=seed,
-                max_num_batched_tokens=max_num_batched_tokens,
-                max_model_len=max_model_len,
-                predictor=_predictor(predictor, seed),
-                served_model_name=served_model_name,
-                threads=threads,
-                workers=workers,
-                layer_split=layer_split,
-                migration_controller=migration_controller,
-                control_interval_s=control_interval,
-                worker_timeout_s=worker_timeout,
-                worker_memory_gb=worker_memory_gb,
-                misprediction_log=record_mispredictions,
-                kv_store=kv_store_args[1] if kv_store_args else None,
-                kv_store_memory_mb=1024 if kv_store_memory_mb is None else kv_store_memory_mb,
-                kv_store_disk_gb=kv_store_disk_gb,
+                EngineConfig(
+                    model=model.expanduser() if model else None,
+                    dummy_weights=dummy_weights,
+                    plan=plan,
+                    args=eargs,
+                    num_kv_blocks=num_kv_blocks,
+                    device=device,
+                    dtype=dtype,
+                    max_queue=max_queue,
+                    seed=seed,
+                    predictor=_predictor(predictor, seed),
+                    served_model_name=served_model_name,
+                    threads=threads,
+                    workers=workers,
+                    layer_split=layer_split,
+                    migration_controller=migration_controller,
+                    control_interval_s=control_interval,
+                    worker_timeout_s=worker_timeout,
+                    worker_memory_gb=worker_memory_gb,
+                    misprediction_log=record_mispredictions,
+                    kv_store=kv_store_args[1] if kv_store_args else None,
+                    kv_store_memory_mb=1024 if kv_store_memory_mb is None else kv_store_memory_mb,
+                    kv_store_disk_gb=kv_store_disk_gb,
+                )
             )
         url = f"http://{host}:{port}"
         console.print(

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from llmplan import __version__
+from llmplan.deployment import DeploymentSpec, EngineArgs, InstanceSpec, StageSpec
 from llmplan.errors import LlmplanError
 from llmplan.metrics import RunMetrics, compute_metrics, distserve_goodput
 from llmplan.metrics.types import RunResult
@@ -40,19 +41,23 @@ class BenchConfig:
     seed: int = 0
     slo: str = "proportional"
     model: str = "llama-2-13b"
-    topology: str = "preset:dgx-a100"
+    topology: str | None = None  # None: the plan's (with --plan), else preset:dgx-a100
     plan: str | None = None  # a saved plan file; None plans HELR on the topology
+    # A deployment spec (llmplan.deployment) the run simulates instead of planning: from a
+    # plan file (its instances, topology and scheduler settings) or from a server's
+    # GET /v1/deployment (``bench --target --simulate``).
+    deployment: dict[str, Any] | None = None
     plan_mode: str = "HELR"
     policies: list[str] = field(default_factory=lambda: list(DEFAULT_POLICIES))
     router: str = "round-robin"
     instances: int | None = None  # replicas of the plan's instance; None fills the topology
     predictor: str = "oracle"
-    block_size: int = 16
-    chunked_prefill: bool = False
+    engine: EngineArgs = field(default_factory=EngineArgs)
     disaggregation: tuple[int, int] | None = None
     sweep_rates: list[float] | None = None  # absolute offered rates (req/s)
     sweep_target: float = 0.9
     calibration: str | None = None
+    allow_profile_mismatch: bool = False
     record_token_times: bool = True
     command: str = ""
 
@@ -68,6 +73,8 @@ class Cluster:
     description: dict[str, Any]
     cost_override: Any = None
     graph: Any = None
+    plan: Any = None  # the Plan the instances come from, when there is one
+    device: str | None = None  # GPU model (or "cpu") when every instance runs on one kind
 
 
 def load_calibration_cost(path: str) -> Any:
@@ -107,9 +114,10 @@ def system_names(policies: list[str]) -> bool:
 def system_layout(cfg: BenchConfig) -> tuple[int, tuple[int, int]]:
     """(GPUs, P:D split) of a system comparison: ``--instances`` GPUs (default 4, one TP=1
     replica each) and ``--disaggregation`` for DistServe/BanaServe (default half:half)."""
-    if cfg.plan or cfg.calibration:
+    if cfg.plan or cfg.calibration or cfg.deployment:
         raise LlmplanError(
-            "--compare vllm,distserve,banaserve builds its own TP=1 cluster; drop --plan/--calibration"
+            "--compare vllm,distserve,banaserve builds its own TP=1 cluster; "
+            "drop --plan/--config/--calibration"
         )
     if cfg.router != "round-robin":
         raise LlmplanError(
@@ -153,7 +161,7 @@ def build_system_cluster(cfg: BenchConfig) -> Cluster:
             "(Algorithm 4-1) every tick",
         },
         "cost_model": "roofline (llmplan.plan.costmodel)",
-        "block_size": cfg.block_size,
+        "block_size": cfg.engine.block_size,
     }
     return Cluster([], desc, None, None)
 
@@ -172,21 +180,35 @@ def build_cluster(cfg: BenchConfig) -> Cluster:
     from llmplan.runtime.sim.cluster import cluster_from_plan
     from llmplan.topology import gpu_nodes, load_topology
 
-    graph = load_topology(cfg.topology)
+    if cfg.deployment is not None and not cfg.plan:
+        return build_spec_cluster(cfg, DeploymentSpec.from_dict(cfg.deployment))
     replicate = cfg.instances is not None or cfg.disaggregation is not None
+    plan = None
+    topology = cfg.topology or DEFAULT_TOPOLOGY
     if cfg.plan:
         from llmplan.plan.types import Plan
 
         plan = Plan.load(cfg.plan)
+        # The plan was priced on its own topology: simulate it there, never on another one.
+        own = topology_source(plan.topology) if plan.topology else None
+        if own and cfg.topology and topology_source(cfg.topology) != own:
+            raise LlmplanError(
+                f"--topology {cfg.topology} conflicts with the plan's topology {plan.topology}; "
+                "drop --topology (the plan brings its own) or re-plan on that topology"
+            )
+        topology = own or topology
+    graph = load_topology(topology)
+    if plan is not None:
+        pass
     elif replicate:
         from llmplan.plan.planner import make_plan
 
-        plan = make_plan(get_model_spec(cfg.model), graph, cfg.plan_mode, topology=cfg.topology)
+        plan = make_plan(get_model_spec(cfg.model), graph, cfg.plan_mode, topology=topology)
     else:
         from llmplan.plan.planner import fill_plan
 
-        plan = fill_plan(get_model_spec(cfg.model), graph, cfg.plan_mode, topology=cfg.topology)
-    base = cluster_from_plan(plan, graph, block_size=cfg.block_size)
+        plan = fill_plan(get_model_spec(cfg.model), graph, cfg.plan_mode, topology=topology)
+    base = cluster_from_plan(plan, graph, block_size=cfg.engine.block_size)
     if cfg.disaggregation is not None:
         n_p, n_d = cfg.disaggregation
         if n_p < 1 or n_d < 1:
@@ -216,10 +238,15 @@ def build_cluster(cfg: BenchConfig) -> Cluster:
         replace(base[k % len(base)], name=names[k], role=roles[k % len(roles)], gpus=gpu_sets[k])
         for k in range(replicas)
     ]
-    cost = load_calibration_cost(cfg.calibration) if cfg.calibration else None
+    gpu_names = {st.gpu_name for ip in plan.instances for st in ip.stages if st.gpu_name}
+    device = gpu_names.pop() if len(gpu_names) == 1 else None
+    cost = None
+    if cfg.calibration:
+        cost = load_calibration_cost(cfg.calibration)
+        check_profile(cost, plan.model, device, _plan_dtype(plan), cfg.allow_profile_mismatch)
     desc = {
         "model": plan.model,
-        "topology": cfg.topology,
+        "topology": topology,
         "plan_mode": plan.mode,
         "plan_file": cfg.plan,
         "plan_instance_gpus": [list(i.gpus) for i in plan.instances],
@@ -239,14 +266,167 @@ def build_cluster(cfg: BenchConfig) -> Cluster:
         else "each planned instance's own roofline (InstanceCost.from_plan)",
         "roles": [s.role for s in specs],
         "kv_blocks_per_instance": [s.num_blocks for s in specs],
-        "block_size": cfg.block_size,
+        "block_size": cfg.engine.block_size,
         "cost_model": "calibration:" + cfg.calibration
         if cfg.calibration
         else "roofline (llmplan.plan.costmodel)",
     }
     if cost is not None:
         desc["calibration"] = {k: getattr(cost, k, None) for k in ("model", "device", "dtype")}
-    return Cluster(specs, desc, cost, graph)
+    return Cluster(specs, desc, cost, graph, plan, device)
+
+
+DEFAULT_TOPOLOGY = "preset:dgx-a100"
+
+
+def topology_source(name: str) -> str:
+    """A plan's topology as ``load_topology`` reads it: plans made in code may name a preset
+    bare ("dgx-a100"); "preset:dgx-a100" and "dgx-a100" are the same topology."""
+    from llmplan.topology.presets import preset_names
+
+    if name in preset_names():
+        return f"preset:{name}"
+    return name
+
+
+def _plan_dtype(plan: Any) -> str:
+    ms = plan.model_spec or {}
+    return str(ms.get("weight_dtype") or ms.get("dtype") or "bfloat16")
+
+
+def check_profile(cost: Any, model: str, device: str | None, dtype: str | None, allow: bool) -> None:
+    """Refuse a calibration profile measured on another model, device or dtype (or one whose
+    coefficients are all zero): it would price a different system. ``allow`` (the flag
+    ``--allow-profile-mismatch``) accepts a mismatch knowingly; all-zero is never accepted."""
+    from llmplan.deployment import canonical_dtype
+
+    coef = getattr(cost, "coef", None)
+    if isinstance(coef, dict) and not any(float(v) > 0 for v in coef.values()):
+        raise LlmplanError(
+            "--calibration: every coefficient of the profile is zero (it would price each step at 0 s); "
+            "re-run `llmplan calibrate`"
+        )
+    bad = []
+    pm = getattr(cost, "model", None)
+    if pm and model and str(pm).lower() != str(model).lower():
+        bad.append(f"model {pm} (deployment: {model})")
+    pd = getattr(cost, "device", None)
+    if pd and device and not _same_device(str(pd), device):
+        bad.append(f"device {pd} (deployment: {device})")
+    pt = getattr(cost, "dtype", None)
+    if pt and dtype:
+        try:
+            same = canonical_dtype(str(pt)) == canonical_dtype(str(dtype))
+        except LlmplanError:
+            same = str(pt).lower() == str(dtype).lower()
+        if not same:
+            bad.append(f"dtype {pt} (deployment: {dtype})")
+    if bad and not allow:
+        raise LlmplanError(
+            f"--calibration profile was measured on another system: {'; '.join(bad)}; calibrate this one "
+            "(`llmplan calibrate`) or pass --allow-profile-mismatch to use it anyway"
+        )
+
+
+def _same_device(profile_device: str, device: str) -> bool:
+    a, b = profile_device.lower(), device.lower()
+    if a.startswith("cpu") or b.startswith("cpu"):
+        return a.startswith("cpu") and b.startswith("cpu")
+    if a.startswith("cuda"):
+        return True  # a GPU profile names its device by ordinal, not model: nothing to compare
+    norm = [x.replace("nvidia", "").replace("-", " ").replace("_", " ").split() for x in (a, b)]
+    # "NVIDIA A100-SXM4-80GB" vs the catalog's "A100-SXM-80GB": the GPU family must match.
+    return bool(norm[0] and norm[1] and norm[0][0] == norm[1][0])
+
+
+def build_spec_cluster(cfg: BenchConfig, spec: DeploymentSpec) -> Cluster:
+    """The instances a deployment spec describes, without a plan (a server's own spec from
+    GET /v1/deployment): each priced by the calibration profile, or on a GPU by the planner's
+    roofline for its model, device and TP degree. A CPU deployment has no roofline: it needs a
+    profile from ``llmplan calibrate``, and is refused without one."""
+    from llmplan.runtime.sim.cluster import default_cost, kv_capacity_blocks
+    from llmplan.runtime.sim.config import InstanceSpec as SimInstance
+
+    device = spec.device or "cpu"
+    cost = None
+    if cfg.calibration:
+        cost = load_calibration_cost(cfg.calibration)
+        check_profile(cost, spec.model, device, spec.weight_dtype, cfg.allow_profile_mismatch)
+    elif device.lower().startswith("cpu"):
+        raise LlmplanError(
+            f"the deployment runs {spec.model} on {device}; the simulator has no roofline for a CPU, so "
+            f"measure one: `llmplan calibrate --dummy-weights {spec.model} --out profile.json`, then pass "
+            "--calibration profile.json"
+        )
+    specs = []
+    for inst in spec.instances:
+        c = cost if cost is not None else default_cost(spec.model, device, inst.tp)
+        blocks = inst.num_kv_blocks or kv_capacity_blocks(c, spec.engine.block_size)
+        if not blocks:
+            raise LlmplanError(
+                f"instance {inst.name} of the deployment gives no KV pool size; set num_kv_blocks in the spec"
+            )
+        specs.append(SimInstance(inst.name, c, int(blocks), inst.role, tuple(inst.gpus)))
+    desc = {
+        "model": spec.model,
+        "topology": spec.topology,
+        "device": device,
+        "deployment_source": spec.source,
+        "roles": [s.role for s in specs],
+        "kv_blocks_per_instance": [s.num_blocks for s in specs],
+        "block_size": spec.engine.block_size,
+        "cost_model": "calibration:" + cfg.calibration
+        if cfg.calibration
+        else "roofline (llmplan.plan.costmodel)",
+    }
+    return Cluster(specs, desc, cost, None, None, device)
+
+
+def deployment_of_run(cfg: BenchConfig, cluster: Cluster, policy: str) -> dict[str, Any]:
+    """The deployment one run simulated, as a :class:`DeploymentSpec` dict for report.json."""
+    from dataclasses import replace as _replace
+
+    systems = cluster.description.get("systems")
+    engine = _replace(cfg.engine, policy=policy if not systems else "fcfs")
+    if systems is not None:
+        from llmplan.migrate.systems import system_config
+
+        gpus, pd = systems["gpus"], tuple(systems["pd"])
+        sc = system_config(policy, model=cfg.model, gpu=systems["gpu"], gpus=gpus, pd=pd)
+        from llmplan.runtime.sim.cluster import build_instances
+
+        insts = [InstanceSpec(s.name, s.role, [], tp=1) for s in build_instances(sc)]
+        spec = DeploymentSpec(
+            model=cfg.model, instances=insts, device=systems["gpu"], engine=engine, router=sc.router,
+            source=f"llmplan bench --compare {policy}",
+        )  # fmt: skip
+        return spec.to_dict()
+    plan = cluster.plan
+    insts = []
+    for k, s in enumerate(cluster.instances):
+        stages: list[StageSpec] = []
+        if plan is not None and plan.instances:
+            ip = plan.instances[k % len(plan.instances)]
+            free = list(s.gpus)
+            for st in ip.stages:
+                take = [free.pop(0) for _ in st.gpus if free] if free else list(st.gpus)
+                stages.append(StageSpec(take, st.layer_start, st.layer_end))
+        tp = max((len(st.gpus) for st in stages), default=1)
+        insts.append(InstanceSpec(s.name, s.role, stages, tp=max(1, tp), pp=max(1, len(stages)),
+                                  num_kv_blocks=s.num_blocks))  # fmt: skip
+    spec = DeploymentSpec(
+        model=cluster.description["model"],
+        instances=insts,
+        weight_dtype=_plan_dtype(plan) if plan is not None else "bfloat16",
+        topology=cluster.description.get("topology"),
+        device=cluster.device,
+        engine=engine,
+        router=cfg.router,
+        cost_profile=cfg.calibration,
+        plan_mode=getattr(plan, "mode", None),
+        source="llmplan bench",
+    )
+    return spec.to_dict()
 
 
 def _replica_gpus(base: list[Any], all_gpus: list[str], replicas: int) -> list[tuple[str, ...]]:
@@ -286,8 +466,11 @@ def simulate_once(
         policy=policy,
         router=cfg.router,
         predictor=cfg.predictor,
-        block_size=cfg.block_size,
-        chunked_prefill=cfg.chunked_prefill,
+        block_size=cfg.engine.block_size,
+        chunked_prefill=cfg.engine.chunked_prefill,
+        max_num_seqs=cfg.engine.max_num_seqs,
+        max_num_batched_tokens=cfg.engine.max_num_batched_tokens,
+        max_model_len=cfg.engine.max_model_len,
         disaggregation=None,  # roles are already on the instance specs (build_cluster)
         cost=cluster.cost_override,
         model=cluster.description["model"],  # a --plan file's model wins over --model
@@ -315,8 +498,11 @@ def _simulate_system(
         gpus=layout["gpus"],
         pd=tuple(layout["pd"]),
         predictor=cfg.predictor,
-        block_size=cfg.block_size,
-        chunked_prefill=cfg.chunked_prefill,
+        block_size=cfg.engine.block_size,
+        chunked_prefill=cfg.engine.chunked_prefill,
+        max_num_seqs=cfg.engine.max_num_seqs,
+        max_num_batched_tokens=cfg.engine.max_num_batched_tokens,
+        max_model_len=cfg.engine.max_model_len,
         seed=cfg.seed,
         record_token_times=cfg.record_token_times,
     )
@@ -415,6 +601,8 @@ def run_bench(
     # Instances are described under "cluster"; the policy differs per run (the run's label).
     sim_cfg = {k: v for k, v in sim_cfg.items() if k not in ("instances", "policy")}
     config = {"bench": cfg.to_dict(), "cluster": cluster.description, "simulator": sim_cfg}
+    # What each run simulated, in the same schema `llmplan plan --out` writes and a server shows.
+    config["deployments"] = {p: deployment_of_run(cfg, cluster, p) for p in cfg.policies}
     if "systems" in cluster.description:
         # Each system is its own simulator config (router, split, hooks): keep all of them.
         config["simulator"] = per_system

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from llmplan.cli.app import app
+from llmplan.errors import LlmplanError
 
 runner = CliRunner()
 
@@ -141,7 +142,8 @@ def test_calibration_profile_prices_the_simulation(tmp_path: Path) -> None:
 
     coef = {"const": 0.01, "prefill_tokens": 1e-4, "prefill_attn": 0.0}
     coef |= {"decode_seqs": 1e-3, "decode_ctx": 0.0}
-    prof = CalibrationProfile(coef=coef, model="llama-2-13b", device="test", dtype="float16")
+    # Measured (say) on the A100s the default plan uses, in the checkpoint dtype: a matching profile.
+    prof = CalibrationProfile(coef=coef, model="llama-2-13b", device="A100-SXM4-80GB", dtype="float16")
     prof.save(tmp_path / "cal.json")
     trace = tmp_path / "one.csv"
     trace.write_text("arrival_s,prompt_tokens,output_tokens\n0,100,3\n")
@@ -283,11 +285,14 @@ def test_multi_instance_plan_file_is_used_as_planned(tmp_path: Path) -> None:
     path = plan.save(tmp_path / "fill.json")
     out = tmp_path / "rep"
     args = ["--trace", "synthetic:rate=4,n=40", "--plan", str(path), "--policy", "fcfs", "--no-plots"]
-    res = _bench(*args, "--model", "llama-2-13b", "--out", str(out))
+    # The plan deploys llama-2-7b: another --model is refused rather than silently ignored.
+    bad = runner.invoke(app, ["bench", *args, "--model", "llama-2-13b", "--out", str(out)])
+    assert isinstance(bad.exception, LlmplanError) and "drop --model" in str(bad.exception)
+    res = _bench(*args, "--out", str(out))
     assert res.exit_code == 0, res.output
     data = json.loads((out / "report.json").read_text())
     c = data["config"]["cluster"]
-    assert c["model"] == "llama-2-7b"  # the plan file's model wins
+    assert c["model"] == "llama-2-7b"
     assert c["replica_gpus"] == [i.gpus for i in plan.instances] and c["replicas"] == len(plan.instances)
     blocks = [s.num_blocks for s in cluster_from_plan(plan, graph)]
     assert c["kv_blocks_per_instance"] == blocks and len(set(blocks)) > 1  # not copies of instance 0

@@ -9,6 +9,7 @@ import pytest
 from llmplan.errors import LlmplanError
 from llmplan.plan.costmodel import BatchShape
 from llmplan.runtime.sim import LinearCost, SimConfig, decode_run, default_cost, simulate
+from llmplan.runtime.sim.simulator import Simulation
 from llmplan.workload.types import SLO, RequestSpec, Workload
 
 
@@ -158,7 +159,12 @@ def test_progress_reaches_the_total_and_config_errors_are_one_line():
     with pytest.raises(LlmplanError, match="needs 5 instances but the cluster has 4"):
         simulate(wl, SimConfig(instances=4, disaggregation=(2, 3), cost=LinearCost(), num_blocks=10))
     with pytest.raises(LlmplanError, match="static batching"):
-        simulate(wl, SimConfig(policy="static-fcfs", chunked_prefill=True, cost=LinearCost(), num_blocks=10))
+        simulate(wl, SimConfig(policy="static-fcfs", instances=2, disaggregation=(1, 1), cost=LinearCost(),
+                               num_blocks=10))
+    # As in the engine (runtime.core.scheduler.serving_config), a static policy ignores chunked prefill.
+    static = SimConfig(policy="static-fcfs", chunked_prefill=True, cost=LinearCost(), num_blocks=300)
+    sim = Simulation(wl, static)
+    assert sim.instances[0].sched.config.chunked_prefill is False
     with pytest.raises(LlmplanError, match="unknown router"):
         simulate(wl, SimConfig(router="random-ish", cost=LinearCost(), num_blocks=10))
     bad = Workload("bad", [RequestSpec(0, float("nan"), 10, 1)])

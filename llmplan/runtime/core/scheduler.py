@@ -82,6 +82,36 @@ class SchedulerConfig:
             self.max_model_len = cap
 
 
+def serving_config(
+    *,
+    num_blocks: int,
+    block_size: int,
+    max_num_seqs: int,
+    max_num_batched_tokens: int,
+    chunked_prefill: bool,
+    max_model_len: int | None,
+    static: bool,
+    role: Role = "both",
+    record_token_times: bool = False,
+    watermark: float = 0.01,
+) -> SchedulerConfig:
+    """The scheduler settings a serving instance runs with, from its engine arguments: one
+    rule for the engine (``llmplan.runtime.engine.factory``) and the simulator. A static
+    policy runs whole batches (no chunked prefill), and the token budget holds at least one
+    decode token per sequence."""
+    return SchedulerConfig(
+        num_blocks=num_blocks,
+        block_size=block_size,
+        max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=max(max_num_batched_tokens, max_num_seqs),
+        chunked_prefill=chunked_prefill and not static,
+        watermark=watermark,
+        max_model_len=max_model_len,
+        role=role,
+        record_token_times=record_token_times,
+    )
+
+
 @dataclass(slots=True)
 class SchedulerStats:
     admitted: int = 0

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from llmplan.deployment import EngineArgs
 from llmplan.errors import LlmplanError
-from llmplan.runtime.core.scheduler import Scheduler, SchedulerConfig
+from llmplan.runtime.core.scheduler import Scheduler, serving_config
 from llmplan.runtime.engine.async_engine import AsyncLLMEngine
 from llmplan.runtime.engine.config import ModelConfig, catalog_config, load_hf_config
 from llmplan.runtime.engine.executor import TorchExecutor
@@ -105,39 +107,95 @@ def _default_num_blocks(
     return max(1, min(int(budget // per_block), want))
 
 
-def build_engine(
-    model: str | Path | None = None,
-    dummy_weights: str | None = None,
-    plan: Any = None,
-    scheduler: str | Any = "fcfs",
-    max_num_seqs: int = 64,
-    num_kv_blocks: int | None = None,
-    block_size: int = 16,
-    device: str = "cpu",
-    dtype: str = "float32",
-    max_queue: int = 1024,
-    seed: int = 0,
-    max_num_batched_tokens: int = 512,
-    chunked_prefill: bool = True,
-    max_model_len: int | None = None,
-    kv_cache_gb: float | None = None,
-    predictor: Any = None,
-    served_model_name: str | None = None,
-    threads: int | None = None,
+_ARG_FIELDS = ("max_num_seqs", "max_num_batched_tokens", "chunked_prefill", "block_size", "max_model_len")
+
+
+@dataclass(slots=True)
+class EngineConfig:
+    """Everything :func:`build_engine` needs: the scheduler settings (:class:`EngineArgs`, the
+    flags ``serve`` and ``bench`` share) plus the model, device, KV pool and server knobs."""
+
+    model: str | Path | None = None
+    dummy_weights: str | None = None
+    plan: Any = None
+    args: EngineArgs = field(default_factory=EngineArgs)
+    policy_object: Any = None  # a BatchPolicy object instead of args.policy (library use)
+    num_kv_blocks: int | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+    max_queue: int = 1024
+    seed: int = 0
+    kv_cache_gb: float | None = None
+    predictor: Any = None
+    served_model_name: str | None = None
+    threads: int | None = None
     # Multi-worker instances (llmplan.runtime.workers): layers over `workers` processes.
-    workers: int = 1,
-    layer_split: str | list[int] | None = None,
-    migration_controller: bool = False,
-    control_interval_s: float = 1.0,
-    worker_timeout_s: float = 120.0,
-    worker_memory_gb: float | None = None,
-    misprediction_log: str | Path | None = None,
-    kv_store: str | Path | None = None,
-    kv_store_memory_mb: int = 1024,
-    kv_store_disk_gb: float | None = None,
-    kv_store_schedule_hits: bool = False,
-) -> AsyncLLMEngine:
-    """An :class:`~llmplan.runtime.engine.api.AsyncEngine` running the torch model.
+    workers: int = 1
+    layer_split: str | list[int] | None = None
+    migration_controller: bool = False
+    control_interval_s: float = 1.0
+    worker_timeout_s: float = 120.0
+    worker_memory_gb: float | None = None
+    misprediction_log: str | Path | None = None
+    kv_store: str | Path | None = None
+    kv_store_memory_mb: int = 1024
+    kv_store_disk_gb: float | None = None
+    kv_store_schedule_hits: bool = False
+
+    @classmethod
+    def from_kwargs(cls, **kw: Any) -> EngineConfig:
+        """The keyword form (``build_engine(dummy_weights=..., max_num_seqs=16)``): the scheduler
+        settings go to :class:`EngineArgs`; ``scheduler`` is the policy's name or object."""
+        args = {k: kw.pop(k) for k in _ARG_FIELDS if k in kw}
+        pol = kw.pop("scheduler", kw.pop("policy", None))
+        policy_object = None
+        if pol is not None and not isinstance(pol, str):
+            policy_object = pol
+        elif pol is not None:
+            args["policy"] = pol
+        return cls(args=EngineArgs(**args), policy_object=policy_object, **kw)
+
+    @property
+    def policy(self) -> Any:
+        return self.policy_object if self.policy_object is not None else self.args.policy
+
+    def pipeline_kwargs(self) -> dict[str, Any]:
+        """The arguments of :func:`llmplan.runtime.workers.engine.build_pipeline_engine`."""
+        a = self.args
+        return dict(
+            workers=self.workers,
+            layer_split=self.layer_split,
+            migration_controller=self.migration_controller,
+            control_interval_s=self.control_interval_s,
+            worker_timeout_s=self.worker_timeout_s,
+            worker_memory_gb=self.worker_memory_gb,
+            model=self.model,
+            dummy_weights=self.dummy_weights,
+            plan=self.plan,
+            scheduler=self.policy,
+            max_num_seqs=a.max_num_seqs,
+            num_kv_blocks=self.num_kv_blocks,
+            block_size=a.block_size,
+            device=self.device,
+            dtype=self.dtype,
+            max_queue=self.max_queue,
+            seed=self.seed,
+            max_num_batched_tokens=a.max_num_batched_tokens,
+            chunked_prefill=a.chunked_prefill,
+            max_model_len=a.max_model_len,
+            kv_cache_gb=self.kv_cache_gb,
+            predictor=self.predictor,
+            served_model_name=self.served_model_name,
+            threads=self.threads,
+            misprediction_log=self.misprediction_log,
+        )
+
+
+def build_engine(config: EngineConfig | None = None, /, **kwargs: Any) -> AsyncLLMEngine:
+    """An :class:`~llmplan.runtime.engine.api.AsyncEngine` running the torch model, built from
+    an :class:`EngineConfig` (or its fields as keywords; see :meth:`EngineConfig.from_kwargs`).
+    The engine carries the :class:`~llmplan.deployment.DeploymentSpec` it runs as
+    ``engine.deployment`` (what ``GET /v1/deployment`` shows).
 
     ``scheduler`` names a batch policy of ``llmplan.batch`` (or is a policy object);
     ``predictor`` is a :class:`~llmplan.predict.interface.LengthPredictor` for the policies
@@ -155,14 +213,73 @@ def build_engine(
     and budgeted against ``max_num_batched_tokens`` (vLLM's ``num_computed_tokens``); without it
     the budget chunks the whole prompt and hits are found inside the chunks.
     """
-    if threads is not None:
-        if threads < 1:
-            raise LlmplanError(f"threads must be >= 1 (got {threads})")
-        torch.set_num_threads(threads)
-    if max_num_seqs < 1 or max_queue < 0 or block_size < 1 or max_num_batched_tokens < 1:
+    if config is None:
+        config = EngineConfig.from_kwargs(**kwargs)
+    elif kwargs:
+        raise TypeError("build_engine takes an EngineConfig or keywords, not both")
+    c, a = config, config.args
+    if c.threads is not None:
+        if c.threads < 1:
+            raise LlmplanError(f"threads must be >= 1 (got {c.threads})")
+        torch.set_num_threads(c.threads)
+    if a.max_num_seqs < 1 or c.max_queue < 0 or a.block_size < 1 or a.max_num_batched_tokens < 1:
         raise LlmplanError("max_num_seqs, block_size and max_num_batched_tokens must be >= 1, max_queue >= 0")
-    if workers != 1 or layer_split is not None or migration_controller or worker_memory_gb is not None:
-        return _pipeline_engine(locals())
+    multi = c.workers != 1 or c.layer_split is not None or c.migration_controller
+    if multi or c.worker_memory_gb is not None:
+        engine = _pipeline_engine(c)
+    else:
+        engine = _single_engine(c)
+    engine.deployment = engine_deployment(c, engine)
+    return engine
+
+
+def engine_deployment(c: EngineConfig, engine: Any) -> dict[str, Any]:
+    """The spec of a built engine, from what it actually runs (the scheduler's settings, the
+    KV pool, the context it enforces), for ``GET /v1/deployment``."""
+    from llmplan.deployment import DeploymentSpec, InstanceSpec, StageSpec
+
+    sched = getattr(getattr(engine, "engine", None), "scheduler", None)
+    sc = getattr(sched, "config", None)
+    policy = getattr(getattr(sched, "policy", None), "name", None) or str(getattr(c.policy, "name", c.policy))
+    args = EngineArgs(
+        policy=policy,
+        max_num_seqs=getattr(sc, "max_num_seqs", c.args.max_num_seqs),
+        max_num_batched_tokens=getattr(sc, "max_num_batched_tokens", c.args.max_num_batched_tokens),
+        chunked_prefill=bool(getattr(sc, "chunked_prefill", c.args.chunked_prefill)),
+        block_size=getattr(sc, "block_size", c.args.block_size),
+        max_model_len=int(engine.max_model_len),
+    )
+    cfg = getattr(getattr(engine, "engine", None), "cfg", None)
+    layers = int(getattr(cfg, "num_layers", 0) or 0)
+    device = "cpu" if str(c.device).startswith("cpu") and c.plan is None else _gpu_name(c.device)
+    model = str(c.dummy_weights) if c.dummy_weights else str(c.model)
+    stages = [StageSpec([str(c.device)], 0, layers)] if layers else []
+    inst = InstanceSpec(
+        "i0", "both", stages, tp=1, pp=max(1, c.workers),
+        num_kv_blocks=getattr(sc, "num_blocks", c.num_kv_blocks),
+    )  # fmt: skip
+    spec = DeploymentSpec(
+        model=model, instances=[inst], weight_dtype=str(resolve_dtype(c.dtype)).removeprefix("torch."),
+        device=device, engine=args, kv_store=None if c.kv_store is None else str(c.kv_store),
+        source="llmplan serve",
+    )  # fmt: skip
+    return spec.to_dict()
+
+
+def _gpu_name(device: str) -> str:
+    try:
+        return torch.cuda.get_device_name(torch.device(device))
+    except Exception:  # noqa: BLE001 - no CUDA: name the device as given
+        return str(device)
+
+
+def _single_engine(c: EngineConfig) -> AsyncLLMEngine:
+    a = c.args
+    model, dummy_weights, plan, device = c.model, c.dummy_weights, c.plan, c.device
+    dtype, seed = c.dtype, c.seed
+    max_model_len, num_kv_blocks, block_size = a.max_model_len, c.num_kv_blocks, a.block_size
+    max_num_seqs, kv_cache_gb, kv_store = a.max_num_seqs, c.kv_cache_gb, c.kv_store
+    scheduler, predictor = c.policy, c.predictor
     cfg, m = build_model(model, dummy_weights, plan, device, dtype, seed)
     policy = check_policy(scheduler, predictor)
     ctx = cfg.max_model_len if max_model_len is None else min(max_model_len, cfg.max_model_len)
@@ -173,17 +290,17 @@ def build_engine(
     kv = PagedKVCache(cfg, num_kv_blocks, block_size, m.layer_devices, m.dtype)
     ctx = min(ctx, num_kv_blocks * block_size)
     executor, collectors = _executor(
-        m, kv, kv_store, kv_store_memory_mb, kv_store_disk_gb, model, dummy_weights, seed
+        m, kv, kv_store, c.kv_store_memory_mb, c.kv_store_disk_gb, model, dummy_weights, seed
     )
     # The store's executor tells admission which prompt prefix it can load, so only the rest is
     # scheduled and budgeted against max_num_batched_tokens (vLLM's num_computed_tokens).
-    sch = make_scheduler(policy, num_kv_blocks, block_size, max_num_seqs, max_num_batched_tokens,
-                         chunked_prefill, ctx,
-                         prefix_probe=executor.prefix_probe if kv_store_schedule_hits and kv_store else None)
-    recorder = make_recorder(misprediction_log, predictor)
+    probe = executor.prefix_probe if c.kv_store_schedule_hits and kv_store else None
+    sch = make_scheduler(policy, num_kv_blocks, block_size, max_num_seqs, a.max_num_batched_tokens,
+                         a.chunked_prefill, ctx, prefix_probe=probe)
+    recorder = make_recorder(c.misprediction_log, predictor)
     engine, tok = assemble_engine(
-        cfg, executor, sch, model=model, dummy_weights=dummy_weights, served_model_name=served_model_name,
-        ctx=ctx, seed=seed, predictor=predictor, recorder=recorder, max_queue=max_queue,
+        cfg, executor, sch, model=model, dummy_weights=dummy_weights, served_model_name=c.served_model_name,
+        ctx=ctx, seed=seed, predictor=predictor, recorder=recorder, max_queue=c.max_queue,
         collectors=collectors,
     )  # fmt: skip
     log.info(
@@ -224,15 +341,15 @@ def make_scheduler(
     ctx: int,
     prefix_probe: Any = None,
 ) -> Scheduler:
-    static = bool(getattr(policy, "static", False))
     return Scheduler(
-        SchedulerConfig(
+        serving_config(
             num_blocks=num_kv_blocks,
             block_size=block_size,
             max_num_seqs=max_num_seqs,
-            max_num_batched_tokens=max(max_num_batched_tokens, max_num_seqs),
-            chunked_prefill=chunked_prefill and not static,
+            max_num_batched_tokens=max_num_batched_tokens,
+            chunked_prefill=chunked_prefill,
             max_model_len=ctx,
+            static=bool(getattr(policy, "static", False)),
         ),
         policy=policy,
         prefix_probe=prefix_probe,
@@ -279,16 +396,13 @@ def _executor(
     return ex, [StoreCollector(ex.store, ex.stats)]
 
 
-def _pipeline_engine(args: dict[str, Any]) -> AsyncLLMEngine:
+def _pipeline_engine(c: EngineConfig) -> AsyncLLMEngine:
     """``workers`` > 1: the same serving core over a multi-worker PipelineExecutor."""
-    if args["workers"] < 2:
+    if c.workers < 2:
         raise LlmplanError("--layer-split, --migration-controller and --worker-memory-gb need --workers 2 "
                            "or more")
-    if args.get("kv_store") is not None:
+    if c.kv_store is not None:
         raise LlmplanError("--kv-store serves single-worker instances; drop it or use --workers 1")
-    import inspect
-
     from llmplan.runtime.workers.engine import build_pipeline_engine
 
-    known = inspect.signature(build_pipeline_engine).parameters
-    return build_pipeline_engine(**{k: v for k, v in args.items() if k in known})
+    return build_pipeline_engine(**c.pipeline_kwargs())

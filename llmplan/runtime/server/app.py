@@ -177,6 +177,15 @@ def create_app(
             }],
         }
 
+    @app.get("/v1/deployment")
+    async def deployment() -> Response:
+        """The deployment this server runs (llmplan.deployment.DeploymentSpec): model, KV pool,
+        scheduler settings. ``llmplan bench --target URL --simulate`` simulates exactly this."""
+        spec = getattr(engine, "deployment", None)
+        if not spec:
+            raise APIError(404, "this engine does not describe its deployment; build it with build_engine")
+        return JSONResponse(spec)
+
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(state.metrics.render(), media_type=CONTENT_TYPE)

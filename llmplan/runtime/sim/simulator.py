@@ -36,7 +36,7 @@ from llmplan.plan.costmodel import BatchShape
 from llmplan.routing.base import InstanceLoad
 from llmplan.runtime.core.blocks import blocks_for
 from llmplan.runtime.core.limits import context_rejection, http_reason
-from llmplan.runtime.core.scheduler import Scheduler, SchedulerConfig
+from llmplan.runtime.core.scheduler import Scheduler, serving_config
 from llmplan.runtime.core.types import ScheduledBatch, SeqState, StepResult
 from llmplan.runtime.sim.cluster import build_instances, model_context
 from llmplan.runtime.sim.config import InstanceSpec, SimConfig
@@ -162,7 +162,7 @@ class Simulation:
         self.instances: list[SimInstance] = []
         for k, spec in enumerate(specs):
             policy = get_policy(config.policy, **config.policy_kwargs)
-            sc = SchedulerConfig(
+            sc = serving_config(
                 num_blocks=spec.num_blocks,
                 block_size=config.block_size,
                 max_num_seqs=config.max_num_seqs,
@@ -170,6 +170,7 @@ class Simulation:
                 chunked_prefill=config.chunked_prefill,
                 watermark=config.watermark,
                 max_model_len=self.max_model_len,
+                static=policy.static,
                 role=spec.role,  # type: ignore[arg-type]
                 record_token_times=config.record_token_times,
             )
