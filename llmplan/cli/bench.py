@@ -365,6 +365,10 @@ def fetch_deployment(target: str) -> dict | None:
         resp = httpx.get(url, timeout=10.0, trust_env=False)
     except httpx.HTTPError:
         return None
+    if resp.status_code == 401:
+        from llmplan.errors import LlmplanError
+
+        raise LlmplanError(f"{url} asks for an API key (401); bench a server started without --api-key")
     if resp.status_code != 200:
         return None
     try:
