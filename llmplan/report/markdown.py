@@ -35,9 +35,61 @@ arrival to last completion). DistServe goodput = the highest swept rate at which
 stays ≥ the target (from `--sweep-rate`)."""
 
 
+def _att(m) -> float:
+    return m.summary["attainment"]["all"] or 0.0
+
+
+def answer(report: BenchReport) -> list[str]:
+    """The report's first paragraph: which run won, by how much (or that they tie), and caveats."""
+    runs = list(report.runs.items())
+    if not runs:
+        return ["No runs were recorded."]
+    wl = report.workload
+    rate = wl.get("offered_rate_rps")
+    at = f" at {rate:.2f} req/s" if rate else ""
+    if len(runs) == 1:
+        label, m = runs[0]
+        lines = [f"**{label}**{at}: {_att(m):.1%} of requests met every SLO; goodput "
+                 f"{m.summary['goodput_rps']:.2f} req/s."]  # fmt: skip
+    else:
+        ranked = sorted(runs, key=lambda r: (_att(r[1]), r[1].summary["goodput_rps"]), reverse=True)
+        (best, mb), (second, m2) = ranked[0], ranked[1]
+        gap = _att(mb) - _att(m2)
+        g1, g2 = mb.summary["goodput_rps"], m2.summary["goodput_rps"]
+        if gap < 0.0005 and abs(g1 - g2) <= 0.005 * max(g1, g2, 1e-9):
+            tied = [lb for lb, m in ranked if _att(mb) - _att(m) < 0.0005]
+            lines = [f"**No winner{at}**: {', '.join(tied)} tie at {_att(mb):.1%} of requests meeting "
+                     f"every SLO (goodput {g1:.2f} req/s). Nothing separates them at this load; a higher "
+                     "`--rate-scale` or `--sweep-rate` shows where they part."]  # fmt: skip
+        else:
+            rest = "; ".join(f"{lb} {_att(m):.1%}" for lb, m in ranked[1:])
+            rel = f" ({(g1 - g2) / g2:+.1%})" if g2 > 0 else ""
+            verb = "wins" if gap >= 0.01 else "leads narrowly"
+            lines = [f"**{best} {verb}{at}**: {_att(mb):.1%} of requests met every SLO, "
+                     f"{gap * 100:+.1f} points over {second} ({rest}); goodput {g1:.2f} vs {g2:.2f} "
+                     f"req/s{rel}."]  # fmt: skip
+            if gap < 0.01:
+                lines.append("One run per policy: a gap under 1 point may not survive another --seed.")
+    sat = [lb for lb, m in runs if m.summary["saturation"]["oversaturated"]]
+    if sat:
+        who = "every run is" if len(sat) == len(runs) else ", ".join(sat) + (" is" if len(sat) == 1 else
+                                                                             " are")  # fmt: skip
+        lines.append(f"Caveat: {who} over-saturated at this rate (the queue grew during the run), so "
+                     "tail latencies grow with the run length.")  # fmt: skip
+    gd = {lb: g for lb, g in report.goodput_distserve.items() if g.get("rate_rps") is not None}
+    if gd:
+        best_lb = max(gd, key=lambda lb: gd[lb]["rate_rps"])
+        others = ", ".join(f"{lb} {g['rate_rps']:.2f}" for lb, g in gd.items() if lb != best_lb)
+        vs = f" (vs {others})" if others else ""
+        lines.append(f"Highest swept rate holding {report.sweep_target:.0%} attainment (DistServe goodput): "
+                     f"**{best_lb} {gd[best_lb]['rate_rps']:.2f} req/s**{vs}.")  # fmt: skip
+    return lines
+
+
 def render_markdown(report: BenchReport, plots: list[Path]) -> str:
     wl, cfg = report.workload, report.config
     out = [f"# llmplan bench report: {wl.get('name', '?')}", ""]
+    out += [" ".join(answer(report)), ""]
     out.append(f"llmplan {report.version}, created {report.created_utc}, seed {report.seed}.")
     if report.command:
         out += ["", f"Command: `{report.command}`"]
