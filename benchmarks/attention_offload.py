@@ -40,17 +40,30 @@ def _prompts(n: int, length: int) -> list[list[int]]:
 
 
 def run(layout: str, args) -> dict:
-    kw = dict(dummy_weights=args.model, num_kv_blocks=args.batch * (args.context // 16 + 8) + 8,
-              max_num_seqs=args.batch, max_num_batched_tokens=args.budget, threads=1)
-    aeng = build_engine(**kw) if layout == "one process" else build_engine(
-        **kw, workers=2, layer_split=args.split, worker_timeout_s=120)
+    kw = dict(
+        dummy_weights=args.model,
+        num_kv_blocks=args.batch * (args.context // 16 + 8) + 8,
+        max_num_seqs=args.batch,
+        max_num_batched_tokens=args.budget,
+        threads=1,
+    )
+    aeng = (
+        build_engine(**kw)
+        if layout == "one process"
+        else build_engine(**kw, workers=2, layer_split=args.split, worker_timeout_s=120)
+    )
     eng = aeng.engine
     ex = eng.executor
     outs: dict[int, list[int]] = {}
     for i, p in enumerate(_prompts(args.batch, args.context)):
-        eng.add_request(GenerateRequest(f"r{i}", p, SamplingParams(max_tokens=args.warmup + args.steps + 1,
-                                                                    temperature=0, ignore_eos=True)),
-                        lambda o, i=i: outs.setdefault(i, []).extend(o.new_token_ids))
+        eng.add_request(
+            GenerateRequest(
+                f"r{i}",
+                p,
+                SamplingParams(max_tokens=args.warmup + args.steps + 1, temperature=0, ignore_eos=True),
+            ),
+            lambda o, i=i: outs.setdefault(i, []).extend(o.new_token_ids),
+        )
     try:
         while sum(len(t) for t in outs.values()) < args.batch:  # every prompt prefilled
             eng.step()
@@ -58,14 +71,22 @@ def run(layout: str, args) -> dict:
         if layout == "offload":
             lo, hi = ex.ranges[0]
             rec = ex.offload_attention(list(range(lo, hi)), 0, 1, ex.cfg.num_kv_heads // 2)
-            move = {"bytes": rec.bytes, "measured_s": rec.measured_s, "estimate_s": rec.estimate_s,
-                    "what": f"{rec.kv_heads}/{ex.cfg.num_kv_heads} KV heads of layers {list(rec.layers)}"}
+            move = {
+                "bytes": rec.bytes,
+                "measured_s": rec.measured_s,
+                "estimate_s": rec.estimate_s,
+                "what": f"{rec.kv_heads}/{ex.cfg.num_kv_heads} KV heads of layers {list(rec.layers)}",
+            }
         elif layout == "layer move":
             lo, hi = ex.ranges[0]
             k = args.move_layers
             rec = ex.migrate(tuple(range(hi - k, hi)), 0, 1)
-            move = {"bytes": rec.bytes, "measured_s": rec.measured_s, "estimate_s": rec.estimate_s,
-                    "what": f"layers {list(rec.layers)} to worker 1"}
+            move = {
+                "bytes": rec.bytes,
+                "measured_s": rec.measured_s,
+                "estimate_s": rec.estimate_s,
+                "what": f"layers {list(rec.layers)} to worker 1",
+            }
         for _ in range(args.warmup):
             eng.step()
         st0 = ex.stats() if layout != "one process" else None
@@ -78,8 +99,9 @@ def run(layout: str, args) -> dict:
         if st0 is not None:
             st1 = ex.stats()
             wall = st1.step_s_total - st0.step_s_total
-            out["busy_share"] = [(b1 - b0) / wall for b0, b1 in zip(st0.busy_s_total, st1.busy_s_total,
-                                                                    strict=True)]
+            out["busy_share"] = [
+                (b1 - b0) / wall for b0, b1 in zip(st0.busy_s_total, st1.busy_s_total, strict=True)
+            ]
             out["ranges"] = st1.ranges
         while eng.has_work():
             eng.step()
@@ -100,8 +122,11 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=2048, help="max batched tokens per step (prefill)")
     ap.add_argument("--steps", type=int, default=24, help="timed decode steps")
     ap.add_argument("--warmup", type=int, default=4)
-    ap.add_argument("--layouts", default="one process,as planned,offload,layer move",
-                    help="comma-separated, in the order run (the first is the token reference)")
+    ap.add_argument(
+        "--layouts",
+        default="one process,as planned,offload,layer move",
+        help="comma-separated, in the order run (the first is the token reference)",
+    )
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--only", help=argparse.SUPPRESS)  # one layout, in this process, JSON out
     args = ap.parse_args()
@@ -113,12 +138,12 @@ def main() -> None:
     layouts = [x.strip() for x in args.layouts.split(",") if x.strip()]
     unknown = set(layouts) - {"one process", "as planned", "offload", "layer move"}
     if unknown or not layouts:
-        ap.error(f"unknown layouts {sorted(unknown)}: choose from "
-                 "one process, as planned, offload, layer move")
+        ap.error(
+            f"unknown layouts {sorted(unknown)}: choose from one process, as planned, offload, layer move"
+        )
     rows = []
     for layout in layouts:
-        cmd = [sys.executable, __file__, "--only", layout] + [
-            a for a in sys.argv[1:] if a != "--json"]
+        cmd = [sys.executable, __file__, "--only", layout] + [a for a in sys.argv[1:] if a != "--json"]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             sys.exit(f"layout {layout!r} failed (exit {res.returncode}):\n{res.stderr[-2000:]}")
@@ -126,22 +151,35 @@ def main() -> None:
     ref = rows[0]["tokens"]
     base = next((r["step_ms"] for r in rows if r["layout"] == "as planned"), rows[0]["step_ms"])
     if args.json:
-        print(json.dumps([{k: v for k, v in r.items() if k != "tokens"} | {"identical": r["tokens"] == ref}
-                          for r in rows], indent=1))
+        print(
+            json.dumps(
+                [
+                    {k: v for k, v in r.items() if k != "tokens"} | {"identical": r["tokens"] == ref}
+                    for r in rows
+                ],
+                indent=1,
+            )
+        )
         return
-    print(f"{args.model}: {args.batch} requests x {args.context}-token prompts, decode steps timed "
-          f"(median of {args.steps}); 2 workers split {args.split}, 1 torch thread each; "
-          f"load average {os.getloadavg()[0]:.1f}")
-    print("| layout | decode step ms | vs as planned | busy share w0 / w1 | moved | measured / estimate s "
-          f"| tokens = {rows[0]['layout']} |")
+    print(
+        f"{args.model}: {args.batch} requests x {args.context}-token prompts, decode steps timed "
+        f"(median of {args.steps}); 2 workers split {args.split}, 1 torch thread each; "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        "| layout | decode step ms | vs as planned | busy share w0 / w1 | moved | measured / estimate s "
+        f"| tokens = {rows[0]['layout']} |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         busy = " / ".join(f"{b:.2f}" for b in r["busy_share"]) if "busy_share" in r else "-"
         m = r["move"]
         moved = f"{m['what']}, {m['bytes'] / 1e6:.1f} MB" if m else "-"
         times = f"{m['measured_s']:.4f} / {m['estimate_s']:.4f}" if m else "-"
-        print(f"| {r['layout']} | {r['step_ms']:.1f} | {r['step_ms'] / base:.2f}x | {busy} | {moved} "
-              f"| {times} | {r['tokens'] == ref} |")
+        print(
+            f"| {r['layout']} | {r['step_ms']:.1f} | {r['step_ms'] / base:.2f}x | {busy} | {moved} "
+            f"| {times} | {r['tokens'] == ref} |"
+        )
 
 
 if __name__ == "__main__":

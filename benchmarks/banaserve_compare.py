@@ -39,8 +39,15 @@ def _wl(rate: float, max_requests: int):
 def _metrics(res, ttft_slo: float, tpot_slo: float) -> dict[str, float]:
     ok = [r for r in res.records if r.status == "ok"]
     if not ok:
-        return {"req_s": 0.0, "tok_s": 0.0, "slo": 0.0, "ttft_p50": math.nan, "ttft_p99": math.nan,
-                "tpot_p50": math.nan, "done": 0}
+        return {
+            "req_s": 0.0,
+            "tok_s": 0.0,
+            "slo": 0.0,
+            "ttft_p50": math.nan,
+            "ttft_p99": math.nan,
+            "tpot_p50": math.nan,
+            "done": 0,
+        }
     t0 = min(r.arrival_s for r in res.records)
     end = max(r.finish_s for r in ok)
     ttft = np.array([r.ttft_s for r in ok])
@@ -85,25 +92,33 @@ def main() -> None:
     args = ap.parse_args()
     p, d = (int(x) for x in args.pd.split(":"))
     rates = [float(r) for r in args.rates.split(",")]
-    print(f"{args.gpus}x {args.gpu}, TP=1, Azure conv trace (first {args.max_requests} requests, rescaled), "
-          f"P:D {p}:{d}, SLO TTFT<={args.ttft_slo}s & TPOT<={args.tpot_slo}s")
+    print(
+        f"{args.gpus}x {args.gpu}, TP=1, Azure conv trace (first {args.max_requests} requests, rescaled), "
+        f"P:D {p}:{d}, SLO TTFT<={args.ttft_slo}s & TPOT<={args.tpot_slo}s"
+    )
     for model in args.models.split(","):
         print(f"\n== {model}")
-        print(f"{'rps':>5} {'system':>10} {'done':>5} {'req/s':>7} {'tok/s':>8} {'SLO%':>6} "
-              f"{'TTFT p50':>9} {'TTFT p99':>9} {'TPOT p50':>9} {'migr':>5} | x vLLM  x DistServe")
+        print(
+            f"{'rps':>5} {'system':>10} {'done':>5} {'req/s':>7} {'tok/s':>8} {'SLO%':>6} "
+            f"{'TTFT p50':>9} {'TTFT p99':>9} {'TPOT p50':>9} {'migr':>5} | x vLLM  x DistServe"
+        )
         for rate in rates:
             wl = _wl(rate, args.max_requests)
-            rows = {s: run_system(s, model, args.gpus, (p, d), wl, args)
-                    for s in ("vllm", "distserve", "banaserve")}
+            rows = {
+                s: run_system(s, model, args.gpus, (p, d), wl, args)
+                for s in ("vllm", "distserve", "banaserve")
+            }
             for s, m in rows.items():
                 rel = ""
                 if s == "banaserve":
                     vs_v = m["tok_s"] / max(rows["vllm"]["tok_s"], 1e-9)
                     vs_d = m["tok_s"] / max(rows["distserve"]["tok_s"], 1e-9)
                     rel = f" {vs_v:6.2f}x {vs_d:8.2f}x"
-                print(f"{rate:5.0f} {s:>10} {m['done']:5d} {m['req_s']:7.2f} {m['tok_s']:8.0f} "
-                      f"{m['slo'] * 100:6.1f} {m['ttft_p50']:9.3f} {m['ttft_p99']:9.3f} {m['tpot_p50']:9.4f} "
-                      f"{m['migrations']:5d} |{rel}")
+                print(
+                    f"{rate:5.0f} {s:>10} {m['done']:5d} {m['req_s']:7.2f} {m['tok_s']:8.0f} "
+                    f"{m['slo'] * 100:6.1f} {m['ttft_p50']:9.3f} {m['ttft_p99']:9.3f} {m['tpot_p50']:9.4f} "
+                    f"{m['migrations']:5d} |{rel}"
+                )
 
 
 if __name__ == "__main__":

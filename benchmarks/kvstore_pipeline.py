@@ -45,13 +45,23 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=4)
     ap.add_argument("--block", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=2, help="runs per prompt and method; the fastest counts")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch intra-op threads; the default 1 leaves a core to the loader/writer threads")
-    ap.add_argument("--model", default=None,
-                    help="run the engine's Llama model from the catalog (e.g. llama-120m, dummy weights) "
-                         "instead of the reference stack")
-    ap.add_argument("--dir", default=None,
-                    help="where the disk tier's temporary directory goes (default: the system temp dir)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads; the default 1 leaves a core to the loader/writer threads",
+    )
+    ap.add_argument(
+        "--model",
+        default=None,
+        help="run the engine's Llama model from the catalog (e.g. llama-120m, dummy weights) "
+        "instead of the reference stack",
+    )
+    ap.add_argument(
+        "--dir",
+        default=None,
+        help="where the disk tier's temporary directory goes (default: the system temp dir)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -62,9 +72,11 @@ def main() -> None:
     stack = ReferenceStack(args.layers, args.hidden, args.heads, args.kv_heads, seed=0, vocab=32000)
     L, bs, half = args.layers, args.block, args.prompt // 2
     prompts = [[(p * 7919 + t * 31) % 32000 for t in range(args.prompt)] for p in range(args.prompts)]
-    print(f"stack: {L} layers, hidden {args.hidden}, {args.heads} heads / {args.kv_heads} KV heads; "
-          f"prompt {args.prompt} tokens, cached prefix {half} ({half * 100 // args.prompt}%), block {bs}; "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"stack: {L} layers, hidden {args.hidden}, {args.heads} heads / {args.kv_heads} KV heads; "
+        f"prompt {args.prompt} tokens, cached prefix {half} ({half * 100 // args.prompt}%), block {bs}; "
+        f"torch threads {torch.get_num_threads()}"
+    )
 
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         tiers = {
@@ -80,7 +92,7 @@ def main() -> None:
             for store in tiers.values():
                 for layer, kv in enumerate(kvs):
                     for j, k in enumerate(keys):
-                        store.put(k, layer, kv[:, j * bs:(j + 1) * bs].clone())
+                        store.put(k, layer, kv[:, j * bs : (j + 1) * bs].clone())
 
         def compute_only(i: int) -> float:
             x = stack.embed(prompts[i][half:])
@@ -100,7 +112,7 @@ def main() -> None:
             assert hit * bs == half, (hit, half)
             with LayerwisePrefill(store, write_back=False) as pipe:
                 t0 = time.perf_counter()
-                res = pipe.run(stack.compute, stack.embed(prompts[i][hit * bs:]), L, keys[:hit], [], bs)
+                res = pipe.run(stack.compute, stack.embed(prompts[i][hit * bs :]), L, keys[:hit], [], bs)
                 wall = time.perf_counter() - t0
             assert res is not None
             return wall, res.timing.steady_load_overlap, res.timing.load_s, res.timing.first_stall_s
@@ -121,8 +133,12 @@ def main() -> None:
             for _ in range(args.repeats):  # methods interleaved so machine noise hits all alike
                 row = {"compute_only": compute_only(i), "full": full(i)}
                 for name, store in tiers.items():
-                    (row[f"pipe_{name}"], row[f"overlap_{name}"], row[f"load_{name}"],
-                     row[f"first_{name}"]) = pipelined(store, i)
+                    (
+                        row[f"pipe_{name}"],
+                        row[f"overlap_{name}"],
+                        row[f"load_{name}"],
+                        row[f"first_{name}"],
+                    ) = pipelined(store, i)
                     row[f"serial_{name}"] = serial(store, i)
                 runs.append(row)
             best = {k: (max if k.startswith("overlap") else min) for k in runs[0]}
@@ -136,11 +152,15 @@ def main() -> None:
     print(f"  compute-only, uncached half : {base * 1e3:8.1f}   1.00x")
     print(f"  full recompute, no cache    : {med('full') * 1e3:8.1f}   {med('full') / base:.2f}x")
     for name in ("memory", "disk"):
-        print(f"  [{name:6s}] serial load+compute : {med('serial_' + name) * 1e3:8.1f}   "
-              f"{med('serial_' + name) / base:.2f}x   (prefix load {med('load_' + name) * 1e3:.1f} ms)")
-        print(f"  [{name:6s}] pipelined           : {med('pipe_' + name) * 1e3:8.1f}   "
-              f"{med('pipe_' + name) / base:.2f}x   overlap: {med('overlap_' + name) * 100:.0f}% of "
-              f"layers 1..L-1 load hidden, layer-0 stall {med('first_' + name) * 1e3:.1f} ms")
+        print(
+            f"  [{name:6s}] serial load+compute : {med('serial_' + name) * 1e3:8.1f}   "
+            f"{med('serial_' + name) / base:.2f}x   (prefix load {med('load_' + name) * 1e3:.1f} ms)"
+        )
+        print(
+            f"  [{name:6s}] pipelined           : {med('pipe_' + name) * 1e3:8.1f}   "
+            f"{med('pipe_' + name) / base:.2f}x   overlap: {med('overlap_' + name) * 100:.0f}% of "
+            f"layers 1..L-1 load hidden, layer-0 stall {med('first_' + name) * 1e3:.1f} ms"
+        )
     ok = all(med(f"pipe_{n}") / base <= 1.1 for n in ("memory", "disk"))
     print(f"load average (1/5/15 min) after the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"\ntarget pipelined <= 1.10x compute-only: {'MET' if ok else 'NOT MET'}")
@@ -163,9 +183,11 @@ def engine_main(args) -> None:
     nblocks = -(-n // bs)
     blocks = list(range(nblocks))
     prompts = [[(p * 7919 + t * 31) % cfg.vocab_size for t in range(n)] for p in range(args.prompts)]
-    print(f"engine model {args.model}: {cfg.num_layers} layers, hidden {cfg.hidden_size}, "
-          f"{cfg.num_heads} heads / {cfg.num_kv_heads} KV heads; prompt {n} tokens, cached prefix {half}, "
-          f"block {bs}; torch threads {torch.get_num_threads()}")
+    print(
+        f"engine model {args.model}: {cfg.num_layers} layers, hidden {cfg.hidden_size}, "
+        f"{cfg.num_heads} heads / {cfg.num_kv_heads} KV heads; prompt {n} tokens, cached prefix {half}, "
+        f"block {bs}; torch threads {torch.get_num_threads()}"
+    )
 
     def cache() -> PagedKVCache:
         return PagedKVCache(cfg, nblocks, bs, [cpu] * cfg.num_layers, torch.float32)
@@ -194,8 +216,11 @@ def engine_main(args) -> None:
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         print(f"disk tier in {tmp}")
         disk = GlobalKVStore(cfg.num_layers, memory_bytes=0, disk_dir=tmp)
-        tiers = {"memory": GlobalKVStore(cfg.num_layers, memory_bytes=1 << 32), "disk": disk,
-                 "cold": disk}  # the disk tier again, its files dropped from the page cache first
+        tiers = {
+            "memory": GlobalKVStore(cfg.num_layers, memory_bytes=1 << 32),
+            "disk": disk,
+            "cold": disk,
+        }  # the disk tier again, its files dropped from the page cache first
         resident = []
         for toks in prompts:  # a previous request computed and stored each prefix
             for store in (tiers["memory"], disk):
@@ -208,8 +233,10 @@ def engine_main(args) -> None:
         for i, toks in enumerate(prompts):
             runs = []
             for _ in range(args.repeats):
-                row = {"compute_only": run(resident[i], toks[half:], half),
-                       "full": run(pool("full"), toks, 0)}
+                row = {
+                    "compute_only": run(resident[i], toks[half:], half),
+                    "full": run(pool("full"), toks, 0),
+                }
                 for name, store in tiers.items():
                     engine = EnginePrefill(model, pool(name), bs, "bench")
                     if name == "cold" and not drop_page_cache(Path(tmp)):
@@ -225,8 +252,11 @@ def engine_main(args) -> None:
                 # What a miss pays: the whole prompt computed and written back to an empty store.
                 for name in ("memory", "disk"):
                     with tempfile.TemporaryDirectory(dir=tmp) as fresh:
-                        store = GlobalKVStore(cfg.num_layers, memory_bytes=1 << 32) if name == "memory" \
+                        store = (
+                            GlobalKVStore(cfg.num_layers, memory_bytes=1 << 32)
+                            if name == "memory"
                             else GlobalKVStore(cfg.num_layers, memory_bytes=0, disk_dir=fresh)
+                        )
                         engine = EnginePrefill(model, pool("write_" + name), bs, "bench")
                         with LayerwisePrefill(store) as pipe:
                             t0 = time.perf_counter()
@@ -247,18 +277,24 @@ def engine_main(args) -> None:
     print(f"  full recompute, no cache                       : {full * 1e3:8.1f}   {full / base:.2f}x")
     names = [n for n in ("memory", "disk", "cold") if all(f"pipe_{n}" in r for r in rows)]
     for name in names:
-        print(f"  [{name:6s}] pipelined from the store               : {med('pipe_' + name) * 1e3:8.1f}   "
-              f"{med('pipe_' + name) / base:.2f}x   prefix load {med('load_' + name) * 1e3:.1f} ms, "
-              f"{med('overlap_' + name) * 100:.0f}% of layers 1..L-1 hidden, "
-              f"stall {med('stall_' + name) * 1e3:.1f} ms")
-    print("  (memory: LRU tier; disk: files in the page cache; cold: files evicted from the page cache "
-          "before each run)")
+        print(
+            f"  [{name:6s}] pipelined from the store               : {med('pipe_' + name) * 1e3:8.1f}   "
+            f"{med('pipe_' + name) / base:.2f}x   prefix load {med('load_' + name) * 1e3:.1f} ms, "
+            f"{med('overlap_' + name) * 100:.0f}% of layers 1..L-1 hidden, "
+            f"stall {med('stall_' + name) * 1e3:.1f} ms"
+        )
+    print(
+        "  (memory: LRU tier; disk: files in the page cache; cold: files evicted from the page cache "
+        "before each run)"
+    )
     print("a miss: the whole prompt computed, its blocks written back to an empty store (vs full recompute):")
     for name in ("memory", "disk"):
-        print(f"  [{name:6s}] prefill + write-back              : {med('write_' + name) * 1e3:8.1f}   "
-              f"{med('write_' + name) / full:.2f}x full   writer thread "
-              f"{med('writer_' + name) * 1e3:.1f} ms, waited for the last writes "
-              f"{med('tail_' + name) * 1e3:.1f} ms")
+        print(
+            f"  [{name:6s}] prefill + write-back              : {med('write_' + name) * 1e3:8.1f}   "
+            f"{med('write_' + name) / full:.2f}x full   writer thread "
+            f"{med('writer_' + name) * 1e3:.1f} ms, waited for the last writes "
+            f"{med('tail_' + name) * 1e3:.1f} ms"
+        )
     print(f"load average (1/5/15 min) after the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     ok = all(med(f"pipe_{n}") / base <= 1.1 for n in ("memory", "disk"))
     print(f"\ntarget pipelined <= 1.10x compute-only: {'MET' if ok else 'NOT MET'}")

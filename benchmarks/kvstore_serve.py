@@ -86,8 +86,11 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the engine")
     ap.add_argument("--max-num-batched-tokens", type=int, default=512, help="token budget per engine step")
-    ap.add_argument("--modes", default="none,memory,disk",
-                    help="comma-separated: none, memory, disk, memory+sched, disk+sched")
+    ap.add_argument(
+        "--modes",
+        default="none,memory,disk",
+        help="comma-separated: none, memory, disk, memory+sched, disk+sched",
+    )
     ap.add_argument("--dir", default=None, help="parent of the store's temporary directory")
     args = ap.parse_args()
 
@@ -95,11 +98,15 @@ def main() -> None:
 
     rng = random.Random(0)
     shared = [rng.randrange(100, 30000) for _ in range(int(args.prompt * args.shared))]
-    prompts = [shared + [rng.randrange(100, 30000) for _ in range(args.prompt - len(shared))]
-               for _ in range(args.requests)]
-    print(f"{args.model}: {args.requests} prompts of {args.prompt} tokens, the first {len(shared)} shared; "
-          f"{args.max_tokens} output tokens; concurrency {args.concurrency}; torch threads {args.threads}; "
-          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    prompts = [
+        shared + [rng.randrange(100, 30000) for _ in range(args.prompt - len(shared))]
+        for _ in range(args.requests)
+    ]
+    print(
+        f"{args.model}: {args.requests} prompts of {args.prompt} tokens, the first {len(shared)} shared; "
+        f"{args.max_tokens} output tokens; concurrency {args.concurrency}; torch threads {args.threads}; "
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
     rows = {}
     modes = args.modes.split(",")
     bad = [m for m in modes if m not in ("none", "memory", "disk", "memory+sched", "disk+sched")]
@@ -109,11 +116,22 @@ def main() -> None:
     for mode in modes:
         tier, _, sched = mode.partition("+")
         with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-            kw = {} if mode == "none" else {"kv_store": tmp,
-                                            "kv_store_memory_mb": 1024 if tier == "memory" else 0,
-                                            "kv_store_schedule_hits": sched == "sched"}
-            engine = build_engine(dummy_weights=args.model, threads=args.threads, max_num_seqs=16,
-                                  max_num_batched_tokens=args.max_num_batched_tokens, **kw)
+            kw = (
+                {}
+                if mode == "none"
+                else {
+                    "kv_store": tmp,
+                    "kv_store_memory_mb": 1024 if tier == "memory" else 0,
+                    "kv_store_schedule_hits": sched == "sched",
+                }
+            )
+            engine = build_engine(
+                dummy_weights=args.model,
+                threads=args.threads,
+                max_num_seqs=16,
+                max_num_batched_tokens=args.max_num_batched_tokens,
+                **kw,
+            )
             server, thread, url = _server(engine)
             try:
                 _request(url, [1, 2, 3], 1)  # warm-up: first forward pass, allocator
@@ -122,8 +140,12 @@ def main() -> None:
                 res = [_request(url, prompts[0], args.max_tokens)]  # request 1: the miss that fills a store
                 s1 = stats.steps
                 with ThreadPoolExecutor(args.concurrency) as pool:
-                    res += pool.map(_request, [url] * (len(prompts) - 1), prompts[1:],
-                                    [args.max_tokens] * (len(prompts) - 1))
+                    res += pool.map(
+                        _request,
+                        [url] * (len(prompts) - 1),
+                        prompts[1:],
+                        [args.max_tokens] * (len(prompts) - 1),
+                    )
                 # Engine steps per request: request 1 alone, and the mean over requests 2..N.
                 steps[mode] = (s1 - s0, (stats.steps - s1) / max(1, len(prompts) - 1))
                 rows[mode] = (res, _counters(url) if mode != "none" else {})
@@ -132,23 +154,31 @@ def main() -> None:
                 thread.join(timeout=60)
 
     base = statistics.mean(t for t, _ in rows["none"][0][1:]) if "none" in rows else None
-    print(f"\n{'mode':12s} {'TTFT mean':>10s} {'p50':>8s} {'first':>8s} {'e2e mean':>9s} "
-          f"{'steps':>9s}  store")
+    print(
+        f"\n{'mode':12s} {'TTFT mean':>10s} {'p50':>8s} {'first':>8s} {'e2e mean':>9s} {'steps':>9s}  store"
+    )
     for mode, (res, c) in rows.items():
         ttfts = [t for t, _ in res]
         rest = ttfts[1:]  # the first request of a store mode is the miss that fills it
         ratio = f" ({statistics.mean(rest) / base:.2f}x none)" if base else ""
-        store = (f"hit {c.get('hit_tokens_total', 0):.0f} / computed {c.get('miss_tokens_total', 0):.0f} "
-                 f"prompt tokens, load {c.get('load_seconds_total', 0):.2f} s (stall "
-                 f"{c.get('load_stall_seconds_total', 0):.2f}), writer "
-                 f"{c.get('store_seconds_total', 0):.2f} s"
-                 if c else "-")
+        store = (
+            f"hit {c.get('hit_tokens_total', 0):.0f} / computed {c.get('miss_tokens_total', 0):.0f} "
+            f"prompt tokens, load {c.get('load_seconds_total', 0):.2f} s (stall "
+            f"{c.get('load_stall_seconds_total', 0):.2f}), writer "
+            f"{c.get('store_seconds_total', 0):.2f} s"
+            if c
+            else "-"
+        )
         n1, nrest = steps[mode]
-        print(f"{mode:12s} {statistics.mean(rest) * 1e3:8.0f}ms {statistics.median(rest) * 1e3:6.0f}ms "
-              f"{ttfts[0] * 1e3:6.0f}ms {statistics.mean(e for _, e in res) * 1e3:7.0f}ms "
-              f"{nrest:4.1f} ({n1:d})  {store}{ratio}")
-    print("(TTFT mean/p50 and steps over requests 2..N; 'first' and (steps) are request 1, a miss for "
-          "the store modes)")
+        print(
+            f"{mode:12s} {statistics.mean(rest) * 1e3:8.0f}ms {statistics.median(rest) * 1e3:6.0f}ms "
+            f"{ttfts[0] * 1e3:6.0f}ms {statistics.mean(e for _, e in res) * 1e3:7.0f}ms "
+            f"{nrest:4.1f} ({n1:d})  {store}{ratio}"
+        )
+    print(
+        "(TTFT mean/p50 and steps over requests 2..N; 'first' and (steps) are request 1, a miss for "
+        "the store modes)"
+    )
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

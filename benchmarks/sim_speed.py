@@ -49,23 +49,33 @@ def main() -> None:
     args = ap.parse_args()
     full = load_conv()
     print(f"trace: {full.source} ({len(full)} requests, {full.requests[-1].arrival_s:.0f} s)")
-    print(f"cluster: {args.instances} x llama-2-13b on A100-SXM-80GB, "
-          f"policy={args.policy}, router={args.router}")
+    print(
+        f"cluster: {args.instances} x llama-2-13b on A100-SXM-80GB, "
+        f"policy={args.policy}, router={args.router}"
+    )
     print("(cpu s = this process's CPU time: the wall time an idle core would take; on a shared machine")
     print(" wall s also counts time spent waiting for a core)")
-    print(f"{'requests':>9} {'wall s':>8} {'cpu s':>7} {'req/wall-s':>11} {'req/cpu-s':>10} {'steps':>10} "
-          f"{'decode runs':>11} {'sim end s':>9} {'completed':>9}")
+    print(
+        f"{'requests':>9} {'wall s':>8} {'cpu s':>7} {'req/wall-s':>11} {'req/cpu-s':>10} {'steps':>10} "
+        f"{'decode runs':>11} {'sim end s':>9} {'completed':>9}"
+    )
     for size in (int(s) for s in args.sizes.split(",")):
         wl = full if size == 0 or size >= len(full) else Workload("slice", full.requests[:size])
-        cfg = SimConfig(instances=args.instances, policy=args.policy, router=args.router,
-                        record_token_times=args.token_times)
+        cfg = SimConfig(
+            instances=args.instances,
+            policy=args.policy,
+            router=args.router,
+            record_token_times=args.token_times,
+        )
         t0, c0 = time.perf_counter(), time.process_time()
         res = simulate(wl, cfg)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         c = res.counters
-        print(f"{len(wl):>9} {wall:>8.2f} {cpu:>7.2f} {len(wl) / wall:>11.0f} {len(wl) / cpu:>10.0f} "
-              f"{int(c['steps']):>10} {int(c['decode_runs']):>11} {res.meta['sim_end_s']:>9.0f} "
-              f"{int(c['completed']):>9}")
+        print(
+            f"{len(wl):>9} {wall:>8.2f} {cpu:>7.2f} {len(wl) / wall:>11.0f} {len(wl) / cpu:>10.0f} "
+            f"{int(c['steps']):>10} {int(c['decode_runs']):>11} {res.meta['sim_end_s']:>9.0f} "
+            f"{int(c['completed']):>9}"
+        )
     if args.stepping:
         # The same 2k requests stepped one iteration at a time (fast_forward=False): the
         # baseline the closed-form decode runs are measured against, with identical results.
@@ -76,8 +86,10 @@ def main() -> None:
             c0 = time.process_time()
             res = simulate(wl, cfg)
             times.append(time.process_time() - c0)
-        print(f"2000 requests stepped one iteration at a time: {times[1]:.2f} cpu s vs {times[0]:.2f} "
-              f"with decode runs ({times[1] / times[0]:.1f}x)")
+        print(
+            f"2000 requests stepped one iteration at a time: {times[1]:.2f} cpu s vs {times[0]:.2f} "
+            f"with decode runs ({times[1] / times[0]:.1f}x)"
+        )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     print(f"peak RSS: {peak:.0f} MiB")
 

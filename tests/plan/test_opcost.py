@@ -63,3 +63,17 @@ def test_profile_meta_refuses_a_mismatch_and_names_the_override() -> None:
         meta.check_matches(tp=16)
     meta.check_matches(gpu="A40", allow_mismatch=True)  # the override
     assert ProfileMeta.from_dict(meta.to_dict()) == meta
+
+
+def test_engine_overheads_are_sourced_and_change_only_the_step_term() -> None:
+    from llmplan.opcost.engines import ENGINES, engine_overhead, params_for_engine
+    from llmplan.plan.costmodel import DEFAULT_PARAMS
+
+    assert set(ENGINES) == {"llmplan", "vllm", "sglang", "tensorrt-llm"}
+    assert all(e.source for e in ENGINES.values())
+    assert [e.engine for e in ENGINES.values() if e.measured] == ["llmplan"]  # the others are estimates
+    p = params_for_engine("SGLang")
+    assert p.iteration_overhead_s == engine_overhead("sglang").per_step_s
+    assert p.compute_eff == DEFAULT_PARAMS.compute_eff and p.cost_model == DEFAULT_PARAMS.cost_model
+    with pytest.raises(LlmplanError, match="known: llmplan, vllm"):
+        engine_overhead("tgi")
