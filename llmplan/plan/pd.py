@@ -201,6 +201,11 @@ class PDResult:
     at_rate: dict[str, float] | None = None
     validation: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    # The capacity answer: the fewest GPUs whose split holds the attainment target at the
+    # workload's own rate (None without a rate; ``capacity_attainment`` is that split's
+    # predicted attainment at the rate). ``capacity_checked`` says a rate was given.
+    capacity: PDOption | None = None
+    capacity_attainment: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -218,6 +223,11 @@ class PDResult:
                 "mean_output": self.stats.mean_output,
             },
             "at_rate": self.at_rate,
+            "capacity": (
+                None
+                if self.capacity is None
+                else {**self.capacity.to_dict(), "attainment_at_rate": self.capacity_attainment}
+            ),
             "validation": self.validation,
             "plan": self.plan.to_dict(),
             "notes": self.notes,
@@ -309,6 +319,33 @@ def _goodput(
         else:
             hi = mid
     return lo, *att(lo)
+
+
+def _fewest_gpus(
+    pm: _PrefillModel, dm: _DecodeModel, pl: Layout, dl: Layout, rate: float, req: PDRequest, budget: int
+) -> tuple[int, int, float] | None:
+    """Fewest GPUs of (n_p x ``pl``, n_d x ``dl``) whose predicted attainment at ``rate`` meets the
+    target: (n_p, n_d, attainment), or None within ``budget``. Arrivals split evenly; each side's
+    attainment only grows with its instance count, so for each n_p the first n_d that passes is
+    that n_p's cheapest, and n_p stops once it alone costs more than the best found."""
+    target = req.attainment
+    best: tuple[int, int, int, float] | None = None
+    for n_p in range(1, budget // pl.gpus + 1):
+        a = pm.attainment(rate / n_p, req.slo_ttft_s)
+        if a < target:
+            continue
+        if best is not None and n_p * pl.gpus + dl.gpus > best[0]:
+            break
+        for n_d in range(1, (budget - n_p * pl.gpus) // dl.gpus + 1):
+            total = n_p * pl.gpus + n_d * dl.gpus
+            if best is not None and total > best[0]:
+                break
+            att = a * dm.attainment(rate / n_d)
+            if att >= target:
+                if best is None or (total, -att) < (best[0], -best[3]):
+                    best = (total, n_p, n_d, att)
+                break
+    return None if best is None else (best[1], best[2], best[3])
 
 
 def _capacity(att, target: float, hi: float) -> float:
@@ -425,6 +462,7 @@ def plan_pd(
         return sorted((o.per_gpu for o in options), reverse=True)[4]
 
     best_ttft = best_tpot = math.inf
+    capacity: tuple[PDOption, float] | None = None
     for pl, pids in layouts:
         for dl, dids in layouts:
             if pl.gpu_model != dl.gpu_model and len(groups) == 1:
@@ -449,6 +487,14 @@ def plan_pd(
                     dm.attainment, req.attainment, dm.max_b / (dm.eo * dm.tpot(1)) + 1.0
                 )
             cap_d = dcaps[id(dl)]
+            if stats.rate:
+                found = _fewest_gpus(pm, dm, pl, dl, stats.rate, req, budget)
+                if found is not None:
+                    n_p, n_d, a_rate = found
+                    gpus_needed = n_p * pl.gpus + n_d * dl.gpus
+                    if capacity is None or (gpus_needed, -a_rate) < (capacity[0].gpus, -capacity[1]):
+                        g, a, ta, da = _goodput(pm, dm, n_p, n_d, req)
+                        capacity = (PDOption(pl, dl, n_p, n_d, g, a, ta, da, kv_link.kind), a_rate)
             cands = []
             for n_p in range(1, min(MAX_RATIO, budget // pl.gpus) + 1):
                 for n_d in range(1, min(MAX_RATIO, (budget - n_p * pl.gpus) // dl.gpus) + 1):
@@ -508,6 +554,8 @@ def plan_pd(
             break
     plan = _assign(spec, graph, best, groups, stats, params, topology)
     res = PDResult(best, runners, plan, req, stats)
+    if capacity is not None:
+        res.capacity, res.capacity_attainment = capacity
     if stats.rate:
         pm = _PrefillModel(best.prefill, stats, LinkPerf(math.inf, 0.0), spec, params)
         dm = _DecodeModel(best.decode, stats, req.slo_tpot_s, req.max_num_seqs)
@@ -707,6 +755,33 @@ def render_pd(console, result: PDResult) -> None:
         console.print(
             f"  at {r['rate']:.2f} req/s: predicted attainment {r['attainment']:.3f}", highlight=False
         )
+    rate = result.stats.rate
+    if rate:
+        c = result.capacity
+        if c is None:
+            console.print(
+                f"[bold]capacity[/] at {rate:.2f} req/s: no prefill:decode split within the GPU budget "
+                f"holds attainment {result.request.attainment:g}; add GPUs or relax the SLOs",
+                highlight=False,
+            )
+        else:
+            console.print(
+                f"[bold]capacity[/]: the fewest GPUs holding attainment {result.request.attainment:g} at "
+                f"{rate:.2f} req/s (the workload's rate): [bold]{c.gpus} GPU(s)[/] = {c.n_prefill} prefill "
+                f"x {c.prefill.label()} + {c.n_decode} decode x {c.decode.label()}",
+                highlight=False,
+            )
+            console.print(
+                f"  split {c.n_prefill}:{c.n_decode}, predicted attainment {result.capacity_attainment:.3f} "
+                f"at that rate; it tops out at {c.goodput:.2f} req/s ({c.per_gpu:.3f} per GPU)",
+                highlight=False,
+            )
+            if b.gpus > c.gpus:
+                console.print(
+                    f"  (the plan above maximises goodput per GPU: {b.gpus} GPUs for {b.goodput:.2f} req/s, "
+                    f"{b.goodput / rate:.1f}x this rate)",
+                    highlight=False,
+                )
     t = Table(title="runner-ups", title_justify="left")
     for col in ("prefill", "decode", "ratio", "GPUs", "goodput req/s", "per GPU", "attainment"):
         t.add_column(col)
