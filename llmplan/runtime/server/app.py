@@ -154,6 +154,7 @@ def create_app(
 
     install_admin(app, engine)
     install_guard(app, guard if guard is not None else GuardConfig())
+    _document_bodies(app)
 
     @app.get("/health")
     async def health() -> Response:
@@ -276,6 +277,30 @@ def create_app(
         })
 
     return app
+
+
+def _document_bodies(app: FastAPI) -> None:
+    """The handlers read their bodies raw (any Content-Type, one error shape); the OpenAPI
+    document still describes them, from the same pydantic models that validate them, so
+    clients and schema-driven fuzzers (tests/server/test_server_fuzz.py) see the real contract."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+            for path, model in (("/v1/completions", CompletionRequest),
+                                ("/v1/chat/completions", ChatCompletionRequest)):
+                js = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                schemas.update(js.pop("$defs", {}))
+                schemas[model.__name__] = js
+                ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+                doc["paths"][path]["post"]["requestBody"] = {
+                    "required": True, "content": {"application/json": {"schema": ref}}}
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _streaming(
