@@ -90,7 +90,7 @@ SUPPORTED_MODEL_TYPES = {
     "chatglm": "chatglm",
 }
 HOW_TO_ADD = (
-    "to add one, map its config fields in ModelSpec.from_hf_config (llmplan/models/spec.py) "
+    "to add one, map its config fields in spec_from_hf_config (llmplan/models/spec.py) "
     "and test its parameter count against the published total"
 )
 
