@@ -1,0 +1,1 @@
+"""Energy-aware serving: GPU power/clock model, measurement, and the GreenServe policies."""
