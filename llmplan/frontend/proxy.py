@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -294,8 +295,13 @@ class Frontend:
             self.metrics.pd_handoffs.labels(backend.name, d.decode.name).inc()
 
     async def forward(self, path: str, body: dict[str, Any]) -> Response:
+        bad = _check_routing_fields(body)
+        if bad is not None:
+            self.metrics.requests.labels("client_error").inc()
+            return bad
         stream = bool(body.get("stream", False))
-        max_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 16)
+        # A routing hint only (the backend checks the real limit); capped so any int is usable.
+        max_tokens = min(int(body.get("max_tokens") or body.get("max_completion_tokens") or 16), 1 << 24)
         deadline = body.pop("slo_e2e_s", None)
         start = time.monotonic()
         spec = self._spec(body, max_tokens, start)
@@ -453,6 +459,23 @@ def _snippet(resp: httpx.Response, n: int = 200) -> str:
 
 class NoBackendError(Exception):
     pass
+
+
+def _check_routing_fields(body: dict[str, Any]) -> JSONResponse | None:
+    """The fields the front end itself reads (to queue and route) must be what they claim; the
+    rest is the backend's to check (vLLM accepts more than the built-in engine)."""
+    for name in ("max_tokens", "max_completion_tokens"):
+        v = body.get(name)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            return _error(400, f"'{name}' must be a positive integer (got {json.dumps(v)[:40]})", name)
+    v = body.get("stream")
+    if v is not None and not isinstance(v, bool):
+        return _error(400, f"'stream' must be true or false (got {json.dumps(v)[:40]})", "stream")
+    v = body.get("slo_e2e_s")
+    if v is not None and (not isinstance(v, int | float) or isinstance(v, bool) or not 0 < v < math.inf):
+        return _error(400, f"'slo_e2e_s' must be a positive number of seconds (got {json.dumps(v)[:40]})",
+                      "slo_e2e_s")
+    return None
 
 
 def _prompt_text(body: dict[str, Any]) -> tuple[str, int]:
