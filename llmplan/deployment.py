@@ -236,7 +236,9 @@ class DeploymentSpec:
             prefix = {"prefill": "p", "decode": "d"}.get(ip.role, "i")
             stages = [StageSpec(list(s.gpus), s.layer_start, s.layer_end) for s in ip.stages]
             tp = max((s.tp for s in stages), default=1)
-            insts.append(InstanceSpec(f"{prefix}{k}", ip.role, stages, tp=tp, pp=max(1, len(stages))))
+            # vLLM's --enable-expert-parallel spreads the experts over the TP group.
+            ep = tp if (plan.metrics or {}).get("expert_parallel") else 1
+            insts.append(InstanceSpec(f"{prefix}{k}", ip.role, stages, tp=tp, pp=max(1, len(stages)), ep=ep))
         gpu = next((s.gpu_name for ip in plan.instances for s in ip.stages if s.gpu_name), None)
         ms = plan.model_spec or {}
         dtype = ms.get("weight_dtype") or ms.get("dtype") or "bfloat16"

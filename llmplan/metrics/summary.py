@@ -140,11 +140,11 @@ def summarize(
 
 def reason_kinds(reasons: dict[Any, int]) -> dict[str, int]:
     """Failure reasons grouped by their text with every number replaced by ``N``, most
-    frequent first ("the prompt has N tokens but the model's context is N tokens ..." x1612)."""
+    frequent first ("http 400: the prompt has N tokens but the model's context is N tokens ..." x1612)."""
     import re
 
     out: dict[str, int] = {}
     for k, v in reasons.items():
-        key = re.sub(r"\d+(\.\d+)?", "N", str(k))
+        key = re.sub(r"(?<!http )\b\d+(\.\d+)?", "N", str(k))  # keeps "http 400"
         out[key] = out.get(key, 0) + int(v)
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
