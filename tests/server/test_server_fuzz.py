@@ -8,6 +8,7 @@ raise it to search longer. The counts are printed with ``pytest -s``.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections import Counter
@@ -15,6 +16,7 @@ from collections import Counter
 import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from server_harness import running_server
 
 schemathesis = pytest.importorskip("schemathesis")
@@ -78,3 +80,41 @@ def test_schema_driven_fuzz_never_answers_5xx_or_hangs(fuzz_server):
           f"{sum(n for s, n in tally.items() if s >= 500)} 5xx, 0 hangs")
     print("  per operation: " + ", ".join(f"{k} {v}" for k, v in sorted(per_op.items())))
     assert per_op["POST /v1/completions"] >= EXAMPLES and bad > 0
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=12), inner, max_size=6),
+    max_leaves=30,
+)
+# Bodies from raw bytes to near-valid requests: fields the API knows, with any JSON value.
+_FIELDS = ["prompt", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "n",
+           "stop", "stream", "stream_options", "seed", "logprobs", "ignore_eos", "slo_e2e_s", "model"]
+_CTYPES = ["application/json", "text/plain", "application/x-www-form-urlencoded", ""]
+_bodies = st.one_of(
+    st.binary(max_size=200),
+    _json.map(lambda v: json.dumps(v).encode()),
+    st.dictionaries(st.sampled_from(_FIELDS), _json, max_size=6).map(lambda d: json.dumps(d).encode()),
+)
+
+
+@pytest.mark.slow
+def test_raw_body_fuzz_is_always_a_clean_answer(fuzz_server):
+    """Bytes and JSON of any shape (NaN included) to both POST endpoints, with any content type."""
+    tally: Counter = Counter()
+    with requests.Session() as session:
+
+        @settings(max_examples=4 * EXAMPLES, deadline=None, derandomize=True, database=None,
+                  suppress_health_check=list(HealthCheck))
+        @given(body=_bodies, chat=st.booleans(), ctype=st.sampled_from(_CTYPES))
+        def run(body: bytes, chat: bool, ctype: str) -> None:
+            path = "/v1/chat/completions" if chat else "/v1/completions"
+            r = session.post(fuzz_server + path, data=body, headers={"Content-Type": ctype} if ctype else {},
+                             timeout=HANG_S)
+            tally[r.status_code] += 1
+            assert r.status_code < 500, f"{body[:200]!r} -> {r.status_code} {r.text[:200]}"
+            if r.status_code >= 400:
+                assert r.json()["error"]["code"] == r.status_code
+
+        run()
+    print(f"\nraw fuzz: {sum(tally.values())} requests; statuses {dict(sorted(tally.items()))}")
