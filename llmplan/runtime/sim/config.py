@@ -77,6 +77,9 @@ class SimConfig:
     # Called as hook(simulation, now) at every sample tick, after sampling. A hook that changes
     # an instance must call simulation.materialize(instance, now) first.
     tick_hooks: list[Callable[[Any, float], None]] = field(default_factory=list)
+    # Energy accounting and clock control (llmplan.energy.green.EnergyControl): joules per step,
+    # and with mode "greenserve" per-iteration SM clocks (EcoFreq) and decode routing (EcoRoute).
+    energy: Any = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly view for reports."""
@@ -85,6 +88,8 @@ class SimConfig:
             v = getattr(self, k)
             if k == "instances" and not isinstance(v, int):
                 v = [{"name": s.name, "role": s.role, "num_blocks": s.num_blocks} for s in v]
+            elif k == "energy" and v is not None:
+                v = getattr(v, "mode", type(v).__name__)
             elif k in ("cost", "topology", "kv_transfer_time", "prefix_cache") and v is not None:
                 v = type(v).__name__
             elif k == "tick_hooks":

@@ -210,6 +210,9 @@ class Simulation:
         }
         self._pending_handoffs = 0
         self._kvb = _kv_bytes_per_token(config) if self.disaggregated else 0.0
+        self.energy = config.energy
+        if self.energy is not None:
+            self.energy.attach(self)  # clocked costs per instance; may set the decode router
 
     # ---------------------------------------------------------------- events
     def _push(self, t: float, kind: int, data: object) -> None:
@@ -255,6 +258,8 @@ class Simulation:
         end = t0 + run.end_of(done)
         if done:
             start = t0 + run.end_of(done - 1)
+            if self.energy is not None:
+                self.energy.on_busy(inst, batch, t0, start, done)
             rec = [t0 + e for e in run.ends()[:done]] if self.config.record_token_times else None
             left = sched.apply_decode_run(batch, done, start, rec)
             self.counters["decode_run_steps"] += done
@@ -280,6 +285,8 @@ class Simulation:
             inst.busy = False
             inst.batch = None
             return
+        if self.energy is not None:
+            self.energy.before_step(inst, batch, now)  # the clock this step (or run) runs at
         steps = 1
         run = None
         if (
@@ -315,6 +322,8 @@ class Simulation:
     def _end_step(self, inst: SimInstance, now: float) -> None:
         batch = inst.batch
         assert batch is not None
+        if self.energy is not None:
+            self.energy.on_busy(inst, batch, inst.step_start, now, inst.run_steps)
         inst.busy_acc += now - max(inst.step_start, inst.acc_from)
         if inst.run_steps == 1:
             done = inst.sched.update(batch, StepResult(now - inst.step_start), now)
@@ -506,6 +515,10 @@ class Simulation:
             "sim_end_s": self.now,
             "workload": self.workload.name,
         }
+        if self.energy is not None:
+            meta["energy"] = en = self.energy.summary(self, self.records)
+            for k in ("energy_j", "busy_energy_j", "idle_energy_j", "prefill_energy_j", "decode_energy_j"):
+                counters[k] = en[k]
         return RunResult(records=self.records, samples=self.samples, counters=counters, meta=meta)
 
     def _predict(self, seqs: list[SeqState]) -> None:
