@@ -38,6 +38,7 @@ API
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -88,7 +89,8 @@ class CostParams:
     activation_reserve_gib: transient activation workspace per GPU (prefill peak).
     cost_model: ``"ops"`` prices each operator from measured-and-fitted curves and NCCL
         collectives from :mod:`llmplan.opcost` (the default); ``"roofline"`` is the previous
-        single-roofline model with the fixed factors above (kept for comparison).
+        single-roofline model with the fixed factors above (kept for comparison). The default can be
+        set with ``LLMPLAN_COST_MODEL=roofline`` (e.g. to re-run a bench with the previous model).
     """
 
     compute_eff: float = 0.6
@@ -98,7 +100,7 @@ class CostParams:
     iteration_overhead_s: float = 1e-3
     gpu_memory_utilization: float = 0.9
     activation_reserve_gib: float = 0.5
-    cost_model: str = "ops"
+    cost_model: str = field(default_factory=lambda: os.environ.get("LLMPLAN_COST_MODEL", "ops"))
 
 
 DEFAULT_PARAMS = CostParams()

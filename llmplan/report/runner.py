@@ -77,6 +77,15 @@ class Cluster:
     device: str | None = None  # GPU model (or "cpu") when every instance runs on one kind
 
 
+def _default_cost_label() -> str:
+    """What prices iterations when no calibration profile is given (reports say it)."""
+    from llmplan.plan.costmodel import DEFAULT_PARAMS
+
+    if DEFAULT_PARAMS.cost_model == "ops":
+        return "operator model (llmplan.opcost: Vidur-fitted GEMM/elementwise curves, NCCL fit)"
+    return "roofline (llmplan.plan.costmodel)"
+
+
 def load_calibration_cost(path: str) -> Any:
     """A profile measured by ``llmplan calibrate``, as an IterationCost for every instance.
 
@@ -160,7 +169,7 @@ def build_system_cluster(cfg: BenchConfig) -> Cluster:
             "banaserve": f"{pd[0]}:{pd[1]} P:D + BanaServe load-aware router + migration controller "
             "(Algorithm 4-1) every tick",
         },
-        "cost_model": "roofline (llmplan.plan.costmodel)",
+        "cost_model": _default_cost_label(),
         "block_size": cfg.engine.block_size,
     }
     return Cluster([], desc, None, None)
@@ -263,13 +272,11 @@ def build_cluster(cfg: BenchConfig) -> Cluster:
         "replica_cost": "copies of the planned instances, priced as the instance they copy "
         "(exact on identical GPUs)"
         if replicas != len(base)
-        else "each planned instance's own roofline (InstanceCost.from_plan)",
+        else "each planned instance's own cost model (InstanceCost.from_plan)",
         "roles": [s.role for s in specs],
         "kv_blocks_per_instance": [s.num_blocks for s in specs],
         "block_size": cfg.engine.block_size,
-        "cost_model": "calibration:" + cfg.calibration
-        if cfg.calibration
-        else "roofline (llmplan.plan.costmodel)",
+        "cost_model": "calibration:" + cfg.calibration if cfg.calibration else _default_cost_label(),
     }
     if cost is not None:
         desc["calibration"] = {k: getattr(cost, k, None) for k in ("model", "device", "dtype")}
@@ -375,9 +382,7 @@ def build_spec_cluster(cfg: BenchConfig, spec: DeploymentSpec) -> Cluster:
         "roles": [s.role for s in specs],
         "kv_blocks_per_instance": [s.num_blocks for s in specs],
         "block_size": spec.engine.block_size,
-        "cost_model": "calibration:" + cfg.calibration
-        if cfg.calibration
-        else "roofline (llmplan.plan.costmodel)",
+        "cost_model": "calibration:" + cfg.calibration if cfg.calibration else _default_cost_label(),
     }
     return Cluster(specs, desc, cost, None, None, device)
 

@@ -45,7 +45,7 @@ def test_default_main_job_on_a_window(azure_env: Path, tmp_path: Path) -> None:
     gpus = [g for gs in c["replica_gpus"] for g in gs]
     assert sorted(gpus) == sorted(f"GPU{k}" for k in range(8)) and len(set(gpus)) == 8  # no idle GPU
     assert c["plan_fill"] and c["plan_unused_gpus"] == [] and c["replica_gpus"] == c["plan_instance_gpus"]
-    assert c["replica_cost"].startswith("each planned instance's own roofline")
+    assert c["replica_cost"].startswith("each planned instance's own cost model")
     assert data["workload"]["meta"]["sha256_expected"].startswith("2f1e5b66")
     for label, run in data["runs"].items():
         df = pd.read_csv(out / run["file"])
