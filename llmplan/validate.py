@@ -92,6 +92,35 @@ def integer(
     return n
 
 
+def available_memory_bytes() -> int:
+    """Memory this process can still use (MemAvailable; psutil where /proc is absent)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:  # pragma: no cover - no way to tell: do not refuse
+        return 1 << 62
+
+
+def check_fits_memory(count: int, bytes_each: int, what: str, fix: str) -> None:
+    """Refuse ``count`` items of ``bytes_each`` when they need more than half the available memory."""
+    need = count * bytes_each
+    have = available_memory_bytes()
+    if need > have // 2:
+        raise LlmplanError(f"{what} needs about {_gib(need)} of memory but {_gib(have)} is available; {fix}")
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):,.1f} GiB" if n >= 1 << 28 else f"{n / (1 << 20):,.0f} MiB"
+
+
 def read_text(path: str | Path, what: str, fix: str) -> str:
     """A UTF-8 text file's content, or one line: ``{what} {path} does not exist|is a directory|is not
     UTF-8 text ...; {fix}``."""
@@ -144,4 +173,15 @@ def sequence(value: Any, name: str, fix: str = "") -> list[Any]:
     return value
 
 
-__all__ = ["MAX_COUNT", "integer", "mapping", "number", "positive", "read_json", "read_text", "sequence"]
+__all__ = [
+    "MAX_COUNT",
+    "available_memory_bytes",
+    "check_fits_memory",
+    "integer",
+    "mapping",
+    "number",
+    "positive",
+    "read_json",
+    "read_text",
+    "sequence",
+]

@@ -62,10 +62,14 @@ def parse_power_caps(values: Iterable[str] | str | None) -> dict[int, float]:
                 raise LlmplanError(
                     f"--power-cap {part!r}: expected GPU=WATTS, e.g. --power-cap 0=250 (or 0=250,1=300)"
                 ) from None
-            if idx < 0 or not w > 0:
+            if idx < 0 or not 0 < w < float("inf"):
                 raise LlmplanError(
                     f"--power-cap {part!r}: the GPU index must be >= 0 and the watts positive, "
                     "e.g. --power-cap 0=250"
+                )
+            if idx in caps:
+                raise LlmplanError(
+                    f"--power-cap names GPU{idx} twice ({caps[idx]:g} W and {w:g} W); give each GPU one cap"
                 )
             caps[idx] = w
     return caps

@@ -54,9 +54,46 @@ def _floats(text: str, flag: str) -> list[float]:
         raise LlmplanError(
             f"{flag} wants comma-separated numbers, e.g. {flag} 2,4,6,8; got {text!r}"
         ) from None
-    if not vals or any(v <= 0 for v in vals):
+    if not vals or not all(0 < v < float("inf") for v in vals):
         raise LlmplanError(f"{flag} wants positive numbers, e.g. {flag} 2,4,6,8; got {text!r}")
     return vals
+
+
+# A bench replays one plan's instance at most this many times: a typo (--instances 100000000)
+# would otherwise build that many simulated engines before the first request.
+MAX_INSTANCES = 4096
+
+
+def _check_options(
+    *, policies, predictor, block_size, jobs, seed, sweep_target, instances, rate_scale, time_scale,
+    live_scale,
+) -> None:  # fmt: skip
+    """Every option that a run would only trip over later (mid-progress-bar, or as a division by
+    zero in the simulator) is refused here, before any work."""
+    from llmplan.validate import integer, number, positive
+
+    if block_size is not None:
+        integer(block_size, "--block-size", lo=1, hi=1 << 16, fix="tokens per KV block, e.g. 16")
+    if jobs is not None:
+        integer(jobs, "--jobs", lo=1, hi=1024, fix="parallel simulations, e.g. --jobs 2")
+    integer(seed, "--seed", lo=0, hi=(1 << 63) - 1)
+    number(sweep_target, "--sweep-target", lo=0, hi=1, lo_open=True, fix="an attainment fraction, e.g. 0.9")
+    if instances is not None:
+        integer(instances, "--instances", lo=1, hi=MAX_INSTANCES)
+    positive(rate_scale, "--rate-scale", fix="e.g. --rate-scale 2")
+    if time_scale is not None:
+        positive(time_scale, "--time-scale", fix="or use --rate-scale")
+    _floats(live_scale, "--live-scale")
+    from llmplan.predict.oracle import parse_predictor
+
+    parse_predictor(predictor)
+    from llmplan.report.runner import system_names
+
+    if not system_names(policies):
+        from llmplan.batch import get_policy
+
+        for name in policies:
+            get_policy(name)
 
 
 def _disagg(text: str | None) -> tuple[int, int] | None:
@@ -241,15 +278,19 @@ def register(app: typer.Typer) -> None:
             else [p.strip() for p in (compare or ",".join(DEFAULT_POLICIES)).split(",") if p.strip()]
         )
         parse_slo_spec(slo)  # fail before any work on a bad spec
+        _check_options(
+            policies=policies, predictor=predictor, block_size=block_size, jobs=jobs, seed=seed,
+            sweep_target=sweep_target, instances=instances, rate_scale=rate_scale, time_scale=time_scale,
+            live_scale=live_scale,
+        )  # fmt: skip
         if time_scale is not None:  # the old live-only spelling of the same knob
             from llmplan.cli._flags import deprecated
 
             deprecated(f"--time-scale {time_scale:g}", f"--rate-scale {rate_scale * time_scale:g}")
-            if not time_scale > 0:
-                raise LlmplanError(f"--time-scale wants a positive number; got {time_scale:g}")
             rate_scale *= time_scale
         if calibration is not None and not calibration.is_file():
-            raise LlmplanError(f"--calibration {calibration} does not exist; run `llmplan calibrate` first")
+            what = "is a directory, not a profile file" if calibration.is_dir() else "does not exist"
+            raise LlmplanError(f"--calibration {calibration} {what}; run `llmplan calibrate` first")
         cfg = BenchConfig(
             trace=trace,
             rate_scale=rate_scale,

@@ -116,6 +116,13 @@ def register(app: typer.Typer) -> None:
             raise LlmplanError("give exactly one of --model PATH or --dummy-weights NAME")
         if repeats < 1 or max_batch < 1 or max_context < 1 or max_chunk < 16:
             raise LlmplanError("--repeats, --max-batch and --max-context must be >= 1, --max-chunk >= 16")
+        from llmplan.cli._serve_checks import check_device_dtype
+        from llmplan.validate import integer
+
+        integer(block_size, "--block-size", lo=1, hi=1 << 16, fix="tokens per KV block, e.g. 16")
+        if threads is not None:
+            integer(threads, "--threads", lo=1, hi=4096)
+        check_device_dtype(device, dtype)
         run_calibration(
             out=out,
             model=model,

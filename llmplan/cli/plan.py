@@ -137,6 +137,11 @@ def register(app: typer.Typer) -> None:
             raise LlmplanError(
                 "pass --model NAME (catalog name or config.json path), or --plan FILE to show a plan"
             )
+        _check_numbers(
+            a1=a1, a2=a2, max_batch=max_batch, input_len=input_len, output_len=output_len, rate=rate,
+            slo_ttft=slo_ttft, slo_tpot=slo_tpot, attainment=attainment, kv_quantile=kv_quantile,
+            compute_eff=compute_eff, memory_eff=memory_eff,
+        )  # fmt: skip
         spec = get_model_spec(model).with_precision(weight_dtype, kv_dtype)
         graph = load_topology(topology, parse_power_caps(power_cap) or None)
         params = CostParams()
@@ -152,6 +157,8 @@ def register(app: typer.Typer) -> None:
                 subset = [f"GPU{int(x)}" for x in gpus.split(",")]
             except ValueError:
                 raise LlmplanError(f"--gpus {gpus!r} is not a list of indices; e.g. --gpus 0,1,3") from None
+            if len(set(subset)) != len(subset):
+                raise LlmplanError(f"--gpus {gpus!r} names a GPU twice; list each index once (--gpus 0,1)")
             missing = [g for g in subset if g not in graph.nodes]
             if missing:
                 raise LlmplanError(
@@ -212,6 +219,33 @@ def register(app: typer.Typer) -> None:
         _show(plan, as_json, show_device_map)
         if out and not as_json:
             console.print(f"saved plan to {out}")
+
+
+def _check_numbers(
+    *, a1, a2, max_batch, input_len, output_len, rate, slo_ttft, slo_tpot, attainment, kv_quantile,
+    compute_eff, memory_eff,
+) -> None:  # fmt: skip
+    """Every numeric option finite and in range before any planning (``--a1 nan`` would score
+    every plan ``nan``; a 10^22-token prompt overflows the cost model's integers)."""
+    from llmplan.errors import LlmplanError
+    from llmplan.validate import integer, number, positive
+
+    number(a1, "--a1", lo=0)
+    number(a2, "--a2", lo=0)
+    if a1 == 0 and a2 == 0:
+        raise LlmplanError("--a1 and --a2 are both 0: no objective is left; give one of them a weight > 0")
+    integer(max_batch, "--max-batch", lo=1, hi=1 << 20)
+    integer(input_len, "--input-len", lo=1, hi=1 << 30)
+    integer(output_len, "--output-len", lo=1, hi=1 << 30)
+    if rate is not None:
+        positive(rate, "--rate", fix="requests per second, e.g. --rate 20")
+    positive(slo_ttft, "--slo-ttft", fix="seconds, e.g. --slo-ttft 1")
+    positive(slo_tpot, "--slo-tpot", fix="seconds, e.g. --slo-tpot 0.05")
+    number(attainment, "--attainment", lo=0, hi=1, lo_open=True, hi_open=True, fix="e.g. 0.9")
+    number(kv_quantile, "--kv-quantile", lo=0, hi=1, lo_open=True, fix="e.g. 0.9")
+    for flag, v in (("--compute-eff", compute_eff), ("--memory-eff", memory_eff)):
+        if v is not None:
+            number(v, flag, lo=0, hi=1, lo_open=True, fix="a fraction of peak, e.g. 0.6")
 
 
 def _profile_reserve(wl, spec, profile_dir: Path, prompts_file: Path | None, quantile: float, quiet: bool):

@@ -60,7 +60,22 @@ def train_cmd(
     from llmplan.predict.buckets import parse_edges
     from llmplan.predict.data import load_dataset, split_dataset, take
     from llmplan.predict.train import TrainConfig, train
+    from llmplan.validate import integer, number, positive
 
+    # Every option checked before the data set loads (seconds) or training starts (minutes).
+    integer(epochs, "--epochs", lo=1, hi=10_000)
+    integer(batch_size, "--batch-size", lo=1, hi=1 << 16)
+    integer(max_length, "--max-length", lo=1, hi=1 << 16)
+    integer(lora_r, "--lora-r", lo=1, hi=4096)
+    integer(checkpoint_steps, "--checkpoint-steps", lo=1)
+    positive(lr, "--lr", fix="e.g. --lr 1e-3")
+    number(test_frac, "--test-frac", lo=0, hi=1, lo_open=True, hi_open=True, fix="e.g. 0.2")
+    for flag, v in (("--limit", limit), ("--max-steps", max_steps)):
+        if v is not None:
+            integer(v, flag, lo=1)
+    if time_budget_min is not None:
+        positive(time_budget_min, "--time-budget-min")
+    parse_edges(edges)
     _threads(threads)
     ds = load_dataset(data)
     split = split_dataset(ds, test_frac, seed)
@@ -215,7 +230,10 @@ def update_cmd(
     """Fine-tune incrementally on recorded mispredictions (UELLM's online correction)."""
     from llmplan.predict.data import load_jsonl
     from llmplan.predict.train import update
+    from llmplan.validate import integer, positive
 
+    integer(epochs, "--epochs", lo=1, hi=10_000)
+    positive(lr, "--lr", fix="e.g. --lr 5e-4")
     _threads(threads)
     ds = load_jsonl(records)
     summary = update(model, ds, out, epochs=epochs, lr=lr, show_progress=not as_json)

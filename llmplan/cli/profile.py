@@ -45,7 +45,19 @@ def collect_cmd(
     """Run the task suite through the endpoint, one request at a time, sampling utilisation and memory."""
     from llmplan import progress
     from llmplan.profile.collect import collect, load_suite
+    from llmplan.validate import integer, number
 
+    number(interval, "--interval", lo=0.001, hi=60, fix="seconds between samples, e.g. 0.05")
+    integer(repeat, "--repeat", lo=1, hi=10_000)
+    if limit is not None:
+        integer(limit, "--limit", lo=1)
+    if max_tokens is not None:
+        integer(max_tokens, "--max-tokens", lo=1, hi=1 << 24)
+    integer(device, "--device", lo=0, hi=1023)
+    if sampler not in ("auto", "nvml", "psutil"):
+        from llmplan.errors import LlmplanError
+
+        raise LlmplanError(f"unknown --sampler {sampler!r}; choose auto, nvml or psutil")
     n = len(load_suite(suite)[:limit]) * repeat
     with progress.task("profile collect", total=n, unit="requests") as bar:
         collect(
@@ -81,7 +93,13 @@ def fit_cmd(
     """Cluster with K-Prototypes, pick the best model per cluster by CV, compare with a global model."""
     from llmplan import progress
     from llmplan.profile.report import fit_and_evaluate, read_csv, render
+    from llmplan.validate import integer, number
 
+    if k is not None:
+        integer(k, "--k", lo=1, hi=100, fix="or omit it for the elbow method")
+    number(gamma, "--gamma", lo=0, fix="the weight of a categorical mismatch, e.g. 0.5")
+    number(test_frac, "--test-frac", lo=0, hi=1, lo_open=True, hi_open=True, fix="e.g. 0.25")
+    integer(n_estimators, "--n-estimators", lo=1, hi=10_000)
     with progress.task("profile fit: K-Prototypes, then per-cluster models by cross-validation"):
         result = fit_and_evaluate(
             read_csv(data), out, k=k, gamma=gamma, seed=seed, test_frac=test_frac, n_estimators=n_estimators
@@ -115,6 +133,14 @@ def predict_cmd(
         raise LlmplanError(f"unknown task {task!r}; choose one of {', '.join(TASK_TYPES)}")
     if lang is not None and lang not in LANGUAGES:
         raise LlmplanError(f"unknown language {lang!r}; choose zh or en")
+    if output_tokens is not None:
+        from llmplan.validate import integer
+
+        integer(output_tokens, "--output-tokens", lo=1, hi=1 << 24, fix="an expected reply length")
+    if predictor is not None and not predictor.is_dir():
+        raise LlmplanError(
+            f"--predictor {predictor} is not a directory; train one with `llmplan predict train --out DIR`"
+        )
     prof = ResourceProfiler.load(profile)
     if output_tokens is not None:
         est = [output_tokens] * len(prompts)

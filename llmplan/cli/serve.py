@@ -327,7 +327,18 @@ def register(app: typer.Typer) -> None:
             max_num_batched_tokens=max_num_batched_tokens, chunked_prefill=chunked_prefill,
             block_size=block_size, max_model_len=max_model_len,
         )  # fmt: skip
+        from llmplan.cli._serve_checks import check_serve_options
 
+        check_serve_options(
+            model=model, dummy_weights=dummy_weights, plan=plan, device=device, dtype=dtype,
+            scheduler=eargs.policy, predictor=predictor, engine_kind=engine_kind, log_level=log_level,
+            threads=threads, max_model_len=eargs.max_model_len, num_kv_blocks=num_kv_blocks,
+            block_size=eargs.block_size, max_num_seqs=eargs.max_num_seqs,
+            max_num_batched_tokens=eargs.max_num_batched_tokens,
+            drain_timeout=drain_timeout, control_interval=control_interval, worker_timeout=worker_timeout,
+            worker_memory_gb=worker_memory_gb, workers=workers, instances=instances,
+            max_inflight=max_inflight, health_timeout=health_timeout, max_restarts=max_restarts,
+        )  # fmt: skip
         kv_store_args = _kv_store_args(kv_store, kv_store_memory_mb, kv_store_disk_gb)
         guard = _guard(host, api_key, enable_admin, protect_metrics, max_request_mb)
         _check_workers(workers, layer_split, migration_controller,

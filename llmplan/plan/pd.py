@@ -105,22 +105,24 @@ def load_length_stats(
         p = Path(os.environ["LLMPLAN_DATA_DIR"]) / trace
     if not p.exists():
         raise LlmplanError(f"trace {str(trace)!r} does not exist; pass a CSV path (or set LLMPLAN_DATA_DIR)")
-    try:
-        df = pd.read_csv(p)
-    except Exception as exc:  # noqa: BLE001
-        raise LlmplanError(f"trace {str(p)!r} is not a readable CSV ({type(exc).__name__})") from None
+    from llmplan.workload.traces import read_trace_frame, trace_columns
+
     need = {"TIMESTAMP", "ContextTokens", "GeneratedTokens"}
-    if not need <= set(df.columns):
+    have = set(read_trace_frame(p).columns)
+    if not need <= have:
         raise LlmplanError(
-            f"trace {str(p)!r} lacks columns {sorted(need - set(df.columns))}; "
+            f"trace {str(p)!r} lacks columns {sorted(need - have)}; "
             "expected TIMESTAMP,ContextTokens,GeneratedTokens"
         )
-    df = df[(df.ContextTokens > 0) & (df.GeneratedTokens > 0)]
-    if len(df) < 2:
+    # Bad rows (text, negative, fractional, huge counts) are refused as FILE:LINE; zero-length
+    # requests are valid trace rows that a P:D plan has nothing to size for, so they are dropped.
+    arrival, prompt_tokens, output_tokens, _ = trace_columns(p, min_output=0)
+    keep = (prompt_tokens > 0) & (output_tokens > 0)
+    if keep.sum() < 2:
         raise LlmplanError(f"trace {str(p)!r} has fewer than 2 usable requests")
-    ts = pd.to_datetime(df.TIMESTAMP, errors="coerce")
-    span = (ts.max() - ts.min()).total_seconds() if ts.notna().all() else float("nan")
-    trace_rate = (len(df) - 1) / span if span and span > 0 else None
+    span = float(arrival[keep].max() - arrival[keep].min())
+    trace_rate = (int(keep.sum()) - 1) / span if span > 0 else None
+    df = pd.DataFrame({"ContextTokens": prompt_tokens[keep], "GeneratedTokens": output_tokens[keep]})
     # Quantiles keep the distribution's shape at a fixed cost per evaluation.
     q = np.linspace(0.5 / max_samples, 1 - 0.5 / max_samples, min(max_samples, len(df)))
     ins = np.quantile(df.ContextTokens.to_numpy(float), q)

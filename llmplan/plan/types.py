@@ -192,13 +192,11 @@ class Plan:
 
     @classmethod
     def load(cls, path: str | Path) -> Plan:
+        from llmplan.plan.filecheck import check_plan_dict
+        from llmplan.validate import read_text
+
         p = Path(path)
-        try:
-            text = p.read_text()
-        except FileNotFoundError:
-            raise LlmplanError(
-                f"plan file {str(p)!r} does not exist; create it with `llmplan plan --out {p}`"
-            ) from None
+        text = read_text(p, "plan file", f"create it with `llmplan plan --out {p}`")
         try:
             if p.suffix in (".yaml", ".yml"):
                 import yaml
@@ -215,4 +213,4 @@ class Plan:
             raise LlmplanError(
                 f"plan file {str(p)!r} is not a plan object; regenerate it with `llmplan plan`"
             )
-        return cls.from_dict(d)
+        return cls.from_dict(check_plan_dict(d, str(p)))

@@ -39,10 +39,11 @@ def load_suite(path: str | Path | None = None) -> list[dict[str, Any]]:
         text = resources.files("llmplan.datasets").joinpath("task_suite.jsonl").read_text(encoding="utf-8")
         src = "llmplan/datasets/task_suite.jsonl"
     else:
+        from llmplan.validate import read_text
+
         p = Path(path)
-        if not p.is_file():
-            raise LlmplanError(f"task suite {p} does not exist; pass an existing JSONL or omit --suite")
-        text, src = p.read_text(encoding="utf-8"), str(p)
+        text = read_text(p, "task suite", "pass a JSONL of {id, task, lang, prompt} or omit the option")
+        src = str(p)
     rows = []
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():

@@ -28,6 +28,14 @@ def check_frame(df: pd.DataFrame, what: str = "profile data") -> None:
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise LlmplanError(f"{what} lacks columns {missing}; collect it with `llmplan profile collect`")
+    for col in (*NUMERIC, *METRICS):
+        values = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float)
+        bad = np.flatnonzero(~np.isfinite(values) | (values < 0))
+        if len(bad):
+            raise LlmplanError(
+                f"{what}: row {int(bad[0]) + 1} has {col} = {df[col].iloc[int(bad[0])]!r}; values must be "
+                "finite numbers >= 0 (fix or delete the row, or re-collect)"
+            )
     if len(df) < 20:
         raise LlmplanError(
             f"{what} has {len(df)} rows; the profiler needs at least 20 (collect more, or --repeat)"

@@ -17,14 +17,13 @@ from llmplan.profile.profiler import ResourceProfiler, check_frame, compare, spl
 def read_csv(path: str | Path) -> pd.DataFrame:
     p = Path(path)
     if not p.is_file():
-        raise LlmplanError(
-            f"profile data {p} does not exist; collect it with `llmplan profile collect --out {p}`"
-        )
+        what = "is a directory" if p.is_dir() else "does not exist"
+        raise LlmplanError(f"profile data {p} {what}; collect it with `llmplan profile collect --out {p}`")
     try:
         df = pd.read_csv(p)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise LlmplanError(
-            f"{p} is not a readable CSV ({exc}); regenerate it with `llmplan profile collect`"
+            f"{p} is not a readable CSV ({type(exc).__name__}); regenerate it with `llmplan profile collect`"
         ) from None
     check_frame(df, str(p))
     return df

@@ -122,12 +122,31 @@ def load_report(directory: Path) -> BenchReport:
     """Read a report directory written by :func:`write_report`."""
     directory = Path(directory)
     jpath = directory / "report.json"
+    if not directory.is_dir():
+        what = "is a file" if directory.exists() else "does not exist"
+        raise LlmplanError(
+            f"{jpath} not found: {directory} {what}; pass a directory written by `llmplan bench --out DIR`"
+        )
     if not jpath.is_file():
         raise LlmplanError(f"{jpath} not found; pass a directory written by `llmplan bench --out DIR`")
+    from llmplan.validate import read_text
+
+    text = read_text(jpath, "report", "re-run llmplan bench")
     try:
-        data = json.loads(jpath.read_text())
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise LlmplanError(f"{jpath} is not valid JSON (line {exc.lineno}); re-run llmplan bench") from exc
+    if not isinstance(data, dict):
+        raise LlmplanError(f"{jpath} is not a report object; re-run llmplan bench")
+    try:
+        return _report_from(data, directory, jpath)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise LlmplanError(
+            f"{jpath} is malformed ({type(exc).__name__}: {exc}); re-run llmplan bench"
+        ) from None
+
+
+def _report_from(data: dict, directory: Path, jpath: Path) -> BenchReport:
     if data.get("schema") != SCHEMA_VERSION:
         raise LlmplanError(
             f"{jpath} has report schema {data.get('schema')!r}, this llmplan reads {SCHEMA_VERSION}; "

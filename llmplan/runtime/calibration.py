@@ -106,11 +106,28 @@ class CalibrationProfile:
                     f"{source}: profile version {version} is not supported (expected {PROFILE_VERSION}); "
                     "re-run `llmplan calibrate`"
                 )
-            coef = {f: float(d["coef"][f]) for f in FEATURES}
+            if not isinstance(d.get("coef"), dict):
+                raise LlmplanError(f"{source}: no `coef` object; re-run `llmplan calibrate`")
+            missing = [f for f in FEATURES if f not in d["coef"]]
+            if missing:
+                raise LlmplanError(
+                    f"{source} is not a calibration profile (coef lacks {', '.join(missing)}); "
+                    "re-run `llmplan calibrate`"
+                )
+            coef = {}
+            for f in FEATURES:
+                v = d["coef"][f]
+                if isinstance(v, bool) or not isinstance(v, int | float):
+                    raise LlmplanError(f"{source}: coefficient {f} is {v!r}, not a number; re-run calibrate")
+                coef[f] = float(v)
             bad = [f for f, v in coef.items() if not math.isfinite(v) or v < 0]
             if bad:
                 raise LlmplanError(
                     f"{source}: coefficient {bad[0]} is negative or not finite; re-run calibrate"
+                )
+            if not any(coef.values()):
+                raise LlmplanError(
+                    f"{source}: every coef is 0 (each iteration would take 0 s); re-run `llmplan calibrate`"
                 )
             samples = [Sample(**s) for s in d.get("samples", [])]
             return cls(
@@ -173,8 +190,11 @@ def load_profile(path: str | Path) -> CalibrationProfile:
     p = Path(path)
     if not p.is_file():
         raise LlmplanError(f"calibration profile {p} not found; write one with `llmplan calibrate --out {p}`")
+    from llmplan.validate import read_text
+
+    text = read_text(p, "calibration profile", f"write one with `llmplan calibrate --out {p}`")
     try:
-        d = json.loads(p.read_text())
+        d = json.loads(text)
     except json.JSONDecodeError as e:
         raise LlmplanError(
             f"calibration profile {p} is not valid JSON ({e}); re-run `llmplan calibrate`"

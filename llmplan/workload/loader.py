@@ -134,9 +134,8 @@ def _load_azure(kind: str, *, show_progress: bool, **shaping: Any) -> Workload:
 
 def _load_file(path: Path, **shaping: Any) -> Workload:
     if not path.is_file():
-        raise LlmplanError(
-            f"trace file {path} does not exist; pass --trace file:PATH with a CSV or JSONL file"
-        )
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise LlmplanError(f"trace file {path} {what}; pass --trace file:PATH with a CSV or JSONL file")
     arrival, p, o, prompts = traces.trace_columns(path)
     check_token_columns(p, o, str(path))
     reqs, meta = shape(arrival, p, o, prompts=prompts, **shaping)
@@ -150,6 +149,11 @@ def _load_synthetic(
     n = int(opt["n"] if shaping["max_requests"] is None else max(shaping["max_requests"], 1))
     if n < 1:
         raise LlmplanError(f"--trace {spec}: n must be >= 1")
+    from llmplan.validate import check_fits_memory
+
+    # Each request costs a few hundred bytes in arrays and objects, and more in the simulator's
+    # per-request records: refuse before numpy tries to allocate terabytes.
+    check_fits_memory(n, 2048, f"--trace {spec}: n={n:,} requests", "lower n= or pass --max-requests")
     process = opt["arrival"] or ("poisson" if opt["cv"] == 1.0 else "gamma")
     rng = np.random.default_rng(seed)
     arrival = synthetic.arrivals(n, opt["rate"], cv=opt["cv"], process=process, rng=rng)

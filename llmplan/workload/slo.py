@@ -59,8 +59,10 @@ def parse_slo_spec(spec: str) -> SLOSpec:
             raise LlmplanError(
                 f"SLO parameter {key}={value!r} is not a number; write e.g. {key}=0.5"
             ) from None
-        if params[key] < 0:
-            raise LlmplanError(f"SLO parameter {key}={value} is negative; SLO values are seconds >= 0")
+        if not 0 <= params[key] < float("inf"):
+            raise LlmplanError(
+                f"SLO parameter {key}={value} is negative or not finite; SLO values are seconds >= 0"
+            )
     if kind == "uellm" and params["hi"] < params["lo"]:
         raise LlmplanError(f"uellm SLO needs lo <= hi, got lo={params['lo']:g} hi={params['hi']:g}")
     return SLOSpec(kind, params)

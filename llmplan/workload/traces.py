@@ -22,15 +22,56 @@ _ALIASES = {
 
 
 def read_trace_frame(path: Path) -> pd.DataFrame:
+    """The trace file as a frame; a file that does not parse is refused naming ``path:line``."""
+    import re
+
     suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".ndjson", ".csv", ".txt", ""):
+        raise LlmplanError(f"{path}: unsupported extension {suffix!r}; use .csv or .jsonl")
+    if path.is_dir():
+        raise LlmplanError(f"trace file {path} is a directory; pass the path of a CSV or JSONL file")
+    if suffix in (".jsonl", ".ndjson"):
+        return _read_jsonl(path)
     try:
-        if suffix in (".jsonl", ".ndjson"):
-            return pd.read_json(path, lines=True)
-        if suffix in (".csv", ".txt", ""):
-            return pd.read_csv(path)
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise LlmplanError(f"{path}: cannot parse as {suffix or 'CSV'} ({str(exc).splitlines()[0]})") from exc
-    raise LlmplanError(f"{path}: unsupported extension {suffix!r}; use .csv or .jsonl")
+        return pd.read_csv(path)
+    except UnicodeDecodeError as exc:
+        raise LlmplanError(
+            f"{path}: not UTF-8 text (byte {exc.start}; a binary file?); pass a CSV with "
+            "TIMESTAMP,ContextTokens,GeneratedTokens"
+        ) from None
+    except (ValueError, pd.errors.ParserError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", first)
+        if m:
+            raise LlmplanError(
+                f"{path}:{m.group(2)}: {m.group(3)} fields where the header has {m.group(1)}; "
+                "fix or delete that row"
+            ) from None
+        raise LlmplanError(f"{path}: cannot parse as CSV ({first[:200]})") from None
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    import json
+
+    from llmplan.validate import read_text
+
+    text = read_text(path, "trace file", "pass a JSONL file with one JSON object per line")
+    rows: list[dict] = []
+    lines: list[int] = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise LlmplanError(f"{path}:{n}: not valid JSON ({exc.msg}); fix or delete that line") from None
+        if not isinstance(row, dict):
+            raise LlmplanError(f"{path}:{n}: expected a JSON object per line, got {type(row).__name__}")
+        rows.append(row)
+        lines.append(n)
+    df = pd.DataFrame.from_records(rows)
+    df.attrs["lines"] = lines
+    return df
 
 
 def _column(df: pd.DataFrame, key: str, path: Path) -> str:
@@ -43,39 +84,84 @@ def _column(df: pd.DataFrame, key: str, path: Path) -> str:
     )
 
 
-def trace_columns(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str | None] | None]:
-    """Arrival seconds (relative to the first request), prompt and output tokens, prompts."""
+def trace_columns(
+    path: Path, min_output: int = 1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str | None] | None]:
+    """Arrival seconds (relative to the first request), prompt and output tokens, prompts.
+    ``min_output``: the smallest output token count accepted (a replay needs >= 1)."""
     df = read_trace_frame(path)
     if df.empty:
         raise LlmplanError(f"{path}: the trace has no rows")
     ac = _column(df, "arrival", path)
-    col = df[ac]
-    if pd.api.types.is_numeric_dtype(col):
-        arrival = col.to_numpy(dtype=np.float64)
-    else:
-        try:
-            ts = pd.to_datetime(col, format="ISO8601", utc=True)
-        except (ValueError, TypeError) as exc:
-            raise LlmplanError(
-                f"{path}: column {ac} is neither seconds nor ISO-8601 datetimes ({str(exc).splitlines()[0]})"
-            ) from exc
-        arrival = (ts - ts.min()).dt.total_seconds().to_numpy()
-    if np.isnan(arrival).any():
-        row = int(np.flatnonzero(np.isnan(arrival))[0]) + 2
-        raise LlmplanError(f"{path}: empty {ac} at line {row}; every request needs an arrival time")
-    tok = []
-    for key in ("prompt_tokens", "output_tokens"):
-        name = _column(df, key, path)
-        values = pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=np.float64)
-        bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values)))
-        if len(bad):
-            raise LlmplanError(
-                f"{path}: column {name} line {int(bad[0]) + 2} is {df[name].iloc[bad[0]]!r}; token counts "
-                "must be whole numbers"
-            )
-        tok.append(values.astype(np.int64))
+    arrival = _arrival_seconds(df, ac, path)
+    tok = [
+        _token_column(df, _column(df, key, path), path, lo=0 if key == "prompt_tokens" else min_output)
+        for key in ("prompt_tokens", "output_tokens")
+    ]
     arrival = arrival - arrival.min()
     prompts = (
         df["prompt"].astype(object).where(df["prompt"].notna(), None).tolist() if "prompt" in df else None
     )
     return arrival, tok[0], tok[1], prompts
+
+
+def _line(df: pd.DataFrame | pd.Series, i: int) -> int:
+    """File line of frame row ``i``: JSONL records keep their line numbers in ``attrs``; a CSV has a
+    header line, then one row per line."""
+    lines = df.attrs.get("lines")
+    return int(lines[int(i)]) if lines else int(i) + 2
+
+
+def _arrival_seconds(df: pd.DataFrame, name: str, path: Path) -> np.ndarray:
+    """Arrival times in seconds: numbers, or ISO-8601 datetimes (relative to the earliest).
+    The first unusable cell is refused as ``path:line``."""
+    col = df[name]
+    if not pd.api.types.is_numeric_dtype(col):
+        ts = pd.to_datetime(col, format="ISO8601", utc=True, errors="coerce")
+        bad = np.flatnonzero(ts.isna().to_numpy())
+        if not len(bad):
+            return (ts - ts.min()).dt.total_seconds().to_numpy()
+        numeric = pd.to_numeric(col, errors="coerce")
+        if numeric.notna().sum() <= len(col) - len(bad):  # mostly datetimes: name the first bad one
+            raise LlmplanError(
+                f"{path}:{_line(df, bad[0])}: {name} is {_cell(col, bad[0])}; write seconds or an ISO-8601 "
+                "datetime such as 2023-11-16 18:15:46"
+            )
+    else:
+        numeric = col
+    arrival = numeric.to_numpy(dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(arrival))
+    if len(bad):
+        raise LlmplanError(
+            f"{path}:{_line(df, bad[0])}: {name} is {_cell(col, bad[0])}; every request needs a finite "
+            "arrival time in seconds (or an ISO-8601 datetime)"
+        )
+    return arrival
+
+
+def _token_column(df: pd.DataFrame, name: str, path: Path, lo: int) -> np.ndarray:
+    """Whole token counts in [lo, 2**40]; anything else (text, blank, 10.5, -5, 1e30, a number that
+    would wrap int64) is refused as ``path:line``, never cast into a wrong count."""
+    from llmplan.validate import MAX_COUNT
+
+    raw = df[name]
+    kind = "output" if name in _ALIASES["output_tokens"] else "prompt"
+    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        bad = np.flatnonzero(
+            ~np.isfinite(values) | (values != np.round(values)) | (values < lo) | (values > MAX_COUNT)
+        )
+    if len(bad):
+        raise LlmplanError(
+            f"{path}:{_line(df, bad[0])}: {name} is {_cell(raw, bad[0])}; {kind} token counts must be "
+            f">= {lo} (whole numbers, at most {MAX_COUNT}) ({len(bad)} such row(s); fix or delete them)"
+        )
+    return values.astype(np.int64)
+
+
+def _cell(col: pd.Series, i: int) -> str:
+    v = col.iloc[int(i)]
+    if isinstance(v, float | np.floating) and np.isnan(v):
+        return "empty"
+    text = repr(v.item() if isinstance(v, np.generic) else v)
+    return text if len(text) <= 40 else text[:37] + "..."

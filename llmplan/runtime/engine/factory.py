@@ -282,13 +282,13 @@ def _single_engine(c: EngineConfig) -> AsyncLLMEngine:
     scheduler, predictor = c.policy, c.predictor
     cfg, m = build_model(model, dummy_weights, plan, device, dtype, seed)
     policy = check_policy(scheduler, predictor)
-    ctx = cfg.max_model_len if max_model_len is None else min(max_model_len, cfg.max_model_len)
+    ctx = served_context(cfg.max_model_len, max_model_len, cfg.name)
     if num_kv_blocks is None:
         num_kv_blocks = _default_num_blocks(
             cfg, block_size, m.dtype, m.layer_devices, max_num_seqs, ctx, kv_cache_gb
         )
     kv = PagedKVCache(cfg, num_kv_blocks, block_size, m.layer_devices, m.dtype)
-    ctx = min(ctx, num_kv_blocks * block_size)
+    ctx = kv_capped_context(ctx, max_model_len, num_kv_blocks, block_size)
     executor, collectors = _executor(
         m, kv, kv_store, c.kv_store_memory_mb, c.kv_store_disk_gb, model, dummy_weights, seed
     )
@@ -394,6 +394,33 @@ def _executor(
     ex = build_store_executor(m, kv, kv_store, kv_store_memory_mb, weights, kv_store_disk_gb)
     log.info("KV store: %s (memory tier %d MiB), namespace %s", kv_store, kv_store_memory_mb, ex.namespace)
     return ex, [StoreCollector(ex.store, ex.stats)]
+
+
+def served_context(model_limit: int, requested: int | None, model_name: str) -> int:
+    """The context length to serve: the model's, or ``--max-model-len`` when it is not larger.
+    A request above the model's limit is refused with both numbers, never quietly cut down."""
+    if requested is None:
+        return model_limit
+    if requested < 1:
+        raise LlmplanError(f"--max-model-len must be >= 1 (got {requested})")
+    if requested > model_limit:
+        raise LlmplanError(
+            f"--max-model-len {requested} exceeds {model_name}'s context of {model_limit} tokens; "
+            f"use --max-model-len {model_limit} or less"
+        )
+    return requested
+
+
+def kv_capped_context(ctx: int, requested: int | None, num_blocks: int, block_size: int) -> int:
+    """The served context given the KV cache: an explicit ``--max-model-len`` the cache cannot hold
+    is refused (both numbers named); the model's own default is capped to what fits."""
+    capacity = num_blocks * block_size
+    if requested is not None and requested > capacity:
+        raise LlmplanError(
+            f"--max-model-len {requested} needs {requested} KV tokens but the cache holds {capacity} "
+            f"({num_blocks} blocks x {block_size}); lower --max-model-len or raise --num-kv-blocks"
+        )
+    return min(ctx, capacity)
 
 
 def _pipeline_engine(c: EngineConfig) -> AsyncLLMEngine:

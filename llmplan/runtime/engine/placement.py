@@ -106,11 +106,13 @@ def layer_devices_from_plan(
             if path.suffix in (".yaml", ".yml"):
                 import yaml
 
-                plan = yaml.safe_load(path.read_text())
+                plan = yaml.safe_load(_read_plan_text(path))
             else:
-                plan = json.loads(path.read_text())
-        except (json.JSONDecodeError, ValueError) as e:
-            raise LlmplanError(f"plan file {path} is not valid JSON/YAML ({e})") from e
+                plan = json.loads(_read_plan_text(path))
+        except LlmplanError:
+            raise
+        except Exception as e:  # noqa: BLE001 - JSON and YAML parse errors alike: one line
+            raise LlmplanError(f"plan file {path} is not valid JSON/YAML ({type(e).__name__})") from None
         if not isinstance(plan, dict):
             raise LlmplanError(f"plan file {path} does not hold a plan object")
     assert isinstance(plan, dict)
@@ -137,3 +139,10 @@ def layer_devices_from_plan(
             stages.append({"device": _gpu_device(dev), "layers": [int(last), int(last) + 1]})
         return _from_stages(stages, num_layers)
     raise LlmplanError("plan has neither 'stages' nor 'device_map'; see docs/serve.md for the plan format")
+
+
+def _read_plan_text(path: Path) -> str:
+    """The plan file's text; a binary, unreadable or non-UTF-8 file is refused in one line."""
+    from llmplan.validate import read_text
+
+    return read_text(path, "plan file", "write one with `llmplan plan --out plan.json`")

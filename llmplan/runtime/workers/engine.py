@@ -79,12 +79,14 @@ def build_pipeline_engine(
     policy = check_policy(scheduler, predictor)
     if threads is not None:
         torch.set_num_threads(threads)
-    ctx = cfg.max_model_len if max_model_len is None else min(max_model_len, cfg.max_model_len)
+    from llmplan.runtime.engine.factory import kv_capped_context, served_context
+
+    ctx = served_context(cfg.max_model_len, max_model_len, getattr(cfg, "name", "the model"))
     if num_kv_blocks is None:
         num_kv_blocks = _default_num_blocks(cfg, block_size, torch_dtype, [torch.device(device)],
                                             max_num_seqs, ctx, kv_cache_gb)
     source.num_blocks = num_kv_blocks
-    ctx = min(ctx, num_kv_blocks * block_size)
+    ctx = kv_capped_context(ctx, max_model_len, num_kv_blocks, block_size)
     sch = make_scheduler(policy, num_kv_blocks, block_size, max_num_seqs, max_num_batched_tokens,
                          chunked_prefill, ctx)
     recorder = make_recorder(misprediction_log, predictor)

@@ -110,10 +110,13 @@ def _plan_stage_counts(plan: Any) -> list[int] | None:
         if path.suffix in (".yaml", ".yml"):
             import yaml
 
-            plan = yaml.safe_load(path.read_text())
+            try:
+                plan = yaml.safe_load(_read_plan_text(path))
+            except yaml.YAMLError as e:
+                raise LlmplanError(f"plan file {path} is not valid YAML ({type(e).__name__})") from None
         else:
             try:
-                plan = json.loads(path.read_text())
+                plan = json.loads(_read_plan_text(path))
             except ValueError as e:
                 raise LlmplanError(f"plan file {path} is not valid JSON ({e})") from e
     if not isinstance(plan, dict):
@@ -190,3 +193,10 @@ def apply_move(ranges: Sequence[tuple[int, int]], layers: Sequence[int], src: in
     else:
         out[src], out[dst] = (lo + k, hi), (ranges[dst][0], lo + k)
     return out
+
+
+def _read_plan_text(path: Path) -> str:
+    """The plan file's text; a binary, unreadable or non-UTF-8 file is refused in one line."""
+    from llmplan.validate import read_text
+
+    return read_text(path, "plan file", "write one with `llmplan plan --out plan.json`")

@@ -1,0 +1,108 @@
+"""Check a saved plan document before it becomes a :class:`~llmplan.plan.types.Plan`.
+
+A plan file is user data (edited by hand, truncated, from another version): every field that
+later commands compute with is checked here, so a bad one is refused in one line naming the
+file and the field, instead of a device map over layers -3..3 or a division by a zero batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+from llmplan.errors import LlmplanError
+from llmplan.validate import MAX_COUNT, integer, mapping, number, sequence
+
+_GPU_ID = re.compile(r"^GPU\d+$")
+FIX = "regenerate it with `llmplan plan --out FILE`"
+
+
+def check_plan_dict(d: Any, where: str) -> dict[str, Any]:
+    """``d`` if it is a well-formed plan document, else one line naming ``where`` and the field."""
+    from llmplan.plan.types import PLAN_VERSION, PlanWorkload, StagePlan
+
+    mapping(d, f"{where}", FIX)
+    if "version" in d:
+        v = integer(d["version"], f"{where}: version", lo=1, fix=FIX)
+        if v > PLAN_VERSION:
+            raise LlmplanError(
+                f"{where}: plan format v{v} is newer than this llmplan (v{PLAN_VERSION}); upgrade llmplan"
+            )
+    for key in ("model", "mode"):
+        if key not in d:
+            raise LlmplanError(f"{where}: not a llmplan plan (no {key!r}); {FIX}")
+        if not isinstance(d[key], str) or not d[key]:
+            raise LlmplanError(f"{where}: {key} must be a non-empty string (got {d[key]!r}); {FIX}")
+    if "model_spec" not in d:
+        raise LlmplanError(f"{where}: not a llmplan plan (no 'model_spec'); {FIX}")
+    spec = mapping(d["model_spec"], f"{where}: model_spec", FIX)
+    n_layers = spec.get("num_hidden_layers")
+    if n_layers is not None:
+        n_layers = integer(n_layers, f"{where}: model_spec.num_hidden_layers", lo=1, hi=100_000, fix=FIX)
+    if "instances" not in d:
+        raise LlmplanError(f"{where}: not a llmplan plan (no 'instances'); {FIX}")
+    instances = sequence(d["instances"], f"{where}: instances", FIX)
+    if not instances:
+        raise LlmplanError(f"{where}: instances is empty; a plan places at least one instance; {FIX}")
+    stage_fields = {f.name for f in dataclasses.fields(StagePlan)}
+    for i, inst in enumerate(instances):
+        inst = mapping(inst, f"{where}: instances[{i}]", FIX)
+        if not isinstance(inst.get("role", "both"), str):
+            raise LlmplanError(f"{where}: instances[{i}].role must be both, prefill or decode; {FIX}")
+        stages = sequence(inst.get("stages"), f"{where}: instances[{i}].stages", FIX)
+        if not stages:
+            raise LlmplanError(f"{where}: instances[{i}] has no stages; {FIX}")
+        expect = 0
+        for j, st in enumerate(stages):
+            at = f"{where}: instances[{i}].stages[{j}]"
+            st = mapping(st, at, FIX)
+            unknown = sorted(set(st) - stage_fields)
+            if unknown:
+                raise LlmplanError(f"{at} has unknown field(s) {', '.join(unknown)}; {FIX}")
+            gpus = sequence(st.get("gpus"), f"{at}.gpus", FIX)
+            if not gpus or not all(isinstance(g, str) and _GPU_ID.match(g) for g in gpus):
+                raise LlmplanError(f"{at}.gpus must be a non-empty list of GPU ids (GPU0...), got {gpus!r}")
+            if len(set(gpus)) != len(gpus):
+                raise LlmplanError(f"{at}.gpus names a GPU twice ({gpus}); {FIX}")
+            start = integer(st.get("layer_start"), f"{at}.layer_start", lo=0, fix=FIX)
+            end = integer(st.get("layer_end"), f"{at}.layer_end", lo=1, fix=FIX)
+            if end <= start:
+                raise LlmplanError(f"{at}: layer_end {end} must be above layer_start {start}; {FIX}")
+            if start != expect:
+                raise LlmplanError(
+                    f"{at}: layers start at {start} but the previous stage ended at {expect}; stages must "
+                    f"cover the layers contiguously; {FIX}"
+                )
+            expect = end
+            for key in ("weights_gib", "kv_gib", "free_gib", "prefill_s", "decode_s"):
+                if key in st:
+                    number(st[key], f"{at}.{key}", fix=FIX)
+            for key in ("weights_gib", "kv_gib", "prefill_s", "decode_s"):
+                if key in st:
+                    number(st[key], f"{at}.{key}", lo=0, fix=FIX)
+            if st.get("local_index") is not None:
+                integer(st["local_index"], f"{at}.local_index", lo=0, fix=FIX)
+        if n_layers is not None and expect != n_layers:
+            raise LlmplanError(
+                f"{where}: instances[{i}] places layers 0-{expect - 1} but the model has {n_layers}; {FIX}"
+            )
+    wl = mapping(d.get("workload", {}), f"{where}: workload", FIX)
+    wl_fields = {f.name for f in dataclasses.fields(PlanWorkload)}
+    unknown = sorted(set(wl) - wl_fields)
+    if unknown:
+        raise LlmplanError(f"{where}: workload has unknown field(s) {', '.join(unknown)}; {FIX}")
+    for key, value in wl.items():
+        if value is not None or key in ("max_batch", "input_len", "output_len"):
+            integer(value, f"{where}: workload.{key}", lo=1, hi=MAX_COUNT, fix=FIX)
+    for key in ("a1", "a2"):
+        if key in d:
+            number(d[key], f"{where}: {key}", lo=0, fix=FIX)
+    for key in ("metrics", "params"):
+        if d.get(key) is not None:
+            mapping(d[key], f"{where}: {key}", FIX)
+    if d.get("explanation") is not None:
+        sequence(d["explanation"], f"{where}: explanation", FIX)
+    if d.get("pd") is not None:
+        mapping(d["pd"], f"{where}: pd", FIX)
+    return d
