@@ -403,13 +403,15 @@ def fetch_deployment(target: str) -> dict | None:
 
     url = target.rstrip("/") + "/v1/deployment"
     try:
-        resp = httpx.get(url, timeout=10.0, trust_env=False)
+        from llmplan.loadgen.client import auth_headers
+
+        resp = httpx.get(url, timeout=10.0, trust_env=False, headers=auth_headers())
     except httpx.HTTPError:
         return None
     if resp.status_code == 401:
         from llmplan.errors import LlmplanError
 
-        raise LlmplanError(f"{url} asks for an API key (401); bench a server started without --api-key")
+        raise LlmplanError(f"{url} asks for an API key (401); set LLMPLAN_API_KEY to the server's --api-key")
     if resp.status_code != 200:
         return None
     try:

@@ -24,6 +24,15 @@ from llmplan.workload.types import RequestSpec
 _REJECT_STATUSES = {400, 404, 413, 422, 429, 503}
 
 
+def auth_headers() -> dict[str, str]:
+    """``Authorization: Bearer $LLMPLAN_API_KEY`` for a server started with ``--api-key``
+    (the same variable the server reads); nothing when it is unset."""
+    import os
+
+    key = os.environ.get("LLMPLAN_API_KEY")
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     base_url: str

@@ -23,7 +23,7 @@ import httpx
 import numpy as np
 
 from llmplan.errors import LlmplanError
-from llmplan.loadgen.client import Endpoint, run_request
+from llmplan.loadgen.client import Endpoint, auth_headers, run_request
 from llmplan.loadgen.prompts import DEFAULT_VOCAB, PromptSynthesizer
 from llmplan.loadgen.scrape import ServerScraper
 from llmplan.metrics.types import RequestRecord, RunResult
@@ -41,6 +41,9 @@ async def discover(client: httpx.AsyncClient, target: str) -> dict[str, Any]:
             f"cannot reach {target} ({type(exc).__name__}); start a server first, e.g. "
             "`llmplan serve --dummy-weights llama-tiny --port 8000`"
         ) from None
+    if resp.status_code == 401:
+        raise LlmplanError(f"{target}/v1/models answered HTTP 401: the server wants an API key; set "
+                           "LLMPLAN_API_KEY to its --api-key")
     if resp.status_code != 200:
         raise LlmplanError(
             f"{target}/v1/models answered HTTP {resp.status_code}; is it an OpenAI-compatible server?"
@@ -72,7 +75,9 @@ class ClientPool:
         n = max(1, min(most, -(-concurrency // per_client)))
         conns = -(-concurrency // n)
         limits = httpx.Limits(max_connections=conns, max_keepalive_connections=conns)
-        self.clients = [httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False) for _ in range(n)]
+        headers = auth_headers()
+        self.clients = [httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False, headers=headers)
+                        for _ in range(n)]
         self._busy = [0] * n
 
     @contextlib.contextmanager

@@ -205,3 +205,19 @@ def test_simulator_rejects_exactly_what_the_live_server_rejects(server, engine):
     got_sim = [(r.rid, r.status, r.reason) for r in sorted(sim.records, key=lambda r: r.rid)]
     assert [s for _, s, _ in got_live] == ["rejected", "rejected", "ok", "ok"]
     assert got_sim == got_live
+
+
+def test_replay_against_a_keyed_server_uses_llmplan_api_key(monkeypatch):
+    from llmplan.runtime.engine import build_engine
+    from llmplan.runtime.server.guard import GuardConfig
+
+    engine = build_engine(dummy_weights="llama-tiny", max_num_seqs=4, num_kv_blocks=64)
+    wl = Workload("keyed", [RequestSpec(i, 0.0, 4, 2) for i in range(3)])
+    with running_server(engine, guard=GuardConfig(api_key="sk-bench")) as url:
+        monkeypatch.delenv("LLMPLAN_API_KEY", raising=False)
+        with pytest.raises(LlmplanError) as refused:
+            replay(url, wl)
+        monkeypatch.setenv("LLMPLAN_API_KEY", "sk-bench")
+        result = replay(url, wl)
+    assert "LLMPLAN_API_KEY" in str(refused.value) and "\n" not in str(refused.value)
+    assert [r.status for r in result.records] == ["ok"] * 3
