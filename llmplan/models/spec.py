@@ -445,8 +445,8 @@ class ModelSpec:
             raise LlmplanError(f"--weight-dtype {w!r} is not one of {', '.join(WEIGHT_DTYPES)}")
         if k and k not in KV_DTYPES:
             raise LlmplanError(f"--kv-dtype {k!r} is not one of {', '.join(KV_DTYPES)}")
-        if w in ("bf16", "fp16") and w == _ACT_SHORT.get(self.dtype):
-            w = ""
+        if w in ("bf16", "fp16"):  # 16-bit weights: the activation dtype follows (vLLM --dtype)
+            return replace(self, dtype="bfloat16" if w == "bf16" else "float16", weight_dtype="", kv_dtype=k)
         return replace(self, weight_dtype=w, kv_dtype=k)
 
     # ---- conversions ---------------------------------------------------------------------

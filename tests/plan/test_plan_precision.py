@@ -220,3 +220,28 @@ def test_tp_degrees_that_do_not_divide_the_heads_are_not_planned() -> None:
     assert "heads" in tp_infeasible_reason(get_model_spec("qwen2.5-7b"), 8)  # 28 heads
     plan = make_plan(get_model_spec("qwen2.5-7b"), load_topology("preset:dgx-h100"), "LR")
     assert plan.metrics["tp"] in (1, 2, 4)
+
+
+def test_16_bit_weight_dtypes_set_the_served_dtype() -> None:
+    spec = get_model_spec("llama-3.1-8b")  # a bf16 checkpoint
+    fp16 = spec.with_precision("fp16")
+    assert fp16.dtype == "float16" and fp16.weight_bytes == spec.weight_bytes
+    plan = make_plan(fp16, load_topology("preset:dgx-h100"), "HE")
+    assert "--dtype float16" in vllm_command(plan)[0]
+    v3 = get_model_spec("deepseek-v3").with_precision("bf16")  # an fp8 checkpoint asked for in bf16
+    assert (
+        v3.weight_precision == "bf16" and v3.weight_bytes > 1.9 * get_model_spec("deepseek-v3").weight_bytes
+    )
+
+
+def test_int4_on_a100_is_weight_only() -> None:
+    s = get_model_spec("llama-3.1-70b")
+    a100 = _gpu("preset:dgx-a100")
+    i4 = s.with_precision("int4")
+    # compute-bound prefill: same as bf16 (no int4 tensor path in vLLM's AWQ/GPTQ kernels)
+    assert prefill_layer_time(i4, a100, 4096, params=NO_OVH) == pytest.approx(
+        prefill_layer_time(s, a100, 4096, params=NO_OVH)
+    )
+    # memory-bound decode reads ~a quarter of the bytes
+    ratio = decode_layer_time(i4, a100, 1, 0, params=NO_OVH) / decode_layer_time(s, a100, 1, 0, params=NO_OVH)
+    assert 0.25 < ratio < 0.3
