@@ -45,6 +45,15 @@ Examples:
 """
 
 
+def _energy_mode(text: str) -> str:
+    from llmplan.errors import LlmplanError
+
+    mode = text.strip().lower()
+    if mode not in ("max", "greenserve", "off"):
+        raise LlmplanError(f"--energy {text!r}: choose max, greenserve or off")
+    return mode
+
+
 def _floats(text: str, flag: str) -> list[float]:
     from llmplan.errors import LlmplanError
 
@@ -200,6 +209,12 @@ def register(app: typer.Typer) -> None:
             "--token-times/--no-token-times",
             help="Record every token's time (needed for ITL); off saves memory on long traces.",
         ),
+        energy: str = typer.Option(
+            "max",
+            "--energy",
+            help="Joules in the report (modelled): max (every step at the max SM clock), greenserve "
+            "(EcoFreq per-iteration clocks + EcoRoute decode routing, docs/energy.md) or off.",
+        ),
         jobs: int = typer.Option(
             None, "--jobs", "-j", help="Simulations to run in parallel (default: one per CPU core)."
         ),
@@ -314,6 +329,7 @@ def register(app: typer.Typer) -> None:
             calibration=str(calibration) if calibration else None,
             allow_profile_mismatch=allow_profile_mismatch,
             record_token_times=token_times,
+            energy=_energy_mode(energy),
             command=shlex.join(["llmplan", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else "",
         )
         # Load (and maybe download, with its own progress bar) before the run display starts:

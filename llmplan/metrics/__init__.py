@@ -31,6 +31,8 @@ def compute_metrics(result: RunResult, workload: Workload | None = None) -> RunM
     frame = request_frame(result, tokens)
     samples = sample_frame(result)
     summary = summarize(frame, itl=pooled_itl(result, tokens), samples=samples, counters=result.counters)
+    if result.meta.get("energy"):  # joules (llmplan.energy; modelled in the simulator)
+        summary["energy"] = result.meta["energy"]
     return RunMetrics(frame, samples, summary)
 
 

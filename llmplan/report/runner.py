@@ -60,6 +60,9 @@ class BenchConfig:
     allow_profile_mismatch: bool = False
     record_token_times: bool = True
     command: str = ""
+    # Joules in the report (llmplan.energy, modelled): "max" accounts every step at the maximum
+    # SM clock; "greenserve" also runs EcoFreq clocks and EcoRoute; "off" skips it.
+    energy: str = "max"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -483,7 +486,30 @@ def simulate_once(
         seed=cfg.seed,
         record_token_times=cfg.record_token_times,
     )
-    return simulate(workload, sc, progress=progress), sc.to_dict()
+    note = _attach_energy(sc, cluster, cfg.energy)
+    out = simulate(workload, sc, progress=progress), sc.to_dict()
+    if note:
+        out[1]["energy"] = note
+    return out
+
+
+def _attach_energy(sc: Any, cluster: Cluster, mode: str) -> str | None:
+    """Set ``sc.energy`` for ``mode`` when every instance's cost can be clock-scaled; else the
+    reason energy is not modelled (a calibration table has no compute/memory split)."""
+    if mode == "off":
+        return None
+    from llmplan.energy.green import EnergyControl
+    from llmplan.energy.power import ClockedCost
+
+    try:
+        for inst in cluster.instances:
+            ClockedCost.wrap(sc.cost if sc.cost is not None else inst.cost)
+    except LlmplanError as e:
+        if mode == "greenserve":
+            raise
+        return f"not modelled: {e}"
+    sc.energy = EnergyControl(mode=mode, seed=sc.seed)
+    return None
 
 
 def _simulate_system(

@@ -71,7 +71,20 @@ def summary_table(report: BenchReport) -> Table:
     row("queueing p50 / p99", lat("queueing_s", _t), end_section=True)
     row("preemptions", lambda s: str(s["preemptions"]))
     row("padding tokens", lambda s: str(s["padding_tokens"]))
+    if any(m.summary.get("energy") for _, m in runs):
+        t.rows[-1].end_section = True
+        row("energy / request (J, modelled)", lambda s: _j(s, "energy_per_request_j", "{:.1f}"))
+        row("energy / output token (J)", lambda s: _j(s, "energy_per_output_token_j", "{:.3f}"))
+        row("prefill / decode / idle (kJ)", lambda s: " / ".join(
+            _j(s, k, "{:.1f}", 1e-3) for k in ("prefill_energy_j", "decode_energy_j", "idle_energy_j")))
+        row("avg power (W) / mean SM MHz", lambda s: f"{_j(s, 'avg_power_w', '{:.0f}')} / "
+            f"{_j(s, 'mean_clock_mhz', '{:.0f}')}")
     return t
+
+
+def _j(s: dict, key: str, fmt: str, scale: float = 1.0) -> str:
+    v = (s.get("energy") or {}).get(key)
+    return "-" if v is None else fmt.format(v * scale)
 
 
 def sweep_table(report: BenchReport) -> Table | None:
