@@ -294,7 +294,7 @@ def make_plan(
             "expert_parallel": problem.expert_parallel,
             "ttft_s": m["ttft_s"],
             "tpot_s": m["tpot_s"],
-            "batch_latency_s": m["batch_latency_s"] if "batch_latency_s" in m else m["latency_s"],
+            "batch_latency_s": m["latency_s"],
             "prefill_bottleneck_s": m["beta_s"],
             "frontier": {
                 str(g): {
