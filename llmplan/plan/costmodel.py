@@ -136,9 +136,10 @@ class GpuPerf:
 
         w = spec.weight_precision
         if w in ("fp8", "int4", "bf16") and self.sm < 80:
+            alt = "fp16 or int8" if self.int8_flops > 0 else "fp16"
             raise LlmplanError(
                 f"{self.name} (compute capability {self.sm / 10:.1f}) cannot run {w} weights in vLLM "
-                "(needs >= 8.0); use --weight-dtype fp16 or int8, or a newer GPU"
+                f"(needs >= 8.0); use --weight-dtype {alt}, or a newer GPU"
             )
         if w == "int8" and self.int8_flops <= 0:
             raise LlmplanError(

@@ -245,3 +245,24 @@ def test_int4_on_a100_is_weight_only() -> None:
     # memory-bound decode reads ~a quarter of the bytes
     ratio = decode_layer_time(i4, a100, 1, 0, params=NO_OVH) / decode_layer_time(s, a100, 1, 0, params=NO_OVH)
     assert 0.25 < ratio < 0.3
+
+
+def test_cli_refuses_a_precision_the_gpus_cannot_run(tmp_path) -> None:
+    out = _cli("topology", "--source", "preset:2x-rtx4090", "--json")
+    assert out.returncode == 0, out.stderr
+    topo = json.loads(out.stdout)
+    for g in topo["gpus"]:  # the same bed with V100s (compute capability 7.0, no fp8/int8 tensor path)
+        g.update(name="Tesla V100-SXM2-32GB", model="V100-SXM2-32GB", memory_gib=32.0, bf16_tflops=125.0,
+                 fp8_tflops=0.0, int8_tops=0.0, sm=70, hbm_gbps=900.0)  # fmt: skip
+    path = tmp_path / "v100.json"
+    path.write_text(json.dumps(topo))
+    ok = _cli("plan", "--model", "llama-2-7b", "--topology", f"file:{path}", "--mode", "HE")
+    assert ok.returncode == 0, ok.stderr
+    for flags, needle in (
+        (["--weight-dtype", "fp8"], "cannot run fp8 weights"),
+        (["--weight-dtype", "int8"], "no INT8 tensor path"),
+        (["--kv-dtype", "fp8"], "no fp8 KV cache kernels"),
+    ):
+        r = _cli("plan", "--model", "llama-2-7b", "--topology", f"file:{path}", *flags)
+        assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, (flags, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1
