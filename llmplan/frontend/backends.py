@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,6 +32,10 @@ class Backend:
     failures: int = 0
     kv_usage: float | None = None  # 0..1, scraped from the backend's /metrics when it exports one
     waiting: int = 0  # the backend's own queue, when exported
+    waiting_tokens: int = 0  # prompt tokens still to prefill in that queue, when exported
+    kv_blocks: tuple[int, int] | None = None  # (used, total) when exported
+    busy: float | None = None  # share of the last poll interval spent computing, when exported
+    busy_seconds: tuple[float, float] | None = None  # (scraped busy seconds, monotonic time)
     # P/D: the decode instance this prefill instance hands its KV to (None when colocated).
     decode_url: str | None = None
 
@@ -41,6 +46,10 @@ _KV_PATTERNS = (
     re.compile(r"^vllm:kv_cache_usage_perc(?:\{[^}]*\})? ([0-9.eE+-]+)$", re.M),
     re.compile(r"^vllm:gpu_cache_usage_perc(?:\{[^}]*\})? ([0-9.eE+-]+)$", re.M),
 )
+_WAITING_TOKENS = (re.compile(r"^llmplan_waiting_tokens(?:\{[^}]*\})? ([0-9.eE+-]+)$", re.M),)
+_BUSY_SECONDS = (re.compile(r"^llmplan_busy_seconds_total(?:\{[^}]*\})? ([0-9.eE+-]+)$", re.M),)
+_KV_USED = (re.compile(r"^llmplan_kv_blocks_used(?:\{[^}]*\})? ([0-9.eE+-]+)$", re.M),)
+_KV_TOTAL = (re.compile(r"^llmplan_kv_blocks_total(?:\{[^}]*\})? ([0-9.eE+-]+)$", re.M),)
 _WAITING_PATTERNS = (
     re.compile(r"^llmplan_requests_waiting(?:\{[^}]*\})? ([0-9.eE+-]+)$", re.M),
     re.compile(r"^vllm:num_requests_waiting(?:\{[^}]*\})? ([0-9.eE+-]+)$", re.M),
@@ -53,6 +62,24 @@ def _first_match(patterns: tuple[re.Pattern[str], ...], text: str) -> float | No
         if m:
             return float(m.group(1))
     return None
+
+
+def scrape_load(b: Backend, text: str, now: float) -> None:
+    """Fill ``b``'s load fields from its /metrics text scraped at monotonic time ``now``."""
+    b.kv_usage = _first_match(_KV_PATTERNS, text)
+    waiting = _first_match(_WAITING_PATTERNS, text)
+    b.waiting = int(waiting) if waiting is not None else 0
+    wt = _first_match(_WAITING_TOKENS, text)
+    b.waiting_tokens = int(wt) if wt is not None else 0
+    used, total = _first_match(_KV_USED, text), _first_match(_KV_TOTAL, text)
+    b.kv_blocks = (int(used), int(total)) if used is not None and total else None
+    busy_s = _first_match(_BUSY_SECONDS, text)
+    if busy_s is None:
+        b.busy, b.busy_seconds = None, None
+        return
+    if b.busy_seconds is not None and now > b.busy_seconds[1]:
+        b.busy = min(1.0, max(0.0, (busy_s - b.busy_seconds[0]) / (now - b.busy_seconds[1])))
+    b.busy_seconds = (busy_s, now)
 
 
 class BackendPool:
@@ -122,22 +149,31 @@ class BackendPool:
         return decode
 
     def loads(self, candidates: list[Backend]) -> list[InstanceLoad]:
-        """The routers' snapshot of live backends. ``busy`` is the share of the backend's
-        slots in use; KV usage comes from its /metrics (unknown counts as empty)."""
-        return [
-            InstanceLoad(
-                index=i,
-                name=b.name,
-                role="both" if b.role == "colocated" else b.role,
-                waiting=b.waiting,
-                running=b.inflight,
-                kv_blocks_used=round((b.kv_usage or 0.0) * 1000),
-                kv_blocks_total=1000,
-                busy=min(b.inflight / b.max_inflight, 1.0),
-                max_num_seqs=b.max_inflight,
+        """The routers' snapshot of live backends, with the meaning the simulator gives it
+        (``llmplan.routing.base.InstanceLoad``): ``waiting`` is the backend's own queue,
+        ``running`` the rest of what this front end has in flight there (never counted twice),
+        ``waiting_tokens`` the queue's prompt tokens still to prefill, ``busy`` the share of
+        the last poll interval the backend spent computing, KV its blocks used/total -- all
+        from its /metrics (``llmplan serve`` exports each). A backend that exports no compute
+        time (vLLM) gets its slot share as ``busy``; unknown KV counts as empty."""
+        out = []
+        for i, b in enumerate(candidates):
+            used, total = b.kv_blocks or (round((b.kv_usage or 0.0) * 1000), 1000)
+            out.append(
+                InstanceLoad(
+                    index=i,
+                    name=b.name,
+                    role="both" if b.role == "colocated" else b.role,
+                    waiting=min(b.waiting, b.inflight),
+                    running=max(b.inflight - b.waiting, 0),
+                    waiting_tokens=b.waiting_tokens,
+                    kv_blocks_used=used,
+                    kv_blocks_total=max(total, 1),
+                    busy=b.busy if b.busy is not None else min(b.inflight / b.max_inflight, 1.0),
+                    max_num_seqs=b.max_inflight,
+                )
             )
-            for i, b in enumerate(candidates)
-        ]
+        return out
 
     def try_route(self, spec: RequestSpec) -> Backend | None:
         candidates = self._routable()
@@ -198,9 +234,7 @@ class BackendPool:
             if ok:
                 with contextlib.suppress(httpx.HTTPError):
                     text = (await self._client.get(b.url + "/metrics")).text
-                    b.kv_usage = _first_match(_KV_PATTERNS, text)
-                    waiting = _first_match(_WAITING_PATTERNS, text)
-                    b.waiting = int(waiting) if waiting is not None else 0
+                    scrape_load(b, text, time.monotonic())
             if ok != b.healthy:
                 b.healthy = ok
                 self._health_changed()

@@ -61,6 +61,9 @@ class EngineStats:
     finished_total: int = 0
     predictor_correct: int = 0
     predictor_total: int = 0
+    # The router's load snapshot (llmplan.routing.base.InstanceLoad), as the simulator fills it:
+    waiting_tokens: int = 0  # prompt tokens still to prefill in the queue
+    busy_seconds_total: float = 0.0  # time spent executing steps (busy share = its rate)
 
 
 class Tokenizer(Protocol):

@@ -135,6 +135,7 @@ class LLMEngine:
         self._pred_total = 0
         self._finish_times: deque[float] = deque(maxlen=64)
         self.last_step: StepResult | None = None
+        self._busy_s = 0.0  # seconds spent in executor steps (the simulator's busy time)
 
     # ------------------------------------------------------------------ clock and queries
     def now(self) -> float:
@@ -163,6 +164,8 @@ class LLMEngine:
             finished_total=self._finished_total,
             predictor_correct=self._pred_correct,
             predictor_total=self._pred_total,
+            waiting_tokens=sch.waiting_tokens,
+            busy_seconds_total=self._busy_s,
         )
 
     # ------------------------------------------------------------------ requests
@@ -261,6 +264,7 @@ class LLMEngine:
             return 0
         result = self.executor.execute(batch)
         self.last_step = result
+        self._busy_s += max(0.0, float(result.duration_s))
         done = sch.update(batch, result, self.now())
         finished = {id(s) for s in done}
         for it in batch.items:

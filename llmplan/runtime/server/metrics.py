@@ -52,6 +52,10 @@ class _EngineCollector(Collector):
         yield gauge("llmplan_kv_blocks_total", "KV cache blocks in the pool", s.kv_blocks_total)
         usage = s.kv_blocks_used / s.kv_blocks_total if s.kv_blocks_total else 0.0
         yield gauge("llmplan_kv_usage_ratio", "Share of KV cache blocks in use (0..1)", usage)
+        yield gauge("llmplan_waiting_tokens", "Prompt tokens still to prefill in the engine queue",
+                    s.waiting_tokens)
+        yield counter("llmplan_busy_seconds", "Seconds the engine spent executing steps",
+                      s.busy_seconds_total)
         yield counter("llmplan_preemptions", "Requests preempted (recompute) for lack of KV blocks",
                       s.preemptions_total)
         yield counter("llmplan_engine_finished", "Requests the engine finished", s.finished_total)
