@@ -1,4 +1,9 @@
-"""The one cost model: roofline prefill/decode time per layer and stage transfers.
+"""The one cost model: prefill/decode time per layer and stage transfers.
+
+By default (``CostParams.cost_model == "ops"``) dense 16-bit layers are priced per operator from
+curves fitted on measured GPU profiles, and TP all-reduces / PP hand-offs from a fit on measured
+NCCL timings (:mod:`llmplan.opcost`, docs/calibrate.md); MoE, MLA and fp8/int weights, and
+``cost_model="roofline"`` (or ``LLMPLAN_COST_MODEL=roofline``), use the roofline described below.
 
 The planner (HELR, P:D) and the simulator both price work here; a calibration profile
 measured on a real engine can replace it behind the same :class:`IterationCost` protocol.
