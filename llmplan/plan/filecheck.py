@@ -87,7 +87,7 @@ def check_plan_dict(d: Any, where: str) -> dict[str, Any]:
             raise LlmplanError(
                 f"{where}: instances[{i}] places layers 0-{expect - 1} but the model has {n_layers}; {FIX}"
             )
-    wl = mapping(d.get("workload", {}), f"{where}: workload", FIX)
+    wl = mapping(d.get("workload", {}), f"{where}: workload", FIX) if "workload" in d else {}
     wl_fields = {f.name for f in dataclasses.fields(PlanWorkload)}
     unknown = sorted(set(wl) - wl_fields)
     if unknown:
@@ -99,10 +99,12 @@ def check_plan_dict(d: Any, where: str) -> dict[str, Any]:
         if key in d:
             number(d[key], f"{where}: {key}", lo=0, fix=FIX)
     for key in ("metrics", "params"):
-        if d.get(key) is not None:
+        if key in d:
             mapping(d[key], f"{where}: {key}", FIX)
-    if d.get("explanation") is not None:
+    if "explanation" in d:
         sequence(d["explanation"], f"{where}: explanation", FIX)
+    if "workload" in d:
+        mapping(d["workload"], f"{where}: workload", FIX)
     if d.get("pd") is not None:
         mapping(d["pd"], f"{where}: pd", FIX)
     return d
