@@ -108,7 +108,7 @@ def _main(monkeypatch, capsys, *args: str) -> tuple[int, str]:
     [
         ([], "exactly one of --model PATH or --dummy-weights"),
         (["--dummy-weights", "llama-tiny", "--model", "/nonexistent"], "exactly one of"),
-        (["--model", "/nonexistent/dir"], "is not a directory"),
+        (["--model", "/nonexistent/dir"], "/nonexistent/dir does not exist"),
         (["--dummy-weights", "no-such-model", "--port", "PORT"], "no-such-model"),
         (["--dummy-weights", "llama-tiny", "--dtype", "int3", "--port", "PORT"], "int3"),
     ],
