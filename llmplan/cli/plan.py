@@ -8,14 +8,16 @@ import typer
 
 from llmplan.cli._flags import POWER_CAP_HELP, POWER_CAP_METAVAR, TOPOLOGY_HELP, parse_power_caps
 
-HELP = """Place a model's layers on GPUs as pipeline stages, exactly optimal for the chosen objective.
+HELP = """Place a model's layers on GPUs as pipeline stages of tensor-parallel groups (TP 1/2/4/8 within
+a host, EP for MoE where needed), exactly optimal for the chosen objective.
 
 [bold]Modes[/]: HE = fewest GPUs, then lowest latency; LR = lowest latency; HELR (default) = the
 balance a1 * latency + a2 * GPUs, both min-max normalised between the HE and LR plans.
 
 Latency is that of the reference batch (--max-batch requests of --input-len + --output-len tokens):
 prompts stream through the pipeline, then the batch decodes; the KV reserve for that batch limits
-the layers per GPU. See docs/plan.md.
+the layers per GPU. Precision: --weight-dtype bf16|fp16|fp8|int8|int4, --kv-dtype auto|fp8.
+Models: dense, MoE (Mixtral, Qwen-MoE, DeepSeek) and MLA configs; others are refused. See docs/plan.md.
 
 [bold]--fill[/] plans one instance after another on the GPUs left until the model no longer fits
 (greedy across instances, exact within each) and saves them as one multi-instance plan.
@@ -26,6 +28,8 @@ goodput per GPU under --slo-ttft/--slo-tpot for a workload (--trace CSV or --rat
 Examples:
   llmplan plan --model chatglm2-6b --topology preset:4x-rtx3090 --mode HE
   llmplan plan --model llama-2-70b --topology preset:dgx-h100 --out plan.json
+  llmplan plan --model llama-3.1-70b --topology preset:dgx-h100 --mode LR --weight-dtype fp8
+  llmplan plan --model deepseek-v3 --topology preset:dgx-h200
   llmplan plan --model llama-2-13b --topology preset:dgx-a100 --fill --out fill.json
   llmplan plan --model llama-3.1-8b --topology preset:dgx-h100 --pd --rate 20 --slo-ttft 1 --slo-tpot 0.05
 """
