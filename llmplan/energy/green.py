@@ -21,6 +21,7 @@ On a real GPU the clock would be applied with :meth:`llmplan.energy.measure.Nvml
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,6 +119,10 @@ class EcoFreq:
     power: ClockPower
     pred: EcoPred
     margin: float = 0.85  # use this share of a budget (the predictor errs; decode runs grow)
+    # Load guard: an instance busy a share rho of recent time (at f_max) becomes busy
+    # rho * t(f) / t(f_max) at clock f; queueing delay grows as 1 / (1 - rho), so no clock may push
+    # it past rho_cap (arrivals during a slow step are deadlines the budget cannot see).
+    rho_cap: float = 0.8
     levels: int = 12
     queue_lookahead: int = 32
     ladder: tuple[float, ...] = ()
@@ -152,9 +157,12 @@ class EcoFreq:
                 b = min(b, seq.spec.arrival_s + seq.spec.slo.ttft_s - now - ahead)
         return b
 
-    def choose(self, cost: ClockedCost, shape: BatchShape, budget_s: float) -> float:
+    def choose(self, cost: ClockedCost, shape: BatchShape, budget_s: float, rho: float = 0.0) -> float:
         fmax = self.power.f_max_mhz
         t_max = self.pred.predict(shape, fmax)
+        if rho >= self.rho_cap:
+            self.decisions["max_tight"] += 1
+            return fmax
         if budget_s <= t_max / self.margin:
             self.decisions["max_tight"] += 1
             return fmax
@@ -167,7 +175,8 @@ class EcoFreq:
         for f in self.ladder:
             if f < f_floor:
                 continue
-            if self.pred.predict(shape, f) <= self.margin * budget_s:
+            t = self.pred.predict(shape, f)
+            if t <= self.margin * budget_s and (rho <= 0 or t_max <= 0 or rho * t / t_max <= self.rho_cap):
                 self.decisions["lowered" if f < fmax else "max"] += 1
                 return f
         self.decisions["max"] += 1
@@ -240,7 +249,10 @@ class EnergyControl:
 
     mode: str = "greenserve"
     route: bool = True
+    freq: bool = True  # False: keep f_max (EcoRoute alone, for ablations)
     margin: float = 0.85
+    rho_cap: float = 0.8
+    load_window_s: float = 10.0
     levels: int = 12
     seed: int = 0
     # filled by attach()
@@ -252,7 +264,9 @@ class EnergyControl:
     busy_s: dict[str, float] = field(default_factory=dict)
     phase_j: dict[str, float] = field(default_factory=lambda: {"prefill": 0.0, "decode": 0.0})
     clock_time: dict[float, float] = field(default_factory=dict)  # seconds spent at each clock
+    clock_acc: dict[str, float] = field(default_factory=dict)  # name -> sum of MHz * busy s
     pred_err: list[float] = field(default_factory=list)
+    recent: dict[str, Any] = field(default_factory=dict)  # name -> deque of (end, busy s at f_max)
 
     def __post_init__(self) -> None:
         if self.mode not in ("max", "greenserve"):
@@ -279,7 +293,9 @@ class EnergyControl:
             if self.mode == "greenserve":
                 pred = EcoPred.profiled(cc, seed=self.seed)
                 self.preds[name] = pred
-                self.freqs[name] = EcoFreq(cc.power, pred, margin=self.margin, levels=self.levels)
+                self.freqs[name] = EcoFreq(cc.power, pred, margin=self.margin, rho_cap=self.rho_cap,
+                                           levels=self.levels)
+                self.recent[name] = deque()
         if self.mode == "greenserve" and self.route and sim.decoders:
             d = sim.decoders[0]
             self.router = EcoRoute(
@@ -289,13 +305,26 @@ class EnergyControl:
             sim.decode_router = self.router
 
     def before_step(self, inst: Any, batch: Any, now: float) -> None:
-        if self.mode != "greenserve":
+        if self.mode != "greenserve" or not self.freq:
             return
         cc = self.costs[inst.spec.name]
         fq = self.freqs[inst.spec.name]
         shape = _shape_of(batch)
         budget = fq.budget_s(batch, inst.sched.waiting, now)
-        cc.mhz = fq.choose(cc, shape, budget)
+        # A decode instance is busy whenever it holds sequences, and a newcomer joins the next
+        # step rather than queueing behind it: the load guard is for instances that prefill.
+        rho = 0.0 if inst.spec.role == "decode" else self.load(inst.spec.name, now)
+        cc.mhz = fq.choose(cc, shape, budget, rho)
+
+    def load(self, name: str, now: float) -> float:
+        """Busy share of the last ``load_window_s`` seconds, counted at f_max."""
+        dq = self.recent.get(name)
+        if not dq:
+            return 0.0
+        lo = now - self.load_window_s
+        while dq and dq[0][0] < lo:
+            dq.popleft()
+        return sum(b for _, b in dq) / self.load_window_s
 
     def on_busy(self, inst: Any, batch: Any, t0: float, t1: float, steps: int) -> None:
         """Account the busy interval [t0, t1] of ``steps`` steps of ``batch`` at the current clock."""
@@ -312,10 +341,15 @@ class EnergyControl:
         self.busy_s[name] += dt
         f = cc.f_mhz
         self.clock_time[f] = self.clock_time.get(f, 0.0) + dt
+        self.clock_acc[name] = self.clock_acc.get(name, 0.0) + f * dt
         tok = shape.prefill_tokens + shape.decode_seqs
         pre = shape.prefill_tokens / tok if tok else 0.0
         self.phase_j["prefill"] += j * pre
         self.phase_j["decode"] += j * (1 - pre)
+        dq = self.recent.get(name)
+        if dq is not None:
+            t_max = cc.evaluate(shape, cc.power.f_max_mhz).time_s
+            dq.append((t1, dt * (t_max / ev.time_s if ev.time_s > 0 else 1.0)))
         pred = self.preds.get(name)
         if pred is not None and steps == 1:
             est = pred.predict(shape, f)
@@ -353,6 +387,9 @@ class EnergyControl:
             "span_s": span,
             "mean_clock_mhz": sum(f * t for f, t in self.clock_time.items()) / busy_t if busy_t else None,
             "by_instance_j": dict(self.joules),
+            "mean_clock_by_instance_mhz": {
+                k: self.clock_acc[k] / self.busy_s[k] for k in self.clock_acc if self.busy_s[k] > 0
+            },
             "ecopred_mape": float(np.mean(self.pred_err)) if self.pred_err else None,
             "ecofreq": {k: dict(v.decisions) for k, v in self.freqs.items()} if self.freqs else None,
             "ecoroute": dict(self.router.stats) if self.router is not None else None,

@@ -38,7 +38,7 @@ def test_greenserve_saves_energy_at_loose_slos_and_keeps_attainment() -> None:
     green, a1 = _run(slo, "greenserve")
     e0, e1 = base.meta["energy"], green.meta["energy"]
     assert e0["mean_clock_mhz"] == 1410
-    assert e1["mean_clock_mhz"] < 1200
+    assert e1["mean_clock_mhz"] < 1300
     assert e1["energy_j"] < 0.9 * e0["energy_j"]
     assert a1 >= a0 - 0.02
     assert e1["prefill_energy_j"] + e1["decode_energy_j"] == pytest.approx(e1["busy_energy_j"])
