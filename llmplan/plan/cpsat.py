@@ -65,11 +65,14 @@ def solve_cpsat(
         m.Add(sum(used) == num_gpus)
     c = [m.NewIntVar(0, n, f"c{g}") for g in range(ng)]
     m.Add(sum(c) == n)
+    # beta's domain must hold every bound posted below in the same rounded units: q(p) * n +
+    # q(hp) can exceed q(p * n + hp) by up to n / 2 ticks, which made one-stage plans (all n
+    # layers on one GPU) infeasible whenever q(p) rounded up.
     max_pre = max(
-        max(gc.p for gc in problem.gpus) * n + max(gc.hp for gc in problem.gpus),
-        max((lk.xp for lk in problem.link_types), default=0.0),
+        max(q(gc.p) * n + q(gc.hp) for gc in problem.gpus),
+        max((q(lk.xp) for lk in problem.link_types), default=0),
     )
-    beta = m.NewIntVar(0, q(max_pre) + 1, "beta")
+    beta = m.NewIntVar(0, max_pre, "beta")
     terms = []
     for g, gc in enumerate(problem.gpus):
         m.Add(c[g] >= 1).OnlyEnforceIf(used[g])
