@@ -200,7 +200,14 @@ def run_ops(
     import torch
 
     from llmplan.models import get_model_spec
-    from llmplan.opcost.measure import DEFAULT_TOKENS, device_peaks, measure_ops, write_profile
+    from llmplan.opcost.measure import (
+        DEFAULT_TOKENS,
+        device_peaks,
+        measure_attention,
+        measure_ops,
+        write_attention,
+        write_profile,
+    )
     from llmplan.opcost.profiles import ModelDims, ProfileMeta
 
     if threads:
@@ -236,8 +243,13 @@ def run_ops(
         },
     )
     write_profile(out, meta, rows)
+    attn = measure_attention(
+        dims, device=device, dtype=dtype, tp=tp, max_tokens=max_tokens,
+        context=min(1024, 8 * max_tokens), repeats=repeats,
+    )  # fmt: skip
+    write_attention(out, attn)
     if as_json:
-        print_json({"meta": meta.to_dict(), "rows": rows})
+        print_json({"meta": meta.to_dict(), "rows": rows, "attention": attn})
         return
     from rich.table import Table
 
@@ -249,6 +261,15 @@ def run_ops(
     for r in rows:
         t.add_row(str(r["num_tokens"]), *(f"{r[k]:.3f}" for k in ops))
     console.print(t)
+    console.print(
+        "attention (ms): "
+        + ", ".join(
+            f"{r['phase']} {r['num_tokens']}"
+            + (f"x@{r['context']}" if r["phase"] == "decode" else "")
+            + f" {r['time_ms']:.3f}"
+            for r in attn
+        )
+    )
     console.print(
         f"device peaks measured: {peak / 1e12:.3f} TFLOP/s matmul, {bw / 1e9:.1f} GB/s copy  ->  wrote {out}/"
     )

@@ -153,6 +153,14 @@ def check_profile(target: OpProfile, model: OpModel, mode: str = "", fitted_on: 
                 else:
                     continue
                 errs.append(pred / meas - 1)
+        for phase, n, ctx, atp, meas in target.attention:
+            if atp != tp or meas <= 0:
+                continue
+            if phase == "prefill":
+                pred = model.attention_time(dims, tp, n, n * (n + 1) / 2, 0, 0)
+            else:
+                pred = model.attention_time(dims, tp, 0, 0, n, n * ctx)
+            res.op_errors.setdefault(f"attention_{phase}", []).append(pred / meas - 1)
         tok_index = {int(target.tokens[r]): r for r in rows}
         for phase, points in (("prefill", PREFILL_TOKENS), ("decode", DECODE_BATCHES)):
             for m in points:

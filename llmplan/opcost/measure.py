@@ -6,7 +6,10 @@ the grid; the median of ``repeats`` timed runs is kept (CUDA events on a GPU, ``
 CPU). The output directory holds ``mlp.csv`` (Vidur columns, milliseconds) and ``profile.json``
 (:class:`~llmplan.opcost.profiles.ProfileMeta`, including the device's measured matmul peak and
 copy bandwidth, which the spec-sheet path uses for a device with no spec entry, e.g. a CPU).
-Attention is not timed (the Vidur format keeps it apart).
+Attention is timed apart into ``attention.csv`` (:func:`measure_attention`): causal prefill of
+``T`` tokens and decode of ``B`` sequences over ``C`` context tokens each, with
+``scaled_dot_product_attention`` over contiguous K/V (not the paged layout: a lower bound on
+a paged kernel's time).
 """
 
 from __future__ import annotations
@@ -196,3 +199,56 @@ def write_profile(out: Path, meta: ProfileMeta, rows: list[dict[str, Any]]) -> P
     write_text_atomic(out / "mlp.csv", buf.getvalue())
     write_text_atomic(pj, json.dumps(meta.to_dict(), indent=2) + "\n")
     return out
+
+
+ATTN_PREFILL = (128, 512, 2048)
+ATTN_DECODE = (1, 8, 32, 128)
+
+
+def measure_attention(
+    dims: ModelDims,
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+    tp: int = 1,
+    max_tokens: int = 2048,
+    context: int = 1024,
+    repeats: int = 3,
+) -> list[dict[str, Any]]:
+    """Rows ``phase, num_tokens, batch, context, time_ms`` for one GPU's share of the heads."""
+    import torch
+    import torch.nn.functional as F
+
+    dev = torch.device(device)
+    dt = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    timer = _timer(dev)
+    a_l = dims.num_attention_heads // tp
+    d = dims.head_dim
+
+    def run(b: int, q_len: int, kv_len: int, causal: bool) -> float:
+        q = torch.randn(b, a_l, q_len, d, device=dev, dtype=dt)
+        k = torch.randn(b, a_l, kv_len, d, device=dev, dtype=dt)
+        v = torch.randn(b, a_l, kv_len, d, device=dev, dtype=dt)
+        with torch.inference_mode():
+            return timer(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal), repeats)
+
+    rows: list[dict[str, Any]] = []
+    for t in [x for x in ATTN_PREFILL if x <= max_tokens] or [max_tokens]:
+        rows.append({"phase": "prefill", "num_tokens": t, "batch": 1, "context": 0,
+                     "time_ms": run(1, t, t, True) * 1e3})  # fmt: skip
+    for b in [x for x in ATTN_DECODE if x <= max_tokens] or [1]:
+        rows.append({"phase": "decode", "num_tokens": b, "batch": b, "context": context,
+                     "time_ms": run(b, 1, context, False) * 1e3})  # fmt: skip
+    for r in rows:
+        r["num_tensor_parallel_workers"] = tp
+    return rows
+
+
+def write_attention(out: Path, rows: list[dict[str, Any]]) -> Path:
+    import io
+
+    buf = io.StringIO()
+    wr = csv.DictWriter(buf, fieldnames=list(rows[0].keys()))
+    wr.writeheader()
+    wr.writerows(rows)
+    return write_text_atomic(out / "attention.csv", buf.getvalue())

@@ -164,6 +164,8 @@ class OpProfile:
     tp: np.ndarray  # (rows,)
     times: dict[str, np.ndarray]  # op -> seconds (median), NaN when not measured
     path: str = ""
+    # attention rows (llmplan profiles only): (phase, tokens or batch, context, tp, seconds)
+    attention: list[tuple[str, int, int, int, float]] = field(default_factory=list)
 
     def rows(self, tp: int | None = None) -> np.ndarray:
         return np.arange(len(self.tokens)) if tp is None else np.flatnonzero(self.tp == tp)
@@ -249,7 +251,21 @@ def read_profile_dir(d: Path) -> OpProfile:
             raise LlmplanError(
                 f"{mj} is not valid JSON ({e}); re-measure with `llmplan calibrate --ops`"
             ) from None
-    return read_mlp_csv(d / "mlp.csv", meta, gpu=_gpu_from_path(d))
+    prof = read_mlp_csv(d / "mlp.csv", meta, gpu=_gpu_from_path(d))
+    ac = d / "attention.csv"
+    if ac.is_file():
+        try:
+            with ac.open(newline="") as f:
+                prof.attention = [
+                    (r["phase"], int(r["num_tokens"]), int(r["context"]),
+                     int(r["num_tensor_parallel_workers"]), float(r["time_ms"]) * 1e-3)
+                    for r in csv.DictReader(f)
+                ]  # fmt: skip
+        except (KeyError, ValueError) as e:
+            raise LlmplanError(
+                f"{ac} does not parse ({e}); re-measure with `llmplan calibrate --ops`"
+            ) from None
+    return prof
 
 
 def discover(root: str | Path) -> list[OpProfile]:

@@ -45,6 +45,12 @@ def test_ops_writes_a_vidur_format_profile_that_reads_back(cpu_profiles: Path) -
     assert tiny.meta.gpu == "cpu" and tiny.meta.source == "llmplan" and tiny.meta.dims.hidden_size == 256
     assert tiny.meta.extra["peak_flops"] > 0 and tiny.meta.extra["num_layers"] == 4
     assert tiny.tokens.tolist() == [1, 2, 4, 8]
+    assert [(a[0], a[1], a[2]) for a in tiny.attention] == [
+        ("prefill", 8, 0),
+        ("decode", 1, 64),
+        ("decode", 8, 64),
+    ]
+    assert all(a[4] > 0 for a in tiny.attention)
     for op in GEMM_OPS:
         assert (tiny.times[op] > 0).all()
     # the 120m model's up projection (768 -> 2x2048) costs more than the tiny one's (256 -> 2x688)
@@ -59,7 +65,9 @@ def test_check_predicts_every_row_without_its_own_timings(cpu_profiles: Path) ->
     assert modes == {"llama-tiny": "lomo", "llama-120m": "lomo"}  # each priced from the other only
     for p in d["profiles"]:
         assert p["fitted_on"] != p["model"]
-        assert set(GEMM_OPS) <= set(p["ops"]) and all(v["n"] == 4 for v in p["ops"].values())
+        assert set(GEMM_OPS) <= set(p["ops"]) and all(p["ops"][op]["n"] == 4 for op in GEMM_OPS)
+        # attention rows measured with the profile are checked too: one prefill, decode x1 and x8
+        assert p["ops"]["attention_prefill"]["n"] == 1 and p["ops"]["attention_decode"]["n"] == 2
         assert [it["tokens"] for it in p["iterations"]] == [1, 8]  # decode 1 and 8 are in a 1..8 grid
     assert d["pooled"]["iteration"]["n"] == 4
 
