@@ -138,11 +138,13 @@ def summarize(
     }
 
 
-def reason_kinds(reasons: dict[Any, int]) -> dict[str, int]:
+def reason_kinds(reasons: dict[Any, int], exact_up_to: int = 0) -> dict[str, int]:
     """Failure reasons grouped by their text with every number replaced by ``N``, most
     frequent first ("http 400: the prompt has N tokens but the model's context is N tokens ..." x1612)."""
     import re
 
+    if len(reasons) <= exact_up_to:  # a few reasons read best as they are
+        return {str(k): int(v) for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])}
     out: dict[str, int] = {}
     for k, v in reasons.items():
         key = re.sub(r"(?<!http )\b\d+(\.\d+)?", "N", str(k))  # keeps "http 400"

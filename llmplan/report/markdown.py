@@ -156,7 +156,7 @@ def render_markdown(report: BenchReport, plots: list[Path]) -> str:
     if fails:
         out += ["### Rejected / failed requests", ""]
         for lb, s in fails:
-            kinds = reason_kinds(s["failure_reasons"])
+            kinds = reason_kinds(s["failure_reasons"], exact_up_to=3)
             reasons = ", ".join(f"{k} ×{v}" for k, v in kinds.items())
             out.append(f"- **{lb}**: {s['rejected']} rejected, {s['failed']} failed: {reasons}")
         out.append("")

@@ -161,7 +161,7 @@ def print_report(report: BenchReport, console: Console) -> None:
                 "lower --rate-scale or add instances."
             )
         if m.summary["rejected"] or m.summary["failed"]:
-            kinds = reason_kinds(m.summary["failure_reasons"])
+            kinds = reason_kinds(m.summary["failure_reasons"], exact_up_to=3)
             reasons = ", ".join(f"{k} x{v}" for k, v in kinds.items())
             console.print(
                 f"[yellow]note[/] {label}: {m.summary['rejected']} rejected, {m.summary['failed']} failed "

@@ -133,3 +133,25 @@ def test_flags_override_the_config_and_defaults_match_serve(plan_file: Path, tmp
     assert eng == asdict(EngineArgs()) | {"max_num_seqs": 7, "chunked_prefill": False}
     assert data["config"]["simulator"]["max_num_seqs"] == 7
     assert data["config"]["simulator"]["chunked_prefill"] is False
+
+
+def test_a_prompt_beyond_the_context_is_rejected_in_table_csv_and_json(tmp_path: Path) -> None:
+    import pandas as pd
+
+    trace = tmp_path / "long.csv"
+    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n0,100000,10\n1,200,20\n2,300,30\n")
+    out = tmp_path / "rep"
+    res = _cli("bench", "--trace", f"file:{trace}", "--policy", "fcfs", "--no-plots", "--out", str(out),
+               cwd=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    row = next(line for line in res.stdout.splitlines() if "rejected / failed" in line)
+    assert row.split("│")[2].strip() == "1 / 0"
+    note = " ".join(res.stdout.split())
+    assert "1 rejected, 0 failed (http 400: the prompt has 100000 tokens but the model's context is" in note
+    df = pd.read_csv(out / "requests-fcfs.csv")
+    rej = df[df["status"] == "rejected"]
+    assert list(rej["prompt_tokens"]) == [100000]
+    assert rej["reason"].iloc[0].startswith("http 400: the prompt has 100000 tokens")
+    s = json.loads((out / "report.json").read_text())["runs"]["fcfs"]["summary"]
+    assert (s["completed"], s["rejected"], s["failed"]) == (2, 1, 0)
+    assert list(s["failure_reasons"]) == [rej["reason"].iloc[0]]

@@ -129,3 +129,34 @@ def test_cli_serve_port_in_use_fails_in_one_line(monkeypatch, capsys):
         port = str(s.getsockname()[1])
         code, err = _main(monkeypatch, capsys, "--dummy-weights", "llama-tiny", "--port", port)
     assert code == 2 and "in use" in err
+
+
+@pytest.mark.slow  # a server subprocess: > 5 s on 2 cores
+def test_cli_serve_config_runs_the_spec_and_shows_it(tmp_path):
+    """serve --config SPEC: the spec's model and scheduler settings run, flags override them,
+    and GET /v1/deployment reports what runs (a server's spec round-trips through a file)."""
+    from llmplan.deployment import DeploymentSpec, EngineArgs, InstanceSpec
+
+    spec = DeploymentSpec(
+        model="llama-tiny", instances=[InstanceSpec("i0")], device="cpu", weight_dtype="float32",
+        engine=EngineArgs(policy="sjf", max_num_seqs=5, max_num_batched_tokens=300, chunked_prefill=False),
+    )  # fmt: skip
+    spec.save(tmp_path / "spec.json")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = _serve("--config", str(tmp_path / "spec.json"), "--policy", "fcfs", "--port", str(port),
+                  "--num-kv-blocks", "64")  # fmt: skip
+    try:
+        _wait_healthy(url, proc)
+        shown = DeploymentSpec.from_dict(httpx.get(url + "/v1/deployment", timeout=5).json())
+        assert shown.model == "llama-tiny" and shown.instances[0].num_kv_blocks == 64
+        e = shown.engine
+        # --policy overrides the file; the rest is the file's; the context is llama-tiny's 2048 capped
+        # by the KV pool (64 x 16 = 1024 tokens)
+        got = (e.policy, e.max_num_seqs, e.max_num_batched_tokens, e.chunked_prefill)
+        assert got == ("fcfs", 5, 300, False)
+        assert e.max_model_len == 1024
+        assert httpx.get(url + "/v1/models", timeout=5).json()["data"][0]["max_model_len"] == 1024
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
