@@ -408,12 +408,18 @@ class ModelSpec:
         """All layers, uncapped (sliding layers counted in full: the conservative per-token figure)."""
         return self.kv_bytes_per_token_layer * self.num_hidden_layers
 
+    def range_kv_bytes_per_seq(self, start: int, end: int, tokens: float) -> float:
+        """KV bytes one sequence of ``tokens`` tokens holds in layers ``[start, end)``: full-attention
+        layers every token, sliding-window layers at most the window. The one KV-size function the
+        planner's reserve and the simulator's KV pool both price (:meth:`kv_bytes_per_seq_layer`)."""
+        sl = sum(self.is_sliding_layer(i) for i in range(start, end)) if self.sliding_window else 0
+        capped = min(tokens, self.sliding_window) if sl else 0.0
+        return self.kv_bytes_per_token_layer * ((end - start - sl) * tokens + sl * capped)
+
     def kv_bytes_per_seq_layer(self, tokens: float) -> float:
         """Mean per-layer KV bytes of one sequence of ``tokens`` tokens (sliding layers capped)."""
         n = self.num_hidden_layers
-        sl = self.sliding_layers
-        capped = min(tokens, self.sliding_window) if sl else 0.0
-        return self.kv_bytes_per_token_layer * ((n - sl) * tokens + sl * capped) / n
+        return self.range_kv_bytes_per_seq(0, n, tokens) / n
 
     def kv_bytes_per_seq(self, tokens: float) -> float:
         return self.kv_bytes_per_seq_layer(tokens) * self.num_hidden_layers

@@ -404,8 +404,15 @@ class StageSpec:
             w += spec.head_weight_bytes
         return w / self.tp
 
-    def kv_bytes_per_token_per_gpu(self, spec: ModelSpec) -> float:
-        return self.layers * spec.kv_bytes_per_token_layer / _kv_split(spec, self.tp)
+    def kv_bytes_per_token_per_gpu(self, spec: ModelSpec, seq_tokens: float | None = None) -> float:
+        """KV bytes per token on each GPU of the stage. With ``seq_tokens`` (the length sequences
+        are sized for) sliding-window layers hold at most their window
+        (:meth:`ModelSpec.range_kv_bytes_per_seq`, as the planner's reserve); without, every layer
+        counts every token (conservative)."""
+        if seq_tokens is None or seq_tokens <= 0:
+            return self.layers * spec.kv_bytes_per_token_layer / _kv_split(spec, self.tp)
+        per_seq = spec.range_kv_bytes_per_seq(self.start, self.end, seq_tokens)
+        return per_seq / seq_tokens / _kv_split(spec, self.tp)
 
 
 @dataclass(slots=True)
@@ -416,6 +423,9 @@ class InstanceCost:
     stages: Sequence[StageSpec]
     links: Sequence[LinkPerf] = ()  # links[k] joins stages k and k+1
     params: CostParams = DEFAULT_PARAMS
+    # Length (prompt + output) the KV pool is sized for: sliding-window layers then hold at most
+    # their window per sequence, as in the planner's reserve; None counts every layer in full.
+    seq_tokens: int | None = None
     _coef: tuple = field(init=False, repr=False)
     _ops: tuple = field(init=False, repr=False, default=())
 
@@ -498,11 +508,12 @@ class InstanceCost:
         return self.iteration_time(BatchShape(decode_seqs=batch, decode_ctx=int(batch * context)))
 
     def kv_capacity_tokens(self) -> int:
-        """Tokens of KV the instance can hold: the tightest stage's free memory / its per-token KV."""
+        """Tokens of KV the instance can hold: the tightest stage's free memory / its per-token KV
+        (sliding-window layers capped at ``seq_tokens``-long sequences when that is set)."""
         cap = math.inf
         for st in self.stages:
             free = min(g.usable_bytes(self.params) for g in st.gpus) - st.weight_bytes_per_gpu(self.spec)
-            per_tok = st.kv_bytes_per_token_per_gpu(self.spec)
+            per_tok = st.kv_bytes_per_token_per_gpu(self.spec, self.seq_tokens)
             if per_tok > 0:
                 cap = min(cap, max(0.0, free) / per_tok)
         return 0 if cap == math.inf else int(cap)
@@ -566,4 +577,6 @@ class InstanceCost:
             )
             if k:
                 links.append(best_link(graph, stages_plan[k - 1].gpus[0], sp.gpus[0]))
-        return cls(spec, stages, links, params or plan.cost_params())
+        wl = plan.workload
+        seq = wl.kv_tokens // wl.max_batch if wl is not None and wl.max_batch > 0 else None
+        return cls(spec, stages, links, params or plan.cost_params(), seq_tokens=seq)

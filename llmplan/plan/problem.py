@@ -371,6 +371,11 @@ def memory_breakdown(
         + (spec.head_weight_bytes if role & LAST else 0)
     )
     w /= tp
-    kv = count * kv_reserve_per_layer(spec, wl) / _kv_split(spec, tp)
+    if start is not None:  # the stage's own layer kinds (sliding-window layers capped)
+        per_request = wl.kv_tokens // wl.max_batch
+        kv = wl.max_batch * spec.range_kv_bytes_per_seq(start, start + count, per_request)
+    else:
+        kv = count * kv_reserve_per_layer(spec, wl)
+    kv /= _kv_split(spec, tp)
     free = problem.gpus[g].perf.memory_bytes - w - kv
     return w / GIB, kv / GIB, free / GIB
