@@ -84,6 +84,18 @@ def _die_with_parent(parent: int) -> Callable[[], None] | None:
     return set_death_signal
 
 
+def _port_taken(spec: InstanceSpec) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((spec.host, spec.port))
+        except OSError:
+            return True
+        return False
+
+
 def _tail(path: Path | None, lines: int = 5) -> str:
     if path is None or not path.exists():
         return ""
@@ -212,6 +224,13 @@ class Supervisor:
                     await asyncio.sleep(delay)
                     if self._stopping:
                         return
+                    if _port_taken(st.spec):
+                        # Someone else took the port meanwhile: its answers to our health
+                        # checks would pass for the restarted instance.
+                        st.status = "failed"
+                        self._emit(st.spec.name, "failed", f"port {st.spec.port} on {st.spec.host} is now "
+                                   "held by a process this front end did not start; not restarting")
+                        continue
                     await self._launch(st)
                     if not await self._wait_healthy(st, client):
                         st.status = "failed"

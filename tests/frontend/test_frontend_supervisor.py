@@ -108,3 +108,41 @@ def test_duplicate_names_rejected(tmp_path):
     specs = [InstanceSpec(name="a", argv=["x"], port=1), InstanceSpec(name="a", argv=["x"], port=2)]
     with pytest.raises(LlmplanError, match="unique"):
         Supervisor(specs, log_dir=tmp_path)
+
+
+def test_a_crashed_instance_whose_port_was_taken_is_not_restarted(tmp_path, free_port, stub_argv):
+    """Another process grabs the port between the crash and the restart: the supervisor must not
+    take that process's health answers for its own instance."""
+    import socket
+
+    port = free_port()
+    spec = InstanceSpec(name="crashy", argv=stub_argv(port, "--crash-after", "1"), port=port)
+    squatter = socket.socket()
+
+    async def go():
+        sup = Supervisor([spec], log_dir=tmp_path, poll_interval_s=0.05, restart_backoff_s=1.0)
+        await sup.start()
+        async with httpx.AsyncClient() as c:
+            with pytest.raises(httpx.HTTPError):
+                await c.post(spec.url + "/v1/completions", json={"prompt": "x"})
+        for _ in range(100):
+            if sup.instances["crashy"].status != "healthy":
+                break
+            await asyncio.sleep(0.02)
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        for _ in range(200):
+            if sup.instances["crashy"].status == "failed":
+                break
+            await asyncio.sleep(0.05)
+        await sup.stop(timeout_s=5)
+        return sup
+
+    try:
+        sup = _run(go())
+    finally:
+        squatter.close()
+    failed = [e for e in sup.events if e.kind == "failed"]
+    assert failed and "did not start" in failed[0].detail
+    assert sup.instances["crashy"].restarts == 1 and [e.kind for e in sup.events].count("started") == 1
