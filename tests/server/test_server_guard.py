@@ -176,3 +176,25 @@ def test_a_huge_prompt_is_tokenized_off_the_event_loop(engine_factory):
               f"longest gap {max(during, default=float('nan')):.3f}s")
         # On the event loop the stream would stop for the whole tokenization.
         assert during and max(during) < 0.5 * (t1 - t0)
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--api-key", "  "], "--api-key is empty"),
+    (["--protect-metrics"], "--protect-metrics needs --api-key"),
+    (["--max-request-mb", "nan"], "--max-request-mb must be in (0, 1024]"),
+    (["--max-request-mb", "0"], "--max-request-mb must be in (0, 1024]"),
+    (["--host", "0.0.0.0", "--enable-admin"], "without --api-key"),
+])
+def test_bad_guard_flags_are_one_line_errors(monkeypatch, capsys, args, fragment):
+    import sys
+
+    from llmplan.cli.app import main
+
+    monkeypatch.delenv("LLMPLAN_API_KEY", raising=False)
+    monkeypatch.delenv("VLLM_API_KEY", raising=False)
+    monkeypatch.setattr(sys, "argv", ["llmplan", "serve", "--dummy-weights", "llama-tiny", *args])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and fragment in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
