@@ -189,7 +189,9 @@ def register(app: typer.Typer) -> None:
         sweep_target: float = typer.Option(
             0.9, "--sweep-target", help="Attainment target for DistServe goodput."
         ),
-        router: str = typer.Option("round-robin", "--router", help="round-robin, least-loaded or jsq."),
+        router: str = typer.Option(
+            None, "--router", help="round-robin, least-loaded or jsq. Default round-robin, or the --config's."
+        ),
         instances: int = typer.Option(
             None,
             "--instances",
@@ -319,7 +321,7 @@ def register(app: typer.Typer) -> None:
             deployment=deployment,
             plan_mode=plan_mode,
             policies=policies,
-            router=router,
+            router=router or (DeploymentSpec.from_dict(deployment).router if deployment else "round-robin"),
             instances=instances,
             predictor=predictor,
             engine=engine,
@@ -456,7 +458,8 @@ def simulated_config(cfg: BenchConfig, served: dict | None, target: str, flags: 
         )
     spec = DeploymentSpec.from_dict(served, f"{target}/v1/deployment")
     engine = engine_args(spec.engine, **flags)
-    return replace(cfg, deployment=spec.to_dict(), model=spec.model, engine=engine, policies=[engine.policy])
+    return replace(cfg, deployment=spec.to_dict(), model=spec.model, engine=engine, policies=[engine.policy],
+                   router=spec.router)
 
 
 def _deployment_source(

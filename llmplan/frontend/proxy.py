@@ -502,6 +502,35 @@ def _sse_error(status: int, message: str) -> bytes:
     return b"data: " + json.dumps(err).encode() + b"\n\n"
 
 
+def combine_deployments(specs: list[tuple[Backend, dict[str, Any]]], router: Any, admission: str) -> dict:
+    """One spec for a front end over backends that each report one instance: the backends
+    must run the same model, precision and scheduler settings (else ValueError)."""
+    from llmplan.deployment import DeploymentSpec
+
+    parsed = [(b, DeploymentSpec.from_dict(d, f"backend {b.name}")) for b, d in specs]
+    if not parsed:
+        raise ValueError("the front end has no backends")
+    first = parsed[0][1]
+    key = (first.model, first.weight_dtype, first.device, first.engine)
+    for b, sp in parsed[1:]:
+        if (sp.model, sp.weight_dtype, sp.device, sp.engine) != key:
+            raise ValueError(f"backend {b.name} runs another model or scheduler settings than "
+                             f"{parsed[0][0].name}; one spec cannot describe them")
+    instances = []
+    for b, sp in parsed:
+        for inst in sp.instances:
+            inst.name = b.name if len(sp.instances) == 1 else f"{b.name}.{inst.name}"
+            inst.role = "both" if b.role == "colocated" else b.role
+            instances.append(inst)
+    name = getattr(router, "name", None) or type(router).__name__
+    combined = DeploymentSpec(
+        model=first.model, instances=instances, weight_dtype=first.weight_dtype, kv_dtype=first.kv_dtype,
+        topology=first.topology, device=first.device, engine=first.engine, router=str(name),
+        admission=admission, kv_store=first.kv_store, source="llmplan serve (front end)",
+    )  # fmt: skip
+    return combined.to_dict()
+
+
 def build_app(frontend: Frontend, guard: GuardConfig | None = None) -> FastAPI:
     """The front end's app; ``guard`` sets its API key and request limits (as ``llmplan serve``)."""
     @contextlib.asynccontextmanager
@@ -543,6 +572,29 @@ def build_app(frontend: Frontend, guard: GuardConfig | None = None) -> FastAPI:
             return _error(503, "no healthy backend; check `llmplan serve` logs")
         resp = await frontend._client.get(backend.url + "/v1/models")
         return Response(resp.content, status_code=resp.status_code, media_type="application/json")
+
+    @app.get("/v1/deployment")
+    async def deployment() -> Response:
+        """The deployment behind this front end: every backend's own spec as one instance each,
+        with this front end's router and admission order (``llmplan.deployment``)."""
+        if frontend._client is None:
+            return _error(503, "the front end is not started")
+        specs = []
+        for b in frontend.pool.backends:
+            try:
+                resp = await frontend._client.get(b.url + "/v1/deployment")
+            except httpx.HTTPError as exc:
+                why = type(exc).__name__
+                return _error(503, f"backend {b.name} did not answer GET /v1/deployment ({why})")
+            if resp.status_code != 200:
+                code = resp.status_code
+                return _error(404, f"backend {b.name} does not report its deployment (HTTP {code}); "
+                              "describe it with a spec file (--config)")
+            specs.append((b, resp.json()))
+        try:
+            return JSONResponse(combine_deployments(specs, frontend.pool.router, frontend.admission.policy))
+        except ValueError as exc:
+            return _error(409, str(exc))
 
     @app.get("/health")
     async def health() -> Response:

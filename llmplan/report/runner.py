@@ -382,6 +382,10 @@ def build_spec_cluster(cfg: BenchConfig, spec: DeploymentSpec) -> Cluster:
         "topology": spec.topology,
         "device": device,
         "deployment_source": spec.source,
+        "router": spec.router,
+        # The simulator routes each request on arrival; a front end's admission queue (which
+        # holds requests only while every backend is at its in-flight cap) is not modelled.
+        "admission_not_simulated": spec.admission,
         "roles": [s.role for s in specs],
         "kv_blocks_per_instance": [s.num_blocks for s in specs],
         "block_size": spec.engine.block_size,

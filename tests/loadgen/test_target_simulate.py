@@ -88,3 +88,51 @@ def test_target_simulate_refuses_what_it_cannot_price(server: str, tmp_path: Pat
     res = _bench(server, tmp_path / "d", "--calibration", str(_profile(tmp_path / "zero.json", coef=zero)),
                  "--allow-profile-mismatch")  # fmt: skip
     assert isinstance(res.exception, LlmplanError) and "zero" in str(res.exception)
+
+
+def test_front_end_over_two_servers_is_simulated_as_two_instances(server: str, tmp_path: Path) -> None:
+    """`llmplan serve --instances 2`'s front end reports both backends and its router; bench
+    simulates those two instances with that router."""
+    import contextlib
+    import threading
+    import time
+
+    import uvicorn
+    from server_harness import free_port
+
+    from llmplan.frontend.backends import Backend, BackendPool
+    from llmplan.frontend.proxy import Frontend, build_app
+    from llmplan.routing import get_router
+    from llmplan.runtime.engine import build_engine
+
+    other = build_engine(dummy_weights="llama-tiny", max_num_seqs=16, num_kv_blocks=128, max_queue=64,
+                         max_num_batched_tokens=1024)  # fmt: skip
+    with running_server(other) as url2:
+        pool = BackendPool([Backend("b0", server), Backend("b1", url2)], get_router("least-loaded"),
+                           health_interval_s=0.1)  # fmt: skip
+        port = free_port()
+        app_server = uvicorn.Server(uvicorn.Config(build_app(Frontend(pool)), host="127.0.0.1", port=port,
+                                                   log_level="warning"))  # fmt: skip
+        thread = threading.Thread(target=app_server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 15
+        while not app_server.started:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        front = f"http://127.0.0.1:{port}"
+        try:
+            spec = DeploymentSpec.from_dict(httpx.get(front + "/v1/deployment", timeout=10).json())
+            assert [(i.name, i.role, i.num_kv_blocks) for i in spec.instances] == [("b0", "both", 256),
+                                                                                    ("b1", "both", 128)]
+            assert spec.router == "least-loaded" and spec.admission == "slo-odbs"
+            out = tmp_path / "rep"
+            res = _bench(front, out, "--calibration", str(_profile(tmp_path / "tiny.json")))
+            assert res.exit_code == 0, res.output
+            sim = json.loads((out / "report.json").read_text())["config"]["simulated"]
+            assert sim["cluster"]["kv_blocks_per_instance"] == [256, 128]
+            assert sim["simulator"]["router"] == "least-loaded"
+            assert sim["cluster"]["admission_not_simulated"] == "slo-odbs"
+        finally:
+            app_server.should_exit = True
+            with contextlib.suppress(Exception):
+                thread.join(timeout=10)
