@@ -77,12 +77,12 @@ def main() -> None:
     ap.add_argument("--slo", default="fixed:ttft=1,tpot=0.05,e2e=100000",
                     help="SLO spec (llmplan.workload.slo); the e2e target is left out on purpose")
     ap.add_argument("--cases", default="llama-3.1-8b:A100-SXM-80GB:1,llama-3.1-8b:H100-SXM:1",
-                    help="MODEL:GPU:TP,...")
+                    help="MODEL:GPU:TP[:TTFT/TPOT],... (TTFT/TPOT seconds override --slo for that case)")
     ap.add_argument("--pd", default="1:1")
     ap.add_argument("--target", type=float, default=0.9)
     ap.add_argument("--tolerance", type=float, default=0.005)
     a = ap.parse_args()
-    wl = load_workload(a.trace, max_requests=a.n, slo=a.slo)
+    wl = base = load_workload(a.trace, max_requests=a.n, slo=a.slo)
     pd = tuple(int(x) for x in a.pd.split(":"))
     span = wl.requests[-1].arrival_s - wl.requests[0].arrival_s
     print(f"{a.trace}: first {len(wl.requests)} requests, {(len(wl.requests) - 1) / span:.2f} req/s, "
@@ -91,7 +91,12 @@ def main() -> None:
            f"{'J/req green':>11} {'saved':>6} {'MHz':>5} {'wall':>5}")
     print(hdr)
     for case in a.cases.split(","):
-        model, gpu, tp = case.split(":")
+        model, gpu, tp, *own = case.split(":")
+        wl = base
+        if own:
+            ttft, tpot = own[0].split("/")
+            wl = load_workload(a.trace, max_requests=a.n, slo=f"fixed:ttft={ttft},tpot={tpot},e2e=1e5")
+            print(f"-- {model}: SLO TTFT {ttft} s, TPOT {tpot} s")
         t0 = time.time()
         points = [("trace", 1.0)]
         scale = rate_for(wl, a.target, model, gpu, int(tp), pd)

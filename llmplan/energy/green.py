@@ -7,8 +7,9 @@
   meets the batch's TTFT/ITL budgets (never below the step's energy-optimal clock: lower would cost
   more joules *and* time); the maximum when a budget is tight.
 * :class:`EcoRoute` -- a router for decode instances: what-if the request joined each one, in
-  (batch, KV) space: the clock it would then need and whether it crosses a staircase step; picks the
-  smallest added energy per step.
+  (batch, KV) space: the clock it would then need, the power that draws (an idle instance goes from
+  idle to busy power) and whether it crosses a staircase step; picks the smallest power rise among
+  the instances that keep KV headroom and can meet the TPOT.
 * :class:`EnergyControl` -- what :class:`~llmplan.runtime.sim.simulator.Simulation` calls
   (``SimConfig.energy``): wraps each instance's cost in a :class:`~llmplan.energy.power.ClockedCost`,
   asks EcoFreq for a clock before each step (``mode="greenserve"``) or keeps ``f_max``
@@ -192,18 +193,29 @@ class EcoRoute:
     freq: EcoFreq
     block_size: int = 16
     max_kv_usage: float = 0.92
+    fixed_clock: bool = False  # the instances stay at f_max (no EcoFreq): what-ifs at f_max
     name: str = "ecoroute"
     stats: dict[str, int] = field(
         default_factory=lambda: {"routed": 0, "avoided_step": 0, "avoided_clock": 0}
     )
 
-    def _need(self, cost: ClockedCost, shape: BatchShape, tpot: float | None) -> tuple[float, float]:
-        """(clock it needs, joules per step at that clock)."""
+    def _need(
+        self, cost: ClockedCost, shape: BatchShape | None, tpot: float | None
+    ) -> tuple[float, float, bool]:
+        """(clock it needs, power at that clock in W, whether even f_max misses the TPOT)."""
+        if shape is None:
+            return 0.0, cost.idle_power_w(), False
+        fmax = cost.power.f_max_mhz
         budget = tpot if tpot is not None else math.inf
-        f = self.freq.choose(cost, shape, budget)
-        return f, cost.evaluate(shape, f).energy_j
+        f = fmax if self.fixed_clock else self.freq.choose(cost, shape, budget)
+        miss = tpot is not None and self.freq.pred.predict(shape, fmax) > tpot
+        return f, cost.evaluate(shape, f).power_w, miss
 
     def route(self, spec: RequestSpec, loads: Sequence[InstanceLoad]) -> int:
+        """The instance whose power rises least if the request joins it (an idle one rises from
+        idle to busy power, a busy one by its higher batch and any higher clock it then needs),
+        among those that keep KV headroom and can still meet the TPOT; ties: no staircase step,
+        lower KV use, shorter queue."""
         tpot = spec.slo.tpot_s
         ctx_new = spec.prompt_tokens + 1
         best: tuple[tuple, int] | None = None
@@ -215,22 +227,24 @@ class EcoRoute:
             ctx = ld.kv_blocks_used * self.block_size
             now = BatchShape(decode_seqs=b, decode_ctx=ctx) if b else None
             after = BatchShape(decode_seqs=b + 1, decode_ctx=ctx + ctx_new)
-            f0, e0 = self._need(cost, now, tpot) if now else (0.0, 0.0)
-            f1, e1 = self._need(cost, after, tpot)
-            tile = cost.power.tile_tokens
-            step = b > 0 and b % tile == 0
-            full = ld.kv_blocks_total and (ld.kv_blocks_used + math.ceil(ctx_new / self.block_size)) / (
-                ld.kv_blocks_total) > self.max_kv_usage
-            key = (bool(full), f1 > f0 and b > 0, step, e1 - e0, ld.kv_usage, ld.queue_len)
-            cands.append((key, ld.index, f1 > f0 and b > 0, step))
+            f0, p0, _ = self._need(cost, now, tpot)
+            f1, p1, miss = self._need(cost, after, tpot)
+            step = b > 0 and b % cost.power.tile_tokens == 0
+            full = bool(ld.kv_blocks_total) and (
+                ld.kv_blocks_used + math.ceil(ctx_new / self.block_size)
+            ) / ld.kv_blocks_total > self.max_kv_usage
+            higher = b > 0 and f1 > f0
+            key = (full, miss, round(p1 - p0, 1), step, ld.kv_usage, ld.queue_len)
+            cands.append((ld.index, higher, step))
             if best is None or key < best[0]:
                 best = (key, ld.index)
         self.freq.decisions.update(saved)  # what-ifs are not decisions
         assert best is not None
         self.stats["routed"] += 1
-        if any(c[3] for c in cands) and not next(c for c in cands if c[1] == best[1])[3]:
+        chosen = next(c for c in cands if c[0] == best[1])
+        if any(c[2] for c in cands) and not chosen[2]:
             self.stats["avoided_step"] += 1
-        if any(c[2] for c in cands) and not next(c for c in cands if c[1] == best[1])[2]:
+        if any(c[1] for c in cands) and not chosen[1]:
             self.stats["avoided_clock"] += 1
         return best[1]
 
@@ -300,7 +314,7 @@ class EnergyControl:
             d = sim.decoders[0]
             self.router = EcoRoute(
                 {i.spec.name: self.costs[i.spec.name] for i in sim.decoders},
-                self.freqs[d.spec.name], block_size=sim.config.block_size,
+                self.freqs[d.spec.name], block_size=sim.config.block_size, fixed_clock=not self.freq,
             )
             sim.decode_router = self.router
 

@@ -74,3 +74,37 @@ def test_bad_sample_file_names_the_line(tmp_path: Path) -> None:
         load_power_samples(p)
     with pytest.raises(LlmplanError, match="cannot read power samples"):
         load_power_samples(tmp_path / "nope.jsonl")
+
+
+def test_metrics_collector_counts_joules_across_wraps(powercap: Path) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from llmplan.energy.metrics import EnergyCollector
+
+    reg = CollectorRegistry()
+    reg.register(EnergyCollector(EnergyMeter(rapl_root=powercap, use_nvml=False)))
+    _write(powercap, "intel-rapl:0", 262143300000)  # +0.3 J
+    generate_latest(reg)
+    _write(powercap, "intel-rapl:0", 200000)  # wrapped: +28850 uJ + 200000 uJ
+    text = generate_latest(reg).decode()
+    info = 'llmplan_energy_source_info{note="CPU package energy (RAPL); no GPU energy counter",source="rapl"}'
+    assert f"{info} 1.0" in text
+    lines = text.splitlines()
+    line = next(ln for ln in lines if ln.startswith('llmplan_energy_joules_total{device="intel-rapl:0'))
+    assert float(line.split()[-1]) == pytest.approx(0.3 + 0.02885 + 0.2)
+    assert "llmplan_power_watts" in text
+
+
+def test_server_metrics_say_modelled_only_without_a_source(tmp_path: Path, monkeypatch) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from llmplan.energy.metrics import EnergyCollector
+
+    monkeypatch.setenv("LLMPLAN_POWERCAP", str(tmp_path / "none"))
+    reg = CollectorRegistry()
+    c = EnergyCollector()
+    if c.meter.source == "nvml":
+        pytest.skip("a GPU energy counter is present")
+    reg.register(c)
+    text = generate_latest(reg).decode()
+    assert 'source="modelled"' in text and "llmplan_energy_joules_total" not in text

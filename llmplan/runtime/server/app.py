@@ -145,6 +145,9 @@ def create_app(
     # Collectors an engine brings for /metrics (e.g. the KV store's, from build_engine(kv_store=...)).
     for collector in getattr(engine, "metric_collectors", None) or ():
         state.metrics.registry.register(collector)
+    from llmplan.energy.metrics import EnergyCollector
+
+    state.metrics.registry.register(EnergyCollector())  # joules (NVML / RAPL) or "modelled only"
 
     app = FastAPI(title="llmplan serve", version="1", lifespan=lifespan)
     app.state.llmplan = state
