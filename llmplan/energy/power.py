@@ -83,8 +83,8 @@ class ClockPower:
 _NV_AMPERE = "NVIDIA A100 datasheet (TDP, 1410 MHz boost); nvidia-smi SUPPORTED_CLOCKS 210-1410 MHz step 15"
 _NV_HOPPER = "NVIDIA H100 datasheet (TDP, 1980 MHz max boost SXM5 / 1755 PCIe)"
 _MEAS = (
-    "idle/static/alpha: Patel et al. 'POLCA' (ASPLOS'24) and GreenServe-style A100 sweeps show "
-    "~1005 MHz lowest-energy clock; alpha chosen so the model's compute-bound optimum is there"
+    "static/alpha: estimates chosen so that the model's compute-bound energy minimum lands near the "
+    "~1005 MHz lowest-energy A100 clock GreenServe reports (a published figure, not our measurement)"
 )
 _EST = ("idle_w", "static_w", "alpha", "mem_activity", "ovh_activity", "mem_sens", "ovh_sens", "tile_tokens")
 
