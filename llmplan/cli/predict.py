@@ -183,7 +183,10 @@ def eval_cmd(
 @predict_app.command("query")
 def query_cmd(
     prompts: list[str] = typer.Argument(..., help="One or more prompts."),
-    model: Path = typer.Option(Path("predictor"), "--model", "-m", help="A trained predictor directory."),
+    predictor: Path = typer.Option(
+        None, "--predictor", help="A trained predictor directory (default ./predictor)."
+    ),
+    model: Path = typer.Option(None, "--model", "-m", hidden=True, help="Deprecated: --predictor."),
     int8: bool = typer.Option(False, "--int8", help="int8 dynamically quantized linears (faster on CPU)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -191,6 +194,7 @@ def query_cmd(
     from llmplan.predict.buckets import bucket_labels
     from llmplan.predict.learned import LearnedLengthPredictor
 
+    model = _predictor_dir(predictor, model)
     _threads(2)
     lp = LearnedLengthPredictor(model, quantize="int8" if int8 else None)
     proba = lp.predict_proba(prompts)
@@ -220,7 +224,10 @@ def query_cmd(
 @predict_app.command("update")
 def update_cmd(
     records: Path = typer.Argument(..., help="JSONL of mispredicted requests {prompt, output_tokens}."),
-    model: Path = typer.Option(Path("predictor"), "--model", "-m", help="The predictor to update."),
+    predictor: Path = typer.Option(
+        None, "--predictor", help="The predictor directory to update (default ./predictor)."
+    ),
+    model: Path = typer.Option(None, "--model", "-m", hidden=True, help="Deprecated: --predictor."),
     out: Path = typer.Option(None, "--out", "-o", help="Save here instead of updating in place."),
     epochs: int = typer.Option(3, "--epochs"),
     lr: float = typer.Option(5e-4, "--lr"),
@@ -234,6 +241,7 @@ def update_cmd(
 
     integer(epochs, "--epochs", lo=1, hi=10_000)
     positive(lr, "--lr", fix="e.g. --lr 5e-4")
+    model = _predictor_dir(predictor, model)
     _threads(threads)
     ds = load_jsonl(records)
     summary = update(model, ds, out, epochs=epochs, lr=lr, show_progress=not as_json)
@@ -242,6 +250,20 @@ def update_cmd(
         print_json(summary)
     else:
         console.print(f"updated {summary['model']} on {len(ds)} records: {summary}")
+
+
+def _predictor_dir(predictor: Path | None, model: Path | None) -> Path:
+    """--predictor DIR, as serve and bench spell it; --model/-m (which elsewhere names the LLM) is
+    the old spelling, accepted with a deprecation line."""
+    from llmplan.cli._flags import deprecated
+    from llmplan.errors import LlmplanError
+
+    if model is not None:
+        if predictor is not None:
+            raise LlmplanError("give --predictor DIR once (--model/-m is its old spelling)")
+        deprecated(f"--model {model}", f"--predictor {model}")
+        return model
+    return predictor if predictor is not None else Path("predictor")
 
 
 def register(app: typer.Typer) -> None:

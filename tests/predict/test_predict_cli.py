@@ -54,7 +54,8 @@ def test_cli_train_eval_query_update(tmp_path) -> None:
     assert {s["predictor"] for s in scores} >= {"majority", "prompt-length GBM"}
     assert {s["split"] for s in scores} == {"test", "test_dedup"}
     assert (tmp_path / "rep" / "confusion.png").stat().st_size > 1000
-    r = run(app, ["predict", "query", "Write a long detailed essay about jazz.", "-m", str(model), "--json"])
+    r = run(app, ["predict", "query", "Write a long detailed essay about jazz.", "--predictor", str(model),
+                  "--json"])  # fmt: skip
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)[0]["range"].startswith("[")
     rec = tmp_path / "mis.jsonl"
@@ -65,7 +66,7 @@ def test_cli_train_eval_query_update(tmp_path) -> None:
             "predict",
             "update",
             str(rec),
-            "-m",
+            "--predictor",
             str(model),
             "--out",
             str(tmp_path / "m2"),
@@ -83,5 +84,11 @@ def test_cli_errors_are_one_line(tmp_path) -> None:
 
     r = CliRunner().invoke(app, ["predict", "train", "--data", str(tmp_path / "nope.jsonl")])
     assert r.exit_code != 0 and isinstance(r.exception, LlmplanError) and "does not exist" in str(r.exception)
+    r = CliRunner().invoke(app, ["predict", "query", "hi", "--predictor", str(tmp_path)])
+    assert isinstance(r.exception, LlmplanError) and "not a saved length predictor" in str(r.exception)
+    # -m/--model (elsewhere the LLM) is the old spelling of --predictor: same effect, one deprecation line.
     r = CliRunner().invoke(app, ["predict", "query", "hi", "-m", str(tmp_path)])
     assert isinstance(r.exception, LlmplanError) and "not a saved length predictor" in str(r.exception)
+    assert f"deprecated: --model {tmp_path} is the old spelling; write --predictor {tmp_path}" in r.stderr
+    r = CliRunner().invoke(app, ["predict", "query", "hi", "-m", str(tmp_path), "--predictor", str(tmp_path)])
+    assert isinstance(r.exception, LlmplanError) and "give --predictor DIR once" in str(r.exception)
