@@ -78,11 +78,18 @@ def answer(report: BenchReport) -> list[str]:
                      "tail latencies grow with the run length.")  # fmt: skip
     gd = {lb: g for lb, g in report.goodput_distserve.items() if g.get("rate_rps") is not None}
     if gd:
-        best_lb = max(gd, key=lambda lb: gd[lb]["rate_rps"])
-        others = ", ".join(f"{lb} {g['rate_rps']:.2f}" for lb, g in gd.items() if lb != best_lb)
-        vs = f" (vs {others})" if others else ""
-        lines.append(f"Highest swept rate holding {report.sweep_target:.0%} attainment (DistServe goodput): "
-                     f"**{best_lb} {gd[best_lb]['rate_rps']:.2f} req/s**{vs}.")  # fmt: skip
+        # The interpolated crossing separates runs that pass at the same swept rate.
+        val = {lb: float(g.get("interpolated_rps") or g["rate_rps"]) for lb, g in gd.items()}
+        top = max(val.values())
+        leaders = [lb for lb, v in val.items() if abs(v - top) <= 1e-9 + 0.005 * top]
+        what = (f"Highest rate holding {report.sweep_target:.0%} attainment (DistServe goodput, "
+                "interpolated between swept rates)")  # fmt: skip
+        if len(leaders) == len(val):
+            lines.append(f"{what}: every run ties at {top:.2f} req/s.")
+        else:
+            others = ", ".join(f"{lb} {v:.2f}" for lb, v in sorted(val.items(), key=lambda kv: -kv[1])
+                               if lb not in leaders)  # fmt: skip
+            lines.append(f"{what}: **{' and '.join(leaders)} {top:.2f} req/s** (vs {others}).")
     return lines
 
 

@@ -77,3 +77,14 @@ def test_binned_panels_keep_the_real_peak_and_stay_readable() -> None:
     assert np.allclose(b["running"], 5)
     # The rolling mean the old plot drew would have shown ~40%: the spike vanished.
     assert pd.Series(used / 10).rolling(n // 100, min_periods=1).mean().max() < 42
+
+
+def test_the_sweep_leader_is_named_by_its_interpolated_goodput_and_ties_are_ties() -> None:
+    rep = _report(fcfs=5, s3=5)
+    rep.goodput_distserve = {"fcfs": {"rate_rps": 4.0, "interpolated_rps": 7.15},
+                             "s3": {"rate_rps": 4.0, "interpolated_rps": 9.78}}  # fmt: skip
+    text = " ".join(answer(rep))
+    assert "**s3 9.78 req/s** (vs fcfs 7.15)" in text
+    rep.goodput_distserve = {"fcfs": {"rate_rps": 4.0, "interpolated_rps": None},
+                             "s3": {"rate_rps": 4.0, "interpolated_rps": None}}  # fmt: skip
+    assert "every run ties at 4.00 req/s" in " ".join(answer(rep))
