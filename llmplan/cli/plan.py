@@ -91,6 +91,12 @@ def register(app: typer.Typer) -> None:
         attainment: float = typer.Option(
             0.9, "--attainment", help="--pd: fraction of requests meeting both SLOs."
         ),
+        objective: str = typer.Option(
+            "goodput", "--objective",
+            help="--pd: goodput (most req/s per GPU, analytic) or energy (fewest modelled joules per "
+            "request meeting the target, by simulating the candidate splits at max, locked and GreenServe "
+            "clocks; docs/energy.md).",
+        ),
         validate: bool = typer.Option(
             False, "--validate", help="--pd: replay in the simulator, compare attainment."
         ),
@@ -177,6 +183,10 @@ def register(app: typer.Typer) -> None:
             raise LlmplanError("--fill and --pd are exclusive; --pd already chooses its instances")
         if max_instances is not None and not fill:
             raise LlmplanError("--max-instances only applies with --fill")
+        if objective not in ("goodput", "energy"):
+            raise LlmplanError(f"--objective {objective!r}: choose goodput or energy")
+        if objective == "energy" and not pd:
+            raise LlmplanError("--objective energy plans P:D splits and clocks; add --pd")
         if pd:
             from llmplan.plan.pd import PDRequest, load_length_stats, plan_pd, render_pd
 
@@ -189,12 +199,23 @@ def register(app: typer.Typer) -> None:
                 from llmplan.plan.pd import validate_in_simulator
 
                 result = validate_in_simulator(result, spec, graph, stats, req)
+            energy = None
+            if objective == "energy":
+                from llmplan.energy.plan import energy_objective
+
+                energy = energy_objective(result, spec, stats, req)
             if out:
                 save_plan(result.plan, out)
             if as_json:
-                print_json(result.to_dict())
+                print_json({**result.to_dict(), **({"energy": energy} if energy else {})})
+                if energy and energy["choice"] is None:
+                    raise LlmplanError(energy["refusal"])
             else:
                 render_pd(console, result)
+                if energy is not None:
+                    from llmplan.energy.plan import render_energy
+
+                    render_energy(console, energy)
                 if out:
                     console.print(f"saved plan to {out}")
             return

@@ -262,6 +262,7 @@ class EnergyControl:
     decode instances when ``route`` and the cluster is P/D)."""
 
     mode: str = "greenserve"
+    fixed_mhz: float = 0.0  # mode "fixed": every step at this locked clock
     route: bool = True
     freq: bool = True  # False: keep f_max (EcoRoute alone, for ablations)
     margin: float = 0.85
@@ -283,10 +284,10 @@ class EnergyControl:
     recent: dict[str, Any] = field(default_factory=dict)  # name -> deque of (end, busy s at f_max)
 
     def __post_init__(self) -> None:
-        if self.mode not in ("max", "greenserve"):
+        if self.mode not in ("max", "greenserve", "fixed"):
             from llmplan.errors import LlmplanError
 
-            raise LlmplanError(f"energy mode {self.mode!r}: choose max (baseline) or greenserve")
+            raise LlmplanError(f"energy mode {self.mode!r}: choose max (baseline), fixed or greenserve")
 
     def attach(self, sim: Any) -> None:
         from llmplan.runtime.sim.pricing import CostExecutor
@@ -319,6 +320,10 @@ class EnergyControl:
             sim.decode_router = self.router
 
     def before_step(self, inst: Any, batch: Any, now: float) -> None:
+        if self.mode == "fixed":
+            cc = self.costs[inst.spec.name]
+            cc.mhz = min(cc.power.f_max_mhz, max(cc.power.f_min_mhz, self.fixed_mhz))
+            return
         if self.mode != "greenserve" or not self.freq:
             return
         cc = self.costs[inst.spec.name]
