@@ -83,6 +83,21 @@ def allreduce_time(nbytes: float, workers: int, link: _Link, params: CollectiveP
     return c0 + c1 * nbytes
 
 
+def alltoall_coefficients(
+    workers: int, link: _Link, params: CollectiveParams | None = None
+) -> tuple[float, float]:
+    """``(c0, c1)``: an all-to-all in which every GPU holds ``S`` bytes bound for the whole group costs
+    ``c0 + c1 * S``: ``(n-1)/n * S`` leave each GPU over its link in ``n - 1`` pairwise steps (one
+    link latency each), with the all-reduce's launch/synchronisation and bandwidth efficiency
+    (no all-to-all timings were measured; an all-reduce's ring steps are the nearest fit)."""
+    if workers <= 1 or link.bandwidth == math.inf:
+        return 0.0, 0.0
+    p = params or default_collective_params()
+    n = workers
+    c0 = p.allreduce_base_s + p.allreduce_per_rank_s * (n - 1) + (n - 1) * link.latency_s
+    return c0, (n - 1) / n / (link.bandwidth * p.allreduce_eff)
+
+
 def send_recv_coefficients(link: _Link, params: CollectiveParams | None = None) -> tuple[float, float]:
     """``(c0, c1)``: a point-to-point send/recv of ``S`` bytes costs ``c0 + c1 * S``."""
     if link.bandwidth == math.inf:

@@ -271,6 +271,83 @@ def allreduce_time(nbytes: float, tp: int, link: LinkPerf, params: CostParams = 
     return c0 + c1 * nbytes
 
 
+def alltoall_coefficients(n: int, link: LinkPerf, params: CostParams = DEFAULT_PARAMS) -> tuple[float, float]:
+    """``(c0, c1)``: an all-to-all over ``n`` GPUs where each holds ``S`` bytes for the whole group
+    costs ``c0 + c1 * S`` (``(n-1)/n * S`` cross each GPU's link, ``n - 1`` pairwise steps).
+
+    ``cost_model="ops"``: :func:`llmplan.opcost.collectives.alltoall_coefficients`; ``"roofline"``:
+    ``(n-1) * latency`` and ``(n-1)/n / (bandwidth * link_eff)``."""
+    if n <= 1 or link.bandwidth == math.inf:
+        return 0.0, 0.0
+    if params.cost_model == "ops":
+        from llmplan.opcost.collectives import alltoall_coefficients as nccl
+
+        return nccl(n, link)
+    return (n - 1) * link.latency_s, (n - 1) / n / (link.bandwidth * params.link_eff)
+
+
+def ep_dispatch_bytes(spec: ModelSpec, tokens: float, n: int) -> float:
+    """Bytes each GPU of an EP group of ``n`` hands to the all-to-all for one dispatch (or combine)
+    of a step of ``tokens`` tokens: its ``1/n`` share of the tokens (the group holds every token
+    after the attention all-reduce; each is dispatched once, by one rank), each token's hidden
+    state once per routed expert (top-k). The ``(n-1)/n`` that leaves the GPU is in
+    :func:`alltoall_coefficients`."""
+    return tokens / n * spec.hidden_size * spec.dtype_bytes * spec.num_experts_per_tok
+
+
+def tp_comm_time(
+    spec: ModelSpec,
+    tokens: float,
+    tp: int,
+    link: LinkPerf,
+    params: CostParams = DEFAULT_PARAMS,
+    ep: bool = False,
+) -> float:
+    """Communication of one decoder layer (mean over layer kinds) on a TP group of ``tp`` GPUs whose
+    slowest link is ``link``, for ``tokens`` tokens.
+
+    TP: two all-reduces of the activations (after attention and after the MLP/MoE). With expert
+    parallelism (``ep``, EP = ``tp``) an MoE layer keeps the attention all-reduce and replaces the
+    MoE output's all-reduce by a dispatch and a combine all-to-all of
+    :func:`ep_dispatch_bytes`; dense layers (DeepSeek's first k) keep both all-reduces.
+    """
+    if tp <= 1 or tokens <= 0:
+        return 0.0
+    ar = allreduce_time(activation_bytes(spec, tokens), tp, link, params)
+    if not (ep and spec.is_moe):
+        return 2 * ar
+    c0, c1 = alltoall_coefficients(tp, link, params)
+    a2a = c0 + c1 * ep_dispatch_bytes(spec, tokens, tp)
+    share = spec.moe_layers / spec.num_hidden_layers
+    return 2 * ar + share * (2 * a2a - ar)
+
+
+def ep_replicated_params(spec: ModelSpec, ep: bool) -> float:
+    """Matmul parameters per layer (mean over layer kinds) every GPU of an EP group holds whole: the
+    shared experts (routed experts are split whole across the group, attention by TP)."""
+    if not (ep and spec.is_moe):
+        return 0.0
+    return spec.moe_layers / spec.num_hidden_layers * spec.shared_expert_params
+
+
+def layer_weight_bytes_per_gpu(spec: ModelSpec, tp: int, ep: bool = False, moe: bool | None = None) -> float:
+    """One layer's weights on each GPU of a TP group: everything / ``tp``, except that under EP the
+    shared experts sit whole on every GPU. ``moe`` picks the kind (None: the largest kind)."""
+    kind_moe = spec.moe_layers > 0 if moe is None else moe
+    if not kind_moe:
+        return spec.dense_layer_weight_bytes / tp
+    shared = spec.shared_expert_params * spec.weight_param_bytes if (ep and spec.is_moe) else 0.0
+    return (spec.moe_layer_weight_bytes - shared) / tp + shared
+
+
+def range_weight_bytes_per_gpu(spec: ModelSpec, start: int, end: int, tp: int, ep: bool = False) -> float:
+    """Layers ``[start, end)`` on each GPU of a TP group, exactly per layer kind (dense layers first)."""
+    dense = max(0, min(end, spec.dense_layers) - start)
+    return dense * layer_weight_bytes_per_gpu(spec, tp, ep, False) + (
+        end - start - dense
+    ) * layer_weight_bytes_per_gpu(spec, tp, ep, spec.moe_layers > 0)
+
+
 def _kv_split(spec: ModelSpec, tp: int) -> int:
     """How many ways TP divides the KV cache (KV heads are replicated beyond their count; MLA's
     latent is one head, replicated on every rank)."""
@@ -285,24 +362,30 @@ def layer_time(
     kv_read_tokens: float,
     tp: int = 1,
     params: CostParams = DEFAULT_PARAMS,
+    ep: bool = False,
 ) -> float:
     """One decoder layer (no TP communication): the per-operator model (``cost_model="ops"``, dense
     16-bit layers), else the roofline of compute and memory traffic.
 
     Roofline: weight matmuls run at the weight precision's peak (:meth:`GpuPerf.matmul_flops`), attention
-    at BF16; an MoE layer reads the experts its tokens touch (:func:`layer_weight_read_bytes`).
+    at BF16; an MoE layer reads the experts its tokens touch (:func:`layer_weight_read_bytes`). Under
+    expert parallelism (``ep``) the routed experts split across the group as TP would split them
+    (uniform routing), and the shared experts run whole on every GPU (:func:`ep_replicated_params`).
     """
     if params.cost_model == "ops":
         from llmplan.opcost.stage import layer_time_ops, supports
 
         if supports(spec):
             return layer_time_ops(spec, gpu, tokens, attn_pairs, kv_read_tokens, tp)
+    rep = ep_replicated_params(spec, ep) if tp > 1 else 0.0
     compute = (
-        2.0 * spec.layer_linear_params * tokens / gpu.matmul_flops(spec)
+        2.0 * (spec.layer_linear_params - rep) * tokens / gpu.matmul_flops(spec)
         + spec.attn_flops_per_pair * attn_pairs / gpu.flops
-    ) / tp
+    ) / tp + 2.0 * rep * tokens / gpu.matmul_flops(spec)
+    rep_bytes = rep * spec.weight_param_bytes
     nbytes = (
-        layer_weight_read_bytes(spec, tokens) / tp
+        (layer_weight_read_bytes(spec, tokens) - rep_bytes) / tp
+        + rep_bytes
         + spec.kv_bytes_per_token_layer * (kv_read_tokens + tokens) / _kv_split(spec, tp)
         + 4 * spec.hidden_size * spec.dtype_bytes * tokens
     )
@@ -333,11 +416,12 @@ def prefill_layer_time(
     batch: int = 1,
     tp: int = 1,
     params: CostParams = DEFAULT_PARAMS,
+    ep: bool = False,
 ) -> float:
     """One layer prefilling ``batch`` prompts of ``prompt_tokens`` tokens each."""
     tokens = batch * prompt_tokens
     pairs = batch * prompt_tokens * (prompt_tokens + 1) / 2
-    return layer_time(spec, gpu, tokens, pairs, 0.0, tp, params)
+    return layer_time(spec, gpu, tokens, pairs, 0.0, tp, params, ep)
 
 
 def decode_layer_time(
@@ -347,9 +431,10 @@ def decode_layer_time(
     context: float,
     tp: int = 1,
     params: CostParams = DEFAULT_PARAMS,
+    ep: bool = False,
 ) -> float:
     """One layer producing one token for each of ``batch`` sequences with mean ``context`` KV tokens."""
-    return layer_time(spec, gpu, batch, batch * context, batch * context, tp, params)
+    return layer_time(spec, gpu, batch, batch * context, batch * context, tp, params, ep)
 
 
 def head_time(
@@ -382,6 +467,7 @@ class StageSpec:
     first: bool
     last: bool
     tp_link: LinkPerf = LOCAL  # slowest link inside the TP group
+    ep: bool = False  # MoE experts held whole across the group (EP = tp), see tp_comm_time
 
     @property
     def layers(self) -> int:
@@ -397,12 +483,13 @@ class StageSpec:
         return min(self.gpus, key=lambda g: (g.flops, g.mem_bw))
 
     def weight_bytes_per_gpu(self, spec: ModelSpec) -> float:
-        w = spec.range_weight_bytes(self.start, self.end)
+        w = 0.0
         if self.first:
             w += spec.embed_weight_bytes
         if self.last:
             w += spec.head_weight_bytes
-        return w / self.tp
+        ep = self.ep and self.tp > 1
+        return w / self.tp + range_weight_bytes_per_gpu(spec, self.start, self.end, self.tp, ep)
 
     def kv_bytes_per_token_per_gpu(self, spec: ModelSpec, seq_tokens: float | None = None) -> float:
         """KV bytes per token on each GPU of the stage. With ``seq_tokens`` (the length sequences
@@ -438,24 +525,32 @@ class InstanceCost:
         c0 = c1 = 0.0
         for st in self.stages:
             g, t, n = st.gpu, st.tp, st.layers
+            ep = st.ep and t > 1 and s.is_moe
             inv_c = 1.0 / (g.flops * p.compute_eff)
             inv_mm = 1.0 / (g.matmul_flops(s) * p.compute_eff)
             inv_m = 1.0 / (g.mem_bw * p.memory_eff)
             kvs = _kv_split(s, t)
             # Per layer: compute = ct*T + cp*P ; memory = m0 + mk*(KVread + T) + ma*T (+ experts read)
-            ct = 2.0 * s.layer_linear_params / t * inv_mm
+            rep = ep_replicated_params(s, ep)  # shared experts whole on every GPU under EP
+            ct = 2.0 * ((s.layer_linear_params - rep) / t + rep) * inv_mm
             cp = s.attn_flops_per_pair / t * inv_c
-            m0 = layer_weight_read_bytes(s, 0) / t * inv_m
+            rep_b = rep * s.weight_param_bytes
+            m0 = ((layer_weight_read_bytes(s, 0) - rep_b) / t + rep_b) * inv_m
             mk = s.kv_bytes_per_token_layer / kvs * inv_m
             ma = 4 * s.hidden_size * s.dtype_bytes * inv_m
             head_c = (s.head_flops_per_token / t * inv_c) if st.last else 0.0
             head_m = (s.vocab_size * s.hidden_size * s.dtype_bytes / t * inv_m) if st.last else 0.0
             me = inv_m / t if s.is_moe else 0.0  # times moe-share * expected touched-expert bytes
             per_stage.append((n, ct, cp, m0, mk, ma, n * p.layer_overhead_s, head_c, head_m, me))
-            if t > 1:  # two all-reduces of the activations per layer
+            if t > 1:  # two all-reduces of the activations per layer (EP: see tp_comm_time)
                 a0, a1 = allreduce_coefficients(t, st.tp_link, p)
                 c0 += 2 * n * a0
                 c1 += 2 * n * a1 * activation_bytes(s, 1.0)
+                if ep:
+                    share = s.moe_layers / s.num_hidden_layers
+                    e0, e1 = alltoall_coefficients(t, st.tp_link, p)
+                    c0 += n * share * (2 * e0 - a0)
+                    c1 += n * share * (2 * e1 * ep_dispatch_bytes(s, 1.0, t) - a1 * activation_bytes(s, 1.0))
         for lk in self.links:
             t0, t1 = transfer_coefficients(lk, p)
             c0 += t0
@@ -535,8 +630,10 @@ class InstanceCost:
         pp: int = 1,
         link: LinkPerf | Mapping[str, Any] | None = None,
         params: CostParams = DEFAULT_PARAMS,
+        ep: bool = False,
     ) -> InstanceCost:
-        """``tp * pp`` identical GPUs, layers split as evenly as possible over ``pp`` stages."""
+        """``tp * pp`` identical GPUs, layers split as evenly as possible over ``pp`` stages
+        (``ep``: MoE experts held whole across each TP group)."""
         gpu = gpu_attrs if isinstance(gpu_attrs, GpuPerf) else GpuPerf.from_attrs(gpu_attrs)
         lk = (
             link
@@ -548,7 +645,15 @@ class InstanceCost:
             raise ValueError(f"pp must be in [1, {n}]")
         bounds = [round(k * n / pp) for k in range(pp + 1)]
         stages = [
-            StageSpec((gpu,) * tp, bounds[k], bounds[k + 1], k == 0, k == pp - 1, lk if tp > 1 else LOCAL)
+            StageSpec(
+                (gpu,) * tp,
+                bounds[k],
+                bounds[k + 1],
+                k == 0,
+                k == pp - 1,
+                lk if tp > 1 else LOCAL,
+                ep and tp > 1,
+            )
             for k in range(pp)
         ]
         return cls(spec, stages, [lk] * (pp - 1), params)
@@ -562,6 +667,7 @@ class InstanceCost:
 
         spec = ModelSpec.from_dict(plan.model_spec)
         stages_plan = plan.instance_stages(instance)
+        ep = bool((plan.metrics or {}).get("expert_parallel"))
         stages, links = [], []
         for k, sp in enumerate(stages_plan):
             gpus = tuple(GpuPerf.from_attrs(graph.nodes[g]) for g in sp.gpus)
@@ -573,7 +679,15 @@ class InstanceCost:
                         if lk.bandwidth < tpl.bandwidth:
                             tpl = lk
             stages.append(
-                StageSpec(gpus, sp.layer_start, sp.layer_end, k == 0, k == len(stages_plan) - 1, tpl)
+                StageSpec(
+                    gpus,
+                    sp.layer_start,
+                    sp.layer_end,
+                    k == 0,
+                    k == len(stages_plan) - 1,
+                    tpl,
+                    ep and len(gpus) > 1,
+                )
             )
             if k:
                 links.append(best_link(graph, stages_plan[k - 1].gpus[0], sp.gpus[0]))

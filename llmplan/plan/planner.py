@@ -17,6 +17,7 @@ from llmplan.plan.problem import (
     ONLY,
     TP_DEGREES,
     Problem,
+    expert_modes,
     memory_breakdown,
     problem_from_graph,
     role_of,
@@ -131,13 +132,15 @@ class JointChoice:
 def joint_frontier(base: Problem, tp_degrees: tuple[int, ...] = TP_DEGREES) -> dict[int, JointChoice]:
     """Min batch latency per GPU count over every TP degree and pipeline of TP groups.
 
-    Exact over the joint choice: for each TP degree ``t`` the frontier of the TP-group problem is
-    exact (:func:`llmplan.plan.helr.frontier`) and a plan with ``S`` stages uses ``S * t`` GPUs, so
-    the minimum over ``t`` per GPU count is the joint frontier (ties keep the smaller ``t``).
+    Exact over the joint choice: for each TP degree ``t`` and way of holding MoE experts (TP-sharded
+    or EP, :func:`llmplan.plan.problem.expert_modes`) the frontier of the TP-group problem is exact
+    (:func:`llmplan.plan.helr.frontier`) and a plan with ``S`` stages uses ``S * t`` GPUs, so the
+    minimum over both per GPU count is the joint frontier (ties keep the smaller ``t``, then TP).
     """
     best: dict[int, JointChoice] = {}
-    for t in sorted(set(tp_degrees)):
-        pb = tp_group_problem(base, t)
+    variants = [(d, ep) for d in sorted(set(tp_degrees)) for ep in expert_modes(base.spec, d)]
+    for t, ep in variants:
+        pb = tp_group_problem(base, t, ep)
         if pb is None:
             continue
         try:
@@ -228,9 +231,17 @@ def _explain(
     )
     pb, pl = chosen.problem, chosen.placement
     if pb.expert_parallel:
+        from llmplan.plan.problem import expert_modes
+
+        why = (
+            "faster than TP-sharded experts at this size (dispatch + combine all-to-all priced from the "
+            "group's links)"
+            if False in expert_modes(pb.spec, chosen.tp)
+            else f"a TP slice of {pb.spec.moe_intermediate_size}/{chosen.tp} would split fp8 128-blocks"
+        )
         lines.append(
             f"experts are sharded whole across each TP group (EP {chosen.tp}, --enable-expert-parallel): "
-            f"a TP slice of {pb.spec.moe_intermediate_size}/{chosen.tp} would split fp8 128-blocks"
+            f"{why}"
         )
     order = [pb.gpus[g].node for g in pl.order]
     if pl.gpus > 1:

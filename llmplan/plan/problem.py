@@ -35,10 +35,12 @@ from llmplan.plan.costmodel import (
     LinkPerf,
     _kv_split,
     activation_bytes,
-    allreduce_time,
     decode_layer_time,
     head_time,
+    layer_weight_bytes_per_gpu,
     prefill_layer_time,
+    range_weight_bytes_per_gpu,
+    tp_comm_time,
     transfer_time,
 )
 from llmplan.plan.types import PlanWorkload
@@ -158,17 +160,21 @@ def build_problem(
     topology: str = "",
     tp: int = 1,
     tp_links: list[LinkPerf] | None = None,
+    ep: bool = False,
 ) -> Problem:
     """Price every GPU (or TP group of ``tp`` GPUs) and link for the reference workload.
 
     A TP group divides weights, FLOPs, the LM head and the KV cache (KV heads replicate beyond
     their count; MLA's latent on every rank) and adds two all-reduces of the activations per
-    layer over the group's slowest link ``tp_links[i]`` (:func:`allreduce_time`).
+    layer over the group's slowest link ``tp_links[i]``; with expert parallelism (``ep``) MoE
+    layers trade the second all-reduce for a dispatch + combine all-to-all and hold the shared
+    experts whole (:func:`tp_comm_time`, :func:`layer_weight_bytes_per_gpu`).
     """
     wl = workload or PlanWorkload()
     ctx = wl.input_len + wl.output_len / 2  # mean context over the decode phase
     kv_split = _kv_split(spec, tp)
-    layer_bytes = spec.layer_weight_bytes / tp + kv_reserve_per_layer(spec, wl) / kv_split
+    ep = ep and tp > 1 and spec.is_moe
+    layer_bytes = layer_weight_bytes_per_gpu(spec, tp, ep) + kv_reserve_per_layer(spec, wl) / kv_split
     pre_bytes = activation_bytes(spec, wl.input_len)
     dec_bytes = activation_bytes(spec, wl.max_batch)
     costs = []
@@ -183,14 +189,14 @@ def build_problem(
         ar_p = ar_d = 0.0
         if tp > 1:
             lk = tp_links[k] if tp_links else LinkPerf(math.inf, 0.0, "SELF")
-            ar_p = 2 * allreduce_time(pre_bytes, tp, lk, params)
-            ar_d = 2 * allreduce_time(dec_bytes, tp, lk, params)
+            ar_p = tp_comm_time(spec, wl.input_len, tp, lk, params, ep)
+            ar_d = tp_comm_time(spec, wl.max_batch, tp, lk, params, ep)
         costs.append(
             GpuCost(
                 node=node,
                 perf=perf,
-                p=prefill_layer_time(spec, perf, wl.input_len, 1, tp, params) + ar_p,
-                d=decode_layer_time(spec, perf, wl.max_batch, ctx, tp, params) + ar_d,
+                p=prefill_layer_time(spec, perf, wl.input_len, 1, tp, params, ep) + ar_p,
+                d=decode_layer_time(spec, perf, wl.max_batch, ctx, tp, params, ep) + ar_d,
                 hp=head_time(spec, perf, 1, tp, params),
                 hd=head_time(spec, perf, wl.max_batch, tp, params),
                 caps=tuple(caps),  # type: ignore[arg-type]
@@ -200,7 +206,7 @@ def build_problem(
         LinkCost(lp, transfer_time(pre_bytes, lp, params), transfer_time(dec_bytes, lp, params))
         for lp in link_types
     ]
-    return Problem(spec, wl, params, costs, link_id, types, topology, layer_bytes, tp=tp)
+    return Problem(spec, wl, params, costs, link_id, types, topology, layer_bytes, tp=tp, expert_parallel=ep)
 
 
 def problem_from_graph(
@@ -256,9 +262,27 @@ def tp_infeasible_reason(spec: ModelSpec, tp: int) -> str | None:
     kv = spec.kv_split_heads
     if kv > tp and kv % tp:
         return f"{kv} KV heads do not divide by TP {tp}"
-    if spec.is_moe and spec.num_experts % tp and _experts_need_ep(spec, tp):
-        return f"{spec.num_experts} experts do not divide by EP {tp}"
+    if spec.is_moe and not expert_modes(spec, tp):
+        return (
+            f"{spec.num_experts} experts do not divide by EP {tp} and a TP slice of "
+            f"{spec.moe_intermediate_size}/{tp} would split fp8 128-blocks"
+        )
     return None
+
+
+def expert_modes(spec: ModelSpec, tp: int) -> tuple[bool, ...]:
+    """How a TP group of ``tp`` GPUs may hold an MoE model's experts: ``False`` = TP-sharded (each
+    expert's intermediate dimension split; not where a slice would break fp8 128-blocks), ``True`` =
+    expert parallel (EP = ``tp``, whole experts per GPU; the experts must divide by ``tp``). Dense
+    models and ``tp == 1``: ``(False,)``. TP first, so ties keep TP."""
+    if tp <= 1 or not spec.is_moe:
+        return (False,)
+    modes = []
+    if not _experts_need_ep(spec, tp):
+        modes.append(False)
+    if spec.num_experts % tp == 0:
+        modes.append(True)
+    return tuple(modes)
 
 
 def _experts_need_ep(spec: ModelSpec, tp: int) -> bool:
@@ -266,25 +290,31 @@ def _experts_need_ep(spec: ModelSpec, tp: int) -> bool:
     if tp <= 1 or not spec.is_moe:
         return False
     shard = spec.moe_intermediate_size / tp
-    return spec.weight_precision == "fp8" and (shard != int(shard) or int(shard) % 128 != 0)
+    if shard != int(shard):
+        return True
+    return spec.weight_precision == "fp8" and int(shard) % 128 != 0
 
 
-def tp_group_problem(base: Problem, tp: int) -> Problem | None:
+def tp_group_problem(base: Problem, tp: int, ep: bool | None = None) -> Problem | None:
     """The problem whose "GPUs" are TP groups of ``tp`` interchangeable GPUs on one host.
 
     Groups are cut from twin classes (GPUs with equal prices and equal links to every other GPU,
     :func:`llmplan.plan.helr.twin_classes`) split by host, so every way of forming them is
     equivalent and the exact solver's result on this problem is exact over all plans whose stages
-    are such groups. Experts are sharded by TP; by EP (``--enable-expert-parallel``) where TP
-    slices of an expert would break fp8 blocks -- both priced alike: with TP attention vLLM
-    all-reduces the MoE output either way. None when no group can be formed.
+    are such groups. ``ep`` picks how MoE experts are held (:func:`expert_modes`; None: the first
+    valid mode). None when no group can be formed or ``ep`` is not valid at ``tp``.
     """
     from llmplan.plan.helr import twin_classes
 
     if tp == 1:
-        return base
+        return None if ep else base
     spec = base.spec
     if tp_infeasible_reason(spec, tp):
+        return None
+    modes = expert_modes(spec, tp)
+    if ep is None:
+        ep = modes[0]
+    elif ep not in modes:
         return None
     groups: list[list[int]] = []
     for cls in twin_classes(base):
@@ -295,7 +325,7 @@ def tp_group_problem(base: Problem, tp: int) -> Problem | None:
             groups.extend(members[k * tp : (k + 1) * tp] for k in range(len(members) // tp))
     if not groups:
         return None
-    return groups_problem(base, groups, tp)
+    return groups_problem(base, groups, tp, ep)
 
 
 def tp_candidate_groups(base: Problem, tp: int) -> list[list[int]]:
@@ -315,8 +345,9 @@ def tp_candidate_groups(base: Problem, tp: int) -> list[list[int]]:
     return out
 
 
-def groups_problem(base: Problem, groups: list[list[int]], tp: int) -> Problem:
-    """A problem whose entries are the given TP groups (indices into ``base.gpus``), priced at ``tp``."""
+def groups_problem(base: Problem, groups: list[list[int]], tp: int, ep: bool | None = None) -> Problem:
+    """A problem whose entries are the given TP groups (indices into ``base.gpus``), priced at ``tp``
+    with experts held as ``ep`` says (None: the first of :func:`expert_modes`)."""
     spec = base.spec
     tp_links = []
     for g in groups:
@@ -340,10 +371,10 @@ def groups_problem(base: Problem, groups: list[list[int]], tp: int) -> Problem:
         base.topology,
         tp=tp,
         tp_links=tp_links,
+        ep=expert_modes(spec, tp)[0] if ep is None else ep,
     )
     pb.members = [tuple(base.gpus[i].node for i in g) for g in groups]
     pb.hosts = [base.hosts[g[0]] if base.hosts else "" for g in groups]
-    pb.expert_parallel = _experts_need_ep(spec, tp)
     return pb
 
 
@@ -359,18 +390,17 @@ def memory_breakdown(
 ) -> tuple[float, float, float]:
     """(weights, KV reserve, free) in GiB per GPU for ``count`` layers on GPU (TP group) ``g`` (exact
     per layer kind when ``start`` is given, else every layer priced as the largest kind, as the caps are)."""
-    spec, wl, tp = problem.spec, problem.workload, problem.tp
+    spec, wl, tp, ep = problem.spec, problem.workload, problem.tp, problem.expert_parallel
     layers = (
-        spec.range_weight_bytes(start, start + count)
+        range_weight_bytes_per_gpu(spec, start, start + count, tp, ep)
         if start is not None
-        else count * spec.layer_weight_bytes
+        else count * layer_weight_bytes_per_gpu(spec, tp, ep)
     )
     w = (
         layers
-        + (spec.embed_weight_bytes if role & FIRST else 0)
-        + (spec.head_weight_bytes if role & LAST else 0)
+        + ((spec.embed_weight_bytes if role & FIRST else 0) + (spec.head_weight_bytes if role & LAST else 0))
+        / tp
     )
-    w /= tp
     if start is not None:  # the stage's own layer kinds (sliding-window layers capped)
         per_request = wl.kv_tokens // wl.max_batch
         kv = wl.max_batch * spec.range_kv_bytes_per_seq(start, start + count, per_request)

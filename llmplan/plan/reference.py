@@ -36,8 +36,9 @@ def brute_force_frontier(problem: Problem) -> dict[int, Placement]:
 def brute_force_joint_frontier(base: Problem, tp_degrees: tuple[int, ...] = (1, 2, 4, 8)) -> dict[int, float]:
     """Min latency per GPU count over every TP degree, every ordered sequence of disjoint TP groups
     drawn from *all* candidate groups (every ``t`` interchangeable GPUs on one host, not one
-    partition of them) and every layer composition. Returns {gpus: latency}."""
-    from llmplan.plan.problem import groups_problem, tp_candidate_groups, tp_infeasible_reason
+    partition of them), each way of holding MoE experts (TP-sharded or EP) and every layer
+    composition. Returns {gpus: latency}."""
+    from llmplan.plan.problem import expert_modes, groups_problem, tp_candidate_groups, tp_infeasible_reason
 
     n = base.n_layers
     best: dict[int, float] = {}
@@ -47,15 +48,16 @@ def brute_force_joint_frontier(base: Problem, tp_degrees: tuple[int, ...] = (1, 
         cands = [[i] for i in range(len(base.gpus))] if t == 1 else tp_candidate_groups(base, t)
         if not cands:
             continue
-        pb = base if t == 1 else groups_problem(base, cands, t)
-        for s in range(1, min(n, len(cands)) + 1):
-            comps = list(_compositions(n, s))
-            for order in itertools.permutations(range(len(cands)), s):
-                used = [g for k in order for g in cands[k]]
-                if len(set(used)) != len(used):
-                    continue
-                for counts in comps:
-                    m = pb.evaluate(list(order), list(counts))
-                    if m is not None and m["latency_s"] < best.get(s * t, float("inf")):
-                        best[s * t] = m["latency_s"]
+        for ep in expert_modes(base.spec, t):
+            pb = base if t == 1 else groups_problem(base, cands, t, ep)
+            for s in range(1, min(n, len(cands)) + 1):
+                comps = list(_compositions(n, s))
+                for order in itertools.permutations(range(len(cands)), s):
+                    used = [g for k in order for g in cands[k]]
+                    if len(set(used)) != len(used):
+                        continue
+                    for counts in comps:
+                        m = pb.evaluate(list(order), list(counts))
+                        if m is not None and m["latency_s"] < best.get(s * t, float("inf")):
+                            best[s * t] = m["latency_s"]
     return dict(sorted(best.items()))

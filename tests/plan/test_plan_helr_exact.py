@@ -236,3 +236,60 @@ def test_tp_group_frontier_equals_cpsat_on_16_gpus(tp: int) -> None:
         assert res.optimal and res.placement is not None
         assert fast[s].latency == pytest.approx(res.placement.latency, abs=1e-5)
         assert fast[s].latency <= res.placement.latency + 1e-12
+
+
+def _small_moe(layers: int, fp8: bool):
+    """Qwen3-MoE's layer kinds shrunk: 8 experts, top-2, 256-wide (fp8: TP 4 slices are 64 wide,
+    so TP 4 exists only as EP; TP 2 has both)."""
+    s = dataclasses.replace(
+        get_model_spec("qwen3-30b-a3b"),
+        num_hidden_layers=layers,
+        num_experts=8,
+        num_experts_per_tok=2,
+        moe_intermediate_size=256,
+    )
+    return s.with_precision("fp8") if fp8 else s
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(random_tp_bed(), st.booleans(), st.sampled_from(["roofline", "ops"]))
+def test_joint_frontier_with_expert_parallelism_equals_brute_force(bed, fp8: bool, cost_model: str) -> None:
+    """MoE: the joint frontier over TP degree x (TP-sharded experts | EP) x pipeline equals brute force."""
+    from llmplan.plan.costmodel import CostParams
+    from llmplan.plan.planner import joint_frontier
+    from llmplan.plan.reference import brute_force_joint_frontier
+
+    gpus, links, layers, wl, _ = bed
+    spec = _small_moe(layers, fp8)
+    base = problem_from_graph(spec, make_graph(gpus, links), wl, CostParams(cost_model=cost_model))
+    fast = joint_frontier(base, (1, 2, 4))
+    ref = brute_force_joint_frontier(base, (1, 2, 4))
+    assert fast.keys() == ref.keys()
+    for g in ref:
+        assert fast[g].latency == pytest.approx(ref[g], rel=1e-9, abs=1e-12), g
+
+
+def test_ep_is_on_the_joint_frontier_of_a_small_moe_bed() -> None:
+    """A case the random beds cover, pinned: 4 NVLinked GPUs, where EP is on the frontier both
+    where it is the only way (fp8, TP 4) and where it beats TP-sharded experts (bf16, TP 4)."""
+    from llmplan.plan.costmodel import CostParams
+    from llmplan.plan.planner import joint_frontier
+    from llmplan.plan.problem import tp_group_problem
+    from llmplan.plan.reference import brute_force_joint_frontier
+
+    gpus = [{"memory_gib": 3.0, "bf16_tflops": 312.0, "hbm_gbps": 2000.0, "host": "n0"} for _ in range(4)]
+    links = {(i, j): "NV12" for i in range(4) for j in range(i + 1, 4)}
+    wl = PlanWorkload(max_batch=8, input_len=2048, output_len=128)
+    for fp8 in (True, False):
+        base = problem_from_graph(
+            _small_moe(4, fp8), make_graph(gpus, links), wl, CostParams(cost_model="roofline")
+        )
+        fast = joint_frontier(base, (1, 2, 4))
+        assert fast[4].tp == 4 and fast[4].problem.expert_parallel, fp8
+        tp_experts = tp_group_problem(base, 4, False)
+        if fp8:
+            assert tp_experts is None  # 256 / 4 = 64: not whole fp8 128-blocks
+        else:
+            assert frontier(tp_experts)[1].latency > fast[4].latency
+        ref = brute_force_joint_frontier(base, (1, 2, 4))
+        assert {g: c.latency for g, c in fast.items()} == pytest.approx(ref, rel=1e-9)
