@@ -40,6 +40,7 @@ Examples:
   llmplan bench --trace synthetic:rate=8,cv=2,n=2000 --slo fixed:ttft=1,tpot=0.1,e2e=60
   llmplan bench --trace azure --max-requests 2000 --sweep-rate 2,4,6,8,10
   llmplan bench --trace azure -n 2000 --compare vllm,distserve,banaserve --sweep-rate 1,5,10,20
+  llmplan bench --trace sharegpt -n 2000 --rate-scale 8 --compare fcfs,sjf --repeat 5 --warmup 30
   llmplan bench --target http://127.0.0.1:8000 --trace azure --max-requests 100 --rate-scale 4
   llmplan bench --trace azure -n 60 --rate-scale 0.5 --compare vllm,distserve,banaserve --live
 """
@@ -217,6 +218,17 @@ def register(app: typer.Typer) -> None:
             help="Joules in the report (modelled): max (every step at the max SM clock), greenserve "
             "(EcoFreq per-iteration clocks + EcoRoute decode routing, docs/energy.md) or off.",
         ),
+        repeat: int = typer.Option(
+            1,
+            "--repeat",
+            help="Run K seeds (--seed, --seed+1, ...: synthetic arrivals, SLO draws, predictor noise) and "
+            "report mean and 95%% confidence interval (Student t) of each headline metric; comparisons call "
+            "a paired difference whose interval contains 0 a tie.",
+        ),
+        warmup: float = typer.Option(
+            0.0, "--warmup", help="Leave requests arriving in the first S seconds out of every statistic "
+            "(they still run and stay in the per-request CSV, flagged in_warmup)."
+        ),
         jobs: int = typer.Option(
             None, "--jobs", "-j", help="Simulations to run in parallel (default: one per CPU core)."
         ),
@@ -300,6 +312,15 @@ def register(app: typer.Typer) -> None:
             sweep_target=sweep_target, instances=instances, rate_scale=rate_scale, time_scale=time_scale,
             live_scale=live_scale,
         )  # fmt: skip
+        from llmplan.validate import integer, number
+
+        integer(repeat, "--repeat", lo=1, hi=100, fix="seeds to run, e.g. --repeat 3")
+        number(warmup, "--warmup", lo=0, fix="seconds of warm-up to leave out, e.g. --warmup 60")
+        if (repeat > 1 or warmup > 0) and (target or live):
+            raise LlmplanError(
+                "--repeat/--warmup apply to simulated runs; a live replay (--target/--live) runs once: "
+                "drop them"
+            )
         if time_scale is not None:  # the old live-only spelling of the same knob
             from llmplan.cli._flags import deprecated
 
@@ -332,6 +353,8 @@ def register(app: typer.Typer) -> None:
             allow_profile_mismatch=allow_profile_mismatch,
             record_token_times=token_times,
             energy=_energy_mode(energy),
+            repeat=repeat,
+            warmup_s=warmup,
             command=shlex.join(["llmplan", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else "",
         )
         # Load (and maybe download, with its own progress bar) before the run display starts:

@@ -24,13 +24,38 @@ class RunMetrics:
     summary: dict[str, Any]
 
 
-def compute_metrics(result: RunResult, workload: Workload | None = None) -> RunMetrics:
-    """Validate ``result`` (raising on broken invariants) and compute every metric."""
+def compute_metrics(
+    result: RunResult, workload: Workload | None = None, *, warmup_s: float = 0.0
+) -> RunMetrics:
+    """Validate ``result`` (raising on broken invariants) and compute every metric.
+
+    ``warmup_s`` > 0 excludes requests that arrived in the first ``warmup_s`` seconds (from the
+    first arrival) and the instance samples taken then from every statistic. They stay in the
+    per-request frame, flagged in its ``in_warmup`` column, so nothing is lost; the summary
+    says how many were left out. Joules (when modelled) still cover the whole run.
+    """
     tokens = token_times(result.records)
     validate_run(result, workload, tokens)
     frame = request_frame(result, tokens)
     samples = sample_frame(result)
-    summary = summarize(frame, itl=pooled_itl(result, tokens), samples=samples, counters=result.counters)
+    if warmup_s > 0 and result.records:
+        cutoff = min(r.arrival_s for r in result.records) + warmup_s
+        kept = RunResult(
+            records=[r for r in result.records if r.arrival_s >= cutoff],
+            samples=[s for s in result.samples if s.t_s >= cutoff],
+            # Counted over the whole run: the measured window recounts preemptions from its rows.
+            counters={k: v for k, v in result.counters.items() if k != "preemptions"},
+            meta=result.meta,
+        )
+        kept_tokens = token_times(kept.records)
+        measured = request_frame(kept, kept_tokens)
+        kept_samples = sample_frame(kept)
+        summary = summarize(measured, itl=pooled_itl(kept, kept_tokens), samples=kept_samples,
+                            counters=kept.counters)  # fmt: skip
+        frame["in_warmup"] = frame["arrival_s"] < cutoff
+        summary["warmup"] = {"warmup_s": float(warmup_s), "excluded_requests": int(frame["in_warmup"].sum())}
+    else:
+        summary = summarize(frame, itl=pooled_itl(result, tokens), samples=samples, counters=result.counters)
     if result.meta.get("energy"):  # joules (llmplan.energy; modelled in the simulator)
         summary["energy"] = result.meta["energy"]
     return RunMetrics(frame, samples, summary)

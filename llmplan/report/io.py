@@ -66,6 +66,7 @@ def to_json(report: BenchReport) -> dict[str, Any]:
                 "goodput_distserve": report.goodput_distserve,
             },
             "extra": report.extra,
+            "repeats": report.repeats,
         }
     )
 
@@ -160,7 +161,11 @@ def _report_from(data: dict, directory: Path, jpath: Path) -> BenchReport:
         df = pd.read_csv(cpath, keep_default_na=True)
         recomputed = add_slo_flags(df.copy())
         saved_att = entry["summary"]["attainment"]["all"]
-        att = float(recomputed["slo_met"].mean())
+        # --warmup: the summary covers the rows after the warm-up only.
+        measured = recomputed
+        if "in_warmup" in recomputed:
+            measured = recomputed[~recomputed["in_warmup"].astype(bool)]
+        att = float(measured["slo_met"].mean())
         if saved_att is not None and abs(att - saved_att) > 1e-9:
             raise LlmplanError(f"{cpath} does not match report.json ({_mismatch(att, saved_att, len(df))}); "
                                "the directory was edited by hand: re-run llmplan bench")  # fmt: skip
@@ -183,4 +188,5 @@ def _report_from(data: dict, directory: Path, jpath: Path) -> BenchReport:
         sweep_target=sweep.get("target", 0.9),
         goodput_distserve=sweep.get("goodput_distserve", {}),
         extra=data.get("extra", {}),
+        repeats=data.get("repeats") or {},
     )

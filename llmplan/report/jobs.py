@@ -61,7 +61,7 @@ def run_job(job: SimJob, sink: Callable[[str, int, int], None] | None = None) ->
     result, sim_cfg = simulate_once(
         job.workload, job.cluster, job.cfg, job.policy, _throttled(job.label, sink)
     )
-    return compute_metrics(result, job.workload), sim_cfg
+    return compute_metrics(result, job.workload, warmup_s=getattr(job.cfg, "warmup_s", 0.0)), sim_cfg
 
 
 def default_jobs(n_jobs: int) -> int:

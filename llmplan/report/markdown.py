@@ -7,6 +7,7 @@ from pathlib import Path
 
 from llmplan.metrics.summary import reason_kinds
 from llmplan.report.model import BenchReport, slug, throughput_rows
+from llmplan.report.repeats import markdown as repeats_markdown
 
 
 def _ms(v: float | None) -> str:
@@ -194,6 +195,7 @@ def render_markdown(report: BenchReport, plots: list[Path]) -> str:
         out.append("")
         header, trows = throughput_rows(report)
         out += ["## Output throughput vs rate (tokens/s over the makespan)", "", _table(header, trows), ""]
+    out += repeats_markdown(report.repeats)
     for key, section in report.extra.items():
         out += [f"## {key}", "", section if isinstance(section, str) else f"```\n{section}\n```", ""]
     if plots:

@@ -39,6 +39,9 @@ class BenchReport:
     goodput_distserve: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Free-form extra sections, e.g. predicted vs measured when a calibration is compared.
     extra: dict[str, Any] = field(default_factory=dict)
+    # --repeat K: per label and headline metric, mean and 95% t-interval over K seeds, and the
+    # paired comparisons (llmplan.report.repeats); empty for a single run.
+    repeats: dict[str, Any] = field(default_factory=dict)
 
     def sweep_frame(self) -> pd.DataFrame:
         rows = []

@@ -18,6 +18,7 @@ from llmplan.errors import LlmplanError
 from llmplan.metrics import RunMetrics, compute_metrics, distserve_goodput
 from llmplan.metrics.types import RunResult
 from llmplan.report.model import BenchReport, SweepPoint
+from llmplan.report.repeats import aggregate as aggregate_repeats
 from llmplan.workload import load_workload, offered_rate
 from llmplan.workload.shaping import rescale_rate
 from llmplan.workload.types import Workload
@@ -63,6 +64,10 @@ class BenchConfig:
     # Joules in the report (llmplan.energy, modelled): "max" accounts every step at the maximum
     # SM clock; "greenserve" also runs EcoFreq clocks and EcoRoute; "off" skips it.
     energy: str = "max"
+    # --repeat K: K seeds (seed, seed+1, ...) per label, reported as mean and 95% interval.
+    repeat: int = 1
+    # --warmup S: requests arriving in the first S seconds are left out of every statistic.
+    warmup_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -590,6 +595,11 @@ def run_bench(
     """
     if not cfg.policies:
         raise LlmplanError("no policy to run; pass --policy NAME or --compare A,B")
+    if cfg.repeat > 1 and cfg.sweep_rates:
+        raise LlmplanError(
+            "--repeat with --sweep-rate would run every rate K times; repeat one rate at a time "
+            "(--rate-scale) or drop --repeat"
+        )
     if workload is None:
         workload = load_workload(
             cfg.trace,
@@ -603,7 +613,17 @@ def run_bench(
     cluster = build_system_cluster(cfg) if system_names(cfg.policies) else build_cluster(cfg)
     from llmplan.report.jobs import SimJob, run_jobs
 
+    _check_warmup(workload, cfg.warmup_s)
     jobs = [SimJob(p, p, workload, cluster, cfg) for p in cfg.policies]
+    seeds = [cfg.seed + k for k in range(max(1, cfg.repeat))]
+    for seed in seeds[1:]:
+        # Each seed redraws what it drives: synthetic arrivals, SLO draws, predictor noise.
+        wl_k = load_workload(
+            cfg.trace, rate_scale=cfg.rate_scale, window=cfg.window, max_requests=cfg.max_requests,
+            seed=seed, slo=cfg.slo, show_progress=False,
+        )  # fmt: skip
+        cfg_k = replace(cfg, seed=seed)
+        jobs += [SimJob(f"{p}#seed{seed}", p, wl_k, cluster, cfg_k) for p in cfg.policies]
     base = offered_rate(workload)
     rates = sorted(cfg.sweep_rates or [])
     if rates and (not base or base == float("inf")):
@@ -619,8 +639,13 @@ def run_bench(
     per_system: dict[str, dict[str, Any]] = {}
     sweep: list[SweepPoint] = []
     goodput: dict[str, dict[str, Any]] = {}
+    per_seed: dict[str, list[dict[str, Any]]] = {p: [] for p in cfg.policies}
     for job, (metrics, sc) in zip(jobs, results, strict=True):
+        if "#seed" in job.label:
+            per_seed[job.policy].append(metrics.summary)
+            continue
         if job.label == job.policy:
+            per_seed[job.policy].insert(0, metrics.summary)
             runs[job.policy] = metrics
             sim_cfg = sc
             per_system[job.policy] = sc
@@ -652,7 +677,21 @@ def run_bench(
         sweep=sweep,
         sweep_target=cfg.sweep_target,
         goodput_distserve=goodput,
+        repeats=aggregate_repeats(per_seed, seeds) if len(seeds) > 1 else {},
     )
+
+
+def _check_warmup(workload: Workload, warmup_s: float) -> None:
+    """--warmup must leave requests to measure."""
+    if warmup_s <= 0 or not len(workload):
+        return
+    arrivals = [r.arrival_s for r in workload.requests]
+    span = max(arrivals) - min(arrivals)
+    if warmup_s > span:
+        raise LlmplanError(
+            f"--warmup {warmup_s:g} s covers the whole workload (its arrivals span {span:.1f} s); "
+            "use a shorter warm-up or a longer --window/--max-requests"
+        )
 
 
 def live_report(

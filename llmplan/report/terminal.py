@@ -87,6 +87,33 @@ def _j(s: dict, key: str, fmt: str, scale: float = 1.0) -> str:
     return "-" if v is None else fmt.format(v * scale)
 
 
+def repeats_table(report: BenchReport) -> Table | None:
+    """``--repeat K``: mean ± 95% CI per headline metric, then the paired comparisons' verdicts."""
+    from llmplan.report.repeats import comparison_rows, rows
+
+    if not report.repeats:
+        return None
+    rp = report.repeats
+    header, body = rows(rp)
+    t = Table(title=f"{rp['k']} seeds ({', '.join(map(str, rp['seeds']))}): mean ± {rp['confidence']:.0%} CI",
+              header_style="bold cyan")  # fmt: skip
+    for h in header:
+        t.add_column(h, justify="left" if h == "metric" else "right")
+    for r in body:
+        t.add_row(*r)
+    labels = header[1:]
+    by_metric: dict[str, dict[str, str]] = {}
+    for metric, pair, diff, verdict in comparison_rows(rp)[1]:
+        colour = {"better": "green", "worse": "red"}.get(verdict, "yellow")
+        by_metric.setdefault(metric, {})[pair.split(" − ")[0]] = f"{diff} [{colour}]{verdict}[/]"
+    if by_metric and t.rows:
+        t.rows[-1].end_section = True
+    for metric, cells in by_metric.items():
+        base = f"vs {labels[0]}" if labels else ""
+        t.add_row(f"{metric}: paired diff", *(cells.get(lb, base) for lb in labels))
+    return t
+
+
 def sweep_table(report: BenchReport) -> Table | None:
     df = report.sweep_frame()
     if df.empty:
@@ -143,6 +170,9 @@ def print_report(report: BenchReport, console: Console) -> None:
             "other runs"
         )
     console.print(summary_table(report))
+    rt = repeats_table(report)
+    if rt is not None:
+        console.print(rt)
     st = sweep_table(report)
     if st is not None:
         console.print(st)
