@@ -127,6 +127,8 @@ class LLMEngine:
         if tok_eos is not None:
             eos.add(int(tok_eos))
         self.eos_ids = frozenset(eos)
+        # Optional per-iteration GPU clock control (llmplan.energy.live.LiveClockControl).
+        self.clock_control = None
         self._t0 = time.perf_counter()
         self._next_rid = 0
         self._by_id: dict[str, SeqState] = {}
@@ -262,7 +264,12 @@ class LLMEngine:
         batch = sch.schedule(self.now())
         if not batch.items:
             return 0
+        cc = self.clock_control
+        if cc is not None:
+            cc.before_step(batch, sch.waiting, self.now())
         result = self.executor.execute(batch)
+        if cc is not None:
+            cc.after_step(batch, float(result.duration_s))
         self.last_step = result
         self._busy_s += max(0.0, float(result.duration_s))
         done = sch.update(batch, result, self.now())
