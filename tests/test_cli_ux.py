@@ -193,3 +193,14 @@ def test_no_progress_when_stderr_is_not_a_terminal(tmp_path) -> None:
                "--out", str(tmp_path))  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert out.stderr == ""  # no bar, no final frame of one, in logs and pipes
+
+
+def test_plan_short_t_is_deprecated_because_bench_t_is_the_trace() -> None:
+    args = ("plan", "--model", "chatglm2-6b", "--mode", "HE")
+    new = _cli(*args, "--topology", "preset:4x-rtx3090")
+    old = _cli(*args, "-t", "preset:4x-rtx3090")
+    assert new.returncode == old.returncode == 0
+    assert old.stdout == new.stdout
+    want = "deprecated: -t preset:4x-rtx3090 is the old spelling; write --topology preset:4x-rtx3090"
+    assert want in old.stderr
+    assert "deprecated" not in new.stderr

@@ -41,7 +41,10 @@ def register(app: typer.Typer) -> None:
         model: str | None = typer.Option(
             None, "--model", "-m", help="Catalog name (e.g. llama-2-7b) or path to a HF config.json."
         ),
-        topology: str = typer.Option("auto", "--topology", "-t", help=TOPOLOGY_HELP),
+        topology: str = typer.Option("auto", "--topology", help=TOPOLOGY_HELP),
+        topology_short: str | None = typer.Option(
+            None, "-t", hidden=True, help="Deprecated: --topology (-t is --trace in bench)."
+        ),
         mode: str = typer.Option("HELR", "--mode", help="HE | LR | HELR."),
         a1: float = typer.Option(0.5, "--a1", help="HELR weight of latency."),
         a2: float = typer.Option(0.5, "--a2", help="HELR weight of the GPU count."),
@@ -138,6 +141,11 @@ def register(app: typer.Typer) -> None:
         from llmplan.plan.types import PlanWorkload
         from llmplan.topology import load_topology
 
+        if topology_short is not None:  # one letter, two meanings: bench's -t is --trace
+            from llmplan.cli._flags import deprecated
+
+            deprecated(f"-t {topology_short}", f"--topology {topology_short}")
+            topology = topology_short
         if plan_file is not None:
             from llmplan.plan.types import Plan
 
