@@ -115,6 +115,9 @@ class DeploymentSpec:
     admission: str | None = None  # front-end queue order; None: no front end
     kv_store: str | None = None
     cost_profile: str | None = None  # a calibration profile; None: the planner's roofline
+    # The serving engine whose per-step overhead prices each step (llmplan.opcost.engines):
+    # llmplan | vllm | sglang | trtllm. A plan's `vllm serve` line and the simulator model vLLM.
+    serving_engine: str = "vllm"
     plan_mode: str | None = None
     source: str = ""  # who wrote it: "llmplan plan", "llmplan serve", "llmplan bench"
     version: int = SPEC_VERSION
@@ -152,6 +155,9 @@ class DeploymentSpec:
                 "instance roles mix colocated and P/D or lack one side; use all 'both', or prefill + decode"
             )
         self.engine.validate()
+        from llmplan.opcost.engines import canonical_engine
+
+        self.serving_engine = canonical_engine(self.serving_engine, "serving_engine")
         from llmplan.routing import router_names
 
         if self.router.lower() not in router_names():
@@ -247,7 +253,7 @@ class DeploymentSpec:
         base = dict(
             model=plan.model, instances=insts, topology=plan.topology or None, device=gpu,
             weight_dtype=str(dtype), plan_mode=plan.mode, engine=engine or EngineArgs(),
-            source="llmplan plan",
+            serving_engine=str((plan.params or {}).get("serving_engine") or "vllm"), source="llmplan plan",
         )  # fmt: skip
         base.update(kw)
         return cls(**base).validate()

@@ -73,3 +73,9 @@ def parse_power_caps(values: Iterable[str] | str | None) -> dict[int, float]:
                 )
             caps[idx] = w
     return caps
+
+
+SERVING_ENGINE_HELP = (
+    "Serving engine whose per-step overhead prices each step: llmplan | vllm | sglang | trtllm "
+    "(llmplan.opcost.engines; llmplan's is measured, the others are published-figure estimates)."
+)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from llmplan.cli._common import console, err_console, print_json
+from llmplan.cli._flags import SERVING_ENGINE_HELP
 from llmplan.cli.engine_args import (
     block_size_option,
     chunked_prefill_option,
@@ -259,6 +260,13 @@ def register(app: typer.Typer) -> None:
             "--allow-profile-mismatch",
             help="Use a --calibration profile measured on another model, device or dtype anyway.",
         ),
+        serving_engine: str = typer.Option(
+            None,
+            "--serving-engine",
+            help=SERVING_ENGINE_HELP + " Default: the --config/--plan's, else vllm (the simulator "
+            "reproduces vLLM V1's scheduler). With --calibration the profile's measured steps already "
+            "include it.",
+        ),
         live: bool = typer.Option(
             False,
             "--live",
@@ -279,6 +287,7 @@ def register(app: typer.Typer) -> None:
         from llmplan.cli.engine_args import engine_args, policy_from
         from llmplan.deployment import DeploymentSpec
         from llmplan.errors import LlmplanError
+        from llmplan.opcost.engines import canonical_engine
         from llmplan.report import print_report, to_json, write_report
         from llmplan.report.progress import bench_progress
         from llmplan.report.runner import DEFAULT_POLICIES, BenchConfig, run_bench, system_names
@@ -351,6 +360,7 @@ def register(app: typer.Typer) -> None:
             sweep_target=sweep_target,
             calibration=str(calibration) if calibration else None,
             allow_profile_mismatch=allow_profile_mismatch,
+            serving_engine=canonical_engine(serving_engine) if serving_engine else None,
             record_token_times=token_times,
             energy=_energy_mode(energy),
             repeat=repeat,

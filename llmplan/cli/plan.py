@@ -6,7 +6,13 @@ from pathlib import Path
 
 import typer
 
-from llmplan.cli._flags import POWER_CAP_HELP, POWER_CAP_METAVAR, TOPOLOGY_HELP, parse_power_caps
+from llmplan.cli._flags import (
+    POWER_CAP_HELP,
+    POWER_CAP_METAVAR,
+    SERVING_ENGINE_HELP,
+    TOPOLOGY_HELP,
+    parse_power_caps,
+)
 
 HELP = """Place a model's layers on GPUs as pipeline stages of tensor-parallel groups (TP 1/2/4/8 within
 a host, EP for MoE where needed), exactly optimal for the chosen objective.
@@ -76,6 +82,11 @@ def register(app: typer.Typer) -> None:
         ),
         memory_eff: float | None = typer.Option(
             None, "--memory-eff", help="Roofline: fraction of peak HBM GB/s."
+        ),
+        serving_engine: str = typer.Option(
+            "vllm",
+            "--serving-engine",
+            help=SERVING_ENGINE_HELP + " Default vllm: the engine of the `vllm serve` line the plan prints.",
         ),
         out: Path | None = typer.Option(None, "--out", "-o", help="Save the plan (.json or .yaml)."),
         as_json: bool = typer.Option(
@@ -160,9 +171,11 @@ def register(app: typer.Typer) -> None:
             slo_ttft=slo_ttft, slo_tpot=slo_tpot, attainment=attainment, kv_quantile=kv_quantile,
             compute_eff=compute_eff, memory_eff=memory_eff,
         )  # fmt: skip
+        from llmplan.opcost.engines import params_for_engine
+
+        params = params_for_engine(serving_engine, CostParams())  # refuses an unknown engine first
         spec = get_model_spec(model).with_precision(weight_dtype, kv_dtype)
         graph = load_topology(topology, parse_power_caps(power_cap) or None)
-        params = CostParams()
         if compute_eff is not None:
             params = dataclasses.replace(params, compute_eff=compute_eff)
         if memory_eff is not None:
@@ -348,6 +361,7 @@ def _show(plan, as_json: bool, show_device_map: bool) -> None:
     )
     for line in plan.explanation:
         console.print(f"  - {line}", highlight=False)
+    _engine_line(plan)
     if cmd:
         console.print(f"[bold]vllm:[/] {cmd}", highlight=False, soft_wrap=True)
         console.print(f"  ({note})", highlight=False)
@@ -365,6 +379,22 @@ def _show(plan, as_json: bool, show_device_map: bool) -> None:
         spans = [f"{st.layer_start}-{st.layer_end - 1}->cuda:{st.device}" for st in plan.stages]
         console.print(
             f"[bold]device_map:[/] layers {', '.join(spans)} ({len(dm)} modules; --device-map prints it)",
+            highlight=False,
+        )
+
+
+def _engine_line(plan) -> None:
+    """Say which engine priced the plan when it is not vLLM, the engine of the command printed."""
+    from llmplan.cli._common import console
+    from llmplan.opcost.engines import engine_overhead
+
+    eng = (plan.params or {}).get("serving_engine") or "vllm"
+    if eng != "vllm":
+        e = engine_overhead(eng)
+        console.print(
+            f"  - priced for serving engine {e.engine}: {e.per_step_s * 1e3:g} ms per step "
+            f"({'measured' if e.measured else 'estimate'}: {e.source}); the vllm line runs it on vLLM "
+            f"({engine_overhead('vllm').per_step_s * 1e3:g} ms per step)",
             highlight=False,
         )
 
@@ -398,6 +428,7 @@ def _show_fill(plan, as_json: bool) -> None:
     )
     for line in plan.explanation:
         console.print(f"  - {line}", highlight=False)
+    _engine_line(plan)
 
 
 def _fill_table(plan, k: int):

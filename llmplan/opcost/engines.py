@@ -12,8 +12,9 @@ Only exposed overhead counts (CPU work the GPU waits for). Measured vs estimated
 * ``sglang``: 0.1 ms, **estimate**. SGLang v0.4 blog (LMSYS, 2024-12-04), "zero-overhead batch
   scheduler": the CPU schedules one batch ahead; Nsight shows no GPU idle time between consecutive
   decode batches (Triton backend).
-* ``tensorrt-llm``: 0.1 ms, **estimate**. TensorRT-LLM docs, "Overlap Scheduler" (on by default: the
-  CPU work of step n runs while the GPU computes step n+1); C++ runtime.
+* ``trtllm`` (TensorRT-LLM; ``tensorrt-llm`` is accepted): 0.1 ms, **estimate**. TensorRT-LLM
+  docs, "Overlap Scheduler" (on by default: the CPU work of step n runs while the GPU computes
+  step n+1); C++ runtime.
 """
 
 from __future__ import annotations
@@ -43,24 +44,42 @@ ENGINES: dict[str, EngineOverhead] = {
         EngineOverhead(
             "sglang", 1e-4, False, "SGLang v0.4 blog, LMSYS 2024-12-04 (zero-overhead batch scheduler)"
         ),
-        EngineOverhead("tensorrt-llm", 1e-4, False, "TensorRT-LLM docs: Overlap Scheduler (default on)"),
+        EngineOverhead("trtllm", 1e-4, False, "TensorRT-LLM docs: Overlap Scheduler (default on)"),
     )
 }
+ALIASES = {"tensorrt-llm": "trtllm", "tensorrt_llm": "trtllm", "tensorrtllm": "trtllm", "builtin": "llmplan"}
+# What each command models unless told otherwise: ``plan`` prints a ``vllm serve`` line and the
+# simulator reproduces vLLM V1's scheduler (chunked prefill, 256 sequences, 8192-token budget).
+DEFAULT_ENGINE = "vllm"
+
+
+def canonical_engine(engine: str, flag: str = "--serving-engine") -> str:
+    """``"TensorRT-LLM"`` -> ``"trtllm"``; an unknown name is refused in one line naming the choices."""
+    key = str(engine).strip().lower()
+    key = ALIASES.get(key, key)
+    if key not in ENGINES:
+        raise LlmplanError(f"{flag} {engine!r} is unknown; use one of {'|'.join(ENGINES)}")
+    return key
 
 
 def engine_overhead(engine: str) -> EngineOverhead:
-    try:
-        return ENGINES[engine.lower()]
-    except KeyError:
-        raise LlmplanError(f"unknown engine {engine!r}; known: {', '.join(ENGINES)}") from None
+    return ENGINES[canonical_engine(engine)]
 
 
 def params_for_engine(engine: str, base=None):  # noqa: ANN001, ANN201 - CostParams, imported lazily
-    """``CostParams`` whose per-iteration overhead is the engine's."""
+    """``CostParams`` that model ``engine``: its per-iteration overhead, its name recorded."""
     import dataclasses
 
     from llmplan.plan.costmodel import DEFAULT_PARAMS
 
+    e = engine_overhead(engine)
     return dataclasses.replace(
-        base or DEFAULT_PARAMS, iteration_overhead_s=engine_overhead(engine).per_step_s
+        base or DEFAULT_PARAMS, iteration_overhead_s=e.per_step_s, serving_engine=e.engine
     )
+
+
+def describe(engine: str) -> dict[str, object]:
+    """The engine as reports record it: name, per-step overhead, measured or estimated, source."""
+    e = engine_overhead(engine)
+    return {"serving_engine": e.engine, "per_step_overhead_s": e.per_step_s, "measured": e.measured,
+            "source": e.source}  # fmt: skip

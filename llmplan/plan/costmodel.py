@@ -88,7 +88,10 @@ class CostParams:
     memory_eff: fraction of peak HBM bandwidth that weight/KV streaming reaches (~0.8).
     link_eff: fraction of a link's nominal bandwidth that NCCL send/recv reaches (~0.8).
     layer_overhead_s: kernel-launch and small-op cost per layer per iteration.
-    iteration_overhead_s: scheduler, sampling and Python cost per iteration.
+    iteration_overhead_s: scheduler, sampling and Python cost per iteration (the serving engine's
+        exposed per-step overhead; 1 ms is vLLM's figure in :mod:`llmplan.opcost.engines`).
+    serving_engine: the engine these parameters model (``llmplan | vllm | sglang | trtllm``); build
+        them with :func:`llmplan.opcost.engines.params_for_engine`, which sets the overhead to match.
     gpu_memory_utilization: fraction of device memory the engine may use (vLLM's default 0.9);
         the rest covers the CUDA context, NCCL buffers and allocator fragmentation.
     activation_reserve_gib: transient activation workspace per GPU (prefill peak).
@@ -106,6 +109,7 @@ class CostParams:
     gpu_memory_utilization: float = 0.9
     activation_reserve_gib: float = 0.5
     cost_model: str = field(default_factory=lambda: os.environ.get("LLMPLAN_COST_MODEL", "ops"))
+    serving_engine: str = "vllm"
 
 
 DEFAULT_PARAMS = CostParams()

@@ -59,6 +59,9 @@ class BenchConfig:
     sweep_target: float = 0.9
     calibration: str | None = None
     allow_profile_mismatch: bool = False
+    # The serving engine whose per-step overhead prices each step (llmplan.opcost.engines);
+    # None: the deployment spec's, else vllm (the simulator reproduces vLLM V1's scheduler).
+    serving_engine: str | None = None
     record_token_times: bool = True
     command: str = ""
     # Joules in the report (llmplan.energy, modelled): "max" accounts every step at the maximum
@@ -183,6 +186,26 @@ def build_system_cluster(cfg: BenchConfig) -> Cluster:
     return Cluster([], desc, None, None)
 
 
+def serving_engine_of(cfg: BenchConfig) -> str:
+    """The engine a run models: ``--serving-engine``, else the deployment spec's, else vLLM (the
+    simulator's scheduler is vLLM V1's: chunked prefill, 256 sequences, 8192-token budget)."""
+    from llmplan.opcost.engines import DEFAULT_ENGINE, canonical_engine
+
+    if cfg.serving_engine:
+        return canonical_engine(cfg.serving_engine)
+    spec_engine = (cfg.deployment or {}).get("serving_engine")
+    return canonical_engine(spec_engine, "serving_engine") if spec_engine else DEFAULT_ENGINE
+
+
+def _engine_desc(cfg: BenchConfig) -> dict[str, Any]:
+    from llmplan.opcost.engines import describe
+
+    d = describe(serving_engine_of(cfg))
+    if cfg.calibration:
+        d["note"] = "not applied: the calibration profile's measured steps include the engine's overhead"
+    return d
+
+
 def build_cluster(cfg: BenchConfig) -> Cluster:
     """The simulated deployment: every instance of a plan, each priced as planned.
 
@@ -215,16 +238,27 @@ def build_cluster(cfg: BenchConfig) -> Cluster:
             )
         topology = own or topology
     graph = load_topology(topology)
-    if plan is not None:
-        pass
+    from dataclasses import asdict
+
+    from llmplan.opcost.engines import params_for_engine
+
+    engine_name = serving_engine_of(cfg)
+    if plan is not None:  # a saved plan is simulated as planned, priced for the engine that serves it
+        plan.params = asdict(params_for_engine(engine_name, plan.cost_params()))
     elif replicate:
         from llmplan.plan.planner import make_plan
 
-        plan = make_plan(get_model_spec(cfg.model), graph, cfg.plan_mode, topology=topology)
+        plan = make_plan(
+            get_model_spec(cfg.model), graph, cfg.plan_mode, topology=topology,
+            params=params_for_engine(engine_name),
+        )  # fmt: skip
     else:
         from llmplan.plan.planner import fill_plan
 
-        plan = fill_plan(get_model_spec(cfg.model), graph, cfg.plan_mode, topology=topology)
+        plan = fill_plan(
+            get_model_spec(cfg.model), graph, cfg.plan_mode, topology=topology,
+            params=params_for_engine(engine_name),
+        )  # fmt: skip
     base = cluster_from_plan(plan, graph, block_size=cfg.engine.block_size)
     if cfg.disaggregation is not None:
         n_p, n_d = cfg.disaggregation
@@ -285,6 +319,7 @@ def build_cluster(cfg: BenchConfig) -> Cluster:
         "kv_blocks_per_instance": [s.num_blocks for s in specs],
         "block_size": cfg.engine.block_size,
         "cost_model": "calibration:" + cfg.calibration if cfg.calibration else _default_cost_label(),
+        "serving_engine": _engine_desc(cfg),
     }
     if cost is not None:
         desc["calibration"] = {k: getattr(cost, k, None) for k in ("model", "device", "dtype")}
@@ -373,9 +408,12 @@ def build_spec_cluster(cfg: BenchConfig, spec: DeploymentSpec) -> Cluster:
             f"measure one: `llmplan calibrate --dummy-weights {spec.model} --out profile.json`, then pass "
             "--calibration profile.json"
         )
+    from llmplan.opcost.engines import params_for_engine
+
+    params = params_for_engine(serving_engine_of(cfg))
     specs = []
     for inst in spec.instances:
-        c = cost if cost is not None else default_cost(spec.model, device, inst.tp)
+        c = cost if cost is not None else default_cost(spec.model, device, inst.tp, params)
         blocks = inst.num_kv_blocks or kv_capacity_blocks(c, spec.engine.block_size)
         if not blocks:
             raise LlmplanError(
@@ -395,6 +433,7 @@ def build_spec_cluster(cfg: BenchConfig, spec: DeploymentSpec) -> Cluster:
         "kv_blocks_per_instance": [s.num_blocks for s in specs],
         "block_size": spec.engine.block_size,
         "cost_model": "calibration:" + cfg.calibration if cfg.calibration else _default_cost_label(),
+        "serving_engine": _engine_desc(cfg),
     }
     return Cluster(specs, desc, cost, None, None, device)
 
@@ -441,6 +480,7 @@ def deployment_of_run(cfg: BenchConfig, cluster: Cluster, policy: str) -> dict[s
         router=cfg.router,
         cost_profile=cfg.calibration,
         plan_mode=getattr(plan, "mode", None),
+        serving_engine=serving_engine_of(cfg),
         source="llmplan bench",
     )
     return spec.to_dict()

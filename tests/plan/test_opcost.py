@@ -69,11 +69,12 @@ def test_engine_overheads_are_sourced_and_change_only_the_step_term() -> None:
     from llmplan.opcost.engines import ENGINES, engine_overhead, params_for_engine
     from llmplan.plan.costmodel import DEFAULT_PARAMS
 
-    assert set(ENGINES) == {"llmplan", "vllm", "sglang", "tensorrt-llm"}
+    assert set(ENGINES) == {"llmplan", "vllm", "sglang", "trtllm"}
+    assert engine_overhead("TensorRT-LLM").engine == "trtllm"
     assert all(e.source for e in ENGINES.values())
     assert [e.engine for e in ENGINES.values() if e.measured] == ["llmplan"]  # the others are estimates
     p = params_for_engine("SGLang")
-    assert p.iteration_overhead_s == engine_overhead("sglang").per_step_s
+    assert p.iteration_overhead_s == engine_overhead("sglang").per_step_s and p.serving_engine == "sglang"
     assert p.compute_eff == DEFAULT_PARAMS.compute_eff and p.cost_model == DEFAULT_PARAMS.cost_model
-    with pytest.raises(LlmplanError, match="known: llmplan, vllm"):
+    with pytest.raises(LlmplanError, match="use one of llmplan|vllm|sglang|trtllm"):
         engine_overhead("tgi")

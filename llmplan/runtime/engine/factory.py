@@ -261,7 +261,7 @@ def engine_deployment(c: EngineConfig, engine: Any) -> dict[str, Any]:
     spec = DeploymentSpec(
         model=model, instances=[inst], weight_dtype=str(resolve_dtype(c.dtype)).removeprefix("torch."),
         device=device, engine=args, kv_store=None if c.kv_store is None else str(c.kv_store),
-        source="llmplan serve",
+        serving_engine="llmplan", source="llmplan serve",
     )  # fmt: skip
     return spec.to_dict()
 

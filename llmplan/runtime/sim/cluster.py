@@ -9,15 +9,16 @@ from llmplan.plan.costmodel import IterationCost
 from llmplan.runtime.sim.config import InstanceSpec, SimConfig
 
 
-def default_cost(model: str, gpu: str, tp: int = 1) -> Any:
-    """The planner's roofline for ``model`` on ``tp`` identical ``gpu``s (one instance)."""
+def default_cost(model: str, gpu: str, tp: int = 1, params: Any = None) -> Any:
+    """The planner's cost model for ``model`` on ``tp`` identical ``gpu``s (one instance);
+    ``params`` (``CostParams``, e.g. one serving engine's) default to the planner's."""
     from llmplan.models import get_model_spec
-    from llmplan.plan.costmodel import GIB, GpuPerf, InstanceCost
+    from llmplan.plan.costmodel import DEFAULT_PARAMS, GIB, GpuPerf, InstanceCost
     from llmplan.topology.specs import spec_for
 
     g = spec_for(gpu)
     perf = GpuPerf(g.model, g.bf16_tflops * 1e12, g.hbm_gbps * 1e9, g.memory_gib * GIB)
-    return InstanceCost.single(get_model_spec(model), perf, tp=tp)
+    return InstanceCost.single(get_model_spec(model), perf, tp=tp, params=params or DEFAULT_PARAMS)
 
 
 def model_context(config: SimConfig) -> int | None:
