@@ -16,7 +16,9 @@ Why the frontier is exact without enumerating orders (the thesis' subsets x bitm
 
 1. *Layers are identical.* A stage's cost depends only on (GPU, layer count, role) where the
    role says whether it holds the embeddings (first) and/or the head (last). Contiguity is
-   therefore free: any count vector is realised by consecutive ranges.
+   therefore free: any count vector is realised by consecutive ranges. (Layer kinds enter only
+   through the role caps: the first stage always holds layers [0, c), so its cap prices
+   DeepSeek's first-k dense layers as dense; other stages are capped as the largest kind.)
 2. *Separation.* ``latency = sum_stages a(g, c, role) + sum_links a(link) + K * beta + const``
    with ``a = prefill + O * decode`` and ``beta`` the prefill bottleneck. Enumerating ``beta`` over
    the finite set of stage/link prefill times (the optimum's bottleneck is one of them), a

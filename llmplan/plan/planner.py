@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from llmplan.errors import InfeasibleError
 from llmplan.plan.costmodel import DEFAULT_PARAMS, GIB, CostParams
-from llmplan.plan.helr import MODES, Placement, PlanTooLargeError, choose, frontier, helr_score
+from llmplan.plan.helr import MODES, Placement, PlanTooLargeError, choose, frontier, helr_score, twin_classes
 from llmplan.plan.problem import (
     FIRST,
     LAST,
@@ -139,8 +139,9 @@ def joint_frontier(base: Problem, tp_degrees: tuple[int, ...] = TP_DEGREES) -> d
     """
     best: dict[int, JointChoice] = {}
     variants = [(d, ep) for d in sorted(set(tp_degrees)) for ep in expert_modes(base.spec, d)]
+    twins = twin_classes(base) if any(d > 1 for d, _ in variants) else None
     for t, ep in variants:
-        pb = tp_group_problem(base, t, ep)
+        pb = tp_group_problem(base, t, ep, twins)
         if pb is None:
             continue
         try:

@@ -174,7 +174,20 @@ def build_problem(
     ctx = wl.input_len + wl.output_len / 2  # mean context over the decode phase
     kv_split = _kv_split(spec, tp)
     ep = ep and tp > 1 and spec.is_moe
-    layer_bytes = layer_weight_bytes_per_gpu(spec, tp, ep) + kv_reserve_per_layer(spec, wl) / kv_split
+    kv_layer = kv_reserve_per_layer(spec, wl) / kv_split
+    layer_bytes = layer_weight_bytes_per_gpu(spec, tp, ep) + kv_layer
+    # The first stage holds layers [0, c): DeepSeek's first-k dense layers are priced as dense there
+    # (every other stage as the largest kind: it starts past them unless the first stage holds
+    # fewer than k layers, where the cap stays conservative).
+    n_small = spec.dense_layers if spec.moe_layers else 0
+    small_bytes = layer_weight_bytes_per_gpu(spec, tp, ep, moe=False) + kv_layer
+
+    def cap(room: float, first: bool) -> int:
+        if first and n_small and room >= n_small * small_bytes:
+            return n_small + math.floor((room - n_small * small_bytes) / layer_bytes + 1e-9)
+        per = small_bytes if first and n_small else layer_bytes
+        return max(0, math.floor(room / per + 1e-9))
+
     pre_bytes = activation_bytes(spec, wl.input_len)
     dec_bytes = activation_bytes(spec, wl.max_batch)
     costs = []
@@ -185,7 +198,7 @@ def build_problem(
             extra = (spec.embed_weight_bytes if role & FIRST else 0) + (
                 spec.head_weight_bytes if role & LAST else 0
             )
-            caps.append(max(0, math.floor((usable - extra / tp) / layer_bytes + 1e-9)))
+            caps.append(cap(usable - extra / tp, bool(role & FIRST)))
         ar_p = ar_d = 0.0
         if tp > 1:
             lk = tp_links[k] if tp_links else LinkPerf(math.inf, 0.0, "SELF")
@@ -295,14 +308,17 @@ def _experts_need_ep(spec: ModelSpec, tp: int) -> bool:
     return spec.weight_precision == "fp8" and int(shard) % 128 != 0
 
 
-def tp_group_problem(base: Problem, tp: int, ep: bool | None = None) -> Problem | None:
+def tp_group_problem(
+    base: Problem, tp: int, ep: bool | None = None, twins: list[list[int]] | None = None
+) -> Problem | None:
     """The problem whose "GPUs" are TP groups of ``tp`` interchangeable GPUs on one host.
 
     Groups are cut from twin classes (GPUs with equal prices and equal links to every other GPU,
     :func:`llmplan.plan.helr.twin_classes`) split by host, so every way of forming them is
     equivalent and the exact solver's result on this problem is exact over all plans whose stages
     are such groups. ``ep`` picks how MoE experts are held (:func:`expert_modes`; None: the first
-    valid mode). None when no group can be formed or ``ep`` is not valid at ``tp``.
+    valid mode). ``twins``: ``twin_classes(base)`` when the caller has it. None when no group can be
+    formed or ``ep`` is not valid at ``tp``.
     """
     from llmplan.plan.helr import twin_classes
 
@@ -317,7 +333,7 @@ def tp_group_problem(base: Problem, tp: int, ep: bool | None = None) -> Problem 
     elif ep not in modes:
         return None
     groups: list[list[int]] = []
-    for cls in twin_classes(base):
+    for cls in twins if twins is not None else twin_classes(base):
         by_host: dict[str, list[int]] = {}
         for i in cls:
             by_host.setdefault(base.hosts[i] if base.hosts else "", []).append(i)
@@ -389,7 +405,7 @@ def memory_breakdown(
     problem: Problem, g: int, count: int, role: int, start: int | None = None
 ) -> tuple[float, float, float]:
     """(weights, KV reserve, free) in GiB per GPU for ``count`` layers on GPU (TP group) ``g`` (exact
-    per layer kind when ``start`` is given, else every layer priced as the largest kind, as the caps are)."""
+    per layer kind when ``start`` is given, else every layer priced as the largest kind)."""
     spec, wl, tp, ep = problem.spec, problem.workload, problem.tp, problem.expert_parallel
     layers = (
         range_weight_bytes_per_gpu(spec, start, start + count, tp, ep)

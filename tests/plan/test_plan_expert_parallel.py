@@ -129,3 +129,47 @@ def test_simulator_prices_the_planned_tp_or_ep_instance_as_the_planner(model: st
     assert cost.prefill_time(wl.input_len) == pytest.approx(plan.metrics["ttft_s"], rel=1e-9)
     st = plan.instances[0].stages[0]
     assert cost.stages[0].weight_bytes_per_gpu(cost.spec) / 2**30 == pytest.approx(st.weights_gib, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    "model,tp,ep", [("deepseek-v3", 8, False), ("deepseek-v3", 8, True), ("deepseek-v2-lite", 1, False)]
+)
+def test_first_stage_caps_price_the_dense_layers_it_holds(model: str, tp: int, ep: bool) -> None:
+    """The first stage holds layers [0, c): its cap counts DeepSeek's first-k dense layers at their
+    own size (the exact bytes of memory_breakdown), not as MoE layers."""
+    import numpy as np
+
+    from llmplan.plan.costmodel import GIB, GpuPerf, _kv_split, range_weight_bytes_per_gpu
+    from llmplan.plan.problem import FIRST, MIDDLE, ONLY, build_problem, kv_reserve_per_layer
+
+    spec = get_model_spec(model)
+    if model == "deepseek-v3":
+        spec = spec.with_precision("fp8")
+    wl = PlanWorkload(max_batch=8, input_len=1024, output_len=256)
+    kv = kv_reserve_per_layer(spec, wl) / _kv_split(spec, tp)
+    layer_gib = (
+        range_weight_bytes_per_gpu(spec, spec.num_hidden_layers - 1, spec.num_hidden_layers, tp, ep) / GIB
+    )
+    for mem in np.linspace(layer_gib * 4, layer_gib * (spec.num_hidden_layers + 6), 23):
+        g = GpuPerf("x", 1e15, 3e12, float(mem) * GIB)
+        pb = build_problem(spec, [("g0", g)], np.full((1, 1), -1), [], wl, tp=tp, ep=ep)
+        usable = g.usable_bytes(pb.params)
+        for role in (FIRST, ONLY):
+            extra = (spec.embed_weight_bytes + (spec.head_weight_bytes if role == ONLY else 0)) / tp
+            fits = [
+                c
+                for c in range(spec.num_hidden_layers + 1)
+                if range_weight_bytes_per_gpu(spec, 0, c, tp, ep) + c * kv + extra <= usable * (1 + 1e-12)
+            ]
+            want = max(fits) if fits else 0
+            assert min(pb.gpus[0].caps[role], spec.num_hidden_layers) == min(want, spec.num_hidden_layers)
+        # the middle stage (past the dense layers) stays priced as MoE layers
+        assert pb.gpus[0].caps[MIDDLE] == max(
+            0, int(usable // (range_weight_bytes_per_gpu(spec, 5, 6, tp, ep) + kv))
+        )
+    # where it matters: the old cap priced every layer as an MoE layer
+    big = range_weight_bytes_per_gpu(spec, 5, 6, tp, ep) + kv
+    g = GpuPerf("x", 1e15, 3e12, 12 * layer_gib * GIB)
+    pb = build_problem(spec, [("g0", g)], np.full((1, 1), -1), [], wl, tp=tp, ep=ep)
+    old = int((g.usable_bytes(pb.params) - spec.embed_weight_bytes / tp) // big)
+    assert pb.gpus[0].caps[FIRST] > old
