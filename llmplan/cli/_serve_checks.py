@@ -60,10 +60,19 @@ def check_serve_options(
         if model is not None and not model.expanduser().is_dir():
             what = "is a file" if model.expanduser().exists() else "does not exist"
             raise LlmplanError(f"--model {model} {what}; point it at a local Hugging Face model directory")
+        cfg = None
         if dummy_weights is not None:
             from llmplan.runtime.engine.config import catalog_config
 
-            catalog_config(dummy_weights)  # an unknown name: the catalog's one-line refusal
+            cfg = catalog_config(dummy_weights)  # an unknown name: the catalog's one-line refusal
+        elif model is not None:
+            from llmplan.runtime.engine.config import load_hf_config
+
+            cfg = load_hf_config(model.expanduser())
+        if cfg is not None and max_model_len is not None and max_model_len > cfg.max_model_len:
+            from llmplan.runtime.engine.factory import served_context
+
+            served_context(cfg.max_model_len, max_model_len, cfg.name)  # refused before any weight loads
     check_device_dtype(device, dtype)
     if log_level.upper() not in logging.getLevelNamesMapping():
         raise LlmplanError(f"unknown --log-level {log_level!r}; use debug, info, warning or error")

@@ -37,9 +37,7 @@ def check_plan_dict(d: Any, where: str) -> dict[str, Any]:
     if "model_spec" not in d:
         raise LlmplanError(f"{where}: not a llmplan plan (no 'model_spec'); {FIX}")
     spec = mapping(d["model_spec"], f"{where}: model_spec", FIX)
-    n_layers = spec.get("num_hidden_layers")
-    if n_layers is not None:
-        n_layers = integer(n_layers, f"{where}: model_spec.num_hidden_layers", lo=1, hi=100_000, fix=FIX)
+    n_layers = _check_model_spec(spec, f"{where}: model_spec")
     if "instances" not in d:
         raise LlmplanError(f"{where}: not a llmplan plan (no 'instances'); {FIX}")
     instances = sequence(d["instances"], f"{where}: instances", FIX)
@@ -108,3 +106,30 @@ def check_plan_dict(d: Any, where: str) -> dict[str, Any]:
     if d.get("pd") is not None:
         mapping(d["pd"], f"{where}: pd", FIX)
     return d
+
+
+_SPEC_SIZES = (
+    "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+    "vocab_size",
+)  # fmt: skip
+
+
+def _check_model_spec(spec: dict[str, Any], where: str) -> int:
+    """The plan's embedded model: the sizes the cost model divides and multiplies by are positive
+    whole numbers, the names are text, and the whole builds a ModelSpec. Returns the layer count."""
+    from llmplan.models.spec import ModelSpec
+
+    for key in ("name", "family"):
+        if not isinstance(spec.get(key), str):
+            raise LlmplanError(f"{where}.{key} must be text (got {spec.get(key)!r}); {FIX}")
+    sizes = {k: integer(spec.get(k), f"{where}.{k}", lo=1, hi=1 << 24, fix=FIX) for k in _SPEC_SIZES}
+    for key in ("max_position_embeddings", "head_dim_override"):
+        if spec.get(key) is not None:
+            integer(spec[key], f"{where}.{key}", lo=1, hi=MAX_COUNT, fix=FIX)
+    try:
+        ModelSpec.from_dict(spec)
+    except (TypeError, ValueError, KeyError, ZeroDivisionError) as exc:
+        raise LlmplanError(
+            f"{where} does not describe a model ({type(exc).__name__}: {exc}); {FIX}"
+        ) from None
+    return sizes["num_hidden_layers"]
