@@ -244,11 +244,19 @@ def build_graph(
 MAX_GPUS = 2048
 
 
+# Far above any real part (an H200 has 141 GiB, 4.8 TB/s, 989 TFLOP/s, 700 W), far below what
+# overflows the planner's arithmetic: a 1e300 GiB GPU is a typo, not hardware.
+_CEILING = {
+    "memory_gib": 1e6, "bf16_tflops": 1e6, "hbm_gbps": 1e6, "power_limit_w": 1e5, "tdp_w": 1e5,
+    "bandwidth_gbps": 1e6, "latency_us": 1e9,
+}  # fmt: skip
+
+
 def validate_graph(G: nx.Graph, where: str) -> nx.Graph:
     """Refuse a topology the planner cannot price: every GPU needs a positive finite memory, compute,
     HBM bandwidth (and power limit/TDP when given), a unique whole index; every link a positive finite
     bandwidth and a finite latency >= 0. ``where`` names the source in the message."""
-    from llmplan.validate import integer, number, positive
+    from llmplan.validate import integer, number
 
     fix = "fix the topology file (or re-export it with `llmplan topology --json`)"
     gpus = [n for n, d in G.nodes(data=True) if d.get("kind") == "gpu"]
@@ -264,10 +272,10 @@ def validate_graph(G: nx.Graph, where: str) -> nx.Graph:
             raise LlmplanError(f"{where}: {seen[idx]} and {n} both have index {idx}; indices must be unique")
         seen[idx] = n
         for key in ("memory_gib", "bf16_tflops", "hbm_gbps"):
-            positive(d.get(key), f"{where}: {n}.{key}", fix=fix)
+            number(d.get(key), f"{where}: {n}.{key}", lo=0, lo_open=True, hi=_CEILING[key], fix=fix)
         for key in ("power_limit_w", "tdp_w"):
             if d.get(key) is not None:
-                positive(d.get(key), f"{where}: {n}.{key}", fix=fix)
+                number(d.get(key), f"{where}: {n}.{key}", lo=0, lo_open=True, hi=_CEILING[key], fix=fix)
         if d.get("compute_scale") is not None:
             number(d["compute_scale"], f"{where}: {n}.compute_scale", lo=0, hi=1, lo_open=True, fix=fix)
     ordered = sorted(gpus, key=lambda n: G.nodes[n]["index"])
@@ -276,8 +284,10 @@ def validate_graph(G: nx.Graph, where: str) -> nx.Graph:
             if not G.has_edge(a, b):
                 raise LlmplanError(f"{where}: no link between {a} and {b}; every GPU pair needs one ({fix})")
     for u, v, d in G.edges(data=True):
-        positive(d.get("bandwidth_gbps"), f"{where}: link {u}-{v} bandwidth_gbps", fix=fix)
-        number(d.get("latency_us"), f"{where}: link {u}-{v} latency_us", lo=0, fix=fix)
+        number(d.get("bandwidth_gbps"), f"{where}: link {u}-{v} bandwidth_gbps", lo=0, lo_open=True,
+               hi=_CEILING["bandwidth_gbps"], fix=fix)  # fmt: skip
+        number(d.get("latency_us"), f"{where}: link {u}-{v} latency_us", lo=0,
+               hi=_CEILING["latency_us"], fix=fix)  # fmt: skip
     return G
 
 
