@@ -747,16 +747,21 @@ CASES: list[Case] = [
     ("report-json-list", ["report", "{d}", "--no-plots"], {"report.json": [1]}, "report.json"),
     ("report-json-empty", ["report", "{d}", "--no-plots"], {"report.json": {}}, "report.json"),
     # ---- predict ----
-    ("predict-query-missing", ["predict", "query", "hi", "--model", "{d}/nope"], {}, "nope"),
-    ("predict-query-empty-dir", ["predict", "query", "hi", "--model", "{d}"], {}, "predictor"),
-    ("predict-query-file", ["predict", "query", "hi", "--model", "{d}/f"], {"f": "x"}, "f"),
+    ("predict-query-missing", ["predict", "query", "hi", "--predictor", "{d}/nope"], {}, "nope"),
+    ("predict-query-empty-dir", ["predict", "query", "hi", "--predictor", "{d}"], {}, "predictor"),
+    ("predict-query-file", ["predict", "query", "hi", "--predictor", "{d}/f"], {"f": "x"}, "f"),
     (
         "predict-query-bad-config",
-        ["predict", "query", "hi", "--model", "{d}"],
+        ["predict", "query", "hi", "--predictor", "{d}"],
         {"config.json": BINARY, "head.safetensors": "x"},
         "config.json",
     ),
-    ("predict-update-missing", ["predict", "update", "{d}/nope.jsonl", "--model", "{d}"], {}, "nope.jsonl"),
+    (
+        "predict-update-missing",
+        ["predict", "update", "{d}/nope.jsonl", "--predictor", "{d}"],
+        {},
+        "nope.jsonl",
+    ),
     ("predict-train-epochs-0", ["predict", "train", "--epochs", "0", "--out", "{d}/o"], {}, "--epochs"),
     ("predict-train-lr-nan", ["predict", "train", "--lr", "nan", "--out", "{d}/o"], {}, "--lr"),
     (
