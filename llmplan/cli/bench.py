@@ -126,7 +126,10 @@ def register(app: typer.Typer) -> None:
             "--trace",
             "-t",
             help="azure (=azure-conv), azure-code, azure-conv-2024, azure-code-2024, "
-            "sharegpt[:rate=R,tokenizer=llama3|mistral], synthetic[:rate=R,n=N,cv=C,arrival=poisson|gamma,"
+            "sharegpt[:rate=R,tokenizer=llama3|mistral], "
+            "sharegpt-multiturn[:rate=SESSIONS/S,think=S,reply_tpot=S,max_context=T,tokenizer=...], "
+            "shared-prefix[:groups=G,per_group=N,system_len=T,question_len=T,output_len=T,rate=R] "
+            "(prompts as exact token ids, docs/bench.md), synthetic[:rate=R,n=N,cv=C,arrival=poisson|gamma,"
             "lengths=lognormal|empirical,...], or file:PATH "
             "(CSV/JSONL: TIMESTAMP,ContextTokens,GeneratedTokens).",
         ),

@@ -46,6 +46,8 @@ class PromptSynthesizer:
         n = spec.prompt_tokens
         if n < 1:
             raise ValueError(f"request {spec.rid} has {n} prompt tokens; a prompt needs at least one")
+        if spec.token_ids is not None:
+            return self._exact(spec.token_ids)
         body = self._draw((1, spec.rid), n)
         if spec.prefix_id is not None and spec.prefix_tokens > 0:
             k = min(spec.prefix_tokens, n)
@@ -55,3 +57,11 @@ class PromptSynthesizer:
                 self._prefixes[spec.prefix_id] = prefix
             body[:k] = prefix[:k]
         return body.tolist()
+
+    def _exact(self, ids: object) -> list[int]:
+        """The workload's own token ids; ids beyond this server's vocabulary are folded into
+        [low, high) by one fixed map, so prompts that share a prefix still share it."""
+        arr = np.asarray(ids, dtype=np.int64)
+        if len(arr) and (arr.max() >= self.vocab_size or arr.min() < 0):
+            arr = self.low + np.abs(arr) % (self.high - self.low)
+        return arr.tolist()

@@ -30,6 +30,8 @@ TRACE_NAMES = [
     "azure-conv-2024",
     "azure-code-2024",
     "sharegpt",
+    "sharegpt-multiturn",
+    "shared-prefix",
     "synthetic",
     "file:PATH",
 ]
@@ -99,6 +101,8 @@ def load_workload(
         wl = _load_synthetic(
             spec, _kv(spec, rest, _SYNTH_DEFAULTS), seed=seed, show_progress=show_progress, **shaping
         )
+    elif kind in ("shared-prefix", "sharegpt-multiturn"):
+        wl = _load_prefixed(kind, spec, rest, seed=seed, **shaping)
     elif kind == "sharegpt":
         wl = _load_sharegpt(spec, _kv(spec, rest, _SHAREGPT_DEFAULTS), seed=seed, **shaping)
     else:
@@ -170,6 +174,29 @@ def _load_synthetic(
     reqs, meta = shape(arrival, p, o, **shaping)
     meta.update({k: v for k, v in opt.items() if k != "n"}, n=n, arrival=process)
     return Workload("synthetic", reqs, source=spec, meta=meta)
+
+
+def _load_prefixed(kind: str, spec: str, rest: str, *, seed: int, **shaping: Any) -> Workload:
+    """shared-prefix / sharegpt-multiturn (llmplan.workload.prefixed): prompts as exact token ids."""
+    from llmplan.workload import prefixed
+
+    if kind == "shared-prefix":
+        pf = prefixed.shared_prefix(spec, _kv(spec, rest, prefixed.SHARED_PREFIX_DEFAULTS), seed=seed)
+    else:
+        opt = _kv(spec, rest, prefixed.MULTITURN_DEFAULTS)
+        limit = opt["n"] if shaping["max_requests"] is None else shaping["max_requests"]
+        pf = prefixed.sharegpt_multiturn(spec, opt, seed=seed, limit=None if shaping["window"] else limit)
+        if opt["n"] is not None and shaping["max_requests"] is None:
+            shaping = {**shaping, "max_requests": opt["n"]}
+    # shape() reorders and cuts its columns; the request's index rides along as its "prompt".
+    reqs, meta = shape(pf.arrival, pf.prompt_tokens, pf.output_tokens,
+                       prompts=list(range(len(pf.arrival))), **shaping)  # type: ignore[arg-type]  # fmt: skip
+    for r in reqs:
+        k = int(r.prompt)  # type: ignore[arg-type]
+        r.prompt = None
+        r.token_ids, r.prefix_id, r.prefix_tokens = pf.token_ids[k], pf.prefix_id[k], pf.prefix_tokens[k]
+    meta.update(pf.meta)
+    return Workload(kind, reqs, source=spec, meta=meta)
 
 
 def _sharegpt_counts(scan: sharegpt.ShareGPTScan, tokenizer: str) -> tuple[np.ndarray, np.ndarray, str]:

@@ -151,3 +151,23 @@ class TokenCounter:
                     out += [len(self._tok.encode(t, bos=False, eos=False)) for t in part]
                 bar.advance(len(part))
         return out
+
+    def encode(self, texts: list[str], *, what: str = "texts") -> list:
+        """Token ids of ``texts`` (int32 numpy arrays, no special tokens), with a progress line."""
+        import numpy as np
+
+        from llmplan import progress
+
+        out: list = []
+        chunk = 1024
+        with progress.task(f"tokenizing {what} ({self.name})", total=len(texts), unit=what) as bar:
+            for s in range(0, len(texts), chunk):
+                part = texts[s : s + chunk]
+                if self.name == "llama3":
+                    out += [np.asarray(e.ids, dtype=np.int32)
+                            for e in self._tok.encode_batch(part, add_special_tokens=False)]  # fmt: skip
+                else:
+                    out += [np.asarray(self._tok.encode(t, bos=False, eos=False), dtype=np.int32)
+                            for t in part]  # fmt: skip
+                bar.advance(len(part))
+        return out

