@@ -155,3 +155,19 @@ def test_a_prompt_beyond_the_context_is_rejected_in_table_csv_and_json(tmp_path:
     s = json.loads((out / "report.json").read_text())["runs"]["fcfs"]["summary"]
     assert (s["completed"], s["rejected"], s["failed"]) == (2, 1, 0)
     assert list(s["failure_reasons"]) == [rej["reason"].iloc[0]]
+
+
+def test_a_spec_cluster_is_priced_only_where_a_price_is_known() -> None:
+    from llmplan.deployment import InstanceSpec
+    from llmplan.report.runner import BenchConfig, build_spec_cluster
+
+    def spec(source: str, device: str) -> DeploymentSpec:
+        return DeploymentSpec(model="llama-3.1-8b", instances=[InstanceSpec("i0"), InstanceSpec("i1")],
+                              device=device, source=source)  # fmt: skip
+
+    # A planned GPU deployment: the roofline of its GPU, KV sized from its memory.
+    cl = build_spec_cluster(BenchConfig(), spec("llmplan plan", "NVIDIA H100 80GB HBM3"))
+    assert [s.name for s in cl.instances] == ["i0", "i1"] and all(s.num_blocks > 1000 for s in cl.instances)
+    # A CPU has no roofline: its speed is measured (llmplan calibrate), not assumed.
+    with pytest.raises(LlmplanError, match="no roofline for a CPU"):
+        build_spec_cluster(BenchConfig(), spec("llmplan plan", "cpu"))
