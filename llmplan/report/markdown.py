@@ -40,6 +40,23 @@ def _att(m) -> float:
     return m.summary["attainment"]["all"] or 0.0
 
 
+def _repeat_answer(rp: dict) -> list[str]:
+    """With --repeat K: attainment as mean ± 95% interval per run, and each paired comparison."""
+    from llmplan.report.repeats import fmt_interval
+
+    if not rp or not rp.get("metrics"):
+        return []
+    per = "; ".join(f"{lb} {fmt_interval(m['attainment_all'], '%')}" for lb, m in rp["metrics"].items())
+    out = [f"Over {rp['k']} seeds (mean ± {rp.get('confidence', 0.95):.0%} interval), SLO attainment: {per}."]
+    for c in rp.get("comparisons", []):
+        d = c["diff"]
+        if c["metric"] != "attainment_all" or d.get("mean") is None or d.get("half") is None:
+            continue
+        out.append(f"{c['label']} vs {c['baseline']}: {d['mean'] * 100:+.1f} ± {d['half'] * 100:.1f} points, "
+                   f"paired by seed ({c['verdict']}).")  # fmt: skip
+    return out
+
+
 def answer(report: BenchReport) -> list[str]:
     """The report's first paragraph: which run won, by how much (or that they tie), and caveats."""
     runs = list(report.runs.items())
@@ -69,8 +86,10 @@ def answer(report: BenchReport) -> list[str]:
             lines = [f"**{best} {verb}{at}**: {_att(mb):.1%} of requests met every SLO, "
                      f"{gap * 100:+.1f} points over {second} ({rest}); goodput {g1:.2f} vs {g2:.2f} "
                      f"req/s{rel}."]  # fmt: skip
-            if gap < 0.01:
-                lines.append("One run per policy: a gap under 1 point may not survive another --seed.")
+            if gap < 0.01 and not report.repeats:
+                lines.append("One run per policy: a gap under 1 point may not survive another --seed "
+                             "(`--repeat K` gives intervals).")  # fmt: skip
+    lines += _repeat_answer(report.repeats)
     sat = [lb for lb, m in runs if m.summary["saturation"]["oversaturated"]]
     if sat:
         who = "every run is" if len(sat) == len(runs) else ", ".join(sat) + (" is" if len(sat) == 1 else

@@ -88,3 +88,15 @@ def test_the_sweep_leader_is_named_by_its_interpolated_goodput_and_ties_are_ties
     rep.goodput_distserve = {"fcfs": {"rate_rps": 4.0, "interpolated_rps": None},
                              "s3": {"rate_rps": 4.0, "interpolated_rps": None}}  # fmt: skip
     assert "every run ties at 4.00 req/s" in " ".join(answer(rep))
+
+
+def test_repeat_intervals_are_part_of_the_answer() -> None:
+    from llmplan.report.repeats import aggregate
+
+    runs = {"fcfs": [compute_metrics(_run(k)).summary for k in (30, 28, 31)],
+            "s3": [compute_metrics(_run(k)).summary for k in (10, 12, 9)]}  # fmt: skip
+    rep = _report(fcfs=30, s3=10)
+    rep.repeats = aggregate(runs, [0, 1, 2])
+    text = " ".join(answer(rep))
+    assert "**s3 wins" in text and "Over 3 seeds (mean ± 95% interval), SLO attainment: fcfs 70.3% ±" in text
+    assert "s3 vs fcfs: +19.3 ±" in text and "points, paired by seed (better)." in text
