@@ -353,7 +353,9 @@ class EnergyControl:
         name = inst.spec.name
         cc = self.costs[name]
         shape = _shape_of(batch)
-        ev = cc.evaluate(shape)
+        at_max = cc.f_mhz >= cc.power.f_max_mhz
+        # A stepped iteration at f_max took exactly the base model's time: no need to price it again.
+        ev = cc.evaluate(shape, base_t=dt if at_max and steps == 1 and t0 == inst.step_start else None)
         p = ev.power_w if ev.time_s > 0 else cc.idle_power_w()
         j = p * dt
         self.joules[name] += j
@@ -367,7 +369,7 @@ class EnergyControl:
         self.phase_j["decode"] += j * (1 - pre)
         dq = self.recent.get(name)
         if dq is not None:
-            t_max = cc.evaluate(shape, cc.power.f_max_mhz).time_s
+            t_max = ev.time_s if at_max else cc.evaluate(shape, cc.power.f_max_mhz).time_s
             dq.append((t1, dt * (t_max / ev.time_s if ev.time_s > 0 else 1.0)))
         pred = self.preds.get(name)
         if pred is not None and steps == 1:

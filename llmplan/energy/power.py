@@ -196,6 +196,21 @@ class ClockedCost:
     memory_eff: float = 0.8
     mhz: float = 0.0  # 0: f_max
     _cache: dict = field(default_factory=dict, repr=False)
+    _k: tuple | None = field(default=None, init=False, repr=False)
+
+    def _coefficients(self) -> tuple:
+        """Seconds per unit: (padded token, attention pair, logit) of compute; (fixed, KV token,
+        token) of memory traffic -- the model's constants, computed once."""
+        s = self.spec
+        L = s.num_hidden_layers
+        ic = 1.0 / (self.gpus * self.flops * self.compute_eff)
+        im = 1.0 / (self.gpus * self.mem_bw * self.memory_eff)
+        self._k = k = (
+            L * 2.0 * s.layer_linear_params * ic, L * s.attn_flops_per_pair * ic, s.head_flops_per_token * ic,
+            (L * s.layer_weight_bytes + s.vocab_size * s.hidden_size * s.dtype_bytes) * im,
+            L * s.kv_bytes_per_token_layer * im, L * 4 * s.hidden_size * s.dtype_bytes * im,
+        )
+        return k
 
     @classmethod
     def wrap(cls, cost: Any, power: ClockPower | None = None) -> ClockedCost:
@@ -223,30 +238,23 @@ class ClockedCost:
         return replace(self, mhz=mhz, _cache={})
 
     # ---- the split ---------------------------------------------------------------------
-    def _parts(self, shape: BatchShape) -> tuple[float, float, float, float]:
-        """(t at f_max, C, M, O) for ``shape``, all seconds."""
+    def _parts(self, shape: BatchShape, base_t: float | None = None) -> tuple[float, float, float, float]:
+        """(t at f_max, C, M, O) for ``shape``, all seconds (``base_t``: the base model's time for
+        it, when the caller already has it)."""
         key = (shape.prefill_tokens, shape.prefill_attn, shape.decode_seqs, shape.decode_ctx)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        t = self.base.iteration_time(shape)
-        s = self.spec
         tokens = shape.prefill_tokens + shape.decode_seqs
         if tokens <= 0:
             return (0.0, 0.0, 0.0, 0.0)
+        t = self.base.iteration_time(shape) if base_t is None else base_t
+        kl, ka, kh, m0, mk, mt = self._k or self._coefficients()
         tile = self.power.tile_tokens
-        padded = math.ceil(tokens / tile) * tile if tile > 1 else tokens
-        pairs = shape.prefill_attn + shape.decode_ctx
-        L = s.num_hidden_layers
-        flops = L * (2.0 * s.layer_linear_params * padded + s.attn_flops_per_pair * pairs)
-        flops += s.head_flops_per_token * (shape.decode_seqs + (1 if shape.prefill_tokens else 0))
-        c = flops / (self.gpus * self.flops * self.compute_eff)
-        nbytes = L * (
-            s.layer_weight_bytes
-            + s.kv_bytes_per_token_layer * (shape.decode_ctx + tokens)
-            + 4 * s.hidden_size * s.dtype_bytes * tokens
-        ) + s.vocab_size * s.hidden_size * s.dtype_bytes
-        m = nbytes / (self.gpus * self.mem_bw * self.memory_eff)
+        padded = -(-tokens // tile) * tile if tile > 1 else tokens
+        c = kl * padded + ka * (shape.prefill_attn + shape.decode_ctx)
+        c += kh * (shape.decode_seqs + (1 if shape.prefill_tokens else 0))
+        m = m0 + mk * (shape.decode_ctx + tokens) + mt * tokens
         # The base model may price below the analytic roofline (fitted ops curves): rescale so
         # the parts add up to its time at f_max.
         top = max(c, m)
@@ -259,12 +267,14 @@ class ClockedCost:
         self._cache[key] = out
         return out
 
-    def evaluate(self, shape: BatchShape, mhz: float | None = None) -> IterEnergy:
+    def evaluate(
+        self, shape: BatchShape, mhz: float | None = None, base_t: float | None = None
+    ) -> IterEnergy:
         """Time and energy of one iteration of ``shape`` at ``mhz`` (default: the current clock)."""
         pw = self.power
         f = mhz or self.f_mhz
         r = min(1.0, max(1e-3, f / pw.f_max_mhz))
-        t0, c, m, o = self._parts(shape)
+        t0, c, m, o = self._parts(shape, base_t)
         if t0 <= 0:
             return IterEnergy(0.0, 0.0, 0.0, 0.0, 0.0)
         inv = 1.0 / r - 1.0
