@@ -567,7 +567,9 @@ def _live_systems(
     report = BenchReport(
         runs={r.system: compute_metrics(r.result, wl) for r in runs},
         config={"bench": cfg.to_dict(), "live": {"model": model, "length_scale": scales,
-                                                 "commands": {r.system: r.argv for r in runs}}},
+                                                 "commands": {r.system: r.argv for r in runs}},
+                # What each deployment reported it runs (GET /v1/deployment of its front end).
+                "deployments": {r.system: r.deployment for r in runs}},
         workload=live_workload_info(wl, 1.0),
         seed=cfg.seed,
         version=__version__,

@@ -84,6 +84,8 @@ class LiveSystemRun:
     wall_s: float
     loadavg: tuple[float, float]  # 1-minute load average before and after the replay
     argv: list[str] = field(default_factory=list)
+    # What the deployment reported at GET /v1/deployment (llmplan.deployment), None if nothing.
+    deployment: dict | None = None
     migrations: float = 0.0  # layer migrations the controller executed (banaserve-workers)
     offloads: float = 0.0  # attention offloads the controller executed (banaserve-workers)
 
@@ -215,6 +217,7 @@ def run_live_system(
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             _wait_healthy(proc, url, cfg.start_timeout_s, system, workdir)
+            deployment = _deployment(url)
             before = {n: httpx.get(u + "/metrics").text for n, u in backends.items()}
             load0 = os.getloadavg()[0]
             t0 = time.monotonic()
@@ -275,7 +278,16 @@ def run_live_system(
         wall_s=wall,
         loadavg=(load0, load1),
         argv=argv,
+        deployment=deployment,
     )
+
+
+def _deployment(url: str) -> dict | None:
+    with contextlib.suppress(httpx.HTTPError, ValueError):
+        resp = httpx.get(url + "/v1/deployment", timeout=30)
+        if resp.status_code == 200:
+            return resp.json()
+    return None
 
 
 def _wait_healthy(proc: subprocess.Popen, url: str, timeout_s: float, system: str, workdir: Path) -> None:

@@ -69,3 +69,17 @@ def _seqs(reqs):
     from llmplan.runtime.core.types import SeqState
 
     return [SeqState(spec=r) for r in reqs]
+
+
+@pytest.mark.slow  # a front end and two backend processes
+def test_a_live_system_run_records_the_deployment_it_ran(tmp_path) -> None:
+    from llmplan.deployment import DeploymentSpec
+    from llmplan.frontend.live_systems import LiveConfig, run_live_system
+
+    wl = Workload("tiny", [RequestSpec(k, 0.05 * k, 20 + k, 3) for k in range(3)])
+    run = run_live_system("vllm", wl, tmp_path / "vllm", LiveConfig(max_num_seqs=8, num_kv_blocks=256))
+    assert [r.status for r in run.result.records] == ["ok"] * 3
+    spec = DeploymentSpec.from_dict(run.deployment)
+    assert [i.name for i in spec.instances] == ["engine0", "engine1"]
+    assert [i.num_kv_blocks for i in spec.instances] == [256, 256]
+    assert spec.router == "least-loaded" and spec.engine.max_num_seqs == 8
