@@ -4,8 +4,12 @@
 front end and two built-in backends with dummy weights, one process each, on 127.0.0.1),
 replays ``workload`` against it open loop (:func:`llmplan.loadgen.replay`), scrapes the
 backends' and the front end's ``/metrics`` and stops the deployment. The three systems differ
-only in how the two backends are used, as in the simulated comparison
-(:mod:`llmplan.migrate.systems`):
+only in how the two backends are used. They are NOT yet the systems the simulated comparison
+(:mod:`llmplan.migrate.systems`) defines: there ``vllm`` routes round-robin (here
+least-loaded) and ``banaserve`` is a P:D split with the migration controller (here two
+colocated instances sharing the store; the live controller exists only inside one
+multi-worker instance, ``banaserve-workers``). Each run records what it deployed
+(``LiveSystemRun.deployment``, from GET /v1/deployment), so reports show the difference:
 
 * ``vllm``      -- two colocated instances, continuous batching, least-loaded router;
 * ``distserve`` -- static 1:1 P/D (``--pd 1:1``): the prefill instance writes the prompt's KV
