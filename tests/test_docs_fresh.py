@@ -33,6 +33,9 @@ def test_the_docs_have_checked_blocks() -> None:
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
 def test_committed_outputs_match_what_the_code_prints(path: Path, capsys) -> None:
+    cmds = " ".join(c for b in regen.find_blocks(path) if not b.slow for _, c in b.commands())
+    if "../shared" in cmds and not (ROOT.parent / "shared").is_dir():
+        pytest.skip("its commands read ../shared (the data directory next to the clone), absent here")
     rc = regen.process([path], slow=False, check=True)
     diff = capsys.readouterr().out
     assert rc == 0, f"{path.name} is stale; run `python -m docs.regen {path.relative_to(ROOT)}`:\n{diff}"
