@@ -97,6 +97,7 @@ def test_bench_plan_simulates_the_plans_topology(plan_file: Path, tmp_path: Path
     assert [i.gpus for i in dep.instances] == [i.gpus for i in planned.instances]
 
 
+@pytest.mark.slow  # several bench runs through the CLI; 24 s on the shared 2 cores
 def test_bench_refuses_what_it_cannot_simulate_faithfully(plan_file: Path, tmp_path: Path) -> None:
     cases = [
         (["--plan", str(plan_file), "--topology", "preset:dgx-a100"], "drop --topology (the plan brings"),

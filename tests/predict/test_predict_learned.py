@@ -20,6 +20,9 @@ from llmplan.workload.types import RequestSpec
 from .synthetic_len import KINDS, SHIFTED, synthetic
 
 torch.set_num_threads(2)
+# LoRA training on a real MiniLM: ~8 s on 2 idle cores, minutes when they are shared (2 torch
+# threads against other jobs); the full suite runs it, `-m "not slow"` does not.
+pytestmark = pytest.mark.slow
 TINY = TrainConfig(epochs=2, batch_size=8, max_length=16, lr=4e-3, checkpoint_steps=4)
 
 
