@@ -24,7 +24,7 @@ def check_plan_dict(d: Any, where: str) -> dict[str, Any]:
 
     mapping(d, f"{where}", FIX)
     if "version" in d:
-        v = integer(d["version"], f"{where}: version", lo=1, fix=FIX)
+        v = d["version"] = integer(d["version"], f"{where}: version", lo=1, fix=FIX)
         if v > PLAN_VERSION:
             raise LlmplanError(
                 f"{where}: plan format v{v} is newer than this llmplan (v{PLAN_VERSION}); upgrade llmplan"
@@ -63,8 +63,9 @@ def check_plan_dict(d: Any, where: str) -> dict[str, Any]:
                 raise LlmplanError(f"{at}.gpus must be a non-empty list of GPU ids (GPU0...), got {gpus!r}")
             if len(set(gpus)) != len(gpus):
                 raise LlmplanError(f"{at}.gpus names a GPU twice ({gpus}); {FIX}")
-            start = integer(st.get("layer_start"), f"{at}.layer_start", lo=0, fix=FIX)
-            end = integer(st.get("layer_end"), f"{at}.layer_end", lo=1, fix=FIX)
+            # Whole floats (4.0) are accepted and stored back as ints: later code ranges over them.
+            start = st["layer_start"] = integer(st.get("layer_start"), f"{at}.layer_start", lo=0, fix=FIX)
+            end = st["layer_end"] = integer(st.get("layer_end"), f"{at}.layer_end", lo=1, fix=FIX)
             if end <= start:
                 raise LlmplanError(f"{at}: layer_end {end} must be above layer_start {start}; {FIX}")
             if start != expect:
@@ -80,7 +81,7 @@ def check_plan_dict(d: Any, where: str) -> dict[str, Any]:
                 if key in st:
                     number(st[key], f"{at}.{key}", lo=0, fix=FIX)
             if st.get("local_index") is not None:
-                integer(st["local_index"], f"{at}.local_index", lo=0, fix=FIX)
+                st["local_index"] = integer(st["local_index"], f"{at}.local_index", lo=0, fix=FIX)
         if n_layers is not None and expect != n_layers:
             raise LlmplanError(
                 f"{where}: instances[{i}] places layers 0-{expect - 1} but the model has {n_layers}; {FIX}"
@@ -92,7 +93,7 @@ def check_plan_dict(d: Any, where: str) -> dict[str, Any]:
         raise LlmplanError(f"{where}: workload has unknown field(s) {', '.join(unknown)}; {FIX}")
     for key, value in wl.items():
         if value is not None or key in ("max_batch", "input_len", "output_len"):
-            integer(value, f"{where}: workload.{key}", lo=1, hi=MAX_COUNT, fix=FIX)
+            wl[key] = integer(value, f"{where}: workload.{key}", lo=1, hi=MAX_COUNT, fix=FIX)
     for key in ("a1", "a2"):
         if key in d:
             number(d[key], f"{where}: {key}", lo=0, fix=FIX)
@@ -123,9 +124,22 @@ def _check_model_spec(spec: dict[str, Any], where: str) -> int:
         if not isinstance(spec.get(key), str):
             raise LlmplanError(f"{where}.{key} must be text (got {spec.get(key)!r}); {FIX}")
     sizes = {k: integer(spec.get(k), f"{where}.{k}", lo=1, hi=1 << 24, fix=FIX) for k in _SPEC_SIZES}
-    for key in ("max_position_embeddings", "head_dim_override"):
-        if spec.get(key) is not None:
-            integer(spec[key], f"{where}.{key}", lo=1, hi=MAX_COUNT, fix=FIX)
+    spec.update(sizes)
+    for f in dataclasses.fields(ModelSpec):  # every other field present: of its declared kind
+        if f.name in sizes or f.name not in spec or spec[f.name] is None:
+            continue
+        v, at = spec[f.name], f"{where}.{f.name}"
+        kind = str(f.type).split("|")[0].strip()
+        if kind == "int":
+            spec[f.name] = integer(v, at, lo=0, hi=MAX_COUNT, fix=FIX)
+        elif kind == "float":
+            number(v, at, lo=0, fix=FIX)
+        elif kind == "bool" and not isinstance(v, bool):
+            raise LlmplanError(f"{at} must be true or false (got {v!r}); {FIX}")
+        elif kind == "str" and not isinstance(v, str):
+            raise LlmplanError(f"{at} must be text (got {v!r}); {FIX}")
+        elif kind.startswith("dict") and not isinstance(v, dict):
+            raise LlmplanError(f"{at} must be an object (got {v!r}); {FIX}")
     try:
         ModelSpec.from_dict(spec)
     except (TypeError, ValueError, KeyError, ZeroDivisionError) as exc:
