@@ -232,13 +232,13 @@ def _explain(
     )
     pb, pl = chosen.problem, chosen.placement
     if pb.expert_parallel:
-        from llmplan.plan.problem import expert_modes
+        from llmplan.plan.problem import expert_modes, tp_experts_reason
 
         why = (
             "faster than TP-sharded experts at this size (dispatch + combine all-to-all priced from the "
             "group's links)"
             if False in expert_modes(pb.spec, chosen.tp)
-            else f"a TP slice of {pb.spec.moe_intermediate_size}/{chosen.tp} would split fp8 128-blocks"
+            else tp_experts_reason(pb.spec, chosen.tp)
         )
         lines.append(
             f"experts are sharded whole across each TP group (EP {chosen.tp}, --enable-expert-parallel): "

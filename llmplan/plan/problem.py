@@ -276,11 +276,15 @@ def tp_infeasible_reason(spec: ModelSpec, tp: int) -> str | None:
     if kv > tp and kv % tp:
         return f"{kv} KV heads do not divide by TP {tp}"
     if spec.is_moe and not expert_modes(spec, tp):
-        return (
-            f"{spec.num_experts} experts do not divide by EP {tp} and a TP slice of "
-            f"{spec.moe_intermediate_size}/{tp} would split fp8 128-blocks"
-        )
+        return f"{spec.num_experts} experts do not divide by EP {tp} and {tp_experts_reason(spec, tp)}"
     return None
+
+
+def tp_experts_reason(spec: ModelSpec, tp: int) -> str:
+    """Why experts cannot be TP-sharded ``tp`` ways (for messages; see :func:`_experts_need_ep`)."""
+    if spec.moe_intermediate_size % tp:
+        return f"the expert width {spec.moe_intermediate_size} does not divide by TP {tp}"
+    return f"a TP slice of {spec.moe_intermediate_size}/{tp} would split fp8 128-blocks"
 
 
 def expert_modes(spec: ModelSpec, tp: int) -> tuple[bool, ...]:
