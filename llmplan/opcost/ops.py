@@ -8,7 +8,7 @@ operator                   shape                                        priced a
 =========================  ===========================================  ======================
 ``attn_pre_proj`` (QKV)    GEMM ``M x h -> (a + 2g) d / t``             GEMM curve
 ``attn_post_proj`` (O)     GEMM ``M x a d / t -> h``                    GEMM curve
-``mlp_up_proj``            GEMM ``M x h -> 2I / t`` (gate+up fused)     GEMM curve (MoE hook:
+``mlp_up_proj``            GEMM ``M x h -> 2I / t`` (gate+up fused)     GEMM curve (MoE:
 ``mlp_down_proj``          GEMM ``M x I / t -> h``                      ``expert_gemm_time``)
 norms, RoPE, act, 2 adds   bytes read + written                         elementwise curve
 attention                  prefill FLOPs / decode KV bytes              spec sheet (no data)
@@ -171,8 +171,18 @@ def small_op_bytes_per_token(dims: ModelDims, tp: int, dtype_bytes: int = 2) -> 
 
 # ---------------------------------------------------------------------------- model
 def gemm_curve(
-    p: GemmParams, peak: float, bw: float, sms: int | None, m: float, n: float, k: float, dtype_bytes: int = 2
+    p: GemmParams,
+    peak: float,
+    bw: float,
+    sms: int | None,
+    m: float,
+    n: float,
+    k: float,
+    dtype_bytes: int = 2,
+    weight_bytes: float | None = None,
 ) -> float:
+    """One GEMM ``M x K -> N``; ``weight_bytes`` per ``K x N`` weight element (quantised weights:
+    fewer bytes read, activations stay at ``dtype_bytes``), ``peak`` the FLOP/s it runs at."""
     if m <= 0:
         return 0.0
     comp = 2.0 * m * n * k / (peak * p.compute_eff) * (1.0 + p.m_half / m)
@@ -181,7 +191,8 @@ def gemm_curve(
         waves = math.ceil(tiles / sms)
         q = tiles / (waves * sms)
         comp /= 1.0 - p.wave_weight + p.wave_weight * q
-    mem = dtype_bytes * (m * k + k * n + m * n) / (bw * p.memory_eff)
+    wb = dtype_bytes if weight_bytes is None else weight_bytes
+    mem = (dtype_bytes * (m * k + m * n) + wb * k * n) / (bw * p.memory_eff)
     s = p.smooth_p
     return p.launch_s + (comp**s + mem**s) ** (1.0 / s)
 
@@ -280,22 +291,67 @@ class OpModel:
         )
 
     # -- terms ------------------------------------------------------------------------------
-    def gemm_time(self, op: str, m: float, n: float, k: float) -> float:
+    def gemm_time(
+        self,
+        op: str,
+        m: float,
+        n: float,
+        k: float,
+        *,
+        weight_bytes: float | None = None,
+        peak: float | None = None,
+    ) -> float:
+        """One GEMM. 16-bit weights at the GPU's 16-bit peak (what was measured) use a measured
+        table of the same shape when one is loaded; quantised ``weight_bytes`` or another ``peak``
+        (fp8/int8 tensor cores) go through the fitted curve only (extrapolated: no such data)."""
         if m <= 0:
             return 0.0
-        if self.tables is not None:
+        native = (weight_bytes is None or weight_bytes == self.dtype_bytes) and (
+            peak is None or peak == self.peak_flops
+        )
+        if native and self.tables is not None:
             tab = self.tables.gemm.get((op, round(n), round(k)))
             if tab is not None:
                 v = MeasuredTables._interp(tab, m)
                 if v is not None:
                     return v
-        return gemm_curve(self.params.gemm, self.peak_flops, self.mem_bw, self.sms, m, n, k, self.dtype_bytes)
+        return gemm_curve(
+            self.params.gemm, peak or self.peak_flops, self.mem_bw, self.sms, m, n, k, self.dtype_bytes,
+            weight_bytes,
+        )  # fmt: skip
 
-    def expert_gemm_time(self, op: str, m: float, n: float, k: float, experts: int, active: int) -> float:
-        """MoE hook: ``active`` of ``experts`` expert GEMMs, tokens spread evenly over the active ones."""
-        if m <= 0 or active <= 0:
+    def expert_gemm_time(
+        self,
+        op: str,
+        tokens: float,
+        n: float,
+        k: float,
+        experts: int,
+        top_k: int,
+        local_experts: float | None = None,
+        *,
+        weight_bytes: float | None = None,
+        peak: float | None = None,
+    ) -> float:
+        """MoE routed experts as one grouped GEMM over the tokens each expert receives.
+
+        ``tokens`` tokens each pick ``top_k`` of ``experts`` (uniform routing): an expert is touched
+        with probability ``p = 1 - (1 - k/E)^B``, so ``E p`` distinct experts run, each on
+        ``B k / (E p)`` tokens (``B k / E`` once every expert is touched). This GPU holds
+        ``local_experts`` of them (all under TP, ``E / ep`` under expert parallelism). One kernel:
+        one launch, then each touched expert's GEMM (``N x K`` = this GPU's slice of one expert).
+        """
+        if tokens <= 0 or experts <= 0 or top_k <= 0:
             return 0.0
-        return active * self.gemm_time(op, m / active, n, k)
+        e, kk = float(experts), float(min(top_k, experts))
+        p = 1.0 - (1.0 - kk / e) ** tokens
+        per_expert = tokens * kk / (e * p)
+        touched = (e if local_experts is None else float(local_experts)) * p
+        g = self.params.gemm
+        one = gemm_curve(
+            g, peak or self.peak_flops, self.mem_bw, None, per_expert, n, k, self.dtype_bytes, weight_bytes
+        )
+        return g.launch_s + touched * (one - g.launch_s)
 
     def small_op_time(self, op: str, m: float, bytes_per_token: float) -> float:
         if m <= 0:

@@ -1,9 +1,10 @@
 """The one cost model: prefill/decode time per layer and stage transfers.
 
-By default (``CostParams.cost_model == "ops"``) dense 16-bit layers are priced per operator from
-curves fitted on measured GPU profiles, and TP all-reduces / PP hand-offs from a fit on measured
-NCCL timings (:mod:`llmplan.opcost`, docs/calibrate.md); MoE, MLA and fp8/int weights, and
-``cost_model="roofline"`` (or ``LLMPLAN_COST_MODEL=roofline``), use the roofline described below.
+By default (``CostParams.cost_model == "ops"``) every layer is priced per operator from curves
+fitted on measured GPU profiles (dense 16-bit layers as measured; MoE, MLA and fp8/int weights
+extrapolated through the same curves, :mod:`llmplan.opcost.layers`), and TP all-reduces / PP
+hand-offs from a fit on measured NCCL timings (:mod:`llmplan.opcost`, docs/calibrate.md);
+``cost_model="roofline"`` (or ``LLMPLAN_COST_MODEL=roofline``) is the roofline described below.
 
 The planner (HELR, P:D) and the simulator both price work here; a calibration profile
 measured on a real engine can replace it behind the same :class:`IterationCost` protocol.
@@ -380,7 +381,7 @@ def layer_time(
         from llmplan.opcost.stage import layer_time_ops, supports
 
         if supports(spec):
-            return layer_time_ops(spec, gpu, tokens, attn_pairs, kv_read_tokens, tp)
+            return layer_time_ops(spec, gpu, tokens, attn_pairs, kv_read_tokens, tp, ep)
     rep = ep_replicated_params(spec, ep) if tp > 1 else 0.0
     compute = (
         2.0 * (spec.layer_linear_params - rep) * tokens / gpu.matmul_flops(spec)
@@ -565,7 +566,8 @@ class InstanceCost:
 
             if supports(s):
                 self._ops = tuple(
-                    StageOps(s, st.gpu, st.tp, st.layers, st.first, st.last) for st in self.stages
+                    StageOps(s, st.gpu, st.tp, st.layers, st.first, st.last, st.ep and st.tp > 1)
+                    for st in self.stages
                 )
 
     # ---- IterationCost --------------------------------------------------------------------
