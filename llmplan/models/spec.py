@@ -576,7 +576,9 @@ class ModelSpec:
         if p.is_dir():
             p = p / "config.json"
         try:
-            cfg = json.loads(p.read_text())
+            from llmplan.validate import read_text
+
+            cfg = json.loads(read_text(p, "model config", "pass a catalog name or a config.json path"))
         except FileNotFoundError:
             raise LlmplanError(
                 f"model config {str(p)!r} does not exist; pass a catalog name or a config.json path"
@@ -585,6 +587,10 @@ class ModelSpec:
             raise LlmplanError(
                 f"model config {str(p)!r} is not valid JSON ({exc.msg} at line {exc.lineno})"
             ) from None
+        if not isinstance(cfg, dict):
+            raise LlmplanError(
+                f"model config {str(p)!r} is not a JSON object (a Hugging Face config.json is one)"
+            )
         return cls.from_hf_config(cfg, name=p.parent.name if p.name == "config.json" else p.stem)
 
 

@@ -131,9 +131,9 @@ def _check_model_spec(spec: dict[str, Any], where: str) -> int:
         v, at = spec[f.name], f"{where}.{f.name}"
         kind = str(f.type).split("|")[0].strip()
         if kind == "int":
-            spec[f.name] = integer(v, at, lo=0, hi=MAX_COUNT, fix=FIX)
+            spec[f.name] = integer(v, at, lo=0, hi=1 << 30, fix=FIX)
         elif kind == "float":
-            number(v, at, lo=0, fix=FIX)
+            number(v, at, lo=0, hi=1e12, fix=FIX)
         elif kind == "bool" and not isinstance(v, bool):
             raise LlmplanError(f"{at} must be true or false (got {v!r}); {FIX}")
         elif kind == "str" and not isinstance(v, str):

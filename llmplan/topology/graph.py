@@ -244,8 +244,12 @@ def build_graph(
 MAX_GPUS = 2048
 
 
-# Far above any real part (an H200 has 141 GiB, 4.8 TB/s, 989 TFLOP/s, 700 W), far below what
-# overflows the planner's arithmetic: a 1e300 GiB GPU is a typo, not hardware.
+# Far above and below any real part (an H200 has 141 GiB, 4.8 TB/s, 989 TFLOP/s, 700 W), far inside
+# what the planner's arithmetic can hold: a 1e300 GiB or 1e-300 TFLOP/s GPU is a typo, not hardware.
+_FLOOR = {
+    "memory_gib": 1e-3, "bf16_tflops": 1e-3, "hbm_gbps": 1e-3, "power_limit_w": 1.0, "tdp_w": 1.0,
+    "bandwidth_gbps": 1e-3,
+}  # fmt: skip
 _CEILING = {
     "memory_gib": 1e6, "bf16_tflops": 1e6, "hbm_gbps": 1e6, "power_limit_w": 1e5, "tdp_w": 1e5,
     "bandwidth_gbps": 1e6, "latency_us": 1e9,
@@ -272,10 +276,10 @@ def validate_graph(G: nx.Graph, where: str) -> nx.Graph:
             raise LlmplanError(f"{where}: {seen[idx]} and {n} both have index {idx}; indices must be unique")
         seen[idx] = n
         for key in ("memory_gib", "bf16_tflops", "hbm_gbps"):
-            number(d.get(key), f"{where}: {n}.{key}", lo=0, lo_open=True, hi=_CEILING[key], fix=fix)
+            number(d.get(key), f"{where}: {n}.{key}", lo=_FLOOR[key], hi=_CEILING[key], fix=fix)
         for key in ("power_limit_w", "tdp_w"):
             if d.get(key) is not None:
-                number(d.get(key), f"{where}: {n}.{key}", lo=0, lo_open=True, hi=_CEILING[key], fix=fix)
+                number(d.get(key), f"{where}: {n}.{key}", lo=_FLOOR[key], hi=_CEILING[key], fix=fix)
         if d.get("compute_scale") is not None:
             number(d["compute_scale"], f"{where}: {n}.compute_scale", lo=0, hi=1, lo_open=True, fix=fix)
     ordered = sorted(gpus, key=lambda n: G.nodes[n]["index"])
@@ -284,7 +288,7 @@ def validate_graph(G: nx.Graph, where: str) -> nx.Graph:
             if not G.has_edge(a, b):
                 raise LlmplanError(f"{where}: no link between {a} and {b}; every GPU pair needs one ({fix})")
     for u, v, d in G.edges(data=True):
-        number(d.get("bandwidth_gbps"), f"{where}: link {u}-{v} bandwidth_gbps", lo=0, lo_open=True,
+        number(d.get("bandwidth_gbps"), f"{where}: link {u}-{v} bandwidth_gbps", lo=_FLOOR["bandwidth_gbps"],
                hi=_CEILING["bandwidth_gbps"], fix=fix)  # fmt: skip
         number(d.get("latency_us"), f"{where}: link {u}-{v} latency_us", lo=0,
                hi=_CEILING["latency_us"], fix=fix)  # fmt: skip

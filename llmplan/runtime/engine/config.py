@@ -207,8 +207,16 @@ def load_hf_config(model_dir: str | Path) -> ModelConfig:
     path = Path(model_dir) / "config.json"
     if not path.is_file():
         raise LlmplanError(f"{path} not found; --model must be a local HF model directory with config.json")
+    from llmplan.validate import read_text
+
+    fix = "re-download the model's config.json"
     try:
-        d = json.loads(path.read_text())
+        d = json.loads(read_text(path, "model config", fix))
     except json.JSONDecodeError as e:
-        raise LlmplanError(f"{path} is not valid JSON ({e}); re-download the model's config.json") from e
-    return ModelConfig.from_hf_dict(d, name=Path(model_dir).name)
+        raise LlmplanError(f"{path} is not valid JSON ({e}); {fix}") from e
+    if not isinstance(d, dict):
+        raise LlmplanError(f"{path} is not a JSON object; {fix}")
+    try:
+        return ModelConfig.from_hf_dict(d, name=Path(model_dir).name)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+        raise LlmplanError(f"{path} is not a usable model config ({type(e).__name__}: {e}); {fix}") from None
