@@ -187,6 +187,12 @@ def run_calibration(
     kv = PagedKVCache(cfg, tokens, block_size, m.layer_devices, m.dtype)
     ex = TorchExecutor(m, kv)
     name = dummy_weights or Path(str(model)).name
+    import os
+
+    from llmplan.energy.measure import POWERCAP, EnergyMeter
+
+    meter = EnergyMeter(rapl_root=os.environ.get("LLMPLAN_POWERCAP") or POWERCAP)
+    meter.start()
     t0 = time.perf_counter()
     with progress.task(f"calibrate {name}", total=len(points) * repeats, unit="timed runs") as bar:
 
@@ -194,6 +200,7 @@ def run_calibration(
             bar.update(completed=bar.completed + 1, description=f"calibrate {name}: {p.label()}")
 
         samples = measure_points(ex, points, repeats=repeats, vocab_size=cfg.vocab_size, progress=tick)
+    energy = meter.stop()  # joules over the timed runs: NVML (GPUs), RAPL (CPU) or none ("modelled")
     devices = sorted({str(d) for d in m.layer_devices})
     prof = fit_profile(
         samples,
@@ -208,6 +215,7 @@ def run_calibration(
         measured_s=round(time.perf_counter() - t0, 1),
         repeats=repeats,
         gpu=torch.cuda.get_device_name(m.layer_devices[0]) if m.layer_devices[0].type == "cuda" else None,
+        energy=energy,
     )
     prof.save(out)
     if as_json:
@@ -222,6 +230,11 @@ def run_calibration(
             s.label, f"{s.time_s * 1e3:.2f}", f"{fit * 1e3:.2f}", f"{(fit - s.time_s) / s.time_s:+.1%}"
         )
     console.print(table)
+    if energy["joules"] is not None:
+        console.print(f"energy over the timed runs: {energy['joules']:.1f} J in {energy['seconds']:.1f} s "
+                      f"({energy['source']}; {energy['note'] or 'measured'})")
+    else:
+        console.print(f"energy: {energy['note']}")
     c = prof.coef
     console.print(
         f"t = {c['const'] * 1e3:.3f} ms + {c['prefill_tokens'] * 1e6:.2f} us/prefill token + "

@@ -108,3 +108,24 @@ def test_server_metrics_say_modelled_only_without_a_source(tmp_path: Path, monke
     reg.register(c)
     text = generate_latest(reg).decode()
     assert 'source="modelled"' in text and "llmplan_energy_joules_total" not in text
+
+
+@pytest.mark.slow  # a real calibration of the tiny model (~10-20 s on 2 shared cores)
+def test_calibrate_records_the_energy_source(tmp_path: Path, powercap: Path, monkeypatch) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from llmplan.cli.app import app
+
+    monkeypatch.setenv("LLMPLAN_POWERCAP", str(powercap))
+    out = tmp_path / "prof.json"
+    args = ["calibrate", "--dummy-weights", "llama-tiny", "--out", str(out), "--max-batch", "4",
+            "--max-context", "128", "--max-chunk", "32", "--repeats", "1", "--block-size", "8"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    e = json.loads(out.read_text())["meta"]["energy"]
+    if e["source"] == "nvml":
+        pytest.skip("a GPU energy counter is present")
+    assert e["source"] == "rapl" and e["joules"] == 0.0  # the recorded counters did not move
+    assert "energy over the timed runs: 0.0 J" in res.output
