@@ -56,9 +56,23 @@ def compute_metrics(
         summary["warmup"] = {"warmup_s": float(warmup_s), "excluded_requests": int(frame["in_warmup"].sum())}
     else:
         summary = summarize(frame, itl=pooled_itl(result, tokens), samples=samples, counters=result.counters)
+    pc = prefix_cache_summary(result.counters)
+    if pc is not None:
+        summary["prefix_cache"] = pc
     if result.meta.get("energy"):  # joules (llmplan.energy; modelled in the simulator)
         summary["energy"] = result.meta["energy"]
     return RunMetrics(frame, samples, summary)
+
+
+def prefix_cache_summary(counters: dict[str, float]) -> dict[str, Any] | None:
+    """The GPU prefix cache's figures (llmplan.runtime.core.blocks) from a run's counters: hit
+    rate = prompt tokens found cached / prompt tokens looked up at admission (vLLM's)."""
+    q = counters.get("prefix_cache_query_tokens")
+    if not q:
+        return None
+    hit = int(counters.get("prefix_cache_hit_tokens", 0))
+    return {"hit_rate": hit / q, "saved_prefill_tokens": hit, "query_tokens": int(q),
+            "evictions": int(counters.get("prefix_cache_evictions", 0))}  # fmt: skip
 
 
 __all__ = [

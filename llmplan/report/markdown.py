@@ -156,6 +156,13 @@ def render_markdown(report: BenchReport, plots: list[Path]) -> str:
     hdr = ["policy", "completed", "SLO att.", "TTFT att.", "TPOT att.", "E2E att.", "goodput req/s",
            "req/s", "output tok/s", "preemptions", "padding tokens"]  # fmt: skip
     out += [_table(hdr, rows), ""]
+    pc = [(lb, m.summary["prefix_cache"]) for lb, m in report.runs.items() if m.summary.get("prefix_cache")]
+    if pc:
+        out += ["### Prefix cache (GPU-resident, per-instance block manager)", ""]
+        out += [_table(["policy", "hit rate (prompt tokens)", "saved prefill tokens",
+                        "prompt tokens looked up", "evicted blocks"],
+                       [[lb, _pct(c["hit_rate"]), str(c["saved_prefill_tokens"]), str(c["query_tokens"]),
+                         str(c["evictions"])] for lb, c in pc]), ""]  # fmt: skip
     out += ["### Latency (ms; completed requests)", ""]
     rows = []
     for label, m in report.runs.items():

@@ -69,6 +69,10 @@ def summary_table(report: BenchReport) -> Table:
     row("ITL p50 / p99", lat("itl_s", _t))
     row("E2E p50 / p99", lat("e2e_s", _t))
     row("queueing p50 / p99", lat("queueing_s", _t), end_section=True)
+    if any(m.summary.get("prefix_cache") for _, m in runs):
+        row("prefix cache hit rate", lambda s: _pct((s.get("prefix_cache") or {}).get("hit_rate")))
+        row("  saved prefill tokens",
+            lambda s: str((s.get("prefix_cache") or {}).get("saved_prefill_tokens", "-")))  # fmt: skip
     row("preemptions", lambda s: str(s["preemptions"]))
     row("padding tokens", lambda s: str(s["padding_tokens"]))
     if any(m.summary.get("energy") for _, m in runs):

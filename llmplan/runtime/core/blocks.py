@@ -3,11 +3,47 @@
 The manager hands out block *ids*; the engine's ``PagedKVCache`` owns the tensors those ids
 index and the simulator owns nothing at all. A sequence's block table is ``seq.block_ids``.
 Preemption (recompute) is the scheduler's job: it calls :meth:`BlockManager.free` on the victim.
+
+**Prefix caching** (``prefix_caching=True``; vLLM's automatic prefix caching): every *full*
+block of a prompt whose KV has been computed is registered under a hash chained over the
+block's token ids and its parent's hash, so a block is shared only when the whole prefix up to
+it is identical. Blocks carry reference counts: a sequence admitted with a cached prefix takes
+those blocks (count + 1) instead of computing them; a freed block whose count drops to 0 stays
+cached, and such blocks are evicted least recently freed first, only when a fresh block is
+needed and no never-cached block is left. Only prompt blocks are registered (in the simulator
+generated tokens have no ids); a partial tail block is never shared. Token ids come from
+``seq.prompt_token_ids`` (engine) or ``seq.spec.token_ids`` (workloads with exact ids); a
+sequence without either is never cached.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
+
+import numpy as np
+
 from llmplan.runtime.core.types import SeqState
+
+
+def prompt_ids(seq: SeqState) -> np.ndarray | None:
+    """The prompt's token ids as uint32, or None when the sequence has none."""
+    if seq.prompt_token_ids:
+        return np.asarray(seq.prompt_token_ids, dtype=np.uint32)
+    ids = getattr(seq.spec, "token_ids", None)
+    return None if ids is None else np.asarray(ids, dtype=np.uint32)
+
+
+def chain_hashes(ids: np.ndarray, block_size: int) -> list[bytes]:
+    """Hash of every full block of ``ids``, each chained over its parent's."""
+    out: list[bytes] = []
+    parent = b""
+    raw = ids.astype("<u4", copy=False).tobytes()
+    step = 4 * block_size
+    for k in range(len(ids) // block_size):
+        parent = hashlib.blake2b(parent + raw[k * step : (k + 1) * step], digest_size=16).digest()
+        out.append(parent)
+    return out
 
 
 def blocks_for(tokens: int, block_size: int) -> int:
@@ -16,9 +52,10 @@ def blocks_for(tokens: int, block_size: int) -> int:
 
 
 class BlockManager:
-    """A free list of block ids. All operations are O(blocks moved)."""
+    """A free list of block ids, plus (optionally) a prefix cache of full prompt blocks.
+    All operations are O(blocks moved)."""
 
-    def __init__(self, num_blocks: int, block_size: int = 16) -> None:
+    def __init__(self, num_blocks: int, block_size: int = 16, prefix_caching: bool = False) -> None:
         if num_blocks <= 0:
             raise ValueError(f"num_blocks must be positive, got {num_blocks}")
         if block_size <= 0:
@@ -27,10 +64,103 @@ class BlockManager:
         self.block_size = block_size
         # Popped from the end: recently freed blocks are reused first (warm in cache on a GPU).
         self._free: list[int] = list(range(num_blocks - 1, -1, -1))
+        self.prefix_caching = prefix_caching
+        self._ref: dict[int, int] = {}  # cached or shared blocks in use: block -> owners
+        self._hash_of: dict[int, bytes] = {}  # registered block -> its chain hash
+        self._block_of: dict[bytes, int] = {}  # chain hash -> registered block
+        self._evictable: OrderedDict[int, None] = OrderedDict()  # cached, count 0, LRU first
+        self._seq_hashes: dict[int, list[bytes]] = {}  # rid -> prompt block hashes (memo)
+        self._registered: dict[int, int] = {}  # rid -> leading blocks of its table registered
+        self.hit_tokens = 0  # prompt tokens taken from the cache at admission
+        self.query_tokens = 0  # prompt tokens looked up at admission
+        self.evictions = 0
 
     @property
     def num_free(self) -> int:
-        return len(self._free)
+        return len(self._free) + len(self._evictable)
+
+    @property
+    def num_cached(self) -> int:
+        """Blocks holding a registered prefix (in use or evictable)."""
+        return len(self._hash_of)
+
+    # ------------------------------------------------------------------ prefix cache
+    def _hashes(self, seq: SeqState) -> list[bytes]:
+        h = self._seq_hashes.get(seq.rid)
+        if h is None:
+            ids = prompt_ids(seq)
+            h = [] if ids is None else chain_hashes(ids, self.block_size)
+            self._seq_hashes[seq.rid] = h
+        return h
+
+    def lookup(self, seq: SeqState, known: int) -> list[int]:
+        """Cached blocks holding ``seq``'s longest cached prompt prefix, leaving at least the
+        last of its ``known`` tokens to compute (its logits give the next token). No change."""
+        if not self.prefix_caching:
+            return []
+        out: list[int] = []
+        limit = (known - 1) // self.block_size
+        for h in self._hashes(seq)[:limit]:
+            b = self._block_of.get(h)
+            if b is None:
+                break
+            out.append(b)
+        return out
+
+    def cached_prefix_blocks(self, hashes: list[bytes]) -> int:
+        """Leading blocks of a prompt (its chain ``hashes``) the cache holds."""
+        n = 0
+        for h in hashes:
+            if h not in self._block_of:
+                break
+            n += 1
+        return n
+
+    def evictable_among(self, blocks: list[int]) -> int:
+        """How many of ``blocks`` sit unused in the cache (taking them uses free capacity)."""
+        return sum(1 for b in blocks if b in self._evictable)
+
+    def take_cached(self, seq: SeqState, blocks: list[int], prompt_tokens: int) -> int:
+        """Start ``seq``'s (empty) block table with the cached ``blocks``; returns the tokens
+        they hold. Counts the lookup in the hit statistics."""
+        assert not seq.block_ids, "a cached prefix starts an empty block table"
+        self.query_tokens += prompt_tokens
+        if not blocks:
+            return 0
+        for b in blocks:
+            if b in self._evictable:
+                del self._evictable[b]
+            self._ref[b] = self._ref.get(b, 0) + 1
+        seq.block_ids.extend(blocks)
+        self._registered[seq.rid] = len(blocks)
+        hit = len(blocks) * self.block_size
+        self.hit_tokens += hit
+        return hit
+
+    def register(self, seq: SeqState, computed: int) -> None:
+        """Register ``seq``'s full prompt blocks whose KV is now computed (``computed`` tokens)."""
+        if not self.prefix_caching:
+            return
+        hashes = self._hashes(seq)
+        upto = min(computed // self.block_size, len(hashes), len(seq.block_ids))
+        k = self._registered.get(seq.rid, 0)
+        while k < upto:
+            b, h = seq.block_ids[k], hashes[k]
+            if h not in self._block_of and b not in self._hash_of:
+                self._block_of[h] = b
+                self._hash_of[b] = h
+                self._ref[b] = self._ref.get(b, 0) + 1
+            k += 1
+        self._registered[seq.rid] = k
+
+    def _pop_free(self) -> int:
+        if self._free:
+            return self._free.pop()
+        b, _ = self._evictable.popitem(last=False)  # least recently freed cached block
+        del self._block_of[self._hash_of.pop(b)]
+        self._ref.pop(b, None)
+        self.evictions += 1
+        return b
 
     @property
     def num_used(self) -> int:
@@ -58,16 +188,36 @@ class BlockManager:
         if need == 0:
             return True
         free = self._free
-        if need > len(free):
+        if need > len(free) + len(self._evictable):
             return False
-        seq.block_ids.extend(free[-need:][::-1])
-        del free[-need:]
+        if need <= len(free):
+            seq.block_ids.extend(free[-need:][::-1])
+            del free[-need:]
+        else:
+            seq.block_ids.extend(self._pop_free() for _ in range(need))
         return True
 
     def free(self, seq: SeqState) -> int:
-        """Return all of ``seq``'s blocks to the pool; returns how many."""
+        """Return all of ``seq``'s blocks to the pool; returns how many. Registered blocks stay
+        cached (evictable once no sequence uses them)."""
         n = len(seq.block_ids)
+        if self.prefix_caching:
+            self._registered.pop(seq.rid, None)
+            self._seq_hashes.pop(seq.rid, None)
         if n:
-            self._free.extend(reversed(seq.block_ids))
+            if self._ref:
+                plain = []
+                for b in seq.block_ids:
+                    c = self._ref.get(b)
+                    if c is None:
+                        plain.append(b)
+                    elif c > 1:
+                        self._ref[b] = c - 1
+                    else:
+                        del self._ref[b]
+                        self._evictable[b] = None  # newest last: evicted after older ones
+                self._free.extend(reversed(plain))
+            else:
+                self._free.extend(reversed(seq.block_ids))
             seq.block_ids = []
         return n

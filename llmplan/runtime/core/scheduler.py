@@ -71,6 +71,8 @@ class SchedulerConfig:
     # "decode": sequences may arrive with their KV (``transferred_tokens``).
     role: Role = "both"
     record_token_times: bool = False
+    # GPU-resident prefix cache in the block manager (vLLM's automatic prefix caching).
+    enable_prefix_caching: bool = False
 
     def __post_init__(self) -> None:
         if self.num_blocks <= 0:
@@ -94,6 +96,7 @@ def serving_config(
     role: Role = "both",
     record_token_times: bool = False,
     watermark: float = 0.01,
+    enable_prefix_caching: bool = False,
 ) -> SchedulerConfig:
     """The scheduler settings a serving instance runs with, from its engine arguments: one
     rule for the engine (``llmplan.runtime.engine.factory``) and the simulator. A static
@@ -109,6 +112,7 @@ def serving_config(
         max_model_len=max_model_len,
         role=role,
         record_token_times=record_token_times,
+        enable_prefix_caching=enable_prefix_caching,
     )
 
 
@@ -185,7 +189,7 @@ class Scheduler:
         self.name = name
         # None: every admitted prompt is computed from token 0 (the simulator, the plain engine).
         self.prefix_probe = prefix_probe
-        self.blocks = BlockManager(config.num_blocks, config.block_size)
+        self.blocks = BlockManager(config.num_blocks, config.block_size, config.enable_prefix_caching)
         self.waiting: list[SeqState] = []  # arrival order; preempted sequences go to the front
         self.running: list[SeqState] = []  # admission order; preemption victims come from the tail
         self.seqs: dict[int, SeqState] = {}
@@ -378,11 +382,17 @@ class Scheduler:
             if room <= 0:
                 break  # not even one block: no candidate can fit
             known = seq.spec.prompt_tokens + seq.num_generated
+            hit: list[int] = []
             if seq.transferred_tokens:
                 c, n, is_prefill = seq.transferred_tokens, known - seq.transferred_tokens, False
             else:
                 c, is_prefill = 0, True
-                if self.prefix_probe is not None:
+                # The GPU prefix cache first (its blocks already hold the KV); on a miss, the
+                # tier below (a global KV store's probe), whose hits the step must load.
+                hit = blocks.lookup(seq, known) if blocks.prefix_caching else hit
+                if hit:
+                    c = len(hit) * bs
+                elif self.prefix_probe is not None:
                     c = self._probe(seq, known)
                 n = min(known - c, budget) if cfg.chunked_prefill else known - c
                 if not cfg.chunked_prefill and n > budget and has_prefill:
@@ -392,10 +402,14 @@ class Scheduler:
             # Whole prompt (plus any predicted output) is booked at admission, so a chunked
             # prefill can never stall half-way for lack of blocks.
             reserve = self._reservation(seq, known if seq.transferred_tokens == 0 else c + n)
-            if -(-reserve // bs) - len(seq.block_ids) > room:
+            # Cached blocks are shared, not allocated; unused ones still come out of free room.
+            shared = len(hit) - blocks.evictable_among(hit) if hit else 0
+            if -(-reserve // bs) - len(seq.block_ids) - shared > room:
                 if skip:
                     continue
                 break
+            if is_prefill and blocks.prefix_caching:
+                blocks.take_cached(seq, hit, known)
             blocks.ensure(seq, reserve)
             self._waiting_tokens -= self._pending_prefill(seq)
             seq.reserved_tokens = reserve
@@ -404,7 +418,7 @@ class Scheduler:
             if seq.first_scheduled_s is None:
                 seq.first_scheduled_s = now
             running.append(seq)
-            promised = c if is_prefill else 0
+            promised = c if is_prefill and not hit else 0
             items.append(ScheduledSeq(seq, n, c, is_prefill, cached_prefix=promised))
             self.stats.cached_prefix_tokens += promised
             has_prefill |= is_prefill
@@ -476,6 +490,8 @@ class Scheduler:
             c = it.context_len + n
             seq.num_computed_tokens = c
             if it.is_prefill:
+                if self.blocks.prefix_caching:
+                    self.blocks.register(seq, c)  # its full prompt blocks now hold their KV
                 stats.prefill_tokens += n
                 if seq.preemptions:
                     stats.recompute_tokens += n

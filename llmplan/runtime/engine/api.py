@@ -64,6 +64,9 @@ class EngineStats:
     # The router's load snapshot (llmplan.routing.base.InstanceLoad), as the simulator fills it:
     waiting_tokens: int = 0  # prompt tokens still to prefill in the queue
     busy_seconds_total: float = 0.0  # time spent executing steps (busy share = its rate)
+    # GPU prefix cache (llmplan.runtime.core.blocks): prompt tokens looked up / found at admission.
+    prefix_cache_queries_total: int = 0
+    prefix_cache_hits_total: int = 0
 
 
 class Tokenizer(Protocol):

@@ -141,6 +141,9 @@ class EngineConfig:
     kv_store_memory_mb: int = 1024
     kv_store_disk_gb: float | None = None
     kv_store_schedule_hits: bool = False
+    # GPU-resident prefix cache in the block manager (vLLM automatic prefix caching); the
+    # global KV store, when given, is the tier below it (probed only on a GPU-cache miss).
+    enable_prefix_caching: bool = False
 
     @classmethod
     def from_kwargs(cls, **kw: Any) -> EngineConfig:
@@ -296,7 +299,8 @@ def _single_engine(c: EngineConfig) -> AsyncLLMEngine:
     # scheduled and budgeted against max_num_batched_tokens (vLLM's num_computed_tokens).
     probe = executor.prefix_probe if c.kv_store_schedule_hits and kv_store else None
     sch = make_scheduler(policy, num_kv_blocks, block_size, max_num_seqs, a.max_num_batched_tokens,
-                         a.chunked_prefill, ctx, prefix_probe=probe)
+                         a.chunked_prefill, ctx, prefix_probe=probe,
+                         prefix_caching=c.enable_prefix_caching)
     recorder = make_recorder(c.misprediction_log, predictor)
     engine, tok = assemble_engine(
         cfg, executor, sch, model=model, dummy_weights=dummy_weights, served_model_name=c.served_model_name,
@@ -340,6 +344,7 @@ def make_scheduler(
     chunked_prefill: bool,
     ctx: int,
     prefix_probe: Any = None,
+    prefix_caching: bool = False,
 ) -> Scheduler:
     return Scheduler(
         serving_config(
@@ -350,6 +355,7 @@ def make_scheduler(
             chunked_prefill=chunked_prefill,
             max_model_len=ctx,
             static=bool(getattr(policy, "static", False)),
+            enable_prefix_caching=prefix_caching,
         ),
         policy=policy,
         prefix_probe=prefix_probe,

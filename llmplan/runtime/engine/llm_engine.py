@@ -168,6 +168,8 @@ class LLMEngine:
             predictor_total=self._pred_total,
             waiting_tokens=sch.waiting_tokens,
             busy_seconds_total=self._busy_s,
+            prefix_cache_queries_total=sch.blocks.query_tokens,
+            prefix_cache_hits_total=sch.blocks.hit_tokens,
         )
 
     # ------------------------------------------------------------------ requests

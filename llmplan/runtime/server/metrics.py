@@ -58,6 +58,14 @@ class _EngineCollector(Collector):
                       s.busy_seconds_total)
         yield counter("llmplan_preemptions", "Requests preempted (recompute) for lack of KV blocks",
                       s.preemptions_total)
+        # vLLM's names and sense: prompt tokens looked up in / served from the GPU prefix cache.
+        yield counter("llmplan_prefix_cache_queries", "Prompt tokens looked up in the GPU prefix cache",
+                      s.prefix_cache_queries_total)
+        yield counter("llmplan_prefix_cache_hits", "Prompt tokens served from the GPU prefix cache "
+                      "(prefill saved)", s.prefix_cache_hits_total)
+        q = s.prefix_cache_queries_total
+        hit = s.prefix_cache_hits_total / q if q else 0.0
+        yield gauge("llmplan_prefix_cache_hit_ratio", "Share of looked-up prompt tokens found cached", hit)
         yield counter("llmplan_engine_finished", "Requests the engine finished", s.finished_total)
         yield counter("llmplan_predictor_correct", "Length predictions in the right bucket",
                       s.predictor_correct)

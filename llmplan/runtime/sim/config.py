@@ -74,6 +74,10 @@ class SimConfig:
     # prefix_cache(instance_name, spec) -> tokens of spec's prefix cached there; fills
     # InstanceLoad.cached_prefix_tokens in router snapshots.
     prefix_cache: Callable[[str, Any], int] | None = None
+    # GPU-resident prefix cache in each instance's block manager (vLLM automatic prefix
+    # caching; llmplan.runtime.core.blocks). It acts on requests with exact token ids
+    # (RequestSpec.token_ids); without ``prefix_cache`` above, routers see its contents.
+    prefix_caching: bool = True
     # Called as hook(simulation, now) at every sample tick, after sampling. A hook that changes
     # an instance must call simulation.materialize(instance, now) first.
     tick_hooks: list[Callable[[Any, float], None]] = field(default_factory=list)

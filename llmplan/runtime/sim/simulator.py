@@ -29,6 +29,9 @@ import heapq
 import math
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
 
 from llmplan.errors import LlmplanError
 from llmplan.metrics.types import InstanceSample, RequestRecord, RunResult
@@ -141,6 +144,8 @@ class _LazyLoads(Sequence[InstanceLoad]):
             pc = self._sim.config.prefix_cache
             if pc is not None:
                 ld.cached_prefix_tokens = functools.partial(pc, inst.spec.name)
+            elif s.blocks.prefix_caching:
+                ld.cached_prefix_tokens = functools.partial(self._sim.gpu_cached_tokens, inst)
             self._cache[k] = ld
         return ld
 
@@ -158,6 +163,7 @@ class Simulation:
         self.workload = workload
         self.config = config
         specs = build_instances(config)
+        self._prefix_hashes: dict[int, list[bytes]] = {}
         self.max_model_len = model_context(config)
         self.instances: list[SimInstance] = []
         for k, spec in enumerate(specs):
@@ -173,6 +179,7 @@ class Simulation:
                 static=policy.static,
                 role=spec.role,  # type: ignore[arg-type]
                 record_token_times=config.record_token_times,
+                enable_prefix_caching=config.prefix_caching,
             )
             try:
                 sched = Scheduler(sc, policy, name=spec.name)
@@ -593,8 +600,27 @@ class Simulation:
             inst.kicked = True
             self._push(now, _KICK, inst)
 
+    def gpu_cached_tokens(self, inst: SimInstance, spec: Any) -> int:
+        """Prompt tokens of ``spec`` whose blocks ``inst``'s prefix cache holds now (for routers)."""
+        ids = getattr(spec, "token_ids", None)
+        if ids is None:
+            return 0
+        memo = self._prefix_hashes
+        h = memo.get(spec.rid)
+        if h is None:
+            from llmplan.runtime.core.blocks import chain_hashes
+
+            h = memo[spec.rid] = chain_hashes(np.asarray(ids, dtype=np.uint32), self.config.block_size)
+            if len(memo) > 4096:
+                memo.pop(next(iter(memo)))
+        return inst.sched.blocks.cached_prefix_blocks(h) * self.config.block_size
+
     def _counters(self) -> dict[str, float]:
         out = dict(self.counters)
+        for k, attr in (("prefix_cache_hit_tokens", "hit_tokens"),
+                        ("prefix_cache_query_tokens", "query_tokens"),
+                        ("prefix_cache_evictions", "evictions")):  # fmt: skip
+            out[k] = sum(getattr(i.sched.blocks, attr) for i in self.instances)
         keys = ("preemptions", "misprediction_preemptions", "mispredictions", "padding_tokens",
                 "prompt_padding_tokens", "decode_padding_tokens", "steps", "prefill_tokens",
                 "recompute_tokens", "decode_tokens", "rejected", "handoffs")
