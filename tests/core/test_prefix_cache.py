@@ -86,7 +86,8 @@ def test_simulator_hits_exactly_the_shared_system_blocks() -> None:
 
     # 4 groups x 5 requests; 64-token system prompt + 16-token question = 5 blocks of 16,
     # one request at a time (0.2 req/s): every request after its group's first reuses 4 blocks.
-    wl = load_workload("shared-prefix:groups=4,per_group=5,system_len=64,question_len=16,output_len=8,rate=0.2")
+    spec = "shared-prefix:groups=4,per_group=5,system_len=64,question_len=16,output_len=8,rate=0.2"
+    wl = load_workload(spec)
     on = simulate(wl, SimConfig(instances=1, block_size=16, num_blocks=4096))
     off = simulate(wl, SimConfig(instances=1, block_size=16, num_blocks=4096, prefix_caching=False))
     assert on.counters["prefix_cache_query_tokens"] == 20 * 80
