@@ -12,6 +12,13 @@ fitted on Vidur's NCCL timings of an A100 DGX (NVSwitch, 2/4/8 GPUs, 2 KB - 64 M
 gives it (``LinkPerf``: NCCL-model bandwidth per direction, e.g. NV12 = 240 GB/s), so a group joined
 by PCIe is priced by its PCIe bandwidth through the same curve.
 
+**Per link class.** The fit above is the NVLink class (NVSwitch or NVLink bridges). A group whose
+slowest link is a PCIe path (``PIX``/``PXB``/``PHB``/``NODE``/``SYS`` in the topology) uses the
+all-reduce constants fitted on Vidur's A100 "pairwise" cluster, 4 GPUs across two NVLink pairs
+joined by PCIe Gen4 (``collectives_by_link.pcie`` in ``fitted.json``): its launch and
+synchronisation cost more (~60 us) and NCCL reaches the PCIe x16 rating there. Send/recv has no
+PCIe measurement and keeps the one fit.
+
 The measured all-reduce is 3-50x the old ring formula at decode sizes (a few KB), because launch
 and synchronisation (~40 us on A100) dominate there; this is the term that decides TP vs PP.
 """
@@ -53,6 +60,8 @@ class CollectiveParams:
 
 
 _DEFAULT: CollectiveParams | None = None
+_BY_CLASS: dict[str, CollectiveParams] = {}
+PCIE_KINDS = ("PIX", "PXB", "PHB", "NODE", "SYS")
 
 
 def default_collective_params() -> CollectiveParams:
@@ -62,13 +71,35 @@ def default_collective_params() -> CollectiveParams:
     return _DEFAULT
 
 
+def link_class(link: object) -> str:
+    """``"pcie"`` for a PCIe path (the topology's PIX/PXB/PHB/NODE/SYS), else ``"nvlink"``."""
+    kind = str(getattr(link, "kind", "") or "").upper()
+    return "pcie" if kind in PCIE_KINDS else "nvlink"
+
+
+def params_for_link(link: object) -> CollectiveParams:
+    """The fitted constants of ``link``'s class: PCIe all-reduce constants where a fit of that
+    class exists (``collectives_by_link`` in the parameter file), else the NVLink fit."""
+    cls = link_class(link)
+    if cls == "nvlink":
+        return default_collective_params()
+    p = _BY_CLASS.get(cls)
+    if p is None:
+        from dataclasses import replace
+
+        c = (fitted().get("collectives_by_link") or {}).get(cls) or {}
+        keys = ("allreduce_base_s", "allreduce_per_rank_s", "allreduce_eff")
+        p = _BY_CLASS[cls] = replace(default_collective_params(), **{k: float(c[k]) for k in keys if k in c})
+    return p
+
+
 def allreduce_coefficients(
     workers: int, link: _Link, params: CollectiveParams | None = None
 ) -> tuple[float, float]:
     """``(c0 seconds, c1 seconds per byte)``: an all-reduce of ``S`` bytes costs ``c0 + c1 * S``."""
     if workers <= 1 or link.bandwidth == math.inf:
         return 0.0, 0.0
-    p = params or default_collective_params()
+    p = params or params_for_link(link)
     n = workers
     c0 = p.allreduce_base_s + p.allreduce_per_rank_s * (n - 1) + 2 * (n - 1) * link.latency_s
     c1 = 2 * (n - 1) / n / (link.bandwidth * p.allreduce_eff)
@@ -92,7 +123,7 @@ def alltoall_coefficients(
     (no all-to-all timings were measured; an all-reduce's ring steps are the nearest fit)."""
     if workers <= 1 or link.bandwidth == math.inf:
         return 0.0, 0.0
-    p = params or default_collective_params()
+    p = params or params_for_link(link)
     n = workers
     c0 = p.allreduce_base_s + p.allreduce_per_rank_s * (n - 1) + (n - 1) * link.latency_s
     return c0, (n - 1) / n / (link.bandwidth * p.allreduce_eff)

@@ -142,3 +142,40 @@ def fit_collectives(
         "send_recv_base_s": float(r2.x[0]),
         "send_recv_eff": float(r2.x[1]),
     }
+
+
+def fit_allreduce_class(
+    tabs: Sequence[tuple[NetProfile, float, float]],
+    workers: Sequence[int] | None = None,
+    max_bytes: float = 64 * 2**20,
+    per_rank_s: float = 0.0,
+) -> dict[str, float]:
+    """All-reduce constants of one link class (e.g. PCIe) on rows of ``workers`` GPUs: launch +
+    synchronisation ``a0`` and bandwidth efficiency ``eff`` (the per-rank term is held at
+    ``per_rank_s``: one worker count cannot separate it from ``a0``). Relative (log) least squares."""
+    from scipy.optimize import least_squares
+
+    n, s, t, bw, lat = [], [], [], [], []
+    for tab, b, la in tabs:
+        sel = tab.intra_node() & (tab.size <= max_bytes)
+        if workers is not None:
+            sel &= np.isin(tab.workers, list(workers))
+        n += tab.workers[sel].tolist()
+        s += tab.size[sel].tolist()
+        t += tab.time_s[sel].tolist()
+        bw += [b] * int(sel.sum())
+        lat += [la] * int(sel.sum())
+    na, sa, ta, bwa, lata = (np.asarray(x, dtype=float) for x in (n, s, t, bw, lat))
+    if not len(ta):
+        raise ValueError("no all-reduce rows to fit")
+
+    def ar(th: np.ndarray) -> np.ndarray:
+        a0, e = th
+        return a0 + per_rank_s * (na - 1) + 2 * (na - 1) * lata + 2 * (na - 1) / na * sa / (bwa * e)
+
+    r = least_squares(lambda th: np.log(ar(th) / ta), [2e-5, 0.7], bounds=([0, 0.01], [1e-3, 2.0]))
+    return {
+        "allreduce_base_s": float(r.x[0]),
+        "allreduce_per_rank_s": per_rank_s,
+        "allreduce_eff": float(r.x[1]),
+    }

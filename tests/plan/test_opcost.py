@@ -78,3 +78,30 @@ def test_engine_overheads_are_sourced_and_change_only_the_step_term() -> None:
     assert p.compute_eff == DEFAULT_PARAMS.compute_eff and p.cost_model == DEFAULT_PARAMS.cost_model
     with pytest.raises(LlmplanError, match="use one of llmplan|vllm|sglang|trtllm"):
         engine_overhead("tgi")
+
+
+def test_a_pcie_group_is_priced_by_the_pcie_class_fit() -> None:
+    from llmplan.opcost.collectives import default_collective_params, link_class, params_for_link
+
+    pcie, nv = LinkPerf(24e9, 3e-6, "NODE"), NV12
+    assert link_class(pcie) == "pcie" and link_class(LinkPerf(24e9, 4e-6, "SYS")) == "pcie"
+    assert link_class(nv) == "nvlink" and link_class(LinkPerf(24e9, 3e-6)) == "nvlink"  # unnamed: default
+    p = params_for_link(pcie)
+    assert p != default_collective_params() and params_for_link(nv) == default_collective_params()
+    # the PCIe class is what allreduce_time uses for that link, unless params are given
+    n, s = 4, 2**20
+    want = p.allreduce_base_s + 2 * (n - 1) * 3e-6 + 2 * (n - 1) / n * s / (24e9 * p.allreduce_eff)
+    assert allreduce_time(s, n, pcie) == pytest.approx(want, rel=1e-12)
+    assert allreduce_time(s, n, pcie, default_collective_params()) != pytest.approx(want)
+
+
+@pytest.mark.skipif(not (VIDUR / "network").is_dir(), reason="needs ../shared/gpu-profiles/vidur-2024")
+def test_pcie_class_matches_the_measured_4_gpu_pcie_all_reduce() -> None:
+    from llmplan.opcost.profiles import read_network_csv
+
+    tab = read_network_csv(VIDUR / "network" / "a100_pairwise_nvlink" / "all_reduce.csv")
+    sel = (tab.workers == 4) & (tab.size <= 64 * 2**20)
+    link = LinkPerf(24e9, 3e-6, "NODE")  # PCIe Gen4 x16 as llmplan's link table rates it
+    pairs = zip(tab.size[sel], tab.time_s[sel], strict=True)
+    err = np.abs([allreduce_time(s, 4, link) / t - 1 for s, t in pairs])
+    assert np.median(err) < 0.05 and np.percentile(err, 90) < 0.10
