@@ -66,7 +66,7 @@ def _metrics(res, ttft_slo: float, tpot_slo: float) -> dict[str, float]:
 
 
 def run_system(system: str, model: str, gpus: int, pd: tuple[int, int], wl, args):
-    from llmplan.migrate.systems import controller_hook, system_config
+    from llmplan.bench.systems import controller_hook, system_config
     from llmplan.runtime.sim import simulate
 
     cfg = system_config(system, model=model, gpu=args.gpu, gpus=gpus, pd=pd, sample_interval_s=1.0)

@@ -7,11 +7,14 @@ machine carries: each system is one ``llmplan serve --instances 2`` deployment o
 and the same slice of the Azure LLM inference trace 2023 (conversation) is replayed against
 each, open loop, by ``llmplan.loadgen.replay``:
 
-* ``vllm``      -- two colocated instances, continuous batching, least-loaded router;
-* ``distserve`` -- static 1:1 P/D (``--pd 1:1``): the prefill instance writes the prompt's KV to
-                   the global store, the decode instance loads it and decodes;
-* ``banaserve`` -- two colocated instances sharing the global KV store (``--kv-store``), the
-                   BanaServe router (load-aware, Algorithm 4-2, over the store);
+Each system is the one ``llmplan.bench.systems`` defines (the simulated comparison builds from
+the same definition), deployed by ``llmplan.bench.live.serve_argv``:
+
+* ``vllm``      -- two colocated instances, continuous batching, round-robin router;
+* ``distserve`` -- static 1:1 P/D (``--pd 1:1``), least-loaded router: the prefill instance writes
+                   the prompt's KV to the global store, the decode instance loads it and decodes;
+* ``banaserve`` -- 1:1 P/D over the global KV store with the BanaServe router (Algorithm 4-2);
+                   the migration controller is not run live in a P:D deployment (recorded);
 * ``banaserve-workers`` (opt-in: ``--systems ...,banaserve-workers``) -- one instance over two
                    worker processes (``--workers 2``) with the migration controller (layer moves
                    and attention offloads between the two; no store: it
@@ -40,13 +43,13 @@ from pathlib import Path
 
 import numpy as np
 
-from llmplan.frontend.live_systems import LIVE_SYSTEMS as SYSTEMS
-from llmplan.frontend.live_systems import WORKER_SYSTEMS
+from llmplan.bench.live import LIVE_SYSTEMS as SYSTEMS
+from llmplan.bench.live import WORKER_SYSTEMS
 
 
 def workload(args: argparse.Namespace, rate: float):
     """The Azure conv slice, lengths scaled for the CPU, arrivals rescaled to ``rate`` req/s."""
-    from llmplan.frontend.live_systems import scale_lengths
+    from llmplan.bench.live import scale_lengths
     from llmplan.workload.loader import load_workload
     from llmplan.workload.shaping import offered_rate, rescale_rate
     from llmplan.workload.slo import assign_slos
@@ -71,7 +74,7 @@ def workload(args: argparse.Namespace, rate: float):
 
 
 def run_system(system: str, rate: float, wl, args: argparse.Namespace, work: Path) -> dict:
-    from llmplan.frontend.live_systems import LiveConfig, run_live_system
+    from llmplan.bench.live import LiveConfig, run_live_system
     from llmplan.metrics import compute_metrics
 
     cfg = LiveConfig(
@@ -119,10 +122,10 @@ def simulate(system: str, wl, args: argparse.Namespace) -> dict:
     from llmplan.runtime.sim import SimConfig
     from llmplan.runtime.sim import simulate as run_sim
 
-    router, pd, _ = SYSTEMS[system]
+    defn = SYSTEMS[system]  # the one definition (llmplan.bench.systems) the live run deployed
     cfg = SimConfig(
-        instances=2, policy="fcfs", router=router, model=args.model, cost=load_profile(args.calibration),
-        disaggregation=(1, 1) if pd else None, max_num_seqs=args.max_num_seqs,
+        instances=2, policy="fcfs", router=defn.router, model=args.model, cost=load_profile(args.calibration),
+        disaggregation=(1, 1) if defn.layout == "pd" else None, max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens, chunked_prefill=True,
         num_blocks=args.num_kv_blocks, record_token_times=True, kv_link_gbps=1.0,
     )  # fmt: skip

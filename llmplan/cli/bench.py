@@ -23,8 +23,8 @@ from llmplan.cli.engine_args import (
 )
 
 if TYPE_CHECKING:  # the library is imported lazily inside the command body
+    from llmplan.bench.runner import BenchConfig, OnProgress
     from llmplan.report import BenchReport
-    from llmplan.report.runner import BenchConfig, OnProgress
     from llmplan.workload import Workload
 
 _HELP = """Replay a trace against the simulated cluster (or a live server) and write a report.
@@ -98,7 +98,7 @@ def _check_options(
     from llmplan.predict.oracle import parse_predictor
 
     parse_predictor(predictor)
-    from llmplan.report.runner import system_names
+    from llmplan.bench.runner import system_names
 
     if not system_names(policies):
         from llmplan.batch import get_policy
@@ -287,13 +287,13 @@ def register(app: typer.Typer) -> None:
             "trace fits a CPU model.",
         ),
     ) -> None:
+        from llmplan.bench.runner import DEFAULT_POLICIES, BenchConfig, run_bench, system_names
         from llmplan.cli.engine_args import engine_args, policy_from
         from llmplan.deployment import DeploymentSpec
         from llmplan.errors import LlmplanError
         from llmplan.opcost.engines import canonical_engine
         from llmplan.report import print_report, to_json, write_report
         from llmplan.report.progress import bench_progress
-        from llmplan.report.runner import DEFAULT_POLICIES, BenchConfig, run_bench, system_names
         from llmplan.workload import load_workload, parse_slo_spec, parse_window
 
         policy = policy_from(policy, scheduler)
@@ -418,8 +418,8 @@ def _live(
     engine_flags: dict | None = None,
 ) -> BenchReport:
     """Live mode: the load generator replays the workload over HTTP; same metrics and report."""
+    from llmplan.bench.runner import live_report, run_bench
     from llmplan.errors import LlmplanError
-    from llmplan.report.runner import live_report, run_bench
 
     try:
         from llmplan.loadgen import replay
@@ -522,7 +522,7 @@ def _deployment_source(
         raise LlmplanError(
             f"--model {model} conflicts with {flag} {path}, which deploys {spec.model}; drop --model"
         )
-    from llmplan.report.runner import topology_source
+    from llmplan.bench.runner import topology_source
 
     if topology is not None and spec.topology and topology_source(topology) != topology_source(spec.topology):
         raise LlmplanError(
@@ -536,16 +536,17 @@ def _deployment_source(
 def _live_systems(
     cfg: BenchConfig, wl: Workload, model: str, scales: list[float], on_progress: OnProgress
 ) -> tuple[BenchReport, str]:
-    """--live: each system of cfg.policies as a real deployment (llmplan.frontend.live_systems)."""
+    """--live: each system of cfg.policies as a real deployment (llmplan.bench.live)."""
     import datetime as dt
     import tempfile
 
     from llmplan import __version__
+    from llmplan.bench.live import LiveConfig, load_table, run_live_system, scale_lengths
+    from llmplan.bench.runner import live_workload_info
+    from llmplan.bench.systems import get_system
     from llmplan.errors import LlmplanError
-    from llmplan.frontend.live_systems import LiveConfig, load_table, run_live_system, scale_lengths
     from llmplan.metrics import compute_metrics
     from llmplan.report import BenchReport
-    from llmplan.report.runner import live_workload_info
 
     if len(scales) != 2:
         raise LlmplanError(f"--live-scale wants PROMPT,OUTPUT scales, e.g. 0.5,0.5; got {scales}")
@@ -569,7 +570,10 @@ def _live_systems(
         config={"bench": cfg.to_dict(), "live": {"model": model, "length_scale": scales,
                                                  "commands": {r.system: r.argv for r in runs}},
                 # What each deployment reported it runs (GET /v1/deployment of its front end).
-                "deployments": {r.system: r.deployment for r in runs}},
+                "deployments": {r.system: r.deployment for r in runs},
+                # Each system's one definition (llmplan.bench.systems) and what live did not realise.
+                "systems": {r.system: {"definition": get_system(r.system).to_dict(), "not_realised": r.gaps}
+                            for r in runs}},
         workload=live_workload_info(wl, 1.0),
         seed=cfg.seed,
         version=__version__,

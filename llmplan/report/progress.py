@@ -11,12 +11,12 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from llmplan import progress
-from llmplan.report.runner import OnProgress
+from llmplan.bench.config import OnProgress
 
 
 @contextmanager
 def bench_progress(console: Any = None) -> Iterator[OnProgress]:
-    """``on_progress(label, done, total)`` for :func:`llmplan.report.runner.run_bench`.
+    """``on_progress(label, done, total)`` for :func:`llmplan.bench.runner.run_bench`.
 
     ``console`` is accepted for callers of the old signature; the display always goes to stderr.
     """

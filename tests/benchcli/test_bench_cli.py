@@ -250,10 +250,10 @@ def test_parallel_and_serial_runs_agree(azure_env: Path, tmp_path: Path) -> None
 
 def test_default_cluster_prices_each_filled_instance_as_planned() -> None:
     """Default cluster = the planner's fill, each instance with its own roofline and KV blocks."""
+    from llmplan.bench.runner import BenchConfig, build_cluster
     from llmplan.models import get_model_spec
     from llmplan.plan.costmodel import BatchShape, InstanceCost
     from llmplan.plan.planner import fill_plan
-    from llmplan.report.runner import BenchConfig, build_cluster
     from llmplan.topology import load_topology
 
     cluster = build_cluster(BenchConfig())

@@ -159,8 +159,8 @@ def test_a_prompt_beyond_the_context_is_rejected_in_table_csv_and_json(tmp_path:
 
 
 def test_a_spec_cluster_is_priced_only_where_a_price_is_known() -> None:
+    from llmplan.bench.runner import BenchConfig, build_spec_cluster
     from llmplan.deployment import InstanceSpec
-    from llmplan.report.runner import BenchConfig, build_spec_cluster
 
     def spec(source: str, device: str) -> DeploymentSpec:
         return DeploymentSpec(model="llama-3.1-8b", instances=[InstanceSpec("i0"), InstanceSpec("i1")],

@@ -282,16 +282,17 @@ def test_failed_prefill_hop_is_a_clear_counted_error(stub_argv, free_port):
 
 
 def test_live_systems_deploy_what_they_claim(tmp_path):
-    """The live comparison's three deployments: same engine flags, only router/P-D/store differ."""
-    from llmplan.frontend.live_systems import LiveConfig, serve_argv
+    """The live comparison's three deployments (llmplan.bench.systems): same engine flags, only
+    router/P-D/store differ."""
+    from llmplan.bench.live import LiveConfig, serve_argv
 
     argv = {s: serve_argv(s, LiveConfig(), 8000, 8001, tmp_path) for s in ("vllm", "distserve", "banaserve")}
 
     def opt(a: list[str], flag: str) -> str | None:
         return a[a.index(flag) + 1] if flag in a else None
 
-    assert [opt(argv[s], "--router") for s in argv] == ["least-loaded", "least-loaded", "banaserve"]
-    assert [opt(argv[s], "--pd") for s in argv] == [None, "1:1", None]
+    assert [opt(argv[s], "--router") for s in argv] == ["round-robin", "least-loaded", "banaserve"]
+    assert [opt(argv[s], "--pd") for s in argv] == [None, "1:1", "1:1"]
     assert opt(argv["vllm"], "--kv-store") is None
     assert (
         opt(argv["distserve"], "--kv-store")
@@ -305,7 +306,7 @@ def test_live_systems_deploy_what_they_claim(tmp_path):
 
 
 def test_scale_lengths_caps_and_keeps_arrivals():
-    from llmplan.frontend.live_systems import scale_lengths
+    from llmplan.bench.live import scale_lengths
     from llmplan.workload.types import RequestSpec, Workload
 
     wl = Workload("w", [RequestSpec(rid=i, arrival_s=i * 0.5, prompt_tokens=p, output_tokens=o)

@@ -73,8 +73,8 @@ def _seqs(reqs):
 
 @pytest.mark.slow  # a front end and two backend processes
 def test_a_live_system_run_records_the_deployment_it_ran(tmp_path) -> None:
+    from llmplan.bench.live import LiveConfig, run_live_system
     from llmplan.deployment import DeploymentSpec
-    from llmplan.frontend.live_systems import LiveConfig, run_live_system
 
     wl = Workload("tiny", [RequestSpec(k, 0.05 * k, 20 + k, 3) for k in range(3)])
     run = run_live_system("vllm", wl, tmp_path / "vllm", LiveConfig(max_num_seqs=8, num_kv_blocks=256))

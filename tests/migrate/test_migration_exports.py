@@ -6,12 +6,12 @@ import pytest
 import torch
 from prometheus_client import CollectorRegistry, generate_latest
 
+from llmplan.bench.systems import controller_hook, system_config
 from llmplan.errors import LlmplanError
 from llmplan.kvstore.metrics import StoreCollector
 from llmplan.kvstore.store import GlobalKVStore
 from llmplan.migrate.controller import ControllerConfig, MigrationController, WorkerLoad
 from llmplan.migrate.metrics import ControllerCollector
-from llmplan.migrate.systems import controller_hook, system_config
 
 
 def test_controller_counters_in_prometheus_text():

@@ -147,7 +147,7 @@ def test_predicted_vs_measured_table() -> None:
 @pytest.mark.parametrize("time_scale", [1.0, 4.0])
 def test_live_report_shows_the_rate_the_server_saw(time_scale: float) -> None:
     """--time-scale divides arrival times: the header's rate is the trace's times the scale."""
-    from llmplan.report.runner import BenchConfig, live_report
+    from llmplan.bench.runner import BenchConfig, live_report
     from llmplan.workload import load_workload, offered_rate
 
     wl = load_workload("synthetic:rate=2,n=40", seed=1, slo="none")

@@ -1,26 +1,18 @@
-"""The BanaServe comparison on the live built-in engine: each system as a real deployment.
+"""The comparison's systems on the live built-in engine: each system as a real deployment.
 
 ``run_live_system("distserve", workload)`` starts ``llmplan serve --instances 2 ...`` (the
 front end and two built-in backends with dummy weights, one process each, on 127.0.0.1),
 replays ``workload`` against it open loop (:func:`llmplan.loadgen.replay`), scrapes the
-backends' and the front end's ``/metrics`` and stops the deployment. The three systems differ
-only in how the two backends are used. They are NOT yet the systems the simulated comparison
-(:mod:`llmplan.migrate.systems`) defines: there ``vllm`` routes round-robin (here
-least-loaded) and ``banaserve`` is a P:D split with the migration controller (here two
-colocated instances sharing the store; the live controller exists only inside one
-multi-worker instance, ``banaserve-workers``). Each run records what it deployed
-(``LiveSystemRun.deployment``, from GET /v1/deployment), so reports show the difference:
+backends' and the front end's ``/metrics`` and stops the deployment.
 
-* ``vllm``      -- two colocated instances, continuous batching, least-loaded router;
-* ``distserve`` -- static 1:1 P/D (``--pd 1:1``): the prefill instance writes the prompt's KV
-                   to the global store, the decode instance loads it and decodes;
-* ``banaserve`` -- two colocated instances sharing the global KV store (``--kv-store``), the
-                   BanaServe router (load-aware, Algorithm 4-2, over the store);
-* ``banaserve-workers`` (opt-in) -- one instance whose decoder layers span two worker processes
-                   (``--workers 2``), the migration controller (Algorithm 4-1) moving boundary layers
-                   or offloading attention between them (the store serves single-worker
-                   instances only, so none here). The same two processes' worth of CPU, spent
-                   on one pipelined instance instead of two replicas.
+Each system is the one :mod:`llmplan.bench.systems` defines (the simulator builds from the same
+definition); :func:`serve_argv` translates it into ``llmplan serve`` flags: the layout into
+``--instances 2`` (colocated) or ``--pd 1:1``, the router into ``--router``, admission into
+``--admission``, the shared store into ``--kv-store``, and ``banaserve-workers`` into one
+``--workers 2 --migration-controller`` instance. What the live engine cannot realise on CPU
+(:func:`llmplan.bench.systems.live_gaps`: the P:D hand-off goes through the store; a P:D
+deployment runs no controller) is kept in ``LiveSystemRun.gaps`` and in report.json. Each run
+also records what it deployed (``LiveSystemRun.deployment``, from GET /v1/deployment).
 
 Load per backend is measured three ways: requests dispatched to it (front end), tokens it
 pushed through the model (prompt tokens not served by the store, plus generated tokens), and
@@ -47,19 +39,15 @@ from pathlib import Path
 
 import httpx
 
+from llmplan.bench.systems import REGISTRY, SystemDef, get_system, live_gaps
 from llmplan.errors import LlmplanError
 from llmplan.metrics.types import RunResult
 from llmplan.workload.types import Workload
 
-# name: (router, --pd split or None, shares the global KV store)
-LIVE_SYSTEMS: dict[str, tuple[str, str | None, bool]] = {
-    "vllm": ("least-loaded", None, False),
-    "distserve": ("least-loaded", "1:1", True),
-    "banaserve": ("banaserve", None, True),
-    "banaserve-workers": ("", None, False),
-}
+# Every system the live harness deploys (the registry's), by name.
+LIVE_SYSTEMS: dict[str, SystemDef] = dict(REGISTRY)
 # Systems whose one instance spans worker processes instead of a front end over two backends.
-WORKER_SYSTEMS = ("banaserve-workers",)
+WORKER_SYSTEMS = tuple(n for n, d in REGISTRY.items() if d.layout == "workers")
 
 
 @dataclass(slots=True)
@@ -90,6 +78,8 @@ class LiveSystemRun:
     argv: list[str] = field(default_factory=list)
     # What the deployment reported at GET /v1/deployment (llmplan.deployment), None if nothing.
     deployment: dict | None = None
+    # What of the system's definition (llmplan.bench.systems) the live engine did not realise.
+    gaps: list[str] = field(default_factory=list)
     migrations: float = 0.0  # layer migrations the controller executed (banaserve-workers)
     offloads: float = 0.0  # attention offloads the controller executed (banaserve-workers)
 
@@ -168,9 +158,8 @@ class _QueueSampler:
 
 def serve_argv(system: str, cfg: LiveConfig, port: int, base_port: int, workdir: Path) -> list[str]:
     """The ``llmplan serve`` command line of ``system``'s deployment."""
-    if system not in LIVE_SYSTEMS:
-        raise LlmplanError(f"unknown system {system!r}; choose from {', '.join(LIVE_SYSTEMS)}")
-    router, pd, store = LIVE_SYSTEMS[system]
+    defn = get_system(system)
+    system = defn.name
     if system in WORKER_SYSTEMS:
         return [
             sys.executable, "-m", "llmplan.cli.app", "serve", "--dummy-weights", cfg.model,
@@ -181,17 +170,17 @@ def serve_argv(system: str, cfg: LiveConfig, port: int, base_port: int, workdir:
         ]  # fmt: skip
     argv = [
         sys.executable, "-m", "llmplan.cli.app", "serve", "--dummy-weights", cfg.model,
-        "--instances", "2", "--port", str(port), "--base-port", str(base_port), "--router", router,
+        "--instances", "2", "--port", str(port), "--base-port", str(base_port), "--router", defn.router,
         "--threads", str(cfg.threads), "--max-num-seqs", str(cfg.max_num_seqs),
         "--max-num-batched-tokens", str(cfg.max_num_batched_tokens), "--num-kv-blocks",
         str(cfg.num_kv_blocks), "--log-dir", str(workdir / "logs"), "--max-restarts", "0",
-        "--admission", "fcfs", "--seed", str(cfg.seed),
+        "--admission", defn.admission, "--seed", str(cfg.seed),
     ]  # fmt: skip
-    if pd:
-        argv += ["--pd", pd]
-    if store:
-        # A fresh store per run: one warmed by an earlier run's identical prompts would turn
-        # every prompt into a hit.
+    if defn.layout == "pd":
+        argv += ["--pd", "1:1"]
+    if defn.kv_store or defn.layout == "pd":
+        # The P:D hand-off needs the store. A fresh store per run: one warmed by an earlier
+        # run's identical prompts would turn every prompt into a hit.
         argv += ["--kv-store", str(workdir / "store")]
     return argv
 
@@ -212,7 +201,9 @@ def run_live_system(
     workdir.mkdir(parents=True, exist_ok=True)
     port, first = _free_port_pair()
     argv = serve_argv(system, cfg, port, first, workdir)
-    names = ["prefill0", "decode0"] if LIVE_SYSTEMS[system][1] else ["engine0", "engine1"]
+    defn = get_system(system)
+    system = defn.name
+    names = ["prefill0", "decode0"] if defn.layout == "pd" else ["engine0", "engine1"]
     backends = {n: f"http://127.0.0.1:{first + i}" for i, n in enumerate(names)}
     url = f"http://127.0.0.1:{port}"
     if system in WORKER_SYSTEMS:
@@ -283,6 +274,7 @@ def run_live_system(
         loadavg=(load0, load1),
         argv=argv,
         deployment=deployment,
+        gaps=live_gaps(defn),
     )
 
 

@@ -8,12 +8,20 @@ SLOs, same seed), so differences between columns come from the policies alone.
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from typing import Any
 
 from llmplan import __version__
-from llmplan.deployment import DeploymentSpec, EngineArgs, InstanceSpec, StageSpec
+from llmplan.bench.config import (  # noqa: F401  (re-exported: the runner's public names)
+    DEFAULT_POLICIES,
+    DEFAULT_TOPOLOGY,
+    SYSTEM_GPU,
+    BenchConfig,
+    Cluster,
+    OnProgress,
+)
+from llmplan.bench.jobs import SimJob, run_jobs, simulate_once  # noqa: F401
+from llmplan.deployment import DeploymentSpec, InstanceSpec, StageSpec
 from llmplan.errors import LlmplanError
 from llmplan.metrics import RunMetrics, compute_metrics, distserve_goodput
 from llmplan.metrics.types import RunResult
@@ -22,70 +30,6 @@ from llmplan.report.repeats import aggregate as aggregate_repeats
 from llmplan.workload import load_workload, offered_rate
 from llmplan.workload.shaping import rescale_rate
 from llmplan.workload.types import Workload
-
-# (label, done, total): one progress stream per run label.
-OnProgress = Callable[[str, int, int], None]
-
-# The main job compares like with like: three continuous-batching policies. UELLM's static
-# SLO-ODBS pads every batch to its longest member and belongs in a static-vs-static comparison.
-DEFAULT_POLICIES = ("fcfs", "slo-odbs-cb", "s3")
-# ``--compare`` names that select a whole serving system (llmplan.migrate.systems), not a policy.
-SYSTEM_GPU = "A100-SXM-80GB"
-
-
-@dataclass(slots=True)
-class BenchConfig:
-    trace: str = "azure"
-    rate_scale: float = 1.0
-    window: tuple[float, float | None] | None = None
-    max_requests: int | None = None
-    seed: int = 0
-    slo: str = "proportional"
-    model: str = "llama-2-13b"
-    topology: str | None = None  # None: the plan's (with --plan), else preset:dgx-a100
-    plan: str | None = None  # a saved plan file; None plans HELR on the topology
-    # A deployment spec (llmplan.deployment) the run simulates instead of planning: from a
-    # plan file (its instances, topology and scheduler settings) or from a server's
-    # GET /v1/deployment (``bench --target --simulate``).
-    deployment: dict[str, Any] | None = None
-    plan_mode: str = "HELR"
-    policies: list[str] = field(default_factory=lambda: list(DEFAULT_POLICIES))
-    router: str = "round-robin"
-    instances: int | None = None  # replicas of the plan's instance; None fills the topology
-    predictor: str = "oracle"
-    engine: EngineArgs = field(default_factory=EngineArgs)
-    disaggregation: tuple[int, int] | None = None
-    sweep_rates: list[float] | None = None  # absolute offered rates (req/s)
-    sweep_target: float = 0.9
-    calibration: str | None = None
-    allow_profile_mismatch: bool = False
-    # The serving engine whose per-step overhead prices each step (llmplan.opcost.engines);
-    # None: the deployment spec's, else vllm (the simulator reproduces vLLM V1's scheduler).
-    serving_engine: str | None = None
-    record_token_times: bool = True
-    command: str = ""
-    # Joules in the report (llmplan.energy, modelled): "max" accounts every step at the maximum
-    # SM clock; "greenserve" also runs EcoFreq clocks and EcoRoute; "off" skips it.
-    energy: str = "max"
-    # --repeat K: K seeds (seed, seed+1, ...) per label, reported as mean and 95% interval.
-    repeat: int = 1
-    # --warmup S: requests arriving in the first S seconds are left out of every statistic.
-    warmup_s: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(slots=True)
-class Cluster:
-    """The simulated deployment: instance specs plus how they were derived (for the report)."""
-
-    instances: list[Any]
-    description: dict[str, Any]
-    cost_override: Any = None
-    graph: Any = None
-    plan: Any = None  # the Plan the instances come from, when there is one
-    device: str | None = None  # GPU model (or "cpu") when every instance runs on one kind
 
 
 def _default_cost_label() -> str:
@@ -116,7 +60,7 @@ def load_calibration_cost(path: str) -> Any:
 def system_names(policies: list[str]) -> bool:
     """True when ``policies`` name whole systems (vllm, distserve, banaserve), False for batch
     policies; a mix is an error: a system fixes its own router, split and policy."""
-    from llmplan.migrate.systems import SYSTEMS
+    from llmplan.bench.systems import SYSTEMS
 
     names = [p.strip().lower() for p in policies]
     systems = [n for n in names if n in SYSTEMS]
@@ -163,7 +107,7 @@ def system_layout(cfg: BenchConfig) -> tuple[int, tuple[int, int]]:
 def build_system_cluster(cfg: BenchConfig) -> Cluster:
     """The hardware every system of ``--compare vllm,distserve,banaserve`` shares: ``gpus``
     A100-80GB, one TP=1 replica each; the systems differ only in routing, P:D split and controller."""
-    from llmplan.migrate.systems import SYSTEMS
+    from llmplan.bench.systems import REGISTRY, SYSTEMS, sim_gaps
 
     gpus, pd = system_layout(cfg)
     desc = {
@@ -175,10 +119,14 @@ def build_system_cluster(cfg: BenchConfig) -> Cluster:
             "pd": list(pd),
             "compared": [p.strip().lower() for p in cfg.policies],
             "known": list(SYSTEMS),
-            "vllm": "colocated continuous batching (FCFS), round-robin over all GPUs",
-            "distserve": f"static {pd[0]}:{pd[1]} prefill:decode, least-loaded routing, KV over the link",
-            "banaserve": f"{pd[0]}:{pd[1]} P:D + BanaServe load-aware router + migration controller "
-            "(Algorithm 4-1) every tick",
+            **{
+                name: f"{REGISTRY[name].description}"
+                + (f" ({pd[0]}:{pd[1]} P:D)" if REGISTRY[name].layout == "pd" else "")
+                for name in SYSTEMS
+            },
+            # Each system's one definition (llmplan.bench.systems), and what the simulator leaves out.
+            "definitions": {name: REGISTRY[name].to_dict() for name in SYSTEMS},
+            "not_simulated": {name: sim_gaps(REGISTRY[name]) for name in SYSTEMS if sim_gaps(REGISTRY[name])},
         },
         "cost_model": _default_cost_label(),
         "block_size": cfg.engine.block_size,
@@ -238,7 +186,6 @@ def build_cluster(cfg: BenchConfig) -> Cluster:
             )
         topology = own or topology
     graph = load_topology(topology)
-    from dataclasses import asdict
 
     from llmplan.opcost.engines import params_for_engine
 
@@ -324,9 +271,6 @@ def build_cluster(cfg: BenchConfig) -> Cluster:
     if cost is not None:
         desc["calibration"] = {k: getattr(cost, k, None) for k in ("model", "device", "dtype")}
     return Cluster(specs, desc, cost, graph, plan, device)
-
-
-DEFAULT_TOPOLOGY = "preset:dgx-a100"
 
 
 def topology_source(name: str) -> str:
@@ -445,7 +389,7 @@ def deployment_of_run(cfg: BenchConfig, cluster: Cluster, policy: str) -> dict[s
     systems = cluster.description.get("systems")
     engine = _replace(cfg.engine, policy=policy if not systems else "fcfs")
     if systems is not None:
-        from llmplan.migrate.systems import system_config
+        from llmplan.bench.systems import system_config
 
         gpus, pd = systems["gpus"], tuple(systems["pd"])
         sc = system_config(policy, model=cfg.model, gpu=systems["gpu"], gpus=gpus, pd=pd)
@@ -506,95 +450,6 @@ def _replica_gpus(base: list[Any], all_gpus: list[str], replicas: int) -> list[t
     return out
 
 
-def simulate_once(
-    workload: Workload,
-    cluster: Cluster,
-    cfg: BenchConfig,
-    policy: str,
-    progress: Callable[[int, int], None] | None = None,
-) -> tuple[RunResult, dict[str, Any]]:
-    from llmplan.runtime.sim import SimConfig, simulate
-
-    systems = cluster.description.get("systems")
-    if systems is not None:
-        return _simulate_system(workload, systems, cfg, policy, progress)
-    sc = SimConfig(
-        instances=cluster.instances,
-        policy=policy,
-        router=cfg.router,
-        predictor=cfg.predictor,
-        block_size=cfg.engine.block_size,
-        chunked_prefill=cfg.engine.chunked_prefill,
-        max_num_seqs=cfg.engine.max_num_seqs,
-        max_num_batched_tokens=cfg.engine.max_num_batched_tokens,
-        max_model_len=cfg.engine.max_model_len,
-        disaggregation=None,  # roles are already on the instance specs (build_cluster)
-        cost=cluster.cost_override,
-        model=cluster.description["model"],  # a --plan file's model wins over --model
-        topology=cluster.graph,
-        seed=cfg.seed,
-        record_token_times=cfg.record_token_times,
-    )
-    note = _attach_energy(sc, cluster, cfg.energy)
-    out = simulate(workload, sc, progress=progress), sc.to_dict()
-    if note:
-        out[1]["energy"] = note
-    return out
-
-
-def _attach_energy(sc: Any, cluster: Cluster, mode: str) -> str | None:
-    """Set ``sc.energy`` for ``mode`` when every instance's cost can be clock-scaled; else the
-    reason energy is not modelled (a calibration table has no compute/memory split)."""
-    if mode == "off":
-        return None
-    from llmplan.energy.green import EnergyControl
-    from llmplan.energy.power import ClockedCost
-
-    try:
-        for inst in cluster.instances:
-            ClockedCost.wrap(sc.cost if sc.cost is not None else inst.cost)
-    except LlmplanError as e:
-        if mode == "greenserve":
-            raise
-        return f"not modelled: {e}"
-    sc.energy = EnergyControl(mode=mode, seed=sc.seed)
-    return None
-
-
-def _simulate_system(
-    workload: Workload,
-    layout: dict[str, Any],
-    cfg: BenchConfig,
-    system: str,
-    progress: Callable[[int, int], None] | None,
-) -> tuple[RunResult, dict[str, Any]]:
-    from llmplan.migrate.systems import controller_hook, system_config
-    from llmplan.runtime.sim import simulate
-
-    sc = system_config(
-        system,
-        model=cfg.model,
-        gpu=layout["gpu"],
-        gpus=layout["gpus"],
-        pd=tuple(layout["pd"]),
-        predictor=cfg.predictor,
-        block_size=cfg.engine.block_size,
-        chunked_prefill=cfg.engine.chunked_prefill,
-        max_num_seqs=cfg.engine.max_num_seqs,
-        max_num_batched_tokens=cfg.engine.max_num_batched_tokens,
-        max_model_len=cfg.engine.max_model_len,
-        seed=cfg.seed,
-        record_token_times=cfg.record_token_times,
-    )
-    result = simulate(workload, sc, progress=progress)
-    out = sc.to_dict()
-    hook = controller_hook(sc)
-    if hook is not None:
-        out["migrations_applied"] = len(hook.applied)
-        out["controller_counters"] = {k: v for k, v in hook.controller.counters.items()}
-    return result, out
-
-
 def workload_info(wl: Workload) -> dict[str, Any]:
     return {
         "name": wl.name,
@@ -651,8 +506,6 @@ def run_bench(
             show_progress=show_download_progress,
         )
     cluster = build_system_cluster(cfg) if system_names(cfg.policies) else build_cluster(cfg)
-    from llmplan.report.jobs import SimJob, run_jobs
-
     _check_warmup(workload, cfg.warmup_s)
     jobs = [SimJob(p, p, workload, cluster, cfg) for p in cfg.policies]
     seeds = [cfg.seed + k for k in range(max(1, cfg.repeat))]
