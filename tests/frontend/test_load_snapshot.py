@@ -74,12 +74,18 @@ def _seqs(reqs):
 @pytest.mark.slow  # a front end and two backend processes
 def test_a_live_system_run_records_the_deployment_it_ran(tmp_path) -> None:
     from llmplan.bench.live import LiveConfig, run_live_system
+    from llmplan.bench.systems import get_system
     from llmplan.deployment import DeploymentSpec
 
     wl = Workload("tiny", [RequestSpec(k, 0.05 * k, 20 + k, 3) for k in range(3)])
-    run = run_live_system("vllm", wl, tmp_path / "vllm", LiveConfig(max_num_seqs=8, num_kv_blocks=256))
+    # banaserve: the system whose live deployment realises its definition only in part.
+    run = run_live_system("banaserve", wl, tmp_path / "bana", LiveConfig(max_num_seqs=8, num_kv_blocks=256))
     assert [r.status for r in run.result.records] == ["ok"] * 3
     spec = DeploymentSpec.from_dict(run.deployment)
-    assert [i.name for i in spec.instances] == ["engine0", "engine1"]
+    assert [i.name for i in spec.instances] == ["prefill0", "decode0"]
+    assert [i.role for i in spec.instances] == ["prefill", "decode"]
     assert [i.num_kv_blocks for i in spec.instances] == [256, 256]
-    assert spec.router == "least-loaded" and spec.engine.max_num_seqs == 8
+    # The router the one definition names (llmplan.bench.systems), as the server reports it.
+    assert spec.router == get_system("banaserve").router == "banaserve" and spec.engine.max_num_seqs == 8
+    assert run.pd_handoffs == 3 and run.pd_failures == 0
+    assert any("controller" in g for g in run.gaps)
