@@ -31,6 +31,7 @@ ALIASES = {
 LAZY_ROUTERS = {
     "load-aware": "llmplan.routing.load_aware",
     "prefix-aware": "llmplan.routing.prefix_aware",
+    "prefix-bounded": "llmplan.routing.prefix_bounded",
     "banaserve": "llmplan.routing.banaserve",
 }
 

@@ -53,7 +53,7 @@ def test_reference_counts_and_lru_eviction() -> None:
     a_blocks, b_blocks = a.block_ids[:2], b.block_ids[:2]
     bm.free(a)  # a's 2 cached blocks become evictable, its partial block free
     bm.free(b)
-    assert bm.num_free == 6 and bm.num_cached == 4
+    assert bm.num_free == 6 and bm.num_used == 0 and bm.num_cached == 4
     # a third prompt needs 3 blocks: 2 never-cached ones go first, then the least recently
     # freed cached block (a's first), so a's chain is broken and b's survives
     c = _seq(2, [90] * 12)

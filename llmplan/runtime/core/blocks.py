@@ -164,7 +164,8 @@ class BlockManager:
 
     @property
     def num_used(self) -> int:
-        return self.num_blocks - len(self._free)
+        """Blocks some sequence holds (unused cached blocks count as free, as in vLLM)."""
+        return self.num_blocks - self.num_free
 
     @property
     def capacity_tokens(self) -> int:
