@@ -74,6 +74,13 @@ def register(app: typer.Typer) -> None:
         dtype: str = typer.Option(
             "float32", "--dtype", help="float32, bfloat16 or float16.", rich_help_panel="Model"
         ),
+        clock_control: str | None = typer.Option(
+            None,
+            "--clock-control",
+            help="greenserve: lock the GPU's SM clock per iteration (EcoFreq, docs/energy.md) through NVML; "
+            "needs --device cuda and permission to lock clocks (refusals are reported, then it stays off).",
+            rich_help_panel="Model",
+        ),
         plan: Path | None = typer.Option(
             None,
             "--plan",
@@ -340,6 +347,10 @@ def register(app: typer.Typer) -> None:
             max_inflight=max_inflight, health_timeout=health_timeout, max_restarts=max_restarts,
         )  # fmt: skip
         kv_store_args = _kv_store_args(kv_store, kv_store_memory_mb, kv_store_disk_gb)
+        from llmplan.energy.live import check_clock_control
+
+        check_clock_control(clock_control, device, workers,
+                            engine_kind != "builtin" or instances > 1 or pd is not None)
         guard = _guard(host, api_key, enable_admin, protect_metrics, max_request_mb)
         _check_workers(workers, layer_split, migration_controller,
                        engine_kind != "builtin" or instances > 1 or pd is not None)
@@ -442,6 +453,14 @@ def register(app: typer.Typer) -> None:
                     kv_store_disk_gb=kv_store_disk_gb,
                 )
             )
+        ctl = None
+        if clock_control:
+            from llmplan.energy.live import attach_clock_control
+
+            served = str(model.expanduser()) if model else str(dummy_weights)
+            ctl = attach_clock_control(engine, served, device)
+            console.print(f"clock control: EcoFreq on GPU{ctl.gpu_indices[0]} ({ctl.cost.power.model}); "
+                          "a refused clock lock turns it off and is logged")
         url = f"http://{host}:{port}"
         console.print(
             f"[bold green]llmplan serve[/] {engine.model_name} (context {engine.max_model_len}) on {url}  "
@@ -449,18 +468,22 @@ def register(app: typer.Typer) -> None:
             highlight=False,
             soft_wrap=True,
         )
-        run_server(
-            engine,
-            ServeOptions(
-                host=host,
-                port=port,
-                served_model_name=served_model_name,
-                drain_timeout_s=drain_timeout,
-                log_level=log_level.lower(),
-                access_log=access_log,
-                guard=guard,
-            ),
-        )
+        try:
+            run_server(
+                engine,
+                ServeOptions(
+                    host=host,
+                    port=port,
+                    served_model_name=served_model_name,
+                    drain_timeout_s=drain_timeout,
+                    log_level=log_level.lower(),
+                    access_log=access_log,
+                    guard=guard,
+                ),
+            )
+        finally:
+            if ctl is not None:
+                ctl.close()  # clocks back to the driver
 
 
 def _guard(host: str, api_key: str | None, enable_admin: bool, protect_metrics: bool, max_request_mb: float):

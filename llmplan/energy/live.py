@@ -69,3 +69,44 @@ class LiveClockControl:
         if self.enabled and self.changes:
             for i in self.gpu_indices:
                 self.setter.set_locked_clocks(None, i)
+
+
+def check_clock_control(mode: str | None, device: str, workers: int, deployment: bool) -> None:
+    """Refuse ``serve --clock-control`` where it cannot work, before anything loads."""
+    from llmplan.errors import LlmplanError
+
+    if mode is None:
+        return
+    if mode != "greenserve":
+        raise LlmplanError(f"--clock-control {mode!r}: the only controller is greenserve")
+    if not device.startswith("cuda"):
+        raise LlmplanError(
+            f"--clock-control greenserve locks NVIDIA GPU clocks and needs --device cuda (got {device}); "
+            "on a CPU energy is modelled only: llmplan bench --energy greenserve"
+        )
+    if workers > 1 or deployment:
+        raise LlmplanError(
+            "--clock-control drives one built-in engine on one GPU; drop --workers/--instances/--pd"
+        )
+
+
+def attach_clock_control(engine: Any, model: str, device: str) -> LiveClockControl:
+    """Build EcoFreq for ``model`` on the GPU behind ``device`` (cuda or cuda:N) and hook it into the
+    built-in engine. Untested on a GPU in this project."""
+    from llmplan.energy.measure import NvmlReader
+    from llmplan.errors import LlmplanError
+    from llmplan.models import get_model_spec
+    from llmplan.plan.costmodel import GIB, GpuPerf, InstanceCost
+    from llmplan.topology.specs import spec_for
+
+    nv = NvmlReader()
+    if not nv.available:
+        raise LlmplanError(f"--clock-control needs NVML: {nv.problem}")
+    idx = int(device.split(":")[1]) if ":" in device else 0
+    name = nv._nv.nvmlDeviceGetName(nv.handles[idx])
+    g = spec_for(name.decode() if isinstance(name, bytes) else str(name))
+    perf = GpuPerf(g.model, g.bf16_tflops * 1e12, g.hbm_gbps * 1e9, g.memory_gib * GIB)
+    cost = ClockedCost.wrap(InstanceCost.single(get_model_spec(model), perf))
+    ctl = LiveClockControl(cost, nv, gpu_indices=(idx,))
+    engine.engine.clock_control = ctl
+    return ctl

@@ -77,3 +77,18 @@ def test_a_refused_lock_turns_control_off_and_says_so() -> None:
         ctl2 = LiveClockControl(_cost(), nv)
         _serve(ctl2, SLO(ttft_s=30.0, tpot_s=5.0))
         assert not ctl2.enabled and "cannot lock clocks" in ctl2.status
+
+
+def test_serve_clock_control_refuses_on_cpu_in_one_line() -> None:
+    import subprocess
+    import sys
+
+    def serve(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "llmplan.cli.app", "serve", "--dummy-weights", "llama-tiny", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+    p = serve("--clock-control", "greenserve")
+    assert p.returncode == 2 and "needs --device cuda" in p.stderr and "modelled only" in p.stderr
+    assert "Traceback" not in p.stderr
+    p = serve("--clock-control", "turbo", "--device", "cuda")
+    assert p.returncode == 2 and "the only controller is greenserve" in p.stderr
