@@ -108,9 +108,17 @@ def build_system_cluster(cfg: BenchConfig) -> Cluster:
     """The hardware every system of ``--compare vllm,distserve,banaserve`` shares: ``gpus``
     A100-80GB, one TP=1 replica each; the systems differ only in routing, P:D split and controller."""
     from llmplan.bench.systems import REGISTRY, SYSTEMS, sim_gaps
+    from llmplan.opcost.engines import DEFAULT_ENGINE, canonical_engine, describe
 
+    if cfg.serving_engine and canonical_engine(cfg.serving_engine) != DEFAULT_ENGINE:
+        raise LlmplanError(
+            f"--serving-engine {cfg.serving_engine}: the systems comparison prices every system's steps "
+            "with vLLM's overhead (the systems are defined on vLLM); drop --serving-engine, or compare "
+            "batch policies with it"
+        )
     gpus, pd = system_layout(cfg)
     desc = {
+        "serving_engine": describe(DEFAULT_ENGINE),
         "model": cfg.model,
         "systems": {
             "gpus": gpus,

@@ -87,3 +87,21 @@ def test_a_plan_files_engine_is_used_unless_overridden(tmp_path: Path) -> None:
     assert rep["config"]["cluster"]["serving_engine"]["serving_engine"] == "sglang"
     rep = _bench(tmp_path / "b", "--plan", str(tmp_path / "p.json"), "--serving-engine", "vllm")
     assert rep["config"]["cluster"]["serving_engine"]["serving_engine"] == "vllm"
+
+
+def test_systems_comparison_says_it_prices_vllm_and_refuses_another_engine(tmp_path: Path, capsys) -> None:
+    import pytest
+
+    from llmplan.cli.app import main
+
+    args = ["bench", "--jobs", "1", "--trace", "synthetic:rate=2,n=20", "--compare", "vllm,distserve",
+            "--no-plots", "--energy", "off", "--out", str(tmp_path / "r")]  # fmt: skip
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--serving-engine", "sglang"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "prices every system's steps with vLLM's overhead" in err[0]
+    res = runner.invoke(app, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert rep["config"]["cluster"]["serving_engine"]["serving_engine"] == "vllm"
