@@ -117,17 +117,16 @@ def run_system(system: str, rate: float, wl, args: argparse.Namespace, work: Pat
 def simulate(system: str, wl, args: argparse.Namespace) -> dict:
     """The simulator on the same workload: same instances, policy, router, P:D split, priced by
     the calibration profile; the store hand-off is a local disk copy (fast link)."""
+    from llmplan.bench.systems import system_config
     from llmplan.metrics import compute_metrics
     from llmplan.runtime.calibration import load_profile
-    from llmplan.runtime.sim import SimConfig
     from llmplan.runtime.sim import simulate as run_sim
 
-    defn = SYSTEMS[system]  # the one definition (llmplan.bench.systems) the live run deployed
-    cfg = SimConfig(
-        instances=2, policy="fcfs", router=defn.router, model=args.model, cost=load_profile(args.calibration),
-        disaggregation=(1, 1) if defn.layout == "pd" else None, max_num_seqs=args.max_num_seqs,
-        max_num_batched_tokens=args.max_num_batched_tokens, chunked_prefill=True,
-        num_blocks=args.num_kv_blocks, record_token_times=True, kv_link_gbps=1.0,
+    # The same definition (llmplan.bench.systems) the live run deployed, built for the simulator.
+    cfg = system_config(
+        system, model=args.model, gpus=2, pd=(1, 1), cost=load_profile(args.calibration),
+        max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
+        chunked_prefill=True, num_blocks=args.num_kv_blocks, record_token_times=True, kv_link_gbps=1.0,
     )  # fmt: skip
     s = compute_metrics(run_sim(wl, cfg), wl).summary
     lat = s["latency"]

@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -43,6 +44,10 @@ from llmplan.bench.systems import REGISTRY, SystemDef, get_system, live_gaps
 from llmplan.errors import LlmplanError
 from llmplan.metrics.types import RunResult
 from llmplan.workload.types import Workload
+
+if TYPE_CHECKING:
+    from llmplan.bench.config import BenchConfig, OnProgress
+    from llmplan.report.model import BenchReport
 
 # Every system the live harness deploys (the registry's), by name.
 LIVE_SYSTEMS: dict[str, SystemDef] = dict(REGISTRY)
@@ -365,3 +370,57 @@ def load_table(runs: list[LiveSystemRun]) -> str:
         for r in runs
     ]
     return "\n".join(rows + [""] + notes)
+
+
+def run_live_comparison(
+    cfg: BenchConfig, wl: Workload, model: str, scales: list[float], on_progress: OnProgress
+) -> tuple[BenchReport, str]:
+    """``llmplan bench --compare ... --live``: each system of ``cfg.policies`` as a real deployment,
+    one after another, in one report (load per backend and what each did not realise in ``extra``)."""
+    import datetime as dt
+    import tempfile
+
+    from llmplan import __version__
+    from llmplan.bench.runner import live_workload_info
+    from llmplan.metrics import compute_metrics
+    from llmplan.report import BenchReport
+
+    if len(scales) != 2:
+        raise LlmplanError(f"--live-scale wants PROMPT,OUTPUT scales, e.g. 0.5,0.5; got {scales}")
+    wl = scale_lengths(wl, scales[0], scales[1])
+    live_cfg = LiveConfig(model=model, seed=cfg.seed)
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="llmplan-live-") as tmp:
+        for system in cfg.policies:
+            runs.append(
+                run_live_system(
+                    system,
+                    wl,
+                    Path(tmp) / system,
+                    live_cfg,
+                    progress=lambda d, t, s=system: on_progress(s, d, t),
+                )  # fmt: skip
+            )
+    loads = load_table(runs)
+    report = BenchReport(
+        runs={r.system: compute_metrics(r.result, wl) for r in runs},
+        config={"bench": cfg.to_dict(), "live": {"model": model, "length_scale": scales,
+                                                 "commands": {r.system: r.argv for r in runs}},
+                # What each deployment reported it runs (GET /v1/deployment of its front end).
+                "deployments": {r.system: r.deployment for r in runs},
+                # Each system's one definition (llmplan.bench.systems) and what live did not realise.
+                "systems": {r.system: {"definition": get_system(r.system).to_dict(), "not_realised": r.gaps}
+                            for r in runs}},
+        workload=live_workload_info(wl, 1.0),
+        seed=cfg.seed,
+        version=__version__,
+        created_utc=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        command=cfg.command,
+    )  # fmt: skip
+    report.extra["Live deployments: load per backend"] = loads
+    gaps = [f"- {r.system}: {g}" for r in runs for g in r.gaps]
+    if gaps:
+        report.extra["Live deployments: what they do not realise of their system's definition"] = "\n".join(
+            gaps
+        )
+    return report, loads

@@ -391,8 +391,11 @@ def register(app: typer.Typer) -> None:
         # Progress goes to stderr so --json output on stdout stays parseable.
         with bench_progress(err_console) as on_progress:
             if live:
-                report, loads = _live_systems(cfg, workload, live_model, _floats(live_scale, "--live-scale"),
-                                              on_progress)  # fmt: skip
+                from llmplan.bench.live import run_live_comparison
+
+                report, loads = run_live_comparison(
+                    cfg, workload, live_model, _floats(live_scale, "--live-scale"), on_progress
+                )
             elif target:
                 report = _live(cfg, target, workload, 1.0, simulate_too, on_progress, jobs, engine_flags)
             else:
@@ -531,54 +534,3 @@ def _deployment_source(
         )
     is_plan = plan_of(path) is not None
     return spec.to_dict(), (path if is_plan else None), spec.model
-
-
-def _live_systems(
-    cfg: BenchConfig, wl: Workload, model: str, scales: list[float], on_progress: OnProgress
-) -> tuple[BenchReport, str]:
-    """--live: each system of cfg.policies as a real deployment (llmplan.bench.live)."""
-    import datetime as dt
-    import tempfile
-
-    from llmplan import __version__
-    from llmplan.bench.live import LiveConfig, load_table, run_live_system, scale_lengths
-    from llmplan.bench.runner import live_workload_info
-    from llmplan.bench.systems import get_system
-    from llmplan.errors import LlmplanError
-    from llmplan.metrics import compute_metrics
-    from llmplan.report import BenchReport
-
-    if len(scales) != 2:
-        raise LlmplanError(f"--live-scale wants PROMPT,OUTPUT scales, e.g. 0.5,0.5; got {scales}")
-    wl = scale_lengths(wl, scales[0], scales[1])
-    live_cfg = LiveConfig(model=model, seed=cfg.seed)
-    runs = []
-    with tempfile.TemporaryDirectory(prefix="llmplan-live-") as tmp:
-        for system in cfg.policies:
-            runs.append(
-                run_live_system(
-                    system,
-                    wl,
-                    Path(tmp) / system,
-                    live_cfg,
-                    progress=lambda d, t, s=system: on_progress(s, d, t),
-                )  # fmt: skip
-            )
-    loads = load_table(runs)
-    report = BenchReport(
-        runs={r.system: compute_metrics(r.result, wl) for r in runs},
-        config={"bench": cfg.to_dict(), "live": {"model": model, "length_scale": scales,
-                                                 "commands": {r.system: r.argv for r in runs}},
-                # What each deployment reported it runs (GET /v1/deployment of its front end).
-                "deployments": {r.system: r.deployment for r in runs},
-                # Each system's one definition (llmplan.bench.systems) and what live did not realise.
-                "systems": {r.system: {"definition": get_system(r.system).to_dict(), "not_realised": r.gaps}
-                            for r in runs}},
-        workload=live_workload_info(wl, 1.0),
-        seed=cfg.seed,
-        version=__version__,
-        created_utc=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        command=cfg.command,
-    )  # fmt: skip
-    report.extra["Live deployments: load per backend"] = loads
-    return report, loads

@@ -82,3 +82,29 @@ def test_unknown_system_names_the_known_ones(tmp_path) -> None:
     ):
         with pytest.raises(LlmplanError, match="unknown system 'sglang'; choose from vllm, distserve"):
             build()
+
+
+@pytest.mark.slow  # deploys a real front end and two backends (~20 s)
+def test_bench_live_records_each_systems_definition_and_what_it_does_not_realise(tmp_path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    trace = tmp_path / "three.csv"
+    trace.write_text("arrival_s,prompt_tokens,output_tokens\n0,40,3\n0.1,60,3\n0.2,50,3\n")
+    out = tmp_path / "rep"
+    cmd = [sys.executable, "-m", "llmplan.cli.app", "bench", "--trace", f"file:{trace}", "--slo", "none",
+           "--compare", "banaserve", "--live", "--out", str(out), "--no-plots"]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=os.environ.copy())
+    assert res.returncode == 0, res.stdout + res.stderr
+    report = json.loads((out / "report.json").read_text())
+    entry = report["config"]["systems"]["banaserve"]
+    assert entry["definition"] == REGISTRY["banaserve"].to_dict()
+    assert entry["not_realised"] == live_gaps(REGISTRY["banaserve"])
+    deployed = report["config"]["deployments"]["banaserve"]
+    assert deployed["router"] == "banaserve" and [i["role"] for i in deployed["instances"]] == [
+        "prefill",
+        "decode",
+    ]
+    assert "migration controller: not run" in (out / "report.md").read_text()
