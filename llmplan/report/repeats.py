@@ -40,6 +40,8 @@ HEADLINES: tuple[Headline, ...] = (
     Headline("tpot_p99_s", "TPOT p99", _lat("tpot_s", "p99"), False, "s"),
     Headline("e2e_p99_s", "E2E p99", _lat("e2e_s", "p99"), False, "s"),
     Headline("preemptions", "preemptions", lambda s: s.get("preemptions"), False, "count"),
+    Headline("prefix_hit_rate", "prefix cache hit rate",
+             lambda s: (s.get("prefix_cache") or {}).get("hit_rate"), True, "%"),  # fmt: skip
 )
 
 
@@ -123,7 +125,8 @@ def rows(repeats: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     labels = list(metrics)
     header = ["metric", *labels]
     out = [[h.label, *(fmt_interval(metrics[lb][h.key], h.unit) for lb in labels)]
-           for h in HEADLINES if any(metrics[lb].get(h.key) for lb in labels)]  # fmt: skip
+           for h in HEADLINES if any((metrics[lb].get(h.key) or {}).get("mean") is not None
+                                     for lb in labels)]  # fmt: skip
     return header, out
 
 
@@ -134,6 +137,8 @@ def comparison_rows(repeats: dict[str, Any]) -> tuple[list[str], list[list[str]]
     for c in repeats.get("comparisons") or []:
         name, unit = units.get(c["metric"], (c["metric"], ""))
         d = c["diff"]
+        if d["mean"] is None:
+            continue  # a metric no run has (e.g. the prefix cache on a trace without token ids)
         if d["mean"] is None:
             cell = "–"
         elif d["half"] is None:
