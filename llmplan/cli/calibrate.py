@@ -74,6 +74,15 @@ def register(app: typer.Typer) -> None:
         threads: int = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)."),
         seed: int = typer.Option(0, "--seed", help="Seed of the dummy weights."),
         as_json: bool = typer.Option(False, "--json", help="Print the profile as JSON instead of a table."),
+        clock_sweep: str = typer.Option(
+            None, "--clock-sweep",
+            help="With --ops --device cuda: MHZ,MHZ,... lock each SM clock (NVML), time, read energy, "
+            "unlock; samples to --out/power_samples.jsonl.",
+        ),
+        power_samples: Path = typer.Option(
+            None, "--power-samples",
+            help="Fit --gpu's clock power model (static/dyn/alpha) to recorded samples (JSON lines).",
+        ),
     ) -> None:
         from llmplan.cli._common import console, print_json
         from llmplan.errors import LlmplanError
@@ -84,6 +93,12 @@ def register(app: typer.Typer) -> None:
             from llmplan.cli.calibrate_ops import run_check
 
             return run_check(check, profiles, as_json, console, print_json)
+        if power_samples is not None:
+            return _fit_power_samples(power_samples, gpu, as_json, console, print_json)
+        if clock_sweep is not None and not ops:
+            raise LlmplanError(
+                "--clock-sweep goes with --ops --device cuda (it re-times the operators per clock)"
+            )
         if ops:
             from llmplan.cli.calibrate_ops import run_ops
 
@@ -91,7 +106,13 @@ def register(app: typer.Typer) -> None:
                 raise LlmplanError(
                     "--ops needs --dummy-weights NAME (the catalog dims to time) and --out DIR"
                 )
-            return run_ops(
+            sweep = None
+            if clock_sweep is not None:
+                from llmplan.energy.sweep import open_sweep, parse_clocks
+
+                clocks = parse_clocks(clock_sweep)
+                sweep = (*open_sweep(device), clocks)  # refused here, before anything is timed
+            run_ops(
                 out,
                 dummy_weights,
                 device,
@@ -104,6 +125,11 @@ def register(app: typer.Typer) -> None:
                 console,
                 print_json,
             )
+            if sweep is not None:
+                _clock_sweep(
+                    out, dummy_weights, device, dtype, tp, max_tokens, repeats, sweep, as_json, console
+                )
+            return None
         if profiles is not None:
             from llmplan.cli.calibrate_ops import run_profiles
 
@@ -141,6 +167,39 @@ def register(app: typer.Typer) -> None:
             console=console,
             print_json=print_json,
         )
+
+
+def _fit_power_samples(path: Path, gpu: str | None, as_json: bool, console, print_json) -> None:
+    from llmplan.energy.sweep import fit_samples_file
+    from llmplan.errors import LlmplanError
+
+    if not gpu:
+        raise LlmplanError(
+            "--power-samples needs --gpu NAME (the GPU the samples come from, e.g. A100-SXM-80GB)"
+        )
+    r = fit_samples_file(path, gpu)
+    if as_json:
+        print_json(r)
+        return
+    p, f = r["prior"], r["fitted"]
+    console.print(f"{r['gpu']}: {r['samples']} samples at {len(r['clocks_mhz'])} clocks "
+                  f"({', '.join(map(str, r['clocks_mhz']))} MHz), RMS error {r['rms_w']:.1f} W")
+    for k in ("static_w", "dyn_w", "alpha"):
+        console.print(f"  {k:9} {p[k]:8.2f} (prior) -> {f[k]:8.2f} (fitted)")
+
+
+def _clock_sweep(out, dummy_weights, device, dtype, tp, max_tokens, repeats, sweep, as_json, console) -> None:
+    from llmplan.energy.sweep import sweep_ops
+
+    reader, index, clocks = sweep
+    path, samples = sweep_ops(
+        out, dummy_weights, device, dtype, tp, max_tokens, repeats, reader, index, clocks
+    )
+    if not as_json:
+        for s in samples:
+            console.print(f"clock {s['requested_mhz']:.0f} MHz (read {s['mhz']:.0f}): {s['power_w']:.1f} W, "
+                          f"activity {s['activity']:.0%}, {s['joules']:.1f} J in {s['seconds']:.2f} s")
+        console.print(f"power samples -> {path} (fit: llmplan calibrate --power-samples {path} --gpu NAME)")
 
 
 def run_calibration(
