@@ -305,6 +305,14 @@ def register(app: typer.Typer) -> None:
             help="Memory tier of --kv-store in MiB (default 1024; 0 = disk tier only).",
             rich_help_panel="KV cache store",
         ),
+        enable_prefix_caching: bool = typer.Option(
+            False,
+            "--enable-prefix-caching",
+            help="GPU-resident prefix cache in the block manager (vLLM's automatic prefix caching): "
+            "prompts sharing full blocks with a cached prefix reuse their KV; with --kv-store the store "
+            "is the tier below it. /metrics: llmplan_prefix_cache_{queries,hits}_total.",
+            rich_help_panel="KV cache store",
+        ),
         kv_store_disk_gb: float | None = typer.Option(
             None,
             "--kv-store-disk-gb",
@@ -404,6 +412,7 @@ def register(app: typer.Typer) -> None:
                     "--max-request-mb",
                     str(max_request_mb),
                     *kv_store_args[2:],  # the tier flags; --kv-store itself goes as kv_store=
+                    *(["--enable-prefix-caching"] if enable_prefix_caching else []),
                 ],
                 kv_store=Path(kv_store_args[1]) if kv_store_args else None,
             )
@@ -451,6 +460,7 @@ def register(app: typer.Typer) -> None:
                     kv_store=kv_store_args[1] if kv_store_args else None,
                     kv_store_memory_mb=1024 if kv_store_memory_mb is None else kv_store_memory_mb,
                     kv_store_disk_gb=kv_store_disk_gb,
+                    enable_prefix_caching=enable_prefix_caching,
                 )
             )
         ctl = None
