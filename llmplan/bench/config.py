@@ -6,9 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmplan.deployment import EngineArgs
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+    from llmplan.plan.costmodel import IterationCost
+    from llmplan.plan.types import Plan
+    from llmplan.runtime.sim.config import InstanceSpec as SimInstance
 
 # (label, done, total): one progress stream per run label.
 OnProgress = Callable[[str, int, int], None]
@@ -67,11 +74,11 @@ class BenchConfig:
 class Cluster:
     """The simulated deployment: instance specs plus how they were derived (for the report)."""
 
-    instances: list[Any]
+    instances: list[SimInstance]  # empty for a system comparison (each system builds its own)
     description: dict[str, Any]
-    cost_override: Any = None
-    graph: Any = None
-    plan: Any = None  # the Plan the instances come from, when there is one
+    cost_override: IterationCost | None = None  # a calibration profile pricing every instance
+    graph: nx.Graph | None = None  # the topology, for KV-transfer links between GPUs
+    plan: Plan | None = None  # the Plan the instances come from, when there is one
     device: str | None = None  # GPU model (or "cpu") when every instance runs on one kind
 
 
