@@ -144,7 +144,9 @@ class _LazyLoads(Sequence[InstanceLoad]):
             pc = self._sim.config.prefix_cache
             if pc is not None:
                 ld.cached_prefix_tokens = functools.partial(pc, inst.spec.name)
-            elif s.blocks.prefix_caching:
+            elif s.blocks.prefix_caching and self._sim.has_token_ids:
+                # Exact view of the instance's prefix cache; a workload without token ids keeps
+                # the routers' own approximate view (prefix_id), as before.
                 ld.cached_prefix_tokens = functools.partial(self._sim.gpu_cached_tokens, inst)
             self._cache[k] = ld
         return ld
@@ -164,6 +166,7 @@ class Simulation:
         self.config = config
         specs = build_instances(config)
         self._prefix_hashes: dict[int, list[bytes]] = {}
+        self.has_token_ids = any(r.token_ids is not None for r in workload.requests)
         self.max_model_len = model_context(config)
         self.instances: list[SimInstance] = []
         for k, spec in enumerate(specs):
