@@ -195,8 +195,10 @@ def register(app: typer.Typer) -> None:
             0.9, "--sweep-target", help="Attainment target for DistServe goodput."
         ),
         router: str = typer.Option(
-            None, "--router", help="round-robin, least-loaded, jsq, load-aware, prefix-aware, prefix-bounded or "
-            "banaserve. Default round-robin, or the --config's."
+            None,
+            "--router",
+            help="round-robin, least-loaded, jsq, load-aware, prefix-aware, prefix-bounded or banaserve. "
+            "Default round-robin, or the --config's.",
         ),
         instances: int = typer.Option(
             None,
