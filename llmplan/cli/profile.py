@@ -59,6 +59,9 @@ def collect_cmd(
 
         raise LlmplanError(f"unknown --sampler {sampler!r}; choose auto, nvml or psutil")
     n = len(load_suite(suite)[:limit]) * repeat
+    from llmplan.profile.collect import make_meter
+
+    meter = make_meter()
     with progress.task("profile collect", total=n, unit="requests") as bar:
         collect(
             endpoint,
@@ -75,8 +78,15 @@ def collect_cmd(
             shuffle=shuffle,
             seed=seed,
             on_row=lambda _row: bar.advance(),
+            meter=meter,
         )
     console.print(f"wrote {n} rows to {out}")
+    if meter.source == "nvml":
+        console.print(f"energy_j: NVML energy counter of GPU {device}, per request (device-wide)")
+    elif meter.source == "rapl":
+        console.print(f"energy_j: {meter.note}, per request")
+    else:
+        console.print(f"energy_j left empty, energy_source=modelled: {meter.note}")
 
 
 @profile_app.command("fit")

@@ -30,7 +30,27 @@ COLUMNS = [
     "sampler",
     "model",
     "repeat",
+    "energy_j",  # joules over the request: NVML counter of --device (RAPL: CPU packages); empty if modelled
+    "energy_source",  # nvml | rapl | modelled (no counter: energy is the model's only)
 ]
+
+
+def make_meter() -> Any:
+    """The energy meter ``collect`` reads around each request: NVML, else RAPL (``LLMPLAN_POWERCAP``
+    or /sys/class/powercap), else none (``source == "modelled"``, with the reason in ``note``)."""
+    import os
+
+    from llmplan.energy.measure import POWERCAP, EnergyMeter
+
+    return EnergyMeter(rapl_root=os.environ.get("LLMPLAN_POWERCAP") or POWERCAP)
+
+
+def _joules(reading: dict[str, Any], device: int) -> float | str:
+    by = reading["by_device"]
+    if by is None:
+        return ""
+    j = by.get(f"gpu{device}", reading["joules"]) if reading["source"] == "nvml" else reading["joules"]
+    return round(float(j), 4)
 
 
 def load_suite(path: str | Path | None = None) -> list[dict[str, Any]]:
@@ -103,10 +123,13 @@ def collect(
     seed: int = 0,
     timeout_s: float = 300.0,
     on_row: Callable[[dict[str, Any]], None] | None = None,
+    meter: Any = None,
 ) -> Path:
     """Send each suite prompt (``repeat`` times, sequentially so windows do not overlap) and write a CSV.
 
     ``max_tokens`` overrides every row's own budget (the suite carries one per prompt; 128 if absent).
+    ``meter`` (default :func:`make_meter`) gives each row's joules from the energy counter's delta
+    over the request (device-wide, like the nvml sampler); without a counter the row says "modelled".
     """
     import httpx
 
@@ -116,6 +139,7 @@ def collect(
     rows = select_prompts(load_suite(suite), limit=limit, shuffle=shuffle, seed=seed)
     base = endpoint.rstrip("/").removesuffix("/v1")
     probe = make_probe(sampler, pid, device)
+    meter = meter if meter is not None else make_meter()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     n_in = count_tokens([r["prompt"] for r in rows])
@@ -138,6 +162,7 @@ def collect(
                     "temperature": 0.0,
                 }
                 with Sampler(probe, interval_s) as s:
+                    meter.start()
                     t0 = time.perf_counter()
                     try:
                         r = client.post(f"{base}/v1/chat/completions", json=body)
@@ -146,6 +171,7 @@ def collect(
                             f"request {row.get('id')} to {base} failed ({exc}); rows so far are in {out}"
                         ) from None
                     latency = time.perf_counter() - t0
+                    energy = meter.stop()
                 if r.status_code != 200:
                     raise LlmplanError(
                         f"{base} answered {r.status_code} to request {row.get('id')}: "
@@ -170,6 +196,8 @@ def collect(
                     "sampler": probe.name,
                     "model": name,
                     "repeat": rep,
+                    "energy_j": _joules(energy, device),
+                    "energy_source": energy["source"],
                 }
                 writer.writerow(rec)
                 fh.flush()

@@ -103,3 +103,44 @@ def test_limit_samples_the_shuffled_suite_not_its_first_rows() -> None:
     assert select_prompts(suite, limit=30, seed=1) != picked
     assert select_prompts(suite, limit=30, shuffle=False) == suite[:30]
     assert len(select_prompts(suite)) == len(suite)
+
+
+def test_collect_records_joules_per_request_from_counter_deltas_else_modelled(server_url, tmp_path) -> None:
+    import shutil
+    from pathlib import Path
+
+    from llmplan.energy.measure import EnergyMeter
+
+    root = tmp_path / "powercap"
+    shutil.copytree(Path(__file__).parents[1] / "energy" / "fixtures" / "powercap", root)
+    counter = root / "intel-rapl:1" / "energy_uj"
+    start = int(counter.read_text())
+    tmp = root / "next_uj"
+    stop = threading.Event()
+
+    def burn() -> None:  # a package drawing ~1 kW while the collection runs (1 mJ per tick)
+        uj = start
+        while not stop.is_set():
+            uj += 1000
+            tmp.write_text(f"{uj}\n")
+            os.replace(tmp, counter)  # whole at once, as the kernel's file reads
+            time.sleep(0.001)
+
+    t = threading.Thread(target=burn, daemon=True)
+    t.start()
+    try:
+        collect(server_url, tmp_path / "e.csv", limit=3, max_tokens=4, sampler="psutil", pid=os.getpid(),
+                meter=EnergyMeter(rapl_root=root, use_nvml=False))
+    finally:
+        stop.set()
+        t.join()
+    rows = list(csv.DictReader((tmp_path / "e.csv").open()))
+    burned = (int(counter.read_text()) - start) / 1e6
+    assert [r["energy_source"] for r in rows] == ["rapl"] * 3
+    assert all(float(r["energy_j"]) > 0 for r in rows)
+    assert sum(float(r["energy_j"]) for r in rows) <= burned + 1e-6  # per request, within the run
+
+    collect(server_url, tmp_path / "m.csv", limit=2, max_tokens=4, sampler="psutil", pid=os.getpid(),
+            meter=EnergyMeter(rapl_root=tmp_path / "absent", use_nvml=False))
+    rows = list(csv.DictReader((tmp_path / "m.csv").open()))
+    assert [(r["energy_source"], r["energy_j"]) for r in rows] == [("modelled", "")] * 2
