@@ -48,10 +48,8 @@ import itertools
 import math
 from dataclasses import dataclass
 
-import numpy as np
-
 from llmplan.errors import InfeasibleError
-from llmplan.plan.problem import FIRST, LAST, MIDDLE, ONLY, Problem
+from llmplan.plan.problem import FIRST, LAST, MIDDLE, ONLY, Problem, twin_classes
 
 MODES = ("HE", "LR", "HELR")
 MAX_USAGE_STATES = 200_000
@@ -66,38 +64,6 @@ class Placement:
     @property
     def gpus(self) -> int:
         return len(self.order)
-
-
-def twin_classes(problem: Problem) -> list[list[int]]:
-    """Partition GPU indices into classes of interchangeable GPUs (see module docstring, 3).
-
-    Candidates share prices and the multiset of their link types (necessary); each candidate
-    is then checked against a class representative row by row with numpy (sufficient).
-    """
-    ids = problem.link_id
-    n = len(problem.gpus)
-    buckets: dict[tuple, list[int]] = {}
-    for i in range(n):
-        g = problem.gpus[i]
-        row = np.delete(ids[i], i)
-        key = (g.p, g.d, g.hp, g.hd, g.caps, tuple(np.bincount(row, minlength=len(problem.link_types))))
-        buckets.setdefault(key, []).append(i)
-    classes: list[list[int]] = []
-    for members in buckets.values():
-        local: list[list[int]] = []
-        for i in members:
-            for cls in local:
-                j = cls[0]
-                mask = np.ones(n, dtype=bool)
-                mask[[i, j]] = False
-                if np.array_equal(ids[i][mask], ids[j][mask]):
-                    cls.append(i)
-                    break
-            else:
-                local.append([i])
-        classes.extend(local)
-    classes.sort(key=lambda c: c[0])
-    return classes
 
 
 class _Classes:

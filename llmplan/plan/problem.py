@@ -318,14 +318,12 @@ def tp_group_problem(
     """The problem whose "GPUs" are TP groups of ``tp`` interchangeable GPUs on one host.
 
     Groups are cut from twin classes (GPUs with equal prices and equal links to every other GPU,
-    :func:`llmplan.plan.helr.twin_classes`) split by host, so every way of forming them is
+    :func:`twin_classes`) split by host, so every way of forming them is
     equivalent and the exact solver's result on this problem is exact over all plans whose stages
     are such groups. ``ep`` picks how MoE experts are held (:func:`expert_modes`; None: the first
     valid mode). ``twins``: ``twin_classes(base)`` when the caller has it. None when no group can be
     formed or ``ep`` is not valid at ``tp``.
     """
-    from llmplan.plan.helr import twin_classes
-
     if tp == 1:
         return None if ep else base
     spec = base.spec
@@ -352,8 +350,6 @@ def tp_candidate_groups(base: Problem, tp: int) -> list[list[int]]:
     """Every set of ``tp`` interchangeable GPUs on one host (the space the joint planner searches;
     :func:`tp_group_problem` uses one partition of it, the brute-force reference all of it)."""
     import itertools
-
-    from llmplan.plan.helr import twin_classes
 
     out: list[list[int]] = []
     for cls in twin_classes(base):
@@ -429,3 +425,36 @@ def memory_breakdown(
     kv /= _kv_split(spec, tp)
     free = problem.gpus[g].perf.memory_bytes - w - kv
     return w / GIB, kv / GIB, free / GIB
+
+
+def twin_classes(problem: Problem) -> list[list[int]]:
+    """Partition GPU indices into classes of interchangeable GPUs (:mod:`llmplan.plan.helr`'s
+    docstring, 3). It lives beside :class:`Problem` because the TP grouping above needs it too.
+
+    Candidates share prices and the multiset of their link types (necessary); each candidate
+    is then checked against a class representative row by row with numpy (sufficient).
+    """
+    ids = problem.link_id
+    n = len(problem.gpus)
+    buckets: dict[tuple, list[int]] = {}
+    for i in range(n):
+        g = problem.gpus[i]
+        row = np.delete(ids[i], i)
+        key = (g.p, g.d, g.hp, g.hd, g.caps, tuple(np.bincount(row, minlength=len(problem.link_types))))
+        buckets.setdefault(key, []).append(i)
+    classes: list[list[int]] = []
+    for members in buckets.values():
+        local: list[list[int]] = []
+        for i in members:
+            for cls in local:
+                j = cls[0]
+                mask = np.ones(n, dtype=bool)
+                mask[[i, j]] = False
+                if np.array_equal(ids[i][mask], ids[j][mask]):
+                    cls.append(i)
+                    break
+            else:
+                local.append([i])
+        classes.extend(local)
+    classes.sort(key=lambda c: c[0])
+    return classes

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from llmplan.metrics.summary import reason_kinds
+from llmplan.report.mdtable import md_table as _table
 from llmplan.report.model import BenchReport, slug, throughput_rows
 from llmplan.report.repeats import markdown as repeats_markdown
 
@@ -16,12 +17,6 @@ def _ms(v: float | None) -> str:
 
 def _pct(v: float | None) -> str:
     return "–" if v is None else f"{v:.1%}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 CONVENTIONS = """\

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from llmplan.report.mdtable import md_table
+
 CONFIDENCE = 0.95
 
 
@@ -159,16 +161,14 @@ def _signed(v: float, unit: str) -> str:
 def markdown(repeats: dict[str, Any]) -> list[str]:
     if not repeats:
         return []
-    from llmplan.report.markdown import _table
-
     k, conf = repeats["k"], repeats["confidence"]
     out = [f"## Repeated runs: {k} seeds ({', '.join(map(str, repeats['seeds']))}), mean ± {conf:.0%} CI", ""]
     out += [f"Each seed redraws synthetic arrivals, SLO draws and predictor noise; {repeats['method']}. "
             "The tables above show the first seed's run.", ""]  # fmt: skip
     header, body = rows(repeats)
-    out += [_table(header, body), ""]
+    out += [md_table(header, body), ""]
     header, body = comparison_rows(repeats)
     if body:
         out += ["Paired comparisons (a difference whose interval contains 0 is a **tie**):", "",
-                _table(header, body), ""]  # fmt: skip
+                md_table(header, body), ""]  # fmt: skip
     return out

@@ -10,8 +10,8 @@ from pathlib import Path
 import networkx as nx
 import yaml
 
+import llmplan.topology.serialize as serialize
 from llmplan.errors import LlmplanError
-from llmplan.topology import serialize
 from llmplan.topology.graph import HostLayout, NetLink, apply_power_caps, build_graph, validate_graph
 from llmplan.topology.nvml import PynvmlDevices, RecordedDevices, layout_from_nvml
 from llmplan.topology.presets import (

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
+import llmplan.topology.links as L
 from llmplan.errors import LlmplanError
-from llmplan.topology import links as L
 from llmplan.topology.specs import GPU_SPECS, UNKNOWN, GpuSpec, UnknownGpuWarning, match_model, spec_for
 
 GPU_ATTRS = (

@@ -16,9 +16,12 @@ from typing import Any
 
 import numpy as np
 
+import llmplan.workload.datafiles as datafiles
+import llmplan.workload.sharegpt as sharegpt
+import llmplan.workload.synthetic as synthetic
+import llmplan.workload.traces as traces
 from llmplan.errors import LlmplanError
 from llmplan.fileio import write_text_atomic
-from llmplan.workload import datafiles, sharegpt, synthetic, traces
 from llmplan.workload.shaping import check_token_columns, shape
 from llmplan.workload.slo import assign_slos
 from llmplan.workload.types import Workload
@@ -178,7 +181,7 @@ def _load_synthetic(
 
 def _load_prefixed(kind: str, spec: str, rest: str, *, seed: int, **shaping: Any) -> Workload:
     """shared-prefix / sharegpt-multiturn (llmplan.workload.prefixed): prompts as exact token ids."""
-    from llmplan.workload import prefixed
+    import llmplan.workload.prefixed as prefixed
 
     if kind == "shared-prefix":
         pf = prefixed.shared_prefix(spec, _kv(spec, rest, prefixed.SHARED_PREFIX_DEFAULTS), seed=seed)

@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
+import llmplan.workload.synthetic as synthetic
 from llmplan.errors import LlmplanError
-from llmplan.workload import synthetic
 
 ID_LOW, ID_HIGH = 3200, 16000
 

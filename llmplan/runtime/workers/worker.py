@@ -6,7 +6,7 @@ import os
 import signal
 import traceback
 
-from llmplan.runtime.workers import protocol as msgs
+import llmplan.runtime.workers.protocol as msgs
 from llmplan.runtime.workers.stage import StageSource
 
 
