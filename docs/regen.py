@@ -8,6 +8,10 @@ A fenced block is regenerated when the line right above its opening fence is a m
                                          when checking (the regenerated file keeps the real ones)
     <!-- regen setup="CMD" -->          run CMD (bash, not shown) first, e.g. to write an input
                                          file; $REPO is the repository root
+    <!-- regen slow serve="ARGS" -->    start a real ``llmplan serve ARGS`` on 127.0.0.1 (its
+                                         ``--port``, default 8000) first, wait for /health, run
+                                         the block's commands (curl ...) against it, then stop it
+                                         with SIGINT (a drain, as Ctrl-C)
 
 Inside the block, every line starting with ``$ `` is a command (a trailing ``\\`` continues it
 on the next line); everything up to the next command is its output, replaced on regeneration.
@@ -37,9 +41,13 @@ import io
 import os
 import re
 import shlex
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +64,7 @@ class Block:
     slow: bool = False
     mask: str | None = None
     setup: str | None = None
+    serve: str | None = None
     lines: list[str] = field(default_factory=list)
 
     def commands(self) -> list[tuple[list[str], str]]:
@@ -96,9 +105,11 @@ def find_blocks(path: Path) -> list[Block]:
                 j += 1
             mask = re.search(r'mask="([^"]*)"', opts)
             setup = re.search(r'setup="((?:[^"\\]|\\.)*)"', opts)
+            serve = re.search(r'serve="([^"]*)"', opts)
             blocks.append(Block(path, i + 2, j, slow=re.search(r"\bslow\b", opts) is not None,
                                 mask=mask[1] if mask else None,
                                 setup=setup[1].replace('\\"', '"') if setup else None,
+                                serve=serve[1] if serve else None,
                                 lines=lines[i + 2 : j]))  # fmt: skip
             i = j
         i += 1
@@ -166,15 +177,54 @@ def run_command(cmd: str, cwd: Path, env: dict[str, str], timeout: float = 1800)
     return lines
 
 
+@contextlib.contextmanager
+def live_server(args: str, cwd: Path, env: dict[str, str], timeout: float = 300):
+    """A real ``llmplan serve ARGS`` on 127.0.0.1 for the block's commands; stopped (SIGINT) after."""
+    argv = shlex.split(args)
+    port = int(argv[argv.index("--port") + 1]) if "--port" in argv else 8000
+    with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", port)) == 0:
+            raise SystemExit(f"docs.regen: port {port} is already in use; stop what listens there and re-run")
+    log = (cwd / f"serve-{port}.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "llmplan.cli.app", "serve", *argv], cwd=cwd, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                tail = (cwd / f"serve-{port}.log").read_text()[-2000:]
+                raise SystemExit(f"docs.regen: `llmplan serve {args}` exited {proc.returncode}:\n{tail}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit(f"docs.regen: `llmplan serve {args}` not healthy after {timeout:.0f} s")
+            time.sleep(0.5)
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
 def regenerate(block: Block, scratch: Path) -> list[str]:
     env = _env(scratch)
     if block.setup:
         subprocess.run(["bash", "-c", block.setup], cwd=scratch / "work", env={**env, "REPO": str(ROOT)},
                        check=True, capture_output=True)  # fmt: skip
     out = block.header()
-    for written, cmd in block.commands():
-        out += written
-        out += run_command(cmd, scratch / "work", env)
+    server = live_server(block.serve, scratch / "work", env) if block.serve else contextlib.nullcontext()
+    with server:
+        for written, cmd in block.commands():
+            out += written
+            out += run_command(cmd, scratch / "work", env)
     return out
 
 

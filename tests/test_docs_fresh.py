@@ -51,3 +51,20 @@ def test_a_stale_block_is_caught(tmp_path: Path, capsys) -> None:
     masked = tmp_path / "m.md"
     masked.write_text('<!-- regen mask="^llmplan" -->\n```\n$ llmplan --version\nllmplan 9.9.9\n```\n')
     assert regen.process([masked], slow=False, check=True) == 0  # digits masked on that line
+
+
+@pytest.mark.slow
+def test_a_serve_block_runs_against_a_real_server_that_is_stopped_after(tmp_path: Path, capsys) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    doc = tmp_path / "s.md"
+    doc.write_text(f'<!-- regen slow serve="--dummy-weights llama-tiny --port {port} --threads 1" -->\n```\n'
+                   f"$ curl -s http://127.0.0.1:{port}/v1/models\n(stale)\n```\n")  # fmt: skip
+    assert regen.process([doc], slow=True, check=False) == 0
+    text = doc.read_text()
+    assert '"id":"llama-tiny"' in text and "(stale)" not in text
+    with socket.socket() as s:  # the server is gone once the block is done
+        assert s.connect_ex(("127.0.0.1", port)) != 0
