@@ -6,26 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from llmplan.batch.base import AdmissionView, Reserve
+
+# ContinuousFCFS is the scheduler's default policy, so it lives beside the protocol in the core
+# (the core must not import its own plug-ins); re-exported here with the other FCFS policy.
+from llmplan.runtime.core.policy import ContinuousFCFS as ContinuousFCFS
 from llmplan.runtime.core.types import SeqState
-
-
-@dataclass(slots=True)
-class ContinuousFCFS:
-    """Iteration-level batching in arrival order (vLLM's default scheduler).
-
-    Head-of-line: if the oldest waiting request does not fit, nothing behind it is admitted,
-    so a long prompt is never starved by a stream of short ones.
-    """
-
-    name: str = "fcfs"
-    static: bool = False
-    reserve: Reserve = "none"
-    uses_prediction: bool = False
-    skip_blocked: bool = False
-    time_invariant: bool = True
-
-    def select(self, waiting: Sequence[SeqState], view: AdmissionView, now: float) -> Sequence[SeqState]:
-        return waiting  # the scheduler keeps it in arrival order (preempted first)
 
 
 @dataclass(slots=True)

@@ -217,7 +217,7 @@ def register(app: typer.Typer) -> None:
             )
             result = plan_pd(spec, graph, stats, req, params=params, gpus=subset, topology=topology)
             if validate:
-                from llmplan.plan.pd import validate_in_simulator
+                from llmplan.runtime.sim.validate_pd import validate_in_simulator
 
                 result = validate_in_simulator(result, spec, graph, stats, req)
             energy = None

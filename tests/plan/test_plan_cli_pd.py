@@ -11,8 +11,9 @@ from typer.testing import CliRunner
 from llmplan.cli.app import app
 from llmplan.errors import InfeasibleError, LlmplanError
 from llmplan.models import get_model_spec
-from llmplan.plan.pd import LengthStats, PDRequest, load_length_stats, plan_pd, validate_in_simulator
+from llmplan.plan.pd import LengthStats, PDRequest, load_length_stats, plan_pd
 from llmplan.plan.types import Plan
+from llmplan.runtime.sim.validate_pd import validate_in_simulator
 from llmplan.topology import load_topology
 
 runner = CliRunner()

@@ -60,3 +60,22 @@ class BatchPolicy(Protocol):
     # fast-forward decode steps up to that time. Found with getattr; a policy may omit it.
 
     def select(self, waiting: Sequence[SeqState], view: AdmissionView, now: float) -> Sequence[SeqState]: ...
+
+
+@dataclass(slots=True)
+class ContinuousFCFS:
+    """Iteration-level batching in arrival order (vLLM's default scheduler).
+
+    Head-of-line: if the oldest waiting request does not fit, nothing behind it is admitted,
+    so a long prompt is never starved by a stream of short ones.
+    """
+
+    name: str = "fcfs"
+    static: bool = False
+    reserve: Reserve = "none"
+    uses_prediction: bool = False
+    skip_blocked: bool = False
+    time_invariant: bool = True
+
+    def select(self, waiting: Sequence[SeqState], view: AdmissionView, now: float) -> Sequence[SeqState]:
+        return waiting  # the scheduler keeps it in arrival order (preempted first)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from llmplan.runtime.core.blocks import BlockManager, blocks_for
-from llmplan.runtime.core.policy import AdmissionView, BatchPolicy
+from llmplan.runtime.core.policy import AdmissionView, BatchPolicy, ContinuousFCFS
 from llmplan.runtime.core.types import ScheduledBatch, ScheduledSeq, SeqState, SeqStatus, StepResult
 
 Role = Literal["both", "prefill", "decode"]
@@ -142,8 +142,6 @@ class SchedulerStats:
 
 
 def _default_policy() -> BatchPolicy:
-    from llmplan.batch.fcfs import ContinuousFCFS
-
     return ContinuousFCFS()
 
 
