@@ -250,9 +250,16 @@ class DeploymentSpec:
         dtype = ms.get("weight_dtype") or ms.get("dtype") or "bfloat16"
         kv = ms.get("kv_dtype") or None
         kw.setdefault("kv_dtype", None if kv in (None, "", "auto") else str(kv))
+        if engine is None:
+            from llmplan.plan.vllm import served_limits
+
+            # The limits the plan's `vllm serve` line serves with, so that bench --plan simulates
+            # the system the plan prints (flags override them, as for any spec field).
+            seqs, max_len = served_limits(plan)
+            engine = EngineArgs(max_num_seqs=seqs, max_model_len=max_len).validate()
         base = dict(
             model=plan.model, instances=insts, topology=plan.topology or None, device=gpu,
-            weight_dtype=str(dtype), plan_mode=plan.mode, engine=engine or EngineArgs(),
+            weight_dtype=str(dtype), plan_mode=plan.mode, engine=engine,
             serving_engine=str((plan.params or {}).get("serving_engine") or "vllm"), source="llmplan plan",
         )  # fmt: skip
         base.update(kw)

@@ -27,6 +27,22 @@ def vllm_default_partition(layers: int, pp: int) -> list[int]:
     return parts
 
 
+def served_limits(plan: Plan, spec: ModelSpec | None = None) -> tuple[int, int]:
+    """(max sequences, max model length) the plan is sized for and served with.
+
+    The one source for the ``vllm serve`` line's ``--max-num-seqs``/``--max-model-len`` and the
+    engine settings of the deployment spec ``plan --out`` writes, so that a plan served live
+    and the same plan simulated by ``bench --plan`` admit the same requests. The length is the
+    plan's ``--max-model-len`` (else its input + output), never above the model's context."""
+    wl = plan.workload
+    if spec is None:
+        spec = ModelSpec.from_dict(plan.model_spec) if plan.model_spec else None
+    limit = wl.max_model_len or wl.input_len + wl.output_len
+    if spec is not None:
+        limit = min(limit, int(spec.max_position_embeddings))
+    return int(wl.max_batch), int(limit)
+
+
 def hosts(plan: Plan, instance: int = 0) -> list[str]:
     """Hosts of an instance's stages, in stage order (one entry per host)."""
     out: list[str] = []
@@ -96,16 +112,16 @@ def vllm_launch(plan: Plan, instance: int = 0) -> VllmLaunch:
     if pp > 1 and counts != vllm_default_partition(spec.num_hidden_layers, pp):
         launch.env["VLLM_PP_LAYER_PARTITION"] = ",".join(map(str, counts))
         launch.notes.append("the plan's uneven layer split is passed via VLLM_PP_LAYER_PARTITION")
-    wl = plan.workload
+    max_num_seqs, max_model_len = served_limits(plan, spec)
     launch.args = [
         "--tensor-parallel-size",
         str(tp),
         "--pipeline-parallel-size",
         str(pp),
         "--max-num-seqs",
-        str(wl.max_batch),
+        str(max_num_seqs),
         "--max-model-len",
-        str(min(wl.max_model_len or wl.input_len + wl.output_len, spec.max_position_embeddings)),
+        str(max_model_len),
         "--dtype",
         spec.dtype if spec.dtype in ("bfloat16", "float16", "float32") else "auto",
     ]

@@ -42,7 +42,15 @@ def test_plan_out_writes_a_spec_that_round_trips(plan_file: Path, tmp_path: Path
     assert raw["deployment"]["kind"] == "llmplan-deployment"
     spec = load_spec(plan_file)
     assert spec.model == "llama-3.1-8b" and spec.topology == "preset:dgx-h100"
-    assert spec.engine == EngineArgs()
+    # The engine limits are the ones the plan's `vllm serve` line serves with (one source).
+    from llmplan.plan.types import Plan
+    from llmplan.plan.vllm import vllm_command
+
+    line = vllm_command(Plan.from_dict({k: v for k, v in raw.items() if k != "deployment"}))[0].split()
+    flag = {line[i]: line[i + 1] for i in range(len(line) - 1) if line[i].startswith("--")}
+    assert (spec.engine.max_num_seqs, spec.engine.max_model_len) == (
+        int(flag["--max-num-seqs"]), int(flag["--max-model-len"]))
+    assert spec.engine == EngineArgs(max_num_seqs=32, max_model_len=512 + 256)  # the plan's defaults
     assert [i.gpus for i in spec.instances] == [[g for s in i["stages"] for g in s["gpus"]]
                                                for i in raw["instances"]]  # fmt: skip
     spec.save(tmp_path / "spec.json")
@@ -131,7 +139,8 @@ def test_flags_override_the_config_and_defaults_match_serve(plan_file: Path, tmp
     # --config without --policy runs the spec's own policy, not a comparison.
     assert list(data["runs"]) == ["fcfs"]
     eng = data["config"]["deployments"]["fcfs"]["engine"]
-    assert eng == asdict(EngineArgs()) | {"max_num_seqs": 7, "chunked_prefill": False}
+    # Flags override the file's fields; the rest (the plan's 768-token context) is the file's.
+    assert eng == asdict(EngineArgs()) | {"max_num_seqs": 7, "chunked_prefill": False, "max_model_len": 768}
     assert data["config"]["simulator"]["max_num_seqs"] == 7
     assert data["config"]["simulator"]["chunked_prefill"] is False
 
