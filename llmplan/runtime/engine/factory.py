@@ -11,45 +11,28 @@ import torch
 
 from llmplan.deployment import EngineArgs
 from llmplan.errors import LlmplanError
-from llmplan.runtime.core.scheduler import Scheduler, serving_config
 from llmplan.runtime.engine.async_engine import AsyncLLMEngine
 from llmplan.runtime.engine.config import ModelConfig, catalog_config, load_hf_config
 from llmplan.runtime.engine.executor import TorchExecutor
-from llmplan.runtime.engine.kvcache import PagedKVCache, bytes_per_block
-from llmplan.runtime.engine.llm_engine import LLMEngine
+from llmplan.runtime.engine.kvcache import PagedKVCache
 from llmplan.runtime.engine.loader import init_dummy_weights, load_hf_weights
 from llmplan.runtime.engine.model import LlamaModel
+
+# resolve_policy and served_context are re-exported: callers import them from here.
+from llmplan.runtime.engine.parts import (
+    assemble_engine,
+    check_policy,
+    default_num_blocks,
+    kv_capped_context,
+    make_recorder,
+    make_scheduler,
+    resolve_dtype,
+)
+from llmplan.runtime.engine.parts import resolve_policy as resolve_policy
+from llmplan.runtime.engine.parts import served_context as served_context
 from llmplan.runtime.engine.placement import layer_devices_from_plan
-from llmplan.runtime.engine.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
-
-DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-}
-
-
-def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return DTYPES[dtype.lower()]
-    except KeyError:
-        raise LlmplanError(f"unknown dtype {dtype!r}; use one of float32, bfloat16, float16") from None
-
-
-def resolve_policy(name: str | Any) -> Any:
-    """A batch policy of the simulator's registry (``llmplan.batch.get_policy``), or the object itself."""
-    if not isinstance(name, str):
-        return name
-    from llmplan.batch import get_policy
-
-    return get_policy(name)
 
 
 def build_model(
@@ -84,27 +67,6 @@ def build_model(
     else:
         init_dummy_weights(m, seed=seed)
     return cfg, m
-
-
-def _default_num_blocks(
-    cfg: ModelConfig,
-    block_size: int,
-    dtype: torch.dtype,
-    devices: list[torch.device],
-    max_num_seqs: int,
-    max_model_len: int,
-    kv_cache_gb: float | None,
-) -> int:
-    per_block = bytes_per_block(cfg, block_size, dtype)
-    if kv_cache_gb is not None:
-        budget = kv_cache_gb * 2**30
-    elif devices[0].type == "cuda":
-        free, _ = torch.cuda.mem_get_info(devices[0])
-        budget = 0.8 * free * len({d for d in devices})  # weights are loaded: what is free is KV room
-    else:
-        budget = 0.5 * 2**30
-    want = max_num_seqs * max_model_len // block_size + 1  # more than that can never be used
-    return max(1, min(int(budget // per_block), want))
 
 
 _ARG_FIELDS = ("max_num_seqs", "max_num_batched_tokens", "chunked_prefill", "block_size", "max_model_len")
@@ -287,7 +249,7 @@ def _single_engine(c: EngineConfig) -> AsyncLLMEngine:
     policy = check_policy(scheduler, predictor)
     ctx = served_context(cfg.max_model_len, max_model_len, cfg.name)
     if num_kv_blocks is None:
-        num_kv_blocks = _default_num_blocks(
+        num_kv_blocks = default_num_blocks(
             cfg, block_size, m.dtype, m.layer_devices, max_num_seqs, ctx, kv_cache_gb
         )
     kv = PagedKVCache(cfg, num_kv_blocks, block_size, m.layer_devices, m.dtype)
@@ -322,71 +284,6 @@ def _single_engine(c: EngineConfig) -> AsyncLLMEngine:
     return engine
 
 
-# The pieces below are shared by the single-process engine above and the multi-worker one
-# (llmplan.runtime.workers.engine): only the executor differs between them.
-
-
-def check_policy(scheduler: str | Any, predictor: Any) -> Any:
-    policy = resolve_policy(scheduler)
-    if getattr(policy, "uses_prediction", False) and predictor is None:
-        raise LlmplanError(
-            f"scheduler {policy.name!r} needs a length predictor; pass --predictor (see `llmplan predict`)"
-        )
-    return policy
-
-
-def make_scheduler(
-    policy: Any,
-    num_kv_blocks: int,
-    block_size: int,
-    max_num_seqs: int,
-    max_num_batched_tokens: int,
-    chunked_prefill: bool,
-    ctx: int,
-    prefix_probe: Any = None,
-    prefix_caching: bool = False,
-) -> Scheduler:
-    return Scheduler(
-        serving_config(
-            num_blocks=num_kv_blocks,
-            block_size=block_size,
-            max_num_seqs=max_num_seqs,
-            max_num_batched_tokens=max_num_batched_tokens,
-            chunked_prefill=chunked_prefill,
-            max_model_len=ctx,
-            static=bool(getattr(policy, "static", False)),
-            enable_prefix_caching=prefix_caching,
-        ),
-        policy=policy,
-        prefix_probe=prefix_probe,
-    )
-
-
-def make_recorder(misprediction_log: str | Path | None, predictor: Any) -> Any:
-    if misprediction_log is None:
-        return None
-    if predictor is None:
-        raise LlmplanError("--record-mispredictions needs a length predictor (--predictor)")
-    from llmplan.predict.online import MispredictionRecorder
-
-    return MispredictionRecorder(misprediction_log, predictor.bucket_edges)
-
-
-def assemble_engine(
-    cfg: ModelConfig, executor: Any, sch: Scheduler, *, model: str | Path | None, dummy_weights: str | None,
-    served_model_name: str | None, ctx: int, seed: int, predictor: Any, recorder: Any, max_queue: int,
-    collectors: list,
-) -> tuple[AsyncLLMEngine, Any]:
-    """The engine loop and its async front over ``executor``; returns it and the tokenizer."""
-    tok = load_tokenizer(model, cfg.vocab_size)
-    name = served_model_name or (str(dummy_weights) if dummy_weights else Path(str(model)).name)
-    eng = LLMEngine(cfg, executor, sch, tok, name, ctx, seed=seed, predictor=predictor, recorder=recorder)
-    engine = AsyncLLMEngine(eng, max_queue=max_queue, model_name=name)
-    # Prometheus collectors the server's /metrics registers beside its own (KV store, workers).
-    engine.metric_collectors = collectors
-    return engine, tok
-
-
 def _executor(
     m, kv, kv_store, kv_store_memory_mb, kv_store_disk_gb, model, dummy_weights, seed
 ) -> tuple[TorchExecutor, list]:
@@ -400,33 +297,6 @@ def _executor(
     ex = build_store_executor(m, kv, kv_store, kv_store_memory_mb, weights, kv_store_disk_gb)
     log.info("KV store: %s (memory tier %d MiB), namespace %s", kv_store, kv_store_memory_mb, ex.namespace)
     return ex, [StoreCollector(ex.store, ex.stats)]
-
-
-def served_context(model_limit: int, requested: int | None, model_name: str) -> int:
-    """The context length to serve: the model's, or ``--max-model-len`` when it is not larger.
-    A request above the model's limit is refused with both numbers, never quietly cut down."""
-    if requested is None:
-        return model_limit
-    if requested < 1:
-        raise LlmplanError(f"--max-model-len must be >= 1 (got {requested})")
-    if requested > model_limit:
-        raise LlmplanError(
-            f"--max-model-len {requested} exceeds {model_name}'s context of {model_limit} tokens; "
-            f"use --max-model-len {model_limit} or less"
-        )
-    return requested
-
-
-def kv_capped_context(ctx: int, requested: int | None, num_blocks: int, block_size: int) -> int:
-    """The served context given the KV cache: an explicit ``--max-model-len`` the cache cannot hold
-    is refused (both numbers named); the model's own default is capped to what fits."""
-    capacity = num_blocks * block_size
-    if requested is not None and requested > capacity:
-        raise LlmplanError(
-            f"--max-model-len {requested} needs {requested} KV tokens but the cache holds {capacity} "
-            f"({num_blocks} blocks x {block_size}); lower --max-model-len or raise --num-kv-blocks"
-        )
-    return min(ctx, capacity)
 
 
 def _pipeline_engine(c: EngineConfig) -> AsyncLLMEngine:

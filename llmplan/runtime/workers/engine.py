@@ -57,13 +57,15 @@ def build_pipeline_engine(
 ):
     import torch
 
-    from llmplan.runtime.engine.factory import (
-        _default_num_blocks,
+    from llmplan.runtime.engine.parts import (
         assemble_engine,
         check_policy,
+        default_num_blocks,
+        kv_capped_context,
         make_recorder,
         make_scheduler,
         resolve_dtype,
+        served_context,
     )
     from llmplan.runtime.workers.driver import PipelineExecutor
     from llmplan.runtime.workers.stage import StageSource
@@ -79,11 +81,9 @@ def build_pipeline_engine(
     policy = check_policy(scheduler, predictor)
     if threads is not None:
         torch.set_num_threads(threads)
-    from llmplan.runtime.engine.factory import kv_capped_context, served_context
-
     ctx = served_context(cfg.max_model_len, max_model_len, getattr(cfg, "name", "the model"))
     if num_kv_blocks is None:
-        num_kv_blocks = _default_num_blocks(cfg, block_size, torch_dtype, [torch.device(device)],
+        num_kv_blocks = default_num_blocks(cfg, block_size, torch_dtype, [torch.device(device)],
                                             max_num_seqs, ctx, kv_cache_gb)
     source.num_blocks = num_kv_blocks
     ctx = kv_capped_context(ctx, max_model_len, num_kv_blocks, block_size)

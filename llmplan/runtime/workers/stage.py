@@ -61,10 +61,10 @@ def worker_device(device: str, rank: int) -> torch.device:
 
 class StageWorker:
     def __init__(self, source: StageSource, rank: int, world: int, ranges: Ranges) -> None:
-        from llmplan.runtime.engine.factory import resolve_dtype
         from llmplan.runtime.engine.kvcache import PagedKVCache
         from llmplan.runtime.engine.loader import init_dummy_weights, load_hf_weights
         from llmplan.runtime.engine.model import DecoderLayer, LlamaModel
+        from llmplan.runtime.engine.parts import resolve_dtype
 
         self.cfg = cfg = source.config()
         validate_ranges(ranges, cfg.num_layers)
