@@ -196,10 +196,11 @@ def build_cluster(cfg: BenchConfig) -> Cluster:
     graph = load_topology(topology)
 
     from llmplan.opcost.engines import params_for_engine
+    from llmplan.plan.costmodel import plan_cost_params
 
     engine_name = serving_engine_of(cfg)
     if plan is not None:  # a saved plan is simulated as planned, priced for the engine that serves it
-        plan.params = asdict(params_for_engine(engine_name, plan.cost_params()))
+        plan.params = asdict(params_for_engine(engine_name, plan_cost_params(plan)))
     elif replicate:
         from llmplan.plan.planner import make_plan
 

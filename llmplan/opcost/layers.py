@@ -36,7 +36,7 @@ from llmplan.opcost.profiles import PER_LAYER
 
 if TYPE_CHECKING:
     from llmplan.models.spec import ModelSpec
-    from llmplan.plan.costmodel import GpuPerf
+    from llmplan.opcost.gpu import GpuPeaks
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +48,7 @@ class WeightPrecision:
     kind: str  # "16-bit" | "W8A8" | "weight-only"
 
 
-def weight_precision(spec: ModelSpec, gpu: GpuPerf) -> WeightPrecision:
+def weight_precision(spec: ModelSpec, gpu: GpuPeaks) -> WeightPrecision:
     peak = gpu.matmul_flops(spec)
     wb = float(spec.weight_param_bytes)
     if wb >= spec.dtype_bytes and peak == gpu.flops:
@@ -113,7 +113,7 @@ def _small_ops(om: OpModel, spec: ModelSpec, m: float, tp: int, moe: bool) -> fl
 
 
 def layer_ops_general(
-    om: OpModel, spec: ModelSpec, gpu: GpuPerf, m: float, tp: int = 1, ep: bool = False, moe: bool = False
+    om: OpModel, spec: ModelSpec, gpu: GpuPeaks, m: float, tp: int = 1, ep: bool = False, moe: bool = False
 ) -> dict[str, float]:
     """Seconds of each non-attention operator of one layer (``moe``: an MoE layer) at ``m`` tokens."""
     if m <= 0:
@@ -135,7 +135,7 @@ def layer_ops_general(
 
 
 def layer_nonattn_general(
-    om: OpModel, spec: ModelSpec, gpu: GpuPerf, m: float, tp: int = 1, ep: bool = False
+    om: OpModel, spec: ModelSpec, gpu: GpuPeaks, m: float, tp: int = 1, ep: bool = False
 ) -> float:
     """Non-attention time of one layer, mean over the model's layer kinds (dense and MoE)."""
     n = spec.num_hidden_layers

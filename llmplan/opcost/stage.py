@@ -21,7 +21,7 @@ from llmplan.opcost.profiles import ModelDims
 
 if TYPE_CHECKING:
     from llmplan.models.spec import ModelSpec
-    from llmplan.plan.costmodel import GpuPerf
+    from llmplan.opcost.gpu import GpuPeaks
 
 
 def grounded(spec: ModelSpec) -> bool:
@@ -48,7 +48,7 @@ def gpu_key(name: str) -> str:
 
 
 @cache
-def op_model_for(gpu: GpuPerf, dtype_bytes: int = 2) -> OpModel:
+def op_model_for(gpu: GpuPeaks, dtype_bytes: int = 2) -> OpModel:
     """The op model of a GPU (its own fitted curves, else the reference GPU's through its spec sheet)."""
     return OpModel.for_gpu(gpu_key(gpu.name), gpu.flops, gpu.mem_bw, dtype_bytes=dtype_bytes)
 
@@ -60,7 +60,7 @@ def dims_of(spec: ModelSpec) -> ModelDims:
 
 def layer_time_ops(
     spec: ModelSpec,
-    gpu: GpuPerf,
+    gpu: GpuPeaks,
     tokens: float,
     attn_pairs: float,
     kv_read_tokens: float,
@@ -87,7 +87,7 @@ def layer_time_ops(
     return t + om.attention_time(d, tp, tokens, attn_pairs, 0, 0)
 
 
-def head_time_ops(spec: ModelSpec, gpu: GpuPerf, logits_tokens: float, tp: int = 1) -> float:
+def head_time_ops(spec: ModelSpec, gpu: GpuPeaks, logits_tokens: float, tp: int = 1) -> float:
     return op_model_for(gpu, spec.dtype_bytes).head_time(dims_of(spec), logits_tokens, tp)
 
 
@@ -110,7 +110,7 @@ class StageOps:
     )
 
     def __init__(
-        self, spec: ModelSpec, gpu: GpuPerf, tp: int, layers: int, first: bool, last: bool, ep: bool = False
+        self, spec: ModelSpec, gpu: GpuPeaks, tp: int, layers: int, first: bool, last: bool, ep: bool = False
     ) -> None:
         self.om = op_model_for(gpu, spec.dtype_bytes)
         self.dims = dims_of(spec)

@@ -116,6 +116,11 @@ class CostParams:
 DEFAULT_PARAMS = CostParams()
 
 
+def plan_cost_params(plan: Plan) -> CostParams:
+    """The cost parameters a plan was made with (``plan.params``), else the defaults."""
+    return CostParams(**plan.params) if plan.params else CostParams()
+
+
 @dataclass(frozen=True, slots=True)
 class GpuPerf:
     name: str
@@ -699,4 +704,4 @@ class InstanceCost:
                 links.append(best_link(graph, stages_plan[k - 1].gpus[0], sp.gpus[0]))
         wl = plan.workload
         seq = wl.kv_tokens // wl.max_batch if wl is not None and wl.max_batch > 0 else None
-        return cls(spec, stages, links, params or plan.cost_params(), seq_tokens=seq)
+        return cls(spec, stages, links, params or plan_cost_params(plan), seq_tokens=seq)

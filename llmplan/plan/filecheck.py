@@ -18,9 +18,15 @@ _GPU_ID = re.compile(r"^GPU\d+$")
 FIX = "regenerate it with `llmplan plan --out FILE`"
 
 
-def check_plan_dict(d: Any, where: str) -> dict[str, Any]:
-    """``d`` if it is a well-formed plan document, else one line naming ``where`` and the field."""
-    from llmplan.plan.types import PLAN_VERSION, PlanWorkload, StagePlan
+def check_plan_dict(
+    d: Any, where: str, *, version: int, stage_fields: set[str], workload_fields: set[str]
+) -> dict[str, Any]:
+    """``d`` if it is a well-formed plan document, else one line naming ``where`` and the field.
+
+    ``version`` (the newest plan format) and the field names of a stage and of the workload come
+    from :mod:`llmplan.plan.types`, which calls this; passed in so this module need not import it.
+    """
+    PLAN_VERSION = version
 
     mapping(d, f"{where}", FIX)
     if "version" in d:
@@ -43,7 +49,6 @@ def check_plan_dict(d: Any, where: str) -> dict[str, Any]:
     instances = sequence(d["instances"], f"{where}: instances", FIX)
     if not instances:
         raise LlmplanError(f"{where}: instances is empty; a plan places at least one instance; {FIX}")
-    stage_fields = {f.name for f in dataclasses.fields(StagePlan)}
     for i, inst in enumerate(instances):
         inst = mapping(inst, f"{where}: instances[{i}]", FIX)
         if not isinstance(inst.get("role", "both"), str):
@@ -87,7 +92,7 @@ def check_plan_dict(d: Any, where: str) -> dict[str, Any]:
                 f"{where}: instances[{i}] places layers 0-{expect - 1} but the model has {n_layers}; {FIX}"
             )
     wl = mapping(d.get("workload", {}), f"{where}: workload", FIX) if "workload" in d else {}
-    wl_fields = {f.name for f in dataclasses.fields(PlanWorkload)}
+    wl_fields = workload_fields
     unknown = sorted(set(wl) - wl_fields)
     if unknown:
         raise LlmplanError(f"{where}: workload has unknown field(s) {', '.join(unknown)}; {FIX}")

@@ -6,12 +6,13 @@ Saved as JSON or YAML (``Plan.save(path)`` picks by suffix; ``Plan.load(path)``)
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from llmplan.errors import LlmplanError
 from llmplan.fileio import write_text_atomic
+from llmplan.plan.filecheck import check_plan_dict
 
 PLAN_VERSION = 1
 
@@ -136,11 +137,6 @@ class Plan:
     def num_gpus(self) -> int:
         return sum(len(i.gpus) for i in self.instances)
 
-    def cost_params(self):
-        from llmplan.plan.costmodel import CostParams
-
-        return CostParams(**self.params) if self.params else CostParams()
-
     # ---- serialisation --------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -192,7 +188,6 @@ class Plan:
 
     @classmethod
     def load(cls, path: str | Path) -> Plan:
-        from llmplan.plan.filecheck import check_plan_dict
         from llmplan.validate import read_text
 
         p = Path(path)
@@ -213,4 +208,8 @@ class Plan:
             raise LlmplanError(
                 f"plan file {str(p)!r} is not a plan object; regenerate it with `llmplan plan`"
             )
-        return cls.from_dict(check_plan_dict(d, str(p)))
+        checked = check_plan_dict(
+            d, str(p), version=PLAN_VERSION, stage_fields={f.name for f in fields(StagePlan)},
+            workload_fields={f.name for f in fields(PlanWorkload)},
+        )
+        return cls.from_dict(checked)
