@@ -568,6 +568,10 @@ def run_bench(
     if "systems" in cluster.description:
         # Each system is its own simulator config (router, split, hooks): keep all of them.
         config["simulator"] = per_system
+    extra: dict[str, Any] = {}
+    if str(cfg.predictor).strip().lower() != "oracle":
+        config["predictor_scores"] = scores = predictor_scores(cfg.predictor, workload, cfg.seed)
+        extra["Length predictor on the replayed requests"] = predictor_scores_markdown(scores)
     return BenchReport(
         runs=runs,
         config=config,
@@ -580,7 +584,40 @@ def run_bench(
         sweep_target=cfg.sweep_target,
         goodput_distserve=goodput,
         repeats=aggregate_repeats(per_seed, seeds) if len(seeds) > 1 else {},
+        extra=extra,
     )
+
+
+def predictor_scores(spec: str, workload: Workload, seed: int) -> dict[str, Any]:
+    """The predictor's draws on the replayed requests (the same seed and order the simulator uses)
+    scored against their true output lengths."""
+    from llmplan.predict.evaluate import replay_scores
+    from llmplan.predict.oracle import parse_predictor
+
+    pred = parse_predictor(spec, seed=seed)
+    reqs = list(workload.requests)
+    out = pred.predict(reqs)
+    truth = [r.output_tokens for r in reqs]
+    return {
+        "predictor": spec,
+        "name": pred.name,
+        "seed": seed,
+        **replay_scores(out.buckets, out.lengths, truth, pred.bucket_edges),
+    }
+
+
+def predictor_scores_markdown(s: dict[str, Any]) -> str:
+    pct = lambda v: "-" if v is None else f"{v:.1%}"  # noqa: E731
+    rho = "- (constant)" if s["spearman"] is None else f"{s['spearman']:.3f}"
+    return "\n".join([
+        "| predictor | requests | exact bucket | ±1 bucket | Spearman (length) | under-estimated |",
+        "|---|---|---|---|---|---|",
+        f"| {s['predictor']} | {s['n']} | {pct(s['exact'])} | {pct(s['within1'])} | {rho} | "
+        f"{pct(s['underestimate'])} |",
+        "",
+        f"Draws of seed {s['seed']} on the first run's workload; policies that do not order by or book "
+        "predicted length ignore them.",
+    ])  # fmt: skip
 
 
 def _check_warmup(workload: Workload, warmup_s: float) -> None:

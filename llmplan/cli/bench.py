@@ -209,7 +209,10 @@ def register(app: typer.Typer) -> None:
         predictor: str = typer.Option(
             "oracle",
             "--predictor",
-            help="Length source for length-aware policies: oracle or noisy:ACC (e.g. noisy:0.8).",
+            help="Length source for length-aware policies: oracle, noisy:ACC (e.g. noisy:0.8), const:N "
+            "(every request N tokens) or noisy-cm:FILE (buckets drawn from the confusion.json that "
+            "`llmplan predict eval --report-dir` saves). Non-oracle predictors' exact/±1 bucket accuracy, "
+            "Spearman correlation and underestimate rate on the replayed requests go in the report.",
         ),
         disaggregation: str = typer.Option(
             None, "--disaggregation", help="P:D prefill/decode instance split, e.g. 2:6."

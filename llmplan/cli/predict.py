@@ -123,7 +123,10 @@ def eval_cmd(
     model: Path = typer.Argument(..., help="A directory written by `llmplan predict train`."),
     data: str = typer.Option(None, "--data", help="Default: the data the model was trained on. " + DATA_HELP),
     report_dir: Path = typer.Option(
-        None, "--report-dir", help="Write scores.json, scores.md, confusion.png here."
+        None,
+        "--report-dir",
+        help="Write scores.json, scores.md, confusion.png and confusion.json (the model's row-normalised "
+        "confusion matrix on the test split: bench --predictor noisy-cm:DIR/confusion.json) here.",
     ),
     limit_test: int = typer.Option(
         None, "--limit-test", help="Evaluate on a random subset of the test split."
@@ -152,12 +155,14 @@ def eval_cmd(
     splits = {"test": take(split.test, limit_test), "test_dedup": take(split.test_dedup, limit_test)}
     png = report_dir / "confusion.png" if report_dir else None
     learned = [lp, LearnedLengthPredictor(model, quantize="int8")] if int8 else [lp]
+    confusion: dict = {}
     rows = evaluate(
         [*learned, PromptLengthGBM(tr, edges), MajorityPredictor(tr, edges)],
         splits,
         edges,
         latency_n=latency_n,
         confusion_png=png,
+        confusion_out=confusion,
     )
     result = {
         "model": str(model),
@@ -171,6 +176,7 @@ def eval_cmd(
         report_dir.mkdir(parents=True, exist_ok=True)
         (report_dir / "scores.json").write_text(json.dumps(result, indent=2))
         (report_dir / "scores.md").write_text(render_table(rows) + "\n")
+        (report_dir / "confusion.json").write_text(json.dumps(confusion, indent=2))
     if as_json:
         print_json(result)
         return

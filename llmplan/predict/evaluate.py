@@ -74,6 +74,54 @@ def score(
     )
 
 
+def confusion_json(
+    true_lengths: Sequence[int], pred_buckets: Sequence[int], edges: Sequence[int], predictor: str, split: str
+) -> dict[str, Any]:
+    """The row-normalised confusion matrix (rows: true bucket, columns: predicted) with its bucket
+    edges and counts: what ``bench --predictor noisy-cm:FILE`` draws from. Rows of buckets with
+    no example stay all zero."""
+    nb = len(edges)
+    y = bucket_of(np.asarray(true_lengths), edges)
+    counts = np.zeros((nb, nb), dtype=np.int64)
+    np.add.at(counts, (y, np.asarray(pred_buckets, dtype=np.int64)), 1)
+    norm = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    return {
+        "predictor": predictor,
+        "split": split,
+        "n": int(len(y)),
+        "bucket_edges": [int(e) for e in edges],
+        "labels": bucket_labels(edges),
+        "counts": counts.tolist(),
+        "matrix": norm.tolist(),
+    }
+
+
+def replay_scores(
+    pred_buckets: Sequence[int],
+    pred_lengths: Sequence[int],
+    true_lengths: Sequence[int],
+    edges: Sequence[int],
+) -> dict[str, Any]:
+    """How a predictor did on replayed requests: exact and ±1 bucket accuracy, Spearman rank
+    correlation of predicted vs true length (None when either side is constant), share of
+    underestimated buckets."""
+    from scipy.stats import spearmanr
+
+    y = bucket_of(np.asarray(true_lengths), edges)
+    p = np.asarray(pred_buckets)
+    n = len(y)
+    rho = None
+    if n > 1 and len(set(pred_lengths)) > 1 and len(set(true_lengths)) > 1:
+        rho = float(spearmanr(np.asarray(pred_lengths), np.asarray(true_lengths)).statistic)
+    return {
+        "n": n,
+        "exact": float(np.mean(p == y)) if n else None,
+        "within1": float(np.mean(np.abs(p - y) <= 1)) if n else None,
+        "spearman": rho,
+        "underestimate": float(np.mean(p < y)) if n else None,
+    }
+
+
 def measure_latency(predictor: LengthPredictor, items: Sequence[Any], batch: int, n: int = 64) -> float:
     """Milliseconds per prompt when predicting ``n`` prompts in batches of ``batch`` (after one warm-up)."""
     items = list(items)[:n]
@@ -92,8 +140,11 @@ def evaluate(
     edges: Sequence[int],
     latency_n: int = 64,
     confusion_png: str | Path | None = None,
+    confusion_out: dict[str, Any] | None = None,
 ) -> list[Scores]:
-    """Score every predictor on every split; latency is measured once per predictor on the first split."""
+    """Score every predictor on every split; latency is measured once per predictor on the first split.
+
+    ``confusion_out`` (a dict) receives :func:`confusion_json` of the first predictor on the first split."""
     from llmplan import progress
 
     rows: list[Scores] = []
@@ -111,6 +162,8 @@ def evaluate(
                     lat32 = measure_latency(pr, reqs, 32, n=latency_n)
                 s.latency_ms_b1, s.latency_ms_b32 = lat1, lat32
                 rows.append(s)
+                if confusion_out is not None and pr is predictors[0] and name == first:
+                    confusion_out.update(confusion_json(ds.output_tokens, pred.buckets, edges, pr.name, name))
                 if confusion_png and pr is predictors[0] and name == first:
                     plot_confusion(
                         ds.output_tokens, pred.buckets, edges, confusion_png, title=f"{pr.name} on {name}"

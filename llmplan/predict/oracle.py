@@ -7,7 +7,9 @@ predictor behind the same :class:`~llmplan.predict.interface.LengthPredictor` in
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -100,14 +102,112 @@ class NoisyOraclePredictor:
         return LengthPrediction(out.tolist(), lengths.tolist())
 
 
+class ConstPredictor:
+    """Every request predicted ``tokens`` output tokens (the bucket that length falls in): the
+    no-information baseline a length-aware policy must beat."""
+
+    def __init__(self, tokens: int, bucket_edges: Sequence[int] = DEFAULT_BUCKET_EDGES) -> None:
+        if tokens < 1:
+            raise LlmplanError(f"const predictor needs at least 1 token, got {tokens}; e.g. const:256")
+        self.tokens = int(tokens)
+        self.bucket_edges = tuple(bucket_edges)
+        self.name = f"const:{self.tokens}"
+        self.bucket = int(_bucket_index(np.asarray([self.tokens]), self.bucket_edges)[0])
+
+    def predict(self, items: Sequence[PromptLike]) -> LengthPrediction:
+        n = len(items)
+        return LengthPrediction([self.bucket] * n, [self.tokens] * n)
+
+
+def load_confusion(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:
+    """Bucket edges and the row-normalised confusion matrix saved by ``llmplan predict eval
+    --report-dir`` (``confusion.json``); one-line errors naming what is wrong."""
+    from llmplan.predict.buckets import validate_edges
+
+    p = Path(path)
+    fix = "point noisy-cm: at the confusion.json that `llmplan predict eval --report-dir DIR` writes"
+    if not p.is_file():
+        raise LlmplanError(f"confusion matrix file {str(p)!r} does not exist; {fix}")
+    try:
+        data = json.loads(p.read_text())
+        edges = validate_edges(data["bucket_edges"])
+        m = np.asarray(data["matrix"], dtype=np.float64)
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
+        raise LlmplanError(
+            f"{p} is not a confusion matrix (JSON with bucket_edges and matrix: {type(e).__name__}); {fix}"
+        ) from None
+    nb = len(edges)
+    if m.shape != (nb, nb):
+        shape = "x".join(map(str, m.shape))
+        raise LlmplanError(f"{p}: matrix is {shape}, needs {nb}x{nb} for {nb} buckets; {fix}")
+    if not np.isfinite(m).all() or (m < 0).any():
+        raise LlmplanError(f"{p}: matrix entries must be finite and non-negative; {fix}")
+    sums = m.sum(axis=1)
+    bad = [i for i, t in enumerate(sums) if t > 0 and abs(t - 1.0) > 1e-6]
+    if bad:
+        raise LlmplanError(f"{p}: row {bad[0]} sums to {sums[bad[0]]:.4g}, rows must sum to 1; {fix}")
+    return edges, m
+
+
+class ConfusionNoisyPredictor:
+    """Each request's predicted bucket drawn from the confusion-matrix row of its true bucket.
+
+    The matrix is a real predictor's (``llmplan predict eval`` saves it), so the errors keep that
+    model's shape: how often, in which direction and how far it misses, per true bucket. Draws are
+    independent per request (the ranking of requests inside a bucket is not modelled).
+    Representative lengths follow :class:`NoisyOraclePredictor` (upper edge ``hi - 1``, ``2 * lo``
+    for the open last bucket). Deterministic for a given ``seed`` and input order. A request whose
+    true bucket has no row (the matrix saw no such example) is refused, never guessed.
+    """
+
+    def __init__(self, path: str | Path, seed: int = 0) -> None:
+        self.path = Path(path)
+        self.bucket_edges, self.matrix = load_confusion(self.path)
+        self.seed = seed
+        self.name = f"noisy-cm:{self.path.name}"
+        self._rng = np.random.default_rng(seed)
+        edges = self.bucket_edges
+        self.representatives = tuple([max(1, hi - 1) for hi in edges[1:]] + [2 * max(1, edges[-1])])
+
+    def predict(self, items: Sequence[PromptLike]) -> LengthPrediction:
+        specs = _specs(items, "ConfusionNoisyPredictor")
+        truth = np.fromiter((s.output_tokens for s in specs), np.int64, len(specs))
+        true = _bucket_index(truth, self.bucket_edges)
+        empty = [b for b in np.unique(true) if self.matrix[b].sum() == 0]
+        if empty:
+            from llmplan.predict.buckets import bucket_labels
+
+            lab = bucket_labels(self.bucket_edges)[int(empty[0])]
+            k = int(np.sum(true == empty[0]))
+            raise LlmplanError(
+                f"{self.path} has no examples of true bucket {lab}, but {k} replayed requests fall in it; "
+                "evaluate the predictor on data that covers those lengths (llmplan predict eval --data ...)"
+            )
+        cdf = np.cumsum(self.matrix, axis=1)
+        u = self._rng.random(len(true))
+        out = np.minimum((u[:, None] >= cdf[true]).sum(axis=1), len(self.bucket_edges) - 1)
+        lengths = np.asarray(self.representatives)[out]
+        return LengthPrediction(out.tolist(), lengths.tolist())
+
+
+PREDICTOR_SPECS = "oracle, noisy:ACC, noisy-cm:FILE or const:N"
+
+
 def parse_predictor(spec: object, seed: int = 0):
-    """``"oracle"``, ``"noisy:0.8"``, ``None`` (no predictor) or a LengthPredictor object."""
+    """``"oracle"``, ``"noisy:0.8"``, ``"noisy-cm:confusion.json"``, ``"const:256"``, ``None``
+    (no predictor) or a LengthPredictor object."""
     if spec is None or spec == "none":
         return None
     if isinstance(spec, str):
-        s = spec.strip().lower()
+        raw = spec.strip()
+        s = raw.lower()
         if s == "oracle":
             return OraclePredictor()
+        if s.startswith("noisy-cm:"):
+            path = raw.split(":", 1)[1]
+            if not path:
+                raise LlmplanError(f"bad predictor {spec!r}; write noisy-cm:<confusion.json>")
+            return ConfusionNoisyPredictor(path, seed=seed)
         if s.startswith("noisy:"):
             try:
                 acc = float(s.split(":", 1)[1])
@@ -115,9 +215,19 @@ def parse_predictor(spec: object, seed: int = 0):
                 msg = f"bad predictor {spec!r}; write noisy:<accuracy>, e.g. noisy:0.8"
                 raise LlmplanError(msg) from None
             return NoisyOraclePredictor(acc, seed=seed)
-        raise LlmplanError(
-            f"unknown predictor {spec!r}; use oracle, noisy:<accuracy> or a LengthPredictor object"
-        )
+        if s.startswith("const:"):
+            try:
+                n = int(s.split(":", 1)[1])
+            except ValueError:
+                raise LlmplanError(f"bad predictor {spec!r}; write const:<tokens>, e.g. const:256") from None
+            return ConstPredictor(n)
+        if s.startswith("gbm:"):
+            raise LlmplanError(
+                f"predictor {spec!r}: `llmplan predict eval` trains the prompt-length GBM in memory and "
+                "saves no model to load; use noisy-cm:<confusion.json> (predict eval --report-dir) "
+                "or const:N"
+            )
+        raise LlmplanError(f"unknown predictor {spec!r}; use {PREDICTOR_SPECS} or a LengthPredictor object")
     if hasattr(spec, "predict") and hasattr(spec, "bucket_edges"):
         return spec
     raise LlmplanError(f"predictor {spec!r} is not a LengthPredictor (needs .predict and .bucket_edges)")

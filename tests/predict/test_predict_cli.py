@@ -54,6 +54,17 @@ def test_cli_train_eval_query_update(tmp_path) -> None:
     assert {s["predictor"] for s in scores} >= {"majority", "prompt-length GBM"}
     assert {s["split"] for s in scores} == {"test", "test_dedup"}
     assert (tmp_path / "rep" / "confusion.png").stat().st_size > 1000
+    cm = json.loads((tmp_path / "rep" / "confusion.json").read_text())
+    assert cm["split"] == "test" and len(cm["matrix"]) == len(cm["bucket_edges"])
+    assert sum(map(sum, cm["counts"])) == cm["n"] > 0
+    for row, counts in zip(cm["matrix"], cm["counts"], strict=True):
+        assert abs(sum(row) - 1.0) < 1e-9 if sum(counts) else sum(row) == 0
+    # bench replays with the saved matrix (one 10-request run of s3).
+    cmf = tmp_path / "rep" / "confusion.json"
+    r = run(app, ["bench", "--trace", "synthetic:rate=2,n=10", "--policy", "s3", "--instances", "1",
+                  "--jobs", "1", "--no-plots", "--predictor", f"noisy-cm:{cmf}",
+                  "--out", str(tmp_path / "b")])  # fmt: skip
+    assert r.exit_code == 0 or "no examples of true bucket" in str(r.exception or r.output), r.output
     r = run(app, ["predict", "query", "Write a long detailed essay about jazz.", "--predictor", str(model),
                   "--json"])  # fmt: skip
     assert r.exit_code == 0, r.output
