@@ -188,6 +188,7 @@ def test_progress_goes_to_a_terminal_stderr_with_an_eta(tmp_path) -> None:
     assert rc == 0 and "ETA" not in tty
 
 
+@pytest.mark.slow
 def test_no_progress_when_stderr_is_not_a_terminal(tmp_path) -> None:
     out = _run("bench", "--trace", "synthetic:rate=4,n=30", "--policy", "fcfs", "--no-plots",
                "--out", str(tmp_path))  # fmt: skip

@@ -32,6 +32,7 @@ def _conserved(df: pd.DataFrame, n: int) -> None:
     assert (df.loc[ok, "e2e_s"] + 1e-9 >= df.loc[ok, "ttft_s"]).all()
 
 
+@pytest.mark.slow
 def test_default_main_job_on_a_window(azure_env: Path, tmp_path: Path) -> None:
     out = tmp_path / "rep"
     res = _bench("--max-requests", "300", "--out", str(out), "--no-plots", jobs="2")
@@ -60,6 +61,7 @@ def test_default_main_job_on_a_window(azure_env: Path, tmp_path: Path) -> None:
     assert "Splitwise" in md and "excluded" in md
 
 
+@pytest.mark.slow
 def test_compare_json_and_rerender(azure_env: Path, tmp_path: Path) -> None:
     out = tmp_path / "rep"
     args = ["--trace", "azure-code", "--window", "0:5m", "-n", "150", "--compare", "fcfs,sjf"]
@@ -236,6 +238,7 @@ def test_saved_plan_file_is_used(tmp_path: Path) -> None:
     assert c["replicas"] == len(plan.instances) and c["replica_gpus"][0] == list(plan.instances[0].gpus)
 
 
+@pytest.mark.slow
 def test_parallel_and_serial_runs_agree(azure_env: Path, tmp_path: Path) -> None:
     """Worker processes change nothing: the same seed gives the same numbers, serial or parallel."""
     base = ["-n", "150", "--compare", "fcfs,s3", "--instances", "1", "--no-plots", "--json"]

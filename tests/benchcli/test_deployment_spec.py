@@ -80,6 +80,7 @@ def test_bad_spec_files_are_refused_in_one_line(tmp_path: Path, content: str, ms
         load_spec(f)
 
 
+@pytest.mark.slow
 def test_bad_config_through_the_cli_is_exit_2_one_line(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text('{"model": "llama-tiny", "instances": [], "x": 1}')
     for cmd in (["bench", "--config", "bad.json", "-n", "3"], ["serve", "--config", "bad.json"],
@@ -121,6 +122,7 @@ def test_bench_refuses_what_it_cannot_simulate_faithfully(plan_file: Path, tmp_p
         assert len(res.stderr.strip().splitlines()) == 1, res.stderr
 
 
+@pytest.mark.slow
 def test_old_scheduler_spelling_works_with_a_deprecation_line(tmp_path: Path) -> None:
     res = _cli("bench", "--trace", TRACE, "-n", "3", "--no-plots", "--scheduler", "sjf", "--json",
                "--out", str(tmp_path / "o"), cwd=tmp_path)  # fmt: skip
@@ -145,6 +147,7 @@ def test_flags_override_the_config_and_defaults_match_serve(plan_file: Path, tmp
     assert data["config"]["simulator"]["chunked_prefill"] is False
 
 
+@pytest.mark.slow
 def test_a_prompt_beyond_the_context_is_rejected_in_table_csv_and_json(tmp_path: Path) -> None:
     import pandas as pd
 

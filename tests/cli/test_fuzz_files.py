@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -103,6 +104,7 @@ TOPO_PATHS = [
 
 @SETTINGS
 @given(mutations=st.lists(st.tuples(st.sampled_from(TOPO_PATHS), ODD_VALUES), min_size=1, max_size=3))
+@pytest.mark.slow
 def test_fuzz_topology_file_through_plan(mutations) -> None:
     doc = _base("topo")
     for path, value in mutations:

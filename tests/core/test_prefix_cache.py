@@ -141,6 +141,7 @@ def test_engine_greedy_outputs_identical_with_and_without_prefix_cache() -> None
         assert stats.prefix_cache_hits_total >= 4 * 8 and stats.prefix_cache_queries_total > 0
 
 
+@pytest.mark.slow
 def test_unused_cached_blocks_count_as_free_in_samples() -> None:
     """Decode runs priced in closed form may take evictable cached blocks: the KV samples stay
     within the pool (this run's sample at t=141 s reported 3872 of 3871 blocks before)."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from llmplan.energy.live import LiveClockControl
 from llmplan.energy.measure import NvmlReader
 from llmplan.energy.power import ClockedCost
@@ -67,6 +69,7 @@ def test_tight_deadlines_keep_the_maximum_clock() -> None:
     assert rec.calls == [] and ctl.mhz == 1410
 
 
+@pytest.mark.slow
 def test_a_refused_lock_turns_control_off_and_says_so() -> None:
     rec = Recorder(refuse=True)
     ctl = LiveClockControl(_cost(), rec)
@@ -79,6 +82,7 @@ def test_a_refused_lock_turns_control_off_and_says_so() -> None:
         assert not ctl2.enabled and "cannot lock clocks" in ctl2.status
 
 
+@pytest.mark.slow
 def test_serve_clock_control_refuses_on_cpu_in_one_line() -> None:
     import subprocess
     import sys

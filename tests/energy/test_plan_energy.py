@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from llmplan.cli.app import app
@@ -15,6 +16,7 @@ BASE = ["plan", "--model", "llama-3.1-8b", "--topology", "preset:dgx-a100", "--p
         "--slo-ttft", "1", "--slo-tpot", "0.05", "--objective", "energy", "--json"]
 
 
+@pytest.mark.slow
 def test_energy_objective_picks_the_cheapest_clock_that_meets_the_target() -> None:
     res = runner.invoke(app, [*BASE, "--rate", "4"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
@@ -33,6 +35,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
+@pytest.mark.slow
 def test_energy_objective_refusals_are_one_line_exit_2() -> None:
     p = _cli("plan", "--model", "llama-3.1-8b", "--topology", "preset:dgx-a100", "--objective", "energy")
     assert p.returncode == 2 and "add --pd" in p.stderr and "Traceback" not in p.stderr

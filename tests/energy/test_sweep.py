@@ -38,6 +38,7 @@ def test_clock_sweep_on_cpu_is_refused_before_timing(tmp_path: Path) -> None:
     assert not out.exists()  # refused before anything was timed or written
 
 
+@pytest.mark.slow
 def test_clock_sweep_without_nvml_or_bad_clocks_is_one_line(tmp_path: Path) -> None:
     if NvmlReader().available:
         pytest.skip("NVML is present; this test is about a machine without it")

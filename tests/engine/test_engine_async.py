@@ -31,6 +31,7 @@ async def _collect(stream):
     return [o async for o in stream]
 
 
+@pytest.mark.slow
 def test_streams_increments_then_one_final_output(ckpt):
     async def main():
         eng = build_engine(model=ckpt, num_kv_blocks=64, block_size=4)

@@ -42,6 +42,7 @@ def plan_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_vllm_engine_without_vllm_says_how_to_install(plan_file):
     env = {**os.environ, "PATH": os.path.dirname(sys.executable)}  # the venv has no `vllm`
     r = _llmplan("serve", "--engine", "vllm", "--plan", str(plan_file), env=env)
@@ -49,11 +50,13 @@ def test_vllm_engine_without_vllm_says_how_to_install(plan_file):
     assert "pip install 'llmplan[vllm]'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_vllm_engine_needs_a_plan():
     r = _llmplan("serve", "--engine", "vllm")
     assert r.returncode == 2 and "--plan" in r.stderr
 
 
+@pytest.mark.slow
 def test_dry_run_prints_one_command_per_instance(plan_file):
     r = _llmplan(
         "serve",
@@ -73,6 +76,7 @@ def test_dry_run_prints_one_command_per_instance(plan_file):
     assert "front end: http://127.0.0.1:9000" in r.stdout
 
 
+@pytest.mark.slow
 def test_bad_router_fails_before_starting_anything():
     r = _llmplan("serve", "--instances", "2", "--dummy-weights", "llama-tiny", "--router", "nope")
     assert r.returncode == 2 and "unknown router" in r.stderr

@@ -39,6 +39,7 @@ def _free_ports(n: int) -> int:
     raise RuntimeError("no free run of ports")
 
 
+@pytest.mark.slow
 def test_backends_bind_loopback_whatever_the_front_end_host():
     r = _llmplan("serve", "--instances", "2", "--dummy-weights", "llama-tiny", "--host", "0.0.0.0",
                  "--port", "9000", "--api-key", KEY, "--dry-run")
@@ -48,6 +49,7 @@ def test_backends_bind_loopback_whatever_the_front_end_host():
     assert KEY not in r.stdout, "the key goes to the backends in their environment, not their argv"
 
 
+@pytest.mark.slow
 def test_admin_on_the_network_without_a_key_is_refused():
     r = _llmplan("serve", "--dummy-weights", "llama-tiny", "--host", "0.0.0.0", "--enable-admin")
     assert r.returncode == 2
@@ -55,6 +57,7 @@ def test_admin_on_the_network_without_a_key_is_refused():
     assert "--api-key" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_a_front_end_refuses_ports_it_did_not_start(tmp_path):
     port = _free_ports(3)
     holder = socket.socket()

@@ -89,6 +89,7 @@ def test_round_robin_spreads_and_counts(stub_argv, free_port):
     assert all(b.inflight == 0 for b in fe.pool.backends)
 
 
+@pytest.mark.slow
 def test_backend_crash_is_retried_and_nothing_is_lost(stub_argv, free_port):
     # b0 dies while handling its 2nd request; the proxy retries it on b1.
     with backends(stub_argv, free_port, ("--crash-after", "2"), ()) as urls:
@@ -111,6 +112,7 @@ def test_backend_crash_is_retried_and_nothing_is_lost(stub_argv, free_port):
     assert retries and float(retries.group(1)) == float(failures.group(1))
 
 
+@pytest.mark.slow
 def test_full_admission_queue_answers_429_and_accounts_for_all(stub_argv, free_port):
     with backends(
         stub_argv,
@@ -161,6 +163,7 @@ def test_pd_hands_kv_params_from_prefill_to_decode(stub_argv, free_port):
     assert body["received_kv"] == {"remote_engine_id": "pre", "remote_block_ids": [7]}
 
 
+@pytest.mark.slow
 def test_no_backend_is_503_after_timeout(stub_argv, free_port):
     with backends(stub_argv, free_port, ()) as urls:
         fe = _frontend(urls, no_backend_timeout_s=0.5)
@@ -172,6 +175,7 @@ def test_no_backend_is_503_after_timeout(stub_argv, free_port):
 
 
 @pytest.mark.parametrize("router", ["least-loaded", "jsq"])
+@pytest.mark.slow
 def test_load_aware_routers_avoid_the_busy_backend(stub_argv, free_port, router):
     with backends(stub_argv, free_port, ("--delay", "0.5"), ()) as urls:
         fe = _frontend(urls, router=router)

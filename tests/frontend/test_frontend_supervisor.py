@@ -110,6 +110,7 @@ def test_duplicate_names_rejected(tmp_path):
         Supervisor(specs, log_dir=tmp_path)
 
 
+@pytest.mark.slow
 def test_a_crashed_instance_whose_port_was_taken_is_not_restarted(tmp_path, free_port, stub_argv):
     """Another process grabs the port between the crash and the restart: the supervisor must not
     take that process's health answers for its own instance."""

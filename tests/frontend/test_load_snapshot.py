@@ -29,6 +29,7 @@ def engine():
     return build_engine(dummy_weights="llama-tiny", max_num_seqs=1, num_kv_blocks=128, chunked_prefill=False)
 
 
+@pytest.mark.slow
 def test_live_snapshot_is_filled_like_the_simulators(engine) -> None:
     llm = engine.engine  # the engine loop is not started: the test steps it
     for k, n in enumerate(PROMPTS):

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 from llmplan.kvstore.hashing import block_hashes
 from llmplan.kvstore.pipeline import LayerwisePrefill
 from llmplan.kvstore.reference_stack import ReferenceStack
 from llmplan.kvstore.store import GlobalKVStore
+
+pytestmark = pytest.mark.slow  # heavy module fixtures (servers, models, fits): full suite only
+
 
 BS = 4
 

@@ -16,6 +16,9 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "server"))
 
 from server_harness import metric, running_server  # noqa: E402
 
+pytestmark = pytest.mark.slow  # heavy module fixtures (servers, models, fits): full suite only
+
+
 BS = 16
 BUDGET = 64
 _rng = random.Random(23)

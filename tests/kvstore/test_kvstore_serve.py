@@ -21,6 +21,9 @@ from server_harness import free_port, metric, running_server  # noqa: E402
 
 from llmplan.errors import LlmplanError  # noqa: E402
 
+pytestmark = pytest.mark.slow  # heavy module fixtures (servers, models, fits): full suite only
+
+
 BS = 16
 _rng = random.Random(7)
 SHARED = [_rng.randrange(3, 32000) for _ in range(48)]  # 3 full blocks

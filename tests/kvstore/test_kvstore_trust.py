@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "server"))
@@ -32,6 +33,7 @@ def _complete(url: str) -> httpx.Response:
     return httpx.post(url + "/v1/completions", json=body, timeout=60)
 
 
+@pytest.mark.slow
 def test_a_well_formed_block_of_the_wrong_shape_or_dtype_is_dropped_and_recomputed(tmp_path):
     from llmplan.kvstore.disk import encode
     from llmplan.kvstore.hashing import block_hashes

@@ -71,6 +71,7 @@ def test_target_simulate_simulates_the_servers_own_deployment(server: str, tmp_p
     assert cfg["simulated"]["cluster"]["cost_model"].startswith("calibration:")
 
 
+@pytest.mark.slow
 def test_target_simulate_refuses_what_it_cannot_price(server: str, tmp_path: Path) -> None:
     # A CPU server has no roofline: a measured profile is required.
     res = _bench(server, tmp_path / "a")

@@ -12,6 +12,9 @@ import pytest
 
 from llmplan.opcost.profiles import GEMM_OPS, discover
 
+pytestmark = pytest.mark.slow  # heavy module fixtures (servers, models, fits): full suite only
+
+
 VIDUR = (
     Path(os.environ.get("LLMPLAN_DATA_DIR", "../shared/datasets")).resolve().parent
     / "gpu-profiles"

@@ -79,6 +79,7 @@ def random_bed(draw):
 
 @settings(max_examples=220, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(random_bed())
+@pytest.mark.slow
 def test_frontier_equals_brute_force_on_random_beds(bed) -> None:
     gpus, links, layers, wl, model = bed
     spec = dataclasses.replace(get_model_spec(model), num_hidden_layers=layers)

@@ -7,6 +7,7 @@ import json
 import math
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from llmplan.cli.app import app
@@ -56,6 +57,7 @@ def test_fewest_gpus_matches_exhaustive_search() -> None:
             assert att >= req.attainment
 
 
+@pytest.mark.slow
 def test_capacity_beside_goodput_per_gpu() -> None:
     spec = get_model_spec("llama-3.1-8b")
     G = load_topology("preset:dgx-h100")

@@ -134,6 +134,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_context_longer_than_the_model_is_refused_naming_both_numbers() -> None:
     out = _cli("plan", "--model", "llama-2-7b", "--topology", "preset:dgx-h100", "--input-len", "100000")
     assert out.returncode == 2 and "Traceback" not in out.stderr
@@ -247,6 +248,7 @@ def test_int4_on_a100_is_weight_only() -> None:
     assert 0.25 < ratio < 0.3
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_precision_the_gpus_cannot_run(tmp_path) -> None:
     out = _cli("topology", "--source", "preset:2x-rtx4090", "--json")
     assert out.returncode == 0, out.stderr

@@ -20,6 +20,8 @@ from llmplan.profile.report import fit_and_evaluate, read_csv
 sys.path.insert(0, str(Path(__file__).parent))
 from synthetic_prof import synthetic_profile  # noqa: E402
 
+pytestmark = pytest.mark.slow  # heavy module fixtures (servers, models, fits): full suite only
+
 
 @pytest.fixture(scope="module")
 def fitted() -> ResourceProfiler:

@@ -18,6 +18,9 @@ from llmplan.profile.profiler import ResourceProfiler
 sys.path.insert(0, str(Path(__file__).parent))
 from synthetic_prof import synthetic_profile  # noqa: E402
 
+pytestmark = pytest.mark.slow  # heavy module fixtures (servers, models, fits): full suite only
+
+
 LONG = "Summarize in one sentence: " + "the plant ran all night and the night shift logged it. " * 30
 
 

@@ -27,6 +27,7 @@ def saved(tmp_path_factory) -> tuple[ResourceProfiler, Path]:
     return prof, prof.save(tmp_path_factory.mktemp("prof") / "p")
 
 
+@pytest.mark.slow
 def test_round_trip_predicts_identically_without_pickle(saved) -> None:
     prof, path = saved
     files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())

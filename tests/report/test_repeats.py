@@ -89,6 +89,7 @@ def test_warmup_excludes_early_arrivals(tmp_path: Path) -> None:
         (["--repeat", "2", "--target", "http://127.0.0.1:9"], "--repeat/--warmup apply to simulated runs"),
     ],
 )
+@pytest.mark.slow
 def test_bad_repeat_warmup_is_one_line_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "llmplan.cli.app", "bench", "--trace", "synthetic:rate=5,n=50",

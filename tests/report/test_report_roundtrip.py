@@ -49,6 +49,7 @@ def _report() -> BenchReport:
     )
 
 
+@pytest.mark.slow
 def test_write_files_and_contents(tmp_path: Path) -> None:
     rep = _report()
     written = write_report(rep, tmp_path)

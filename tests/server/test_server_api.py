@@ -176,6 +176,7 @@ def test_client_disconnect_while_waiting_for_non_streamed_answer(server, tiny_en
                what="the abandoned request's KV blocks to be freed")
 
 
+@pytest.mark.slow
 def test_metrics_histograms_and_engine_gauges(server, tiny_engine):
     n0 = metric(server, "llmplan_e2e_seconds_count")
     gen0 = metric(server, "llmplan_generation_tokens_total")
@@ -203,6 +204,7 @@ def test_health_and_models(server):
     assert m["id"] == MODEL and m["max_model_len"] == 2048 and m["vocab_size"] == 32000
 
 
+@pytest.mark.slow
 def test_queue_full_is_429_with_retry_after():
     from llmplan.runtime.engine import build_engine
 
@@ -248,6 +250,7 @@ def _outcome(url: str, outcome: str) -> float:
         return 0.0
 
 
+@pytest.mark.slow
 def test_predictor_accuracy_is_exported():
     from llmplan.predict.oracle import parse_predictor
     from llmplan.runtime.engine import build_engine

@@ -68,6 +68,7 @@ def test_admin_is_off_unless_enabled(keyed):
         assert r.status_code == 404 and "--enable-admin" in r.json()["error"]["message"]
 
 
+@pytest.mark.slow
 def test_protected_metrics_and_enabled_admin_need_the_key(engine_factory):
     guard = GuardConfig(api_key=KEY, protect_metrics=True, enable_admin=True)
     with running_server(engine_factory(), guard=guard) as url:
