@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+
+# (label, done, total): one progress stream per run label (bench runs, their live progress bars).
+OnProgress = Callable[[str, int, int], None]
 
 _quiet = False
 _display: Any = None  # the rich Progress while some task is open

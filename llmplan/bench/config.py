@@ -4,11 +4,11 @@ import them without importing each other."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from llmplan.deployment import EngineArgs
+from llmplan.progress import OnProgress as OnProgress  # re-exported: bench callers import it from here
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -17,8 +17,6 @@ if TYPE_CHECKING:
     from llmplan.plan.types import Plan
     from llmplan.runtime.sim.config import InstanceSpec as SimInstance
 
-# (label, done, total): one progress stream per run label.
-OnProgress = Callable[[str, int, int], None]
 
 # The main job compares like with like: three continuous-batching policies. UELLM's static
 # SLO-ODBS pads every batch to its longest member and belongs in a static-vs-static comparison.

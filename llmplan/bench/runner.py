@@ -195,8 +195,7 @@ def build_cluster(cfg: BenchConfig) -> Cluster:
         topology = own or topology
     graph = load_topology(topology)
 
-    from llmplan.opcost.engines import params_for_engine
-    from llmplan.plan.costmodel import plan_cost_params
+    from llmplan.plan.costmodel import params_for_engine, plan_cost_params
 
     engine_name = serving_engine_of(cfg)
     if plan is not None:  # a saved plan is simulated as planned, priced for the engine that serves it
@@ -361,7 +360,7 @@ def build_spec_cluster(cfg: BenchConfig, spec: DeploymentSpec) -> Cluster:
             f"measure one: `llmplan calibrate --dummy-weights {spec.model} --out profile.json`, then pass "
             "--calibration profile.json"
         )
-    from llmplan.opcost.engines import params_for_engine
+    from llmplan.plan.costmodel import params_for_engine
 
     params = params_for_engine(serving_engine_of(cfg))
     specs = []

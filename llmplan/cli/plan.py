@@ -171,7 +171,7 @@ def register(app: typer.Typer) -> None:
             slo_ttft=slo_ttft, slo_tpot=slo_tpot, attainment=attainment, kv_quantile=kv_quantile,
             compute_eff=compute_eff, memory_eff=memory_eff,
         )  # fmt: skip
-        from llmplan.opcost.engines import params_for_engine
+        from llmplan.plan.costmodel import params_for_engine
 
         params = params_for_engine(serving_engine, CostParams())  # refuses an unknown engine first
         spec = get_model_spec(model).with_precision(weight_dtype, kv_dtype)

@@ -66,18 +66,6 @@ def engine_overhead(engine: str) -> EngineOverhead:
     return ENGINES[canonical_engine(engine)]
 
 
-def params_for_engine(engine: str, base=None):  # noqa: ANN001, ANN201 - CostParams, imported lazily
-    """``CostParams`` that model ``engine``: its per-iteration overhead, its name recorded."""
-    import dataclasses
-
-    from llmplan.plan.costmodel import DEFAULT_PARAMS
-
-    e = engine_overhead(engine)
-    return dataclasses.replace(
-        base or DEFAULT_PARAMS, iteration_overhead_s=e.per_step_s, serving_engine=e.engine
-    )
-
-
 def describe(engine: str) -> dict[str, object]:
     """The engine as reports record it: name, per-step overhead, measured or estimated, source."""
     e = engine_overhead(engine)

@@ -46,7 +46,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ class CostParams:
     iteration_overhead_s: scheduler, sampling and Python cost per iteration (the serving engine's
         exposed per-step overhead; 1 ms is vLLM's figure in :mod:`llmplan.opcost.engines`).
     serving_engine: the engine these parameters model (``llmplan | vllm | sglang | trtllm``); build
-        them with :func:`llmplan.opcost.engines.params_for_engine`, which sets the overhead to match.
+        them with :func:`params_for_engine`, which sets the overhead to match.
     gpu_memory_utilization: fraction of device memory the engine may use (vLLM's default 0.9);
         the rest covers the CUDA context, NCCL buffers and allocator fragmentation.
     activation_reserve_gib: transient activation workspace per GPU (prefill peak).
@@ -119,6 +119,15 @@ DEFAULT_PARAMS = CostParams()
 def plan_cost_params(plan: Plan) -> CostParams:
     """The cost parameters a plan was made with (``plan.params``), else the defaults."""
     return CostParams(**plan.params) if plan.params else CostParams()
+
+
+def params_for_engine(engine: str, base: CostParams | None = None) -> CostParams:
+    """``CostParams`` that model ``engine``: its per-iteration overhead
+    (:mod:`llmplan.opcost.engines`), its name recorded; an unknown engine is refused."""
+    from llmplan.opcost.engines import engine_overhead
+
+    e = engine_overhead(engine)
+    return replace(base or DEFAULT_PARAMS, iteration_overhead_s=e.per_step_s, serving_engine=e.engine)
 
 
 @dataclass(frozen=True, slots=True)

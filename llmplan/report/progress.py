@@ -11,7 +11,7 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from llmplan import progress
-from llmplan.bench.config import OnProgress
+from llmplan.progress import OnProgress
 
 
 @contextmanager

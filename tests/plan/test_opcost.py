@@ -66,8 +66,8 @@ def test_profile_meta_refuses_a_mismatch_and_names_the_override() -> None:
 
 
 def test_engine_overheads_are_sourced_and_change_only_the_step_term() -> None:
-    from llmplan.opcost.engines import ENGINES, engine_overhead, params_for_engine
-    from llmplan.plan.costmodel import DEFAULT_PARAMS
+    from llmplan.opcost.engines import ENGINES, engine_overhead
+    from llmplan.plan.costmodel import DEFAULT_PARAMS, params_for_engine
 
     assert set(ENGINES) == {"llmplan", "vllm", "sglang", "trtllm"}
     assert engine_overhead("TensorRT-LLM").engine == "trtllm"
