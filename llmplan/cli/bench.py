@@ -129,6 +129,8 @@ def register(app: typer.Typer) -> None:
             "sharegpt[:rate=R,tokenizer=llama3|mistral], "
             "sharegpt-multiturn[:rate=SESSIONS/S,think=S,reply_tpot=S,max_context=T,tokenizer=...], "
             "shared-prefix[:groups=G,per_group=N,system_len=T,question_len=T,output_len=T,rate=R] "
+            "alpaca-like[:n=N,rate=R,prompt_mean=T,output_mean=T,...], "
+            "long-context[:docs=D,questions=Q,doc_min=T,doc_max=T,question_len=T,output_len=T,rate=R] "
             "(prompts as exact token ids, docs/bench.md), synthetic[:rate=R,n=N,cv=C,arrival=poisson|gamma,"
             "lengths=lognormal|empirical,...], or file:PATH "
             "(CSV/JSONL: TIMESTAMP,ContextTokens,GeneratedTokens).",

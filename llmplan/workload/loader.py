@@ -35,6 +35,8 @@ TRACE_NAMES = [
     "sharegpt",
     "sharegpt-multiturn",
     "shared-prefix",
+    "alpaca-like",
+    "long-context",
     "synthetic",
     "file:PATH",
 ]
@@ -104,7 +106,7 @@ def load_workload(
         wl = _load_synthetic(
             spec, _kv(spec, rest, _SYNTH_DEFAULTS), seed=seed, show_progress=show_progress, **shaping
         )
-    elif kind in ("shared-prefix", "sharegpt-multiturn"):
+    elif kind in ("shared-prefix", "sharegpt-multiturn", "alpaca-like", "long-context"):
         wl = _load_prefixed(kind, spec, rest, seed=seed, **shaping)
     elif kind == "sharegpt":
         wl = _load_sharegpt(spec, _kv(spec, rest, _SHAREGPT_DEFAULTS), seed=seed, **shaping)
@@ -185,6 +187,10 @@ def _load_prefixed(kind: str, spec: str, rest: str, *, seed: int, **shaping: Any
 
     if kind == "shared-prefix":
         pf = prefixed.shared_prefix(spec, _kv(spec, rest, prefixed.SHARED_PREFIX_DEFAULTS), seed=seed)
+    elif kind == "alpaca-like":
+        pf = prefixed.alpaca_like(spec, _kv(spec, rest, prefixed.ALPACA_DEFAULTS), seed=seed)
+    elif kind == "long-context":
+        pf = prefixed.long_context(spec, _kv(spec, rest, prefixed.LONG_CONTEXT_DEFAULTS), seed=seed)
     else:
         opt = _kv(spec, rest, prefixed.MULTITURN_DEFAULTS)
         limit = opt["n"] if shaping["max_requests"] is None else shaping["max_requests"]

@@ -22,6 +22,22 @@ exponential with mean ``think`` seconds (default 5 s), and the reply's duration 
 fixed before the run (an open-loop replay), so on a system slower than ``reply_tpot`` a turn can
 arrive before the simulated reply to the previous one has finished. A session ends at its
 conversation's end or before the turn whose prompt plus reply exceeds ``max_context`` tokens.
+
+``alpaca-like``: short single-turn instructions in the shape of the Alpaca instruction set
+(Taori et al., 2023: 52k instruction/response pairs, short prompts and short replies), generated
+offline because no Alpaca file ships with the package: ``n`` requests arriving as a Poisson
+process at ``rate`` req/s, prompt and output lengths lognormal with the given means (not
+medians) and log-space sigmas, clipped to [``min_*``, ``max_*``]. The defaults (prompt mean 24,
+output mean 64 tokens) are chosen to be Alpaca-short; they are parameters, not measurements of
+the data set. No prefix is shared.
+
+``long-context``: LongBench-style reading (Bai et al., 2023): ``docs`` documents whose lengths
+are uniform in [``doc_min``, ``doc_max``] tokens (default 8k-32k), each asked ``questions``
+short questions (question and answer lengths lognormal with means ``question_len`` and
+``output_len``). A prompt is the document followed by its question, so the questions of one
+document share it as a prefix (``prefix_id`` = the document). Requests of all documents are
+shuffled and arrive as a Poisson process at ``rate`` req/s. The serving model needs a context
+of at least ``doc_max`` + question + answer tokens; shorter ones reject the longer prompts.
 """
 
 from __future__ import annotations
@@ -52,6 +68,29 @@ MULTITURN_DEFAULTS: dict[str, Any] = {
     "max_context": 4096,
     "tokenizer": "llama3",
     "n": None,
+}
+
+
+ALPACA_DEFAULTS: dict[str, Any] = {
+    "n": 1000,
+    "rate": 10.0,
+    "prompt_mean": 24.0,
+    "prompt_sigma": 0.6,
+    "output_mean": 64.0,
+    "output_sigma": 0.8,
+    "min_prompt": 4,
+    "max_prompt": 512,
+    "min_output": 1,
+    "max_output": 1024,
+}
+LONG_CONTEXT_DEFAULTS: dict[str, Any] = {
+    "docs": 32,
+    "questions": 4,
+    "doc_min": 8192,
+    "doc_max": 32768,
+    "question_len": 32.0,
+    "output_len": 64.0,
+    "rate": 0.5,
 }
 
 
@@ -190,3 +229,66 @@ def sharegpt_multiturn(spec: str, opt: dict[str, Any], *, seed: int, limit: int 
     }
     p_arr, o_arr = np.asarray(p, dtype=np.int64), np.asarray(o, dtype=np.int64)
     return Prefixed(np.asarray(arrival), p_arr, o_arr, ids, pid, ptok, meta)
+
+
+def _lognormal(rng: np.random.Generator, n: int, mean: float, sigma: float, lo: int, hi: int) -> np.ndarray:
+    return synthetic.lognormal_lengths(n, mean, sigma, lo, hi, rng)
+
+
+def alpaca_like(spec: str, opt: dict[str, Any], *, seed: int) -> Prefixed:
+    _positive(opt, spec, "n", "rate", "prompt_mean", "output_mean", "min_prompt", "max_prompt",
+              "min_output", "max_output")  # fmt: skip
+    for k in ("prompt_sigma", "output_sigma"):
+        v = opt[k]
+        if v is None or not np.isfinite(float(v)) or float(v) < 0:
+            raise LlmplanError(f"--trace {spec}: {k} must be a number >= 0, got {v!r}")
+    for lo, hi in (("min_prompt", "max_prompt"), ("min_output", "max_output")):
+        if int(opt[lo]) > int(opt[hi]):
+            raise LlmplanError(f"--trace {spec}: {lo}={opt[lo]} exceeds {hi}={opt[hi]}; lower {lo}")
+    n = int(opt["n"])
+    from llmplan.validate import check_fits_memory
+
+    check_fits_memory(n, 4 * int(opt["max_prompt"]) + 512, f"--trace {spec}: {n:,} prompts", "lower n=")
+    rng = np.random.default_rng(seed)
+    arrival = synthetic.arrivals(n, float(opt["rate"]), rng=rng)
+    p = _lognormal(rng, n, float(opt["prompt_mean"]), float(opt["prompt_sigma"]),
+                   int(opt["min_prompt"]), int(opt["max_prompt"]))  # fmt: skip
+    o = _lognormal(rng, n, float(opt["output_mean"]), float(opt["output_sigma"]),
+                   int(opt["min_output"]), int(opt["max_output"]))  # fmt: skip
+    ids = [rng.integers(ID_LOW, ID_HIGH, size=int(k), dtype=np.int32) for k in p]
+    meta = {**{k: v for k, v in opt.items() if k != "n"}, "arrival": "poisson", "lengths": "lognormal",
+            "token_ids": f"uniform in [{ID_LOW}, {ID_HIGH})",
+            "shape": "Alpaca-like short instructions"}  # fmt: skip
+    return Prefixed(arrival, p, o, ids, [None] * n, [0] * n, meta)  # type: ignore[list-item]
+
+
+def long_context(spec: str, opt: dict[str, Any], *, seed: int) -> Prefixed:
+    _positive(opt, spec, "docs", "questions", "doc_min", "doc_max", "question_len", "output_len", "rate")
+    d, qn, lo, hi = int(opt["docs"]), int(opt["questions"]), int(opt["doc_min"]), int(opt["doc_max"])
+    if lo > hi:
+        raise LlmplanError(f"--trace {spec}: doc_min={lo} exceeds doc_max={hi}; lower doc_min")
+    n = d * qn
+    from llmplan.validate import check_fits_memory
+
+    check_fits_memory(n, 4 * (hi + 4 * int(opt["question_len"])) + 512, f"--trace {spec}: {n:,} prompts",
+                      "lower docs=/questions=/doc_max=")  # fmt: skip
+    rng = np.random.default_rng(seed)
+    doc_lens = rng.integers(lo, hi + 1, size=d)
+    documents = [rng.integers(ID_LOW, ID_HIGH, size=int(k), dtype=np.int32) for k in doc_lens]
+    q_lens = _lognormal(rng, n, float(opt["question_len"]), 0.5, 1, 16 * int(opt["question_len"]))
+    o = _lognormal(rng, n, float(opt["output_len"]), 0.8, 1, 16 * int(opt["output_len"]))
+    order = rng.permutation(n)  # the questions of all documents interleave
+    ids, pid, ptok = [], [], []
+    for j, k in enumerate(order.tolist()):
+        doc = k // qn
+        q = rng.integers(ID_LOW, ID_HIGH, size=int(q_lens[j]), dtype=np.int32)
+        ids.append(np.concatenate([documents[doc], q]))
+        pid.append(doc)
+        ptok.append(int(doc_lens[doc]))
+    arrival = synthetic.arrivals(n, float(opt["rate"]), rng=rng)
+    p = np.asarray([len(x) for x in ids], dtype=np.int64)
+    meta = {**opt, "arrival": "poisson", "doc_lengths": "uniform [doc_min, doc_max]",
+            "question/answer lengths": "lognormal, sigma 0.5 / 0.8",
+            "token_ids": f"uniform in [{ID_LOW}, {ID_HIGH})",
+            "shape": "LongBench-like long documents"}  # fmt: skip
+    return Prefixed(arrival, p, o, ids, pid, ptok, meta)
