@@ -177,6 +177,16 @@ def print_report(report: BenchReport, console: Console) -> None:
     rt = repeats_table(report)
     if rt is not None:
         console.print(rt)
+    ps = report.config.get("predictor_scores")
+    if ps:
+        pct = lambda v: "-" if v is None else f"{v:.1%}"  # noqa: E731
+        rho = "- (constant)" if ps["spearman"] is None else f"{ps['spearman']:.3f}"
+        console.print(
+            f"predictor {ps['predictor']} on the {ps['n']} replayed requests: exact bucket "
+            f"{pct(ps['exact'])}, ±1 bucket {pct(ps['within1'])}, Spearman {rho}, "
+            f"under-estimated {pct(ps['underestimate'])}",
+            highlight=False,
+        )
     st = sweep_table(report)
     if st is not None:
         console.print(st)

@@ -33,7 +33,11 @@ def _bench(tmp: Path, predictor: str, seed: int = 0) -> tuple[dict, list[int], s
     report = json.loads((out / "report.json").read_text())
     with open(out / "requests-s3.csv") as f:
         truth = [int(r["output_tokens"]) for r in csv.DictReader(f)]
-    return report["config"]["predictor_scores"], truth, (out / "report.md").read_text()
+    s = report["config"]["predictor_scores"]
+    assert f"predictor {predictor} on the {s['n']} replayed requests: exact bucket {s['exact']:.1%}" in (
+        " ".join(res.stdout.split())
+    )
+    return s, truth, (out / "report.md").read_text()
 
 
 def test_const_predictor_scores(tmp_path: Path) -> None:
