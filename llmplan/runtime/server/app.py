@@ -153,7 +153,7 @@ def create_app(
     app.state.llmplan = state
     install_error_handlers(app)
     # Multi-worker instances: POST /admin/migrate, GET /admin/workers, workers stopped after the drain.
-    from llmplan.runtime.workers.admin import install_admin
+    from llmplan.runtime.server.workers_admin import install_admin
 
     install_admin(app, engine)
     install_guard(app, guard if guard is not None else GuardConfig())

@@ -11,5 +11,5 @@ ranks 1..N-1 run :func:`~llmplan.runtime.workers.worker.worker_main`. Modules:
 * :mod:`.worker`   -- the worker process loop;
 * :mod:`.driver`   -- the executor: steps, migrations, live loads, the migration controller;
 * :mod:`.engine`   -- ``build_pipeline_engine`` (what ``build_engine(workers=N)`` calls);
-* :mod:`.admin`    -- ``POST /admin/migrate`` and the /metrics collectors for the server.
+* the HTTP side (``POST /admin/migrate``, ...) is :mod:`llmplan.runtime.server.workers_admin`.
 """

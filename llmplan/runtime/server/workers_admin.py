@@ -1,4 +1,5 @@
-"""Operator endpoints of a multi-worker instance, installed by the server's ``create_app``.
+"""Operator endpoints of a multi-worker instance, installed by the server's ``create_app`` (HTTP code:
+it lives in the server package, which the workers never import).
 
 ``POST /admin/migrate {"layers": [3], "src": 0, "dst": 1}`` moves boundary layers (weights and
 the KV blocks in use) between adjacent workers between two engine steps, while requests stream;
