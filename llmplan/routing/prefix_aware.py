@@ -45,11 +45,7 @@ class PrefixAwareRouter:
             raise LlmplanError("balance thresholds: abs must be >= 0 and rel >= 1 (SGLang defaults: 32, 1.5)")
 
     def matched_tokens(self, spec: RequestSpec, ld: InstanceLoad) -> int:
-        if ld.cached_prefix_tokens is not None:
-            return min(ld.cached_prefix_tokens(spec), spec.prompt_tokens)
-        if spec.prefix_id is None:
-            return 0
-        return min(self._seen[ld.index].get(spec.prefix_id, 0), spec.prefix_tokens, spec.prompt_tokens)
+        return matched_prefix_tokens(spec, ld, self._seen[ld.index])
 
     def imbalanced(self, loads: Sequence[InstanceLoad]) -> bool:
         q = [ld.queue_len for ld in loads]
@@ -96,3 +92,14 @@ def _register() -> None:
 
 
 _register()
+
+
+def matched_prefix_tokens(spec: RequestSpec, ld: InstanceLoad, seen: dict[int, int]) -> int:
+    """Prompt tokens of ``spec`` that instance ``ld`` holds cached: its own cache probe when the
+    instance exports one, else the prefix tokens this router has sent it under ``spec.prefix_id``
+    (``seen``: prefix id -> tokens). Shared by the prefix-aware and prefix-bounded routers."""
+    if ld.cached_prefix_tokens is not None:
+        return min(ld.cached_prefix_tokens(spec), spec.prompt_tokens)
+    if spec.prefix_id is None:
+        return 0
+    return min(seen.get(spec.prefix_id, 0), spec.prefix_tokens, spec.prompt_tokens)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from llmplan.errors import LlmplanError
 from llmplan.routing.base import InstanceLoad
 from llmplan.routing.load_aware import RoutingStats, max_over_mean
+from llmplan.routing.prefix_aware import matched_prefix_tokens
 from llmplan.workload.types import RequestSpec
 
 
@@ -50,11 +51,7 @@ class PrefixBoundedRouter:
             raise LlmplanError(f"min_match must be in [0, 1], got {self.min_match}")
 
     def matched_tokens(self, spec: RequestSpec, ld: InstanceLoad) -> int:
-        if ld.cached_prefix_tokens is not None:
-            return min(ld.cached_prefix_tokens(spec), spec.prompt_tokens)
-        if spec.prefix_id is None:
-            return 0
-        return min(self._seen[ld.index].get(spec.prefix_id, 0), spec.prefix_tokens, spec.prompt_tokens)
+        return matched_prefix_tokens(spec, ld, self._seen[ld.index])
 
     def route(self, spec: RequestSpec, loads: Sequence[InstanceLoad]) -> int:
         if not loads:
