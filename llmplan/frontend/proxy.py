@@ -34,6 +34,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from llmplan.frontend.admission import AdmissionQueue, AdmissionQueueFull
 from llmplan.frontend.backends import Backend, BackendPool
 from llmplan.frontend.pd import ConnectorHandoff, KvHandoff
+from llmplan.runtime.server.errors import error_json, sse_error
 from llmplan.runtime.server.guard import GuardConfig, install_guard
 from llmplan.workload.types import RequestSpec
 
@@ -107,20 +108,6 @@ class FrontendMetrics:
             buckets=buckets,
             registry=r,
         )
-
-
-def _error(
-    status: int, message: str, param: str | None = None, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    body = {
-        "error": {
-            "message": message,
-            "type": "invalid_request_error" if status < 500 else "server_error",
-            "param": param,
-            "code": status,
-        }
-    }
-    return JSONResponse(body, status_code=status, headers=headers)
 
 
 class Frontend:
@@ -316,10 +303,10 @@ class Frontend:
                 backend = await self._acquire(max_tokens, deadline, spec)
             except AdmissionQueueFull as exc:
                 self.metrics.requests.labels("rejected").inc()
-                return _error(429, str(exc), headers={"Retry-After": f"{exc.retry_after_s:.0f}"})
+                return error_json(429, str(exc), headers={"Retry-After": f"{exc.retry_after_s:.0f}"})
             except NoBackendError as exc:
                 self.metrics.requests.labels("failed").inc()
-                return _error(503, str(exc))
+                return error_json(503, str(exc))
             self.metrics.routed.labels(backend.name).inc()
             self._refresh_gauges()
             d: _Dispatch | None = None
@@ -344,7 +331,7 @@ class Frontend:
                 attempts += 1
                 if attempts > self.max_retries:
                     self.metrics.requests.labels("failed").inc()
-                    return _error(502, f"{message}; retries are exhausted")
+                    return error_json(502, f"{message}; retries are exhausted")
                 self.metrics.retries.inc()
                 continue
             finally:
@@ -375,11 +362,11 @@ class Frontend:
                 backend = await self._acquire(max_tokens, deadline, spec)
             except AdmissionQueueFull as exc:
                 self.metrics.requests.labels("rejected").inc()
-                yield _sse_error(429, str(exc))
+                yield sse_error(429, str(exc))
                 return
             except NoBackendError as exc:
                 self.metrics.requests.labels("failed").inc()
-                yield _sse_error(503, str(exc))
+                yield sse_error(503, str(exc))
                 return
             self.metrics.routed.labels(backend.name).inc()
             self._refresh_gauges()
@@ -418,13 +405,13 @@ class Frontend:
                 if sent_any:
                     # Tokens already reached the client: retrying would duplicate them.
                     self.metrics.requests.labels("failed").inc()
-                    yield _sse_error(502, f"{message} mid-stream")
+                    yield sse_error(502, f"{message} mid-stream")
                     yield b"data: [DONE]\n\n"
                     return
                 attempts += 1
                 if attempts > self.max_retries:
                     self.metrics.requests.labels("failed").inc()
-                    yield _sse_error(502, f"{message}; retries are exhausted")
+                    yield sse_error(502, f"{message}; retries are exhausted")
                     return
                 self.metrics.retries.inc()
             finally:
@@ -467,13 +454,13 @@ def _check_routing_fields(body: dict[str, Any]) -> JSONResponse | None:
     for name in ("max_tokens", "max_completion_tokens"):
         v = body.get(name)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-            return _error(400, f"'{name}' must be a positive integer (got {json.dumps(v)[:40]})", name)
+            return error_json(400, f"'{name}' must be a positive integer (got {json.dumps(v)[:40]})", name)
     v = body.get("stream")
     if v is not None and not isinstance(v, bool):
-        return _error(400, f"'stream' must be true or false (got {json.dumps(v)[:40]})", "stream")
+        return error_json(400, f"'stream' must be true or false (got {json.dumps(v)[:40]})", "stream")
     v = body.get("slo_e2e_s")
     if v is not None and (not isinstance(v, int | float) or isinstance(v, bool) or not 0 < v < math.inf):
-        return _error(400, f"'slo_e2e_s' must be a positive number of seconds (got {json.dumps(v)[:40]})",
+        return error_json(400, f"'slo_e2e_s' must be a positive number of seconds (got {json.dumps(v)[:40]})",
                       "slo_e2e_s")
     return None
 
@@ -489,17 +476,6 @@ def _prompt_text(body: dict[str, Any]) -> tuple[str, int]:
         return " ".join(map(str, prompt)), len(prompt)
     text = prompt if isinstance(prompt, str) else json.dumps(prompt)
     return text, max(1, len(text) // 4)
-
-
-def _sse_error(status: int, message: str) -> bytes:
-    err = {
-        "error": {
-            "message": message,
-            "type": "server_error" if status >= 500 else "rate_limit",
-            "code": status,
-        }
-    }
-    return b"data: " + json.dumps(err).encode() + b"\n\n"
 
 
 def combine_deployments(specs: list[tuple[Backend, dict[str, Any]]], router: Any, admission: str) -> dict:
@@ -550,9 +526,9 @@ def build_app(frontend: Frontend, guard: GuardConfig | None = None) -> FastAPI:
             # A large body is parsed off the event loop, which streams every other request.
             body = json.loads(raw) if len(raw) < 1 << 16 else await asyncio.to_thread(json.loads, raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
-            return _error(400, "request body is not valid JSON; send a JSON object", "body")
+            return error_json(400, "request body is not valid JSON; send a JSON object", "body")
         if not isinstance(body, dict):
-            return _error(400, "request body must be a JSON object", "body")
+            return error_json(400, "request body must be a JSON object", "body")
         return body
 
     @app.post("/v1/completions")
@@ -569,7 +545,7 @@ def build_app(frontend: Frontend, guard: GuardConfig | None = None) -> FastAPI:
     async def models() -> Response:
         backend = frontend.pool.any_healthy()
         if backend is None or frontend._client is None:
-            return _error(503, "no healthy backend; check `llmplan serve` logs")
+            return error_json(503, "no healthy backend; check `llmplan serve` logs")
         resp = await frontend._client.get(backend.url + "/v1/models")
         return Response(resp.content, status_code=resp.status_code, media_type="application/json")
 
@@ -578,23 +554,23 @@ def build_app(frontend: Frontend, guard: GuardConfig | None = None) -> FastAPI:
         """The deployment behind this front end: every backend's own spec as one instance each,
         with this front end's router and admission order (``llmplan.deployment``)."""
         if frontend._client is None:
-            return _error(503, "the front end is not started")
+            return error_json(503, "the front end is not started")
         specs = []
         for b in frontend.pool.backends:
             try:
                 resp = await frontend._client.get(b.url + "/v1/deployment")
             except httpx.HTTPError as exc:
                 why = type(exc).__name__
-                return _error(503, f"backend {b.name} did not answer GET /v1/deployment ({why})")
+                return error_json(503, f"backend {b.name} did not answer GET /v1/deployment ({why})")
             if resp.status_code != 200:
                 code = resp.status_code
-                return _error(404, f"backend {b.name} does not report its deployment (HTTP {code}); "
-                              "describe it with a spec file (--config)")
+                return error_json(404, f"backend {b.name} does not report its deployment (HTTP {code}); "
+                                  "describe it with a spec file (--config)")
             specs.append((b, resp.json()))
         try:
             return JSONResponse(combine_deployments(specs, frontend.pool.router, frontend.admission.policy))
         except ValueError as exc:
-            return _error(409, str(exc))
+            return error_json(409, str(exc))
 
     @app.get("/health")
     async def health() -> Response:

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from llmplan.runtime.engine.api import AsyncEngine, GenerateRequest
 from llmplan.runtime.server.chat import has_chat_template, render_chat
-from llmplan.runtime.server.errors import APIError, error_body, install_error_handlers, parse_body
+from llmplan.runtime.server.errors import APIError, install_error_handlers, parse_body, sse_error
 from llmplan.runtime.server.guard import GuardConfig, install_guard
 from llmplan.runtime.server.metrics import CONTENT_TYPE, ServerMetrics
 from llmplan.runtime.server.protocol import (
@@ -330,7 +330,7 @@ def _streaming(
                 c["usage"] = session.usage.as_dict()
             yield sse(c)
         if session.error:
-            yield sse(error_body(500, session.error))
+            yield sse_error(500, session.error)
         elif body.include_usage_in_stream():
             yield sse({"id": session.rid, "object": obj, "created": int(time.time()),
                        "model": session.metrics.model, "choices": [], "usage": session.usage.as_dict()})

@@ -2,7 +2,9 @@
 
 Clients (the ``openai`` package, vLLM's benchmark scripts, llmplan's own front end) parse
 this shape; every non-2xx answer of the server uses it, including FastAPI's own
-validation failures, so a caller never has to handle two formats.
+validation failures, so a caller never has to handle two formats. The front end
+(llmplan.frontend.proxy) builds its errors here too, so each status has one ``type``
+whichever process answers, in a JSON body or as a server-sent event mid-stream.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from llmplan.runtime.server.sse import sse
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -49,19 +53,36 @@ class APIError(Exception):
         self.headers = headers
 
 
+def error_type(status: int) -> str:
+    """The one OpenAI ``type`` for an HTTP status (the server and the front end both use it)."""
+    return _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+
+
 def error_body(status: int, message: str, param: str | None = None) -> dict[str, Any]:
     return {
         "error": {
             "message": message,
-            "type": _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error"),
+            "type": error_type(status),
             "param": param,
             "code": status,
         }
     }
 
 
+def error_json(
+    status: int, message: str, param: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """A non-2xx answer in the OpenAI shape."""
+    return JSONResponse(error_body(status, message, param), status, headers=headers)
+
+
+def sse_error(status: int, message: str, param: str | None = None) -> bytes:
+    """The same envelope as one server-sent event, for a failure after the stream started."""
+    return sse(error_body(status, message, param))
+
+
 def error_response(err: APIError) -> JSONResponse:
-    return JSONResponse(error_body(err.status, err.message, err.param), err.status, headers=err.headers)
+    return error_json(err.status, err.message, err.param, err.headers)
 
 
 def _loc_to_param(loc: tuple[Any, ...] | list[Any]) -> str | None:
