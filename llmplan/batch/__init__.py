@@ -20,7 +20,7 @@ from llmplan.batch.length import LJF, SJF
 from llmplan.batch.s3 import S3
 from llmplan.batch.uellm import ODBS, SLODBS, SLOODBS
 from llmplan.batch.uellm_cb import ContinuousODBS, ContinuousSLODBS, ContinuousSLOODBS
-from llmplan.errors import LlmplanError
+from llmplan.registry import Registry
 
 POLICIES: dict[str, Callable[..., Any]] = {
     "fcfs": ContinuousFCFS,
@@ -44,23 +44,20 @@ ALIASES = {
 }
 
 
+REGISTRY: Registry[Callable[..., BatchPolicy]] = Registry(
+    "batch policy", POLICIES, aliases=ALIASES, list_aliases=True
+)
+
+
 def get_policy(name: str, **kwargs: Any) -> BatchPolicy:
     """Build a policy by name (case-insensitive; aliases: continuous-fcfs/vllm, static, uellm)."""
-    key = name.strip().lower().replace("_", "-")
-    key = ALIASES.get(key, key)
-    factory = POLICIES.get(key)
-    if factory is None:
-        known = ", ".join(sorted(POLICIES) + sorted(ALIASES))
-        raise LlmplanError(f"unknown batch policy {name!r}; choose one of: {known}")
-    try:
-        return factory(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise LlmplanError(f"bad options for batch policy {key!r}: {e}") from None
+    return REGISTRY.create(name, **kwargs)
 
 
 __all__ = [
     "ALIASES",
     "POLICIES",
+    "REGISTRY",
     "AdmissionView",
     "BatchPolicy",
     "ContinuousFCFS",

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from llmplan.errors import LlmplanError
+from llmplan.registry import Registry, lowered
 
 Layout = Literal["colocated", "pd", "workers"]
 
@@ -107,11 +108,13 @@ REGISTRY: dict[str, SystemDef] = {
 SYSTEMS = tuple(n for n, d in REGISTRY.items() if d.compared)
 
 
+_LOOKUP: Registry[SystemDef] = Registry(
+    "system", REGISTRY, normalize=lowered, choose="choose from ", sort=False
+)
+
+
 def get_system(name: str) -> SystemDef:
-    key = name.strip().lower()
-    if key not in REGISTRY:
-        raise LlmplanError(f"unknown system {name!r}; choose from {', '.join(REGISTRY)}")
-    return REGISTRY[key]
+    return _LOOKUP.get(name)
 
 
 def sim_gaps(system: SystemDef) -> list[str]:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any, Literal, Protocol
 
+from llmplan.registry import Registry
+
 HandoffKind = Literal["connector", "store"]
 HANDOFFS: tuple[str, ...] = ("connector", "store")
 
@@ -76,14 +78,15 @@ class StoreHandoff:
         return body
 
 
-def get_handoff(kind: str) -> KvHandoff:
-    if kind == "connector":
-        return ConnectorHandoff()
-    if kind == "store":
-        return StoreHandoff()
-    from llmplan.errors import LlmplanError
+_HANDOFF_FACTORIES: dict[str, type[KvHandoff]] = {"connector": ConnectorHandoff, "store": StoreHandoff}
+assert tuple(_HANDOFF_FACTORIES) == HANDOFFS
+_REGISTRY: Registry[type[KvHandoff]] = Registry(
+    "P/D hand-off", _HANDOFF_FACTORIES, normalize=str, choose="choose one of ", sort=False
+)
 
-    raise LlmplanError(f"unknown P/D hand-off {kind!r}; choose one of {', '.join(HANDOFFS)}")
+
+def get_handoff(kind: str) -> KvHandoff:
+    return _REGISTRY.create(kind)
 
 
 def parse_pd(text: str, instances: int) -> tuple[int, int]:

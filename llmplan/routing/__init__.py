@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from llmplan.errors import LlmplanError
+from llmplan.registry import Registry
 from llmplan.routing.base import InstanceLoad, Router
 from llmplan.routing.basic import JoinShortestQueue, LeastLoaded, RoundRobin
 
@@ -36,33 +36,25 @@ LAZY_ROUTERS = {
 }
 
 
+REGISTRY: Registry[Callable[..., Router]] = Registry("router", ROUTERS, aliases=ALIASES, lazy=LAZY_ROUTERS)
+
+
 def register_router(name: str, factory: Callable[..., Router]) -> None:
-    ROUTERS[name] = factory
+    REGISTRY.register(name, factory)
 
 
 def router_names() -> list[str]:
-    return sorted(set(ROUTERS) | set(LAZY_ROUTERS))
+    return REGISTRY.names()
 
 
 def get_router(name: str, **kwargs: Any) -> Router:
-    key = name.strip().lower().replace("_", "-")
-    key = ALIASES.get(key, key)
-    if key not in ROUTERS and key in LAZY_ROUTERS:
-        import importlib
-
-        importlib.import_module(LAZY_ROUTERS[key])
-    factory = ROUTERS.get(key)
-    if factory is None:
-        raise LlmplanError(f"unknown router {name!r}; choose one of: {', '.join(router_names())}")
-    try:
-        return factory(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise LlmplanError(f"bad options for router {key!r}: {e}") from None
+    return REGISTRY.create(name, **kwargs)
 
 
 __all__ = [
     "ALIASES",
     "LAZY_ROUTERS",
+    "REGISTRY",
     "ROUTERS",
     "InstanceLoad",
     "JoinShortestQueue",
