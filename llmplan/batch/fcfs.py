@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from llmplan.batch.base import AdmissionView, Reserve
+from llmplan.batch.base import AdmissionView, BatchPolicy, Reserve
 
 # ContinuousFCFS is the scheduler's default policy, so it lives beside the protocol in the core
 # (the core must not import its own plug-ins); re-exported here with the other FCFS policy.
@@ -14,7 +14,7 @@ from llmplan.runtime.core.types import SeqState
 
 
 @dataclass(slots=True)
-class StaticFCFS:
+class StaticFCFS(BatchPolicy):
     """Static batching in arrival order (HF ``generate`` style): take up to ``max_batch_size``
     of the oldest requests; the batch runs until its longest request finishes."""
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from llmplan.batch.base import AdmissionView, Reserve, predicted_len
+from llmplan.batch.base import AdmissionView, BatchPolicy, Reserve, predicted_len
 from llmplan.runtime.core.types import SeqState
 
 
 @dataclass(slots=True)
-class SJF:
+class SJF(BatchPolicy):
     """Shortest predicted output first (ties: arrival order). Strict priority: a candidate
     that does not fit blocks the ones after it, so long requests are not starved by memory
     fragmentation, only by the order itself (the known SJF trade-off)."""

@@ -15,12 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from llmplan.batch.base import AdmissionView, Reserve, predicted_len
+from llmplan.batch.base import AdmissionView, BatchPolicy, Reserve, predicted_len
 from llmplan.runtime.core.types import SeqState
 
 
 @dataclass(slots=True)
-class S3:
+class S3(BatchPolicy):
     window: int = 64
     name: str = "s3"
     static: bool = False

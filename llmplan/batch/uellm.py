@@ -31,12 +31,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from llmplan.batch.base import AdmissionView, Reserve, deadline, predicted_len
+from llmplan.batch.base import AdmissionView, BatchPolicy, Reserve, deadline, predicted_len
 from llmplan.runtime.core.types import SeqState
 
 
 @dataclass(slots=True)
-class SLOODBS:
+class SLOODBS(BatchPolicy):
     w1: float = 0.5
     w2: float = 0.5
     threshold: float = 0.5

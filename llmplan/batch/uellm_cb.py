@@ -60,7 +60,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from llmplan.batch.base import AdmissionView, Reserve, predicted_len
+from llmplan.batch.base import AdmissionView, BatchPolicy, Reserve, predicted_len
 from llmplan.runtime.core.types import SeqState
 
 _INF = math.inf
@@ -77,7 +77,7 @@ def admission_deadline(seq: SeqState) -> float:
 
 
 @dataclass(slots=True)
-class ContinuousSLOODBS:
+class ContinuousSLOODBS(BatchPolicy):
     w1: float = 0.5
     w2: float = 0.5
     threshold: float = 0.5

@@ -53,17 +53,25 @@ class BatchPolicy(Protocol):
     # nothing was admitted at one step, nothing is admitted until a sequence finishes or
     # arrives, which lets the simulator fast-forward pure decode steps.
     time_invariant: bool
-    # Optional, for policies that are *not* time-invariant (they read ``now``, e.g. aging or
-    # deadline tiers): ``stable_until(waiting, now) -> float``, the earliest time at which
-    # select() may answer differently for the same waiting/running state (``inf``: never).
-    # The scheduler exposes it as ``admission_stable_until`` so the simulator can still
-    # fast-forward decode steps up to that time. Found with getattr; a policy may omit it.
+
+    # No instance dict: the policies subclass this protocol (for the default below) and stay slotted.
+    __slots__ = ()
 
     def select(self, waiting: Sequence[SeqState], view: AdmissionView, now: float) -> Sequence[SeqState]: ...
 
+    def stable_until(self, waiting: Sequence[SeqState], now: float) -> float:
+        """The earliest time at which select() may answer differently for the same
+        waiting/running state (``inf``: never). Asked only of policies that are *not*
+        time-invariant (they read ``now``, e.g. aging or deadline tiers); the scheduler exposes
+        it as ``admission_stable_until`` so the simulator can still fast-forward decode steps up
+        to that time. The default, ``now``, promises nothing; a policy that can say more
+        overrides it.
+        """
+        return now
+
 
 @dataclass(slots=True)
-class ContinuousFCFS:
+class ContinuousFCFS(BatchPolicy):
     """Iteration-level batching in arrival order (vLLM's default scheduler).
 
     Head-of-line: if the oldest waiting request does not fit, nothing behind it is admitted,

@@ -201,7 +201,7 @@ class Scheduler:
         self._admission_stable = False
         self._stable_until = _INF  # when a time-dependent policy may change its mind
         self._stable_fn: Callable[[Sequence[SeqState], float], float] | None = (
-            None if self.policy.time_invariant else getattr(self.policy, "stable_until", None)
+            None if self.policy.time_invariant else self.policy.stable_until
         )
         self._preempted_this_step = False
         self.on_finish: Callable[[SeqState], None] | None = None
