@@ -2,19 +2,21 @@
 
 UELLM combines three parts: an output-length predictor, SLO- and length-aware batching
 (SLO-ODBS, Algorithm 3-1) and a device mapping (HELR). Its ablation switches each on alone and
-all together against a baseline with none. The same five configurations here, each run with
+all together against a baseline with none. The same configurations (plus predictor and
+batching together, since the predictor acts only through the batching) here, each run with
 ``--repeat`` seeds (Poisson arrivals and SLO draws redrawn, the same seeds for every
 configuration, so differences are paired):
 
-==========  ===================  ==========================  ==============================
-config      predictor            batching                    device mapping
-==========  ===================  ==========================  ==============================
-none        ``const:N``          FCFS                        naive
-+predictor  ``oracle``           FCFS                        naive
-+batching   ``const:N``          SLO-ODBS                    naive
-+mapping    ``const:N``          FCFS                        HELR fill
-all         ``oracle``           SLO-ODBS                    HELR fill
-==========  ===================  ==========================  ==============================
+=============  ===========  ==========  ==============
+config         predictor    batching    device mapping
+=============  ===========  ==========  ==============
+none           ``const:N``  FCFS        naive
++predictor     ``oracle``   FCFS        naive
++batching      ``const:N``  SLO-ODBS    naive
++mapping       ``const:N``  FCFS        HELR fill
++pred+batch    ``oracle``   SLO-ODBS    naive
+all            ``oracle``   SLO-ODBS    HELR fill
+=============  ===========  ==========  ==============
 
 * **predictor off** is ``const:N`` (every request predicted ``N`` tokens: no information), on is
   the oracle (true output lengths; an upper bound for any learned predictor). Only policies
@@ -51,6 +53,7 @@ CONFIGS: tuple[tuple[str, bool, bool, bool], ...] = (
     ("+predictor", True, False, False),
     ("+batching", False, True, False),
     ("+mapping", False, False, True),
+    ("+pred+batch", True, True, False),
     ("all", True, True, True),
 )
 SETTINGS = {
@@ -59,7 +62,16 @@ SETTINGS = {
     "continuous": ("fcfs", "slo-odbs-cb", "proportional"),
 }
 DEFAULT_RATE = {"static": 8.0, "continuous": 40.0}
-METRICS = ("attainment_all", "goodput_rps", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s")
+METRICS = (
+    "attainment_all",
+    "goodput_rps",
+    "throughput_rps",
+    "ttft_p50_s",
+    "ttft_p99_s",
+    "tpot_p50_s",
+    "tpot_p99_s",
+    "e2e_p99_s",
+)
 
 
 def naive_plan(model: str, topology: str) -> Any:
