@@ -478,8 +478,12 @@ class PipelineExecutor:
         if now - self._last_control < self.control_interval_s:
             return
         self._last_control = now
-        for d in self.controller.step(now, self.loads()):
-            src, dst = int(d.src[1:]), int(d.dst[1:])
+        loads = self.loads()
+        # The controller names workers (WorkerLoad.name is a str shared with the simulator's
+        # instances); map its names back to ranks rather than parsing them.
+        rank = {w.name: r for r, w in enumerate(loads)}
+        for d in self.controller.step(now, loads):
+            src, dst = rank[d.src], rank[d.dst]
             try:
                 if d.kind == "layer":
                     rec = self._migrate_locked(tuple(d.layers), src, dst, "controller")
