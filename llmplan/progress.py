@@ -121,13 +121,3 @@ def task(description: str, total: float | None = None, *, unit: str = "") -> Ite
         if outer:
             _display.stop()
             _display = None
-
-
-def iterate(items: Any, description: str, *, total: int | None = None, unit: str = "") -> Iterator[Any]:
-    """``for x in iterate(xs, "fitting"):`` with a progress line that advances once per item."""
-    if total is None and hasattr(items, "__len__"):
-        total = len(items)
-    with task(description, total, unit=unit) as t:
-        for item in items:
-            yield item
-            t.advance()

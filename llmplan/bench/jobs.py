@@ -34,7 +34,6 @@ class SimJob:
     workload: Workload
     cluster: Cluster
     cfg: BenchConfig
-    rate_rps: float | None = None  # the offered rate of a sweep point
 
 
 def _init(queue: Any) -> None:

@@ -42,18 +42,9 @@ def _default_cost_label() -> str:
 
 
 def load_calibration_cost(path: str) -> Any:
-    """A profile measured by ``llmplan calibrate``, as an IterationCost for every instance.
+    """A profile measured by ``llmplan calibrate``, as an IterationCost for every instance."""
+    from llmplan.runtime.calibration import load_calibration
 
-    The loader belongs to the engine (``llmplan.runtime.engine.calibration``); without it the
-    flag fails in one line rather than silently falling back to the roofline.
-    """
-    try:
-        from llmplan.runtime.engine.calibration import load_calibration  # type: ignore[import-not-found]
-    except ImportError:
-        raise LlmplanError(
-            "--calibration: the calibration loader (llmplan.runtime.engine.calibration) is not built yet; "
-            "run without --calibration to use the roofline cost model"
-        ) from None
     return load_calibration(path)
 
 

@@ -61,9 +61,5 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise SystemExit(code)
 
 
-def not_built(command: str, issue: int) -> NoReturn:
-    fail(f"`llmplan {command}` is not built yet (tracked in issue {issue}).")
-
-
 def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")

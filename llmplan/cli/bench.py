@@ -430,14 +430,8 @@ def _live(
 ) -> BenchReport:
     """Live mode: the load generator replays the workload over HTTP; same metrics and report."""
     from llmplan.bench.runner import live_report, run_bench
-    from llmplan.errors import LlmplanError
+    from llmplan.loadgen import replay
 
-    try:
-        from llmplan.loadgen import replay
-    except ImportError:
-        raise LlmplanError(
-            "live bench not built yet (llmplan.loadgen is missing); drop --target to simulate"
-        ) from None
     result = replay(
         target, wl, time_scale=time_scale, seed=cfg.seed, progress=lambda d, t: on_progress("live", d, t)
     )

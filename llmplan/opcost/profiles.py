@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -334,7 +334,3 @@ def group_by_gpu(profiles: Iterable[OpProfile]) -> dict[str, list[OpProfile]]:
     for p in profiles:
         out.setdefault(p.meta.gpu, []).append(p)
     return out
-
-
-def model_names(profiles: Sequence[OpProfile]) -> list[str]:
-    return sorted({p.meta.model for p in profiles})

@@ -259,7 +259,3 @@ def parse_query_gpu(text: str) -> list[QueryGpu]:
             )
         )
     return out
-
-
-def has_topo_matrix(text: str) -> bool:
-    return any(_is_header(line.split()) for line in text.splitlines())

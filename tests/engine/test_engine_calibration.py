@@ -11,8 +11,7 @@ from typer.testing import CliRunner
 
 from llmplan.errors import LlmplanError
 from llmplan.plan.costmodel import BatchShape
-from llmplan.runtime.calibration import Sample, fit_profile, load_profile
-from llmplan.runtime.engine.calibration import load_calibration
+from llmplan.runtime.calibration import Sample, fit_profile, load_calibration, load_profile
 
 TRUE = {"const": 2e-3, "prefill_tokens": 5e-5, "prefill_attn": 2e-9, "decode_seqs": 4e-4, "decode_ctx": 3e-8}
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -28,8 +27,6 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from llmplan.errors import LlmplanError
 
-# Environment variables a key may come from (the flag wins); vLLM reads VLLM_API_KEY.
-API_KEY_ENV = ("LLMPLAN_API_KEY", "VLLM_API_KEY")
 DEFAULT_MAX_BODY_BYTES = 8 << 20  # 8 MiB: ~2M tokens of text, far beyond any context served
 
 
@@ -48,13 +45,6 @@ class GuardConfig:
             raise LlmplanError("--api-key is empty; give a non-empty key (or leave it out)")
         if self.max_body_bytes < 1:
             raise LlmplanError(f"--max-request-mb must be > 0 (got {self.max_body_bytes} bytes)")
-
-
-def resolve_api_key(flag: str | None) -> str | None:
-    """The flag, else the first of ``API_KEY_ENV`` that is set."""
-    if flag is not None:
-        return flag
-    return next((os.environ[v] for v in API_KEY_ENV if os.environ.get(v)), None)
 
 
 def check_exposure(host: str, cfg: GuardConfig) -> None:

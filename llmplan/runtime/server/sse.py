@@ -12,13 +12,3 @@ def sse(obj: dict[str, Any]) -> bytes:
     # ASCII-escaped: generated text may hold U+2028, U+0085 and the like, which clients that
     # split lines with str.splitlines() (httpx's aiter_lines among them) would cut in two.
     return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
-
-
-def parse_sse_line(line: str) -> dict[str, Any] | None:
-    """One ``data:`` line -> its JSON object; None for ``[DONE]``, comments and blank lines."""
-    if not line.startswith("data:"):
-        return None
-    payload = line[5:].strip()
-    if not payload or payload == "[DONE]":
-        return None
-    return json.loads(payload)

@@ -17,7 +17,6 @@ by ``NET`` links (``compose:``), so a 512-GPU cluster is four lines of YAML::
 from __future__ import annotations
 
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -154,12 +153,3 @@ def load_preset(name: str) -> tuple[list[HostLayout], NetLink | None, str]:
     data, where = _read_preset(name)
     hosts, net = layouts_from_spec(data, where)
     return hosts, net, str(data.get("name", name))
-
-
-def load_preset_file(path: Path) -> tuple[list[HostLayout], NetLink | None, str]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise LlmplanError(f"{path}: not valid YAML ({exc.__class__.__name__}); fix the file") from None
-    hosts, net = layouts_from_spec(data, str(path))
-    return hosts, net, str(data.get("name", path.stem))
