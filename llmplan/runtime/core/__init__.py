@@ -71,6 +71,7 @@ from llmplan.runtime.core.scheduler import (
 )
 from llmplan.runtime.core.types import (
     Executor,
+    FinishReason,
     ScheduledBatch,
     ScheduledSeq,
     SeqState,
@@ -83,6 +84,7 @@ __all__ = [
     "BatchPolicy",
     "BlockManager",
     "Executor",
+    "FinishReason",
     "OutputLengthStop",
     "ScheduledBatch",
     "ScheduledSeq",

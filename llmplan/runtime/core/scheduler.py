@@ -22,7 +22,14 @@ from typing import Literal, Protocol
 
 from llmplan.runtime.core.blocks import BlockManager, blocks_for
 from llmplan.runtime.core.policy import AdmissionView, BatchPolicy, ContinuousFCFS
-from llmplan.runtime.core.types import ScheduledBatch, ScheduledSeq, SeqState, SeqStatus, StepResult
+from llmplan.runtime.core.types import (
+    FinishReason,
+    ScheduledBatch,
+    ScheduledSeq,
+    SeqState,
+    SeqStatus,
+    StepResult,
+)
 
 Role = Literal["both", "prefill", "decode"]
 _RUNNING = SeqStatus.RUNNING
@@ -47,7 +54,7 @@ class OutputLengthStop:
     """The simulator's stop rule: a request generates exactly ``spec.output_tokens`` tokens."""
 
     def __call__(self, seq: SeqState) -> str | None:
-        return "length" if seq.num_generated >= seq.spec.output_tokens else None
+        return FinishReason.LENGTH if seq.num_generated >= seq.spec.output_tokens else None
 
     def steps_left(self, seq: SeqState) -> int | None:
         return seq.spec.output_tokens - seq.num_generated
@@ -266,7 +273,7 @@ class Scheduler:
             self._waiting_tokens -= self._pending_prefill(seq)
         self.blocks.free(seq)
         seq.status = SeqStatus.ABORTED
-        seq.finish_reason = "abort"
+        seq.finish_reason = FinishReason.ABORT
         seq.finish_s = now
         self.stats.aborted += 1
         return seq
@@ -531,7 +538,7 @@ class Scheduler:
     def _after_token(self, seq: SeqState, now: float) -> bool:
         reason = self.stop(seq)
         if reason is None and seq.spec.prompt_tokens + seq.num_generated >= self.config.max_model_len:
-            reason = "max_model_len"
+            reason = FinishReason.MAX_MODEL_LEN
         if reason is not None:
             self._finish(seq, reason, now)
             return True
@@ -561,7 +568,7 @@ class Scheduler:
         the transfer to the decode instance is done (:meth:`release`)."""
         self.running.remove(seq)
         self.seqs.pop(seq.rid, None)
-        seq.finish_reason = "handoff"
+        seq.finish_reason = FinishReason.HANDOFF
         self.stats.handoffs += 1
 
     def release(self, seq: SeqState) -> int:

@@ -15,7 +15,7 @@ The scheduler never knows which one it talks to.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Protocol
 
 from llmplan.workload.types import RequestSpec
@@ -28,6 +28,20 @@ class SeqStatus(Enum):
     FINISHED = "finished"
     REJECTED = "rejected"
     ABORTED = "aborted"
+
+
+class FinishReason(StrEnum):
+    """Why a sequence left the scheduler. String-valued: it compares equal to, and serialises
+    (JSON, logs, reports) as, the plain word, so the wire format is unchanged."""
+
+    LENGTH = "length"  # generated its output_tokens / max_tokens
+    STOP = "stop"  # a stop string or stop token (engine)
+    EOS = "eos"  # the model's end-of-sequence token (engine)
+    MAX_MODEL_LEN = "max_model_len"  # reached the longest sequence the instance serves
+    ABORT = "abort"  # the client left or the engine was stopped
+    ERROR = "error"  # the engine failed on this request
+    # Not an end: a prefill instance hands the sequence (and its KV) to a decode instance.
+    HANDOFF = "handoff"
 
 
 @dataclass(slots=True)
@@ -49,7 +63,9 @@ class SeqState:
     finish_s: float | None = None
     preemptions: int = 0
     token_times_s: list[float] | None = None
-    finish_reason: str | None = None  # "length", "stop", "eos", "abort", ...
+    # A FinishReason once the sequence stopped (or was handed off); for a REJECTED sequence a
+    # free-text message saying why (and what to change).
+    finish_reason: FinishReason | str | None = None
     sampling: object | None = None  # engine's SamplingParams; opaque to the core
     # Added by the serving core (all optional, defaults keep older callers working):
     reserved_tokens: int = 0  # KV slots booked at admission (prompt + predicted output, policy-dependent)

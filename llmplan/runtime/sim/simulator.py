@@ -40,7 +40,7 @@ from llmplan.routing.base import InstanceLoad
 from llmplan.runtime.core.blocks import blocks_for
 from llmplan.runtime.core.limits import context_rejection, http_reason
 from llmplan.runtime.core.scheduler import Scheduler, serving_config
-from llmplan.runtime.core.types import ScheduledBatch, SeqState, StepResult
+from llmplan.runtime.core.types import FinishReason, ScheduledBatch, SeqState, StepResult
 from llmplan.runtime.sim.cluster import build_instances, model_context
 from llmplan.runtime.sim.config import InstanceSpec, SimConfig
 from llmplan.runtime.sim.pricing import CostExecutor, DecodeRun, batch_shape, decode_run
@@ -344,7 +344,7 @@ class Simulation:
             self.counters["decode_run_steps"] += inst.run_steps
             done = inst.sched.apply_decode_run(batch, inst.run_steps, now, rec)
         for seq in done:
-            if seq.finish_reason == "handoff":
+            if seq.finish_reason == FinishReason.HANDOFF:
                 self._handoff(inst, seq, now)
             else:
                 self._record(seq, inst)
