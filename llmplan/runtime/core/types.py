@@ -66,7 +66,9 @@ class SeqState:
     # A FinishReason once the sequence stopped (or was handed off); for a REJECTED sequence a
     # free-text message saying why (and what to change).
     finish_reason: FinishReason | str | None = None
-    sampling: object | None = None  # engine's SamplingParams; opaque to the core
+    # The engine's per-request payload, opaque to the core: llm_engine's RequestState (read back
+    # with llm_engine.request_state); None in the simulator and in measurement runs (greedy).
+    sampling: object | None = None
     # Added by the serving core (all optional, defaults keep older callers working):
     reserved_tokens: int = 0  # KV slots booked at admission (prompt + predicted output, policy-dependent)
     mispredicted: bool = False  # generated more tokens than predicted_output_tokens

@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from llmplan.runtime.core.scheduler import Scheduler
 from llmplan.runtime.core.types import SeqState, SeqStatus, StepResult
@@ -53,6 +54,12 @@ class RequestState:
     extra: dict = field(default_factory=dict)
 
 
+def request_state(seq: SeqState) -> RequestState:
+    """The RequestState the engine put in ``seq.sampling`` (every sequence this engine schedules
+    carries one; the core holds it as an opaque object)."""
+    return cast(RequestState, seq.sampling)
+
+
 class EngineStopRule:
     """The core's StopRule for real tokens: max_tokens, EOS (unless ignore_eos), stop strings.
 
@@ -60,7 +67,7 @@ class EngineStopRule:
     reason "error" (its ``RequestState.error`` says why); the other requests go on."""
 
     def __call__(self, seq: SeqState) -> str | None:
-        st: RequestState = seq.sampling  # type: ignore[assignment]
+        st = request_state(seq)
         if st.sampler.error is not None:
             st.error = st.error or st.sampler.error
         if st.error is not None:
@@ -285,21 +292,21 @@ class LLMEngine:
             except Exception as exc:  # noqa: BLE001 - detokenizing one request fails it alone
                 self._fail(seq, f"streaming failed: {type(exc).__name__}: {exc}")
         for seq in done:
-            st: RequestState = seq.sampling  # type: ignore[assignment]
+            st = request_state(seq)
             self._by_id.pop(st.request.request_id, None)
             self._emit_final(seq, seq.finish_reason or "stop", st.error)
         return len(batch.items)
 
     def _fail(self, seq: SeqState, error: str) -> None:
         """End one request with ``error`` (its blocks freed) while the others go on."""
-        st: RequestState = seq.sampling  # type: ignore[assignment]
+        st = request_state(seq)
         st.error = st.error or error
         if self._by_id.pop(st.request.request_id, None) is not None:
             self.scheduler.abort(seq.rid, self.now())
         self._emit_final(seq, "error", st.error)
 
     def _stream(self, seq: SeqState) -> None:
-        st: RequestState = seq.sampling  # type: ignore[assignment]
+        st = request_state(seq)
         new_ids = seq.output_token_ids[st.streamed_tokens :]
         if not new_ids:
             return
@@ -319,7 +326,7 @@ class LLMEngine:
         )
 
     def _emit_final(self, seq: SeqState, reason: str, error: str | None = None) -> None:
-        st: RequestState = seq.sampling  # type: ignore[assignment]
+        st = request_state(seq)
         if st.done:
             return
         st.done = True
