@@ -506,6 +506,7 @@ def run_bench(
         )
     cluster = build_system_cluster(cfg) if system_names(cfg.policies) else build_cluster(cfg)
     _check_warmup(workload, cfg.warmup_s)
+    check_predictor_input(cfg.predictor, workload)
     jobs = [SimJob(p, p, workload, cluster, cfg) for p in cfg.policies]
     seeds = [cfg.seed + k for k in range(max(1, cfg.repeat))]
     for seed in seeds[1:]:
@@ -608,6 +609,20 @@ def predictor_scores_markdown(s: dict[str, Any]) -> str:
         f"Draws of seed {s['seed']} on the first run's workload; policies that do not order by or book "
         "predicted length ignore them.",
     ])  # fmt: skip
+
+
+def check_predictor_input(spec: str, workload: Workload) -> None:
+    """A learned predictor reads prompt text: refuse a workload that carries none, in one line."""
+    if not str(spec).strip().lower().startswith("learned:"):
+        return
+    missing = sum(1 for r in workload.requests if not r.prompt)
+    if missing:
+        raise LlmplanError(
+            f"--predictor {spec} reads the prompt text, but {missing} of {len(workload.requests)} "
+            f"requests of {workload.meta.get('spec', workload.name)} carry token counts or ids only; use "
+            "a trace with text (--trace sharegpt) or a predictor that needs none (oracle, const:N, "
+            "noisy-cm:FILE)"
+        )
 
 
 def _check_warmup(workload: Workload, warmup_s: float) -> None:

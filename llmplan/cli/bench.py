@@ -213,7 +213,9 @@ def register(app: typer.Typer) -> None:
             "--predictor",
             help="Length source for length-aware policies: oracle, noisy:ACC (e.g. noisy:0.8), const:N "
             "(every request N tokens) or noisy-cm:FILE (buckets drawn from the confusion.json that "
-            "`llmplan predict eval --report-dir` saves). Non-oracle predictors' exact/±1 bucket accuracy, "
+            "`llmplan predict eval --report-dir` saves) or learned:DIR (the LoRA classifier "
+            "`llmplan predict train --out DIR` saves, run on each prompt's text: needs a trace with "
+            "text, e.g. sharegpt). Non-oracle predictors' exact/±1 bucket accuracy, "
             "Spearman correlation and underestimate rate on the replayed requests go in the report.",
         ),
         disaggregation: str = typer.Option(

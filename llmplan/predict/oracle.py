@@ -190,12 +190,13 @@ class ConfusionNoisyPredictor:
         return LengthPrediction(out.tolist(), lengths.tolist())
 
 
-PREDICTOR_SPECS = "oracle, noisy:ACC, noisy-cm:FILE or const:N"
+PREDICTOR_SPECS = "oracle, noisy:ACC, noisy-cm:FILE, const:N or learned:DIR"
 
 
 def parse_predictor(spec: object, seed: int = 0):
-    """``"oracle"``, ``"noisy:0.8"``, ``"noisy-cm:confusion.json"``, ``"const:256"``, ``None``
-    (no predictor) or a LengthPredictor object."""
+    """``"oracle"``, ``"noisy:0.8"``, ``"noisy-cm:confusion.json"``, ``"const:256"``,
+    ``"learned:DIR"`` (a LoRA classifier saved by ``llmplan predict train --out DIR``, run on the
+    prompt text), ``None`` (no predictor) or a LengthPredictor object."""
     if spec is None or spec == "none":
         return None
     if isinstance(spec, str):
@@ -221,6 +222,14 @@ def parse_predictor(spec: object, seed: int = 0):
             except ValueError:
                 raise LlmplanError(f"bad predictor {spec!r}; write const:<tokens>, e.g. const:256") from None
             return ConstPredictor(n)
+        if s.startswith("learned:"):
+            path = raw.split(":", 1)[1]
+            if not path:
+                fix = "write learned:<DIR> (from `llmplan predict train --out DIR`)"
+                raise LlmplanError(f"bad predictor {spec!r}; {fix}")
+            from llmplan.predict.learned import LearnedLengthPredictor
+
+            return LearnedLengthPredictor(path)
         if s.startswith("gbm:"):
             raise LlmplanError(
                 f"predictor {spec!r}: `llmplan predict eval` trains the prompt-length GBM in memory and "

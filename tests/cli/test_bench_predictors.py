@@ -90,6 +90,8 @@ def test_bad_predictor_specs_are_one_line(tmp_path: Path) -> None:
         ("noisy-cm:" + _cm(tmp_path / "edges.json", np.eye(NB), [3, 8]), "start at 0"),
         ("noisy-cm:" + _cm(tmp_path / "empty.json", empty), "no examples of true bucket"),
         ("psychic", "unknown predictor"),
+        ("learned:", "write learned:<DIR>"),
+        ("learned:" + str(tmp_path), "not a saved length predictor"),
     ]
     (tmp_path / "junk.json").write_text("{not json")
     cases.append(("noisy-cm:" + str(tmp_path / "junk.json"), "not a confusion matrix"))

@@ -546,7 +546,10 @@ class Simulation:
         self._predictor = pred
         if not seqs:
             return
-        out = pred.predict([s.spec for s in seqs])
+        try:
+            out = pred.predict([s.spec for s in seqs])
+        except ValueError as exc:  # e.g. a learned predictor given a request without prompt text
+            raise LlmplanError(f"predictor {pred.name}: {exc}") from None
         for s, b, ln in zip(seqs, out.buckets, out.lengths, strict=True):
             s.predicted_bucket = int(b)
             s.predicted_output_tokens = max(1, int(ln))
