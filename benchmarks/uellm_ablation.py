@@ -155,7 +155,7 @@ def run_setting(setting: str, args: argparse.Namespace, naive_path: str) -> dict
         cfg = BenchConfig(
             trace=f"sharegpt:rate={rate:g}", max_requests=args.n, slo=slo, model=args.model,
             topology=args.topology, plan=None if mapping else naive_path, policies=[policy],
-            predictor="oracle" if pred else f"const:{args.const}", repeat=args.repeat, energy="off",
+            predictor=args.predictor if pred else f"const:{args.const}", repeat=args.repeat, energy="off",
             record_token_times=False,
         )  # fmt: skip
         t = time.perf_counter()
@@ -219,6 +219,9 @@ def main() -> None:
                     help="ShareGPT arrival rate, req/s (default: static 8, continuous 40, where FCFS on "
                     "the naive mapping meets 60-75%% of the SLOs)")  # fmt: skip
     ap.add_argument("--repeat", type=int, default=3, help="seeds per configuration (default 3, >= 2)")
+    ap.add_argument("--predictor", default="oracle",
+                    help="the predictor-on arm: oracle (default) or any bench --predictor spec, e.g. "
+                    "learned:DIR (a LoRA model from `llmplan predict train`) or noisy-cm:FILE")  # fmt: skip
     ap.add_argument("--const", type=int, default=256, help="the predictor-off constant N (default 256)")
     ap.add_argument("--model", default="llama-2-13b")
     ap.add_argument("--topology", default="preset:hetero-a100-l40s")
