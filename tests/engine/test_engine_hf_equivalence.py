@@ -134,3 +134,28 @@ def test_abort_frees_blocks_and_ends_the_stream(tiny_checkpoint, hf_reference):
         eng.step()
     assert eng.scheduler.blocks.num_used == 0
     assert _tokens(outs, 10) == ref[10] and _tokens(outs, 12) == ref[12]
+
+
+def test_decode_grouped_by_context_length_keeps_tokens_identical(tiny_checkpoint, hf_reference, monkeypatch):
+    """With a free group, every padded context length is its own decode group (rows of one
+    group still differ in length, so the in-group mask is exercised too)."""
+    from llmplan.runtime.engine import attention, step_inputs
+
+    monkeypatch.setattr(step_inputs, "GROUP_COST_ROWS", 0)
+    seen: list[int] = []
+    real = attention._decode_attention
+
+    def counted(q, *a, **k):
+        seen.append(q.shape[0])
+        return real(q, *a, **k)
+
+    monkeypatch.setattr(attention, "_decode_attention", counted)
+    path, _ = tiny_checkpoint
+    work, ref = hf_reference
+    eng = build_engine(
+        model=str(path), max_num_seqs=8, block_size=4, num_kv_blocks=512, max_num_batched_tokens=24
+    ).engine
+    outs, _ = _run(eng, work)
+    assert len(seen) > eng.executor.steps, "decode steps should have been split into several groups"
+    mismatches = [i for i in range(len(work)) if _tokens(outs, i) != ref[i]]
+    assert not mismatches, f"requests {mismatches} differ from HF generate with grouped decode"

@@ -35,6 +35,9 @@ class AttnMetadata:
     decode_block_tables: torch.Tensor | None = None  # [D, max_blocks] long (padded with 0)
     decode_mask: torch.Tensor | None = None  # [D, 1, 1, L] bool, True = attend
     decode_len: int = 0  # L: padded key length of the decode gather
+    # (row_start, row_end, length): decode rows (sorted by length, longest first) attended
+    # group by group, each gathering only its own longest context; empty = one group.
+    decode_groups: tuple[tuple[int, int, int], ...] = ()
     prefills: list[PrefillSpan] = field(default_factory=list)
     _per_device: dict[torch.device, AttnMetadata] = field(default_factory=dict)
 
@@ -54,6 +57,7 @@ class AttnMetadata:
                 decode_block_tables=mv(self.decode_block_tables),
                 decode_mask=mv(self.decode_mask),
                 decode_len=self.decode_len,
+                decode_groups=self.decode_groups,
                 prefills=[
                     PrefillSpan(p.start, p.length, p.context_len, p.block_table.to(device))
                     for p in self.prefills
@@ -83,6 +87,13 @@ def _gather(cache: torch.Tensor, block_table: torch.Tensor, length: int) -> torc
     return g.transpose(-3, -2)
 
 
+def _decode_attention(q, k_cache, v_cache, table, mask, length: int, gqa: bool) -> torch.Tensor:
+    """One token per row of ``q`` ``[D, H, hd]`` over ``length`` cached keys -> ``[D, H, 1, hd]``."""
+    kd = _gather(k_cache, table, length)  # [D, kvh, L, hd]
+    vd = _gather(v_cache, table, length)
+    return F.scaled_dot_product_attention(q.unsqueeze(2), kd, vd, attn_mask=mask, enable_gqa=gqa)
+
+
 def paged_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -108,10 +119,22 @@ def paged_attention(
     od = None
     if d:
         assert meta.decode_block_tables is not None
-        kd = _gather(k_cache, meta.decode_block_tables, meta.decode_len)  # [D, kvh, L, hd]
-        vd = _gather(v_cache, meta.decode_block_tables, meta.decode_len)
-        qd = q[:d].unsqueeze(2)  # [D, H, 1, hd]
-        od = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=meta.decode_mask, enable_gqa=gqa)
+        groups = meta.decode_groups or ((0, d, meta.decode_len),)
+        if len(groups) == 1:
+            od = _decode_attention(q[:d], k_cache, v_cache, meta.decode_block_tables, meta.decode_mask,
+                                   meta.decode_len, gqa)
+        else:
+            od = torch.empty((d, num_heads, 1, head_dim), dtype=q.dtype, device=q.device)
+            bs = k_cache.shape[1]
+            for r0, r1, length in groups:
+                nb = -(-length // bs)
+                mask = meta.decode_mask
+                if mask is not None:
+                    mask = mask[r0:r1, ..., :length]
+                    if r1 - r0 == 1 or bool(mask[-1].all()):
+                        mask = None  # rows are sorted longest first: the last one is the shortest
+                od[r0:r1] = _decode_attention(q[r0:r1], k_cache, v_cache,
+                                              meta.decode_block_tables[r0:r1, :nb], mask, length, gqa)
         if not meta.prefills:
             return od.view(t, num_heads * head_dim)  # pure decode step: no scatter needed
     out = torch.empty((t, num_heads, head_dim), dtype=q.dtype, device=q.device)

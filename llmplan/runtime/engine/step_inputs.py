@@ -33,6 +33,38 @@ class StepInputs:
     order: list[int]  # order[k] = index in the caller's list of the k-th sampled sequence
 
 
+# A decode group costs a few kernel launches per layer (two gathers, one attention call):
+# about what gathering and attending to this many padded key rows costs on a CPU.
+GROUP_COST_ROWS = 1024
+
+
+def decode_groups(lens: list[int], block_size: int) -> tuple[tuple[int, int, int], ...]:
+    """Split decode rows, sorted by length descending, into ``(row_start, row_end, length)``
+    groups that minimise padded key rows plus :data:`GROUP_COST_ROWS` per group.
+
+    One padded gather over a batch whose contexts range from 32 to 512 tokens reads and
+    attends to ``D * 512`` rows; grouping by length reads close to ``sum(lens)``.
+    """
+    padded = [-(-n // block_size) * block_size for n in lens]
+    # Rows with the same padded length always share a group: the search runs over runs of them.
+    starts = [r for r in range(len(lens)) if r == 0 or padded[r] != padded[r - 1]] + [len(lens)]
+    m = len(starts) - 1
+    best = [0.0] + [float("inf")] * m  # best[j]: cost of the rows before run j
+    cut = [0] * (m + 1)
+    for j in range(1, m + 1):
+        for i in range(j):  # runs [i, j) in one group: its longest row opens run i
+            c = best[i] + (starts[j] - starts[i]) * padded[starts[i]] + GROUP_COST_ROWS
+            if c < best[j]:
+                best[j], cut[j] = c, i
+    out: list[tuple[int, int, int]] = []
+    j = m
+    while j > 0:
+        i = cut[j]
+        out.append((starts[i], starts[j], lens[starts[i]]))
+        j = i
+    return tuple(reversed(out))
+
+
 def build_step_inputs(work: list[SeqWork], block_size: int, device: torch.device) -> StepInputs:
     decode = [i for i, w in enumerate(work) if not w.is_prefill]
     prefill = [i for i, w in enumerate(work) if w.is_prefill]
@@ -60,14 +92,19 @@ def build_step_inputs(work: list[SeqWork], block_size: int, device: torch.device
             order.append(i)
         return start
 
+    # Longest context first, so sequences of similar length sit in contiguous rows that the
+    # attention gathers group by group (see decode_groups).
+    decode.sort(key=lambda i: -work[i].context_len)
     for i in decode:
         add(i)
     d = len(decode)
     dec_tables = dec_mask = None
     dec_len = 0
+    groups: tuple[tuple[int, int, int], ...] = ()
     if d:
         lens = [work[i].context_len + 1 for i in decode]
         dec_len = max(lens)
+        groups = decode_groups(lens, block_size)
         nb = -(-dec_len // block_size)
         table = torch.zeros((d, nb), dtype=torch.long)
         for r, i in enumerate(decode):
@@ -94,6 +131,7 @@ def build_step_inputs(work: list[SeqWork], block_size: int, device: torch.device
         decode_block_tables=dec_tables,
         decode_mask=dec_mask,
         decode_len=dec_len,
+        decode_groups=groups,
         prefills=spans,
     )
     # The caller's order of sampled sequences: decode first, then prefill, as flattened.

@@ -1,0 +1,73 @@
+"""Output tokens/s of the synchronous engine on issue 23's two batched workloads, in-process.
+
+32 requests added at once to one ``LLMEngine`` (llama-120m dims, fp32, random weights, 1
+thread, token budget 2048, 32 sequences per step), stepped to the end; no HTTP, so what
+it measures is the engine step (scheduler, step inputs, forward, sampling, detokenization):
+
+* ``prefill``: prompts 32-512 tokens, outputs 8-32;
+* ``decode``: prompts 16-64 tokens, outputs 32-96.
+
+    python benchmarks/engine_batched.py prefill
+    python benchmarks/engine_batched.py decode --profile     # + torch.profiler's top ops
+
+Compare two checkouts by running it alternately with each on PYTHONPATH (the CPU is shared:
+only ratios from interleaved runs mean anything).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+
+import torch
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("workload", choices=("prefill", "decode"))
+    ap.add_argument("--model", default="llama-120m")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--profile", action="store_true")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from llmplan.runtime.engine.api import GenerateRequest, SamplingParams
+    from llmplan.runtime.engine.factory import build_engine
+
+    rng = random.Random(args.seed)
+    engine = build_engine(dummy_weights=args.model, max_num_seqs=32, max_num_batched_tokens=2048,
+                          max_queue=128, kv_cache_gb=1.0, seed=args.seed).engine
+    vocab = engine.cfg.vocab_size
+    (plo, phi), (olo, ohi) = ((32, 512), (8, 32)) if args.workload == "prefill" else ((16, 64), (32, 96))
+    prompts = [[rng.randrange(3, vocab) for _ in range(rng.randint(plo, phi))] for _ in range(32)]
+    outs = [rng.randint(olo, ohi) for _ in range(32)]
+
+    def run(ps: list[list[int]], os_: list[int], tag: str) -> float:
+        for i, (p, o) in enumerate(zip(ps, os_, strict=True)):
+            sp = SamplingParams(max_tokens=o, temperature=0.0, ignore_eos=True)
+            engine.add_request(GenerateRequest(f"{tag}{i}", p, sp), lambda out: None)
+        t = time.perf_counter()
+        while engine.has_work():
+            engine.step()
+        return time.perf_counter() - t
+
+    run(prompts[:2], [2, 2], "warm")
+    steps0 = engine.executor.steps
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            dt = run(prompts, outs, "r")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+    else:
+        dt = run(prompts, outs, "r")
+    print(f"{args.workload}: {sum(outs)} output tokens in {dt:.2f} s = {sum(outs) / dt:.1f} out tok/s "
+          f"({engine.executor.steps - steps0} steps)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
