@@ -55,3 +55,12 @@ def test_lazy_entries_are_listed_and_imported_on_first_use(tmp_path, monkeypatch
     assert reg.create("late", a=1) == {"a": 1}
     assert "late_thing_module" in sys.modules
     sys.modules.pop("late_thing_module")
+
+
+def test_admission_policies_are_a_registry_too():
+    from llmplan.frontend.admission import AdmissionQueue
+
+    assert (AdmissionQueue(policy="slo-dbs").w_len, AdmissionQueue(policy="odbs").w_slo) == (0.0, 0.0)
+    known = "fcfs, slo-odbs, slo-dbs, odbs"
+    with pytest.raises(LlmplanError, match=f"^unknown admission policy 'x'; choose one of {known}$"):
+        AdmissionQueue(policy="x")  # type: ignore[arg-type]

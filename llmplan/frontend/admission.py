@@ -17,10 +17,22 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from llmplan.registry import Registry
 from llmplan.workload.types import RequestSpec
 
 AdmissionPolicy = Literal["fcfs", "slo-odbs", "slo-dbs", "odbs"]
-POLICIES: tuple[str, ...] = ("fcfs", "slo-odbs", "slo-dbs", "odbs")
+# Each policy -> the (w_len, w_slo) it forces; None keeps the configured weight. fcfs ignores
+# both (it orders by arrival).
+_FORCED_WEIGHTS: dict[str, tuple[float | None, float | None]] = {
+    "fcfs": (None, None),
+    "slo-odbs": (None, None),
+    "slo-dbs": (0.0, None),
+    "odbs": (None, 0.0),
+}
+REGISTRY: Registry[tuple[float | None, float | None]] = Registry(
+    "admission policy", _FORCED_WEIGHTS, normalize=str, choose="choose one of ", sort=False
+)
+POLICIES: tuple[str, ...] = tuple(REGISTRY.names())
 
 
 class AdmissionQueueFull(Exception):
@@ -52,12 +64,11 @@ class AdmissionQueue:
     _counter: itertools.count = field(default_factory=itertools.count)
 
     def __post_init__(self) -> None:
-        if self.policy not in POLICIES:
-            raise ValueError(f"unknown admission policy {self.policy!r}; choose one of {', '.join(POLICIES)}")
-        if self.policy == "slo-dbs":
-            self.w_len = 0.0
-        elif self.policy == "odbs":
-            self.w_slo = 0.0
+        w_len, w_slo = REGISTRY.get(self.policy)
+        if w_len is not None:
+            self.w_len = w_len
+        if w_slo is not None:
+            self.w_slo = w_slo
 
     def __len__(self) -> int:
         return len(self._waiting)
