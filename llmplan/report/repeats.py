@@ -64,6 +64,14 @@ def t_interval(values: list[float], confidence: float = CONFIDENCE) -> dict[str,
     return {"n": n, "mean": mean, "half": half, "lo": mean - half, "hi": mean + half, "values": v}
 
 
+def paired_difference(a: float, b: float) -> float:
+    """``b - a``, exactly 0 when the two agree to float noise (1e-9 relative): two runs that give
+    the same number through different summation orders are a tie, not a 1e-17 "win"."""
+    if math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12):
+        return 0.0
+    return b - a
+
+
 def verdict(diff: dict[str, Any], higher_is_better: bool) -> str:
     """better / worse / tie for a paired difference (B - A): a tie when its interval holds 0."""
     if diff["mean"] is None or diff["half"] is None:
@@ -84,7 +92,7 @@ def aggregate(per_seed: dict[str, list[dict[str, Any]]], seeds: list[int]) -> di
     for lb in labels[1:]:
         for h in HEADLINES:
             pairs = [(h.get(a), h.get(b)) for a, b in zip(per_seed[base], per_seed[lb], strict=True)]
-            d = t_interval([b - a for a, b in pairs if a is not None and b is not None])
+            d = t_interval([paired_difference(a, b) for a, b in pairs if a is not None and b is not None])
             comparisons.append({"label": lb, "baseline": base, "metric": h.key, "diff": d,
                                 "verdict": verdict(d, h.higher_is_better)})  # fmt: skip
     return {

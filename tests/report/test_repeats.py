@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from llmplan.cli.app import app
-from llmplan.report.repeats import t_interval, verdict
+from llmplan.report.repeats import paired_difference, t_interval, verdict
 
 runner = CliRunner()
 TRACE = "synthetic:rate=30,n=240"
@@ -100,3 +100,16 @@ def test_bad_repeat_warmup_is_one_line_exit_2(args: list[str], message: str, tmp
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o" / "report.json").exists()
+
+
+
+def test_equal_runs_up_to_float_noise_are_a_tie() -> None:
+    # The same attainment reached through a different summation order differs by ~1e-17; the
+    # paired interval of such differences must read as a tie, not as "better".
+    base = [0.25, 0.25, 0.25]
+    noisy = [0.25 + 2**-54] * 3  # one ulp above, on every seed: a zero-width interval off 0
+    raw = [y - x for x, y in zip(base, noisy, strict=True)]
+    assert all(r != 0 for r in raw) and verdict(t_interval(raw), True) != "tie"  # the noise is real
+    d = t_interval([paired_difference(x, y) for x, y in zip(base, noisy, strict=True)])
+    assert verdict(d, True) == "tie"
+    assert paired_difference(1.0, 1.5) == 0.5 and paired_difference(2.0, 1.0) == -1.0
