@@ -36,6 +36,7 @@ class StepInputs:
 # A decode group costs a few kernel launches per layer (two gathers, one attention call):
 # about what gathering and attending to this many padded key rows costs on a CPU.
 GROUP_COST_ROWS = 1024
+MAX_GROUP_RUNS = 24
 
 
 def decode_groups(lens: list[int], block_size: int) -> tuple[tuple[int, int, int], ...]:
@@ -52,7 +53,9 @@ def decode_groups(lens: list[int], block_size: int) -> tuple[tuple[int, int, int
     best = [0.0] + [float("inf")] * m  # best[j]: cost of the rows before run j
     cut = [0] * (m + 1)
     for j in range(1, m + 1):
-        for i in range(j):  # runs [i, j) in one group: its longest row opens run i
+        # runs [i, j) in one group, its longest row opening run i; a group spans at most
+        # MAX_GROUP_RUNS runs so the search stays linear in the batch size
+        for i in range(max(0, j - MAX_GROUP_RUNS), j):
             c = best[i] + (starts[j] - starts[i]) * padded[starts[i]] + GROUP_COST_ROWS
             if c < best[j]:
                 best[j], cut[j] = c, i
