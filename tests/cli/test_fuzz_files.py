@@ -83,6 +83,17 @@ def _mutate(doc: dict, path: list[Any], value: Any) -> dict:
     return d
 
 
+def _mutated(doc: dict, mutations: list[tuple[list[Any], Any]]) -> dict:
+    """``doc`` with each (path, value) set in turn; a path whose parent an earlier mutation
+    removed is skipped, keeping what we have."""
+    for path, value in mutations:
+        try:
+            doc = _mutate(doc, path, value)
+        except (IndexError, KeyError, TypeError):
+            continue
+    return doc
+
+
 def _write(d: Path, name: str, content: Any) -> Path:
     p = d / name
     if isinstance(content, bytes):
@@ -106,12 +117,7 @@ TOPO_PATHS = [
 @given(mutations=st.lists(st.tuples(st.sampled_from(TOPO_PATHS), ODD_VALUES), min_size=1, max_size=3))
 @pytest.mark.slow
 def test_fuzz_topology_file_through_plan(mutations) -> None:
-    doc = _base("topo")
-    for path, value in mutations:
-        try:
-            doc = _mutate(doc, path, value)
-        except (IndexError, KeyError, TypeError):
-            continue  # an earlier mutation removed the parent: keep what we have
+    doc = _mutated(_base("topo"), mutations)
     with tempfile.TemporaryDirectory() as d:
         f = _write(Path(d), "t.json", doc)
         res = _run(["plan", "--model", "llama-tiny", "--topology", f"file:{f}", "--json"])
@@ -133,12 +139,7 @@ PLAN_PATHS = [
 @SETTINGS
 @given(mutations=st.lists(st.tuples(st.sampled_from(PLAN_PATHS), ODD_VALUES), min_size=1, max_size=3))
 def test_fuzz_plan_file_through_plan_show(mutations) -> None:
-    doc = _base("plan")
-    for path, value in mutations:
-        try:
-            doc = _mutate(doc, path, value)
-        except (IndexError, KeyError, TypeError):
-            continue
+    doc = _mutated(_base("plan"), mutations)
     with tempfile.TemporaryDirectory() as d:
         f = _write(Path(d), "p.json", doc)
         _run(["plan", "--plan", str(f), "--json"])
@@ -153,12 +154,7 @@ CALIB_PATHS = [["coef", k] for k in CALIB_KEYS] + [["coef"], ["version"], ["bloc
 @settings(SETTINGS, max_examples=_DEEP or 12)
 @given(mutations=st.lists(st.tuples(st.sampled_from(CALIB_PATHS), ODD_VALUES), min_size=1, max_size=2))
 def test_fuzz_calibration_file_through_bench(mutations) -> None:
-    doc = _base("calib")
-    for path, value in mutations:
-        try:
-            doc = _mutate(doc, path, value)
-        except (IndexError, KeyError, TypeError):
-            continue
+    doc = _mutated(_base("calib"), mutations)
     with tempfile.TemporaryDirectory() as d:
         f = _write(Path(d), "c.json", doc)
         res = _run([
