@@ -17,11 +17,14 @@ preempted one re-prefills prompt *and* generated tokens (recompute) and then con
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
-from llmplan.runtime.core.blocks import BlockManager, blocks_for
+from llmplan.runtime.core.blocks import BlockManager
+from llmplan.runtime.core.config import Role, SchedulerConfig, SchedulerStats, serving_config
+from llmplan.runtime.core.fast_forward import DecodeFastForward
 from llmplan.runtime.core.policy import AdmissionView, BatchPolicy, ContinuousFCFS
+from llmplan.runtime.core.static import StaticBatch
+from llmplan.runtime.core.stop import OutputLengthStop, StopRule
 from llmplan.runtime.core.types import (
     FinishReason,
     ScheduledBatch,
@@ -31,132 +34,23 @@ from llmplan.runtime.core.types import (
     StepResult,
 )
 
-Role = Literal["both", "prefill", "decode"]
+__all__ = [
+    "OutputLengthStop",
+    "PrefixProbe",
+    "Role",
+    "Scheduler",
+    "SchedulerConfig",
+    "SchedulerStats",
+    "StopRule",
+    "serving_config",
+]
+
 _RUNNING = SeqStatus.RUNNING
 _INF = float("inf")
 
 
-class StopRule(Protocol):
-    """Decides when a sequence is done after it emitted a token."""
-
-    def __call__(self, seq: SeqState) -> str | None:
-        """A finish reason ("length", "stop", "eos", ...) or None to continue."""
-        ...
-
-    def steps_left(self, seq: SeqState) -> int | None:
-        """Tokens still to emit before the rule fires, if that is known in advance (the
-        simulator's rule); None when it depends on sampled tokens (EOS, stop strings), which
-        disables decode fast-forward."""
-        ...
-
-
-class OutputLengthStop:
-    """The simulator's stop rule: a request generates exactly ``spec.output_tokens`` tokens."""
-
-    def __call__(self, seq: SeqState) -> str | None:
-        return FinishReason.LENGTH if seq.num_generated >= seq.spec.output_tokens else None
-
-    def steps_left(self, seq: SeqState) -> int | None:
-        return seq.spec.output_tokens - seq.num_generated
-
-
-@dataclass(slots=True)
-class SchedulerConfig:
-    num_blocks: int
-    block_size: int = 16
-    max_num_seqs: int = 256
-    # Token budget per step (prefill chunk tokens + one per decode). Without chunked prefill,
-    # a prompt longer than the budget still runs, alone among prefills, as in vLLM.
-    max_num_batched_tokens: int = 8192
-    chunked_prefill: bool = False
-    # Share of blocks admission keeps free so running sequences can grow (vLLM: 1%).
-    watermark: float = 0.01
-    # Longest sequence (prompt + output); None = the KV capacity. A sequence reaching it stops
-    # with finish_reason "max_model_len", so one sequence alone can always run to completion.
-    max_model_len: int | None = None
-    # "prefill": a sequence leaves after its first token (P/D disaggregation hand-off);
-    # "decode": sequences may arrive with their KV (``transferred_tokens``).
-    role: Role = "both"
-    record_token_times: bool = False
-    # GPU-resident prefix cache in the block manager (vLLM's automatic prefix caching).
-    enable_prefix_caching: bool = False
-
-    def __post_init__(self) -> None:
-        if self.num_blocks <= 0:
-            raise ValueError(f"num_blocks must be positive (got {self.num_blocks}); give the KV pool memory")
-        if self.block_size <= 0 or self.max_num_seqs <= 0 or self.max_num_batched_tokens <= 0:
-            raise ValueError("block_size, max_num_seqs and max_num_batched_tokens must be positive")
-        cap = self.num_blocks * self.block_size
-        if self.max_model_len is None or self.max_model_len > cap:
-            self.max_model_len = cap
-
-
-def serving_config(
-    *,
-    num_blocks: int,
-    block_size: int,
-    max_num_seqs: int,
-    max_num_batched_tokens: int,
-    chunked_prefill: bool,
-    max_model_len: int | None,
-    static: bool,
-    role: Role = "both",
-    record_token_times: bool = False,
-    watermark: float = 0.01,
-    enable_prefix_caching: bool = False,
-) -> SchedulerConfig:
-    """The scheduler settings a serving instance runs with, from its engine arguments: one
-    rule for the engine (``llmplan.runtime.engine.factory``) and the simulator. A static
-    policy runs whole batches (no chunked prefill), and the token budget holds at least one
-    decode token per sequence."""
-    return SchedulerConfig(
-        num_blocks=num_blocks,
-        block_size=block_size,
-        max_num_seqs=max_num_seqs,
-        max_num_batched_tokens=max(max_num_batched_tokens, max_num_seqs),
-        chunked_prefill=chunked_prefill and not static,
-        watermark=watermark,
-        max_model_len=max_model_len,
-        role=role,
-        record_token_times=record_token_times,
-        enable_prefix_caching=enable_prefix_caching,
-    )
-
-
-@dataclass(slots=True)
-class SchedulerStats:
-    admitted: int = 0
-    finished: int = 0
-    rejected: int = 0
-    aborted: int = 0
-    handoffs: int = 0
-    preemptions: int = 0
-    # Preemptions forced by a sequence that had outgrown its predicted length.
-    misprediction_preemptions: int = 0
-    mispredictions: int = 0  # sequences that generated more than predicted (underestimates)
-    padding_tokens: int = 0  # = prompt_padding_tokens + decode_padding_tokens
-    prompt_padding_tokens: int = 0  # static batches: prompts padded to the longest
-    decode_padding_tokens: int = 0  # static batches: finished members' idle decode slots
-    steps: int = 0
-    prefill_tokens: int = 0  # includes recomputed tokens
-    recompute_tokens: int = 0
-    decode_tokens: int = 0
-    # Prompt tokens a prefix probe promised at admission: never scheduled, never budgeted.
-    cached_prefix_tokens: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return {k: getattr(self, k) for k in self.__slots__}
-
-
 def _default_policy() -> BatchPolicy:
     return ContinuousFCFS()
-
-
-@dataclass(slots=True)
-class _StaticBatch:
-    members: list[SeqState] = field(default_factory=list)
-    done: list[SeqState] = field(default_factory=list)  # finished, padding until the batch drains
-    pad_ctx: int = 0  # sum of the padding slots' context lengths
 
 
 class PrefixProbe(Protocol):
@@ -172,8 +66,13 @@ class PrefixProbe(Protocol):
     def __call__(self, seq: SeqState) -> int: ...
 
 
-class Scheduler:
-    """One serving instance's scheduler. Not thread-safe: the engine calls it from its loop."""
+class Scheduler(DecodeFastForward):
+    """One serving instance's scheduler. Not thread-safe: the engine calls it from its loop.
+
+    Its parts: continuous batching (here: :meth:`schedule`, :meth:`_admit`, :meth:`update`),
+    static batching (:class:`~llmplan.runtime.core.static.StaticBatch`, when the policy is
+    static) and the simulator's decode fast-forward
+    (:class:`~llmplan.runtime.core.fast_forward.DecodeFastForward`)."""
 
     def __init__(
         self,
@@ -202,7 +101,7 @@ class Scheduler:
         self._arrivals = 0
         self._waiting_tokens = 0
         self._watermark_blocks = int(config.watermark * config.num_blocks)
-        self._static = _StaticBatch() if self.policy.static else None
+        self._static = StaticBatch() if self.policy.static else None
         # Set by schedule(): True when the next steps cannot admit anything until a sequence
         # finishes or arrives (see decode_run_limit).
         self._admission_stable = False
@@ -266,8 +165,8 @@ class Scheduler:
             return None
         if seq.status is _RUNNING:
             self.running.remove(seq)
-            if self._static is not None and seq in self._static.members:
-                self._static.members.remove(seq)
+            if self._static is not None:
+                self._static.discard(seq)
         else:
             self.waiting = [s for s in self.waiting if s is not seq]
             self._waiting_tokens -= self._pending_prefill(seq)
@@ -283,7 +182,8 @@ class Scheduler:
         self._preempted_this_step = False
         if self._static is not None:
             self._stable_until = _INF  # nothing joins a running static batch, whatever the time
-            return self._schedule_static(now)
+            batch, self._admission_stable = self._static.schedule(self, now)
+            return batch
         cfg = self.config
         budget = cfg.max_num_batched_tokens
         chunked = cfg.chunked_prefill
@@ -333,8 +233,8 @@ class Scheduler:
 
     def _preempt(self, seq: SeqState) -> None:
         self.running.remove(seq)
-        if self._static is not None and seq in self._static.members:
-            self._static.members.remove(seq)
+        if self._static is not None:
+            self._static.discard(seq)
         self.blocks.free(seq)
         seq.num_computed_tokens = 0
         seq.transferred_tokens = 0
@@ -442,40 +342,6 @@ class Scheduler:
         c = min(int(self.prefix_probe(seq)), known - 1)
         return max(0, c - c % bs)
 
-    def _schedule_static(self, now: float) -> ScheduledBatch:
-        sb = self._static
-        assert sb is not None
-        if self.running:
-            items = []
-            i = 0
-            while i < len(self.running):
-                seq = self.running[i]
-                c = seq.num_computed_tokens
-                if not self._grow(seq, c + 1):
-                    break
-                items.append(ScheduledSeq(seq, 1, c, False))
-                i += 1
-            self._admission_stable = not self._preempted_this_step
-            if items or self.running:
-                npad = len(sb.done)
-                return ScheduledBatch(
-                    items, padded_tokens=npad, pad_decode_seqs=npad, pad_decode_ctx=sb.pad_ctx
-                )
-            # Every member was preempted: the batch is over; form a new one now.
-        self._drain_static()  # normally already done by update(); abort can empty a batch too
-        items: list[ScheduledSeq] = []
-        if self.waiting:
-            # A static batch is bounded by memory and max_num_seqs, not by a token budget.
-            self._admit(items, 1 << 62, False, now)
-        sb.members = [it.seq for it in items]
-        self._admission_stable = False
-        if not items:
-            return ScheduledBatch(items)
-        longest = max(it.num_new_tokens for it in items)
-        pad = sum(longest - it.num_new_tokens for it in items)
-        pad_attn = sum(longest * longest / 2 - it.num_new_tokens * it.num_new_tokens / 2 for it in items)
-        return ScheduledBatch(items, padded_tokens=pad, pad_prefill_tokens=pad, pad_prefill_attn=pad_attn)
-
     # ------------------------------------------------------------------ after the step
     def update(self, batch: ScheduledBatch, result: StepResult, now: float) -> list[SeqState]:
         """Account the step that ran; returns sequences that left the instance this step
@@ -517,17 +383,8 @@ class Scheduler:
             if self._after_token(seq, now):
                 out.append(seq)
         if self._static is not None:
-            self._static.pad_ctx += batch.pad_decode_seqs
-            self._drain_static()
+            self._static.after_steps(batch.pad_decode_seqs, self.running)
         return out
-
-    def _drain_static(self) -> None:
-        """A static batch whose last member finished is over: its padding slots go away."""
-        sb = self._static
-        if sb is not None and not self.running:
-            sb.done.clear()
-            sb.members.clear()
-            sb.pad_ctx = 0
 
     def _check_prediction(self, seq: SeqState) -> None:
         p = seq.predicted_output_tokens
@@ -555,10 +412,9 @@ class Scheduler:
         self.seqs.pop(seq.rid, None)
         self.stats.finished += 1
         if self._static is not None:
-            # Its slot stays in the batch as padding (priced and counted) until the longest
-            # member finishes; its KV is dropped now so the others can still grow.
-            self._static.done.append(seq)
-            self._static.pad_ctx += seq.num_computed_tokens
+            # Its slot stays in the batch as padding until the longest member finishes; its KV
+            # is dropped now so the others can still grow.
+            self._static.finished(seq)
         self.blocks.free(seq)
         if self.on_finish is not None:
             self.on_finish(seq)
@@ -574,102 +430,6 @@ class Scheduler:
     def release(self, seq: SeqState) -> int:
         """Free the KV blocks a handed-off sequence still holds here (its KV has been sent)."""
         return self.blocks.free(seq)
-
-    # ------------------------------------------------------------------ decode fast-forward
-    def decode_run_limit(self, batch: ScheduledBatch, max_steps: int) -> int:
-        """How many consecutive iterations, starting with ``batch`` (just scheduled), are pure
-        decode steps of exactly this set of sequences: no admission, no preemption, no
-        finish before the last of them. Always >= 1.
-
-        The simulator uses it to price and apply those steps in one go
-        (:meth:`apply_decode_run`); the result is identical to calling schedule/update that
-        many times. The engine does not need it.
-        """
-        items = batch.items
-        if max_steps <= 1 or not items or batch.pad_prefill_tokens:
-            return 1
-        if self.waiting and not self._admission_stable:
-            return 1
-        if len(items) != len(self.running):
-            return 1  # token budget left someone out: not a steady state
-        k = max_steps
-        max_len = self.config.max_model_len
-        steps_left = self.stop.steps_left
-        bs = self.config.block_size
-        n = 0
-        for it in items:
-            if it.is_prefill:
-                return 1
-            seq = it.seq
-            left = steps_left(seq)
-            if left is None:
-                return 1
-            cap_left = max_len - seq.spec.prompt_tokens - seq.num_generated
-            if cap_left < left:
-                left = cap_left
-            if left < k:
-                k = left
-            n += 1
-        if k <= 1:
-            return 1
-        free = self.blocks.num_free
-        # Each sequence already holds the slot of step 1; over k steps it needs at most
-        # ceil((k-1)/bs) more blocks. The common case (plenty of memory) ends here.
-        if n * blocks_for(k - 1, bs) <= free:
-            return k
-        slack = [len(it.seq.block_ids) * bs - it.context_len - 1 for it in items]
-
-        def need(steps: int) -> int:
-            extra = steps - 1
-            return sum(blocks_for(extra - s, bs) for s in slack if extra > s)
-
-        lo, hi = 1, k  # need(lo) == 0 <= free
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if need(mid) <= free:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
-
-    def apply_decode_run(
-        self, batch: ScheduledBatch, steps: int, now: float, step_ends: Sequence[float] | None = None
-    ) -> list[SeqState]:
-        """Apply ``steps`` decode iterations of ``batch`` that end at ``now`` (the last step's
-        end); ``step_ends`` gives every step's end time when token times are recorded."""
-        stats = self.stats
-        stats.steps += steps
-        npad = batch.pad_decode_seqs
-        stats.padding_tokens += npad * steps
-        stats.decode_padding_tokens += npad * steps
-        out: list[SeqState] = []
-        blocks = self.blocks
-        for it in batch.items:
-            seq = it.seq
-            c = it.context_len + steps
-            seq.num_computed_tokens = c
-            seq.num_generated += steps
-            if not blocks.ensure(seq, c):
-                raise AssertionError("decode_run_limit admitted a run the KV pool cannot hold")
-            if seq.token_times_s is not None:
-                if step_ends is None:
-                    raise ValueError("record_token_times needs step_ends for a decode run")
-                seq.token_times_s.extend(step_ends)
-            self._check_prediction(seq)
-            if self._after_token(seq, now):
-                out.append(seq)
-        stats.decode_tokens += len(batch.items) * steps
-        if self._static is not None:
-            self._static.pad_ctx += npad * steps
-            self._drain_static()
-        return out
-
-    @property
-    def admission_stable_until(self) -> float:
-        """After :meth:`schedule`: the time until which a decode run found by
-        :meth:`decode_run_limit` stays valid (``inf`` unless the policy reads the clock and
-        requests are waiting). A run must keep only steps that end before it."""
-        return self._stable_until if self.waiting else _INF
 
     # ------------------------------------------------------------------ introspection
     def kv_usage(self) -> float:
