@@ -209,7 +209,8 @@ def register(app: typer.Typer) -> None:
         if objective == "energy" and not pd:
             raise LlmplanError("--objective energy plans P:D splits and clocks; add --pd")
         if pd:
-            from llmplan.plan.pd import PDRequest, load_length_stats, plan_pd, render_pd
+            from llmplan.cli.plan_pd import render_pd
+            from llmplan.plan.pd import PDRequest, load_length_stats, plan_pd
 
             stats = load_length_stats(trace, input_len, output_len, rate)
             req = PDRequest(
@@ -217,7 +218,7 @@ def register(app: typer.Typer) -> None:
             )
             result = plan_pd(spec, graph, stats, req, params=params, gpus=subset, topology=topology)
             if validate:
-                from llmplan.runtime.sim.validate_pd import validate_in_simulator
+                from llmplan.bench.pd_validate import validate_in_simulator
 
                 result = validate_in_simulator(result, spec, graph, stats, req)
             energy = None

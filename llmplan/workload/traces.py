@@ -105,6 +105,42 @@ def trace_columns(
     return arrival, tok[0], tok[1], prompts
 
 
+def resolve_trace_path(trace: str | Path) -> Path:
+    """``trace`` as given, else relative to ``$LLMPLAN_DATA_DIR``; refused when neither exists."""
+    import os
+
+    p = Path(trace)
+    if not p.exists() and os.environ.get("LLMPLAN_DATA_DIR"):
+        p = Path(os.environ["LLMPLAN_DATA_DIR"]) / trace
+    if not p.exists():
+        raise LlmplanError(f"trace {str(trace)!r} does not exist; pass a CSV path (or set LLMPLAN_DATA_DIR)")
+    return p
+
+
+def azure_lengths(path: Path) -> tuple[np.ndarray, np.ndarray, float | None]:
+    """Prompt and output token counts of an Azure-schema trace's usable rows, and its request rate.
+
+    The file must have ``TIMESTAMP,ContextTokens,GeneratedTokens``. Bad rows (text, negative,
+    fractional, huge counts) are refused as FILE:LINE; zero-length requests are valid trace rows
+    that a length model has nothing to size for, so they are dropped. The rate is (rows - 1) over
+    the arrival span of the rows kept (None when they all arrive at once).
+    """
+    need = {"TIMESTAMP", "ContextTokens", "GeneratedTokens"}
+    have = set(read_trace_frame(path).columns)
+    if not need <= have:
+        raise LlmplanError(
+            f"trace {str(path)!r} lacks columns {sorted(need - have)}; "
+            "expected TIMESTAMP,ContextTokens,GeneratedTokens"
+        )
+    arrival, prompt_tokens, output_tokens, _ = trace_columns(path, min_output=0)
+    keep = (prompt_tokens > 0) & (output_tokens > 0)
+    if keep.sum() < 2:
+        raise LlmplanError(f"trace {str(path)!r} has fewer than 2 usable requests")
+    span = float(arrival[keep].max() - arrival[keep].min())
+    rate = (int(keep.sum()) - 1) / span if span > 0 else None
+    return prompt_tokens[keep], output_tokens[keep], rate
+
+
 def _line(df: pd.DataFrame | pd.Series, i: int) -> int:
     """File line of frame row ``i``: JSONL records keep their line numbers in ``attrs``; a CSV has a
     header line, then one row per line."""

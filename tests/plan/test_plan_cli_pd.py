@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from llmplan.bench.pd_validate import validate_in_simulator
 from llmplan.cli.app import app
 from llmplan.errors import InfeasibleError, LlmplanError
 from llmplan.models import get_model_spec
 from llmplan.plan.pd import LengthStats, PDRequest, load_length_stats, plan_pd
 from llmplan.plan.types import Plan
-from llmplan.runtime.sim.validate_pd import validate_in_simulator
 from llmplan.topology import load_topology
 
 runner = CliRunner()

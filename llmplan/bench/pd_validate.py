@@ -1,7 +1,9 @@
 """``llmplan plan --pd --validate``: replay a P:D plan in the simulator and compare attainment.
 
-It lives here, above :mod:`llmplan.plan.pd`, because the planner must not import the simulator
-that prices its plans (the layer contract in docs/architecture.md).
+It lives in ``bench``, above both :mod:`llmplan.plan.pd` and :mod:`llmplan.runtime.sim`, because
+the planner must not import the simulator that prices its plans (the layer contract in
+docs/architecture.md). SLOs are counted by :func:`llmplan.metrics.request_frame`, as for every
+other run.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from llmplan import progress
+from llmplan.metrics import request_frame
 from llmplan.plan.pd import LengthStats, PDRequest, PDResult
 from llmplan.runtime.sim import SimConfig, cluster_from_plan, simulate
 from llmplan.workload.types import SLO, RequestSpec, Workload
@@ -70,26 +73,18 @@ def validate_in_simulator(
             ),
             progress=lambda done, total: bar.update(completed=done, total=total),
         )
-    ok = ok_ttft = ok_tpot = counted = 0
-    for r in run.records:
-        if r.arrival_s < warmup and t[-1] > 2 * warmup:
-            continue
-        counted += 1
-        good = r.status == "ok" and r.ttft_s is not None
-        a = good and r.ttft_s <= req.slo_ttft_s  # type: ignore[operator]
-        b = good and (r.tpot_s is None or r.tpot_s <= req.slo_tpot_s)
-        ok_ttft += a
-        ok_tpot += b
-        ok += a and b
-    n = max(1, counted)
+    frame = request_frame(run)
+    if t[-1] > 2 * warmup:
+        frame = frame[frame["arrival_s"] >= warmup]
+    n = max(1, len(frame))
     result.validation = {
         "rate": rate,
         "requests": num_requests,
         "predicted_attainment": result.best.attainment,
-        "simulated_attainment": ok / n,
+        "simulated_attainment": int(frame["slo_met"].sum()) / n,
         "predicted_ttft_attainment": result.best.ttft_att,
-        "simulated_ttft_attainment": ok_ttft / n,
+        "simulated_ttft_attainment": int((frame["ttft_met"] == 1).sum()) / n,
         "predicted_tpot_attainment": result.best.tpot_att,
-        "simulated_tpot_attainment": ok_tpot / n,
+        "simulated_tpot_attainment": int((frame["tpot_met"] == 1).sum()) / n,
     }
     return result

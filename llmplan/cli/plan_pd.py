@@ -1,0 +1,111 @@
+"""Terminal rendering of a P:D plan (``llmplan plan --pd``): the plan line, capacity, tables."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from llmplan.plan.pd import PDResult
+
+
+def render_pd(console: Console, result: PDResult) -> None:
+    from rich.table import Table
+
+    b = result.best
+    console.print(
+        f"[bold]P:D plan[/] for {result.plan.model}: {b.n_prefill} prefill x {b.prefill.label()} + "
+        f"{b.n_decode} decode x {b.decode.label()} = {b.gpus} GPUs, ratio {b.ratio}"
+        + (f" (x{b.replicas} to serve --rate)" if b.replicas > 1 else ""),
+        highlight=False,
+    )
+    console.print(
+        f"  goodput {b.goodput:.2f} req/s ({b.per_gpu:.3f} req/s per GPU) at attainment "
+        f"{b.attainment:.3f} (TTFT {b.ttft_att:.3f}, TPOT {b.tpot_att:.3f}); SLOs TTFT "
+        f"{result.request.slo_ttft_s:g} s, TPOT {result.request.slo_tpot_s:g} s, target "
+        f"{result.request.attainment:g}; KV transfer over {b.kv_link}",
+        highlight=False,
+    )
+    if result.at_rate:
+        r = result.at_rate
+        console.print(
+            f"  at {r['rate']:.2f} req/s: predicted attainment {r['attainment']:.3f}", highlight=False
+        )
+    rate = result.stats.rate
+    if rate:
+        c = result.capacity
+        if c is None:
+            console.print(
+                f"[bold]capacity[/] at {rate:.2f} req/s: no prefill:decode split within the GPU budget "
+                f"holds attainment {result.request.attainment:g}; add GPUs or relax the SLOs",
+                highlight=False,
+            )
+        else:
+            console.print(
+                f"[bold]capacity[/]: the fewest GPUs holding attainment {result.request.attainment:g} at "
+                f"{rate:.2f} req/s (the workload's rate): [bold]{c.gpus} GPU(s)[/] = {c.n_prefill} prefill "
+                f"x {c.prefill.label()} + {c.n_decode} decode x {c.decode.label()}",
+                highlight=False,
+            )
+            console.print(
+                f"  split {c.n_prefill}:{c.n_decode}, predicted attainment {result.capacity_attainment:.3f} "
+                f"at that rate; it tops out at {c.goodput:.2f} req/s ({c.per_gpu:.3f} per GPU)",
+                highlight=False,
+            )
+            if b.gpus > c.gpus:
+                console.print(
+                    f"  (the plan above maximises goodput per GPU: {b.gpus} GPUs for {b.goodput:.2f} req/s, "
+                    f"{b.goodput / rate:.1f}x this rate)",
+                    highlight=False,
+                )
+    t = Table(title="runner-ups", title_justify="left")
+    for col in ("prefill", "decode", "ratio", "GPUs", "goodput req/s", "per GPU", "attainment"):
+        t.add_column(col)
+    for o in result.runners_up:
+        t.add_row(
+            o.prefill.label(),
+            o.decode.label(),
+            f"{o.n_prefill}:{o.n_decode}",
+            str(o.gpus),
+            f"{o.goodput:.2f}",
+            f"{o.per_gpu:.3f}",
+            f"{o.attainment:.3f}",
+        )
+    console.print(t)
+    it = Table(title="instances", title_justify="left")
+    for col in (
+        "#",
+        "role",
+        "GPUs",
+        "stages x TP",
+        "weights GiB/GPU",
+        "KV GiB/GPU",
+        "prefill ms",
+        "decode ms (b=1)",
+    ):
+        it.add_column(col)
+    for i, inst in enumerate(result.plan.instances):
+        st = inst.stages
+        it.add_row(
+            str(i),
+            inst.role,
+            ",".join(inst.gpus),
+            f"{len(st)} x {len(st[0].gpus)}",
+            f"{max(s.weights_gib for s in st):.2f}",
+            f"{min(s.kv_gib for s in st):.2f}",
+            f"{sum(s.prefill_s for s in st) * 1e3:.2f}",
+            f"{sum(s.decode_s for s in st) * 1e3:.3f}",
+        )
+    console.print(it)
+    if result.validation:
+        v = result.validation
+        console.print(
+            f"  validate: at {v['rate']:.2f} req/s ({v['requests']} requests) predicted attainment "
+            f"{v['predicted_attainment']:.3f}, simulated {v['simulated_attainment']:.3f} (TTFT "
+            f"{v['predicted_ttft_attainment']:.3f} vs {v['simulated_ttft_attainment']:.3f}, TPOT "
+            f"{v['predicted_tpot_attainment']:.3f} vs {v['simulated_tpot_attainment']:.3f})",
+            highlight=False,
+        )
+    for n in result.notes:
+        console.print(f"  note: {n}", highlight=False)
