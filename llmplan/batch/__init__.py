@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from llmplan.batch.base import AdmissionView, BatchPolicy, deadline, predicted_len
+from llmplan.batch.base import AdmissionView, BatchPolicy, booked_len, deadline, predicted_len, rank_key
 from llmplan.batch.fcfs import ContinuousFCFS, StaticFCFS
 from llmplan.batch.length import LJF, SJF
 from llmplan.batch.s3 import S3
@@ -71,7 +71,9 @@ __all__ = [
     "SLODBS",
     "SLOODBS",
     "StaticFCFS",
+    "booked_len",
     "deadline",
     "get_policy",
     "predicted_len",
+    "rank_key",
 ]

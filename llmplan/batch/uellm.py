@@ -4,8 +4,8 @@ Our reading of the thesis's Algorithm 3-1, as a static-batching policy (a batch 
 longest member finishes, so grouping similar lengths is what saves padding):
 
 1. Sort the waiting requests by SLO: absolute E2E deadline ascending (requests without one
-   last), ties by predicted output length. With ``w2 == 0`` (ODBS) the SLO carries no weight
-   and the sort is by predicted length alone.
+   last), ties by predicted output length (the predictor's rank score). With ``w2 == 0`` (ODBS)
+   the SLO carries no weight and the sort is by predicted length alone.
 2. Greedily grow a batch in that order. For a candidate batch ``B`` with longest predicted
    output ``M`` and longest prompt ``Pm``:
 
@@ -15,8 +15,9 @@ longest member finishes, so grouping similar lengths is what saves padding):
      stretches across deadlines (0 when no member has an E2E SLO);
    * total ``w1 * O(B) + w2 * S(B)``; the request joins while the total stays <= ``threshold``.
 3. The batch size adapts to the current maximum: at most
-   ``min(max_batch_size, kv_capacity_tokens // (Pm + M))`` members, i.e. as many padded
-   sequences as the KV pool holds at the batch's current longest length.
+   ``min(max_batch_size, kv_capacity_tokens // (Pm + U))`` members, i.e. as many padded
+   sequences as the KV pool holds at the batch's longest booked length ``U`` (the largest
+   predicted upper bound; the point estimate where the predictor gives none).
 
 The first request always forms a batch (nothing starves because of the threshold). The batch
 closes at the first request that breaks a rule; the rest wait for the next batch, where new
@@ -31,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from llmplan.batch.base import AdmissionView, BatchPolicy, Reserve, deadline, predicted_len
+from llmplan.batch.base import AdmissionView, BatchPolicy, Reserve, booked_len, deadline, rank_key
 from llmplan.runtime.core.types import SeqState
 
 
@@ -55,25 +56,26 @@ class SLOODBS(BatchPolicy):
         if self.threshold < 0 or self.slo_scale_s <= 0 or self.max_batch_size < 1:
             raise ValueError("SLO-ODBS needs threshold >= 0, slo_scale_s > 0 and max_batch_size >= 1")
 
-    def _key(self, s: SeqState) -> tuple[float, int, int]:
+    def _key(self, s: SeqState) -> tuple[float, float, int]:
         if self.w2 == 0:
-            return (0.0, predicted_len(s), s.arrival_seq)
-        return (deadline(s), predicted_len(s), s.arrival_seq)
+            return (0.0, rank_key(s), s.arrival_seq)
+        return (deadline(s), rank_key(s), s.arrival_seq)
 
     def select(self, waiting: Sequence[SeqState], view: AdmissionView, now: float) -> Sequence[SeqState]:
         order = sorted(waiting, key=self._key)
         cap_tokens = view.capacity_tokens
         batch: list[SeqState] = []
-        longest = 0
+        longest = longest_booked = 0
         longest_prompt = 0
         len_sum = 0
         first_deadline = 0.0
         for s in order:
-            ln = max(1, predicted_len(s) if s.predicted_output_tokens is not None else 1)
+            ln = max(1, s.predicted_output_tokens or 1)  # point estimate: the padding term
             m = max(longest, ln)
+            mb = max(longest_booked, booked_len(s))  # upper bound: what the KV must hold
             pm = max(longest_prompt, s.spec.prompt_tokens)
             size = len(batch) + 1
-            max_bs = min(self.max_batch_size, max(1, cap_tokens // (pm + m)))
+            max_bs = min(self.max_batch_size, max(1, cap_tokens // (pm + mb)))
             if batch:
                 if size > max_bs:
                     break
@@ -86,7 +88,7 @@ class SLOODBS(BatchPolicy):
             else:
                 first_deadline = deadline(s)
             batch.append(s)
-            longest, longest_prompt, len_sum = m, pm, len_sum + ln
+            longest, longest_booked, longest_prompt, len_sum = m, mb, pm, len_sum + ln
         return batch
 
 

@@ -16,9 +16,9 @@ Each scheduling step, over the waiting queue:
      recomputed: they hold progress, as vLLM resumes them first) and sequences that waited
      ``max_wait_s`` or longer (*aging*: the starvation bound, see below) while aged requests
      hold less than ``aged_share`` of the running batch (always at least one);
-   * tier 1, Algorithm 3-1's order: by SLO deadline, ties by predicted output length
-     (ODBS, ``w2 = 0``: by predicted length alone). Under continuous batching the SLO an
-     admission decides is the *first token*, so the deadline is ``arrival + TTFT target``,
+   * tier 1, Algorithm 3-1's order: by SLO deadline, ties by predicted output length (the
+     predictor's rank score; ODBS, ``w2 = 0``: by predicted length alone). Under continuous
+     batching the SLO an admission decides is the *first token*, so the deadline is ``arrival + TTFT target``,
      or ``arrival + E2E target`` for requests with only an E2E SLO (UELLM's setting);
    * tier 2, in arrival order (``defer_late``): requests whose deadline has already passed.
      They cannot meet their SLO any more; serving them before requests that still can is what
@@ -28,7 +28,8 @@ Each scheduling step, over the waiting queue:
    would idle behind the longest predicted output; ``S``: the spread of the group's deadlines
    over ``slo_scale_s``). The group size adapts to the current maximum and to the free KV:
    at most ``max_group`` and the free ``max_num_seqs`` slots, and the group's bookings
-   (prompt + predicted output each, ``reserve = "predicted"``) must fit the free blocks.
+   (prompt + the predicted upper bound of the output each, the point estimate where the
+   predictor gives none; ``reserve = "predicted"``) must fit the free blocks.
 3. The scheduler admits the group head-of-line while it fits; what is left (and everything
    behind the group) waits for a later step, where new arrivals are sorted in.
 
@@ -60,7 +61,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from llmplan.batch.base import AdmissionView, BatchPolicy, Reserve, predicted_len
+from llmplan.batch.base import AdmissionView, BatchPolicy, Reserve, booked_len, rank_key
 from llmplan.runtime.core.types import SeqState
 
 _INF = math.inf
@@ -119,17 +120,17 @@ class ContinuousSLOODBS(BatchPolicy):
         )  # fmt: skip
         return aged < max(1, int(self.aged_share * (len(view.running) + 1)))
 
-    def _key(self, s: SeqState, now: float, aged_ok: bool) -> tuple[int, float, float]:
+    def _key(self, s: SeqState, now: float, aged_ok: bool) -> tuple[int, float, float, int]:
         if s.num_generated > 0 or (
             aged_ok and self.max_wait_s is not None and now - s.spec.arrival_s >= self.max_wait_s
         ):
-            return (0, s.arrival_seq, 0)
+            return (0, s.arrival_seq, 0.0, 0)
         d = admission_deadline(s)
         if self.defer_late and now >= d:
-            return (2, s.arrival_seq, 0)
+            return (2, s.arrival_seq, 0.0, 0)
         if self.w2 == 0:
-            return (1, predicted_len(s), s.arrival_seq)
-        return (1, d, predicted_len(s) * 2**32 + s.arrival_seq)
+            return (1, rank_key(s), s.arrival_seq, 0)
+        return (1, d, rank_key(s), s.arrival_seq)
 
     def select(self, waiting: Sequence[SeqState], view: AdmissionView, now: float) -> Sequence[SeqState]:
         room = min(self.max_group, view.max_num_seqs - view.num_running)
@@ -143,8 +144,9 @@ class ContinuousSLOODBS(BatchPolicy):
         longest = len_sum = booked = 0
         d_min, d_max = _INF, -_INF
         for s in order:
-            ln = max(1, s.predicted_output_tokens or 1)
-            need = s.spec.prompt_tokens + s.num_generated + (ln if self.reserve == "predicted" else 0)
+            ln = max(1, s.predicted_output_tokens or 1)  # point estimate: the idle-slot term
+            book = booked_len(s) if self.reserve == "predicted" else 0  # upper bound: the KV
+            need = s.spec.prompt_tokens + s.num_generated + book
             d = admission_deadline(s)
             if group:
                 size = len(group) + 1

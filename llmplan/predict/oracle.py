@@ -44,7 +44,11 @@ class OraclePredictor:
     def predict(self, items: Sequence[PromptLike]) -> LengthPrediction:
         specs = _specs(items, "OraclePredictor")
         lengths = np.fromiter((s.output_tokens for s in specs), dtype=np.int64, count=len(specs))
-        return LengthPrediction(_bucket_index(lengths, self.bucket_edges).tolist(), lengths.tolist())
+        ln = lengths.tolist()
+        # The truth is its own rank and its own (tight) upper bound.
+        return LengthPrediction(
+            _bucket_index(lengths, self.bucket_edges).tolist(), ln, [float(x) for x in ln], list(ln)
+        )
 
 
 class NoisyOraclePredictor:
@@ -98,8 +102,14 @@ class NoisyOraclePredictor:
             # A random bucket other than the true one: draw from nb-1 values, skip the true one.
             other = rand_other + (rand_other >= true)
             out = np.where(wrong, np.where(neighbour, nbr, other), true)
-        lengths = np.asarray(self.representatives)[out]
-        return LengthPrediction(out.tolist(), lengths.tolist())
+        return _bucket_prediction(out, self.representatives)
+
+
+def _bucket_prediction(buckets: np.ndarray, representatives: Sequence[int]) -> LengthPrediction:
+    """A bucket-only prediction: the rank is the bucket (ties inside it), the point estimate and
+    the upper bound are the bucket's representative (its upper edge, already conservative)."""
+    lengths = np.asarray(representatives)[buckets].tolist()
+    return LengthPrediction(buckets.tolist(), lengths, [float(b) for b in buckets.tolist()], list(lengths))
 
 
 class ConstPredictor:
@@ -116,7 +126,8 @@ class ConstPredictor:
 
     def predict(self, items: Sequence[PromptLike]) -> LengthPrediction:
         n = len(items)
-        return LengthPrediction([self.bucket] * n, [self.tokens] * n)
+        # No information: every request ties (policies fall back to arrival order).
+        return LengthPrediction([self.bucket] * n, [self.tokens] * n, [0.0] * n, [self.tokens] * n)
 
 
 def load_confusion(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:
@@ -186,8 +197,7 @@ class ConfusionNoisyPredictor:
         cdf = np.cumsum(self.matrix, axis=1)
         u = self._rng.random(len(true))
         out = np.minimum((u[:, None] >= cdf[true]).sum(axis=1), len(self.bucket_edges) - 1)
-        lengths = np.asarray(self.representatives)[out]
-        return LengthPrediction(out.tolist(), lengths.tolist())
+        return _bucket_prediction(out, self.representatives)
 
 
 PREDICTOR_SPECS = "oracle, noisy:ACC, noisy-cm:FILE, const:N or learned:DIR"

@@ -24,7 +24,7 @@ executor and a virtual clock)::
     seq = SeqState(spec=RequestSpec(rid, arrival_s=now, prompt_tokens=len(ids),
                                     output_tokens=sampling.max_tokens),
                    prompt_token_ids=ids, sampling=sampling)
-    seq.predicted_output_tokens = predictor.predict([prompt]).lengths[0]  # optional
+    apply_prediction([seq], predictor.predict([spec]))  # optional: point, rank score, upper bound
     if not sched.add(seq, now):         # REJECTED: seq.finish_reason says why (-> HTTP 400)
         ...
 
@@ -56,8 +56,8 @@ tokens (recompute). The engine sees this only as a prefill item with ``context_l
 a sequence that already has output tokens. ``stats.preemptions`` counts them.
 
 Counters for metrics (``sched.stats``): preemptions, misprediction_preemptions,
-mispredictions (generated more than predicted), padding_tokens (static batching),
-prefill/decode/recompute tokens, admitted/finished/rejected/aborted.
+mispredictions (generated more than the booked bound: predicted_upper, else the point estimate),
+padding_tokens (static batching), prefill/decode/recompute tokens, admitted/finished/rejected/aborted.
 """
 
 from llmplan.runtime.core.blocks import BlockManager, blocks_for

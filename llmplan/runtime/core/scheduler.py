@@ -248,8 +248,9 @@ class Scheduler(DecodeFastForward):
 
     def _reservation(self, seq: SeqState, known: int) -> int:
         r = known
-        if self.policy.reserve == "predicted" and seq.predicted_output_tokens is not None:
-            out = seq.predicted_output_tokens
+        booked = seq.booked_output_tokens  # the calibrated upper bound, else the point estimate
+        if self.policy.reserve == "predicted" and booked is not None:
+            out = booked
             if seq.mispredicted:
                 # The prediction proved short (S3 then re-predicts a larger bucket): book twice
                 # what it has generated so far, so re-admission after a preemption does not
@@ -387,7 +388,8 @@ class Scheduler(DecodeFastForward):
         return out
 
     def _check_prediction(self, seq: SeqState) -> None:
-        p = seq.predicted_output_tokens
+        # Outgrowing the booked bound (upper, else the point estimate) is what forces a growth.
+        p = seq.booked_output_tokens
         if p is not None and not seq.mispredicted and seq.num_generated > p:
             seq.mispredicted = True
             self.stats.mispredictions += 1

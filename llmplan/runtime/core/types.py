@@ -56,8 +56,12 @@ class SeqState:
     num_computed_tokens: int = 0  # tokens whose KV is in the cache
     num_generated: int = 0
     block_ids: list[int] = field(default_factory=list)
-    predicted_output_tokens: int | None = None
+    predicted_output_tokens: int | None = None  # point estimate (e.g. the p50)
     predicted_bucket: int | None = None
+    # Issue 22: what length-aware policies order by (higher = longer; None: the point estimate)
+    # and the calibrated upper bound KV booking reserves (None: the point estimate).
+    predicted_rank: float | None = None
+    predicted_upper: int | None = None
     first_scheduled_s: float | None = None
     first_token_s: float | None = None
     finish_s: float | None = None
@@ -71,13 +75,20 @@ class SeqState:
     sampling: object | None = None
     # Added by the serving core (all optional, defaults keep older callers working):
     reserved_tokens: int = 0  # KV slots booked at admission (prompt + predicted output, policy-dependent)
-    mispredicted: bool = False  # generated more tokens than predicted_output_tokens
+    mispredicted: bool = False  # generated more tokens than its predicted bound (booked_output_tokens)
     transferred_tokens: int = 0  # KV tokens that arrive with the request (P/D hand-off), not recomputed
     arrival_seq: int = 0  # order of arrival at this instance (FCFS tie-break, victim choice)
 
     @property
     def rid(self) -> int:
         return self.spec.rid
+
+    @property
+    def booked_output_tokens(self) -> int | None:
+        """Output tokens a prediction-booking policy reserves: the predicted upper bound, else the
+        point estimate; None without a prediction."""
+        u = self.predicted_upper
+        return u if u is not None else self.predicted_output_tokens
 
     @property
     def total_len(self) -> int:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
+from llmplan.predict.interface import apply_prediction
 from llmplan.runtime.core.scheduler import Scheduler
 from llmplan.runtime.core.types import SeqState, SeqStatus, StepResult
 from llmplan.runtime.engine.api import EngineStats, GenerateOutput, GenerateRequest, InvalidRequestError
@@ -244,9 +245,7 @@ class LLMEngine:
         seq = SeqState(spec=spec, prompt_token_ids=list(req.prompt_token_ids), sampling=st)
         if self.predictor is not None:
             # The spec carries both the text (learned predictors) and the cap (oracles).
-            pred = self.predictor.predict([spec])
-            seq.predicted_bucket = pred.buckets[0]
-            seq.predicted_output_tokens = pred.lengths[0]
+            apply_prediction([seq], self.predictor.predict([spec]))
         if not self.scheduler.add(seq, now):
             sink(GenerateOutput(req.request_id, [], "", True, "error", n, 0, error=seq.finish_reason))
             return

@@ -36,6 +36,7 @@ import numpy as np
 from llmplan.errors import LlmplanError
 from llmplan.metrics.types import InstanceSample, RequestRecord, RunResult
 from llmplan.plan.costmodel import BatchShape
+from llmplan.predict.interface import apply_prediction
 from llmplan.routing.base import InstanceLoad
 from llmplan.runtime.core.blocks import blocks_for
 from llmplan.runtime.core.limits import context_rejection, http_reason
@@ -550,9 +551,7 @@ class Simulation:
             out = pred.predict([s.spec for s in seqs])
         except ValueError as exc:  # e.g. a learned predictor given a request without prompt text
             raise LlmplanError(f"predictor {pred.name}: {exc}") from None
-        for s, b, ln in zip(seqs, out.buckets, out.lengths, strict=True):
-            s.predicted_bucket = int(b)
-            s.predicted_output_tokens = max(1, int(ln))
+        apply_prediction(seqs, out)
 
     def _arrive(self, seq: SeqState, now: float) -> None:
         entry = self.entry
