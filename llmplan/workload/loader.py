@@ -200,10 +200,22 @@ def _load_prefixed(kind: str, spec: str, rest: str, *, seed: int, **shaping: Any
     # shape() reorders and cuts its columns; the request's index rides along as its "prompt".
     reqs, meta = shape(pf.arrival, pf.prompt_tokens, pf.output_tokens,
                        prompts=list(range(len(pf.arrival))), **shaping)  # type: ignore[arg-type]  # fmt: skip
+    rid_of: dict[int, int] = {}
+    col: list[int] = []
     for r in reqs:
         k = int(r.prompt)  # type: ignore[arg-type]
         r.prompt = None
         r.token_ids, r.prefix_id, r.prefix_tokens = pf.token_ids[k], pf.prefix_id[k], pf.prefix_tokens[k]
+        rid_of[k] = r.rid
+        col.append(k)
+    if pf.follows is not None and pf.think_s is not None:
+        # Closed-loop sessions: link each turn to its predecessor's rid (a predecessor cut away by
+        # --window leaves the turn at its nominal arrival); think times follow --rate-scale.
+        scale = float(shaping["rate_scale"])
+        for r, k in zip(reqs, col, strict=True):
+            prev = pf.follows[k]
+            if prev is not None and prev in rid_of:
+                r.follows, r.think_s = rid_of[prev], pf.think_s[k] / scale
     meta.update(pf.meta)
     return Workload(kind, reqs, source=spec, meta=meta)
 

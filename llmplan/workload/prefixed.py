@@ -16,12 +16,18 @@ uniformly from [3200, 16000) (the middle of a 32k vocabulary: no special tokens)
 sessions. Turn k's prompt is the token ids of every earlier message of the conversation (user
 and assistant, concatenated in order, no chat template) followed by the k-th user message; its
 output length is the k-th reply's token count. Sessions start as a Poisson process at ``rate``
-sessions/s. The next turn is sent after the reply plus a think time: think times are
-exponential with mean ``think`` seconds (default 5 s), and the reply's duration is taken as
-``reply_tpot`` seconds per reply token (default 0.03 s, a nominal decode speed): arrivals are
-fixed before the run (an open-loop replay), so on a system slower than ``reply_tpot`` a turn can
-arrive before the simulated reply to the previous one has finished. A session ends at its
-conversation's end or before the turn whose prompt plus reply exceeds ``max_context`` tokens.
+sessions/s. Think times are exponential with mean ``think`` seconds (default 5 s), one draw per
+turn after the first, from the run's seed. ``loop=closed`` (default): turn k+1 is sent when the
+reply to turn k has finished plus its think time, on the clock that runs the workload (the
+simulator's virtual clock, the load generator's wall clock), so a slow system delays the rest of
+the session as a real user would be (``RequestSpec.follows``/``think_s``); a turn that fails or
+is refused still releases the next one at the time it ended. ``loop=open``: every arrival is
+fixed before the run at the previous turn's arrival + reply tokens x ``reply_tpot`` (default
+0.03 s, a nominal decode speed) + the think time, so on a system slower than ``reply_tpot`` a
+turn can arrive before the reply to the previous one has finished. In both modes these nominal
+times order the requests and decide which are the first N kept by a request cap. A session
+ends at its conversation's end or before the turn whose prompt plus reply exceeds
+``max_context`` tokens.
 
 ``alpaca-like``: short single-turn instructions in the shape of the Alpaca instruction set
 (Taori et al., 2023: 52k instruction/response pairs, short prompts and short replies), generated
@@ -66,6 +72,7 @@ MULTITURN_DEFAULTS: dict[str, Any] = {
     "think": 5.0,
     "reply_tpot": 0.03,
     "max_context": 4096,
+    "loop": "closed",
     "tokenizer": "llama3",
     "n": None,
 }
@@ -105,6 +112,10 @@ class Prefixed:
     prefix_id: list[int]
     prefix_tokens: list[int]
     meta: dict[str, Any]
+    # Closed-loop sessions: the column index of the turn each request follows (None: none) and
+    # the think time after it; None when the workload is open loop.
+    follows: list[int | None] | None = None
+    think_s: list[float] | None = None
 
 
 def _positive(opt: dict[str, Any], spec: str, *keys: str) -> None:
@@ -177,6 +188,9 @@ def _conversations(limit_turns: int | None) -> tuple[list[list[tuple[str, str]]]
 
 def sharegpt_multiturn(spec: str, opt: dict[str, Any], *, seed: int, limit: int | None) -> Prefixed:
     _positive(opt, spec, "rate", "think", "reply_tpot", "max_context")
+    loop = str(opt["loop"]).strip().lower()
+    if loop not in ("closed", "open"):
+        raise LlmplanError(f"--trace {spec}: loop must be closed or open, got {opt['loop']!r}")
     from llmplan import progress
     from llmplan.workload.sharegpt import TokenCounter
 
@@ -193,11 +207,15 @@ def sharegpt_multiturn(spec: str, opt: dict[str, Any], *, seed: int, limit: int 
     starts = synthetic.arrivals(len(convs), float(opt["rate"]), rng=rng)
     max_ctx = int(opt["max_context"])
     arrival, p, o, ids, pid, ptok = [], [], [], [], [], []
+    follows: list[int | None] = []
+    think_s: list[float] = []
     turns_per_session, k = [], 0
     for s, conv in enumerate(convs):
         ctx = np.empty(0, dtype=np.int32)
         t = float(starts[s])
         used = 0
+        prev: int | None = None
+        wait = 0.0
         for _q, _a in conv:
             q_ids, a_ids = enc[k], enc[k + 1]
             k += 2
@@ -211,9 +229,13 @@ def sharegpt_multiturn(spec: str, opt: dict[str, Any], *, seed: int, limit: int 
             ids.append(prompt)
             pid.append(s)
             ptok.append(len(ctx))
+            follows.append(prev)
+            think_s.append(wait)
+            prev = len(arrival) - 1
             used += 1
             ctx = np.concatenate([prompt, a_ids])
-            t += len(a_ids) * float(opt["reply_tpot"]) + float(rng.exponential(float(opt["think"])))
+            wait = float(rng.exponential(float(opt["think"])))
+            t += len(a_ids) * float(opt["reply_tpot"]) + wait
         turns_per_session.append(used)
     if not arrival:
         raise LlmplanError(f"--trace {spec}: every conversation's first turn exceeds max_context={max_ctx}")
@@ -224,11 +246,20 @@ def sharegpt_multiturn(spec: str, opt: dict[str, Any], *, seed: int, limit: int 
         "tokenizer": counter.label,
         "sessions": len(used_sessions),
         "turns_per_session_mean": float(np.mean(used_sessions)),
-        "arrival": "sessions Poisson; next turn = previous arrival + reply tokens x reply_tpot + Exp(think)",
+        "loop": loop,
+        "arrival": (
+            "sessions Poisson; next turn sent when the previous reply finished + Exp(think) (closed loop)"
+            if loop == "closed" else
+            "sessions Poisson; next turn = previous arrival + reply tokens x reply_tpot + Exp(think) "
+            "(open loop)"
+        ),
+        "think_time": f"exponential, mean {float(opt['think']):g} s",
         "prompt": "concatenated message token ids, no chat template",
     }
     p_arr, o_arr = np.asarray(p, dtype=np.int64), np.asarray(o, dtype=np.int64)
-    return Prefixed(np.asarray(arrival), p_arr, o_arr, ids, pid, ptok, meta)
+    closed = loop == "closed"
+    return Prefixed(np.asarray(arrival), p_arr, o_arr, ids, pid, ptok, meta,
+                    follows if closed else None, think_s if closed else None)  # fmt: skip
 
 
 def _lognormal(rng: np.random.Generator, n: int, mean: float, sigma: float, lo: int, hi: int) -> np.ndarray:

@@ -119,11 +119,12 @@ def check_token_columns(prompt_tokens: np.ndarray, output_tokens: np.ndarray, so
 
 
 def rescale_rate(workload: Workload, factor: float) -> Workload:
-    """A copy of ``workload`` whose arrivals come ``factor`` times faster (same requests, same SLOs)."""
+    """A copy of ``workload`` whose arrivals come ``factor`` times faster (same requests, same SLOs;
+    closed-loop sessions' think times shrink by the same factor)."""
     if factor <= 0 or not np.isfinite(factor):
         raise LlmplanError(f"rate factor must be a positive number, got {factor}")
     from dataclasses import replace
 
-    reqs = [replace(r, arrival_s=r.arrival_s / factor) for r in workload.requests]
+    reqs = [replace(r, arrival_s=r.arrival_s / factor, think_s=r.think_s / factor) for r in workload.requests]
     meta = dict(workload.meta, rate_scale=workload.meta.get("rate_scale", 1.0) * factor)
     return Workload(workload.name, reqs, workload.source, meta)

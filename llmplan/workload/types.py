@@ -45,6 +45,12 @@ class RequestSpec:
     # (shared-prefix, sharegpt-multiturn): the simulator's prefix cache hashes these blocks and
     # the load generator sends these ids.
     token_ids: Any = None
+    # Closed-loop sessions (sharegpt-multiturn): this request is sent ``think_s`` seconds after
+    # request ``follows`` (the session's previous turn) has finished, on whichever clock runs the
+    # workload (the simulator's virtual one, the load generator's wall clock); ``arrival_s`` is
+    # then only a nominal time (used to order and cut the workload). None: sent at ``arrival_s``.
+    follows: int | None = None
+    think_s: float = 0.0
 
 
 @dataclass(slots=True)

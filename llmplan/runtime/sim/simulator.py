@@ -4,7 +4,9 @@ Each instance is a :class:`~llmplan.runtime.core.Scheduler` plus a cost-model ex
 loop is the engine's (``schedule -> execute -> update``), driven by a heap of events:
 
 * arrivals (from the workload, in time order) are routed to an instance with a
-  :class:`~llmplan.routing.Router` over a load snapshot and queued there;
+  :class:`~llmplan.routing.Router` over a load snapshot and queued there; a closed-loop
+  session's next turn (``RequestSpec.follows``) arrives ``think_s`` after the simulated end of
+  the turn it follows, on the virtual clock;
 * a step end applies the step (``update``) and starts the next step at once if there is work;
 * hand-offs (P/D disaggregation) bring a prefilled request and its KV to a decode instance
   after the transfer time;
@@ -29,6 +31,7 @@ import heapq
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -220,6 +223,8 @@ class Simulation:
             "run_splits": 0,
         }
         self._pending_handoffs = 0
+        self._followers: dict[int, list[int]] = {}  # rid -> indices of the turns that follow it
+        self._closing = False
         self._kvb = _kv_bytes_per_token(config) if self.disaggregated else 0.0
         self.energy = config.energy
         if self.energy is not None:
@@ -403,6 +408,24 @@ class Simulation:
         )
         if self._progress is not None and len(self.records) % self._progress_every == 0:
             self._progress(len(self.records), self._n)
+        if self._followers:
+            self._release(spec.rid, seq.finish_s)
+
+    def _release(self, rid: int, end: float | None) -> None:
+        """Send the closed-loop turns that follow request ``rid``, ended at ``end``."""
+        waiting = self._followers.pop(rid, None)
+        if not waiting:
+            return
+        t_end = self.now if end is None else max(end, self.now)
+        for k in waiting:
+            seq = self._seqs[k]
+            if self._closing:
+                seq.finish_reason = f"never sent: the turn it follows (request {rid}) never completed"
+                self._record(seq, None, failed=True)
+                continue
+            t = t_end + seq.spec.think_s
+            seq.spec = replace(seq.spec, arrival_s=t)  # the workload's own spec stays nominal
+            heapq.heappush(self._arrivals, (t, seq.spec.rid, k))
 
     def _sample(self, now: float) -> None:
         for inst in self.instances:
@@ -430,6 +453,7 @@ class Simulation:
         wall0 = time.perf_counter()
         reqs = sorted(self.workload.requests, key=lambda r: (r.arrival_s, r.rid))
         self._n = n = len(reqs)
+        self._closing = False
         self._progress = progress
         self._progress_every = max(1, n // 200)
         for r in reqs:
@@ -439,19 +463,33 @@ class Simulation:
                 )
         seqs = [SeqState(spec=r) for r in reqs]
         self._predict(seqs)
+        # Arrivals: a heap of (time, rid, index). A closed-loop turn enters it only when the turn
+        # it follows has ended (see _release); the others are there from the start, in order.
+        present = {r.rid for r in reqs}
+        self._followers: dict[int, list[int]] = {}
+        self._seqs = seqs
+        arrivals: list[tuple[float, int, int]] = []
+        for k, r in enumerate(reqs):
+            if r.follows is not None and r.follows in present and r.follows != r.rid:
+                if not (math.isfinite(r.think_s) and r.think_s >= 0):
+                    raise LlmplanError(
+                        f"request {r.rid} has think time {r.think_s}; think times must be finite and >= 0"
+                    )
+                self._followers.setdefault(r.follows, []).append(k)
+            else:
+                arrivals.append((r.arrival_s, r.rid, k))  # sorted, hence a heap
+        self._arrivals = arrivals
         if cfg.sample_interval_s <= 0:
             raise LlmplanError(f"sample_interval_s must be > 0 (got {cfg.sample_interval_s})")
         self._next_tick = reqs[0].arrival_s + cfg.sample_interval_s if reqs else _INF
         for inst in self.instances:
             inst.acc_from = reqs[0].arrival_s if reqs else 0.0
         heap = self.heap
-        ai = 0
-        self._next_arrival_t = reqs[0].arrival_s if n else _INF
         tick_pending = n > 0
         if tick_pending:
             self._push(self._next_tick, _TICK, None)
         while True:
-            ta = self._next_arrival_t
+            ta = arrivals[0][0] if arrivals else _INF
             if heap and heap[0][0] < ta:
                 t, kind, _, data = heapq.heappop(heap)
                 self.now = t
@@ -476,12 +514,12 @@ class Simulation:
                     active = any(i.busy for i in self.instances) or self._pending_handoffs
                     if active:
                         self._push(self._next_tick, _TICK, None)
-                    elif ai < n:
+                    elif arrivals:
                         # Nothing runs until the next arrival: the clock jumps there. The
                         # next tick is the first one on the grid at or after it, and the busy
                         # window starts at the arrival (the instances were idle before it), so
                         # the cost of a run follows its events, not its idle time.
-                        ta_next = self._next_arrival_t
+                        ta_next = arrivals[0][0]
                         iv = cfg.sample_interval_s
                         if ta_next > self._next_tick:
                             self._next_tick = t + iv * math.ceil((ta_next - t) / iv)
@@ -491,18 +529,18 @@ class Simulation:
                     else:
                         self._next_tick = _INF
                 continue
-            if ai >= n:
+            if not arrivals:
                 if not heap:
                     break
                 continue
             # An arrival (arrivals go before heap events at the same instant).
-            seq = seqs[ai]
-            ai += 1
-            self._next_arrival_t = reqs[ai].arrival_s if ai < n else _INF
+            seq = seqs[heapq.heappop(arrivals)[2]]
             self.now = ta
             self._arrive(seq, ta)
         # Safety net: a request still queued when every instance went idle could never be
-        # admitted (a policy that keeps refusing it); report it rather than drop it.
+        # admitted (a policy that keeps refusing it); report it rather than drop it (and the
+        # closed-loop turns waiting for it, which were never sent).
+        self._closing = True
         for inst in self.instances:
             for seq in list(inst.sched.waiting) + list(inst.sched.running):
                 seq.finish_reason = f"never completed: {inst.spec.name} stopped with it {seq.status.value}"
