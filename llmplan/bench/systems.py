@@ -104,6 +104,11 @@ REGISTRY: dict[str, SystemDef] = {
         ),
     )
 }
+# The simulated global KV store of systems with ``kv_store``: a host-memory tier (a quarter of a
+# DGX A100's 1 TiB of DRAM) loaded over PCIe 4.0 x16 (llmplan.runtime.sim.kvstore).
+SIM_STORE_GB = 256.0
+SIM_STORE_GBPS = 25.0
+
 # The systems ``--compare`` accepts (the simulator runs these).
 SYSTEMS = tuple(n for n, d in REGISTRY.items() if d.compared)
 
@@ -122,7 +127,9 @@ def sim_gaps(system: SystemDef) -> list[str]:
     gaps = []
     if system.kv_store:
         gaps.append(
-            "global KV store: not simulated (no prefix reuse across instances; routers see none cached)"
+            f"global KV store: simulated as one LRU memory tier of {SIM_STORE_GB:g} GiB shared by all "
+            f"instances below their GPU prefix caches, loads at {SIM_STORE_GBPS:g} GB/s overlapped with "
+            "compute; the disk tier is not simulated"
         )
     if system.admission != "fcfs":
         gaps.append(f"admission {system.admission}: not simulated (requests are routed on arrival)")
@@ -175,6 +182,9 @@ def system_config(
         raise LlmplanError(f"P:D split {pd[0]}:{pd[1]} must use all {gpus} GPUs with >= 1 of each")
     common: dict[str, Any] = dict(model=model, gpu=gpu, tp=1, policy=policy, instances=gpus, **sim_kwargs)
     disaggregation = pd if system.layout == "pd" else None
+    if system.kv_store:
+        common.setdefault("kv_store_gb", SIM_STORE_GB)
+        common.setdefault("kv_store_gbps", SIM_STORE_GBPS)
     if not system.controller:
         return SimConfig(disaggregation=disaggregation, router=system.router, **common)
     from llmplan.migrate.controller import ControllerConfig, MigrationController

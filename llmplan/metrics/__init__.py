@@ -66,13 +66,24 @@ def compute_metrics(
 
 def prefix_cache_summary(counters: dict[str, float]) -> dict[str, Any] | None:
     """The GPU prefix cache's figures (llmplan.runtime.core.blocks) from a run's counters: hit
-    rate = prompt tokens found cached / prompt tokens looked up at admission (vLLM's)."""
+    rate = prompt tokens found cached / prompt tokens looked up at admission (vLLM's). With a
+    simulated global KV store, ``store`` gives the tokens it supplied where the GPU cache had none
+    (its ``hit_rate`` over the same looked-up tokens), and ``saved_prefill_tokens`` counts both."""
     q = counters.get("prefix_cache_query_tokens")
     if not q:
         return None
     hit = int(counters.get("prefix_cache_hit_tokens", 0))
-    return {"hit_rate": hit / q, "saved_prefill_tokens": hit, "query_tokens": int(q),
-            "evictions": int(counters.get("prefix_cache_evictions", 0))}  # fmt: skip
+    out = {"hit_rate": hit / q, "saved_prefill_tokens": hit, "query_tokens": int(q),
+           "evictions": int(counters.get("prefix_cache_evictions", 0))}  # fmt: skip
+    if "kv_store_hit_tokens" in counters:
+        # The global KV store, the tier below (simulated): prompt tokens it supplied on a GPU miss.
+        sh = int(counters["kv_store_hit_tokens"])
+        out["store"] = {"hit_tokens": sh, "hit_rate": sh / q,
+                        "put_blocks": int(counters.get("kv_store_put_blocks", 0)),
+                        "evictions": int(counters.get("kv_store_evictions", 0)),
+                        "load_s": float(counters.get("kv_store_load_s", 0.0))}  # fmt: skip
+        out["saved_prefill_tokens"] = hit + sh
+    return out
 
 
 __all__ = [

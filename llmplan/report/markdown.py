@@ -158,6 +158,13 @@ def render_markdown(report: BenchReport, plots: list[Path]) -> str:
                         "prompt tokens looked up", "evicted blocks"],
                        [[lb, _pct(c["hit_rate"]), str(c["saved_prefill_tokens"]), str(c["query_tokens"]),
                          str(c["evictions"])] for lb, c in pc]), ""]  # fmt: skip
+        st = [(lb, c["store"]) for lb, c in pc if c.get("store")]
+        if st:
+            out += ["Global KV store (simulated, the tier below the GPU cache: hits where it had none):", ""]
+            out += [_table(["policy", "store hit tokens", "store hit rate", "blocks written",
+                            "evicted blocks", "load time s"],
+                           [[lb, str(c["hit_tokens"]), _pct(c["hit_rate"]), str(c["put_blocks"]),
+                             str(c["evictions"]), f"{c['load_s']:.2f}"] for lb, c in st]), ""]  # fmt: skip
     out += ["### Latency (ms; completed requests)", ""]
     rows = []
     for label, m in report.runs.items():

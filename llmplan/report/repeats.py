@@ -44,6 +44,9 @@ HEADLINES: tuple[Headline, ...] = (
     Headline("preemptions", "preemptions", lambda s: s.get("preemptions"), False, "count"),
     Headline("prefix_hit_rate", "prefix cache hit rate",
              lambda s: (s.get("prefix_cache") or {}).get("hit_rate"), True, "%"),  # fmt: skip
+    Headline("store_hit_rate", "KV store hit rate",
+             lambda s: ((s.get("prefix_cache") or {}).get("store") or {}).get("hit_rate"),
+             True, "%"),  # fmt: skip
 )
 
 

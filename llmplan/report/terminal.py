@@ -73,6 +73,8 @@ def summary_table(report: BenchReport) -> Table:
         row("prefix cache hit rate", lambda s: _pct((s.get("prefix_cache") or {}).get("hit_rate")))
         row("  saved prefill tokens",
             lambda s: str((s.get("prefix_cache") or {}).get("saved_prefill_tokens", "-")))  # fmt: skip
+        if any((m.summary.get("prefix_cache") or {}).get("store") for _, m in runs):
+            row("  KV store hit tokens (rate)", _store_hits)
     row("preemptions", lambda s: str(s["preemptions"]))
     row("padding tokens", lambda s: str(s["padding_tokens"]))
     if any(m.summary.get("energy") for _, m in runs):
@@ -84,6 +86,11 @@ def summary_table(report: BenchReport) -> Table:
         row("avg power (W) / mean SM MHz", lambda s: f"{_j(s, 'avg_power_w', '{:.0f}')} / "
             f"{_j(s, 'mean_clock_mhz', '{:.0f}')}")
     return t
+
+
+def _store_hits(s: dict) -> str:
+    st = (s.get("prefix_cache") or {}).get("store")
+    return "-" if not st else f"{st['hit_tokens']} ({_pct(st['hit_rate'])})"
 
 
 def _j(s: dict, key: str, fmt: str, scale: float = 1.0) -> str:

@@ -78,6 +78,11 @@ class SimConfig:
     # caching; llmplan.runtime.core.blocks). It acts on requests with exact token ids
     # (RequestSpec.token_ids); without ``prefix_cache`` above, routers see its contents.
     prefix_caching: bool = True
+    # The global KV store shared by every instance, the tier below the GPU prefix cache
+    # (llmplan.runtime.sim.kvstore): its memory tier's capacity in GiB (None: no store) and the
+    # host-to-GPU bandwidth its loads cross (GB/s; 25 ~ PCIe 4.0 x16).
+    kv_store_gb: float | None = None
+    kv_store_gbps: float = 25.0
     # Called as hook(simulation, now) at every sample tick, after sampling. A hook that changes
     # an instance must call simulation.materialize(instance, now) first.
     tick_hooks: list[Callable[[Any, float], None]] = field(default_factory=list)

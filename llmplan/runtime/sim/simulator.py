@@ -172,6 +172,19 @@ class Simulation:
         self._prefix_hashes: dict[int, list[bytes]] = {}
         self.has_token_ids = any(r.token_ids is not None for r in workload.requests)
         self.max_model_len = model_context(config)
+        self.store = None
+        self._store_kvb = 0.0
+        if config.kv_store_gb is not None:
+            from llmplan.runtime.sim.kvstore import SimKVStore
+
+            gb, bw = config.kv_store_gb, config.kv_store_gbps
+            if not (math.isfinite(gb) and gb > 0):
+                raise LlmplanError(f"kv_store_gb must be a positive number of GiB (got {gb}); None: no store")
+            if not (math.isfinite(bw) and bw > 0):
+                raise LlmplanError(f"kv_store_gbps must be a positive bandwidth in GB/s (got {bw})")
+            self._store_kvb = _kv_bytes_per_token(config)
+            self.store = SimKVStore(int(gb * 2**30 // (self._store_kvb * config.block_size)))
+        probe = self._store_probe if self.store is not None else None
         self.instances: list[SimInstance] = []
         for k, spec in enumerate(specs):
             policy = get_policy(config.policy, **config.policy_kwargs)
@@ -189,7 +202,7 @@ class Simulation:
                 enable_prefix_caching=config.prefix_caching,
             )
             try:
-                sched = Scheduler(sc, policy, name=spec.name)
+                sched = Scheduler(sc, policy, name=spec.name, prefix_probe=probe)
             except ValueError as e:
                 raise LlmplanError(str(e)) from None
             self.instances.append(SimInstance(k, spec, sched))
@@ -221,6 +234,7 @@ class Simulation:
             "decode_runs": 0,  # runs of identical decode steps priced in closed form
             "decode_run_steps": 0,  # steps applied through such runs (the rest were stepped)
             "run_splits": 0,
+            "kv_store_load_s": 0.0,
         }
         self._pending_handoffs = 0
         self._followers: dict[int, list[int]] = {}  # rid -> indices of the turns that follow it
@@ -324,6 +338,13 @@ class Simulation:
                 dur = run.duration_s
         if steps == 1:
             dur = inst.executor.execute(batch).duration_s
+            if self.store is not None:
+                loaded = sum(it.cached_prefix for it in batch.items)
+                if loaded:
+                    # Promised store blocks load layer by layer behind the step's compute.
+                    load_s = loaded * self._store_kvb / (self.config.kv_store_gbps * 1e9)
+                    self.counters["kv_store_load_s"] += load_s
+                    dur = max(dur, load_s)
         inst.busy = True
         inst.batch = batch
         inst.run_steps = steps
@@ -342,6 +363,8 @@ class Simulation:
             self.energy.on_busy(inst, batch, inst.step_start, now, inst.run_steps)
         inst.busy_acc += now - max(inst.step_start, inst.acc_from)
         if inst.run_steps == 1:
+            if self.store is not None:
+                self._store_write_back(batch)
             done = inst.sched.update(batch, StepResult(now - inst.step_start), now)
         else:
             rec = None
@@ -643,11 +666,11 @@ class Simulation:
             inst.kicked = True
             self._push(now, _KICK, inst)
 
-    def gpu_cached_tokens(self, inst: SimInstance, spec: Any) -> int:
-        """Prompt tokens of ``spec`` whose blocks ``inst``'s prefix cache holds now (for routers)."""
+    def _hashes(self, spec: Any) -> list[bytes] | None:
+        """Chained block hashes of ``spec``'s prompt (memoised for the last 4,096 requests)."""
         ids = getattr(spec, "token_ids", None)
         if ids is None:
-            return 0
+            return None
         memo = self._prefix_hashes
         h = memo.get(spec.rid)
         if h is None:
@@ -656,7 +679,33 @@ class Simulation:
             h = memo[spec.rid] = chain_hashes(np.asarray(ids, dtype=np.uint32), self.config.block_size)
             if len(memo) > 4096:
                 memo.pop(next(iter(memo)))
-        return inst.sched.blocks.cached_prefix_blocks(h) * self.config.block_size
+        return h
+
+    def _store_probe(self, seq: SeqState) -> int:
+        """The scheduler's prefix probe: prompt tokens the global store holds (its leading blocks)."""
+        assert self.store is not None
+        h = self._hashes(seq.spec)
+        return 0 if not h else self.store.match(h) * self.config.block_size
+
+    def _store_write_back(self, batch: ScheduledBatch) -> None:
+        """Put every full prompt block a prefill step computes into the store."""
+        assert self.store is not None
+        bs = self.config.block_size
+        for it in batch.items:
+            if not it.is_prefill:
+                continue
+            h = self._hashes(it.seq.spec)
+            if not h:
+                continue
+            first = -(-it.context_len // bs)  # blocks before this one came from a cache
+            last = min((it.context_len + it.num_new_tokens) // bs, len(h))
+            if last > first:
+                self.store.put(h[first:last])
+
+    def gpu_cached_tokens(self, inst: SimInstance, spec: Any) -> int:
+        """Prompt tokens of ``spec`` whose blocks ``inst``'s prefix cache holds now (for routers)."""
+        h = self._hashes(spec)
+        return 0 if h is None else inst.sched.blocks.cached_prefix_blocks(h) * self.config.block_size
 
     def _counters(self) -> dict[str, float]:
         out = dict(self.counters)
@@ -664,6 +713,15 @@ class Simulation:
                         ("prefix_cache_query_tokens", "query_tokens"),
                         ("prefix_cache_evictions", "evictions")):  # fmt: skip
             out[k] = sum(getattr(i.sched.blocks, attr) for i in self.instances)
+        if self.store is not None:
+            st = self.store
+            out["kv_store_hit_tokens"] = sum(i.sched.stats.cached_prefix_tokens for i in self.instances)
+            out["kv_store_put_blocks"] = st.put_blocks
+            out["kv_store_evictions"] = st.evictions
+            out["kv_store_blocks"] = len(st)
+            out["kv_store_capacity_blocks"] = st.capacity_blocks
+        else:
+            out.pop("kv_store_load_s", None)
         keys = ("preemptions", "misprediction_preemptions", "mispredictions", "padding_tokens",
                 "prompt_padding_tokens", "decode_padding_tokens", "steps", "prefill_tokens",
                 "recompute_tokens", "decode_tokens", "rejected", "handoffs")
