@@ -28,7 +28,7 @@ def _groups(n_groups: int, per: int, sys_len: int = 256, q_len: int = 32, gap: f
     rng = np.random.default_rng(0)
     systems = [rng.integers(3200, 16000, size=sys_len, dtype=np.int32) for _ in range(n_groups)]
     reqs, t = [], 0.0
-    for rnd in range(2):  # every group twice: the second round finds its prefix evicted from the GPU
+    for _rnd in range(2):  # every group twice: the second round finds its prefix evicted from the GPU
         for g in range(n_groups):
             for _ in range(per):
                 ids = np.concatenate([systems[g], rng.integers(3200, 16000, size=q_len, dtype=np.int32)])
