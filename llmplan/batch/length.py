@@ -33,6 +33,9 @@ class SJF(BatchPolicy):
             return sorted(waiting, key=lambda s: (-rank_key(s), s.arrival_seq))
         return sorted(waiting, key=lambda s: (rank_key(s), s.arrival_seq))
 
+    def order_key(self, seq: SeqState) -> tuple[float, ...] | None:
+        return (-predicted_len(seq),) if self.descending else (predicted_len(seq),)
+
 
 def LJF(**kw: object) -> SJF:  # noqa: N802 - a policy name, reads like a class
     """Longest predicted output first."""

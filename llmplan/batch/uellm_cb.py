@@ -132,6 +132,16 @@ class ContinuousSLOODBS(BatchPolicy):
             return (1, rank_key(s), s.arrival_seq, 0)
         return (1, d, rank_key(s), s.arrival_seq)
 
+    def order_key(self, seq: SeqState) -> tuple[float, ...] | None:
+        """Tier 1's order (deadline, then predicted length; ODBS: length alone) when no tier
+        changes while a request waits (``max_wait_s = None``, ``defer_late = False``); the
+        grouping step is not part of the order (it only holds the tail of a wave back a step)."""
+        if not self.time_invariant:
+            return None
+        if self.w2 == 0:
+            return (predicted_len(seq),)
+        return (admission_deadline(seq), predicted_len(seq))
+
     def select(self, waiting: Sequence[SeqState], view: AdmissionView, now: float) -> Sequence[SeqState]:
         room = min(self.max_group, view.max_num_seqs - view.num_running)
         if room <= 0:

@@ -240,7 +240,9 @@ def register(app: typer.Typer) -> None:
         admission: str = typer.Option(
             "slo-odbs",
             "--admission",
-            help="Front-end queue order: fcfs, slo-odbs, slo-dbs or odbs.",
+            help="Front-end queue order: fcfs, slo-odbs, slo-dbs or odbs. With --engine vllm it also "
+            "orders vLLM's own queue: each request gets a `priority` from that batch policy (sjf and "
+            "ljf too) and vLLM runs with --scheduling-policy priority; see docs/vllm.md.",
             rich_help_panel="Deployment (front end)",
         ),
         max_inflight: int = typer.Option(
@@ -248,6 +250,14 @@ def register(app: typer.Typer) -> None:
             "--max-inflight",
             min=1,
             help="Requests in flight per backend before the front end queues.",
+            rich_help_panel="Deployment (front end)",
+        ),
+        vllm_bin: str | None = typer.Option(
+            None,
+            "--vllm-bin",
+            envvar="LLMPLAN_VLLM_BIN",
+            help="The `vllm` executable for --engine vllm (default: `vllm` on PATH), e.g. a separate "
+            "venv's /venv/bin/vllm.",
             rich_help_panel="Deployment (front end)",
         ),
         connector: str = typer.Option(
@@ -378,6 +388,7 @@ def register(app: typer.Typer) -> None:
                 max_inflight=max_inflight,
                 max_queue=max_queue,
                 connector=connector,
+                vllm_bin=vllm_bin,
                 health_timeout=health_timeout,
                 max_restarts=max_restarts,
                 log_dir=log_dir,
@@ -570,6 +581,7 @@ def _serve_deployment(
     log_dir: Path,
     dry_run: bool,
     builtin_args: list[str],
+    vllm_bin: str | None = None,
     pd: str | None = None,
     kv_store: Path | None = None,
     guard=None,  # noqa: ANN001 - GuardConfig, imported lazily
@@ -585,7 +597,18 @@ def _serve_deployment(
     from llmplan.routing import get_router
 
     get_router(router)  # fail on a bad name before anything starts
-    if admission not in POLICIES:
+    vllm_priority = False
+    if engine_kind == "vllm":
+        import shutil
+
+        from llmplan.frontend.priority import VllmPriority
+
+        # vLLM orders its own queue by the policy's priorities (or keeps FCFS); refused here when
+        # no per-request priority can express the policy.
+        vllm_priority = VllmPriority.for_admission(admission) is not None
+        if vllm_bin is not None and shutil.which(vllm_bin) is None:
+            raise LlmplanError(f"--vllm-bin {vllm_bin} is not an executable; point it at a venv's bin/vllm")
+    elif admission not in POLICIES:
         raise LlmplanError(f"unknown --admission {admission!r}; choose one of {', '.join(POLICIES)}")
     first = base_port if base_port is not None else port + 1
     split, pd_tmp, pd_note = None, False, ""
@@ -601,8 +624,11 @@ def _serve_deployment(
             base_port=first,
             connector=connector,
             served_model_name=served_model_name,
-            vllm_bin="vllm" if dry_run else None,
+            vllm_bin=vllm_bin or ("vllm" if dry_run else None),
         )
+        for spec in specs:
+            if vllm_priority:
+                spec.argv += ["--scheduling-policy", "priority"]
     elif engine_kind == "builtin":
         if (model is None) == (dummy_weights is None):
             raise LlmplanError("give exactly one of --model PATH or --dummy-weights NAME (e.g. llama-tiny)")
@@ -642,6 +668,7 @@ def _serve_deployment(
         health_timeout_s=health_timeout,
         max_restarts=max_restarts,
         pd_handoff="store" if engine_kind == "builtin" else "connector",
+        vllm_priority=vllm_priority,
         **({"guard": guard} if guard is not None else {}),
     )
     console.print(f"starting {len(specs)} backend(s); logs in {log_dir}/", highlight=False)

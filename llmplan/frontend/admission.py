@@ -48,6 +48,8 @@ class Ticket:
     deadline_s: float  # absolute monotonic deadline, inf when the request has none
     seq: int
     spec: RequestSpec | None = None  # what the router sees
+    # Set by the vLLM priority route (llmplan.frontend.priority): the queue orders by it then.
+    priority: int | None = None
     granted: asyncio.Future[Any] = field(repr=False, default=None)  # type: ignore[assignment]
 
 
@@ -74,13 +76,21 @@ class AdmissionQueue:
         return len(self._waiting)
 
     def _score(self, t: Ticket, now: float) -> float:
+        if t.priority is not None:
+            return t.priority  # the same order the backends' queues keep
         if self.policy == "fcfs":
             return t.seq
         slack = t.deadline_s - now
         slack_term = 1.0 if math.isinf(slack) else min(max(slack / self.slo_scale_s, 0.0), 1.0)
         return self.w_len * min(t.max_tokens / self.len_scale, 1.0) + self.w_slo * slack_term
 
-    def enqueue(self, max_tokens: int, deadline_s: float | None, spec: RequestSpec | None = None) -> Ticket:
+    def enqueue(
+        self,
+        max_tokens: int,
+        deadline_s: float | None,
+        spec: RequestSpec | None = None,
+        priority: int | None = None,
+    ) -> Ticket:
         if len(self._waiting) >= self.capacity:
             raise AdmissionQueueFull(retry_after_s=1.0)
         now = time.monotonic()
@@ -90,6 +100,7 @@ class AdmissionQueue:
             deadline_s=math.inf if deadline_s is None else now + deadline_s,
             seq=next(self._counter),
             spec=spec,
+            priority=priority,
             granted=asyncio.get_running_loop().create_future(),
         )
         self._waiting.append(ticket)

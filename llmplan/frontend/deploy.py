@@ -13,15 +13,17 @@ import asyncio
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
 
-from llmplan.frontend.admission import AdmissionQueue
+from llmplan.frontend.admission import POLICIES, AdmissionQueue
 from llmplan.frontend.backends import Backend, BackendPool
 from llmplan.frontend.pd import get_handoff
+from llmplan.frontend.priority import VllmPriority
 from llmplan.frontend.proxy import Frontend, build_app
 from llmplan.frontend.supervisor import InstanceSpec, Supervisor, SupervisorEvent
 from llmplan.routing import get_router
@@ -46,6 +48,9 @@ class DeployConfig:
     # for vLLM, "store" for built-in instances sharing a global KV store.
     pd_handoff: str = "connector"
     no_backend_timeout_s: float = 30.0
+    # vLLM backends started with --scheduling-policy priority: the front end sets each request's
+    # priority from the batch policy behind ``admission`` (llmplan.frontend.priority).
+    vllm_priority: bool = False
     # The front end's API key (its backends get it too), body limit and connection clocks.
     guard: GuardConfig = field(default_factory=GuardConfig)
 
@@ -110,9 +115,15 @@ async def serve_deployment(
         await sup.start()
         pool = BackendPool(backends_for(specs, cfg.max_inflight_per_backend), get_router(cfg.router))
         pool_ref["pool"] = pool
+        priority = None
+        if cfg.vllm_priority:
+            priority = VllmPriority.for_admission(cfg.admission, epoch=time.monotonic())
+        # With priorities the queue orders tickets by them; its own policy name only labels it.
+        queue_policy = cfg.admission if cfg.admission in POLICIES else "fcfs"
         fe = Frontend(
             pool,
-            admission=AdmissionQueue(policy=cfg.admission, capacity=cfg.max_queue),  # type: ignore[arg-type]
+            admission=AdmissionQueue(policy=queue_policy, capacity=cfg.max_queue),  # type: ignore[arg-type]
+            priority=priority,
             max_retries=cfg.max_retries,
             no_backend_timeout_s=cfg.no_backend_timeout_s,
             handoff=get_handoff(cfg.pd_handoff),

@@ -14,6 +14,7 @@ supervisor runs. For vLLM the mapping is:
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -69,9 +70,10 @@ def vllm_spec(
     connector: Connector = "NixlConnector",
     vllm_bin: str | None = None,
 ) -> InstanceSpec:
-    exe = vllm_bin or shutil.which("vllm")
+    exe = vllm_bin or os.environ.get("LLMPLAN_VLLM_BIN") or shutil.which("vllm")
     if exe is None:
-        raise LlmplanError("vLLM is not installed; run `pip install 'llmplan[vllm]'` (GPU machine) and retry")
+        raise LlmplanError("vLLM is not installed; run `pip install 'llmplan[vllm]'` (GPU machine) and "
+                           "retry, or point --vllm-bin (LLMPLAN_VLLM_BIN) at a `vllm` executable")
     argv = [
         exe,
         "serve",

@@ -34,9 +34,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from llmplan.frontend.admission import AdmissionQueue, AdmissionQueueFull
 from llmplan.frontend.backends import Backend, BackendPool
 from llmplan.frontend.pd import ConnectorHandoff, KvHandoff
+from llmplan.frontend.priority import VllmPriority
 from llmplan.runtime.server.errors import error_json, sse_error
 from llmplan.runtime.server.guard import GuardConfig, install_guard
-from llmplan.workload.types import RequestSpec
+from llmplan.workload.types import SLO, RequestSpec
 
 _RETRYABLE = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
@@ -123,8 +124,12 @@ class Frontend:
         no_backend_timeout_s: float = 30.0,
         handoff: KvHandoff | None = None,
         backend_api_key: str | None = None,
+        priority: VllmPriority | None = None,
     ) -> None:
         self.pool = pool
+        # vLLM backends with --scheduling-policy priority: each request's ``priority`` field
+        # from a batch policy's order (llmplan.frontend.priority); the queue here uses it too.
+        self.priority = priority
         # The backends' key (they get the front end's own): sent on every call to them.
         self._auth = {"Authorization": f"Bearer {backend_api_key}"} if backend_api_key else {}
         pool.headers.update(self._auth)
@@ -150,14 +155,16 @@ class Frontend:
             await self._client.aclose()
 
     # -- admission & routing ----------------------------------------------------------------
-    async def _acquire(self, max_tokens: int, deadline_s: float | None, spec: RequestSpec) -> Backend:
+    async def _acquire(
+        self, max_tokens: int, deadline_s: float | None, spec: RequestSpec, priority: int | None = None
+    ) -> Backend:
         """Wait for a slot, then route. Raises AdmissionQueueFull when the queue is full and
         NoBackendError when no backend has been healthy for ``no_backend_timeout_s``."""
         if not len(self.admission):
             backend = self.pool.try_route(spec)
             if backend is not None:
                 return backend
-        ticket = self.admission.enqueue(max_tokens, deadline_s, spec)
+        ticket = self.admission.enqueue(max_tokens, deadline_s, spec, priority=priority)
         self.metrics.queue_len.set(len(self.admission))
         waited_without_backend = 0.0
         try:
@@ -292,15 +299,19 @@ class Frontend:
         deadline = body.pop("slo_e2e_s", None)
         start = time.monotonic()
         spec = self._spec(body, max_tokens, start)
+        priority = None
+        if self.priority is not None:
+            slo = SLO(ttft_s=body.get("slo_ttft_s"), e2e_s=deadline)
+            priority = body["priority"] = self.priority.priority(start, spec.prompt_tokens, max_tokens, slo)
         if stream:
             return StreamingResponse(
-                self._stream(path, body, max_tokens, deadline, spec, start),
+                self._stream(path, body, max_tokens, deadline, spec, start, priority),
                 media_type="text/event-stream",
             )
         attempts = 0
         while True:
             try:
-                backend = await self._acquire(max_tokens, deadline, spec)
+                backend = await self._acquire(max_tokens, deadline, spec, priority)
             except AdmissionQueueFull as exc:
                 self.metrics.requests.labels("rejected").inc()
                 return error_json(429, str(exc), headers={"Retry-After": f"{exc.retry_after_s:.0f}"})
@@ -354,12 +365,13 @@ class Frontend:
         deadline: float | None,
         spec: RequestSpec,
         start: float,
+        priority: int | None = None,
     ) -> AsyncIterator[bytes]:
         attempts = 0
         sent_any = False
         while True:
             try:
-                backend = await self._acquire(max_tokens, deadline, spec)
+                backend = await self._acquire(max_tokens, deadline, spec, priority)
             except AdmissionQueueFull as exc:
                 self.metrics.requests.labels("rejected").inc()
                 yield sse_error(429, str(exc))
@@ -458,10 +470,11 @@ def _check_routing_fields(body: dict[str, Any]) -> JSONResponse | None:
     v = body.get("stream")
     if v is not None and not isinstance(v, bool):
         return error_json(400, f"'stream' must be true or false (got {json.dumps(v)[:40]})", "stream")
-    v = body.get("slo_e2e_s")
-    if v is not None and (not isinstance(v, int | float) or isinstance(v, bool) or not 0 < v < math.inf):
-        return error_json(400, f"'slo_e2e_s' must be a positive number of seconds (got {json.dumps(v)[:40]})",
-                      "slo_e2e_s")
+    for name in ("slo_e2e_s", "slo_ttft_s"):
+        v = body.get(name)
+        if v is not None and (not isinstance(v, int | float) or isinstance(v, bool) or not 0 < v < math.inf):
+            got = json.dumps(v)[:40]
+            return error_json(400, f"'{name}' must be a positive number of seconds (got {got})", name)
     return None
 
 

@@ -69,6 +69,17 @@ class BatchPolicy(Protocol):
         """
         return now
 
+    def order_key(self, seq: SeqState) -> tuple[float, ...] | None:
+        """This policy's admission order as a key fixed when ``seq`` arrives (lower goes first;
+        arrival order breaks ties), or None when the order needs more than one key per request:
+        static batches, first-fit packing, or tiers that change while a request waits.
+
+        An engine that only orders its queue by a per-request priority (vLLM's
+        ``--scheduling-policy priority``) can run the policy through this key
+        (:mod:`llmplan.frontend.priority`). The default, None, claims nothing.
+        """
+        return None
+
 
 @dataclass(slots=True)
 class ContinuousFCFS(BatchPolicy):
@@ -87,3 +98,6 @@ class ContinuousFCFS(BatchPolicy):
 
     def select(self, waiting: Sequence[SeqState], view: AdmissionView, now: float) -> Sequence[SeqState]:
         return waiting  # the scheduler keeps it in arrival order (preempted first)
+
+    def order_key(self, seq: SeqState) -> tuple[float, ...] | None:
+        return ()  # arrival order alone
