@@ -34,7 +34,7 @@ class SJF(BatchPolicy):
         return sorted(waiting, key=lambda s: (rank_key(s), s.arrival_seq))
 
     def order_key(self, seq: SeqState) -> tuple[float, ...] | None:
-        return (-predicted_len(seq),) if self.descending else (predicted_len(seq),)
+        return (-rank_key(seq),) if self.descending else (rank_key(seq),)
 
 
 def LJF(**kw: object) -> SJF:  # noqa: N802 - a policy name, reads like a class

@@ -139,8 +139,8 @@ class ContinuousSLOODBS(BatchPolicy):
         if not self.time_invariant:
             return None
         if self.w2 == 0:
-            return (predicted_len(seq),)
-        return (admission_deadline(seq), predicted_len(seq))
+            return (rank_key(seq),)
+        return (admission_deadline(seq), rank_key(seq))
 
     def select(self, waiting: Sequence[SeqState], view: AdmissionView, now: float) -> Sequence[SeqState]:
         room = min(self.max_group, view.max_num_seqs - view.num_running)
