@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+# server_harness (free ports, wait_healthy) is shared with tests/server.
+sys.path.insert(0, str(Path(__file__).parents[1] / "server"))
+
 STUB = str(Path(__file__).with_name("stub_backend.py"))
 
 

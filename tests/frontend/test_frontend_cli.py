@@ -13,6 +13,7 @@ import time
 import httpx
 import psutil
 import pytest
+from server_harness import wait_healthy
 
 from llmplan.models import get_model_spec
 from llmplan.plan.planner import make_plan
@@ -129,16 +130,7 @@ def test_two_builtin_instances_serve_then_sigterm_stops_everything(tmp_path):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 150
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "front end did not come up"
-            time.sleep(0.3)
+        wait_healthy(url, proc, timeout_s=150, what="front end")
         backends = [c for c in psutil.Process(proc.pid).children(recursive=True)]
         assert len(backends) >= 2
         r = httpx.post(

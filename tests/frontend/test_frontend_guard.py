@@ -13,6 +13,7 @@ import time
 import httpx
 import psutil
 import pytest
+from server_harness import wait_healthy
 
 KEY = "sk-frontend-test"
 
@@ -92,16 +93,7 @@ def test_keyed_front_end_passes_its_key_to_loopback_backends_that_die_with_it(tm
     auth = {"Authorization": f"Bearer {KEY}"}
     backends: list[psutil.Process] = []
     try:
-        deadline = time.monotonic() + 150
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "front end did not come up"
-            time.sleep(0.3)
+        wait_healthy(url, proc, timeout_s=150, what="front end")
         backends = psutil.Process(proc.pid).children(recursive=True)
         assert len(backends) >= 2
         body = {"prompt": [3, 4, 5], "max_tokens": 3, "ignore_eos": True}

@@ -9,7 +9,6 @@ single colocated `llmplan serve` without a store: greedy output must match it to
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import re
@@ -23,6 +22,7 @@ import time
 import httpx
 import numpy as np
 import pytest
+from server_harness import wait_healthy
 
 from llmplan.errors import LlmplanError
 from llmplan.frontend.deploy import DeployConfig, builtin_specs, serve_deployment
@@ -39,17 +39,6 @@ def _port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        assert proc.poll() is None, f"reference server exited with {proc.returncode}"
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return
-        assert time.monotonic() < deadline, "reference server did not become healthy"
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +77,7 @@ def pd_deployment(tmp_path_factory):
             assert time.monotonic() < deadline, "deployment did not become ready"
             time.sleep(0.1)
         ref_url = f"http://127.0.0.1:{ref_port}"
-        _wait_healthy(ref_url, ref)
+        wait_healthy(ref_url, ref, timeout_s=180, what="reference server")
         yield ready["url"], ready["sup"], ref_url
     finally:
         stop.set()
@@ -233,13 +222,7 @@ def test_failed_prefill_hop_is_a_clear_counted_error(stub_argv, free_port):
     procs = [subprocess.Popen(stub_argv(pre, "--crash-after", "1")), subprocess.Popen(stub_argv(dec))]
     try:
         for p in (pre, dec):
-            deadline = time.monotonic() + 15
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"http://127.0.0.1:{p}/health", timeout=1).status_code == 200:
-                        break
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+            wait_healthy(f"http://127.0.0.1:{p}", timeout_s=15, what="stub backend")
         pool = BackendPool(
             [
                 Backend(
@@ -352,13 +335,7 @@ def test_dead_paired_decode_fails_over_to_another_decode(stub_argv, free_port):
     ]
     try:
         for p in (pre, dead, alive):
-            deadline = time.monotonic() + 15
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"http://127.0.0.1:{p}/health", timeout=1).status_code == 200:
-                        break
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+            wait_healthy(f"http://127.0.0.1:{p}", timeout_s=15, what="stub backend")
         url = "http://127.0.0.1:{}".format
         pool = BackendPool(
             [

@@ -16,6 +16,7 @@ import time
 import httpx
 import pytest
 import uvicorn
+from server_harness import wait_healthy
 
 from llmplan.frontend.admission import AdmissionQueue
 from llmplan.frontend.backends import Backend, BackendPool
@@ -31,14 +32,8 @@ def backends(stub_argv, free_port, *extra_per_backend: tuple[str, ...]):
             port = free_port()
             procs.append(subprocess.Popen(stub_argv(port, *extra)))
             urls.append(f"http://127.0.0.1:{port}")
-        deadline = time.monotonic() + 15
         for url in urls:
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(url + "/health", timeout=1).status_code == 200:
-                        break
-                assert time.monotonic() < deadline, f"stub {url} did not start"
-                time.sleep(0.05)
+            wait_healthy(url, timeout_s=15, what="stub backend")
         yield urls
     finally:
         for p in procs:

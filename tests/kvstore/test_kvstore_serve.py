@@ -8,7 +8,6 @@ import os
 import random
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -17,7 +16,7 @@ from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "server"))
 
-from server_harness import free_port, metric, running_server  # noqa: E402
+from server_harness import free_port, metric, running_server, wait_healthy  # noqa: E402
 
 from llmplan.errors import LlmplanError  # noqa: E402
 
@@ -197,20 +196,6 @@ def _serve(port: int, store: Path, *extra: str) -> subprocess.Popen:
     )
 
 
-def _healthy(url: str, proc: subprocess.Popen, timeout_s: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}:\n{proc.stdout.read()}")
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("server did not become healthy")
-
-
 def _stop(proc: subprocess.Popen) -> None:
     proc.terminate()
     try:
@@ -229,7 +214,7 @@ def test_two_server_processes_share_one_store_directory(tmp_path, reference):
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     try:
         for u, p in zip(urls, procs, strict=True):
-            _healthy(u, p)
+            wait_healthy(u, p)
         assert _complete(urls[0], PROMPT_A) == reference["a"]
         assert _complete(urls[1], PROMPT_B) == reference["b"]
         assert metric(urls[1], "llmplan_kvstore_hit_tokens_total") == 48
@@ -238,7 +223,7 @@ def test_two_server_processes_share_one_store_directory(tmp_path, reference):
         _stop(procs[0])
         # A restart keeps the disk tier: the new process serves B's 4 full blocks from disk.
         procs[0] = _serve(ports[0], store)
-        _healthy(urls[0], procs[0])
+        wait_healthy(urls[0], procs[0])
         assert _complete(urls[0], PROMPT_B) == reference["b"]
         assert metric(urls[0], "llmplan_kvstore_hit_tokens_total") == 64
     finally:

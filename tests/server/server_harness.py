@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -52,6 +53,24 @@ def metric(url: str, name: str, **labels: str) -> float:
     if not seen:
         raise KeyError(f"{name}{labels or ''} not in /metrics")
     return total
+
+
+def wait_healthy(
+    url: str, proc: subprocess.Popen | None = None, timeout_s: float = 90.0, what: str = "server"
+) -> float:
+    """Poll ``url``/health until it answers 200; the seconds it took. Fails at once (with the
+    process's output, when it is piped) if ``proc`` exits first, and after ``timeout_s``."""
+    t0 = time.monotonic()
+    while True:
+        if proc is not None and proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout is not None else ""
+            raise AssertionError(f"{what} exited with {proc.returncode} before /health answered:\n{out}")
+        with suppress(httpx.HTTPError):
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return time.monotonic() - t0
+        if time.monotonic() - t0 > timeout_s:
+            raise AssertionError(f"{what} at {url} did not become healthy within {timeout_s:g}s")
+        time.sleep(0.05)
 
 
 def wait_until(cond: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition") -> None:

@@ -8,12 +8,11 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import httpx
 import openai
 import pytest
-from server_harness import free_port
+from server_harness import free_port, wait_healthy
 
 
 def _serve(*args: str) -> subprocess.Popen:
@@ -24,20 +23,6 @@ def _serve(*args: str) -> subprocess.Popen:
     )
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 90.0) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}:\n{proc.stdout.read()}")
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return time.monotonic() - t0
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("server did not become healthy")
-
-
 @pytest.mark.slow  # > 5 s on 2 cores (pytest --durations)
 def test_cli_serve_openai_stream_then_sigterm_drains_and_exits_0():
     port = free_port()
@@ -45,7 +30,7 @@ def test_cli_serve_openai_stream_then_sigterm_drains_and_exits_0():
     proc = _serve("--dummy-weights", "llama-tiny", "--port", str(port), "--num-kv-blocks", "128",
                   "--max-num-seqs", "4", "--log-level", "warning")
     try:
-        startup_s = _wait_healthy(url, proc)
+        startup_s = wait_healthy(url, proc)
         print(f"\nllmplan serve healthy after {startup_s:.1f}s")
         assert startup_s < 60  # seconds on CPU, with slack for a loaded CI machine
 
@@ -147,7 +132,7 @@ def test_cli_serve_config_runs_the_spec_and_shows_it(tmp_path):
     proc = _serve("--config", str(tmp_path / "spec.json"), "--policy", "fcfs", "--port", str(port),
                   "--num-kv-blocks", "64")  # fmt: skip
     try:
-        _wait_healthy(url, proc)
+        wait_healthy(url, proc)
         shown = DeploymentSpec.from_dict(httpx.get(url + "/v1/deployment", timeout=5).json())
         assert shown.model == "llama-tiny" and shown.instances[0].num_kv_blocks == 64
         e = shown.engine

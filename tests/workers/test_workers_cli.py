@@ -44,7 +44,7 @@ def test_real_serve_with_two_workers_drains_on_sigterm_and_stops_its_workers():
     import time
 
     import httpx
-    from server_harness import free_port, wait_until
+    from server_harness import free_port, wait_healthy
 
     port = free_port()
     proc = subprocess.Popen(
@@ -55,14 +55,7 @@ def test_real_serve_with_two_workers_drains_on_sigterm_and_stops_its_workers():
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        def healthy() -> bool:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                return httpx.get(url + "/health", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(healthy, timeout_s=90, what="the server to be healthy")
+        wait_healthy(url, proc, timeout_s=90)
         pids = httpx.get(url + "/admin/workers").json()["pids"]
         r = httpx.post(url + "/v1/completions", json={"prompt": [5, 6, 7], "max_tokens": 4}, timeout=60)
         assert r.status_code == 200
