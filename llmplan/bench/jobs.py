@@ -66,6 +66,22 @@ def run_job(job: SimJob, sink: Callable[[str, int, int], None] | None = None) ->
     return compute_metrics(result, job.workload, warmup_s=job.cfg.warmup_s), sim_cfg
 
 
+def _run_args(cfg: BenchConfig) -> dict[str, Any]:
+    """The SimConfig fields a bench run takes from its config alike for a cluster and a system:
+    the predictor, the engine's batching limits, the seed and whether token times are kept."""
+    e = cfg.engine
+    return {
+        "predictor": cfg.predictor,
+        "block_size": e.block_size,
+        "chunked_prefill": e.chunked_prefill,
+        "max_num_seqs": e.max_num_seqs,
+        "max_num_batched_tokens": e.max_num_batched_tokens,
+        "max_model_len": e.max_model_len,
+        "seed": cfg.seed,
+        "record_token_times": cfg.record_token_times,
+    }
+
+
 def simulate_once(
     workload: Workload,
     cluster: Cluster,
@@ -82,18 +98,11 @@ def simulate_once(
         instances=cluster.instances,
         policy=policy,
         router=cfg.router,
-        predictor=cfg.predictor,
-        block_size=cfg.engine.block_size,
-        chunked_prefill=cfg.engine.chunked_prefill,
-        max_num_seqs=cfg.engine.max_num_seqs,
-        max_num_batched_tokens=cfg.engine.max_num_batched_tokens,
-        max_model_len=cfg.engine.max_model_len,
         disaggregation=None,  # roles are already on the instance specs (build_cluster)
         cost=cluster.cost_override,
         model=cluster.description["model"],  # a --plan file's model wins over --model
         topology=cluster.graph,
-        seed=cfg.seed,
-        record_token_times=cfg.record_token_times,
+        **_run_args(cfg),
     )
     note = _attach_energy(sc, cluster, cfg.energy)
     out = simulate(workload, sc, progress=progress), sc.to_dict()
@@ -137,14 +146,7 @@ def _simulate_system(
         gpu=layout["gpu"],
         gpus=layout["gpus"],
         pd=tuple(layout["pd"]),
-        predictor=cfg.predictor,
-        block_size=cfg.engine.block_size,
-        chunked_prefill=cfg.engine.chunked_prefill,
-        max_num_seqs=cfg.engine.max_num_seqs,
-        max_num_batched_tokens=cfg.engine.max_num_batched_tokens,
-        max_model_len=cfg.engine.max_model_len,
-        seed=cfg.seed,
-        record_token_times=cfg.record_token_times,
+        **_run_args(cfg),
     )
     result = simulate(workload, sc, progress=progress)
     out = sc.to_dict()

@@ -179,11 +179,11 @@ def plot_confusion(
     path: str | Path,
     title: str = "",
 ) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from sklearn.metrics import confusion_matrix
+
+    from llmplan.plotting import pyplot, save_figure
+
+    plt = pyplot()
 
     labels = bucket_labels(edges)
     cm = confusion_matrix(
@@ -209,12 +209,7 @@ def plot_confusion(
     ax.set_xlabel("predicted bucket (tokens)")
     ax.set_ylabel("true bucket (tokens)")
     ax.set_title(title or "confusion matrix (row-normalised colour, counts)")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 def render_table(rows: Sequence[Scores]) -> str:

@@ -127,21 +127,13 @@ def pick_elbow(ks: Sequence[int], costs: Sequence[float]) -> int:
 
 
 def plot_elbow(ks: Sequence[int], costs: Sequence[float], chosen: int, path: str | Path) -> Path:
-    import matplotlib
+    from llmplan.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    fig, ax = pyplot().subplots(figsize=(5.5, 3.5))
     ax.plot(ks, costs, "o-")
     ax.axvline(chosen, color="tab:red", ls="--", label=f"elbow K={chosen}")
     ax.set_xlabel("K (clusters)")
     ax.set_ylabel("K-Prototypes cost")
     ax.set_title("elbow method")
     ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)

@@ -6,20 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
+from llmplan.plotting import pyplot, save_figure
 from llmplan.report.model import BenchReport, slug
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def latency_cdfs(report: BenchReport, path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     from matplotlib.ticker import NullFormatter
 
@@ -48,17 +40,14 @@ def latency_cdfs(report: BenchReport, path: Path) -> Path:
     axes[0].legend()
     fig.suptitle("latency distributions (completed requests; failed and rejected ones are not drawn)",
                  fontsize=10)  # fmt: skip
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def attainment_vs_rate(report: BenchReport, path: Path) -> Path | None:
     df = report.sweep_frame()
     if df.empty:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     # Distinct markers and dashes: policies that behave alike would otherwise hide each other.
     styles = [("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."), ("v", "-"), ("P", "--")]
@@ -74,10 +63,7 @@ def attainment_vs_rate(report: BenchReport, path: Path) -> Path | None:
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def _binned(g, edges: np.ndarray) -> dict[str, np.ndarray]:
@@ -107,7 +93,7 @@ def utilization_over_time(report: BenchReport, label: str, path: Path) -> Path |
     s = report.runs[label].samples
     if s.empty:
         return None
-    plt = _plt()
+    plt = pyplot()
     util = report.runs[label].summary.get("utilization", {})
     t0, t1 = float(s["t_s"].min()), float(s["t_s"].max())
     nbins = 120
@@ -147,14 +133,11 @@ def utilization_over_time(report: BenchReport, label: str, path: Path) -> Path |
         a.grid(alpha=0.3)
         if s["instance"].nunique() <= 12:
             a.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def policy_comparison(report: BenchReport, path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     labels = list(report.runs)
     sums = [report.runs[lb].summary for lb in labels]
     # (title, y label, values, value format); lower is better for the latencies.
@@ -179,10 +162,7 @@ def policy_comparison(report: BenchReport, path: Path) -> Path:
         ax.set_ylim(0, max(max(vals, default=0) * 1.15, 1e-9))
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle("runs side by side on the identical workload", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_names(report: BenchReport) -> list[str]:
