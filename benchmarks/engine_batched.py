@@ -9,6 +9,11 @@ it measures is the engine step (scheduler, step inputs, forward, sampling, detok
 
     python benchmarks/engine_batched.py prefill
     python benchmarks/engine_batched.py decode --profile     # + torch.profiler's top ops
+    python benchmarks/engine_batched.py decode --ab packed   # one change off/on, interleaved
+
+``--ab NAME`` runs the workload with one of the engine's speed-ups switched off, then on,
+``--rounds`` times alternately in the same process (same weights, same load on a shared
+CPU), and prints min/median/max of each and the ratio of medians. Names: see ``AB``.
 
 Compare two checkouts by running it alternately with each on PYTHONPATH (the CPU is shared:
 only ratios from interleaved runs mean anything).
@@ -18,10 +23,21 @@ from __future__ import annotations
 
 import argparse
 import random
+import statistics
 import sys
 import time
 
 import torch
+
+
+def _set_packed(on: bool) -> None:
+    from llmplan.runtime.engine import model
+
+    model.PACKED_ROWS = range(4, 97) if on else range(0)
+
+
+# name -> switch(on): what --ab compares (off = the code before that change)
+AB = {"packed": _set_packed}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--ab", choices=sorted(AB), help="compare one speed-up off/on, interleaved")
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -55,6 +73,24 @@ def main(argv: list[str] | None = None) -> int:
         return time.perf_counter() - t
 
     run(prompts[:2], [2, 2], "warm")
+    if args.ab:
+        times: dict[bool, list[float]] = {False: [], True: []}
+        for r in range(args.rounds):
+            for on in (False, True):
+                AB[args.ab](on)
+                times[on].append(run(prompts, outs, f"ab{r}{int(on)}-"))
+        AB[args.ab](True)
+        rates = {on: sorted(sum(outs) / t for t in ts) for on, ts in times.items()}
+        for on, label in ((False, "off"), (True, "on ")):
+            lo, med, hi = rates[on][0], statistics.median(rates[on]), rates[on][-1]
+            print(f"{args.workload} {args.ab} {label}: out tok/s min {lo:.1f} / median {med:.1f} "
+                  f"/ max {hi:.1f}")
+        pairs = [a / b for a, b in zip(times[False], times[True], strict=True)]
+        gain = statistics.median(rates[True]) / statistics.median(rates[False])
+        print(f"{args.workload} {args.ab}: on/off {gain:.2f}x "
+              f"(medians; per round {', '.join(f'{x:.2f}' for x in pairs)}; {args.rounds} rounds, "
+              f"{sum(outs)} output tokens each)")
+        return 0
     steps0 = engine.executor.steps
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
