@@ -58,6 +58,7 @@ TRACE_RATE = 5.0  # llmplan bench's sharegpt default (sharegpt:rate=5)
 TARGETS = {"~90%": 0.9, "~60%": 0.6}
 DEFAULT_POLICIES = ("sjf", "s3", "slo-odbs-cb")
 DEFAULT_PREDICTORS = ("oracle", "const", "gbm", "bucket", "multi")
+LOADS = "trace,~90%,~60%"
 
 
 @dataclass(slots=True)
@@ -360,12 +361,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=3, help="seeds per arm (default 3)")
     ap.add_argument("--predictors", default=",".join(DEFAULT_PREDICTORS))
     ap.add_argument("--policies", default=",".join(DEFAULT_POLICIES))
-    ap.add_argument("--loads", default="trace,~90%,~60%", help="comma list of: trace, ~90%%, ~60%%")
+    ap.add_argument("--loads", default=LOADS, help="comma list of: trace, ~90%%, ~60%%")
     ap.add_argument("--rates", default=None,
                     help="fix the ~90%%,~60%% rates (req/s), e.g. 30,45, instead of searching")  # fmt: skip
     ap.add_argument("--slo", default="proportional")
     ap.add_argument("--models", type=Path, default=MODELS, help="where gbm/, bucket/, multi/ are saved")
-    ap.add_argument("--cache-dir", type=Path, default=Path("/tmp/llmplan-predictor-gain"),
+    ap.add_argument("--cache-dir", default="/tmp/llmplan-predictor-gain",
                     help="predictor outputs per request, reused across runs ('' for none)")  # fmt: skip
     ap.add_argument("--workers", type=int, default=1, help="simulation processes (default 1)")
     ap.add_argument("--split-seed", type=int, default=0, help="train/test split seed (the models')")
@@ -380,13 +381,15 @@ def main(argv: list[str] | None = None) -> int:
         # The first 1,500 ShareGPT pairs hold ~270 deduplicated test prompts; 200 of them arriving
         # at 200 req/s overload the cluster for a moment (FCFS misses some SLOs).
         args.n, args.seeds, limit = min(args.n, 200), 2, 1500
-        args.loads, args.rates = "trace,~60%", args.rates or "100,200"
+        args.rates = args.rates or "100,200"
+        if args.loads == LOADS:
+            args.loads = "trace,~60%"
     loads = [x.strip() for x in args.loads.split(",") if x.strip()]
     bad = [x for x in loads if x != "trace" and x not in TARGETS]
     if bad:
         ap.error(f"unknown load {bad[0]!r}; use trace, ~90%, ~60%")
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-    cache_dir = args.cache_dir if str(args.cache_dir) else None
+    cache_dir = Path(args.cache_dir) if args.cache_dir.strip() else None
 
     from llmplan.bench.runner import build_cluster
 

@@ -43,6 +43,15 @@ def test_quick_run_prints_the_gain_table_and_writes_consistent_numbers(tmp_path)
     assert len(list(cache.glob("const-*.json"))) == 1  # outputs cached per predictor
 
 
+@pytest.mark.slow
+def test_an_empty_cache_dir_writes_no_cache(tmp_path):
+    args = ["--quick", "--predictors", "oracle,const", "--loads", "trace", "--cache-dir", ""]
+    r = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=600,
+                       cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_bad_arguments_exit_2_with_one_line():
     r = _run("--seeds", "1")
     assert r.returncode == 2 and "--seeds must be >= 2" in r.stderr
