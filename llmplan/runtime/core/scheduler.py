@@ -22,6 +22,7 @@ from typing import Protocol
 from llmplan.runtime.core.blocks import BlockManager
 from llmplan.runtime.core.config import Role, SchedulerConfig, SchedulerStats, serving_config
 from llmplan.runtime.core.fast_forward import DecodeFastForward
+from llmplan.runtime.core.limits import kv_rejection, reject
 from llmplan.runtime.core.policy import AdmissionView, BatchPolicy, ContinuousFCFS
 from llmplan.runtime.core.static import StaticBatch
 from llmplan.runtime.core.stop import OutputLengthStop, StopRule
@@ -128,20 +129,9 @@ class Scheduler(DecodeFastForward):
     def add(self, seq: SeqState, now: float) -> bool:
         """Queue a sequence. Returns False and marks it REJECTED (with ``finish_reason``
         saying why) when it can never run on this instance."""
-        p = seq.spec.prompt_tokens
-        need = max(p, seq.transferred_tokens) + 1
-        reason = None
-        if p <= 0:
-            reason = f"prompt has {p} tokens; a request needs at least one prompt token"
-        elif need > self.config.max_model_len:
-            reason = (
-                f"prompt of {p} tokens does not fit the instance's {self.config.max_model_len}-token "
-                "KV capacity; give the instance more KV memory or shorten the prompt"
-            )
+        reason = kv_rejection(seq.spec.prompt_tokens, seq.transferred_tokens, self.config.max_model_len)
         if reason is not None:
-            seq.status = SeqStatus.REJECTED
-            seq.finish_reason = reason
-            seq.finish_s = now
+            reject(seq, reason, now)
             self.stats.rejected += 1
             return False
         seq.status = SeqStatus.WAITING

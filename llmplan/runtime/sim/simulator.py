@@ -42,13 +42,13 @@ from llmplan.plan.costmodel import BatchShape
 from llmplan.predict.interface import apply_prediction
 from llmplan.routing.base import InstanceLoad
 from llmplan.runtime.core.blocks import blocks_for
-from llmplan.runtime.core.limits import context_rejection, http_reason
+from llmplan.runtime.core.limits import placement, reject
 from llmplan.runtime.core.scheduler import Scheduler, serving_config
 from llmplan.runtime.core.types import FinishReason, ScheduledBatch, SeqState, StepResult
 from llmplan.runtime.sim.cluster import build_instances, model_context
 from llmplan.runtime.sim.config import InstanceSpec, SimConfig
 from llmplan.runtime.sim.pricing import CostExecutor, DecodeRun, batch_shape, decode_run
-from llmplan.workload.types import Workload
+from llmplan.workload.types import RequestSpec, Workload
 
 # Event kinds, in the order they are handled at equal times: external inputs first, then step
 # ends, then kicks (an idle instance that got work starts a step only after every arrival of
@@ -470,10 +470,60 @@ class Simulation:
             inst.acc_from = now
         self._next_tick = now + self.config.sample_interval_s
 
+    # ---------------------------------------------------------------- event handlers
+    # One handler per event kind (the dispatch table is built in :meth:`_loop`); each takes
+    # the event's payload and its time. Arrivals come from their own heap (``_arrivals``).
+    def _on_step_end(self, data: tuple[SimInstance, int], t: float) -> None:
+        inst, version = data
+        if version == inst.version:  # else superseded by a split run
+            self._end_step(inst, t)
+
+    def _on_handoff(self, data: tuple[SeqState, SimInstance, SimInstance], t: float) -> None:
+        seq, src, dst = data
+        self._arrive_decode(seq, src, dst, t)
+
+    def _on_kick(self, inst: SimInstance, t: float) -> None:
+        inst.kicked = False
+        if not inst.busy:
+            self._start_step(inst, t)
+
+    def _on_tick(self, _: None, t: float) -> None:
+        self._sample(t)
+        for hook in self.config.tick_hooks:
+            hook(self, t)
+        # Idle instances with queued work stay idle until an input arrives; if none can arrive
+        # any more, the run is over (leftovers are reported).
+        active = any(i.busy for i in self.instances) or self._pending_handoffs
+        if active:
+            self._push(self._next_tick, _TICK, None)
+        elif self._arrivals:
+            # Nothing runs until the next arrival: the clock jumps there. The next tick is the
+            # first one on the grid at or after it, and the busy window starts at the arrival
+            # (the instances were idle before it), so the cost of a run follows its events,
+            # not its idle time.
+            ta_next = self._arrivals[0][0]
+            iv = self.config.sample_interval_s
+            if ta_next > self._next_tick:
+                self._next_tick = t + iv * math.ceil((ta_next - t) / iv)
+                for inst in self.instances:
+                    inst.acc_from = ta_next
+            self._push(self._next_tick, _TICK, None)
+        else:
+            self._next_tick = _INF
+
     # ---------------------------------------------------------------- main loop
     def run(self, progress: Callable[[int, int], None] | None = None) -> RunResult:
-        cfg = self.config
         wall0 = time.perf_counter()
+        seqs = self._prepare(progress)
+        self._loop(seqs)
+        self._fail_leftovers()
+        return self._result(wall0, progress)
+
+    def _prepare(self, progress: Callable[[int, int], None] | None) -> list[SeqState]:
+        """Check the inputs, predict lengths when the policy asks, and set the arrival heap,
+        the sampling grid and progress reporting up; returns the requests as sequences in
+        arrival order."""
+        cfg = self.config
         reqs = sorted(self.workload.requests, key=lambda r: (r.arrival_s, r.rid))
         self._n = n = len(reqs)
         self._closing = False
@@ -486,11 +536,23 @@ class Simulation:
                 )
         seqs = [SeqState(spec=r) for r in reqs]
         self._predict(seqs)
-        # Arrivals: a heap of (time, rid, index). A closed-loop turn enters it only when the turn
-        # it follows has ended (see _release); the others are there from the start, in order.
-        present = {r.rid for r in reqs}
-        self._followers: dict[int, list[int]] = {}
         self._seqs = seqs
+        self._arrivals = self._arrival_heap(reqs)
+        if cfg.sample_interval_s <= 0:
+            raise LlmplanError(f"sample_interval_s must be > 0 (got {cfg.sample_interval_s})")
+        self._next_tick = reqs[0].arrival_s + cfg.sample_interval_s if reqs else _INF
+        for inst in self.instances:
+            inst.acc_from = reqs[0].arrival_s if reqs else 0.0
+        if n > 0:
+            self._push(self._next_tick, _TICK, None)
+        return seqs
+
+    def _arrival_heap(self, reqs: Sequence[RequestSpec]) -> list[tuple[float, int, int]]:
+        """Arrivals: a heap of (time, rid, index). A closed-loop turn enters it only when the
+        turn it follows has ended (see _release; ``_followers`` holds it until then); the others
+        are there from the start, in order."""
+        present = {r.rid for r in reqs}
+        self._followers = {}
         arrivals: list[tuple[float, int, int]] = []
         for k, r in enumerate(reqs):
             if r.follows is not None and r.follows in present and r.follows != r.rid:
@@ -501,65 +563,36 @@ class Simulation:
                 self._followers.setdefault(r.follows, []).append(k)
             else:
                 arrivals.append((r.arrival_s, r.rid, k))  # sorted, hence a heap
-        self._arrivals = arrivals
-        if cfg.sample_interval_s <= 0:
-            raise LlmplanError(f"sample_interval_s must be > 0 (got {cfg.sample_interval_s})")
-        self._next_tick = reqs[0].arrival_s + cfg.sample_interval_s if reqs else _INF
-        for inst in self.instances:
-            inst.acc_from = reqs[0].arrival_s if reqs else 0.0
+        return arrivals
+
+    def _loop(self, seqs: list[SeqState]) -> None:
+        """Handle events in time order until none is left: the next arrival goes before heap
+        events at the same instant; heap events go by (time, kind, push order) to their
+        handler."""
+        handlers: dict[int, Callable[[Any, float], None]] = {
+            _HANDOFF: self._on_handoff,
+            _STEP_END: self._on_step_end,
+            _KICK: self._on_kick,
+            _TICK: self._on_tick,
+        }
         heap = self.heap
-        tick_pending = n > 0
-        if tick_pending:
-            self._push(self._next_tick, _TICK, None)
+        arrivals = self._arrivals  # closed-loop turns join it as the turns they follow end
         while True:
             ta = arrivals[0][0] if arrivals else _INF
             if heap and heap[0][0] < ta:
                 t, kind, _, data = heapq.heappop(heap)
                 self.now = t
-                if kind == _STEP_END:
-                    inst, version = data  # type: ignore[misc]
-                    if version == inst.version:  # else superseded by a split run
-                        self._end_step(inst, t)
-                elif kind == _HANDOFF:
-                    seq, src, dst = data  # type: ignore[misc]
-                    self._arrive_decode(seq, src, dst, t)
-                elif kind == _KICK:
-                    inst = data  # type: ignore[assignment]
-                    inst.kicked = False
-                    if not inst.busy:
-                        self._start_step(inst, t)
-                else:
-                    self._sample(t)
-                    for hook in cfg.tick_hooks:
-                        hook(self, t)
-                    # Idle instances with queued work stay idle until an input arrives; if
-                    # none can arrive any more, the run is over (leftovers are reported).
-                    active = any(i.busy for i in self.instances) or self._pending_handoffs
-                    if active:
-                        self._push(self._next_tick, _TICK, None)
-                    elif arrivals:
-                        # Nothing runs until the next arrival: the clock jumps there. The
-                        # next tick is the first one on the grid at or after it, and the busy
-                        # window starts at the arrival (the instances were idle before it), so
-                        # the cost of a run follows its events, not its idle time.
-                        ta_next = arrivals[0][0]
-                        iv = cfg.sample_interval_s
-                        if ta_next > self._next_tick:
-                            self._next_tick = t + iv * math.ceil((ta_next - t) / iv)
-                            for inst in self.instances:
-                                inst.acc_from = ta_next
-                        self._push(self._next_tick, _TICK, None)
-                    else:
-                        self._next_tick = _INF
+                handlers[kind](data, t)
                 continue
             if not arrivals:
                 if not heap:
                     break
                 continue
-            # An arrival (arrivals go before heap events at the same instant).
             seq = seqs[heapq.heappop(arrivals)[2]]
             self.now = ta
             self._arrive(seq, ta)
+
+    def _fail_leftovers(self) -> None:
         # Safety net: a request still queued when every instance went idle could never be
         # admitted (a policy that keeps refusing it); report it rather than drop it (and the
         # closed-loop turns waiting for it, which were never sent).
@@ -568,11 +601,14 @@ class Simulation:
             for seq in list(inst.sched.waiting) + list(inst.sched.running):
                 seq.finish_reason = f"never completed: {inst.spec.name} stopped with it {seq.status.value}"
                 self._record(seq, inst, failed=True)
+
+    def _result(self, wall0: float, progress: Callable[[int, int], None] | None) -> RunResult:
+        cfg = self.config
         counters = self._counters()
         wall = time.perf_counter() - wall0
         self.records.sort(key=lambda r: r.rid)
         if progress is not None:
-            progress(len(self.records), n)
+            progress(len(self.records), self._n)
         meta = {
             "config": cfg.to_dict(),
             "policy": self.policy.name,
@@ -615,46 +651,25 @@ class Simulation:
         apply_prediction(seqs, out)
 
     def _arrive(self, seq: SeqState, now: float) -> None:
-        entry = self.entry
-        p = seq.spec.prompt_tokens
-        if seq.spec.output_tokens < 1:
-            seq.status = seq.status.__class__.REJECTED
-            seq.finish_reason = (
-                f"request asks for {seq.spec.output_tokens} output tokens; a request generates at least one"
-            )
-            seq.finish_s = now
-            self._record(seq, None)
-            return
-        # The server's rule (llmplan.runtime.core.limits): prompt + max_tokens must fit the
+        # The server's rules (llmplan.runtime.core.limits): prompt + max_tokens must fit the
         # context, which is the model's (or max_model_len) capped by the instance's KV pool.
         # The load generator asks for exactly the trace's output tokens, so does this check.
-        out = seq.spec.output_tokens
-        # A prefill instance computes the prompt and its first token (the P/D front end sends
-        # it max_tokens=1); the decode instance must hold the whole sequence.
-        fits = [
-            i for i in entry
-            if context_rejection(p, 1 if i.spec.role == "prefill" else out, i.sched.config.max_model_len)
-            is None
-        ]
-        if fits and self.decoders and not any(
-            context_rejection(p, out, d.sched.config.max_model_len) is None for d in self.decoders
-        ):
-            fits = []
-        if not fits:
-            seq.status = seq.status.__class__.REJECTED
-            cap = max(i.sched.config.max_model_len or 0 for i in self.instances)
-            bad = context_rejection(p, out, cap)
-            assert bad is not None or self.decoders
-            seq.finish_reason = http_reason(400, bad.message if bad is not None else (
-                f"no decode instance holds {p} + {out} tokens; give the decode instances more KV memory"
-            ))
-            seq.finish_s = now
+        spec = seq.spec
+        entry = self.entry
+        fits, reason = placement(
+            spec.prompt_tokens,
+            spec.output_tokens,
+            [(i.sched.config.max_model_len, i.spec.role == "prefill") for i in entry],
+            [d.sched.config.max_model_len for d in self.decoders],
+        )
+        if reason is not None:
+            reject(seq, reason, now)
             self._record(seq, None)
             return
         if len(fits) == 1:
-            inst = fits[0]
+            inst = entry[fits[0]]
         else:
-            inst = fits[self.router.route(seq.spec, self._loads(fits))]
+            inst = entry[fits[self.router.route(spec, self._loads([entry[k] for k in fits]))]]
         self.materialize(inst, now)
         if not inst.sched.add(seq, now):
             self._record(seq, inst)
