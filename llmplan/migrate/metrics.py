@@ -8,7 +8,7 @@ the measured and estimated migration time), plus ``llmplan_migration_decisions_t
 the current over/underloaded set sizes are gauges.
 
 :class:`PipelineCollector`: what a multi-worker instance executed
-(:class:`~llmplan.runtime.workers.driver.PipelineStats`): layer migrations by trigger, the last
+(:class:`~llmplan.runtime.workers.executor.PipelineStats`): layer migrations by trigger, the last
 and total measured seconds beside the estimate ``S/B + T_sync``, bytes moved, decisions the
 executor did not apply, and per worker its layers and compute seconds.
 

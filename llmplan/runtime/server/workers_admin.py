@@ -34,9 +34,9 @@ def pipeline_executor(engine: Any):
 
     Without a PipelineExecutor its module (and torch) was never imported: a server around a
     remote or stub engine does not pay for that import here."""
-    driver = sys.modules.get("llmplan.runtime.workers.driver")
+    mod = sys.modules.get("llmplan.runtime.workers.executor")
     ex = getattr(getattr(engine, "engine", None), "executor", None)
-    return ex if driver is not None and isinstance(ex, driver.PipelineExecutor) else None
+    return ex if mod is not None and isinstance(ex, mod.PipelineExecutor) else None
 
 
 _EXAMPLE = '{"layers": [3], "src": 0, "dst": 1}'
@@ -106,7 +106,7 @@ def install_admin(app, engine) -> None:
         if executor is None:
             raise APIError(409, f"this server runs one worker; {what} needs "
                            "`llmplan serve --workers N` with N >= 2")
-        from llmplan.runtime.workers.driver import WorkerFailure
+        from llmplan.runtime.workers.pool import WorkerFailure
 
         try:
             return await asyncio.to_thread(fn, *args)

@@ -67,7 +67,7 @@ def build_pipeline_engine(
         resolve_dtype,
         served_context,
     )
-    from llmplan.runtime.workers.driver import PipelineExecutor
+    from llmplan.runtime.workers.executor import PipelineExecutor
     from llmplan.runtime.workers.stage import StageSource
     from llmplan.runtime.workers.stages import resolve_split
 
