@@ -117,6 +117,9 @@ def resolve_predictors(names: list[str], train: Any, models: Path) -> tuple[dict
     """name -> (spec string or predictor object, fingerprint); plus notes on skipped ones."""
     import numpy as np
 
+    from llmplan.errors import LlmplanError
+    from llmplan.predict.oracle import parse_predictor
+
     out: dict[str, Any] = {}
     notes: list[str] = []
     for item in names:
@@ -132,14 +135,19 @@ def resolve_predictors(names: list[str], train: Any, models: Path) -> tuple[dict
             out[name] = (f"const:{n}", f"const:{n}")
         elif name == "gbm":
             d = models / "gbm"
+            why = f"{d} not found"
             if d.is_dir():
-                out[name] = (f"gbm:{d}", _model_fingerprint(d))
-            else:
-                from llmplan.predict.baselines import PromptLengthGBM
-                from llmplan.predict.interface import DEFAULT_BUCKET_EDGES
+                try:
+                    parse_predictor(f"gbm:{d}")
+                    out[name] = (f"gbm:{d}", _model_fingerprint(d))
+                    continue
+                except LlmplanError as e:
+                    why = f"gbm:{d} does not load ({e})"
+            from llmplan.predict.baselines import PromptLengthGBM
+            from llmplan.predict.interface import DEFAULT_BUCKET_EDGES
 
-                notes.append(f"gbm: {d} not found; the prompt-length GBM is fitted here on the train split")
-                out[name] = (PromptLengthGBM(train, DEFAULT_BUCKET_EDGES, seed=0), "gbm-in-process")
+            notes.append(f"gbm: {why}; the prompt-length GBM is fitted here on the train split")
+            out[name] = (PromptLengthGBM(train, DEFAULT_BUCKET_EDGES, seed=0), "gbm-in-process")
         elif name in ("bucket", "multi"):
             d = models / name
             if (d / "config.json").is_file():
@@ -392,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     cache_dir = Path(args.cache_dir) if args.cache_dir.strip() else None
 
     from llmplan.bench.runner import build_cluster
+    from llmplan.errors import LlmplanError
 
     t0 = time.perf_counter()
     names = [p for p in args.predictors.split(",") if p.strip()]
@@ -402,7 +411,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("the oracle is the reference of every share; keep it in --predictors")
     train, reqs = load_slice(args.n, args.split_seed, limit)
     specs, notes = resolve_predictors(names, train, args.models)
-    preds = {n: run_predictor(n, s, fp, reqs, cache_dir) for n, (s, fp) in specs.items()}
+    try:
+        preds = {n: run_predictor(n, s, fp, reqs, cache_dir) for n, (s, fp) in specs.items()}
+    except (LlmplanError, ValueError) as e:
+        ap.error(f"a predictor failed on the slice: {e}")
     cluster = build_cluster(_cfg(0, "oracle"))
     seeds = list(range(args.seeds))
 

@@ -76,6 +76,12 @@ def summary_table(report: BenchReport) -> Table:
         if any((m.summary.get("prefix_cache") or {}).get("store") for _, m in runs):
             row("  KV store hit tokens (rate)", _store_hits)
     row("preemptions", lambda s: str(s["preemptions"]))
+    if any((m.summary.get("counters") or {}).get("mispredictions") for _, m in runs):
+        # Requests that outgrew their predicted bound (grew their KV booking on demand), and the
+        # preemptions such growth forced.
+        row("  outgrew prediction (preempted)", lambda s: "{} ({})".format(
+            (s.get("counters") or {}).get("mispredictions", 0),
+            (s.get("counters") or {}).get("misprediction_preemptions", 0)))  # fmt: skip
     row("padding tokens", lambda s: str(s["padding_tokens"]))
     if any(m.summary.get("energy") for _, m in runs):
         t.rows[-1].end_section = True
