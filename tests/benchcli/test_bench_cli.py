@@ -33,7 +33,7 @@ def _conserved(df: pd.DataFrame, n: int) -> None:
 
 
 @pytest.mark.slow
-def test_default_main_job_on_a_window(azure_env: Path, tmp_path: Path) -> None:
+def test_default_main_job_on_a_window(azure_data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "rep"
     res = _bench("--max-requests", "300", "--out", str(out), "--no-plots", jobs="2")
     assert res.exit_code == 0, res.output
@@ -62,7 +62,7 @@ def test_default_main_job_on_a_window(azure_env: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_compare_json_and_rerender(azure_env: Path, tmp_path: Path) -> None:
+def test_compare_json_and_rerender(azure_data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "rep"
     args = ["--trace", "azure-code", "--window", "0:5m", "-n", "150", "--compare", "fcfs,sjf"]
     args += ["--router", "jsq"]
@@ -81,7 +81,7 @@ def test_compare_json_and_rerender(azure_env: Path, tmp_path: Path) -> None:
     assert "sjf" in res.output
 
 
-def test_sweep_rate_gives_curves_and_distserve_goodput(azure_env: Path, tmp_path: Path) -> None:
+def test_sweep_rate_gives_curves_and_distserve_goodput(azure_data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "rep"
     res = _bench("--max-requests", "200", "--policy", "fcfs", "--instances", "1", "--sweep-rate", "1,4,16",
                  "--out", str(out), "--no-plots")  # fmt: skip
@@ -124,7 +124,7 @@ def test_report_on_missing_dir(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_full_azure_conv_conservation_through_cli(azure_env: Path, tmp_path: Path) -> None:
+def test_full_azure_conv_conservation_through_cli(azure_data_dir: Path, tmp_path: Path) -> None:
     """All 19,366 requests of the conv trace: each completed or rejected with a reason, sane times."""
     out = tmp_path / "rep"
     res = _bench("--policy", "fcfs", "--no-plots", "--no-token-times", "--out", str(out))
@@ -162,12 +162,12 @@ def test_calibration_profile_prices_the_simulation(tmp_path: Path) -> None:
     assert data["config"]["cluster"]["cost_model"].startswith("calibration:")
 
 
-def test_live_target_unreachable_is_one_line(azure_env: Path, tmp_path: Path) -> None:
+def test_live_target_unreachable_is_one_line(azure_data_dir: Path, tmp_path: Path) -> None:
     res = runner.invoke(app, ["bench", "--target", "http://127.0.0.1:9", "-n", "3", "--out", str(tmp_path)])
     assert res.exit_code != 0 and "cannot reach http://127.0.0.1:9" in str(res.exception)
 
 
-def test_disaggregation_uses_disjoint_gpus(azure_env: Path, tmp_path: Path) -> None:
+def test_disaggregation_uses_disjoint_gpus(azure_data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "rep"
     res = _bench("-n", "60", "--policy", "fcfs", "--disaggregation", "1:1", "--no-plots", "--out", str(out))
     assert res.exit_code == 0, res.output
@@ -239,7 +239,7 @@ def test_saved_plan_file_is_used(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_parallel_and_serial_runs_agree(azure_env: Path, tmp_path: Path) -> None:
+def test_parallel_and_serial_runs_agree(azure_data_dir: Path, tmp_path: Path) -> None:
     """Worker processes change nothing: the same seed gives the same numbers, serial or parallel."""
     base = ["-n", "150", "--compare", "fcfs,s3", "--instances", "1", "--no-plots", "--json"]
     a = json.loads(_bench(*base, "--out", str(tmp_path / "a"), jobs="1").stdout)

@@ -18,7 +18,7 @@ def _bench(*args: str):
     return runner.invoke(app, ["bench", "--jobs", "1", *args])
 
 
-def test_three_systems_on_one_workload(azure_env: Path, tmp_path: Path) -> None:
+def test_three_systems_on_one_workload(azure_data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "rep"
     # A 5x rate on the first 150 requests loads the 2:2 split enough for the controller to act.
     res = _bench("--max-requests", "150", "--rate-scale", "5", "--compare", "vllm,distserve,banaserve",
@@ -51,7 +51,7 @@ def test_three_systems_on_one_workload(azure_env: Path, tmp_path: Path) -> None:
     assert "banaserve" in res.output and "distserve" in res.output
 
 
-def test_systems_split_and_sweep(azure_env: Path, tmp_path: Path) -> None:
+def test_systems_split_and_sweep(azure_data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "rep"
     res = _bench("--max-requests", "80", "--compare", "vllm,banaserve", "--disaggregation", "1:2",
                  "--sweep-rate", "2,8", "--model", "opt-13b", "--out", str(out), "--no-plots")  # fmt: skip
@@ -86,7 +86,7 @@ def test_systems_split_and_sweep(azure_env: Path, tmp_path: Path) -> None:
     ],
 )
 def test_bad_system_requests_fail_in_one_line(
-    azure_env: Path, tmp_path: Path, args: list[str], needle: str
+    azure_data_dir: Path, tmp_path: Path, args: list[str], needle: str
 ) -> None:
     from llmplan.errors import LlmplanError
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +11,7 @@ import time
 import httpx
 import psutil
 import pytest
-from server_harness import wait_healthy
+from server_harness import free_port_run, wait_healthy
 
 from llmplan.models import get_model_spec
 from llmplan.plan.planner import make_plan
@@ -83,30 +81,9 @@ def test_bad_router_fails_before_starting_anything():
     assert r.returncode == 2 and "unknown router" in r.stderr
 
 
-def _free_port_run(n: int) -> int:
-    """First of ``n`` consecutive free ports, below the kernel's ephemeral range (32768+) so no
-    outgoing connection of a parallel process can take one between this check and the bind."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 32768 - n)
-        socks = []
-        try:
-            for p in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError(f"no run of {n} free ports in 20000-32767")
-
-
 @pytest.mark.slow  # > 5 s on 2 cores (pytest --durations)
 def test_two_builtin_instances_serve_then_sigterm_stops_everything(tmp_path):
-    port = _free_port_run(3)  # front end, then --base-port's two backends
+    port = free_port_run(3)  # front end, then --base-port's two backends
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -13,7 +13,7 @@ import time
 import httpx
 import psutil
 import pytest
-from server_harness import wait_healthy
+from server_harness import free_port_run, wait_healthy
 
 KEY = "sk-frontend-test"
 
@@ -21,23 +21,6 @@ KEY = "sk-frontend-test"
 def _llmplan(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "llmplan.cli.app", *args], capture_output=True, text=True,
                           env=env, timeout=timeout)
-
-
-def _free_ports(n: int) -> int:
-    for base in range(21000, 32000, 97):
-        socks = []
-        try:
-            for p in range(base, base + n):
-                s = socket.socket()
-                s.bind(("127.0.0.1", p))
-                socks.append(s)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free run of ports")
 
 
 @pytest.mark.slow
@@ -60,7 +43,7 @@ def test_admin_on_the_network_without_a_key_is_refused():
 
 @pytest.mark.slow
 def test_a_front_end_refuses_ports_it_did_not_start(tmp_path):
-    port = _free_ports(3)
+    port = free_port_run(3)
     holder = socket.socket()
     holder.bind(("127.0.0.1", port + 2))  # the second backend's port, held by someone else
     holder.listen()
@@ -81,7 +64,7 @@ def test_a_front_end_refuses_ports_it_did_not_start(tmp_path):
 
 @pytest.mark.slow
 def test_keyed_front_end_passes_its_key_to_loopback_backends_that_die_with_it(tmp_path):
-    port = _free_ports(3)
+    port = free_port_run(3)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "LLMPLAN_API_KEY": KEY}
     proc = subprocess.Popen(
         [sys.executable, "-m", "llmplan.cli.app", "serve", "--instances", "2",

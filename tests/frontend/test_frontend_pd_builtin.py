@@ -22,7 +22,7 @@ import time
 import httpx
 import numpy as np
 import pytest
-from server_harness import wait_healthy
+from server_harness import serving_app, wait_healthy
 
 from llmplan.errors import LlmplanError
 from llmplan.frontend.deploy import DeployConfig, builtin_specs, serve_deployment
@@ -236,22 +236,9 @@ def test_failed_prefill_hop_is_a_clear_counted_error(stub_argv, free_port):
             get_router("round-robin"),
         )
         fe = Frontend(pool, max_retries=0, handoff=StoreHandoff())
-        import uvicorn
-
-        port = free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(build_app(fe), host="127.0.0.1", port=port, log_level="warning")
-        )
-        t = threading.Thread(target=server.run, daemon=True)
-        t.start()
-        while not server.started:
-            time.sleep(0.02)
-        try:
-            r = httpx.post(f"http://127.0.0.1:{port}/v1/completions", json={"prompt": "x"}, timeout=20)
-            metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-        finally:
-            server.should_exit = True
-            t.join(timeout=10)
+        with serving_app(build_app(fe), what="front end") as fe_url:
+            r = httpx.post(fe_url + "/v1/completions", json={"prompt": "x"}, timeout=20)
+            metrics = httpx.get(fe_url + "/metrics").text
     finally:
         for p in procs:
             p.kill()
@@ -320,7 +307,6 @@ def test_bench_live_refuses_what_it_cannot_deploy(extra, message):
 def test_dead_paired_decode_fails_over_to_another_decode(stub_argv, free_port):
     """1 prefill + 2 decode stubs; the paired decode dies on its first request: the retry hands
     off to the other one (any decode instance can read the store); the failure is counted."""
-    import uvicorn
 
     from llmplan.frontend.backends import Backend, BackendPool
     from llmplan.frontend.pd import StoreHandoff
@@ -347,20 +333,9 @@ def test_dead_paired_decode_fails_over_to_another_decode(stub_argv, free_port):
             health_interval_s=3600,  # only the request itself finds out that decode0 died
         )
         fe = Frontend(pool, max_retries=1, handoff=StoreHandoff())
-        port = free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(build_app(fe), host="127.0.0.1", port=port, log_level="warning")
-        )
-        t = threading.Thread(target=server.run, daemon=True)
-        t.start()
-        while not server.started:
-            time.sleep(0.02)
-        try:
-            r = httpx.post(f"http://127.0.0.1:{port}/v1/completions", json={"prompt": "x", "max_tokens": 3})
-            metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-        finally:
-            server.should_exit = True
-            t.join(timeout=10)
+        with serving_app(build_app(fe), what="front end") as fe_url:
+            r = httpx.post(fe_url + "/v1/completions", json={"prompt": "x", "max_tokens": 3})
+            metrics = httpx.get(fe_url + "/metrics").text
     finally:
         for p in procs:
             p.kill()

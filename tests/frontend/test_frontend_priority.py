@@ -12,14 +12,13 @@ import math
 import random
 import subprocess
 import sys
-import threading
 import time
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from server_harness import serving_app
 
 from llmplan.batch.base import AdmissionView
 from llmplan.frontend.backends import Backend, BackendPool
@@ -47,18 +46,8 @@ def recording_backend(port: int):
         seen.append(body)
         return JSONResponse({"id": "x", "object": "text_completion", "choices": [{"index": 0, "text": "ok"}]})
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline, "fake backend did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}", seen
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serving_app(app, port, "fake backend") as url:
+        yield url, seen
 
 
 def _requests(n: int, seed: int) -> list[dict]:

@@ -10,13 +10,11 @@ import asyncio
 import contextlib
 import re
 import subprocess
-import threading
 import time
 
 import httpx
 import pytest
-import uvicorn
-from server_harness import wait_healthy
+from server_harness import serving_app, wait_healthy
 
 from llmplan.frontend.admission import AdmissionQueue
 from llmplan.frontend.backends import Backend, BackendPool
@@ -41,22 +39,8 @@ def backends(stub_argv, free_port, *extra_per_backend: tuple[str, ...]):
             p.wait()
 
 
-@contextlib.contextmanager
 def serve_frontend(frontend: Frontend, port: int):
-    server = uvicorn.Server(
-        uvicorn.Config(build_app(frontend), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline, "front end did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    return serving_app(build_app(frontend), port, "front end")
 
 
 def _frontend(urls, router="round-robin", max_inflight=64, **kw) -> Frontend:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import subprocess
 import threading
@@ -10,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 
 import httpx
+import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
 from llmplan.runtime.server.run import ServeOptions, build_server
@@ -21,24 +23,61 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_port_run(n: int) -> int:
+    """First of ``n`` consecutive free ports, below the kernel's ephemeral range (32768+) so no
+    outgoing connection of a parallel process can take one between this check and the bind."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 32768 - n)
+        socks = []
+        try:
+            for p in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no run of {n} free ports in 20000-32767")
+
+
 @contextmanager
-def running_server(engine, **opts) -> Iterator[str]:
-    port = free_port()
-    server = build_server(engine, ServeOptions(port=port, log_level="warning", **opts))
+def _in_thread(server: uvicorn.Server, port: int, what: str, timeout_s: float = 30.0) -> Iterator[str]:
+    """Run ``server`` in a daemon thread until the block ends; its url once it has started."""
     # uvicorn installs signal handlers only from the main thread; here it skips them.
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + timeout_s
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("test server did not start")
+            raise RuntimeError(f"{what} did not start")
         time.sleep(0.02)
     try:
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@contextmanager
+def running_server(engine, **opts) -> Iterator[str]:
+    """llmplan's own server (``build_server``) over ``engine`` on a free port."""
+    port = free_port()
+    with _in_thread(build_server(engine, ServeOptions(port=port, log_level="warning", **opts)), port,
+                    "test server") as url:  # fmt: skip
+        yield url
+
+
+@contextmanager
+def serving_app(app, port: int | None = None, what: str = "test app") -> Iterator[str]:
+    """Any ASGI ``app`` (a front end, a fake backend) under uvicorn on 127.0.0.1."""
+    port = free_port() if port is None else port
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    with _in_thread(server, port, what) as url:
+        yield url
 
 
 def metric(url: str, name: str, **labels: str) -> float:
