@@ -70,6 +70,7 @@ from llmplan.runtime.core.scheduler import (
     StopRule,
 )
 from llmplan.runtime.core.types import (
+    BatchPadding,
     Executor,
     FinishReason,
     ScheduledBatch,
@@ -81,6 +82,7 @@ from llmplan.runtime.core.types import (
 
 __all__ = [
     "AdmissionView",
+    "BatchPadding",
     "BatchPolicy",
     "BlockManager",
     "Executor",

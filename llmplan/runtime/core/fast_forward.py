@@ -55,7 +55,7 @@ class DecodeFastForward:
         many times. The engine does not need it.
         """
         items = batch.items
-        if max_steps <= 1 or not items or batch.pad_prefill_tokens:
+        if max_steps <= 1 or not items or batch.padding.prefill_tokens:
             return 1
         if self.waiting and not self._admission_stable:
             return 1
@@ -117,7 +117,7 @@ class DecodeFastForward:
         end); ``step_ends`` gives every step's end time when token times are recorded."""
         stats = self.stats
         stats.steps += steps
-        npad = batch.pad_decode_seqs
+        npad = batch.padding.decode_seqs
         stats.padding_tokens += npad * steps
         stats.decode_padding_tokens += npad * steps
         out: list[SeqState] = []

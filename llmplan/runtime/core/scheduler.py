@@ -340,8 +340,8 @@ class Scheduler(DecodeFastForward):
         stats = self.stats
         stats.steps += 1
         stats.padding_tokens += batch.padded_tokens
-        stats.prompt_padding_tokens += batch.pad_prefill_tokens
-        stats.decode_padding_tokens += batch.pad_decode_seqs
+        stats.prompt_padding_tokens += batch.padding.prefill_tokens
+        stats.decode_padding_tokens += batch.padding.decode_seqs
         next_tokens = result.next_tokens
         out: list[SeqState] = []
         for it in batch.items:
@@ -374,7 +374,7 @@ class Scheduler(DecodeFastForward):
             if self._after_token(seq, now):
                 out.append(seq)
         if self._static is not None:
-            self._static.after_steps(batch.pad_decode_seqs, self.running)
+            self._static.after_steps(batch.padding.decode_seqs, self.running)
         return out
 
     def _check_prediction(self, seq: SeqState) -> None:

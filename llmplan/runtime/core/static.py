@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from llmplan.runtime.core.types import ScheduledBatch, ScheduledSeq, SeqState
+from llmplan.runtime.core.types import BatchPadding, ScheduledBatch, ScheduledSeq, SeqState
 
 # A static batch is bounded by memory and max_num_seqs, not by a token budget.
 _NO_TOKEN_BUDGET = 1 << 62
@@ -60,9 +60,7 @@ class StaticBatch:
             stable = not core._preempted_this_step
             if items or running:
                 npad = len(self.done)
-                batch = ScheduledBatch(
-                    items, padded_tokens=npad, pad_decode_seqs=npad, pad_decode_ctx=self.pad_ctx
-                )
+                batch = ScheduledBatch(items, BatchPadding(decode_seqs=npad, decode_ctx=self.pad_ctx))
                 return batch, stable
             # Every member was preempted: the batch is over; form a new one now.
         self.drain_if_idle(running)  # normally already done by update(); abort can empty a batch too
@@ -75,9 +73,7 @@ class StaticBatch:
         longest = max(it.num_new_tokens for it in items)
         pad = sum(longest - it.num_new_tokens for it in items)
         pad_attn = sum(longest * longest / 2 - it.num_new_tokens * it.num_new_tokens / 2 for it in items)
-        return ScheduledBatch(
-            items, padded_tokens=pad, pad_prefill_tokens=pad, pad_prefill_attn=pad_attn
-        ), False
+        return ScheduledBatch(items, BatchPadding(prefill_tokens=pad, prefill_attn=pad_attn)), False
 
     def discard(self, seq: SeqState) -> None:
         """A member left without finishing (preempted or aborted): it holds no slot any more."""

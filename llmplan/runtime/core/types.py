@@ -98,47 +98,108 @@ class SeqState:
 
 @dataclass(slots=True)
 class ScheduledSeq:
+    """One sequence's work in a step.
+
+    Invariants: ``num_new_tokens >= 1``; ``context_len + num_new_tokens <= seq.total_len``
+    (a step never computes a token the sequence does not know yet); the KV slots
+    ``[0, context_len + num_new_tokens)`` exist in ``seq.block_ids`` when the step runs. The step
+    samples a token for this sequence iff ``context_len + num_new_tokens == seq.total_len``
+    (every decode step, and the last chunk of a prefill or recompute).
+    """
+
     seq: SeqState
-    num_new_tokens: int  # prefill chunk length, or 1 for a decode step
-    context_len: int  # tokens already in the KV cache before this step
+    # Tokens this step computes (KV written, positions [context_len, context_len + n)): a prefill
+    # chunk's length, or 1 for a decode step.
+    num_new_tokens: int
+    # Tokens whose KV is already in the sequence's blocks before this step (a position: the first
+    # new token's index).
+    context_len: int
+    # True while the sequence still computes known tokens (its prompt, or prompt + output after a
+    # preemption); False for a decode step (num_new_tokens == 1, one sampled token fed back).
     is_prefill: bool
-    # Added (optional): tokens [0, cached_prefix) the executor promised through the scheduler's
-    # prefix probe at admission and supplies in this step without computing them (loaded from a
-    # KV store); context_len == cached_prefix then. 0: the KV of [0, context_len) is in the pool.
+    # Tokens [0, cached_prefix) the executor promised through the scheduler's prefix probe at
+    # admission and supplies in this step without computing them (loaded from a KV store);
+    # context_len == cached_prefix then. 0: the KV of [0, context_len) is in the pool already.
     cached_prefix: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPadding:
+    """The padded part of a static batch's shape: slots a static batch computes but that carry
+    no sequence's work. Simulator-only in effect: the cost-model executor prices it
+    (``llmplan.runtime.sim.pricing.batch_shape``); a real engine may run ``items`` alone.
+
+    Invariants: all fields >= 0; a batch pads its prefill (``prefill_*``, when a static batch is
+    formed) or its decode (``decode_*``, while it drains), never both.
+    """
+
+    # Prompt tokens added to pad every prompt to the batch's longest (tokens).
+    prefill_tokens: int = 0
+    # The attention work of that prefill padding (token pairs: sum over members of
+    # (longest^2 - prompt^2) / 2), in the unit of BatchShape.prefill_attn.
+    prefill_attn: float = 0.0
+    # Finished members of a static batch that still hold a decode slot until its longest member
+    # finishes (sequences; one padding token each per step).
+    decode_seqs: int = 0
+    # Sum of those slots' context lengths (tokens), i.e. their decode attention span.
+    decode_ctx: int = 0
+
+    @property
+    def tokens(self) -> int:
+        """Tokens of padding this step (prefill padding tokens + one per padded decode slot)."""
+        return self.prefill_tokens + self.decode_seqs
+
+
+NO_PADDING = BatchPadding()
 
 
 @dataclass(slots=True)
 class ScheduledBatch:
+    """What :meth:`Scheduler.schedule <llmplan.runtime.core.scheduler.Scheduler.schedule>` hands
+    the executor for one step (vLLM v1's ``SchedulerOutput``).
+
+    Invariants: a sequence appears at most once in ``items``; every item's sequence is RUNNING
+    when the step starts; the token budget holds (``sum(num_new_tokens) <=
+    max_num_batched_tokens``, except a prompt longer than the budget running alone among
+    prefills without chunked prefill, and a static batch, bounded by memory only); an empty
+    ``items`` means there is nothing to run.
+    """
+
+    # The sequences this step computes, running ones first (admission order), then those
+    # admitted this step.
     items: list[ScheduledSeq]
-    # Static-batching policies pad every sequence to the batch's longest; the executor
-    # prices (or computes) the padded shape and the scheduler counts the waste.
-    padded_tokens: int = 0
-    # The padded part of the shape, for executors that price it (the simulator); a real engine
-    # may skip the padding and only run ``items``. Decode padding: finished members of a static
-    # batch that still occupy a slot until the batch's longest request finishes.
-    pad_prefill_tokens: int = 0
-    pad_prefill_attn: float = 0.0
-    pad_decode_seqs: int = 0
-    pad_decode_ctx: int = 0
+    # Static batching only: the padded part of the shape (NO_PADDING otherwise).
+    padding: BatchPadding = NO_PADDING
+
+    @property
+    def padded_tokens(self) -> int:
+        """Tokens of padding in this step (0 unless a static policy pads): counted in
+        ``SchedulerStats.padding_tokens``."""
+        return self.padding.tokens
 
     @property
     def num_prefill_tokens(self) -> int:
+        """Tokens computed by prefill items (chunked prefill, recompute included), padding excluded."""
         return sum(i.num_new_tokens for i in self.items if i.is_prefill)
 
     @property
     def num_decode(self) -> int:
+        """Sequences that decode one token this step."""
         return sum(1 for i in self.items if not i.is_prefill)
 
 
 @dataclass(slots=True)
 class StepResult:
-    """What an executor returns for one iteration."""
+    """What an executor returns for one step, passed back to ``Scheduler.update``."""
 
+    # How long the step took (seconds): wall time in the engine, the cost model's price in the
+    # simulator. >= 0. The scheduler does not read it; callers add it to their clock.
     duration_s: float
-    # Engine: the sampled token per sequence that produced one this step (rid -> token id).
-    # Simulator: None; the core counts one token per decode/last-prefill-chunk step and
-    # stops a sequence when it reaches spec.output_tokens.
+    # Engine: the sampled token id (0 <= id < vocabulary size) of each sequence that sampled one
+    # this step, keyed by ``SeqState.rid``; exactly the items whose step reached their known
+    # length (see ScheduledSeq). A sequence missing from it is still counted as having emitted a
+    # token, with no id appended. Simulator: None; the core counts one token per such item and
+    # the stop rule ends a sequence at ``spec.output_tokens``.
     next_tokens: dict[int, int] | None = None
 
 

@@ -25,10 +25,11 @@ _RTOL = 1e-9
 
 def batch_shape(batch: ScheduledBatch) -> BatchShape:
     """The aggregate shape of a scheduled batch, padding included."""
-    pt = batch.pad_prefill_tokens
-    pa = batch.pad_prefill_attn
-    ds = batch.pad_decode_seqs
-    dc = batch.pad_decode_ctx
+    pad = batch.padding
+    pt = pad.prefill_tokens
+    pa = pad.prefill_attn
+    ds = pad.decode_seqs
+    dc = pad.decode_ctx
     for it in batch.items:
         n = it.num_new_tokens
         if it.is_prefill:

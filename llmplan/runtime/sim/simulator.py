@@ -322,7 +322,7 @@ class Simulation:
         if (
             self.config.fast_forward
             and not batch.num_prefill_tokens
-            and not batch.pad_prefill_tokens
+            and not batch.padding.prefill_tokens
             and inst.spec.role != "prefill"
         ):
             kmax = sched.decode_run_limit(batch, 1 << 30)
