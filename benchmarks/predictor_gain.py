@@ -6,9 +6,9 @@ counts the predictors were trained on) with Poisson arrivals and proportional SL
 default ``llmplan bench`` cluster (llama-2-13b, HELR fill of preset:dgx-a100). Three loads:
 
 * ``trace``: ShareGPT's default rate in ``llmplan bench`` (``sharegpt:rate=5``, 5 req/s);
-* ``~90%`` and ``~60%``: the rates at which FCFS meets about 90% and 60% of the SLOs, found by a
-  short search on seed 0 (doubling, then bisection in log space; the rate closest to the target
-  wins) unless ``--rates`` fixes them.
+* ``~90%``, ``~75%`` and ``~60%``: the rates at which FCFS meets about 90%, 75% and 60% of the
+  SLOs, found by a short search on seed 0 (doubling, then bisection in log space; the rate
+  closest to the target wins) unless ``--rates`` fixes them (in that order).
 
 At each load FCFS (which ignores predictions) is the baseline, and every length-aware policy
 (default SJF, S3, slo-odbs-cb) runs with every predictor over ``--seeds`` seeds (arrivals and
@@ -55,10 +55,10 @@ from typing import Any
 
 MODELS = Path("/work/models")
 TRACE_RATE = 5.0  # llmplan bench's sharegpt default (sharegpt:rate=5)
-TARGETS = {"~90%": 0.9, "~60%": 0.6}
+TARGETS = {"~90%": 0.9, "~75%": 0.75, "~60%": 0.6}
 DEFAULT_POLICIES = ("sjf", "s3", "slo-odbs-cb")
 DEFAULT_PREDICTORS = ("oracle", "const", "gbm", "bucket", "multi")
-LOADS = "trace,~90%,~60%"
+LOADS = "trace,~90%,~75%,~60%"
 
 
 @dataclass(slots=True)
@@ -369,9 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=3, help="seeds per arm (default 3)")
     ap.add_argument("--predictors", default=",".join(DEFAULT_PREDICTORS))
     ap.add_argument("--policies", default=",".join(DEFAULT_POLICIES))
-    ap.add_argument("--loads", default=LOADS, help="comma list of: trace, ~90%%, ~60%%")
+    ap.add_argument("--loads", default=LOADS, help="comma list of: trace, ~90%%, ~75%%, ~60%%")
     ap.add_argument("--rates", default=None,
-                    help="fix the ~90%%,~60%% rates (req/s), e.g. 30,45, instead of searching")  # fmt: skip
+                    help="fix the ~90%%,~75%%,~60%% rates (req/s), e.g. 23,30,80; no search")  # fmt: skip
     ap.add_argument("--slo", default="proportional")
     ap.add_argument("--models", type=Path, default=MODELS, help="where gbm/, bucket/, multi/ are saved")
     ap.add_argument("--cache-dir", default="/tmp/llmplan-predictor-gain",
@@ -389,13 +389,23 @@ def main(argv: list[str] | None = None) -> int:
         # The first 1,500 ShareGPT pairs hold ~270 deduplicated test prompts; 200 of them arriving
         # at 200 req/s overload the cluster for a moment (FCFS misses some SLOs).
         args.n, args.seeds, limit = min(args.n, 200), 2, 1500
-        args.rates = args.rates or "100,200"
+        args.rates = args.rates or "100,150,200"
         if args.loads == LOADS:
             args.loads = "trace,~60%"
     loads = [x.strip() for x in args.loads.split(",") if x.strip()]
     bad = [x for x in loads if x != "trace" and x not in TARGETS]
     if bad:
-        ap.error(f"unknown load {bad[0]!r}; use trace, ~90%, ~60%")
+        ap.error(f"unknown load {bad[0]!r}; use trace, ~90%, ~75%, ~60%")
+    fixed = None
+    if args.rates is not None:
+        try:
+            vals = [float(x) for x in args.rates.split(",")]
+        except ValueError:
+            ap.error(f"--rates {args.rates!r}: write three numbers (req/s), e.g. 23,30,80")
+        if len(vals) != len(TARGETS) or min(vals) <= 0:
+            ap.error(f"--rates needs {len(TARGETS)} positive rates (for {', '.join(TARGETS)}), "
+                     f"got {args.rates!r}")  # fmt: skip
+        fixed = dict(zip(TARGETS, vals, strict=True))
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     cache_dir = Path(args.cache_dir) if args.cache_dir.strip() else None
 
@@ -420,9 +430,8 @@ def main(argv: list[str] | None = None) -> int:
 
     targets = {lb: TARGETS[lb] for lb in loads if lb in TARGETS}
     search: list[tuple[float, float]] = []
-    if args.rates is not None:
-        vals = [float(x) for x in args.rates.split(",")]
-        rates = dict(zip(TARGETS, vals, strict=False))
+    if fixed is not None:
+        rates = fixed
     elif targets:
         rates, search = find_rates(reqs, args.slo, cluster, 0, targets, args.workers)
     else:

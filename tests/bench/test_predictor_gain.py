@@ -57,5 +57,7 @@ def test_bad_arguments_exit_2_with_one_line():
     assert r.returncode == 2 and "--seeds must be >= 2" in r.stderr
     r = _run("--predictors", "oracle,magic")
     assert r.returncode == 2 and "unknown predictor 'magic'" in r.stderr and "Traceback" not in r.stderr
+    r = _run("--rates", "20,30")
+    assert r.returncode == 2 and "--rates needs 3 positive rates" in r.stderr
     r = _run("--predictors", "const")
     assert r.returncode == 2 and "keep it in --predictors" in r.stderr
