@@ -141,13 +141,10 @@ def register(app: typer.Typer) -> None:
         ),
         kv_quantile: float = typer.Option(0.9, "--kv-quantile", help="--kv-profile: per-request quantile."),
     ) -> None:
-        import dataclasses
-
-        from llmplan.cli._common import console, print_json
+        from llmplan.cli._common import console
         from llmplan.deployment import save_plan
         from llmplan.errors import LlmplanError
         from llmplan.models import get_model_spec
-        from llmplan.plan.costmodel import CostParams
         from llmplan.plan.planner import make_plan
         from llmplan.plan.types import PlanWorkload
         from llmplan.topology import load_topology
@@ -171,75 +168,22 @@ def register(app: typer.Typer) -> None:
             slo_ttft=slo_ttft, slo_tpot=slo_tpot, attainment=attainment, kv_quantile=kv_quantile,
             compute_eff=compute_eff, memory_eff=memory_eff,
         )  # fmt: skip
-        from llmplan.plan.costmodel import params_for_engine
-
-        params = params_for_engine(serving_engine, CostParams())  # refuses an unknown engine first
+        params = _cost_params(serving_engine, compute_eff, memory_eff)  # refuses an unknown engine first
         spec = get_model_spec(model).with_precision(weight_dtype, kv_dtype)
         graph = load_topology(topology, parse_power_caps(power_cap) or None)
-        if compute_eff is not None:
-            params = dataclasses.replace(params, compute_eff=compute_eff)
-        if memory_eff is not None:
-            params = dataclasses.replace(params, memory_eff=memory_eff)
-        if not (0 < params.compute_eff <= 1 and 0 < params.memory_eff <= 1):
-            raise LlmplanError("--compute-eff and --memory-eff must be in (0, 1]")
-        subset = None
-        if gpus:
-            try:
-                subset = [f"GPU{int(x)}" for x in gpus.split(",")]
-            except ValueError:
-                raise LlmplanError(f"--gpus {gpus!r} is not a list of indices; e.g. --gpus 0,1,3") from None
-            if len(set(subset)) != len(subset):
-                raise LlmplanError(f"--gpus {gpus!r} names a GPU twice; list each index once (--gpus 0,1)")
-            missing = [g for g in subset if g not in graph.nodes]
-            if missing:
-                raise LlmplanError(
-                    f"--gpus names {', '.join(missing)}, not in the topology; see `llmplan topology`"
-                )
-
-        try:
-            tp_degrees = tuple(int(x) for x in tp.split(","))
-        except ValueError:
-            raise LlmplanError(f"--tp {tp!r} is not a list of TP degrees; e.g. --tp 1,2,4,8") from None
-        if fill and pd:
-            raise LlmplanError("--fill and --pd are exclusive; --pd already chooses its instances")
-        if max_instances is not None and not fill:
-            raise LlmplanError("--max-instances only applies with --fill")
-        if objective not in ("goodput", "energy"):
-            raise LlmplanError(f"--objective {objective!r}: choose goodput or energy")
-        if objective == "energy" and not pd:
-            raise LlmplanError("--objective energy plans P:D splits and clocks; add --pd")
+        subset = _gpu_subset(gpus, graph)
+        tp_degrees = _tp_degrees(tp)
+        _check_modes(fill=fill, pd=pd, max_instances=max_instances, objective=objective)
         if pd:
-            from llmplan.cli.plan_pd import render_pd
-            from llmplan.plan.pd import PDRequest, load_length_stats, plan_pd
+            from llmplan.cli.plan_pd import PDOptions, run_pd
 
-            stats = load_length_stats(trace, input_len, output_len, rate)
-            req = PDRequest(
-                slo_ttft_s=slo_ttft, slo_tpot_s=slo_tpot, attainment=attainment, max_gpus=max_gpus
-            )
-            result = plan_pd(spec, graph, stats, req, params=params, gpus=subset, topology=topology)
-            if validate:
-                from llmplan.bench.pd_validate import validate_in_simulator
-
-                result = validate_in_simulator(result, spec, graph, stats, req)
-            energy = None
-            if objective == "energy":
-                from llmplan.energy.plan import energy_objective
-
-                energy = energy_objective(result, spec, stats, req)
-            if out:
-                save_plan(result.plan, out)
-            if as_json:
-                print_json({**result.to_dict(), **({"energy": energy} if energy else {})})
-                if energy and energy["choice"] is None:
-                    raise LlmplanError(energy["refusal"])
-            else:
-                render_pd(console, result)
-                if energy is not None:
-                    from llmplan.energy.plan import render_energy
-
-                    render_energy(console, energy)
-                if out:
-                    console.print(f"saved plan to {out}")
+            run_pd(
+                spec, graph, params,
+                PDOptions(trace=trace, input_len=input_len, output_len=output_len, rate=rate,
+                          slo_ttft=slo_ttft, slo_tpot=slo_tpot, attainment=attainment, max_gpus=max_gpus,
+                          validate=validate, objective=objective),
+                gpus=subset, topology=topology, out=out, as_json=as_json,
+            )  # fmt: skip
             return
 
         wl = PlanWorkload(
@@ -266,6 +210,64 @@ def register(app: typer.Typer) -> None:
         _show(plan, as_json, show_device_map)
         if out and not as_json:
             console.print(f"saved plan to {out}")
+
+
+def _cost_params(serving_engine: str, compute_eff: float | None, memory_eff: float | None):
+    """The cost model's parameters for ``--serving-engine``, with the roofline efficiencies given."""
+    import dataclasses
+
+    from llmplan.errors import LlmplanError
+    from llmplan.plan.costmodel import CostParams, params_for_engine
+
+    params = params_for_engine(serving_engine, CostParams())
+    if compute_eff is not None:
+        params = dataclasses.replace(params, compute_eff=compute_eff)
+    if memory_eff is not None:
+        params = dataclasses.replace(params, memory_eff=memory_eff)
+    if not (0 < params.compute_eff <= 1 and 0 < params.memory_eff <= 1):
+        raise LlmplanError("--compute-eff and --memory-eff must be in (0, 1]")
+    return params
+
+
+def _gpu_subset(gpus: str | None, graph) -> list[str] | None:
+    """``--gpus 0,1,3`` as GPU node ids of ``graph`` (None: every GPU)."""
+    from llmplan.errors import LlmplanError
+
+    if not gpus:
+        return None
+    try:
+        subset = [f"GPU{int(x)}" for x in gpus.split(",")]
+    except ValueError:
+        raise LlmplanError(f"--gpus {gpus!r} is not a list of indices; e.g. --gpus 0,1,3") from None
+    if len(set(subset)) != len(subset):
+        raise LlmplanError(f"--gpus {gpus!r} names a GPU twice; list each index once (--gpus 0,1)")
+    missing = [g for g in subset if g not in graph.nodes]
+    if missing:
+        raise LlmplanError(f"--gpus names {', '.join(missing)}, not in the topology; see `llmplan topology`")
+    return subset
+
+
+def _tp_degrees(tp: str) -> tuple[int, ...]:
+    from llmplan.errors import LlmplanError
+
+    try:
+        return tuple(int(x) for x in tp.split(","))
+    except ValueError:
+        raise LlmplanError(f"--tp {tp!r} is not a list of TP degrees; e.g. --tp 1,2,4,8") from None
+
+
+def _check_modes(*, fill: bool, pd: bool, max_instances: int | None, objective: str) -> None:
+    """The option combinations that contradict each other, refused before any planning."""
+    from llmplan.errors import LlmplanError
+
+    if fill and pd:
+        raise LlmplanError("--fill and --pd are exclusive; --pd already chooses its instances")
+    if max_instances is not None and not fill:
+        raise LlmplanError("--max-instances only applies with --fill")
+    if objective not in ("goodput", "energy"):
+        raise LlmplanError(f"--objective {objective!r}: choose goodput or energy")
+    if objective == "energy" and not pd:
+        raise LlmplanError("--objective energy plans P:D splits and clocks; add --pd")
 
 
 def _check_numbers(

@@ -1,13 +1,81 @@
-"""Terminal rendering of a P:D plan (``llmplan plan --pd``): the plan line, capacity, tables."""
+"""``llmplan plan --pd``: plan, optionally validate in the simulator or choose by energy, then
+save and print (the plan line, capacity, runner-ups and instances)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import networkx as nx
     from rich.console import Console
 
+    from llmplan.models.spec import ModelSpec
+    from llmplan.plan.costmodel import CostParams
     from llmplan.plan.pd import PDResult
+
+
+@dataclass(frozen=True, slots=True)
+class PDOptions:
+    """The ``--pd`` options of ``llmplan plan`` (already range-checked by the command)."""
+
+    trace: Path | None
+    input_len: int
+    output_len: int
+    rate: float | None
+    slo_ttft: float
+    slo_tpot: float
+    attainment: float
+    max_gpus: int | None
+    validate: bool
+    objective: str
+
+
+def run_pd(
+    spec: ModelSpec,
+    graph: nx.Graph,
+    params: CostParams,
+    o: PDOptions,
+    *,
+    gpus: list[str] | None,
+    topology: str,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    from llmplan.cli._common import console, print_json
+    from llmplan.deployment import save_plan
+    from llmplan.errors import LlmplanError
+    from llmplan.plan.pd import PDRequest, load_length_stats, plan_pd
+
+    stats = load_length_stats(o.trace, o.input_len, o.output_len, o.rate)
+    req = PDRequest(
+        slo_ttft_s=o.slo_ttft, slo_tpot_s=o.slo_tpot, attainment=o.attainment, max_gpus=o.max_gpus
+    )
+    result = plan_pd(spec, graph, stats, req, params=params, gpus=gpus, topology=topology)
+    if o.validate:
+        from llmplan.bench.pd_validate import validate_in_simulator
+
+        result = validate_in_simulator(result, spec, graph, stats, req)
+    energy = None
+    if o.objective == "energy":
+        from llmplan.energy.plan import energy_objective
+
+        energy = energy_objective(result, spec, stats, req)
+    if out:
+        save_plan(result.plan, out)
+    if as_json:
+        print_json({**result.to_dict(), **({"energy": energy} if energy else {})})
+        if energy and energy["choice"] is None:
+            raise LlmplanError(energy["refusal"])
+        return
+    render_pd(console, result)
+    if energy is not None:
+        from llmplan.energy.plan import render_energy
+
+        render_energy(console, energy)
+    if out:
+        console.print(f"saved plan to {out}")
 
 
 def render_pd(console: Console, result: PDResult) -> None:

@@ -87,9 +87,19 @@ def _numa(value: str, lineno: int, column: str) -> int | None:
     return int(re.split(r"[-,]", value)[0])  # a multi-node affinity: its first node is the GPU's home
 
 
-def parse_topo_matrix(text: str) -> TopoMatrix:
-    """Parse the matrix (and NIC legend) of ``nvidia-smi topo -m``; errors name the line and the fix."""
-    lines = text.splitlines()
+@dataclass
+class _Header:
+    """The header row: device columns in order, the affinity columns printed, where the GPUs are."""
+
+    lineno: int
+    devices: list[str]
+    columns: list[str]
+    gpu_cols: list[int]  # positions of the GPU columns
+    gpu_index: dict[int, int]  # position -> GPU index (GPU3 -> 3)
+    nic_cols: list[int]
+
+
+def _find_header(lines: list[str]) -> _Header:
     start = next((n for n, line in enumerate(lines) if _is_header(line.split())), None)
     if start is None:
         first = next((n for n, line in enumerate(lines) if line.strip()), 0)
@@ -106,11 +116,41 @@ def parse_topo_matrix(text: str) -> TopoMatrix:
         raise _err(start + 1, "the header repeats a column name")
     gpu_index = {n: int(_GPU.match(devices[n]).group(1)) for n in gpu_cols}  # type: ignore[union-attr]
     nic_cols = [n for n in range(len(devices)) if n not in gpu_index]
-    ndev = len(devices)
+    return _Header(start + 1, devices, columns, gpu_cols, gpu_index, nic_cols)
 
-    rows: dict[int, tuple[int, list[str], list[str]]] = {}  # column position -> (lineno, cells, tail)
+
+def _check_row_cells(label: str, pos: int, cells: list[str], devices: list[str], lineno: int) -> None:
+    """One matrix row's link cells: one per device column, ``X`` on the diagonal, links elsewhere."""
+    ndev = len(devices)
+    nlinks = next((k for k, t in enumerate(cells) if t != "X" and parse_cell(t) is None), len(cells))
+    if nlinks < ndev and (nlinks == len(cells) or _CPULIST.match(cells[nlinks]) or cells[nlinks] in _NA):
+        # the row ran out of link cells (what follows is affinity): a cell is missing, not misspelt
+        raise _err(
+            lineno,
+            f"row {label} has {nlinks} link cells, expected {ndev} "
+            f"(one per column {devices[0]}..{devices[-1]})",
+        )
+    for c, cell in enumerate(cells):
+        if c == pos:
+            if cell != "X":
+                raise _err(lineno, f"row {label}: expected the self cell X in column {label}, got {cell!r}")
+        elif parse_cell(cell) is None:
+            raise _err(
+                lineno,
+                f"row {label}, column {devices[c]}: {cell!r} is not a link "
+                "(expected X, NV<n>, PIX, PXB, PHB, NODE or SYS)",
+            )
+
+
+_Rows = dict[int, tuple[int, list[str], list[str]]]  # column position -> (lineno, link cells, tail)
+
+
+def _read_rows(lines: list[str], h: _Header) -> tuple[_Rows, int]:
+    """The matrix rows after the header, up to a blank line or the legend (whose index is returned)."""
+    devices, ndev = h.devices, len(h.devices)
+    rows: _Rows = {}
     end = len(lines)
-    for n in range(start + 1, len(lines)):
+    for n in range(h.lineno, len(lines)):
         tokens = lines[n].split()
         if not tokens or tokens[0].rstrip(":") in ("Legend", "NIC"):
             end = n
@@ -124,62 +164,41 @@ def parse_topo_matrix(text: str) -> TopoMatrix:
         if pos in rows:
             raise _err(n + 1, f"row {label} appears twice")
         cells = tokens[1 : 1 + ndev]
-        nlinks = next((k for k, t in enumerate(cells) if t != "X" and parse_cell(t) is None), len(cells))
-        if nlinks < ndev and (nlinks == len(cells) or _CPULIST.match(cells[nlinks]) or cells[nlinks] in _NA):
-            # the row ran out of link cells (what follows is affinity): a cell is missing, not misspelt
-            raise _err(
-                n + 1,
-                f"row {label} has {nlinks} link cells, expected {ndev} "
-                f"(one per column {devices[0]}..{devices[-1]})",
-            )
-        for c, cell in enumerate(cells):
-            if c == pos:
-                if cell != "X":
-                    raise _err(
-                        n + 1, f"row {label}: expected the self cell X in column {label}, got {cell!r}"
-                    )
-            elif parse_cell(cell) is None:
-                raise _err(
-                    n + 1,
-                    f"row {label}, column {devices[c]}: {cell!r} is not a link "
-                    "(expected X, NV<n>, PIX, PXB, PHB, NODE or SYS)",
-                )
+        _check_row_cells(label, pos, cells, devices, n + 1)
         rows[pos] = (n + 1, cells, tokens[1 + ndev :])
-
-    missing = [devices[c] for c in gpu_cols if c not in rows]
+    missing = [devices[c] for c in h.gpu_cols if c not in rows]
     if missing:
         raise _err(end + 1, f"no matrix row for {', '.join(missing)}; the matrix looks truncated")
+    return rows, end
 
-    gpus: list[TopoGpu] = []
-    for c in gpu_cols:
-        lineno, _, tail = rows[c]
-        if len(tail) > len(columns):
-            raise _err(
-                lineno,
-                f"row {devices[c]} has {len(tail)} values after the link cells, expected at "
-                f"most {len(columns)} ({', '.join(columns) or 'none'})",
-            )
-        values = dict(zip(columns[len(columns) - len(tail) :], tail, strict=True))
-        cpu = values.get("CPU Affinity")
-        if cpu is not None and cpu not in _NA and not _CPULIST.match(cpu):
-            raise _err(lineno, f"CPU Affinity {cpu!r} is not a CPU list such as 0-23,48-71")
-        gpus.append(
-            TopoGpu(
-                index=gpu_index[c],
-                cpu_affinity=None if cpu in _NA else cpu,
-                numa_node=_numa(values.get("NUMA Affinity", ""), lineno, "NUMA Affinity"),
-                gpu_numa_id=_numa(values.get("GPU NUMA ID", ""), lineno, "GPU NUMA ID"),
-            )
+
+def _gpu_affinity(h: _Header, c: int, lineno: int, tail: list[str]) -> TopoGpu:
+    """GPU column ``c``'s affinity values, right-aligned onto the printed affinity columns."""
+    columns = h.columns
+    if len(tail) > len(columns):
+        raise _err(
+            lineno,
+            f"row {h.devices[c]} has {len(tail)} values after the link cells, expected at "
+            f"most {len(columns)} ({', '.join(columns) or 'none'})",
         )
-    if sorted(g.index for g in gpus) != list(range(len(gpus))):
-        raise _err(start + 1, "GPU columns must be GPU0..GPU<n-1> without gaps")
-
-    matrix = TopoMatrix(
-        gpus=sorted(gpus, key=lambda g: g.index), nics=[devices[c] for c in nic_cols], columns=tuple(columns)
+    values = dict(zip(columns[len(columns) - len(tail) :], tail, strict=True))
+    cpu = values.get("CPU Affinity")
+    if cpu is not None and cpu not in _NA and not _CPULIST.match(cpu):
+        raise _err(lineno, f"CPU Affinity {cpu!r} is not a CPU list such as 0-23,48-71")
+    return TopoGpu(
+        index=h.gpu_index[c],
+        cpu_affinity=None if cpu in _NA else cpu,
+        numa_node=_numa(values.get("NUMA Affinity", ""), lineno, "NUMA Affinity"),
+        gpu_numa_id=_numa(values.get("GPU NUMA ID", ""), lineno, "GPU NUMA ID"),
     )
-    for a in gpu_cols:
+
+
+def _add_links(matrix: TopoMatrix, h: _Header, rows: _Rows) -> None:
+    """GPU-GPU links (the matrix must be symmetric) and GPU-NIC links into ``matrix``."""
+    devices, gpu_index = h.devices, h.gpu_index
+    for a in h.gpu_cols:
         la, cells_a, _ = rows[a]
-        for b in gpu_cols:
+        for b in h.gpu_cols:
             if b <= a:
                 continue
             cell = parse_cell(cells_a[b])[0]  # type: ignore[index]
@@ -192,9 +211,24 @@ def parse_topo_matrix(text: str) -> TopoMatrix:
                 )
             i, j = sorted((gpu_index[a], gpu_index[b]))
             matrix.gpu_links[(i, j)] = cell
-        for k, nc in enumerate(nic_cols):
+        for k, nc in enumerate(h.nic_cols):
             matrix.gpu_nic_links[(gpu_index[a], k)] = parse_cell(cells_a[nc])[0]  # type: ignore[index]
 
+
+def parse_topo_matrix(text: str) -> TopoMatrix:
+    """Parse the matrix (and NIC legend) of ``nvidia-smi topo -m``; errors name the line and the fix."""
+    lines = text.splitlines()
+    h = _find_header(lines)
+    rows, end = _read_rows(lines, h)
+    gpus = [_gpu_affinity(h, c, rows[c][0], rows[c][2]) for c in h.gpu_cols]
+    if sorted(g.index for g in gpus) != list(range(len(gpus))):
+        raise _err(h.lineno, "GPU columns must be GPU0..GPU<n-1> without gaps")
+    matrix = TopoMatrix(
+        gpus=sorted(gpus, key=lambda g: g.index),
+        nics=[h.devices[c] for c in h.nic_cols],
+        columns=tuple(h.columns),
+    )
+    _add_links(matrix, h, rows)
     legend = {}
     for line in lines[end:]:
         m = _NIC_LEGEND.match(line)
