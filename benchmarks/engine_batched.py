@@ -36,8 +36,9 @@ def _set_packed(on: bool) -> None:
     model.PACKED_ROWS = range(4, 97) if on else range(0)
 
 
-# name -> switch(on): what --ab compares (off = the code before that change)
-AB = {"packed": _set_packed}
+# name -> switch(on): what --ab compares (off = the code before that change); "bf16" compares
+# two engines instead, fp32 (off) and bfloat16 (on), whose tokens differ (an option, not a default)
+AB = {"packed": _set_packed, "bf16": lambda on: None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--ab", choices=sorted(AB), help="compare one speed-up off/on, interleaved")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--dtype", default="float32", help="float32 (default) or bfloat16")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -56,14 +58,18 @@ def main(argv: list[str] | None = None) -> int:
     from llmplan.runtime.engine.factory import build_engine
 
     rng = random.Random(args.seed)
-    engine = build_engine(dummy_weights=args.model, max_num_seqs=32, max_num_batched_tokens=2048,
-                          max_queue=128, kv_cache_gb=1.0, seed=args.seed).engine
+    def make(dtype: str):
+        return build_engine(dummy_weights=args.model, max_num_seqs=32, max_num_batched_tokens=2048,
+                            max_queue=128, kv_cache_gb=1.0, seed=args.seed, dtype=dtype).engine
+
+    engine = make(args.dtype)
+    engines = {False: engine, True: make("bfloat16") if args.ab == "bf16" else engine}
     vocab = engine.cfg.vocab_size
     (plo, phi), (olo, ohi) = ((32, 512), (8, 32)) if args.workload == "prefill" else ((16, 64), (32, 96))
     prompts = [[rng.randrange(3, vocab) for _ in range(rng.randint(plo, phi))] for _ in range(32)]
     outs = [rng.randint(olo, ohi) for _ in range(32)]
 
-    def run(ps: list[list[int]], os_: list[int], tag: str) -> float:
+    def run(ps: list[list[int]], os_: list[int], tag: str, engine=engine) -> float:
         for i, (p, o) in enumerate(zip(ps, os_, strict=True)):
             sp = SamplingParams(max_tokens=o, temperature=0.0, ignore_eos=True)
             engine.add_request(GenerateRequest(f"{tag}{i}", p, sp), lambda out: None)
@@ -72,13 +78,14 @@ def main(argv: list[str] | None = None) -> int:
             engine.step()
         return time.perf_counter() - t
 
-    run(prompts[:2], [2, 2], "warm")
+    for eng in {id(e): e for e in engines.values()}.values():
+        run(prompts[:2], [2, 2], "warm", eng)
     if args.ab:
         times: dict[bool, list[float]] = {False: [], True: []}
         for r in range(args.rounds):
             for on in (False, True):
                 AB[args.ab](on)
-                times[on].append(run(prompts, outs, f"ab{r}{int(on)}-"))
+                times[on].append(run(prompts, outs, f"ab{r}{int(on)}-", engines[on]))
         AB[args.ab](True)
         rates = {on: sorted(sum(outs) / t for t in ts) for on, ts in times.items()}
         for on, label in ((False, "off"), (True, "on ")):

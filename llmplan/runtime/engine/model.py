@@ -104,20 +104,31 @@ class Rope(nn.Module):
         super().__init__()
         inv_freq = rope_inv_freq(cfg)
         pos = torch.arange(cfg.max_position_embeddings, dtype=torch.float32)
+        # Half tables: rotate-half repeats each frequency over both halves of the head.
         freqs = torch.outer(pos, inv_freq)
-        emb = torch.cat((freqs, freqs), dim=-1)
-        self.register_buffer("cos", emb.cos().to(device=device, dtype=dtype), persistent=False)
-        self.register_buffer("sin", emb.sin().to(device=device, dtype=dtype), persistent=False)
+        self.register_buffer("cos", freqs.cos().to(device=device, dtype=dtype), persistent=False)
+        self.register_buffer("sin", freqs.sin().to(device=device, dtype=dtype), persistent=False)
 
     def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.cos[positions], self.sin[positions]
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """RoPE (rotate-half form) on ``[T, heads, head_dim]``; q and k heads go through together."""
+    """RoPE (rotate-half form) on ``[T, heads, head_dim]``; q and k heads go through together.
+
+    ``cos``/``sin`` are ``[T, head_dim / 2]``. Each half is written in place of a
+    ``cat`` of the rotated copy; the values equal HF's ``x * cos + rotate_half(x) * sin`` bit
+    for bit (``a + (-b) * s`` and ``a - b * s`` round the same)."""
     half = x.shape[-1] // 2
-    rot = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos.unsqueeze(1) + rot * sin.unsqueeze(1)
+    x1, x2 = x[..., :half], x[..., half:]
+    c, s = cos.unsqueeze(1), sin.unsqueeze(1)
+    out = torch.empty_like(x)
+    o1, o2 = out[..., :half], out[..., half:]
+    torch.mul(x1, c, out=o1)
+    o1.sub_(x2 * s)
+    torch.mul(x2, c, out=o2)
+    o2.add_(x1 * s)
+    return out
 
 
 class RMSNorm(nn.Module):
