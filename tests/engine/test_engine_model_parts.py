@@ -268,3 +268,23 @@ def test_engine_stop_string_eos_and_max_tokens(tiny_checkpoint):
     assert outs["stop"][-1].finish_reason == "stop"
     assert got == text[: text.find(stop)] and stop not in got
     assert eng.scheduler.blocks.num_used == 0
+
+
+def test_decode_sized_linear_follows_weights_written_in_place(monkeypatch):
+    """The reordered weight copy that decode-sized GEMMs use is refreshed when the weight is
+    written in place (a reload, a migration), and past the memory budget the plain GEMM runs."""
+    from llmplan.runtime.engine import model as m
+
+    torch.manual_seed(0)
+    w = torch.randn(96, 32)
+    x = torch.randn(8, 32)  # a decode-sized batch: the packed path
+    assert 8 in m.PACKED_ROWS
+    torch.testing.assert_close(m.linear(x, w), x @ w.T, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        w.mul_(-3.0)
+    torch.testing.assert_close(m.linear(x, w), x @ w.T, rtol=1e-5, atol=1e-5)
+    before = m._packed_bytes
+    monkeypatch.setattr(m, "PACK_BUDGET_BYTES", before)  # no room for another copy
+    w2 = torch.randn(64, 32)
+    torch.testing.assert_close(m.linear(x, w2), x @ w2.T, rtol=1e-5, atol=1e-5)
+    assert m._packed_weight(w2) is None and m._packed_bytes == before

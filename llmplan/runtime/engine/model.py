@@ -30,28 +30,43 @@ from llmplan.runtime.engine.kvcache import PagedKVCache
 # its blocked layout skips that: measured on this project's Xeon (1 thread, 4096x768 and
 # 32000x768 weights), 1.2-3x faster for 4..96 rows, slower at 1-2 rows and about even from
 # 128 rows (prefill), which keep the plain path. The packed copy is made on first use and
-# kept per weight (invalidated when the weight is written in place); it doubles the memory
-# of the weights that meet decode batches. Set PACKED_ROWS = range(0) to turn it off.
+# kept per weight (invalidated when the weight is written in place): a second copy of the
+# weights, so only the first PACK_BUDGET_BYTES of them (per process) get one and the rest keep
+# the plain path. Set PACKED_ROWS = range(0) to turn it off.
 PACKED_ROWS = range(4, 97)
+PACK_BUDGET_BYTES = 2 * 2**30
 _PACK_HINT = 64  # the batch size oneDNN picks the weight layout for
 _packed: dict[int, tuple[int, int, torch.Tensor]] = {}  # id(weight) -> (version, data_ptr, packed)
+_packed_bytes = 0
 _pack_ok = torch.backends.mkldnn.is_available()
 # Without oneDNN, MKL's sgemm takes a slow kernel for x @ W.T with 7..15 rows (32-45 ms for
 # 12 layers' weights vs 28 ms for the same product computed as (W @ x.T).T).
 _TRANSPOSED_ROWS = range(7, 16)
 
 
-def _packed_weight(weight: torch.Tensor) -> torch.Tensor:
+def _packed_weight(weight: torch.Tensor) -> torch.Tensor | None:
+    """The oneDNN copy of ``weight`` (made on first use), or None past the memory budget."""
+    global _packed_bytes
     key = id(weight)
     ver = -1 if weight.is_inference() else weight._version
     hit = _packed.get(key)
     if hit is not None and hit[0] == ver and hit[1] == weight.data_ptr():
         return hit[2]
-    packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), _PACK_HINT)
+    size = weight.numel() * weight.element_size()
     if hit is None:
-        weakref.finalize(weight, _packed.pop, key, None)
+        if _packed_bytes + size > PACK_BUDGET_BYTES:
+            return None
+        _packed_bytes += size
+        weakref.finalize(weight, _forget, key, size)
+    packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), _PACK_HINT)
     _packed[key] = (ver, weight.data_ptr(), packed)
     return packed
+
+
+def _forget(key: int, size: int) -> None:
+    global _packed_bytes
+    _packed.pop(key, None)
+    _packed_bytes -= size
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -60,9 +75,9 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         rows = x.shape[0]
         if _pack_ok and rows in PACKED_ROWS and x.dtype in (torch.float32, torch.bfloat16):
             try:
-                return torch.ops.mkldnn._linear_pointwise(
-                    x.contiguous(), _packed_weight(weight), bias, "none", [], ""
-                )
+                packed = _packed_weight(weight)
+                if packed is not None:
+                    return torch.ops.mkldnn._linear_pointwise(x.contiguous(), packed, bias, "none", [], "")
             except RuntimeError:  # a build or CPU without this oneDNN path: plain GEMMs from now on
                 _pack_ok = False
         if rows in _TRANSPOSED_ROWS:
