@@ -26,20 +26,8 @@ def check_plan_dict(
     ``version`` (the newest plan format) and the field names of a stage and of the workload come
     from :mod:`llmplan.plan.types`, which calls this; passed in so this module need not import it.
     """
-    PLAN_VERSION = version
-
     mapping(d, f"{where}", FIX)
-    if "version" in d:
-        v = d["version"] = integer(d["version"], f"{where}: version", lo=1, fix=FIX)
-        if v > PLAN_VERSION:
-            raise LlmplanError(
-                f"{where}: plan format v{v} is newer than this llmplan (v{PLAN_VERSION}); upgrade llmplan"
-            )
-    for key in ("model", "mode"):
-        if key not in d:
-            raise LlmplanError(f"{where}: not a llmplan plan (no {key!r}); {FIX}")
-        if not isinstance(d[key], str) or not d[key]:
-            raise LlmplanError(f"{where}: {key} must be a non-empty string (got {d[key]!r}); {FIX}")
+    _check_head(d, where, version)
     if "model_spec" not in d:
         raise LlmplanError(f"{where}: not a llmplan plan (no 'model_spec'); {FIX}")
     spec = mapping(d["model_spec"], f"{where}: model_spec", FIX)
@@ -50,50 +38,78 @@ def check_plan_dict(
     if not instances:
         raise LlmplanError(f"{where}: instances is empty; a plan places at least one instance; {FIX}")
     for i, inst in enumerate(instances):
-        inst = mapping(inst, f"{where}: instances[{i}]", FIX)
-        if not isinstance(inst.get("role", "both"), str):
-            raise LlmplanError(f"{where}: instances[{i}].role must be both, prefill or decode; {FIX}")
-        stages = sequence(inst.get("stages"), f"{where}: instances[{i}].stages", FIX)
-        if not stages:
-            raise LlmplanError(f"{where}: instances[{i}] has no stages; {FIX}")
-        expect = 0
-        for j, st in enumerate(stages):
-            at = f"{where}: instances[{i}].stages[{j}]"
-            st = mapping(st, at, FIX)
-            unknown = sorted(set(st) - stage_fields)
-            if unknown:
-                raise LlmplanError(f"{at} has unknown field(s) {', '.join(unknown)}; {FIX}")
-            gpus = sequence(st.get("gpus"), f"{at}.gpus", FIX)
-            if not gpus or not all(isinstance(g, str) and _GPU_ID.match(g) for g in gpus):
-                raise LlmplanError(f"{at}.gpus must be a non-empty list of GPU ids (GPU0...), got {gpus!r}")
-            if len(set(gpus)) != len(gpus):
-                raise LlmplanError(f"{at}.gpus names a GPU twice ({gpus}); {FIX}")
-            # Whole floats (4.0) are accepted and stored back as ints: later code ranges over them.
-            start = st["layer_start"] = integer(st.get("layer_start"), f"{at}.layer_start", lo=0, fix=FIX)
-            end = st["layer_end"] = integer(st.get("layer_end"), f"{at}.layer_end", lo=1, fix=FIX)
-            if end <= start:
-                raise LlmplanError(f"{at}: layer_end {end} must be above layer_start {start}; {FIX}")
-            if start != expect:
-                raise LlmplanError(
-                    f"{at}: layers start at {start} but the previous stage ended at {expect}; stages must "
-                    f"cover the layers contiguously; {FIX}"
-                )
-            expect = end
-            for key in ("weights_gib", "kv_gib", "free_gib", "prefill_s", "decode_s"):
-                if key in st:
-                    number(st[key], f"{at}.{key}", fix=FIX)
-            for key in ("weights_gib", "kv_gib", "prefill_s", "decode_s"):
-                if key in st:
-                    number(st[key], f"{at}.{key}", lo=0, fix=FIX)
-            if st.get("local_index") is not None:
-                st["local_index"] = integer(st["local_index"], f"{at}.local_index", lo=0, fix=FIX)
-        if n_layers is not None and expect != n_layers:
+        _check_instance(inst, f"{where}: instances[{i}]", stage_fields, n_layers)
+    _check_rest(d, where, workload_fields)
+    return d
+
+
+def _check_head(d: dict[str, Any], where: str, version: int) -> None:
+    """The format version (not newer than this llmplan's) and the model and mode names."""
+    if "version" in d:
+        v = d["version"] = integer(d["version"], f"{where}: version", lo=1, fix=FIX)
+        if v > version:
             raise LlmplanError(
-                f"{where}: instances[{i}] places layers 0-{expect - 1} but the model has {n_layers}; {FIX}"
+                f"{where}: plan format v{v} is newer than this llmplan (v{version}); upgrade llmplan"
             )
+    for key in ("model", "mode"):
+        if key not in d:
+            raise LlmplanError(f"{where}: not a llmplan plan (no {key!r}); {FIX}")
+        if not isinstance(d[key], str) or not d[key]:
+            raise LlmplanError(f"{where}: {key} must be a non-empty string (got {d[key]!r}); {FIX}")
+
+
+def _check_instance(inst: Any, at: str, stage_fields: set[str], n_layers: int | None) -> None:
+    """One instance: a role, and stages that cover the model's layers contiguously from 0."""
+    inst = mapping(inst, at, FIX)
+    if not isinstance(inst.get("role", "both"), str):
+        raise LlmplanError(f"{at}.role must be both, prefill or decode; {FIX}")
+    stages = sequence(inst.get("stages"), f"{at}.stages", FIX)
+    if not stages:
+        raise LlmplanError(f"{at} has no stages; {FIX}")
+    expect = 0
+    for j, st in enumerate(stages):
+        expect = _check_stage(st, f"{at}.stages[{j}]", stage_fields, expect)
+    if n_layers is not None and expect != n_layers:
+        raise LlmplanError(f"{at} places layers 0-{expect - 1} but the model has {n_layers}; {FIX}")
+
+
+def _check_stage(st: Any, at: str, stage_fields: set[str], expect: int) -> int:
+    """One stage: known fields, distinct GPU ids, layers [start, end) starting where the previous
+    stage ended (``expect``), finite sizes and times. Returns its ``layer_end``."""
+    st = mapping(st, at, FIX)
+    unknown = sorted(set(st) - stage_fields)
+    if unknown:
+        raise LlmplanError(f"{at} has unknown field(s) {', '.join(unknown)}; {FIX}")
+    gpus = sequence(st.get("gpus"), f"{at}.gpus", FIX)
+    if not gpus or not all(isinstance(g, str) and _GPU_ID.match(g) for g in gpus):
+        raise LlmplanError(f"{at}.gpus must be a non-empty list of GPU ids (GPU0...), got {gpus!r}")
+    if len(set(gpus)) != len(gpus):
+        raise LlmplanError(f"{at}.gpus names a GPU twice ({gpus}); {FIX}")
+    # Whole floats (4.0) are accepted and stored back as ints: later code ranges over them.
+    start = st["layer_start"] = integer(st.get("layer_start"), f"{at}.layer_start", lo=0, fix=FIX)
+    end = st["layer_end"] = integer(st.get("layer_end"), f"{at}.layer_end", lo=1, fix=FIX)
+    if end <= start:
+        raise LlmplanError(f"{at}: layer_end {end} must be above layer_start {start}; {FIX}")
+    if start != expect:
+        raise LlmplanError(
+            f"{at}: layers start at {start} but the previous stage ended at {expect}; stages must "
+            f"cover the layers contiguously; {FIX}"
+        )
+    for key in ("weights_gib", "kv_gib", "free_gib", "prefill_s", "decode_s"):
+        if key in st:
+            number(st[key], f"{at}.{key}", fix=FIX)
+    for key in ("weights_gib", "kv_gib", "prefill_s", "decode_s"):
+        if key in st:
+            number(st[key], f"{at}.{key}", lo=0, fix=FIX)
+    if st.get("local_index") is not None:
+        st["local_index"] = integer(st["local_index"], f"{at}.local_index", lo=0, fix=FIX)
+    return end
+
+
+def _check_rest(d: dict[str, Any], where: str, workload_fields: set[str]) -> None:
+    """The workload (known fields, whole positive counts) and the optional sections' kinds."""
     wl = mapping(d.get("workload", {}), f"{where}: workload", FIX) if "workload" in d else {}
-    wl_fields = workload_fields
-    unknown = sorted(set(wl) - wl_fields)
+    unknown = sorted(set(wl) - workload_fields)
     if unknown:
         raise LlmplanError(f"{where}: workload has unknown field(s) {', '.join(unknown)}; {FIX}")
     for key, value in wl.items():
@@ -111,7 +127,6 @@ def check_plan_dict(
         mapping(d["workload"], f"{where}: workload", FIX)
     if d.get("pd") is not None:
         mapping(d["pd"], f"{where}: pd", FIX)
-    return d
 
 
 _SPEC_SIZES = (
