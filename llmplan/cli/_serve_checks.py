@@ -25,7 +25,7 @@ def check_device_dtype(device: str, dtype: str) -> None:
         raise LlmplanError(f"unknown --dtype {dtype!r}; use one of {', '.join(_DTYPES)}")
 
 
-def check_serve_options(
+def check_serve_options(  # noqa: C901 - a flat list of independent option checks, each one refusal line
     *,
     model: Path | None,
     dummy_weights: str | None,

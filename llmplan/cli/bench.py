@@ -118,7 +118,7 @@ def _disagg(text: str | None) -> tuple[int, int] | None:
     return int(a), int(b)
 
 
-def register(app: typer.Typer) -> None:
+def register(app: typer.Typer) -> None:  # noqa: C901 - the typer command: its option declarations, handed one to one to BenchConfig
     @app.command("bench", help=_HELP)
     def bench(
         trace: str = typer.Option(

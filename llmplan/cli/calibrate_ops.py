@@ -58,7 +58,7 @@ def run_check(check: Path, profiles: Path | None, as_json: bool, console: Any, p
     console.print(t)
 
 
-def run_profiles(
+def run_profiles(  # noqa: C901 - read, fit, write, price and print in one pass; each branch is one option
     profiles: Path,
     out: Path | None,
     price: str | None,

@@ -560,7 +560,7 @@ def _check_workers(workers: int, layer_split: str | None, controller: bool, depl
         raise LlmplanError("--layer-split and --migration-controller need --workers 2 or more")
 
 
-def _serve_deployment(
+def _serve_deployment(  # noqa: C901 - one branch per deployment option (engine kind, P/D, plan, store) mapped onto DeployConfig
     *,
     engine_kind: str,
     instances: int,

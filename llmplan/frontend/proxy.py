@@ -520,7 +520,7 @@ def combine_deployments(specs: list[tuple[Backend, dict[str, Any]]], router: Any
     return combined.to_dict()
 
 
-def build_app(frontend: Frontend, guard: GuardConfig | None = None) -> FastAPI:
+def build_app(frontend: Frontend, guard: GuardConfig | None = None) -> FastAPI:  # noqa: C901 - the routes are closures over the front end; the figure is their sum, each route is short
     """The front end's app; ``guard`` sets its API key and request limits (as ``llmplan serve``)."""
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -67,7 +67,7 @@ def _error_message(status: int, raw: bytes) -> str:
     return http_reason(status, msg or raw.decode("utf-8", "replace"))
 
 
-async def run_request(
+async def run_request(  # noqa: C901 - one streamed HTTP exchange: SSE parsing, timeout and each failure kind recorded on the record
     client: httpx.AsyncClient,
     endpoint: Endpoint,
     spec: RequestSpec,

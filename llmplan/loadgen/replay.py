@@ -106,7 +106,7 @@ def _client_failure(spec: RequestSpec, reason: str, t: float) -> RequestRecord:
     )
 
 
-async def replay_async(
+async def replay_async(  # noqa: C901 - argument checks, then the open-loop sender, limit and sampler in one coroutine so cancellation reaches every task
     target: str,
     workload: Workload,
     *,

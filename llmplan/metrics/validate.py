@@ -31,7 +31,7 @@ def _bad(rid: int, what: str) -> InvalidRunResultError:
     )
 
 
-def validate_run(
+def validate_run(  # noqa: C901 - a flat list of run invariants checked in order, each one if and one message
     result: RunResult, workload: Workload | None = None, tokens: TokenTimes | None = None
 ) -> None:
     """Raise :class:`InvalidRunResultError` on the first violated invariant.

@@ -650,7 +650,7 @@ def _sliding_pattern(layer_types: list[str], name: str) -> int:
     )
 
 
-def spec_from_hf_config(cfg: dict[str, Any], name: str = "") -> ModelSpec:
+def spec_from_hf_config(cfg: dict[str, Any], name: str = "") -> ModelSpec:  # noqa: C901 - one branch per HF config convention (rope, MoE, MLA, windows); a table would hide which model needs which
     """A :class:`ModelSpec` from a HF ``config.json`` dict of a supported ``model_type``.
 
     Anything else is refused (one line: the type or field, the supported list, how to add one):

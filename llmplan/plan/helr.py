@@ -193,7 +193,7 @@ class PlanTooLargeError(InfeasibleError):
     """
 
 
-def frontier(problem: Problem, use_host_structure: bool = True) -> dict[int, Placement]:
+def frontier(problem: Problem, use_host_structure: bool = True) -> dict[int, Placement]:  # noqa: C901 - the HELR dynamic program kept in one piece so it reads against the paper's recurrence
     """T[S] for every feasible S: the minimum-latency placement using exactly S GPUs.
 
     ``use_host_structure=False`` skips the identical-hosts shortcut (tests compare both).

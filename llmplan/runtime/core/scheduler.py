@@ -249,7 +249,7 @@ class Scheduler(DecodeFastForward):
             r = max(r, seq.spec.prompt_tokens + out)
         return min(r, self.config.max_model_len)
 
-    def _admit(self, items: list[ScheduledSeq], budget: int, has_prefill: bool, now: float) -> int:
+    def _admit(self, items: list[ScheduledSeq], budget: int, has_prefill: bool, now: float) -> int:  # noqa: C901 - the admission loop on the hot path: budget, blocks, prefix probe and preemption share local state
         cfg = self.config
         blocks = self.blocks
         running = self.running

@@ -93,7 +93,7 @@ def _from_llmplan_plan(plan: dict[str, Any], num_layers: int, instance: int) -> 
     return _from_stages(stages, num_layers)
 
 
-def layer_devices_from_plan(
+def layer_devices_from_plan(  # noqa: C901 - a dict, a JSON or a YAML plan, each stage checked; each branch is one refusal
     plan: dict[str, Any] | str | Path | None, num_layers: int, device: str, instance: int = 0
 ) -> list[torch.device]:
     if plan is None:

@@ -98,7 +98,7 @@ class Guard:
         assert self._key is not None
         return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self._key)
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:  # noqa: C901 - ASGI middleware: key, size and admin checks run in one pass before the body is read
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

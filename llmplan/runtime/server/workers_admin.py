@@ -54,7 +54,7 @@ def _int_list(v: Any) -> list[int] | None:
     return v
 
 
-def install_admin(app, engine) -> None:
+def install_admin(app, engine) -> None:  # noqa: C901 - the admin routes are closures over the executor; the figure is their sum
     from llmplan.runtime.server.errors import APIError
 
     executor = pipeline_executor(engine)
