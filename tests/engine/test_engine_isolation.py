@@ -51,7 +51,7 @@ def engine(tiny_checkpoint):
 
 
 def _nan_temperature(eng) -> None:
-    eng._by_id["bad"].sampling.sampler.params.temperature = float("nan")
+    eng._by_id["bad"].payload.sampler.params.temperature = float("nan")
 
 
 def _raising_detokenizer(eng) -> None:
@@ -61,7 +61,7 @@ def _raising_detokenizer(eng) -> None:
                 raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "injected")
             return "", False
 
-    eng._by_id["bad"].sampling.detok = Broken()
+    eng._by_id["bad"].payload.detok = Broken()
 
 
 @pytest.mark.parametrize("poison", [_nan_temperature, _raising_detokenizer], ids=["sampling", "stop"])

@@ -23,7 +23,7 @@ executor and a virtual clock)::
     # on request arrival (engine thread):
     seq = SeqState(spec=RequestSpec(rid, arrival_s=now, prompt_tokens=len(ids),
                                     output_tokens=sampling.max_tokens),
-                   prompt_token_ids=ids, sampling=sampling)
+                   prompt_token_ids=ids, payload=my_request_state)
     apply_prediction([seq], predictor.predict([spec]))  # optional: point, rank score, upper bound
     if not sched.add(seq, now):         # REJECTED: seq.finish_reason says why (-> HTTP 400)
         ...

@@ -112,6 +112,10 @@ class Scheduler(DecodeFastForward):
         )
         self._preempted_this_step = False
         self.on_finish: Callable[[SeqState], None] | None = None
+        # Called right after a sequence emitted a token in ``update`` and before the stop rule
+        # checks it: where an engine advances per-request state (its detokenizer), so the stop
+        # rule itself stays a pure check. Not called by apply_decode_run (simulator only).
+        self.on_token: Callable[[SeqState], None] | None = None
 
     # ------------------------------------------------------------------ requests in and out
     @property
@@ -370,6 +374,8 @@ class Scheduler(DecodeFastForward):
                 seq.first_token_s = now
             if seq.token_times_s is not None:
                 seq.token_times_s.append(now)
+            if self.on_token is not None:
+                self.on_token(seq)
             self._check_prediction(seq)
             if self._after_token(seq, now):
                 out.append(seq)
@@ -416,6 +422,7 @@ class Scheduler(DecodeFastForward):
         the transfer to the decode instance is done (:meth:`release`)."""
         self.running.remove(seq)
         self.seqs.pop(seq.rid, None)
+        seq.status = SeqStatus.HANDED_OFF
         seq.finish_reason = FinishReason.HANDOFF
         self.stats.handoffs += 1
 

@@ -13,7 +13,9 @@ from llmplan.runtime.core.types import FinishReason, SeqState
 
 
 class StopRule(Protocol):
-    """Decides when a sequence is done after it emitted a token."""
+    """Decides when a sequence is done after it emitted a token. A pure check: it reads the
+    sequence (and state its owner advanced, e.g. through ``Scheduler.on_token``) and changes
+    nothing."""
 
     def __call__(self, seq: SeqState) -> str | None:
         """A finish reason ("length", "stop", "eos", ...) or None to continue."""
@@ -22,11 +24,12 @@ class StopRule(Protocol):
     def steps_left(self, seq: SeqState) -> int | None:
         """Tokens still to emit before the rule fires, if that is known in advance (the
         simulator's rule); None when it depends on sampled tokens (EOS, stop strings), which
-        disables decode fast-forward."""
-        ...
+        disables decode fast-forward. The default, None, is right for any rule over sampled
+        tokens; a rule that subclasses this protocol inherits it."""
+        return None
 
 
-class OutputLengthStop:
+class OutputLengthStop(StopRule):
     """The simulator's stop rule: a request generates exactly ``spec.output_tokens`` tokens."""
 
     def __call__(self, seq: SeqState) -> str | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from llmplan.workload.types import RequestSpec
 
@@ -28,6 +28,9 @@ class SeqStatus(Enum):
     FINISHED = "finished"
     REJECTED = "rejected"
     ABORTED = "aborted"
+    # Left a prefill instance with its KV for a decode instance (P/D): not an end. The
+    # simulator and the P/D engines tell a hand-off from a finish by this status.
+    HANDED_OFF = "handed_off"
 
 
 class FinishReason(StrEnum):
@@ -40,13 +43,19 @@ class FinishReason(StrEnum):
     MAX_MODEL_LEN = "max_model_len"  # reached the longest sequence the instance serves
     ABORT = "abort"  # the client left or the engine was stopped
     ERROR = "error"  # the engine failed on this request
-    # Not an end: a prefill instance hands the sequence (and its KV) to a decode instance.
+    # Not an end: a prefill instance handed the sequence (and its KV) to a decode instance. The
+    # reason a handed-off sequence shows; the control signal is its status, SeqStatus.HANDED_OFF.
     HANDOFF = "handoff"
 
 
+# The engine's per-request payload type (llm_engine's RequestState); the core never reads it.
+P = TypeVar("P")
+
+
 @dataclass(slots=True)
-class SeqState:
-    """A request inside an instance."""
+class SeqState(Generic[P]):
+    """A request inside an instance. ``SeqState[P]``: ``payload`` is a ``P`` (the engine's
+    ``SeqState[RequestState]``); the simulator's sequences carry none."""
 
     spec: RequestSpec
     status: SeqStatus = SeqStatus.WAITING
@@ -71,8 +80,8 @@ class SeqState:
     # free-text message saying why (and what to change).
     finish_reason: FinishReason | str | None = None
     # The engine's per-request payload, opaque to the core: llm_engine's RequestState (read back
-    # with llm_engine.request_state); None in the simulator and in measurement runs (greedy).
-    sampling: object | None = None
+    # with request_state.request_state); None in the simulator and in measurement runs (greedy).
+    payload: P | None = None
     # Added by the serving core (all optional, defaults keep older callers working):
     reserved_tokens: int = 0  # KV slots booked at admission (prompt + predicted output, policy-dependent)
     mispredicted: bool = False  # generated more tokens than its predicted bound (booked_output_tokens)

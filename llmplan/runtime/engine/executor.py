@@ -3,7 +3,7 @@
 The serving core decides *what* runs (which sequences, how many tokens, which blocks); this
 executor runs it over the paged KV cache, samples, and reports the wall time. It reads each
 sequence's tokens from ``SeqState.prompt_token_ids + output_token_ids`` and its block table
-from ``SeqState.block_ids``; ``SeqState.sampling`` carries the request's
+from ``SeqState.block_ids``; ``SeqState.payload`` (a RequestState) carries the request's
 :class:`~llmplan.runtime.engine.sampling.RequestSampler`.
 """
 
@@ -17,6 +17,7 @@ from llmplan.runtime.core.types import ScheduledBatch, ScheduledSeq, StepResult
 from llmplan.runtime.engine.api import SamplingParams
 from llmplan.runtime.engine.kvcache import PagedKVCache
 from llmplan.runtime.engine.model import LlamaModel
+from llmplan.runtime.engine.request_state import RequestState
 from llmplan.runtime.engine.sampling import RequestSampler, sample
 from llmplan.runtime.engine.step_inputs import SeqWork, build_step_inputs
 
@@ -43,10 +44,14 @@ def seq_work(item: ScheduledSeq) -> SeqWork:
 
 
 def sampler_of(item: ScheduledSeq) -> RequestSampler:
-    s = item.seq.sampling
-    if isinstance(s, RequestSampler):
-        return s
-    return getattr(s, "sampler", None) or _GREEDY
+    """The sampler of a scheduled sequence: its RequestState's, a bare RequestSampler payload
+    (measurement runs), or greedy when it carries none."""
+    p = item.seq.payload
+    if isinstance(p, RequestState):
+        return p.sampler
+    if isinstance(p, RequestSampler):
+        return p
+    return _GREEDY
 
 
 class TorchExecutor:

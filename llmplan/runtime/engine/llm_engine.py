@@ -18,84 +18,67 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import cast
 
 from llmplan.predict.interface import apply_prediction
 from llmplan.runtime.core.scheduler import Scheduler
+from llmplan.runtime.core.stop import StopRule
 from llmplan.runtime.core.types import SeqState, SeqStatus, StepResult
 from llmplan.runtime.engine.api import EngineStats, GenerateOutput, GenerateRequest, InvalidRequestError
 from llmplan.runtime.engine.config import ModelConfig
 from llmplan.runtime.engine.executor import TorchExecutor
+from llmplan.runtime.engine.request_state import RequestState, Sink, request_state
 from llmplan.runtime.engine.sampling import RequestSampler
 from llmplan.runtime.engine.tokenizer import IncrementalDetokenizer
 from llmplan.workload.types import RequestSpec
-
-Sink = Callable[[GenerateOutput], None]
 
 # The core's finish reasons -> OpenAI's.
 _FINISH = {"length": "length", "max_model_len": "length", "eos": "stop", "stop": "stop", "abort": "abort"}
 
 
-@dataclass(slots=True)
-class RequestState:
-    """Engine-side state of one request; the core carries it opaquely in ``SeqState.sampling``."""
-
-    request: GenerateRequest
-    sink: Sink
-    sampler: RequestSampler
-    detok: IncrementalDetokenizer
-    eos_ids: frozenset[int]
-    streamed_tokens: int = 0
-    pending_text: str = ""
-    stopped_by_string: bool = False
-    done: bool = False
-    error: str | None = None  # this request failed (sampling, stop rule, detokenization)
-    extra: dict = field(default_factory=dict)
-
-
-def request_state(seq: SeqState) -> RequestState:
-    """The RequestState the engine put in ``seq.sampling`` (every sequence this engine schedules
-    carries one; the core holds it as an opaque object)."""
-    return cast(RequestState, seq.sampling)
-
-
-class EngineStopRule:
+class EngineStopRule(StopRule):
     """The core's StopRule for real tokens: max_tokens, EOS (unless ignore_eos), stop strings.
 
-    A request whose sampling failed this step, or whose stop check raises, finishes with
-    reason "error" (its ``RequestState.error`` says why); the other requests go on."""
+    Two parts: :meth:`observe` is the side effect (it advances the request's detokenizer over
+    the new token to find stop strings, and records a sampling or detokenization failure in
+    ``RequestState``); the scheduler calls it as its ``on_token`` hook right after appending a
+    token. The check (:meth:`__call__`) then only reads that state. A request whose sampling
+    failed this step, or whose stop handling raised, finishes with reason "error" (its
+    ``RequestState.error`` says why); the other requests go on. ``steps_left`` is the
+    protocol's default (None: it depends on sampled tokens)."""
 
-    def __call__(self, seq: SeqState) -> str | None:
+    def observe(self, seq: SeqState[RequestState]) -> None:
         st = request_state(seq)
         if st.sampler.error is not None:
             st.error = st.error or st.sampler.error
         if st.error is not None:
-            return "error"
+            return
         try:
-            return self._check(seq, st)
+            sp = st.request.sampling
+            if _is_eos(seq.output_token_ids, st):
+                return  # EOS ends it; the text is finished by the final detokenization
+            if sp.stop:
+                delta, hit = st.detok.update(_visible(seq.output_token_ids, st), final=False)
+                st.pending_text += delta
+                if hit:
+                    st.stopped_by_string = True
         except Exception as exc:  # noqa: BLE001 - fails this request only
             st.error = f"stop handling failed: {type(exc).__name__}: {exc}"
-            return "error"
 
-    def _check(self, seq: SeqState, st: RequestState) -> str | None:
-        sp = st.request.sampling
-        tok = seq.output_token_ids[-1] if seq.output_token_ids else None
-        if tok is not None and not sp.ignore_eos and tok in st.eos_ids:
+    def __call__(self, seq: SeqState[RequestState]) -> str | None:
+        st = request_state(seq)
+        if st.error is not None:
+            return "error"
+        if _is_eos(seq.output_token_ids, st):
             return "eos"
-        if sp.stop:
-            delta, hit = st.detok.update(_visible(seq.output_token_ids, st), final=False)
-            st.pending_text += delta
-            if hit:
-                st.stopped_by_string = True
-                return "stop"
-        if seq.num_generated >= sp.max_tokens:
+        if st.stopped_by_string:
+            return "stop"
+        if seq.num_generated >= st.request.sampling.max_tokens:
             return "length"
         return None
 
-    def steps_left(self, seq: SeqState) -> int | None:
-        return None  # depends on sampled tokens
+
+def _is_eos(ids: list[int], st: RequestState) -> bool:
+    return bool(ids) and not st.request.sampling.ignore_eos and ids[-1] in st.eos_ids
 
 
 def _visible(ids: list[int], st: RequestState) -> list[int]:
@@ -121,7 +104,9 @@ class LLMEngine:
         self.cfg = cfg
         self.executor = executor
         self.scheduler = scheduler
-        self.scheduler.stop = EngineStopRule()
+        stop = EngineStopRule()
+        self.scheduler.stop = stop
+        self.scheduler.on_token = stop.observe
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.max_model_len = max_model_len
@@ -242,7 +227,7 @@ class LLMEngine:
             prompt=text,
             slo=req.slo,
         )
-        seq = SeqState(spec=spec, prompt_token_ids=list(req.prompt_token_ids), sampling=st)
+        seq = SeqState[RequestState](spec=spec, prompt_token_ids=list(req.prompt_token_ids), payload=st)
         if self.predictor is not None:
             # The spec carries both the text (learned predictors) and the cap (oracles).
             apply_prediction([seq], self.predictor.predict([spec]))

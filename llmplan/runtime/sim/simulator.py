@@ -44,7 +44,7 @@ from llmplan.routing.base import InstanceLoad
 from llmplan.runtime.core.blocks import blocks_for
 from llmplan.runtime.core.limits import placement, reject
 from llmplan.runtime.core.scheduler import Scheduler, serving_config
-from llmplan.runtime.core.types import FinishReason, ScheduledBatch, SeqState, StepResult
+from llmplan.runtime.core.types import ScheduledBatch, SeqState, SeqStatus, StepResult
 from llmplan.runtime.sim.cluster import build_instances, model_context
 from llmplan.runtime.sim.config import InstanceSpec, SimConfig
 from llmplan.runtime.sim.pricing import CostExecutor, DecodeRun, batch_shape, decode_run
@@ -373,7 +373,7 @@ class Simulation:
             self.counters["decode_run_steps"] += inst.run_steps
             done = inst.sched.apply_decode_run(batch, inst.run_steps, now, rec)
         for seq in done:
-            if seq.finish_reason == FinishReason.HANDOFF:
+            if seq.status is SeqStatus.HANDED_OFF:
                 self._handoff(inst, seq, now)
             else:
                 self._record(seq, inst)
@@ -409,7 +409,7 @@ class Simulation:
     # ---------------------------------------------------------------- records
     def _record(self, seq: SeqState, inst: SimInstance | None, failed: bool = False) -> None:
         spec = seq.spec
-        rejected = seq.status.value == "rejected"
+        rejected = seq.status is SeqStatus.REJECTED
         status = "failed" if failed else ("rejected" if rejected else "ok")
         self.records.append(
             RequestRecord(
