@@ -14,7 +14,7 @@ import numpy as np
 
 from llmplan.errors import LlmplanError
 from llmplan.metrics.tokens import TokenTimes, token_times
-from llmplan.metrics.types import RunResult
+from llmplan.metrics.types import RequestRecord, RunResult
 from llmplan.workload.types import Workload
 
 # Clocks are floats; allow rounding noise when checking event order.
@@ -31,7 +31,7 @@ def _bad(rid: int, what: str) -> InvalidRunResultError:
     )
 
 
-def validate_run(  # noqa: C901 - a flat list of run invariants checked in order, each one if and one message
+def validate_run(
     result: RunResult, workload: Workload | None = None, tokens: TokenTimes | None = None
 ) -> None:
     """Raise :class:`InvalidRunResultError` on the first violated invariant.
@@ -39,6 +39,15 @@ def validate_run(  # noqa: C901 - a flat list of run invariants checked in order
     Conservation (with ``workload``): every request appears exactly once, as ``ok`` or as
     ``rejected``/``failed`` with a reason.
     """
+    _check_conservation(result, workload)
+    for r in result.records:
+        _check_record(r)
+    _check_token_times(result, tokens if tokens is not None else token_times(result.records))
+    _check_samples(result)
+
+
+def _check_conservation(result: RunResult, workload: Workload | None) -> None:
+    """Each rid recorded once; with ``workload``, exactly the workload's rids."""
     seen = Counter(r.rid for r in result.records)
     dup = [rid for rid, c in seen.items() if c > 1]
     if dup:
@@ -51,33 +60,38 @@ def validate_run(  # noqa: C901 - a flat list of run invariants checked in order
             raise _bad(min(missing), f"is in the workload but has no record ({len(missing)} requests lost)")
         if extra:
             raise _bad(min(extra), "has a record but is not in the workload")
-    for r in result.records:
-        for name in ("arrival_s", "first_scheduled_s", "first_token_s", "finish_s"):
-            v = getattr(r, name)
-            if v is not None and (not math.isfinite(v) or v < 0):
-                raise _bad(r.rid, f"{name} = {v} (times must be finite and >= 0)")
-        if r.output_tokens < 0 or r.prompt_tokens < 0:
-            raise _bad(r.rid, f"negative token count (prompt {r.prompt_tokens}, output {r.output_tokens})")
-        if r.status == "ok":
-            if r.first_token_s is None or r.finish_s is None:
-                raise _bad(r.rid, "status ok but first_token_s or finish_s is missing")
-            if r.output_tokens < 1:
-                raise _bad(r.rid, "status ok with no output tokens")
-        elif r.status in ("rejected", "failed"):
-            if not r.reason:
-                raise _bad(r.rid, f"status {r.status} without a reason")
-        else:
-            raise _bad(r.rid, f"unknown status {r.status!r}")
-        chain = [("arrival_s", r.arrival_s), ("first_scheduled_s", r.first_scheduled_s)]
-        chain += [("first_token_s", r.first_token_s), ("finish_s", r.finish_s)]
-        prev_name, prev = chain[0]
-        for name, v in chain[1:]:
-            if v is None:
-                continue
-            if v + _EPS < prev:
-                raise _bad(r.rid, f"{name} = {v:.6f} is before {prev_name} = {prev:.6f}")
-            prev_name, prev = name, v
-    _check_token_times(result, tokens if tokens is not None else token_times(result.records))
+
+
+def _check_record(r: RequestRecord) -> None:
+    """One record: finite times in order, counts >= 0, a status that fits its fields."""
+    for name in ("arrival_s", "first_scheduled_s", "first_token_s", "finish_s"):
+        v = getattr(r, name)
+        if v is not None and (not math.isfinite(v) or v < 0):
+            raise _bad(r.rid, f"{name} = {v} (times must be finite and >= 0)")
+    if r.output_tokens < 0 or r.prompt_tokens < 0:
+        raise _bad(r.rid, f"negative token count (prompt {r.prompt_tokens}, output {r.output_tokens})")
+    if r.status == "ok":
+        if r.first_token_s is None or r.finish_s is None:
+            raise _bad(r.rid, "status ok but first_token_s or finish_s is missing")
+        if r.output_tokens < 1:
+            raise _bad(r.rid, "status ok with no output tokens")
+    elif r.status in ("rejected", "failed"):
+        if not r.reason:
+            raise _bad(r.rid, f"status {r.status} without a reason")
+    else:
+        raise _bad(r.rid, f"unknown status {r.status!r}")
+    chain = [("arrival_s", r.arrival_s), ("first_scheduled_s", r.first_scheduled_s)]
+    chain += [("first_token_s", r.first_token_s), ("finish_s", r.finish_s)]
+    prev_name, prev = chain[0]
+    for name, v in chain[1:]:
+        if v is None:
+            continue
+        if v + _EPS < prev:
+            raise _bad(r.rid, f"{name} = {v:.6f} is before {prev_name} = {prev:.6f}")
+        prev_name, prev = name, v
+
+
+def _check_samples(result: RunResult) -> None:
     for s in result.samples:
         if not (math.isfinite(s.t_s) and s.t_s >= 0 and 0 <= s.busy_frac <= 1 + _EPS):
             raise InvalidRunResultError(
