@@ -127,7 +127,8 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - the typer command: its o
             "-t",
             help="azure (=azure-conv), azure-code, azure-conv-2024, azure-code-2024, "
             "sharegpt[:rate=R,tokenizer=llama3|mistral], "
-            "sharegpt-multiturn[:rate=SESSIONS/S,think=S,reply_tpot=S,max_context=T,tokenizer=...], "
+            "sharegpt-multiturn[:rate=SESSIONS/S,think=S,loop=closed|open,reply_tpot=S,max_context=T,"
+            "tokenizer=...], "
             "shared-prefix[:groups=G,per_group=N,system_len=T,question_len=T,output_len=T,rate=R] "
             "alpaca-like[:n=N,rate=R,prompt_mean=T,output_mean=T,...], "
             "long-context[:docs=D,questions=Q,doc_min=T,doc_max=T,question_len=T,output_len=T,rate=R] "

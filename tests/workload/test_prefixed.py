@@ -42,7 +42,8 @@ def test_shared_prefix_groups_share_exactly_their_system_prompt() -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [("shared-prefix:groups=0", "groups must be a positive number"), ("shared-prefix:colour=3", "bad option"),
-     ("sharegpt-multiturn:think=-1", "think must be a positive number")],
+     ("sharegpt-multiturn:think=-1", "think must be a positive number"),
+     ("sharegpt-multiturn:loop=sideways", "loop must be closed or open")],
 )  # fmt: skip
 def test_bad_prefixed_spec(spec: str, message: str) -> None:
     with pytest.raises(LlmplanError, match=message):
