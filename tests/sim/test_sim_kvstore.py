@@ -80,3 +80,19 @@ def test_bad_store_settings_are_refused() -> None:
         simulate(wl, SimConfig(kv_store_gb=0.0))
     with pytest.raises(LlmplanError, match="kv_store_gbps"):
         simulate(wl, SimConfig(kv_store_gb=1.0, kv_store_gbps=float("nan")))
+
+
+def test_store_keeps_fast_forward_equal_to_stepping() -> None:
+    wl = _groups(n_groups=6, per=3, gap=0.05)  # overlapping requests: decode runs split by arrivals
+    runs = []
+    for ff in (True, False):
+        res = simulate(wl, SimConfig(instances=2, router="round-robin", model="llama-2-7b", num_blocks=60,
+                                     kv_store_gb=1.0, fast_forward=ff))  # fmt: skip
+        runs.append(res)
+    fast, stepped = runs
+    assert fast.counters["decode_runs"] > 0 and stepped.counters["decode_runs"] == 0
+    assert fast.counters["kv_store_hit_tokens"] == stepped.counters["kv_store_hit_tokens"] > 0
+    assert [(r.rid, r.status) for r in fast.records] == [(r.rid, r.status) for r in stepped.records]
+    for col in ("first_token_s", "finish_s"):
+        got = [getattr(r, col) for r in fast.records]
+        assert got == pytest.approx([getattr(r, col) for r in stepped.records], rel=1e-9)
