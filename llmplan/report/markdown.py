@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from llmplan.metrics.summary import reason_kinds
 from llmplan.report.mdtable import md_table as _table
@@ -108,13 +109,31 @@ def answer(report: BenchReport) -> list[str]:
     return lines
 
 
-def render_markdown(report: BenchReport, plots: list[Path]) -> str:  # noqa: C901 - the report's sections in order; its output is pinned byte for byte, so it is split only with care
-    wl, cfg = report.workload, report.config
-    out = [f"# llmplan bench report: {wl.get('name', '?')}", ""]
+def render_markdown(report: BenchReport, plots: list[Path]) -> str:
+    cfg = report.config
+    out = _md_head(report)
+    out += _md_workload(report.workload)
+    out += ["", "## Configuration", "", "```json", json.dumps(cfg, indent=2, default=str), "```", ""]
+    out += ["## Summary", "", CONVENTIONS, ""]
+    for section in (_md_summary, _md_prefix_cache, _md_latency, _md_warnings, _md_utilization, _md_sweep):
+        out += section(report)
+    out += _md_tail(report, plots)
+    return "\n".join(out)
+
+
+def _md_head(report: BenchReport) -> list[str]:
+    """Title, the one-paragraph answer, version, seed and command."""
+    out = [f"# llmplan bench report: {report.workload.get('name', '?')}", ""]
     out += [" ".join(answer(report)), ""]
     out.append(f"llmplan {report.version}, created {report.created_utc}, seed {report.seed}.")
     if report.command:
         out += ["", f"Command: `{report.command}`"]
+    return out
+
+
+def _md_workload(wl: dict[str, Any]) -> list[str]:
+    """The workload's provenance: spec, rate, file, hash, licence."""
+    out: list[str] = []
     out += ["", "## Workload", ""]
     keys = [
         "spec", "requests", "offered_rate_rps", "trace_offered_rate_rps", "time_scale", "arrival_span_s",
@@ -127,8 +146,12 @@ def render_markdown(report: BenchReport, plots: list[Path]) -> str:  # noqa: C90
         if meta.get(k) is not None:
             v = meta[k]
             out.append(f"- **{k}**: {v:.3f}" if isinstance(v, float) else f"- **{k}**: {v}")
-    out += ["", "## Configuration", "", "```json", json.dumps(cfg, indent=2, default=str), "```", ""]
-    out += ["## Summary", "", CONVENTIONS, ""]
+    return out
+
+
+def _md_summary(report: BenchReport) -> list[str]:
+    """One row per run: attainment, goodput, throughput, preemptions."""
+    out: list[str] = []
     rows = []
     for label, m in report.runs.items():
         s = m.summary
@@ -151,6 +174,12 @@ def render_markdown(report: BenchReport, plots: list[Path]) -> str:  # noqa: C90
     hdr = ["policy", "completed", "SLO att.", "TTFT att.", "TPOT att.", "E2E att.", "goodput req/s",
            "req/s", "output tok/s", "preemptions", "padding tokens"]  # fmt: skip
     out += [_table(hdr, rows), ""]
+    return out
+
+
+def _md_prefix_cache(report: BenchReport) -> list[str]:
+    """GPU prefix-cache and simulated store hit rates (runs that had them)."""
+    out: list[str] = []
     pc = [(lb, m.summary["prefix_cache"]) for lb, m in report.runs.items() if m.summary.get("prefix_cache")]
     if pc:
         out += ["### Prefix cache (GPU-resident, per-instance block manager)", ""]
@@ -165,6 +194,12 @@ def render_markdown(report: BenchReport, plots: list[Path]) -> str:  # noqa: C90
                             "evicted blocks", "load time s"],
                            [[lb, str(c["hit_tokens"]), _pct(c["hit_rate"]), str(c["put_blocks"]),
                              str(c["evictions"]), f"{c['load_s']:.2f}"] for lb, c in st]), ""]  # fmt: skip
+    return out
+
+
+def _md_latency(report: BenchReport) -> list[str]:
+    """Latency distributions per run and metric, in ms."""
+    out: list[str] = []
     out += ["### Latency (ms; completed requests)", ""]
     rows = []
     for label, m in report.runs.items():
@@ -175,6 +210,12 @@ def render_markdown(report: BenchReport, plots: list[Path]) -> str:  # noqa: C90
                 [label, name, _ms(d["mean"]), _ms(d["p50"]), _ms(d["p90"]), _ms(d["p99"]), _ms(d["max"])]
             )
     out += [_table(["policy", "metric", "mean", "p50", "p90", "p99", "max"], rows), ""]
+    return out
+
+
+def _md_warnings(report: BenchReport) -> list[str]:
+    """Over-saturated runs and the reasons requests were rejected or failed."""
+    out: list[str] = []
     warn = [
         (lb, m.summary["saturation"])
         for lb, m in report.runs.items()
@@ -196,6 +237,12 @@ def render_markdown(report: BenchReport, plots: list[Path]) -> str:  # noqa: C90
             reasons = ", ".join(f"{k} ×{v}" for k, v in kinds.items())
             out.append(f"- **{lb}**: {s['rejected']} rejected, {s['failed']} failed: {reasons}")
         out.append("")
+    return out
+
+
+def _md_utilization(report: BenchReport) -> list[str]:
+    """Per-instance busy fraction and KV use."""
+    out: list[str] = []
     out += ["### Utilization (time-weighted mean per instance)", ""]
     rows = []
     for label, m in report.runs.items():
@@ -204,6 +251,12 @@ def render_markdown(report: BenchReport, plots: list[Path]) -> str:  # noqa: C90
                          str(u["waiting_peak"])])  # fmt: skip
     out += [_table(["policy", "instance", "busy", "KV mean", "KV peak", "waiting peak"], rows) if rows else
             "No instance samples were recorded.", ""]  # fmt: skip
+    return out
+
+
+def _md_sweep(report: BenchReport) -> list[str]:
+    """Attainment and throughput against the swept rates, DistServe goodput."""
+    out: list[str] = []
     sw = report.sweep_frame()
     if not sw.empty:
         out += [f"## SLO attainment vs rate (target {report.sweep_target:.0%})", ""]
@@ -223,6 +276,12 @@ def render_markdown(report: BenchReport, plots: list[Path]) -> str:  # noqa: C90
         out.append("")
         header, trows = throughput_rows(report)
         out += ["## Output throughput vs rate (tokens/s over the makespan)", "", _table(header, trows), ""]
+    return out
+
+
+def _md_tail(report: BenchReport, plots: list[Path]) -> list[str]:
+    """Repeats, extra sections, plots and the files written beside the report."""
+    out: list[str] = []
     out += repeats_markdown(report.repeats)
     for key, section in report.extra.items():
         out += [f"## {key}", "", section if isinstance(section, str) else f"```\n{section}\n```", ""]
@@ -233,4 +292,4 @@ def render_markdown(report: BenchReport, plots: list[Path]) -> str:  # noqa: C90
     out += ["## Files", ""]
     out += [f"- `requests-{slug(lb)}.csv`: one row per request ({lb})" for lb in report.runs]
     out += ["- `report.json`: every number above, the full configuration and the workload provenance", ""]
-    return "\n".join(out)
+    return out
