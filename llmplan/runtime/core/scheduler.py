@@ -253,7 +253,9 @@ class Scheduler(DecodeFastForward):
             r = max(r, seq.spec.prompt_tokens + out)
         return min(r, self.config.max_model_len)
 
-    def _admit(self, items: list[ScheduledSeq], budget: int, has_prefill: bool, now: float) -> int:  # noqa: C901 - the admission loop on the hot path: budget, blocks, prefix probe and preemption share local state
+    def _admit(self, items: list[ScheduledSeq], budget: int, has_prefill: bool, now: float) -> int:
+        """Admit waiting sequences in the policy's order while the batch cap, the token budget
+        and the KV blocks allow; appends their items; returns how many were admitted."""
         cfg = self.config
         blocks = self.blocks
         running = self.running
@@ -282,52 +284,75 @@ class Scheduler(DecodeFastForward):
             if room <= 0:
                 break  # not even one block: no candidate can fit
             known = seq.spec.prompt_tokens + seq.num_generated
-            hit: list[int] = []
-            if seq.transferred_tokens:
-                c, n, is_prefill = seq.transferred_tokens, known - seq.transferred_tokens, False
-            else:
-                c, is_prefill = 0, True
-                # The GPU prefix cache first (its blocks already hold the KV); on a miss, the
-                # tier below (a global KV store's probe), whose hits the step must load.
-                hit = blocks.lookup(seq, known) if blocks.prefix_caching else hit
-                if hit:
-                    c = len(hit) * bs
-                elif self.prefix_probe is not None:
-                    c = self._probe(seq, known)
-                n = min(known - c, budget) if cfg.chunked_prefill else known - c
-                if not cfg.chunked_prefill and n > budget and has_prefill:
-                    if skip:
-                        continue
-                    break
-            # Whole prompt (plus any predicted output) is booked at admission, so a chunked
-            # prefill can never stall half-way for lack of blocks.
-            reserve = self._reservation(seq, known if seq.transferred_tokens == 0 else c + n)
-            # Cached blocks are shared, not allocated; unused ones still come out of free room.
-            shared = len(hit) - blocks.evictable_among(hit) if hit else 0
-            if -(-reserve // bs) - len(seq.block_ids) - shared > room:
+            c, n, is_prefill, hit = self._start_of(seq, known, budget)
+            # Without chunked prefill a prompt over the budget runs only alone among prefills.
+            fits = not (is_prefill and not cfg.chunked_prefill and n > budget and has_prefill)
+            if fits:
+                # Whole prompt (plus any predicted output) is booked at admission, so a chunked
+                # prefill can never stall half-way for lack of blocks.
+                reserve = self._reservation(seq, known if seq.transferred_tokens == 0 else c + n)
+                # Cached blocks are shared, not allocated; unused ones still come out of free room.
+                shared = len(hit) - blocks.evictable_among(hit) if hit else 0
+                fits = -(-reserve // bs) - len(seq.block_ids) - shared <= room
+            if not fits:
                 if skip:
                     continue
                 break
-            if is_prefill and blocks.prefix_caching:
-                blocks.take_cached(seq, hit, known)
-            blocks.ensure(seq, reserve)
-            self._waiting_tokens -= self._pending_prefill(seq)
-            seq.reserved_tokens = reserve
-            seq.num_computed_tokens = c
-            seq.status = _RUNNING
-            if seq.first_scheduled_s is None:
-                seq.first_scheduled_s = now
-            running.append(seq)
-            promised = c if is_prefill and not hit else 0
-            items.append(ScheduledSeq(seq, n, c, is_prefill, cached_prefix=promised))
-            self.stats.cached_prefix_tokens += promised
+            self._take(seq, c, n, is_prefill, hit, known, reserve, now, items)
             has_prefill |= is_prefill
             budget -= n
             admitted += 1
-            self.stats.admitted += 1
         if admitted:
             self.waiting = [s for s in self.waiting if s.status is not _RUNNING]
         return admitted
+
+    def _start_of(self, seq: SeqState, known: int, budget: int) -> tuple[int, int, bool, list[int]]:
+        """Where an admitted ``seq`` would start: (context it starts at, tokens this step
+        computes, whether that is a prefill, the GPU prefix-cache blocks it would share)."""
+        if seq.transferred_tokens:
+            # P/D: the KV arrived with it; it decodes from there.
+            return seq.transferred_tokens, known - seq.transferred_tokens, False, []
+        blocks = self.blocks
+        c = 0
+        # The GPU prefix cache first (its blocks already hold the KV); on a miss, the tier
+        # below (a global KV store's probe), whose hits the step must load.
+        hit: list[int] = blocks.lookup(seq, known) if blocks.prefix_caching else []
+        if hit:
+            c = len(hit) * blocks.block_size
+        elif self.prefix_probe is not None:
+            c = self._probe(seq, known)
+        n = min(known - c, budget) if self.config.chunked_prefill else known - c
+        return c, n, True, hit
+
+    def _take(
+        self,
+        seq: SeqState,
+        c: int,
+        n: int,
+        is_prefill: bool,
+        hit: list[int],
+        known: int,
+        reserve: int,
+        now: float,
+        items: list[ScheduledSeq],
+    ) -> None:
+        """Admit ``seq``: book its blocks (sharing ``hit``), make it RUNNING at context ``c``
+        and schedule its first ``n`` tokens."""
+        blocks = self.blocks
+        if is_prefill and blocks.prefix_caching:
+            blocks.take_cached(seq, hit, known)
+        blocks.ensure(seq, reserve)
+        self._waiting_tokens -= self._pending_prefill(seq)
+        seq.reserved_tokens = reserve
+        seq.num_computed_tokens = c
+        seq.status = _RUNNING
+        if seq.first_scheduled_s is None:
+            seq.first_scheduled_s = now
+        self.running.append(seq)
+        promised = c if is_prefill and not hit else 0
+        items.append(ScheduledSeq(seq, n, c, is_prefill, cached_prefix=promised))
+        self.stats.cached_prefix_tokens += promised
+        self.stats.admitted += 1
 
     def _probe(self, seq: SeqState, known: int) -> int:
         """The probe's answer as a block-aligned context below ``known`` (at least the last
