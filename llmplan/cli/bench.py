@@ -216,8 +216,10 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - the typer command: its o
             "(every request N tokens) or noisy-cm:FILE (buckets drawn from the confusion.json that "
             "`llmplan predict eval --report-dir` saves) or learned:DIR (the LoRA classifier "
             "`llmplan predict train --out DIR` saves, run on each prompt's text: needs a trace with "
-            "text, e.g. sharegpt). Non-oracle predictors' exact/±1 bucket accuracy, "
-            "Spearman correlation and underestimate rate on the replayed requests go in the report.",
+            "text, e.g. sharegpt) or gbm:DIR (the prompt-length LightGBM `llmplan predict train "
+            "--kind gbm --out DIR` saves; reads prompt token counts only). Non-oracle predictors' "
+            "exact/±1 bucket accuracy, Spearman correlation and underestimate rate on the replayed "
+            "requests go in the report.",
         ),
         disaggregation: str = typer.Option(
             None, "--disaggregation", help="P:D prefill/decode instance split, e.g. 2:6."

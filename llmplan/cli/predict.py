@@ -54,11 +54,29 @@ def train_cmd(
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue from <out>/checkpoint."),
     threads: int = typer.Option(2, "--threads", help="torch CPU threads."),
+    kind: str = typer.Option(
+        "lora",
+        "--kind",
+        help="lora (MiniLM + LoRA, the heads below) or gbm (the prompt-length LightGBM baseline, "
+        "saved as LightGBM text + JSON; bench --predictor gbm:DIR).",
+    ),
+    heads: str = typer.Option(
+        "bucket,rank,quantile",
+        "--heads",
+        help="Heads trained jointly on the shared encoder: bucket (classifier, always), rank (pairwise "
+        "RankNet on log length: the order SJF/S3 use) and quantile (p50/p90 of log length, pinball "
+        "loss, p90 conformally calibrated on a held-out 10% of the train groups: the KV upper bound).",
+    ),
+    calib_frac: float = typer.Option(
+        0.1, "--calib-frac", help="Share of the train groups held out to calibrate the quantile head."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Fine-tune the predictor on the train split (split by conversation id with --seed)."""
+    from llmplan.errors import LlmplanError
     from llmplan.predict.buckets import parse_edges
     from llmplan.predict.data import load_dataset, split_dataset, take
+    from llmplan.predict.model import parse_heads
     from llmplan.predict.train import TrainConfig, train
     from llmplan.validate import integer, number, positive
 
@@ -75,7 +93,12 @@ def train_cmd(
             integer(v, flag, lo=1)
     if time_budget_min is not None:
         positive(time_budget_min, "--time-budget-min")
+    number(calib_frac, "--calib-frac", lo=0, hi=1, hi_open=True, fix="e.g. 0.1 (0: no calibration)")
     parse_edges(edges)
+    head_list = parse_heads(heads)
+    kind = kind.strip().lower()
+    if kind not in ("lora", "gbm"):
+        raise LlmplanError(f"--kind {kind!r} is not a predictor kind; use lora or gbm")
     _threads(threads)
     ds = load_dataset(data)
     split = split_dataset(ds, test_frac, seed)
@@ -84,6 +107,28 @@ def train_cmd(
         console.print(
             f"data {ds.source}: {len(ds)} pairs {ds.meta} · train {len(tr)} · tokenizer {ds.tokenizer}"
         )
+    data_meta = {"spec": data, "seed": seed, "test_frac": test_frac, "limit": limit}
+    if kind == "gbm":
+        import time
+
+        from llmplan.predict.baselines import PromptLengthGBM
+
+        t0 = time.monotonic()
+        gbm = PromptLengthGBM(tr, parse_edges(edges), seed=seed)
+        gbm.save(out, {"data": data_meta, "source": ds.source, "tokenizer": ds.tokenizer})
+        summary = {
+            "out": str(out),
+            "kind": "gbm",
+            "data": ds.source,
+            "tokenizer": ds.tokenizer,
+            "train_examples": len(tr),
+            "train_seconds": round(time.monotonic() - t0, 1),
+        }
+        if as_json:
+            print_json(summary)
+        else:
+            console.print(f"saved to {out}: {summary}")
+        return
     cfg = TrainConfig(
         epochs=epochs,
         batch_size=batch_size,
@@ -94,6 +139,8 @@ def train_cmd(
         checkpoint_steps=checkpoint_steps,
         max_steps=max_steps,
         time_budget_s=time_budget_min * 60 if time_budget_min else None,
+        heads=tuple(head_list),
+        calib_frac=calib_frac,
     )
     summary = train(
         tr,
@@ -103,7 +150,7 @@ def train_cmd(
         config=cfg,
         resume=resume,
         show_progress=not as_json,
-        extra_meta={"data": {"spec": data, "seed": seed, "test_frac": test_frac, "limit": limit}},
+        extra_meta={"data": data_meta},
     )
     summary = {
         "out": str(out),
@@ -139,22 +186,29 @@ def eval_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Score the model beside a majority-class and a prompt-length LightGBM baseline (trained now) on
-    the test split and on the deduplicated test split (prompts seen in training removed)."""
-    from llmplan.predict.baselines import MajorityPredictor, PromptLengthGBM
+    the test split and on the deduplicated test split (prompts seen in training removed): bucket
+    accuracy, Spearman/Kendall of the rank score, coverage of the point estimate and of the upper
+    bound, over-booking; for a multi-head model also every head's outputs separately."""
+    from llmplan.predict.baselines import GBM_META_FILE, MajorityPredictor, PromptLengthGBM
     from llmplan.predict.data import load_dataset, split_dataset, take
-    from llmplan.predict.evaluate import evaluate, render_table
+    from llmplan.predict.evaluate import evaluate, head_scores, render_head_table, render_table
     from llmplan.predict.learned import LearnedLengthPredictor
 
     _threads(threads)
-    lp = LearnedLengthPredictor(model)
-    dmeta = lp.meta.get("data", {})
+    if (model / GBM_META_FILE).is_file():
+        lp = PromptLengthGBM.load(model)
+        dmeta = lp.meta.get("data", {})
+        learned: list = [lp]
+    else:
+        lp = LearnedLengthPredictor(model)
+        dmeta = lp.meta.get("data", {})
+        learned = [lp, LearnedLengthPredictor(model, quantize="int8")] if int8 else [lp]
     ds = load_dataset(data or dmeta.get("spec", "sharegpt"))
     split = split_dataset(ds, dmeta.get("test_frac", 0.2), dmeta.get("seed", 0))
     edges = lp.bucket_edges
     tr = take(split.train, dmeta.get("limit"), dmeta.get("seed", 0))
     splits = {"test": take(split.test, limit_test), "test_dedup": take(split.test_dedup, limit_test)}
     png = report_dir / "confusion.png" if report_dir else None
-    learned = [lp, LearnedLengthPredictor(model, quantize="int8")] if int8 else [lp]
     confusion: dict = {}
     rows = evaluate(
         [*learned, PromptLengthGBM(tr, edges), MajorityPredictor(tr, edges)],
@@ -164,24 +218,36 @@ def eval_cmd(
         confusion_png=png,
         confusion_out=confusion,
     )
+    hrows = []
+    if isinstance(lp, LearnedLengthPredictor):
+        hrows = [h for name, part in splits.items() for h in head_scores(lp, part, name)]
     result = {
         "model": str(model),
         "data": ds.source,
         "tokenizer": ds.tokenizer,
         "records": ds.meta,
         "train_examples": len(tr),
+        "heads": getattr(lp, "heads", ["bucket"]),
+        "calibration": getattr(lp, "calibration", None),
         "scores": [r.row() for r in rows],
+        "head_scores": [h.row() for h in hrows],
     }
     if report_dir:
         report_dir.mkdir(parents=True, exist_ok=True)
         (report_dir / "scores.json").write_text(json.dumps(result, indent=2))
-        (report_dir / "scores.md").write_text(render_table(rows) + "\n")
+        md = render_table(rows) + "\n"
+        if hrows:
+            md += "\n" + render_head_table(hrows) + "\n"
+        (report_dir / "scores.md").write_text(md)
         (report_dir / "confusion.json").write_text(json.dumps(confusion, indent=2))
     if as_json:
         print_json(result)
         return
     console.print(f"data {ds.source} · tokenizer {ds.tokenizer} · train {len(tr)}")
     console.print(render_table(rows), highlight=False)
+    if hrows:
+        console.print(f"\nper head of {lp.name} (heads {', '.join(lp.heads)}):", highlight=False)
+        console.print(render_head_table(hrows), highlight=False)
     if png:
         console.print(f"confusion matrix: {png}")
 

@@ -17,7 +17,7 @@ import torch
 from llmplan.errors import LlmplanError
 from llmplan.predict.interface import LengthPrediction, PromptLike
 from llmplan.predict.model import load_model, load_tokenizer
-from llmplan.predict.train import encode
+from llmplan.predict.train import CALIBRATION_FILE, head_outputs
 from llmplan.workload.types import RequestSpec
 
 
@@ -42,7 +42,15 @@ def _int8(model: torch.nn.Module) -> torch.nn.Module:
 
 
 class LearnedLengthPredictor:
-    """``predict(items)`` returns each item's bucket and the training-set median length of that bucket."""
+    """``predict(items)`` returns each item's bucket and a point estimate of its length; a model with
+    the ``rank`` and ``quantile`` heads also returns rank scores and a calibrated upper bound.
+
+    * ``buckets``: argmax of the bucket head.
+    * ``lengths``: the calibrated p50 of the quantile head, else the training median of the bucket.
+    * ``rank_scores``: the rank head, else the quantile head's p50, else None (order by ``lengths``).
+    * ``upper``: the calibrated p90 of the quantile head (conformal offset from ``calibration.json``),
+      else None (bucket-only models book what they did before: their point estimate).
+    """
 
     def __init__(self, model_dir: str | Path, batch_size: int = 32, quantize: str | None = None) -> None:
         if quantize not in (None, "none", "int8"):
@@ -61,23 +69,54 @@ class LearnedLengthPredictor:
         self.name = f"lora:{Path(model_dir).name}" + ("+int8" if self.quantize else "")
         self.bucket_edges: tuple[int, ...] = tuple(cfg.bucket_edges)
         self.representatives = list(cfg.representatives)
+        self.heads = list(cfg.heads)
+        self.calibration: dict | None = None
+        self.offsets = [0.0, 0.0]  # log-space conformal offsets of p50 and p90
+        cal_path = Path(model_dir) / CALIBRATION_FILE
+        if "quantile" in self.heads and cal_path.is_file():
+            from llmplan.validate import read_json
 
-    @torch.inference_mode()
+            self.calibration = read_json(cal_path, "predictor calibration", "re-train the predictor")
+            try:
+                self.offsets = [float(v) for v in self.calibration["offsets_log"]]
+            except (KeyError, TypeError, ValueError):
+                raise LlmplanError(f"{cal_path} has no offsets_log list; re-train the predictor") from None
+
+    def head_outputs(self, items: Sequence[PromptLike]) -> dict[str, np.ndarray]:
+        """Raw head outputs: ``proba`` (n, buckets), ``rank`` (n,), ``quantile`` (n, 2) log(1+tokens),
+        uncalibrated (see :meth:`quantiles`)."""
+        return head_outputs(
+            self.model, self.tok, [_text(x) for x in items], self.cfg.max_length, self.batch_size
+        )
+
     def predict_proba(self, items: Sequence[PromptLike]) -> np.ndarray:
-        texts = [_text(x) for x in items]
-        out = np.zeros((len(texts), len(self.bucket_edges)), dtype=np.float32)
-        if not texts:
-            return out
-        order = np.argsort([len(t) for t in texts], kind="stable")
-        for s in range(0, len(texts), self.batch_size):
-            idx = order[s : s + self.batch_size]
-            batch = encode(self.tok, [texts[i] for i in idx], self.cfg.max_length)
-            out[idx] = torch.softmax(self.model(**batch), dim=-1).numpy()
-        return out
+        return self.head_outputs(items)["proba"]
+
+    def quantiles(self, heads: dict[str, np.ndarray], calibrated: bool = True) -> np.ndarray:
+        """p50 and p90 in tokens (n, 2) from :meth:`head_outputs`, with the conformal offsets
+        (the p90 never below the p50: the two offsets are fitted separately)."""
+        q = heads["quantile"].astype(np.float64)
+        if calibrated:
+            q = q + np.asarray(self.offsets)[None, :]
+        q[:, 1] = np.maximum(q[:, 1], q[:, 0])
+        return np.maximum(np.expm1(q), 1.0)
 
     def predict(self, items: Sequence[PromptLike]) -> LengthPrediction:
-        buckets = self.predict_proba(items).argmax(axis=1).tolist() if items else []
-        return LengthPrediction(buckets=buckets, lengths=[self.representatives[b] for b in buckets])
+        if not items:
+            return LengthPrediction(buckets=[], lengths=[])
+        heads = self.head_outputs(items)
+        buckets = heads["proba"].argmax(axis=1).tolist()
+        if "quantile" not in heads:
+            lengths = [self.representatives[b] for b in buckets]
+            rank = heads["rank"].tolist() if "rank" in heads else None
+            return LengthPrediction(buckets=buckets, lengths=lengths, rank_scores=rank)
+        q = self.quantiles(heads)
+        lengths = [int(round(v)) for v in q[:, 0]]
+        upper = [max(int(np.ceil(v)), n) for v, n in zip(q[:, 1], lengths, strict=True)]
+        rank = heads["rank"] if "rank" in heads else heads["quantile"][:, 0]
+        return LengthPrediction(
+            buckets=buckets, lengths=lengths, rank_scores=[float(v) for v in rank], upper=upper
+        )
 
     def upper_bound(self, items: Sequence[PromptLike], coverage: float = 0.9) -> list[int]:
         """A conservative length per item for KV reservation: the upper edge of the first bucket at

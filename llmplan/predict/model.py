@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,10 @@ class ModelConfig:
     lora_dropout: float = 0.05
     lora_targets: list[str] | None = None  # None: peft's default for the model type, else all linear
     representatives: list[int] = field(default_factory=list)
+    # Output heads beside the bucket classifier: "rank" (one score, pairwise RankNet loss on log
+    # length) and "quantile" (p50 and p90 of log(1 + output tokens), pinball loss). Models saved
+    # before these heads existed have no such key and load as bucket-only.
+    heads: list[str] = field(default_factory=lambda: ["bucket"])
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,20 +74,56 @@ class ModelConfig:
         return cls(**d)
 
 
+HEADS = ("bucket", "rank", "quantile")
+QUANTILES = (0.5, 0.9)  # what the quantile head predicts, in log(1 + tokens)
+
+
+def parse_heads(text: str | Sequence[str] | None) -> list[str]:
+    """``"bucket,rank,quantile"`` (the default) -> a list in canonical order; the bucket head is
+    always trained (it gives ``LengthPrediction.buckets``)."""
+    items = list(HEADS) if text is None else (text.split(",") if isinstance(text, str) else list(text))
+    names = {h.strip().lower() for h in items if h.strip()}
+    bad = sorted(names - set(HEADS))
+    if bad:
+        raise LlmplanError(f"unknown head(s) {', '.join(bad)}; choose from {','.join(HEADS)}")
+    if "bucket" not in names:
+        raise LlmplanError(
+            f"--heads {','.join(sorted(names))} lacks bucket: the bucket head is always trained "
+            "(it gives the predicted bucket); e.g. --heads bucket,rank,quantile"
+        )
+    return [h for h in HEADS if h in names]
+
+
 def length_features(n_tokens: torch.Tensor, max_length: int) -> torch.Tensor:
     n = n_tokens.float()
     return torch.stack([torch.log1p(n) / math.log(4096.0), (n > max_length).float()], dim=-1)
 
 
 class LengthClassifier(nn.Module):
-    def __init__(self, encoder: nn.Module, hidden: int, n_buckets: int, max_length: int) -> None:
+    """Shared encoder + pooled features; ``head`` gives bucket logits, ``extra`` holds the optional
+    ``rank`` (1 score) and ``quantile`` (p50, p90-p50 before softplus) heads."""
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        hidden: int,
+        n_buckets: int,
+        max_length: int,
+        heads: Sequence[str] = ("bucket",),
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.max_length = max_length
         self.dropout = nn.Dropout(0.1)
-        self.head = nn.Linear(hidden + N_LENGTH_FEATURES, n_buckets)
+        width = hidden + N_LENGTH_FEATURES
+        self.head = nn.Linear(width, n_buckets)
+        self.extra = nn.ModuleDict()
+        if "rank" in heads:
+            self.extra["rank"] = nn.Linear(width, 1)
+        if "quantile" in heads:
+            self.extra["quantile"] = nn.Linear(width, len(QUANTILES))
 
-    def forward(
+    def features(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_tokens: torch.Tensor
     ) -> torch.Tensor:
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
@@ -90,7 +131,28 @@ class LengthClassifier(nn.Module):
         m = attention_mask.unsqueeze(-1).to(h.dtype)
         pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
         feats = length_features(n_tokens, self.max_length).to(h.dtype)
-        return self.head(torch.cat([self.dropout(pooled), feats], dim=-1))
+        return torch.cat([self.dropout(pooled), feats], dim=-1)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_tokens: torch.Tensor
+    ) -> torch.Tensor:
+        """Bucket logits (what bucket-only callers used before the other heads existed)."""
+        return self.head(self.features(input_ids, attention_mask, n_tokens))
+
+    def forward_all(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_tokens: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Every head's output: ``bucket`` logits (n, buckets), ``rank`` (n,) and ``quantile``
+        (n, 2): log(1 + tokens) at p50 and p90, p90 >= p50 by construction."""
+        z = self.features(input_ids, attention_mask, n_tokens)
+        out = {"bucket": self.head(z)}
+        if "rank" in self.extra:
+            out["rank"] = self.extra["rank"](z).squeeze(-1)
+        if "quantile" in self.extra:
+            q = self.extra["quantile"](z)
+            p50 = q[:, 0]
+            out["quantile"] = torch.stack([p50, p50 + nn.functional.softplus(q[:, 1])], dim=-1)
+        return out
 
 
 def load_tokenizer(base: Path):
@@ -139,18 +201,26 @@ def build_model(cfg: ModelConfig, adapter_dir: Path | None = None) -> LengthClas
     else:
         encoder = get_peft_model(base, _lora_config(cfg, model_type))
     hidden = int(base.config.hidden_size)
-    return LengthClassifier(encoder, hidden, len(cfg.bucket_edges), cfg.max_length)
+    return LengthClassifier(encoder, hidden, len(cfg.bucket_edges), cfg.max_length, cfg.heads)
+
+
+EXTRA_HEADS_FILE = "extra_heads.safetensors"
 
 
 def save_model(
     model: LengthClassifier, cfg: ModelConfig, out: Path, extra: dict[str, Any] | None = None
 ) -> None:
-    """Directory layout: ``adapter/`` (peft), ``head.safetensors``, ``config.json``."""
+    """Directory layout: ``adapter/`` (peft), ``head.safetensors`` (bucket head),
+    ``extra_heads.safetensors`` (rank/quantile heads, when trained), ``config.json``."""
     from safetensors.torch import save_file
 
     out.mkdir(parents=True, exist_ok=True)
     model.encoder.save_pretrained(str(out / "adapter"))
     save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, str(out / "head.safetensors"))
+    if len(model.extra):
+        save_file(
+            {k: v.contiguous() for k, v in model.extra.state_dict().items()}, str(out / EXTRA_HEADS_FILE)
+        )
     (out / "config.json").write_text(json.dumps({"model": cfg.to_json(), **(extra or {})}, indent=2))
 
 
@@ -177,4 +247,8 @@ def load_model(path: Path) -> tuple[LengthClassifier, ModelConfig, dict[str, Any
         )
     model = build_model(cfg, adapter_dir=path / "adapter")
     model.head.load_state_dict(load_file(str(path / "head.safetensors")))
+    if len(model.extra):
+        if not (path / EXTRA_HEADS_FILE).is_file():
+            raise LlmplanError(f"{path} names heads {cfg.heads} but has no {EXTRA_HEADS_FILE}; {fix}")
+        model.extra.load_state_dict(load_file(str(path / EXTRA_HEADS_FILE)))
     return model, cfg, meta

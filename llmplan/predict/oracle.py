@@ -200,13 +200,14 @@ class ConfusionNoisyPredictor:
         return _bucket_prediction(out, self.representatives)
 
 
-PREDICTOR_SPECS = "oracle, noisy:ACC, noisy-cm:FILE, const:N or learned:DIR"
+PREDICTOR_SPECS = "oracle, noisy:ACC, noisy-cm:FILE, const:N, learned:DIR or gbm:DIR"
 
 
 def parse_predictor(spec: object, seed: int = 0):
     """``"oracle"``, ``"noisy:0.8"``, ``"noisy-cm:confusion.json"``, ``"const:256"``,
     ``"learned:DIR"`` (a LoRA classifier saved by ``llmplan predict train --out DIR``, run on the
-    prompt text), ``None`` (no predictor) or a LengthPredictor object."""
+    prompt text), ``"gbm:DIR"`` (the prompt-length LightGBM saved by ``llmplan predict train --kind gbm``),
+    ``None`` (no predictor) or a LengthPredictor object."""
     if spec is None or spec == "none":
         return None
     if isinstance(spec, str):
@@ -241,11 +242,13 @@ def parse_predictor(spec: object, seed: int = 0):
 
             return LearnedLengthPredictor(path)
         if s.startswith("gbm:"):
-            raise LlmplanError(
-                f"predictor {spec!r}: `llmplan predict eval` trains the prompt-length GBM in memory and "
-                "saves no model to load; use noisy-cm:<confusion.json> (predict eval --report-dir) "
-                "or const:N"
-            )
+            path = raw.split(":", 1)[1]
+            if not path:
+                fix = "write gbm:<DIR> (from `llmplan predict train --kind gbm --out DIR`)"
+                raise LlmplanError(f"bad predictor {spec!r}; {fix}")
+            from llmplan.predict.baselines import PromptLengthGBM
+
+            return PromptLengthGBM.load(path)
         raise LlmplanError(f"unknown predictor {spec!r}; use {PREDICTOR_SPECS} or a LengthPredictor object")
     if hasattr(spec, "predict") and hasattr(spec, "bucket_edges"):
         return spec

@@ -26,11 +26,13 @@ from llmplan.predict.buckets import bucket_medians, bucket_of, validate_edges
 from llmplan.predict.data import LengthDataset, load_jsonl, take
 from llmplan.predict.interface import DEFAULT_BUCKET_EDGES
 from llmplan.predict.model import (
+    QUANTILES,
     LengthClassifier,
     ModelConfig,
     build_model,
     load_model,
     load_tokenizer,
+    parse_heads,
     resolve_base_model,
     save_model,
 )
@@ -49,6 +51,10 @@ class TrainConfig:
     max_steps: int | None = None  # stop early (tests, time-boxed runs)
     time_budget_s: float | None = None  # stop (with a checkpoint) once training has run this long
     class_weighting: bool = False
+    heads: tuple[str, ...] = ("bucket", "rank", "quantile")  # see model.parse_heads
+    rank_weight: float = 1.0  # RankNet loss weight beside the bucket cross-entropy
+    quantile_weight: float = 1.0  # pinball loss weight (summed over p50 and p90)
+    calib_frac: float = 0.1  # share of the training groups held out to calibrate the quantiles
 
 
 def encode(tok: Any, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
@@ -65,6 +71,143 @@ def encode(tok: Any, texts: Sequence[str], max_length: int) -> dict[str, torch.T
         input_ids[i, : len(ids)] = torch.tensor(ids)
         mask[i, : len(ids)] = 1
     return {"input_ids": input_ids, "attention_mask": mask, "n_tokens": n_tokens}
+
+
+@torch.inference_mode()
+def head_outputs(
+    model: LengthClassifier, tok: Any, texts: Sequence[str], max_length: int, batch_size: int = 32
+) -> dict[str, np.ndarray]:
+    """Every head's output for ``texts`` (batched, sorted by length to cut padding): ``proba``
+    (n, buckets) and, when the model has them, ``rank`` (n,) and ``quantile`` (n, 2) in log(1+tokens)."""
+    was_training = model.training
+    model.eval()
+    n = len(texts)
+    out: dict[str, np.ndarray] = {"proba": np.zeros((n, model.head.out_features), dtype=np.float32)}
+    if "rank" in model.extra:
+        out["rank"] = np.zeros(n, dtype=np.float32)
+    if "quantile" in model.extra:
+        out["quantile"] = np.zeros((n, len(QUANTILES)), dtype=np.float32)
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    for s in range(0, n, batch_size):
+        idx = order[s : s + batch_size]
+        batch = encode(tok, [texts[i] for i in idx], max_length)
+        res = model.forward_all(**batch)
+        out["proba"][idx] = torch.softmax(res["bucket"], dim=-1).float().numpy()
+        for k in ("rank", "quantile"):
+            if k in res:
+                out[k][idx] = res[k].float().numpy()
+    if was_training:
+        model.train()
+    return out
+
+
+CALIBRATION_FILE = "calibration.json"
+CALIB_SET_FILE = "calib.jsonl"
+
+
+def conformal_offsets(
+    pred_log: np.ndarray, log_len: np.ndarray, quantiles: Sequence[float] = QUANTILES
+) -> dict[str, Any]:
+    """Split-conformal calibration of quantile predictions (log space): for quantile q the offset is
+    the ceil((n+1) q)-th smallest residual ``y - pred``, so that ``pred + offset`` covers a fresh
+    example with probability >= q (exchangeability); also returns the coverage before and after."""
+    n = len(log_len)
+    offsets, before, after = [], [], []
+    for k, q in enumerate(quantiles):
+        res = np.sort(log_len - pred_log[:, k])
+        rank = min(n, int(np.ceil((n + 1) * q)))
+        off = float(res[rank - 1])
+        offsets.append(off)
+        before.append(float(np.mean(log_len <= pred_log[:, k])))
+        after.append(float(np.mean(log_len <= pred_log[:, k] + off)))
+    return {
+        "quantiles": list(quantiles),
+        "offsets_log": offsets,
+        "n": n,
+        "coverage_before": before,
+        "coverage_after": after,
+    }
+
+
+def calibrate(
+    model: LengthClassifier, tok: Any, cfg: ModelConfig, ds: LengthDataset, out: Path
+) -> dict[str, Any]:
+    """Fit the conformal offsets of the quantile head on ``ds`` (held out from training) and save
+    them to ``out/calibration.json``."""
+    heads = head_outputs(model, tok, ds.prompts, cfg.max_length)
+    log_len = np.log1p(np.asarray(ds.output_tokens, dtype=np.float64))
+    cal = {**conformal_offsets(heads["quantile"].astype(np.float64), log_len), "source": ds.source}
+    (out / CALIBRATION_FILE).write_text(json.dumps(cal, indent=2))
+    return cal
+
+
+def _group_frac(group: str, seed: int) -> float:
+    import hashlib
+
+    h = hashlib.sha256(f"calib:{seed}:{group}".encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2**64
+
+
+def split_calibration(ds: LengthDataset, frac: float, seed: int) -> tuple[LengthDataset, LengthDataset]:
+    """Hold out ``frac`` of the conversation groups (hash of seed and group, like the test split)."""
+    fit, cal = [], []
+    for e in ds.examples:
+        (cal if _group_frac(e.group, seed) < frac else fit).append(e)
+    return ds.subset(fit, calib_split="fit"), ds.subset(cal, calib_split="calibration")
+
+
+MIN_CALIBRATION = 10  # fewer held-out examples than this: train on everything, leave uncalibrated
+
+
+def _write_examples(path: Path, ds: LengthDataset) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for e in ds.examples:
+            row = {
+                "id": e.uid,
+                "prompt": e.prompt,
+                "prompt_tokens": e.prompt_tokens,
+                "output_tokens": e.output_tokens,
+            }
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def ranknet_loss(scores: torch.Tensor, log_len: torch.Tensor) -> torch.Tensor:
+    """Pairwise logistic (RankNet) loss over every pair in the batch whose lengths differ:
+    ``log(1 + exp(-(s_i - s_j)))`` for each pair with ``len_i > len_j``. Zero when no pair differs."""
+    ds = scores[:, None] - scores[None, :]
+    longer = (log_len[:, None] - log_len[None, :]) > 1e-6
+    if not bool(longer.any()):
+        return scores.sum() * 0.0
+    return nn.functional.softplus(-ds[longer]).mean()
+
+
+def pinball_loss(
+    pred: torch.Tensor, log_len: torch.Tensor, quantiles: Sequence[float] = QUANTILES
+) -> torch.Tensor:
+    """Quantile (pinball) loss of ``pred`` (n, len(quantiles)) against ``log_len`` (n,), summed
+    over the quantiles and averaged over items."""
+    q = torch.as_tensor(quantiles, dtype=pred.dtype)
+    err = log_len[:, None] - pred
+    return torch.maximum(q * err, (q - 1) * err).sum(dim=1).mean()
+
+
+def _loss(
+    model: LengthClassifier,
+    batch: dict[str, torch.Tensor],
+    labels: torch.Tensor,
+    log_len: torch.Tensor,
+    tcfg: TrainConfig,
+    ce: nn.Module,
+) -> torch.Tensor:
+    if not len(model.extra):
+        return ce(model(**batch), labels)
+    out = model.forward_all(**batch)
+    loss = ce(out["bucket"], labels)
+    if "rank" in out:
+        loss = loss + tcfg.rank_weight * ranknet_loss(out["rank"], log_len)
+    if "quantile" in out:
+        loss = loss + tcfg.quantile_weight * pinball_loss(out["quantile"], log_len)
+    return loss
 
 
 def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -100,6 +243,7 @@ def _fit(
 ) -> dict[str, Any]:
     torch.manual_seed(tcfg.seed)
     labels = torch.as_tensor(bucket_of(ds.output_tokens, cfg.bucket_edges))
+    log_len = torch.log1p(torch.as_tensor(ds.output_tokens, dtype=torch.float32))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     weight = None
@@ -145,7 +289,7 @@ def _fit(
                     break
                 idx = order[step * tcfg.batch_size : (step + 1) * tcfg.batch_size]
                 batch = encode(tok, [prompts[i] for i in idx], cfg.max_length)
-                loss = loss_fn(model(**batch), labels[idx])
+                loss = _loss(model, batch, labels[idx], log_len[idx], tcfg, loss_fn)
                 opt.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -196,6 +340,12 @@ def train(
     tcfg = config or TrainConfig()
     out = Path(out)
     edges = validate_edges(bucket_edges)
+    heads = parse_heads(tcfg.heads)
+    calib: LengthDataset | None = None
+    if "quantile" in heads and tcfg.calib_frac > 0:
+        fit, held = split_calibration(ds, tcfg.calib_frac, tcfg.seed)
+        if len(held) >= MIN_CALIBRATION and len(fit):
+            ds, calib = fit, held
     cfg = ModelConfig(
         base_model=str(resolve_base_model(base_model)),
         bucket_edges=list(edges),
@@ -203,27 +353,48 @@ def train(
         lora_r=tcfg.lora_r,
         lora_alpha=2 * tcfg.lora_r,
         representatives=bucket_medians(ds.output_tokens, edges),
+        heads=heads,
     )
     if resume and (out / "checkpoint" / "config.json").is_file():
         saved = ModelConfig.from_json(json.loads((out / "checkpoint" / "config.json").read_text())["model"])
-        if list(saved.bucket_edges) != list(edges) or saved.max_length != cfg.max_length:
+        if (
+            list(saved.bucket_edges) != list(edges)
+            or saved.max_length != cfg.max_length
+            or list(saved.heads) != heads
+        ):
             raise LlmplanError(
-                f"{out}/checkpoint was trained with other bucket edges or max length; "
+                f"{out}/checkpoint was trained with other bucket edges, max length or heads; "
                 "pass the same options or drop --resume"
             )
     torch.manual_seed(tcfg.seed)
     model = build_model(cfg)
+    if "quantile" in model.extra:
+        # Start the quantile head at the training data's p50 / p90 of log length: with lr 1e-3 a bias
+        # would otherwise need thousands of steps to climb from 0 to ~5.5 (250 tokens).
+        logy = np.log1p(np.asarray(ds.output_tokens, dtype=np.float64))
+        p50, p90 = np.quantile(logy, [0.5, 0.9])
+        with torch.no_grad():
+            lin = model.extra["quantile"]
+            lin.weight.mul_(0.1)
+            lin.bias.copy_(torch.tensor([p50, np.log(np.expm1(max(p90 - p50, 1e-3)))]))
     tok = load_tokenizer(Path(cfg.base_model))
     summary = _fit(model, cfg, tcfg, ds, tok, out, resume, "train", show_progress)
-    save_model(
-        model,
-        cfg,
-        out,
-        {
-            "train": {"examples": len(ds), "source": ds.source, "tokenizer": ds.tokenizer, **summary},
-            **(extra_meta or {}),
-        },
-    )
+    summary["heads"] = heads
+    extra: dict[str, Any] = {
+        "train": {"examples": len(ds), "source": ds.source, "tokenizer": ds.tokenizer, **summary},
+        **(extra_meta or {}),
+    }
+    save_model(model, cfg, out, extra)
+    if calib is not None:
+        cal = calibrate(model, tok, cfg, calib, out)
+        _write_examples(out / CALIB_SET_FILE, calib)
+        summary["calibration"] = {
+            "n": cal["n"],
+            "offsets_log": [round(o, 4) for o in cal["offsets_log"]],
+            "coverage_before": [round(c, 4) for c in cal["coverage_before"]],
+        }
+    elif (out / CALIBRATION_FILE).exists():
+        (out / CALIBRATION_FILE).unlink()  # a stale file from an earlier model in this directory
     _write_replay(out / REPLAY_FILE, ds, tcfg.seed)
     return summary
 
@@ -235,16 +406,7 @@ REPLAY_SIZE = 512
 def _write_replay(path: Path, ds: LengthDataset, seed: int) -> None:
     """Keep a small random sample of the training data beside the model: updates mix it with the new
     records so that fine-tuning on a shifted slice does not erase what the model knew."""
-    sample = take(ds, REPLAY_SIZE, seed)
-    with path.open("w", encoding="utf-8") as fh:
-        for e in sample.examples:
-            row = {
-                "id": e.uid,
-                "prompt": e.prompt,
-                "prompt_tokens": e.prompt_tokens,
-                "output_tokens": e.output_tokens,
-            }
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    _write_examples(path, take(ds, REPLAY_SIZE, seed))
 
 
 def update(
@@ -291,6 +453,13 @@ def update(
     if replay_path.is_file() and out != model_dir:
         shutil.copyfile(replay_path, out / REPLAY_FILE)
     shutil.rmtree(work, ignore_errors=True)
+    calib_path = model_dir / CALIB_SET_FILE
+    if "quantile" in model.extra and calib_path.is_file():
+        # Re-fit the conformal offsets on the held-out calibration set: the update moved the heads.
+        cal = calibrate(model, tok, cfg, load_jsonl(calib_path), out)
+        if out != model_dir:
+            shutil.copyfile(calib_path, out / CALIB_SET_FILE)
+        summary["calibration"] = {"n": cal["n"], "offsets_log": [round(o, 4) for o in cal["offsets_log"]]}
     meta.setdefault("updates", []).append({"examples": len(ds), "source": ds.source, **summary})
     save_model(model, cfg, out, meta)
     return summary

@@ -83,7 +83,8 @@ def test_bad_predictor_specs_are_one_line(tmp_path: Path) -> None:
     cases = [
         ("const:x", "const:<tokens>"),
         ("const:0", "at least 1 token"),
-        ("gbm:" + str(tmp_path), "saves no model"),
+        ("gbm:" + str(tmp_path), "not a saved prompt-length GBM"),
+        ("gbm:", "write gbm:<DIR>"),
         ("noisy-cm:" + str(tmp_path / "missing.json"), "does not exist"),
         ("noisy-cm:" + _cm(tmp_path / "shape.json", np.eye(3)), "needs 10x10"),
         ("noisy-cm:" + _cm(tmp_path / "rows.json", np.eye(NB) * 0.5), "must sum to 1"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -23,19 +24,21 @@ torch.set_num_threads(2)
 # LoRA training on a real MiniLM: ~8 s on 2 idle cores, minutes when they are shared (2 torch
 # threads against other jobs); the full suite runs it, `-m "not slow"` does not.
 pytestmark = pytest.mark.slow
-TINY = TrainConfig(epochs=2, batch_size=8, max_length=16, lr=4e-3, checkpoint_steps=4)
+# All three heads (the default); a quarter of the training groups (~15 prompts) calibrate the p90.
+TINY = TrainConfig(epochs=2, batch_size=8, max_length=16, lr=4e-3, checkpoint_steps=4, calib_frac=0.25)
+N_TRAIN = 60
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("pred") / "model"
-    summary = train(synthetic(36, seed=1), out, config=TINY, show_progress=False)
+    summary = train(synthetic(N_TRAIN, seed=1), out, config=TINY, show_progress=False)
     return out, summary
 
 
 def test_learned_beats_both_baselines_on_learnable_signal(trained) -> None:
     out, summary = trained
-    tr, te = synthetic(36, seed=1), synthetic(30, seed=2)
+    tr, te = synthetic(N_TRAIN, seed=1), synthetic(30, seed=2)
     lp = LearnedLengthPredictor(out)
     typed: LengthPredictor = lp  # structural: name, bucket_edges, predict
     assert typed.bucket_edges == EDGES and typed.name
@@ -47,6 +50,71 @@ def test_learned_beats_both_baselines_on_learnable_signal(trained) -> None:
     assert learned.exact > gbm.exact + 0.2 and learned.exact > majority.exact + 0.2
     assert learned.mae_tokens < gbm.mae_tokens
     assert learned.latency_ms_b32 is not None and learned.latency_ms_b32 > 0
+
+
+def test_rank_and_quantile_heads_order_and_bound_the_lengths(trained) -> None:
+    from scipy.stats import spearmanr
+
+    from llmplan.predict.evaluate import head_scores
+
+    out, summary = trained
+    assert summary["heads"] == ["bucket", "rank", "quantile"]
+    cal = json.loads((out / "calibration.json").read_text())
+    assert cal["n"] == summary["calibration"]["n"] >= 10 and len(cal["offsets_log"]) == 2
+    assert (out / "calib.jsonl").read_text().count("\n") == cal["n"]
+    lp = LearnedLengthPredictor(out)
+    te = synthetic(30, seed=2)
+    pred = lp.predict(te.prompts)
+    assert pred.rank_scores is not None and pred.upper is not None
+    assert spearmanr(pred.rank_scores, te.output_tokens).statistic > 0.8
+    assert all(u >= n for u, n in zip(pred.upper, pred.lengths, strict=True))
+    covered = sum(y <= u for y, u in zip(te.output_tokens, pred.upper, strict=True)) / len(te)
+    assert covered >= 0.8
+    # the calibrated p90 is the raw p90 shifted by the saved offset, in log space
+    heads = lp.head_outputs(te.prompts)
+    raw, calibrated = lp.quantiles(heads, calibrated=False), lp.quantiles(heads)
+    p50 = heads["quantile"][:, 0].astype(np.float64) + cal["offsets_log"][0]
+    p90 = np.maximum(heads["quantile"][:, 1] + cal["offsets_log"][1], p50)
+    assert np.allclose(calibrated[:, 1], np.maximum(np.expm1(p90), 1.0), rtol=1e-4)
+    assert not np.allclose(raw[:, 1], calibrated[:, 1])
+    rows = head_scores(lp, te, "test")
+    got = {(r.head, r.output): r for r in rows}
+    assert got[("rank", "rank score")].spearman == pytest.approx(
+        spearmanr(heads["rank"], te.output_tokens).statistic
+    )
+    assert got[("quantile", "p90 calibrated")].coverage == pytest.approx(covered)
+
+
+def test_bucket_only_and_pre_issue22_models_still_load(trained, tmp_path) -> None:
+    import shutil
+
+    cfg = TrainConfig(batch_size=8, max_length=16, max_steps=1, heads=("bucket",))
+    train(synthetic(16, seed=3), tmp_path / "b", config=cfg, show_progress=False)
+    assert not (tmp_path / "b" / "extra_heads.safetensors").exists()
+    assert not (tmp_path / "b" / "calibration.json").exists()
+    # a model saved before the heads existed has no "heads" key in its config
+    meta = json.loads((tmp_path / "b" / "config.json").read_text())
+    del meta["model"]["heads"]
+    (tmp_path / "b" / "config.json").write_text(json.dumps(meta))
+    old = LearnedLengthPredictor(tmp_path / "b")
+    pred = old.predict([k.format(t="jazz") for k, _ in KINDS])
+    assert old.heads == ["bucket"] and pred.rank_scores is None and pred.upper is None
+    assert pred.lengths == [old.representatives[b] for b in pred.buckets]
+    # a multi-head model without its calibration file predicts the raw quantiles
+    out, _ = trained
+    shutil.copytree(out, tmp_path / "m")
+    (tmp_path / "m" / "calibration.json").unlink()
+    raw = LearnedLengthPredictor(tmp_path / "m")
+    assert raw.calibration is None
+    prompts = [k.format(t="jazz") for k, _ in KINDS]
+    assert raw.predict(prompts).upper == [
+        int(np.ceil(v)) for v in raw.quantiles(raw.head_outputs(prompts), calibrated=False)[:, 1]
+    ]
+    (tmp_path / "m" / "extra_heads.safetensors").unlink()
+    from llmplan.errors import LlmplanError
+
+    with pytest.raises(LlmplanError, match="no extra_heads.safetensors"):
+        LearnedLengthPredictor(tmp_path / "m")
 
 
 def test_int8_inference_quantizes_the_linears_and_keeps_the_learned_signal(trained) -> None:
@@ -96,9 +164,12 @@ def test_resume_continues_to_the_same_model(tmp_path) -> None:
     resumed = train(ds, tmp_path / "resumed", config=cfg, resume=True, show_progress=False)
     assert resumed["steps"] == full["steps"] == 4
     assert resumed["resumed_from_step"] == 3
-    p1 = LearnedLengthPredictor(tmp_path / "full").predict_proba([k.format(t="coffee") for k, _ in KINDS])
-    p2 = LearnedLengthPredictor(tmp_path / "resumed").predict_proba([k.format(t="coffee") for k, _ in KINDS])
-    assert abs(p1 - p2).max() < 1e-4
+    prompts = [k.format(t="coffee") for k, _ in KINDS]
+    h1 = LearnedLengthPredictor(tmp_path / "full").head_outputs(prompts)
+    h2 = LearnedLengthPredictor(tmp_path / "resumed").head_outputs(prompts)
+    assert set(h1) == {"proba", "rank", "quantile"}
+    for k in h1:
+        assert abs(h1[k] - h2[k]).max() < 1e-4, k
 
 
 def test_update_on_recorded_mispredictions_raises_shifted_accuracy(trained, tmp_path) -> None:
@@ -114,13 +185,25 @@ def test_update_on_recorded_mispredictions_raises_shifted_accuracy(trained, tmp_
     from llmplan.predict.data import load_jsonl
 
     records = load_jsonl(tmp_path / "mispredicted.jsonl")
-    update(out, records, tmp_path / "updated", epochs=2, lr=3e-3, show_progress=False)
+    summary = update(out, records, tmp_path / "updated", epochs=2, lr=3e-3, show_progress=False)
     test = synthetic(12, seed=5, kinds=SHIFTED)
     updated = LearnedLengthPredictor(tmp_path / "updated")
     after = updated.predict(test.prompts)
     acc_after = sum(b == 7 for b in after.buckets) / len(test)
     assert acc_after > acc_before
     assert acc_after >= 0.8
+    # The rank and quantile heads learn the shift too: the p50 moves toward the true ~700 tokens,
+    # the calibrated upper bound covers more of the shifted requests, and they rank above the
+    # short-paragraph kind (~90 tokens), which they did not all do before.
+    b4 = before.predict(test.prompts)
+    err = lambda p: np.mean(np.abs(np.log1p(p.lengths) - np.log1p(test.output_tokens)))  # noqa: E731
+    assert err(after) < err(b4)
+    cover = lambda p: np.mean(np.asarray(test.output_tokens) <= np.asarray(p.upper))  # noqa: E731
+    assert cover(after) >= max(cover(b4), 0.8)
+    para = [KINDS[1][0].format(t=t) for t in ("jazz", "coffee", "volcanoes")]
+    assert min(after.rank_scores) > max(updated.predict(para).rank_scores)
+    assert summary["calibration"]["n"] >= 10  # offsets re-fitted on the held-out calibration set
+    assert (tmp_path / "updated" / "calibration.json").is_file()
     # the original distribution is not forgotten
     old = synthetic(12, seed=6)
     kept = updated.predict(old.prompts)
