@@ -70,6 +70,13 @@ def train_cmd(
     calib_frac: float = typer.Option(
         0.1, "--calib-frac", help="Share of the train groups held out to calibrate the quantile head."
     ),
+    init_from: Path = typer.Option(
+        None,
+        "--init-from",
+        help="A saved predictor: keep its encoder and bucket head frozen and fit only the rank/quantile "
+        "heads on its pooled features (one forward pass over the data, then seconds; its edges and "
+        "max length are kept).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Fine-tune the predictor on the train split (split by conversation id with --seed)."""
@@ -96,6 +103,11 @@ def train_cmd(
     number(calib_frac, "--calib-frac", lo=0, hi=1, hi_open=True, fix="e.g. 0.1 (0: no calibration)")
     parse_edges(edges)
     head_list = parse_heads(heads)
+    if init_from is not None and not (init_from / "config.json").is_file():
+        raise LlmplanError(
+            f"--init-from {init_from} is not a saved length predictor (no config.json); "
+            "train one with `llmplan predict train --out DIR`"
+        )
     kind = kind.strip().lower()
     if kind not in ("lora", "gbm"):
         raise LlmplanError(f"--kind {kind!r} is not a predictor kind; use lora or gbm")
@@ -151,6 +163,7 @@ def train_cmd(
         resume=resume,
         show_progress=not as_json,
         extra_meta={"data": data_meta},
+        init_from=init_from,
     )
     summary = {
         "out": str(out),
@@ -191,7 +204,7 @@ def eval_cmd(
     bound, over-booking; for a multi-head model also every head's outputs separately."""
     from llmplan.predict.baselines import GBM_META_FILE, MajorityPredictor, PromptLengthGBM
     from llmplan.predict.data import load_dataset, split_dataset, take
-    from llmplan.predict.evaluate import evaluate, head_scores, render_head_table, render_table
+    from llmplan.predict.evaluate import evaluate, render_head_table, render_table
     from llmplan.predict.learned import LearnedLengthPredictor
 
     _threads(threads)
@@ -210,6 +223,7 @@ def eval_cmd(
     splits = {"test": take(split.test, limit_test), "test_dedup": take(split.test_dedup, limit_test)}
     png = report_dir / "confusion.png" if report_dir else None
     confusion: dict = {}
+    hrows: list = []
     rows = evaluate(
         [*learned, PromptLengthGBM(tr, edges), MajorityPredictor(tr, edges)],
         splits,
@@ -217,10 +231,8 @@ def eval_cmd(
         latency_n=latency_n,
         confusion_png=png,
         confusion_out=confusion,
+        head_rows=hrows,
     )
-    hrows = []
-    if isinstance(lp, LearnedLengthPredictor):
-        hrows = [h for name, part in splits.items() for h in head_scores(lp, part, name)]
     result = {
         "model": str(model),
         "data": ds.source,
@@ -246,7 +258,7 @@ def eval_cmd(
     console.print(f"data {ds.source} · tokenizer {ds.tokenizer} · train {len(tr)}")
     console.print(render_table(rows), highlight=False)
     if hrows:
-        console.print(f"\nper head of {lp.name} (heads {', '.join(lp.heads)}):", highlight=False)
+        console.print(f"\nper head (heads {', '.join(lp.heads)}):", highlight=False)
         console.print(render_head_table(hrows), highlight=False)
     if png:
         console.print(f"confusion matrix: {png}")

@@ -195,10 +195,12 @@ def evaluate(
     latency_n: int = 64,
     confusion_png: str | Path | None = None,
     confusion_out: dict[str, Any] | None = None,
+    head_rows: list[HeadScores] | None = None,
 ) -> list[Scores]:
     """Score every predictor on every split; latency is measured once per predictor on the first split.
 
-    ``confusion_out`` (a dict) receives :func:`confusion_json` of the first predictor on the first split."""
+    ``confusion_out`` (a dict) receives :func:`confusion_json` of the first predictor on the first split;
+    ``head_rows`` (a list) receives :func:`head_scores` of every learned (multi-head) predictor."""
     from llmplan import progress
 
     rows: list[Scores] = []
@@ -209,7 +211,12 @@ def evaluate(
             for name, ds in splits.items():
                 bar.update(description=f"evaluate {pr.name} on {name}")
                 reqs = as_requests(ds)
-                pred = pr.predict(reqs)
+                if head_rows is not None and hasattr(pr, "head_outputs"):
+                    heads = pr.head_outputs(reqs)  # one forward pass for both tables
+                    pred = pr.predict_from_heads(heads)
+                    head_rows.extend(head_scores(pr, ds, name, heads))
+                else:
+                    pred = pr.predict(reqs)
                 s = score(pred.buckets, pred.lengths, ds.output_tokens, edges, pr.name, name)
                 for k, v in schedule_scores(pred, ds.output_tokens).items():
                     setattr(s, k, v)
@@ -292,11 +299,14 @@ class HeadScores:
         return asdict(self)
 
 
-def head_scores(lp: Any, ds: LengthDataset, split: str) -> list[HeadScores]:
+def head_scores(
+    lp: Any, ds: LengthDataset, split: str, heads: dict[str, np.ndarray] | None = None
+) -> list[HeadScores]:
     """Score every output of every head of a :class:`LearnedLengthPredictor` separately, beside the
-    bucket head's own order / point / upper (so a multi-head model shows what each head buys)."""
+    bucket head's own order / point / upper (so a multi-head model shows what each head buys).
+    ``heads``: its :meth:`head_outputs` on ``ds`` when already computed."""
     y = np.asarray(ds.output_tokens, dtype=np.float64)
-    h = lp.head_outputs(ds.prompts)
+    h = heads if heads is not None else lp.head_outputs(ds.prompts)
     n = len(y)
     reps = np.asarray(lp.representatives, dtype=np.float64)
     edges = list(lp.bucket_edges) + [2 * lp.bucket_edges[-1]]
@@ -364,13 +374,13 @@ def render_head_table(rows: Sequence[HeadScores]) -> str:
     """Markdown table of per-head scores."""
     f = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
     lines = [
-        "| split | head | output | use | Spearman | Kendall τ | coverage (true ≤) | MAE tokens "
+        "| split | model | head | output | use | Spearman | Kendall τ | coverage (true ≤) | MAE tokens "
         "| over-booking (mean upper/true) | booked/needed |",
-        "|" + "---|" * 10,
+        "|" + "---|" * 11,
     ]
     for r in rows:
         lines.append(
-            f"| {r.split} | {r.head} | {r.output} | {r.use} | "
+            f"| {r.split} | {r.model} | {r.head} | {r.output} | {r.use} | "
             f"{f(r.spearman, '.3f')} | {f(r.kendall, '.3f')} | "
             f"{f(r.coverage, '.1%')} | {f(r.mae_tokens, '.0f')} | {f(r.overbook_mean, '.2f')} | "
             f"{f(r.booked_per_needed, '.2f')} |"

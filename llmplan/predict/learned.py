@@ -104,7 +104,10 @@ class LearnedLengthPredictor:
     def predict(self, items: Sequence[PromptLike]) -> LengthPrediction:
         if not items:
             return LengthPrediction(buckets=[], lengths=[])
-        heads = self.head_outputs(items)
+        return self.predict_from_heads(self.head_outputs(items))
+
+    def predict_from_heads(self, heads: dict[str, np.ndarray]) -> LengthPrediction:
+        """:meth:`predict` from already computed :meth:`head_outputs`."""
         buckets = heads["proba"].argmax(axis=1).tolist()
         if "quantile" not in heads:
             lengths = [self.representatives[b] for b in buckets]

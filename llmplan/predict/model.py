@@ -145,7 +145,11 @@ class LengthClassifier(nn.Module):
         """Every head's output: ``bucket`` logits (n, buckets), ``rank`` (n,) and ``quantile``
         (n, 2): log(1 + tokens) at p50 and p90, p90 >= p50 by construction."""
         z = self.features(input_ids, attention_mask, n_tokens)
-        out = {"bucket": self.head(z)}
+        return {"bucket": self.head(z), **self.extra_outputs(z)}
+
+    def extra_outputs(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The rank and quantile heads on pooled features ``z`` (from :meth:`features`)."""
+        out: dict[str, torch.Tensor] = {}
         if "rank" in self.extra:
             out["rank"] = self.extra["rank"](z).squeeze(-1)
         if "quantile" in self.extra:

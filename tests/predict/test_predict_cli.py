@@ -53,6 +53,15 @@ def test_cli_train_eval_query_update(tmp_path) -> None:
     scores = json.loads(r.output)["scores"]
     assert {s["predictor"] for s in scores} >= {"majority", "prompt-length GBM"}
     assert {s["split"] for s in scores} == {"test", "test_dedup"}
+    # the default model has all three heads; eval scores each head's outputs on both splits
+    res = json.loads(r.output)
+    assert res["heads"] == ["bucket", "rank", "quantile"]
+    outputs = {(h["split"], h["head"], h["output"]) for h in res["head_scores"]}
+    for split in ("test", "test_dedup"):
+        assert {(split, "rank", "rank score"), (split, "quantile", "p90 calibrated")} <= outputs
+    lora = next(s for s in scores if s["predictor"] == "lora:m" and s["split"] == "test")
+    assert lora["upper_coverage"] is not None and lora["booked_per_needed"] > 0
+    assert "| rank | rank score | order |" in (tmp_path / "rep" / "scores.md").read_text()
     assert (tmp_path / "rep" / "confusion.png").stat().st_size > 1000
     cm = json.loads((tmp_path / "rep" / "confusion.json").read_text())
     assert cm["split"] == "test" and len(cm["matrix"]) == len(cm["bucket_edges"])

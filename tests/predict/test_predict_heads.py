@@ -102,3 +102,40 @@ def test_parse_heads() -> None:
         parse_heads("bucket,vibes")
     with pytest.raises(LlmplanError, match="lacks bucket"):
         parse_heads("rank,quantile")
+
+
+@pytest.mark.slow  # reads and tokenizes 1,500 real ShareGPT records (~10 s)
+def test_eval_metrics_on_real_sharegpt_slice() -> None:
+    """`evaluate` on real ShareGPT pairs: every schedule metric equals its definition recomputed from
+    the predictions, and the oracle (true lengths) is perfect by construction."""
+    from llmplan.predict.baselines import MajorityPredictor, PromptLengthGBM
+    from llmplan.predict.data import load_sharegpt, split_dataset
+    from llmplan.predict.evaluate import as_requests, evaluate
+    from llmplan.predict.interface import DEFAULT_BUCKET_EDGES as EDGES
+    from llmplan.predict.interface import rank_scores_of, upper_of
+    from llmplan.predict.oracle import OraclePredictor
+
+    ds = load_sharegpt(limit=1500)
+    split = split_dataset(ds, 0.3, 0)
+    gbm, maj = PromptLengthGBM(split.train, EDGES), MajorityPredictor(split.train, EDGES)
+    oracle = OraclePredictor()
+    rows = evaluate([gbm, maj, oracle], {"test": split.test}, EDGES, latency_n=0)
+    y = np.asarray(split.test.output_tokens)
+    by = {r.predictor: r for r in rows}
+    for pr in (gbm, maj, oracle):
+        r, p = by[pr.name], pr.predict(as_requests(split.test))
+        rank, upper = np.asarray(rank_scores_of(p)), np.asarray(upper_of(p))
+        if np.ptp(rank):
+            assert r.spearman == pytest.approx(spearmanr(rank, y).statistic)
+            assert r.kendall == pytest.approx(kendalltau(rank, y).statistic)
+        else:
+            assert r.spearman is None and r.kendall is None
+        assert r.point_coverage == pytest.approx(np.mean(y <= np.asarray(p.lengths)))
+        assert r.upper_coverage == pytest.approx(np.mean(y <= upper))
+        assert r.upper_short == pytest.approx(np.mean(y > upper))
+        assert r.overbook_mean == pytest.approx(np.mean(upper / np.maximum(y, 1)))
+        assert r.booked_per_needed == pytest.approx(upper.sum() / y.sum())
+    o = by[oracle.name]
+    assert o.spearman == pytest.approx(1.0) and o.upper_coverage == 1.0 and o.booked_per_needed == 1.0
+    assert by[maj.name].spearman is None  # a constant gives no order
+    assert 0 < by[gbm.name].spearman < 0.5  # prompt length alone orders ShareGPT replies weakly

@@ -117,6 +117,29 @@ def test_bucket_only_and_pre_issue22_models_still_load(trained, tmp_path) -> Non
         LearnedLengthPredictor(tmp_path / "m")
 
 
+def test_init_from_fits_new_heads_on_a_frozen_model(trained, tmp_path) -> None:
+    from scipy.stats import spearmanr
+
+    out, _ = trained
+    cfg = TrainConfig(max_length=16, calib_frac=0.25, head_epochs=30, head_lr=2e-2)
+    summary = train(
+        synthetic(N_TRAIN, seed=1), tmp_path / "h", config=cfg, show_progress=False, init_from=out
+    )
+    assert summary["frozen_encoder"] and summary["steps"] > 0 and summary["init_from"]["dir"] == str(out)
+    base, fitted = LearnedLengthPredictor(out), LearnedLengthPredictor(tmp_path / "h")
+    te = synthetic(30, seed=2)
+    # encoder and bucket head unchanged; the new quantile head and the rank head order the lengths
+    assert np.abs(base.predict_proba(te.prompts) - fitted.predict_proba(te.prompts)).max() < 1e-5
+    pred = fitted.predict(te.prompts)
+    assert spearmanr(pred.rank_scores, te.output_tokens).statistic > 0.8
+    assert spearmanr(pred.lengths, te.output_tokens).statistic > 0.8
+    assert (tmp_path / "h" / "calibration.json").is_file()
+    from llmplan.errors import LlmplanError
+
+    with pytest.raises(LlmplanError, match="add them"):
+        train(synthetic(8), tmp_path / "x", config=TrainConfig(heads=("bucket",)), init_from=out)
+
+
 def test_int8_inference_quantizes_the_linears_and_keeps_the_learned_signal(trained) -> None:
     from llmplan.errors import LlmplanError
 
