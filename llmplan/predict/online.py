@@ -1,8 +1,9 @@
 """Online correction (UELLM 3.3.3): record mispredicted requests, then fine-tune on them.
 
 The runtime calls :meth:`MispredictionRecorder.observe` when a request finishes; rows whose true
-bucket differs from the predicted one are appended to a JSONL file in the generic
-``{"prompt", "output_tokens"}`` format that ``llmplan predict update`` reads back.
+bucket differs from the predicted one, or whose reply outgrew the predicted upper bound, are
+appended to a JSONL file in the generic ``{"prompt", "output_tokens"}`` format that
+``llmplan predict update`` reads back.
 """
 
 from __future__ import annotations
@@ -24,12 +25,17 @@ class MispredictionRecorder:
         self.recorded = 0
         self._lock = threading.Lock()  # the engine may finish requests from several tasks/threads
 
-    def observe(self, prompt: str, predicted_bucket: int, actual_tokens: int) -> bool:
-        """Record (prompt, actual length) if the prediction was wrong; returns whether it was recorded."""
+    def observe(
+        self, prompt: str, predicted_bucket: int, actual_tokens: int, predicted_upper: int | None = None
+    ) -> bool:
+        """Record (prompt, actual length) if the prediction was wrong: another bucket, or (when the
+        predictor gave one) a reply longer than its upper bound, i.e. too little KV booked. Returns
+        whether it was recorded."""
         true_bucket = int(bucket_of([actual_tokens], self.edges)[0])
+        short = predicted_upper is not None and actual_tokens > predicted_upper
         with self._lock:
             self.seen += 1
-            if true_bucket == predicted_bucket and not self.record_all:
+            if true_bucket == predicted_bucket and not short and not self.record_all:
                 return False
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as fh:
@@ -40,6 +46,7 @@ class MispredictionRecorder:
                             "output_tokens": int(actual_tokens),
                             "predicted_bucket": int(predicted_bucket),
                             "true_bucket": true_bucket,
+                            "predicted_upper": predicted_upper,
                         },
                         ensure_ascii=False,
                     )

@@ -139,3 +139,23 @@ def test_eval_metrics_on_real_sharegpt_slice() -> None:
     assert o.spearman == pytest.approx(1.0) and o.upper_coverage == 1.0 and o.booked_per_needed == 1.0
     assert by[maj.name].spearman is None  # a constant gives no order
     assert 0 < by[gbm.name].spearman < 0.5  # prompt length alone orders ShareGPT replies weakly
+
+
+def test_recorder_also_records_replies_longer_than_the_upper_bound(tmp_path) -> None:
+    import json
+
+    from llmplan.predict.interface import DEFAULT_BUCKET_EDGES as EDGES
+    from llmplan.predict.online import MispredictionRecorder
+
+    rec = MispredictionRecorder(tmp_path / "m.jsonl", EDGES)
+    from llmplan.predict.buckets import bucket_of
+
+    b300 = int(bucket_of([300], EDGES)[0])  # [256,512), as 450 is
+    assert not rec.observe("right bucket, within the bound", b300, 300, predicted_upper=400)
+    assert rec.observe("right bucket, past the bound", b300, 450, predicted_upper=400)
+    assert rec.observe("wrong bucket", b300 - 1, 300, predicted_upper=400)
+    assert not rec.observe("no bound given", b300, 450)
+    rows = [json.loads(x) for x in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == ["right bucket, past the bound", "wrong bucket"]
+    assert rows[0]["predicted_upper"] == 400 and rows[0]["true_bucket"] == b300
+    assert rec.seen == 4 and rec.recorded == 2

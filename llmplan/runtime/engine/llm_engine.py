@@ -334,7 +334,9 @@ class LLMEngine:
             self._pred_total += 1
             self._pred_correct += int(self._bucket(len(ids)) == seq.predicted_bucket)
             if self.recorder is not None:
-                self.recorder.observe(seq.spec.prompt or "", seq.predicted_bucket, len(ids))
+                self.recorder.observe(
+                    seq.spec.prompt or "", seq.predicted_bucket, len(ids), predicted_upper=seq.predicted_upper
+                )
         st.sink(
             GenerateOutput(
                 st.request.request_id,
