@@ -31,8 +31,8 @@ import subprocess
 import sys
 import time
 
-from llmplan.runtime.engine import build_engine
 from llmplan.runtime.engine.api import GenerateRequest, SamplingParams
+from llmplan.runtime.factory import build_engine
 
 
 def _prompts(n: int, length: int) -> list[list[int]]:

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     from llmplan.runtime.engine.api import GenerateRequest, SamplingParams
-    from llmplan.runtime.engine.factory import build_engine
+    from llmplan.runtime.factory import build_engine
 
     rng = random.Random(args.seed)
     def make(dtype: str):

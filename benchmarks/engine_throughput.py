@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     rng = random.Random(args.seed)
 
-    from llmplan.runtime.engine.factory import build_engine
+    from llmplan.runtime.factory import build_engine
 
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
     log(f"building {args.model} (fp32, dummy weights), {args.threads} thread(s)")

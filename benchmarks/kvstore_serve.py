@@ -94,7 +94,7 @@ def main() -> None:
     ap.add_argument("--dir", default=None, help="parent of the store's temporary directory")
     args = ap.parse_args()
 
-    from llmplan.runtime.engine import build_engine
+    from llmplan.runtime.factory import build_engine
 
     rng = random.Random(0)
     shared = [rng.randrange(100, 30000) for _ in range(int(args.prompt * args.shared))]

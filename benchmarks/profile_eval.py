@@ -23,7 +23,7 @@ from pathlib import Path
 
 def _collect_locally(out_csv: Path, repeat: int, model: str) -> None:
     from llmplan.profile.collect import collect
-    from llmplan.runtime.engine import build_engine
+    from llmplan.runtime.factory import build_engine
     from llmplan.runtime.server.run import ServeOptions, build_server
 
     with socket.socket() as s:

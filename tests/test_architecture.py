@@ -64,7 +64,7 @@ def test_graph_sees_the_imports_it_must() -> None:
     g = import_graph()
     # a module-level import, a function-level one and a relative-free ``from pkg import mod``
     assert g.has_edge("llmplan.plan.helr", "llmplan.plan.problem")
-    assert g.has_edge("llmplan.runtime.engine.factory", "llmplan.runtime.workers.engine")
+    assert g.has_edge("llmplan.runtime.factory", "llmplan.runtime.workers.engine")
     assert g.has_edge("llmplan.workload.loader", "llmplan.workload.prefixed")
 
 

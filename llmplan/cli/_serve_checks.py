@@ -70,7 +70,7 @@ def check_serve_options(  # noqa: C901 - a flat list of independent option check
 
             cfg = load_hf_config(model.expanduser())
         if cfg is not None and max_model_len is not None and max_model_len > cfg.max_model_len:
-            from llmplan.runtime.engine.factory import served_context
+            from llmplan.runtime.factory import served_context
 
             served_context(cfg.max_model_len, max_model_len, cfg.name)  # refused before any weight loads
     check_device_dtype(device, dtype)

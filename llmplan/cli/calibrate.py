@@ -233,9 +233,9 @@ def run_calibration(
 
         from llmplan.runtime.calibration import fit_profile
         from llmplan.runtime.engine.executor import TorchExecutor
-        from llmplan.runtime.engine.factory import build_model
         from llmplan.runtime.engine.kvcache import PagedKVCache
         from llmplan.runtime.engine.measure import default_points, measure_points
+        from llmplan.runtime.factory import build_model
 
         if threads:
             torch.set_num_threads(threads)

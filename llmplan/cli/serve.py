@@ -444,8 +444,7 @@ def register(app: typer.Typer) -> None:
             level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
         )
         with console.status(f"loading {model or dummy_weights} ..."):
-            from llmplan.runtime.engine import build_engine
-            from llmplan.runtime.engine.factory import EngineConfig
+            from llmplan.runtime.factory import EngineConfig, build_engine
 
             engine = build_engine(
                 EngineConfig(

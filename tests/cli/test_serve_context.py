@@ -17,7 +17,7 @@ def test_above_the_models_context_is_refused_before_loading() -> None:
 
 
 def test_more_than_the_kv_cache_holds_is_refused_with_both_numbers() -> None:
-    from llmplan.runtime.engine import build_engine
+    from llmplan.runtime.factory import build_engine
 
     msg = r"--max-model-len 1024 needs 1024 KV tokens but the cache holds 32 "
     with pytest.raises(LlmplanError, match=msg):
@@ -25,7 +25,7 @@ def test_more_than_the_kv_cache_holds_is_refused_with_both_numbers() -> None:
 
 
 def test_a_fitting_value_is_served_exactly() -> None:
-    from llmplan.runtime.engine import build_engine
+    from llmplan.runtime.factory import build_engine
 
     engine = build_engine(dummy_weights="llama-tiny", num_kv_blocks=64, block_size=16, max_model_len=100)
     assert engine.max_model_len == 100

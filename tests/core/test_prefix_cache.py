@@ -111,7 +111,7 @@ def test_engine_greedy_outputs_identical_with_and_without_prefix_cache() -> None
     import random
 
     from llmplan.runtime.engine.api import GenerateRequest, SamplingParams
-    from llmplan.runtime.engine.factory import build_engine
+    from llmplan.runtime.factory import build_engine
 
     rng = random.Random(3)
     system = [rng.randrange(5, 300) for _ in range(37)]

@@ -14,7 +14,7 @@ from llmplan.energy.live import LiveClockControl
 from llmplan.energy.measure import NvmlReader
 from llmplan.energy.power import ClockedCost
 from llmplan.runtime.engine.api import GenerateRequest, SamplingParams
-from llmplan.runtime.engine.factory import build_engine
+from llmplan.runtime.factory import build_engine
 from llmplan.runtime.sim.cluster import default_cost
 from llmplan.workload.types import SLO
 

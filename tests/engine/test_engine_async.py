@@ -13,7 +13,7 @@ from llmplan.runtime.engine.api import (
     QueueFullError,
     SamplingParams,
 )
-from llmplan.runtime.engine.factory import build_engine
+from llmplan.runtime.factory import build_engine
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from llmplan.runtime.engine.api import GenerateOutput, GenerateRequest, SamplingParams
-from llmplan.runtime.engine.factory import build_engine
+from llmplan.runtime.factory import build_engine
 
 N_PROMPTS = 22
 

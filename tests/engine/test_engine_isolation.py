@@ -44,7 +44,7 @@ def _tokens(outs, rid: str) -> list[int]:
 
 @pytest.fixture(scope="module")
 def engine(tiny_checkpoint):
-    from llmplan.runtime.engine.factory import build_engine
+    from llmplan.runtime.factory import build_engine
 
     path, _ = tiny_checkpoint
     return build_engine(model=str(path), num_kv_blocks=128, block_size=4, max_num_seqs=8).engine

@@ -11,7 +11,7 @@ import pytest
 from llmplan.errors import LlmplanError
 from llmplan.predict.oracle import NoisyOraclePredictor, OraclePredictor
 from llmplan.runtime.engine.api import GenerateRequest, SamplingParams
-from llmplan.runtime.engine.factory import build_engine
+from llmplan.runtime.factory import build_engine
 
 
 def _run(predictor, log, n_tokens=5):

@@ -226,7 +226,7 @@ def test_detokenizer_stops_and_holds_back_partial_stop_strings():
 
 def test_engine_stop_string_eos_and_max_tokens(tiny_checkpoint):
     """Stop strings cut the text; EOS ends a request unless ignore_eos."""
-    from llmplan.runtime.engine.factory import build_engine
+    from llmplan.runtime.factory import build_engine
 
     path, hf = tiny_checkpoint
     eng = build_engine(model=str(path), num_kv_blocks=64, block_size=4).engine

@@ -23,7 +23,7 @@ PROMPTS = [30, 70, 120]
 
 @pytest.fixture(scope="module")
 def engine():
-    from llmplan.runtime.engine import build_engine
+    from llmplan.runtime.factory import build_engine
 
     # Whole-prompt prefill, one sequence per step: after one step two requests are still queued.
     return build_engine(dummy_weights="llama-tiny", max_num_seqs=1, num_kv_blocks=128, chunked_prefill=False)

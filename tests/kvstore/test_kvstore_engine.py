@@ -11,7 +11,7 @@ import torch
 from llmplan.kvstore.engine_adapter import EnginePrefill
 from llmplan.kvstore.pipeline import LayerwisePrefill
 from llmplan.kvstore.store import GlobalKVStore
-from llmplan.migrate.layer_migration import RunSpec, reference_greedy
+from llmplan.runtime.workers.scripted import RunSpec, reference_greedy
 
 BS = 16
 

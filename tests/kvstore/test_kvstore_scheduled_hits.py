@@ -28,7 +28,7 @@ PROMPT_B = SHARED + [_rng.randrange(3, 32000) for _ in range(37)]  # 197 tokens:
 
 
 def _engine(**kw):
-    from llmplan.runtime.engine import build_engine
+    from llmplan.runtime.factory import build_engine
 
     return build_engine(dummy_weights="llama-tiny", max_num_seqs=4, threads=1, num_kv_blocks=64,
                         max_num_batched_tokens=BUDGET, **kw)
@@ -165,7 +165,7 @@ def test_preempted_requests_are_readmitted_at_their_cached_prefix_with_identical
     # 9 KV blocks for three 40-token prompts with 30 output tokens each: preemption by
     # recompute. The first admissions find an empty store; a re-admitted sequence is probed
     # again (its prompt and generated tokens) and starts at the blocks written back meanwhile.
-    from llmplan.runtime.engine import build_engine
+    from llmplan.runtime.factory import build_engine
 
     rng = random.Random(11)
     prompts = [SHARED[:32] + [rng.randrange(3, 32000) for _ in range(8)] for _ in range(3)]

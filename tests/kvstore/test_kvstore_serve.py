@@ -31,7 +31,7 @@ PROMPT_B = SHARED + [_rng.randrange(3, 32000) for _ in range(21)]  # 69 tokens: 
 
 
 def _engine(**kw):
-    from llmplan.runtime.engine import build_engine
+    from llmplan.runtime.factory import build_engine
 
     kw.setdefault("num_kv_blocks", 64)
     return build_engine(dummy_weights="llama-tiny", max_num_seqs=8, threads=1, **kw)

@@ -23,7 +23,7 @@ PROMPT = [_rng.randrange(3, 32000) for _ in range(70)]  # 4 full blocks + 6
 
 
 def _engine(**kw):
-    from llmplan.runtime.engine import build_engine
+    from llmplan.runtime.factory import build_engine
 
     return build_engine(dummy_weights="llama-tiny", max_num_seqs=4, threads=1, num_kv_blocks=64, **kw)
 

@@ -23,7 +23,7 @@ from server_harness import free_port, metric, running_server  # noqa: E402
 
 @pytest.fixture(scope="module")
 def engine():
-    from llmplan.runtime.engine import build_engine
+    from llmplan.runtime.factory import build_engine
 
     return build_engine(dummy_weights="llama-tiny", max_num_seqs=16, num_kv_blocks=256, max_queue=64)
 
@@ -104,7 +104,7 @@ def test_max_requests_and_concurrency_limit(server, engine):
 
 
 def test_queue_full_is_recorded_as_rejected_429():
-    from llmplan.runtime.engine import build_engine
+    from llmplan.runtime.factory import build_engine
 
     engine = build_engine(dummy_weights="llama-tiny", max_num_seqs=1, num_kv_blocks=64, max_queue=0)
     wl = Workload("burst", [RequestSpec(i, 0.0, 4, 2) for i in range(3)])
@@ -209,7 +209,7 @@ def test_simulator_rejects_exactly_what_the_live_server_rejects(server, engine):
 
 
 def test_replay_against_a_keyed_server_uses_llmplan_api_key(monkeypatch):
-    from llmplan.runtime.engine import build_engine
+    from llmplan.runtime.factory import build_engine
     from llmplan.runtime.server.guard import GuardConfig
 
     engine = build_engine(dummy_weights="llama-tiny", max_num_seqs=4, num_kv_blocks=64)

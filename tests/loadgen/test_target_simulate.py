@@ -24,7 +24,7 @@ TRACE = "synthetic:n=6,rate=20,prompt_mean=40,output_mean=4,max_prompt=80,max_ou
 
 @pytest.fixture(scope="module")
 def server():
-    from llmplan.runtime.engine import build_engine
+    from llmplan.runtime.factory import build_engine
 
     engine = build_engine(dummy_weights="llama-tiny", max_num_seqs=16, num_kv_blocks=256, max_queue=64,
                           max_num_batched_tokens=1024)  # fmt: skip
@@ -104,7 +104,7 @@ def test_front_end_over_two_servers_is_simulated_as_two_instances(server: str, t
     from llmplan.frontend.backends import Backend, BackendPool
     from llmplan.frontend.proxy import Frontend, build_app
     from llmplan.routing import get_router
-    from llmplan.runtime.engine import build_engine
+    from llmplan.runtime.factory import build_engine
 
     other = build_engine(dummy_weights="llama-tiny", max_num_seqs=16, num_kv_blocks=128, max_queue=64,
                          max_num_batched_tokens=1024)  # fmt: skip

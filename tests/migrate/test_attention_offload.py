@@ -13,7 +13,7 @@ from llmplan.migrate.attention_offload import (
     offload_attention,
     restore_attention,
 )
-from llmplan.migrate.layer_migration import RunSpec, reference_greedy
+from llmplan.runtime.workers.scripted import RunSpec, reference_greedy
 
 
 def _spec():

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from llmplan.errors import LlmplanError
-from llmplan.migrate.layer_migration import (
+from llmplan.runtime.workers.scripted import (
     MigrationOrder,
     RunSpec,
     apply_move,

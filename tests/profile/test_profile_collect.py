@@ -25,7 +25,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server_url():
-    from llmplan.runtime.engine import build_engine
+    from llmplan.runtime.factory import build_engine
     from llmplan.runtime.server.run import ServeOptions, build_server
 
     engine = build_engine(dummy_weights="llama-tiny", max_num_seqs=4, num_kv_blocks=128, max_queue=16)

@@ -14,7 +14,7 @@ from server_harness import running_server  # noqa: E402
 
 @pytest.fixture(scope="session")
 def tiny_engine():
-    from llmplan.runtime.engine import build_engine
+    from llmplan.runtime.factory import build_engine
 
     # 256 blocks x 16 tokens: ample for these tests, and the leak check sees every block.
     return build_engine(dummy_weights="llama-tiny", max_num_seqs=32, num_kv_blocks=256, max_queue=256)

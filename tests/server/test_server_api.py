@@ -206,7 +206,7 @@ def test_health_and_models(server):
 
 @pytest.mark.slow
 def test_queue_full_is_429_with_retry_after():
-    from llmplan.runtime.engine import build_engine
+    from llmplan.runtime.factory import build_engine
 
     # One running slot and one waiting slot: the third request has nowhere to go.
     engine = build_engine(dummy_weights="llama-tiny", max_num_seqs=1, num_kv_blocks=64, max_queue=1)
@@ -253,7 +253,7 @@ def _outcome(url: str, outcome: str) -> float:
 @pytest.mark.slow
 def test_predictor_accuracy_is_exported():
     from llmplan.predict.oracle import parse_predictor
-    from llmplan.runtime.engine import build_engine
+    from llmplan.runtime.factory import build_engine
 
     # With ignore_eos the output length is max_tokens, so the oracle is always right and a
     # noisy oracle of accuracy 0 always wrong: both must show in the gauge.

@@ -14,7 +14,7 @@ from server_harness import metric, running_server, wait_until
 
 @pytest.fixture(scope="module")
 def faulty():
-    from llmplan.runtime.engine import build_engine
+    from llmplan.runtime.factory import build_engine
 
     engine = build_engine(dummy_weights="llama-tiny", max_num_seqs=4, num_kv_blocks=64, max_queue=8)
     executor = engine.engine.executor

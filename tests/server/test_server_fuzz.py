@@ -27,7 +27,7 @@ HANG_S = 30.0  # no single answer may take longer (the context is 64 tokens: gen
 
 @pytest.fixture(scope="module")
 def fuzz_server():
-    from llmplan.runtime.engine import build_engine
+    from llmplan.runtime.factory import build_engine
 
     engine = build_engine(dummy_weights="llama-tiny", max_num_seqs=8, num_kv_blocks=64, max_queue=64,
                           max_model_len=64)

@@ -20,7 +20,7 @@ KEY = "sk-test-0123456789"
 
 @pytest.fixture(scope="module")
 def engine_factory():
-    from llmplan.runtime.engine import build_engine
+    from llmplan.runtime.factory import build_engine
 
     return lambda: build_engine(dummy_weights="llama-tiny", max_num_seqs=8, num_kv_blocks=128, max_queue=64)
 

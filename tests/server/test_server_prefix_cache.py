@@ -9,7 +9,7 @@ from server_harness import metric, running_server
 
 @pytest.mark.slow
 def test_prefix_cache_counters_on_metrics() -> None:
-    from llmplan.runtime.engine import build_engine
+    from llmplan.runtime.factory import build_engine
 
     engine = build_engine(dummy_weights="llama-tiny", max_num_seqs=4, num_kv_blocks=64, block_size=16,
                           enable_prefix_caching=True)  # fmt: skip

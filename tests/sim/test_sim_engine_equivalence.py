@@ -63,9 +63,9 @@ def _engine(reqs, num_blocks, args) -> tuple[list, dict, list]:
     from llmplan.predict.oracle import parse_predictor
     from llmplan.runtime.engine.api import GenerateRequest, SamplingParams
     from llmplan.runtime.engine.config import catalog_config
-    from llmplan.runtime.engine.factory import make_scheduler, resolve_policy
     from llmplan.runtime.engine.llm_engine import LLMEngine
     from llmplan.runtime.engine.tokenizer import load_tokenizer
+    from llmplan.runtime.factory import make_scheduler, resolve_policy
 
     cfg = catalog_config("llama-tiny")
     clock = [0.0]

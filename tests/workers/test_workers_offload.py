@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 from llmplan.errors import LlmplanError
-from llmplan.runtime.engine import build_engine
 from llmplan.runtime.engine.api import GenerateRequest, SamplingParams
+from llmplan.runtime.factory import build_engine
 
 pytestmark = pytest.mark.slow
 

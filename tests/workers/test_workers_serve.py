@@ -90,7 +90,7 @@ def _all(url: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def reference():
-    from llmplan.runtime.engine import build_engine
+    from llmplan.runtime.factory import build_engine
 
     engine = build_engine(dummy_weights="llama-tiny", num_kv_blocks=128, max_num_seqs=16)
     with running_server(engine) as url:
@@ -99,7 +99,7 @@ def reference():
 
 @pytest.fixture(scope="module")
 def pipe():
-    from llmplan.runtime.engine import build_engine
+    from llmplan.runtime.factory import build_engine
 
     engine = build_engine(dummy_weights="llama-tiny", num_kv_blocks=128, max_num_seqs=16, workers=2)
     executor = engine.engine.executor
@@ -235,7 +235,7 @@ def test_a_dead_worker_is_a_clear_error_not_a_hang(pipe):
 def test_migration_controller_moves_a_layer_off_the_busy_worker(reference):
     """3,1 on llama-tiny: rank 0 also runs the LM head (32000 x 256, ~11 layers' worth of FLOPs),
     so worker 0 is the overloaded one; the controller moves its boundary layer 2 to worker 1."""
-    from llmplan.runtime.engine import build_engine
+    from llmplan.runtime.factory import build_engine
 
     engine = build_engine(dummy_weights="llama-tiny", num_kv_blocks=128, max_num_seqs=16, workers=2,
                           layer_split="3,1", migration_controller=True, control_interval_s=0.2,
@@ -271,7 +271,7 @@ def test_migration_controller_offloads_attention_off_a_memory_bound_worker(refer
     """With 0.07 GiB per worker, worker 0 (layers + embedding + LM head, ~71 MB on llama-tiny) is
     memory-bound, so the controller picks attention migration: one of each of its layers' two KV
     heads goes to worker 1. Outputs stay identical."""
-    from llmplan.runtime.engine import build_engine
+    from llmplan.runtime.factory import build_engine
 
     engine = build_engine(dummy_weights="llama-tiny", num_kv_blocks=128, max_num_seqs=16, workers=2,
                           migration_controller=True, control_interval_s=0.2, worker_memory_gb=0.07)

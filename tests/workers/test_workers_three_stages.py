@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from llmplan.runtime.engine import build_engine
 from llmplan.runtime.engine.api import GenerateRequest, SamplingParams
+from llmplan.runtime.factory import build_engine
 
 pytestmark = pytest.mark.slow
 

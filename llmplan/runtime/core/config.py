@@ -56,7 +56,7 @@ def serving_config(
     enable_prefix_caching: bool = False,
 ) -> SchedulerConfig:
     """The scheduler settings a serving instance runs with, from its engine arguments: one
-    rule for the engine (``llmplan.runtime.engine.factory``) and the simulator. A static
+    rule for the engine (``llmplan.runtime.factory``) and the simulator. A static
     policy runs whole batches (no chunked prefill), and the token budget holds at least one
     decode token per sequence."""
     return SchedulerConfig(

@@ -1,7 +1,7 @@
 """The pieces every engine build shares: dtype and policy resolution, KV sizing, the served context,
 the scheduler, the misprediction recorder and the engine loop over an executor.
 
-:mod:`llmplan.runtime.engine.factory` (one process) and :mod:`llmplan.runtime.workers.engine`
+:mod:`llmplan.runtime.factory` (one process) and :mod:`llmplan.runtime.workers.engine`
 (a pipeline of worker processes) both build from these; only the executor differs between them.
 They live apart from the factory so the workers need not import the factory that dispatches to
 them (no import cycle; docs/architecture.md).

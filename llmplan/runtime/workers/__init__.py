@@ -14,5 +14,6 @@ ranks 1..N-1 run :func:`~llmplan.runtime.workers.worker.worker_main`. Modules:
 * :mod:`.control`   -- the migration controller's loop: live worker loads in, moves out;
 * :mod:`.executor`  -- the executor (rank 0): steps, stats, and the parts above put together;
 * :mod:`.engine`   -- ``build_pipeline_engine`` (what ``build_engine(workers=N)`` calls);
+* :mod:`.scripted` -- a fixed schedule of steps and layer migrations on the same workers, outside a server;
 * the HTTP side (``POST /admin/migrate``, ...) is :mod:`llmplan.runtime.server.workers_admin`.
 """

@@ -1,7 +1,7 @@
 """``build_engine(workers=N)``: the serving core over a :class:`PipelineExecutor`.
 
 The same Scheduler, batch policy, LLMEngine and AsyncLLMEngine as the single-process engine
-(:mod:`llmplan.runtime.engine.factory`); only the executor differs, and rank 0's share of the
+(:mod:`llmplan.runtime.factory`); only the executor differs, and rank 0's share of the
 model is built by the executor rather than here.
 """
 

@@ -1,7 +1,7 @@
 """The stage map of a multi-worker instance: which contiguous layer range each worker holds.
 
 Pure (no torch): the CLI validates ``--layer-split`` with it before anything starts, the live
-executor and the scripted migration run (:mod:`llmplan.migrate.layer_migration`) both move
+executor and the scripted migration run (:mod:`llmplan.runtime.workers.scripted`) both move
 layers with :func:`apply_move`.
 """
 

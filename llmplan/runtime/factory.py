@@ -1,4 +1,11 @@
-"""Assemble an engine: model + weights + paged KV pool + the core's Scheduler + policy."""
+"""The runtime's composition root: :func:`build_engine` assembles an engine from an :class:`EngineConfig`.
+
+One process: model + weights + paged KV pool + the core's Scheduler + policy, over the plain
+torch executor or (``kv_store``) the KV-store executor of :mod:`llmplan.kvstore.serving`;
+``workers`` > 1: :func:`llmplan.runtime.workers.engine.build_pipeline_engine`. It sits one layer
+above :mod:`llmplan.runtime.engine`, :mod:`llmplan.runtime.workers` and :mod:`llmplan.kvstore`,
+which therefore never import each other through it (docs/architecture.md).
+"""
 
 from __future__ import annotations
 
