@@ -67,6 +67,9 @@ class WorkerLoad:
     # KV bytes in use, when memory_bytes also counts weights (a live worker): what a move carries
     # besides the layers' weights. None: memory_bytes is all KV (the simulator's instances).
     kv_bytes: float | None = None
+    # The worker's rank in its multi-worker instance (the id the executor moves layers by; ``name``
+    # is then only its label). None: a simulated instance, known by its name alone.
+    rank: int | None = None
 
     @property
     def movable_kv_bytes(self) -> float:
@@ -107,6 +110,8 @@ class Decision:
     load_src: float = 0.0
     load_dst: float = 0.0
     measured_time_s: float | None = None  # filled in by record_result
+    src_rank: int | None = None  # WorkerLoad.rank of src and dst (None for simulated instances)
+    dst_rank: int | None = None
 
     @property
     def migrates(self) -> bool:
@@ -264,7 +269,8 @@ class MigrationController:
     def _skip(self, now: float, src: WorkerLoad, dst: WorkerLoad | None, code: str, reason: str,
               smooth) -> Decision:
         return Decision(now, "skip", src.name, dst.name if dst else "", reason, code,
-                        load_src=smooth[src.name], load_dst=smooth[dst.name] if dst else 0.0)
+                        load_src=smooth[src.name], load_dst=smooth[dst.name] if dst else 0.0,
+                        src_rank=src.rank, dst_rank=dst.rank if dst else None)
 
     def _plan_for(self, now: float, src: WorkerLoad, cands: list[WorkerLoad], smooth) -> Decision:
         cfg = self.config
@@ -336,7 +342,8 @@ class MigrationController:
         benefit = relief * cfg.horizon_s  # bottleneck time saved while the imbalance lasts
         rho = benefit / expected if expected > 0 else math.inf
         common = dict(layers=moved, kv_fraction=frac, bytes=nbytes, est_time_s=est, expected_time_s=expected,
-                      benefit_s=benefit, rho=rho, load_src=ls, load_dst=ld)
+                      benefit_s=benefit, rho=rho, load_src=ls, load_dst=ld,
+                      src_rank=src.rank, dst_rank=dst.rank)
         calibrated = f" x {ratio:.2f} measured/modelled so far" if kind in self.time_ratio else ""
         if rho < cfg.rho_min:
             return Decision(now, "skip", src.name, dst.name,

@@ -43,8 +43,10 @@ def worker_loads(stage: StageWorker, ranges: Ranges, share: Sequence[float], use
         n = hi - lo
         held = n * stage.layer_weight_bytes + (extra if r == 0 else 0)
         kv = used_blocks * stage.kv_block_bytes() * n + hosted[r]
+        # The name "w<rank>" is only the worker's label in the controller's logs and reasons.
         out.append(WorkerLoad(f"w{r}", share[r], float(held + kv), capacity_bytes, layers=(lo, hi),
-                              layer_weight_bytes=float(stage.layer_weight_bytes), kv_bytes=float(kv)))
+                              layer_weight_bytes=float(stage.layer_weight_bytes), kv_bytes=float(kv),
+                              rank=r))
     return out
 
 
@@ -68,11 +70,9 @@ class ControlLoop:
 
     def step(self, now: float, loads: list[WorkerLoad], migrator: Migrator) -> None:
         """Ask the controller and execute its decisions (the caller holds the step lock)."""
-        # The controller names workers (WorkerLoad.name is a str shared with the simulator's
-        # instances); map its names back to ranks rather than parsing them.
-        rank = {w.name: r for r, w in enumerate(loads)}
         for d in self.controller.step(now, loads):
-            src, dst = rank[d.src], rank[d.dst]
+            src, dst = d.src_rank, d.dst_rank
+            assert src is not None and dst is not None  # every load here has its rank
             try:
                 if d.kind == "layer":
                     rec = migrator.migrate(tuple(d.layers), src, dst, "controller")

@@ -234,7 +234,9 @@ class PipelineExecutor:
 
     def bandwidth(self, a, b) -> tuple[float, float]:
         """The controller's BandwidthFn: the probed link between two workers (latency in sync_s)."""
-        bw, _ = self.migrator.link(int(a.name[1:]), int(b.name[1:]))
+        if a.rank is None or b.rank is None:
+            raise LlmplanError(f"workers {a.name} and {b.name} are not ranks of this instance")
+        bw, _ = self.migrator.link(a.rank, b.rank)
         return bw, 0.0
 
     def loads(self):
