@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from llmplan.errors import LlmplanError
-from llmplan.plan.costmodel import BatchShape, IterationCost
+from llmplan.plan.costmodel import BatchShape, IterationCost, KVSizedCost
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,7 +299,10 @@ class ClockedCost:
         return self.evaluate(shape).time_s
 
     def kv_capacity_blocks(self, block_size: int = 16) -> int:
-        return int(self.base.kv_capacity_blocks(block_size))  # type: ignore[attr-defined]
+        if not isinstance(self.base, KVSizedCost):
+            raise LlmplanError(f"{type(self.base).__name__} does not size the KV cache; give the instance's "
+                               "number of KV blocks")
+        return int(self.base.kv_capacity_blocks(block_size))
 
     def idle_power_w(self) -> float:
         return self.gpus * self.power.idle_w

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmplan.errors import LlmplanError
+from llmplan.registry import Registry, lowered
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +54,17 @@ ALIASES = {"tensorrt-llm": "trtllm", "tensorrt_llm": "trtllm", "tensorrtllm": "t
 DEFAULT_ENGINE = "vllm"
 
 
+SERVING_ENGINES: Registry[EngineOverhead] = Registry(
+    "serving engine", ENGINES, aliases=ALIASES, normalize=lowered, sort=False
+)
+
+
 def canonical_engine(engine: str, flag: str = "--serving-engine") -> str:
-    """``"TensorRT-LLM"`` -> ``"trtllm"``; an unknown name is refused in one line naming the choices."""
-    key = str(engine).strip().lower()
-    key = ALIASES.get(key, key)
-    if key not in ENGINES:
-        raise LlmplanError(f"{flag} {engine!r} is unknown; use one of {'|'.join(ENGINES)}")
-    return key
+    """``"TensorRT-LLM"`` -> ``"trtllm"``; an unknown name is refused in one line naming the
+    choices and the option (``flag``) it was given to."""
+    if str(engine) not in SERVING_ENGINES:
+        raise LlmplanError(f"{flag} {engine!r} is unknown; use one of {'|'.join(SERVING_ENGINES.names())}")
+    return SERVING_ENGINES.key(str(engine))
 
 
 def engine_overhead(engine: str) -> EngineOverhead:

@@ -47,7 +47,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -78,6 +78,17 @@ class BatchShape:
 class IterationCost(Protocol):
     def iteration_time(self, shape: BatchShape) -> float:
         """Seconds one iteration of this shape takes on the instance."""
+        ...
+
+
+@runtime_checkable
+class KVSizedCost(IterationCost, Protocol):
+    """An :class:`IterationCost` that also sizes the instance's paged KV cache (the planner's
+    :class:`InstanceCost` does, from the memory its GPUs have left after the weights). Costs that
+    do not (a fitted profile, a test's linear cost) leave it to the caller's ``num_blocks``."""
+
+    def kv_capacity_blocks(self, block_size: int = 16) -> int:
+        """KV blocks of ``block_size`` tokens the instance holds."""
         ...
 
 

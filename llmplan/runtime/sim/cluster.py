@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmplan.errors import LlmplanError
-from llmplan.plan.costmodel import IterationCost
+from llmplan.plan.costmodel import IterationCost, KVSizedCost
 from llmplan.runtime.sim.config import InstanceSpec, SimConfig
 
 
@@ -40,8 +40,8 @@ def model_context(config: SimConfig) -> int | None:
 
 
 def kv_capacity_blocks(cost: IterationCost, block_size: int) -> int | None:
-    fn = getattr(cost, "kv_capacity_blocks", None)
-    return int(fn(block_size)) if callable(fn) else None
+    """The KV blocks ``cost`` sizes (a :class:`KVSizedCost`), or None when it does not size them."""
+    return int(cost.kv_capacity_blocks(block_size)) if isinstance(cost, KVSizedCost) else None
 
 
 def build_instances(config: SimConfig) -> list[InstanceSpec]:
