@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from llmplan.errors import LlmplanError
+from llmplan.roles import ROLES, Role, parse_role
 
 SPEC_KIND = "llmplan-deployment"
 SPEC_VERSION = 1
-ROLES = ("both", "prefill", "decode")
 DTYPES = ("float32", "bfloat16", "float16", "fp8", "int8", "int4")
 _DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
 
@@ -90,7 +90,7 @@ class InstanceSpec:
     """One serving instance: its role, its pipeline stages, and its parallelism."""
 
     name: str
-    role: str = "both"
+    role: Role = "both"  # "colocated" in a spec file is read as "both"
     stages: list[StageSpec] = field(default_factory=list)
     tp: int = 1
     pp: int = 1
@@ -135,6 +135,8 @@ class DeploymentSpec:
         if len(set(names)) != len(names):
             raise LlmplanError(f"instance names repeat ({', '.join(names)}); give each instance its own name")
         for inst in self.instances:
+            if isinstance(inst.role, str) and inst.role.strip().lower() == "colocated":
+                inst.role = parse_role(inst.role)
             if inst.role not in ROLES:
                 raise LlmplanError(
                     f"instance {inst.name}: role {inst.role!r} is unknown; use {', '.join(ROLES)}"

@@ -16,6 +16,7 @@ from llmplan.cli.engine_args import (
     policy_option,
     scheduler_alias_option,
 )
+from llmplan.roles import role_label
 
 HELP = """Run the built-in torch engine behind an OpenAI-compatible HTTP API.
 
@@ -648,7 +649,7 @@ def _serve_deployment(  # noqa: C901 - one branch per deployment option (engine 
     if dry_run:
         for spec in specs:
             console.print(
-                f"[bold]{spec.name}[/] ({spec.role}): {escape(format_command(spec))}",
+                f"[bold]{spec.name}[/] ({role_label(spec.role)}): {escape(format_command(spec))}",
                 highlight=False,
                 soft_wrap=True,
             )

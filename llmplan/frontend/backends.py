@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from llmplan.roles import Role
 from llmplan.routing.base import InstanceLoad, Router
 from llmplan.workload.types import RequestSpec
 
@@ -24,7 +25,7 @@ from llmplan.workload.types import RequestSpec
 class Backend:
     name: str
     url: str
-    role: str = "colocated"
+    role: Role = "both"
     max_inflight: int = 64
     healthy: bool = True
     inflight: int = 0
@@ -163,7 +164,7 @@ class BackendPool:
                 InstanceLoad(
                     index=i,
                     name=b.name,
-                    role="both" if b.role == "colocated" else b.role,
+                    role=b.role,
                     waiting=min(b.waiting, b.inflight),
                     running=max(b.inflight - b.waiting, 0),
                     waiting_tokens=b.waiting_tokens,

@@ -245,7 +245,7 @@ def builtin_specs(
     specs = []
     for i in range(n):
         if pd is None:
-            name, role = f"engine{i}", "colocated"
+            name, role = f"engine{i}", "both"
         elif i < pd[0]:
             name, role = f"prefill{i}", "prefill"
         else:

@@ -22,6 +22,7 @@ from typing import Literal
 
 from llmplan.errors import LlmplanError
 from llmplan.frontend.supervisor import InstanceSpec
+from llmplan.roles import Role
 
 Connector = Literal["NixlConnector", "P2pNcclConnector", "LMCacheConnectorV1"]
 
@@ -34,7 +35,7 @@ class VllmInstance:
     gpus: list[int]  # physical indices, in pipeline-stage order
     tensor_parallel: int = 1
     pipeline_parallel: int = 1
-    role: Literal["colocated", "prefill", "decode"] = "colocated"
+    role: Role = "both"
     extra_args: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -89,7 +90,7 @@ def vllm_spec(
     ]
     if served_model_name:
         argv += ["--served-model-name", served_model_name]
-    if inst.role != "colocated":
+    if inst.role != "both":
         argv += ["--kv-transfer-config", kv_transfer_config(inst.role, connector)]
     argv += inst.extra_args
     env = {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in inst.gpus)}

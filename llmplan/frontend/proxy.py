@@ -509,7 +509,7 @@ def combine_deployments(specs: list[tuple[Backend, dict[str, Any]]], router: Any
     for b, sp in parsed:
         for inst in sp.instances:
             inst.name = b.name if len(sp.instances) == 1 else f"{b.name}.{inst.name}"
-            inst.role = "both" if b.role == "colocated" else b.role
+            inst.role = b.role
             instances.append(inst)
     name = getattr(router, "name", None) or type(router).__name__
     combined = DeploymentSpec(

@@ -22,8 +22,8 @@ from typing import Literal
 import httpx
 
 from llmplan.errors import LlmplanError
+from llmplan.roles import Role
 
-Role = Literal["colocated", "prefill", "decode"]
 Status = Literal["pending", "starting", "healthy", "crashed", "failed", "stopped"]
 EventKind = Literal["started", "healthy", "crashed", "restarting", "failed", "stopped"]
 
@@ -35,7 +35,7 @@ class InstanceSpec:
     port: int
     host: str = "127.0.0.1"
     env: dict[str, str] = field(default_factory=dict)
-    role: Role = "colocated"
+    role: Role = "both"
     health_path: str = "/health"
 
     @property

@@ -55,7 +55,7 @@ def hosts(plan: Plan, instance: int = 0) -> list[str]:
 @dataclass(slots=True)
 class VllmLaunch:
     name: str
-    role: str  # colocated | prefill | decode
+    role: str  # both (colocated) | prefill | decode
     model: str
     tensor_parallel: int
     pipeline_parallel: int
@@ -91,7 +91,7 @@ def vllm_launch(plan: Plan, instance: int = 0) -> VllmLaunch:
         devices.setdefault(s.host, []).extend(s.device + k for k in range(len(s.gpus)))
     launch = VllmLaunch(
         name=f"{'vllm' if role == 'both' else role}{instance}",
-        role="colocated" if role == "both" else role,
+        role=role,
         model=spec.hf_name or spec.name,
         tensor_parallel=tp,
         pipeline_parallel=pp,

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from llmplan.roles import Role
 from llmplan.workload.types import RequestSpec
 
 
@@ -30,7 +31,7 @@ class InstanceLoad:
     # The instance's name (for logs and name-keyed router state); "" when unnamed.
     name: str = ""
     # Its serving role: "both" (colocated), "prefill" or "decode" (P/D disaggregation).
-    role: str = "both"
+    role: Role = "both"
     # Sequences queued there and not admitted yet (preempted ones included).
     waiting: int = 0
     # Sequences in its running batch.

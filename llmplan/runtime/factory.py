@@ -254,13 +254,13 @@ def _single_engine(c: EngineConfig) -> AsyncLLMEngine:
     scheduler, predictor = c.policy, c.predictor
     cfg, m = build_model(model, dummy_weights, plan, device, dtype, seed)
     policy = check_policy(scheduler, predictor)
-    ctx = served_context(cfg.max_model_len, max_model_len, cfg.name)
+    served_len = served_context(cfg.max_model_len, max_model_len, cfg.name)
     if num_kv_blocks is None:
         num_kv_blocks = default_num_blocks(
-            cfg, block_size, m.dtype, m.layer_devices, max_num_seqs, ctx, kv_cache_gb
+            cfg, block_size, m.dtype, m.layer_devices, max_num_seqs, served_len, kv_cache_gb
         )
     kv = PagedKVCache(cfg, num_kv_blocks, block_size, m.layer_devices, m.dtype)
-    ctx = kv_capped_context(ctx, max_model_len, num_kv_blocks, block_size)
+    served_len = kv_capped_context(served_len, max_model_len, num_kv_blocks, block_size)
     executor, collectors = _executor(
         m, kv, kv_store, c.kv_store_memory_mb, c.kv_store_disk_gb, model, dummy_weights, seed
     )
@@ -268,12 +268,12 @@ def _single_engine(c: EngineConfig) -> AsyncLLMEngine:
     # scheduled and budgeted against max_num_batched_tokens (vLLM's num_computed_tokens).
     probe = executor.prefix_probe if c.kv_store_schedule_hits and kv_store else None
     sch = make_scheduler(policy, num_kv_blocks, block_size, max_num_seqs, a.max_num_batched_tokens,
-                         a.chunked_prefill, ctx, prefix_probe=probe,
+                         a.chunked_prefill, served_len, prefix_probe=probe,
                          prefix_caching=c.enable_prefix_caching)
     recorder = make_recorder(c.misprediction_log, predictor)
     engine, tok = assemble_engine(
         cfg, executor, sch, model=model, dummy_weights=dummy_weights, served_model_name=c.served_model_name,
-        ctx=ctx, seed=seed, predictor=predictor, recorder=recorder, max_queue=c.max_queue,
+        max_model_len=served_len, seed=seed, predictor=predictor, recorder=recorder, max_queue=c.max_queue,
         collectors=collectors,
     )  # fmt: skip
     log.info(

@@ -5,9 +5,8 @@ the simulator) and :class:`SchedulerStats`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
-Role = Literal["both", "prefill", "decode"]
+from llmplan.roles import Role
 
 
 @dataclass(slots=True)

@@ -54,14 +54,14 @@ def default_points(max_batch: int = 32, max_context: int = 1024, max_chunk: int 
     chunks = [c for c in (16, 32, 64, 128, 256, 512, 1024) if c <= max_chunk]
     for n in chunks:
         pts.append(Point(prefill=((n, 0),)))
-    for ctx in (c for c in (256, 768) if c <= max_context):
+    for context_len in (c for c in (256, 768) if c <= max_context):
         for n in (c for c in (64, 256) if c <= max_chunk):
-            pts.append(Point(prefill=((n, ctx),)))
+            pts.append(Point(prefill=((n, context_len),)))
     batches = [b for b in (1, 2, 4, 8, 16, 32, 64, 128) if b <= max_batch]
     contexts = [c for c in (32, 256, 1024, 2048) if c <= max_context]
     for b in batches:
-        for ctx in contexts:
-            pts.append(Point(decode=(b, ctx)))
+        for context_len in contexts:
+            pts.append(Point(decode=(b, context_len)))
     for b in (c for c in (4, 16) if c <= max_batch):
         pts.append(Point(prefill=((min(128, max_chunk), 0),), decode=(b, min(256, max_context))))
     return pts

@@ -87,7 +87,7 @@ def make_scheduler(
     max_num_seqs: int,
     max_num_batched_tokens: int,
     chunked_prefill: bool,
-    ctx: int,
+    max_model_len: int,
     prefix_probe: Any = None,
     prefix_caching: bool = False,
 ) -> Scheduler:
@@ -98,7 +98,7 @@ def make_scheduler(
             max_num_seqs=max_num_seqs,
             max_num_batched_tokens=max_num_batched_tokens,
             chunked_prefill=chunked_prefill,
-            max_model_len=ctx,
+            max_model_len=max_model_len,
             static=bool(getattr(policy, "static", False)),
             enable_prefix_caching=prefix_caching,
         ),
@@ -119,13 +119,14 @@ def make_recorder(misprediction_log: str | Path | None, predictor: Any) -> Any:
 
 def assemble_engine(
     cfg: ModelConfig, executor: Any, sch: Scheduler, *, model: str | Path | None, dummy_weights: str | None,
-    served_model_name: str | None, ctx: int, seed: int, predictor: Any, recorder: Any, max_queue: int,
-    collectors: list,
+    served_model_name: str | None, max_model_len: int, seed: int, predictor: Any, recorder: Any,
+    max_queue: int, collectors: list,
 ) -> tuple[AsyncLLMEngine, Any]:
     """The engine loop and its async front over ``executor``; returns it and the tokenizer."""
     tok = load_tokenizer(model, cfg.vocab_size)
     name = served_model_name or (str(dummy_weights) if dummy_weights else Path(str(model)).name)
-    eng = LLMEngine(cfg, executor, sch, tok, name, ctx, seed=seed, predictor=predictor, recorder=recorder)
+    eng = LLMEngine(cfg, executor, sch, tok, name, max_model_len, seed=seed, predictor=predictor,
+                    recorder=recorder)
     engine = AsyncLLMEngine(eng, max_queue=max_queue, model_name=name)
     # Prometheus collectors the server's /metrics registers beside its own (KV store, workers).
     engine.metric_collectors = collectors
@@ -147,7 +148,7 @@ def served_context(model_limit: int, requested: int | None, model_name: str) -> 
     return requested
 
 
-def kv_capped_context(ctx: int, requested: int | None, num_blocks: int, block_size: int) -> int:
+def kv_capped_context(max_model_len: int, requested: int | None, num_blocks: int, block_size: int) -> int:
     """The served context given the KV cache: an explicit ``--max-model-len`` the cache cannot hold
     is refused (both numbers named); the model's own default is capped to what fits."""
     capacity = num_blocks * block_size
@@ -156,4 +157,4 @@ def kv_capped_context(ctx: int, requested: int | None, num_blocks: int, block_si
             f"--max-model-len {requested} needs {requested} KV tokens but the cache holds {capacity} "
             f"({num_blocks} blocks x {block_size}); lower --max-model-len or raise --num-kv-blocks"
         )
-    return min(ctx, capacity)
+    return min(max_model_len, capacity)

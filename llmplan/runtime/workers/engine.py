@@ -81,14 +81,14 @@ def build_pipeline_engine(
     policy = check_policy(scheduler, predictor)
     if threads is not None:
         torch.set_num_threads(threads)
-    ctx = served_context(cfg.max_model_len, max_model_len, getattr(cfg, "name", "the model"))
+    served_len = served_context(cfg.max_model_len, max_model_len, getattr(cfg, "name", "the model"))
     if num_kv_blocks is None:
         num_kv_blocks = default_num_blocks(cfg, block_size, torch_dtype, [torch.device(device)],
-                                            max_num_seqs, ctx, kv_cache_gb)
+                                            max_num_seqs, served_len, kv_cache_gb)
     source.num_blocks = num_kv_blocks
-    ctx = kv_capped_context(ctx, max_model_len, num_kv_blocks, block_size)
+    served_len = kv_capped_context(served_len, max_model_len, num_kv_blocks, block_size)
     sch = make_scheduler(policy, num_kv_blocks, block_size, max_num_seqs, max_num_batched_tokens,
-                         chunked_prefill, ctx)
+                         chunked_prefill, served_len)
     recorder = make_recorder(misprediction_log, predictor)
     if worker_memory_gb is not None and worker_memory_gb <= 0:
         raise LlmplanError(f"--worker-memory-gb must be > 0 (got {worker_memory_gb})")
@@ -104,7 +104,7 @@ def build_pipeline_engine(
         executor.enable_controller(ctl, control_interval_s)
     engine, _ = assemble_engine(
         cfg, executor, sch, model=model, dummy_weights=dummy_weights, served_model_name=served_model_name,
-        ctx=ctx, seed=seed, predictor=predictor, recorder=recorder, max_queue=max_queue,
+        max_model_len=served_len, seed=seed, predictor=predictor, recorder=recorder, max_queue=max_queue,
         collectors=executor.collectors(),
     )  # fmt: skip
     log.info("engine: %s (%s, %d layers) over %d workers %s on %s, %d KV blocks x %d tokens, scheduler %s%s",

@@ -97,7 +97,7 @@ def _worker_main(rank: int, world: int, port: int, spec: RunSpec, out_path: str)
         bw, sync = probe_link(comm) if world > 1 else (float("inf"), 0.0)
         arrivals = spec.arrivals or [0] * n
         tokens: list[list[int]] = [[] for _ in range(n)]
-        ctx = [0] * n
+        context_lens = [0] * n
         records: list[MigrationRecord] = []
         orders = {m.at_step: m for m in spec.migrations}
         step = 0
@@ -105,7 +105,7 @@ def _worker_main(rank: int, world: int, port: int, spec: RunSpec, out_path: str)
             # -- migrate between steps, while every running sequence keeps its KV
             m = orders.get(step)
             if m is not None:
-                active = [i for i in range(n) if ctx[i] > 0]
+                active = [i for i in range(n) if context_lens[i] > 0]
                 blocks = sorted({i * per_seq + b for i in active for b in range(per_seq)})
                 measured = w.migrate(comm, m.layers, m.src, m.dst, blocks)
                 if rank == 0:  # the probe's bandwidth is known on rank 0
@@ -116,7 +116,7 @@ def _worker_main(rank: int, world: int, port: int, spec: RunSpec, out_path: str)
                     log.info("layer migration %s: %d->%d, %.1f MB in %.4f s (estimate %.4f s)",
                              m.layers, m.src, m.dst, nbytes / 1e6, measured, rec.estimate_s)
             # -- one engine step: prefill the arrivals, decode the rest
-            work, owners = _step_work(step, spec, arrivals, tokens, ctx, per_seq)
+            work, owners = _step_work(step, spec, arrivals, tokens, context_lens, per_seq)
             if not work and all(a <= step for a in arrivals):
                 break
             if work:
@@ -126,7 +126,7 @@ def _worker_main(rank: int, world: int, port: int, spec: RunSpec, out_path: str)
                 nxt = logits.argmax(-1).tolist() if rank == 0 else [0] * len(si.order)
                 for k_row, idx in enumerate(si.order):
                     i = owners[idx]
-                    ctx[i] += len(work[idx].token_ids)
+                    context_lens[i] += len(work[idx].token_ids)
                     tokens[i].append(int(nxt[k_row]))
             step += 1
         if rank == 0:
@@ -146,9 +146,9 @@ def run_pipeline(
         raise LlmplanError(f"{len(spec.ranges)} stage ranges for {world} workers; give one range per worker")
     validate_ranges(spec.ranges, _num_layers(spec.model))
     out = Path(workdir) / f"pipeline-{os.getpid()}-{time.time_ns()}.json"
-    ctx = mp.get_context("spawn")
+    mp_ctx = mp.get_context("spawn")
     port = _free_port()
-    procs = [ctx.Process(target=_worker_main, args=(r, world, port, spec, str(out))) for r in range(world)]
+    procs = [mp_ctx.Process(target=_worker_main, args=(r, world, port, spec, str(out))) for r in range(world)]
     for p in procs:
         p.start()
     deadline = time.monotonic() + timeout_s
@@ -198,12 +198,12 @@ def reference_greedy(
     kv = PagedKVCache(cfg, n * per_seq, bs, [cpu] * cfg.num_layers, dtype)
     arrivals = spec.arrivals or [0] * n
     tokens: list[list[int]] = [[] for _ in range(n)]
-    ctx = [0] * n
+    context_lens = [0] * n
     step = 0
     while True:
         if on_step is not None:
             on_step(step, model, kv)
-        work, owners = _step_work(step, spec, arrivals, tokens, ctx, per_seq)
+        work, owners = _step_work(step, spec, arrivals, tokens, context_lens, per_seq)
         if not work and all(a <= step for a in arrivals):
             break
         if work:
@@ -212,13 +212,13 @@ def reference_greedy(
             nxt = logits.argmax(-1)
             for k_row, idx in enumerate(si.order):
                 i = owners[idx]
-                ctx[i] += len(work[idx].token_ids)
+                context_lens[i] += len(work[idx].token_ids)
                 tokens[i].append(int(nxt[k_row]))
         step += 1
     return tokens
 
 
-def _step_work(step, spec, arrivals, tokens, ctx, per_seq) -> tuple[list, list[int]]:
+def _step_work(step, spec, arrivals, tokens, context_lens, per_seq) -> tuple[list, list[int]]:
     """This step's work, the same for the staged run and the single-process reference: arrived
     sequences with no KV yet prefill their prompt, the others decode their last token."""
     from llmplan.runtime.engine.step_inputs import SeqWork
@@ -229,9 +229,9 @@ def _step_work(step, spec, arrivals, tokens, ctx, per_seq) -> tuple[list, list[i
         if arrivals[i] > step or len(tokens[i]) >= spec.max_new_tokens:
             continue
         blocks_i = list(range(i * per_seq, (i + 1) * per_seq))
-        if ctx[i] == 0:
+        if context_lens[i] == 0:
             work.append(SeqWork(list(spec.prompts[i]), 0, blocks_i, True, True))
         else:
-            work.append(SeqWork([tokens[i][-1]], ctx[i], blocks_i, False, True))
+            work.append(SeqWork([tokens[i][-1]], context_lens[i], blocks_i, False, True))
         owners.append(i)
     return work, owners
