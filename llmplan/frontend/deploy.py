@@ -197,7 +197,7 @@ def vllm_specs(
             gpus=[d for ds in ln.devices.values() for d in ds],
             tensor_parallel=ln.tensor_parallel,
             pipeline_parallel=ln.pipeline_parallel,
-            role=ln.role,  # type: ignore[arg-type]
+            role=ln.role,
             extra_args=ln.args[4:],  # TP/PP flags come from the instance itself
         )
         spec = vllm_spec(

@@ -13,6 +13,7 @@ from typing import Any
 from llmplan.errors import LlmplanError
 from llmplan.fileio import write_text_atomic
 from llmplan.plan.filecheck import check_plan_dict
+from llmplan.roles import Role, parse_role
 
 PLAN_VERSION = 1
 
@@ -98,7 +99,7 @@ class StagePlan:
 
 @dataclass(slots=True)
 class InstancePlan:
-    role: str = "both"  # both | prefill | decode
+    role: Role = "both"  # "both" is colocated (prefill and decode); see llmplan.roles
     stages: list[StagePlan] = field(default_factory=list)
 
     @property
@@ -150,7 +151,10 @@ class Plan:
                     "upgrade llmplan"
                 )
             instances = [
-                InstancePlan(role=i.get("role", "both"), stages=[StagePlan(**s) for s in i["stages"]])
+                InstancePlan(
+                    role=parse_role(i.get("role", "both"), "plan instance role"),
+                    stages=[StagePlan(**s) for s in i["stages"]],
+                )
                 for i in d["instances"]
             ]
             return cls(

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from llmplan.errors import LlmplanError
 from llmplan.models.spec import ModelSpec
 from llmplan.plan.types import Plan
+from llmplan.roles import Role
 
 
 def vllm_default_partition(layers: int, pp: int) -> list[int]:
@@ -55,7 +56,7 @@ def hosts(plan: Plan, instance: int = 0) -> list[str]:
 @dataclass(slots=True)
 class VllmLaunch:
     name: str
-    role: str  # both (colocated) | prefill | decode
+    role: Role  # "both" is colocated; see llmplan.roles
     model: str
     tensor_parallel: int
     pipeline_parallel: int

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmplan.plan.costmodel import IterationCost
+from llmplan.roles import Role
 
 
 @dataclass(slots=True)
@@ -16,7 +17,7 @@ class InstanceSpec:
     name: str
     cost: IterationCost
     num_blocks: int
-    role: str = "both"  # both | prefill | decode
+    role: Role = "both"  # "both" is colocated (prefill and decode); see llmplan.roles
     gpus: tuple[str, ...] = ()  # topology node ids (for KV-transfer links), when known
 
 

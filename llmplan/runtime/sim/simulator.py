@@ -197,7 +197,7 @@ class Simulation:
                 watermark=config.watermark,
                 max_model_len=self.max_model_len,
                 static=policy.static,
-                role=spec.role,  # type: ignore[arg-type]
+                role=spec.role,
                 record_token_times=config.record_token_times,
                 enable_prefix_caching=config.prefix_caching,
             )
