@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-import subprocess
-import sys
 import time
 
 import httpx
@@ -147,35 +145,3 @@ def test_pack_sorts_like_the_key():
         packed = [pack(k) for k in keys]
         assert all(-(1 << 63) <= p < 1 << 63 for p in packed)
         assert all(a < b for a, b in zip(packed, packed[1:], strict=False)), n
-
-
-def _llmplan(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "llmplan.cli.app", *args], capture_output=True, text=True,
-                          timeout=120)
-
-
-@pytest.fixture(scope="module")
-def plan_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("plan") / "p.json"
-    r = _llmplan("plan", "--model", "llama-2-7b", "--topology", "preset:dgx-a100", "--mode", "HE",
-                 "--out", str(path))
-    assert r.returncode == 0, r.stderr
-    return path
-
-
-@pytest.mark.parametrize(("admission", "flag"), [("slo-odbs", True), ("sjf", True), ("fcfs", False)])
-def test_cli_dry_run_asks_vllm_for_priority_scheduling(plan_file, admission, flag):
-    r = _llmplan("serve", "--engine", "vllm", "--plan", str(plan_file), "--admission", admission, "--dry-run")
-    assert r.returncode == 0, r.stderr
-    assert ("--scheduling-policy priority" in r.stdout) is flag
-
-
-@pytest.mark.parametrize(
-    ("admission", "why"),
-    [("s3", "packs first-fit"), ("slo-odbs-cb", "changes while a request waits"),
-     ("static-fcfs", "statically"), ("nope", "unknown --admission")],
-)
-def test_cli_refuses_a_policy_no_priority_can_express(plan_file, admission, why):
-    r = _llmplan("serve", "--engine", "vllm", "--plan", str(plan_file), "--admission", admission, "--dry-run")
-    assert r.returncode == 2 and why in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr

@@ -1,0 +1,42 @@
+"""`llmplan serve --engine vllm --admission NAME`: vLLM is asked for priority scheduling when the
+policy's order is a per-request key, and a policy no priority can express is refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import assert_clean_error, run_cli
+
+
+@pytest.fixture(scope="module")
+def plan_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("plan") / "p.json"
+    res = run_cli(["plan", "--model", "llama-2-7b", "--topology", "preset:dgx-a100", "--mode", "HE",
+                   "--out", str(path)])
+    assert res.code == 0, res.stderr
+    return path
+
+
+@pytest.mark.parametrize(("admission", "flag"), [("slo-odbs", True), ("sjf", True), ("fcfs", False)])
+def test_dry_run_asks_vllm_for_priority_scheduling(plan_file, admission, flag):
+    res = run_cli(["serve", "--engine", "vllm", "--plan", str(plan_file), "--admission", admission,
+                   "--dry-run"])
+    assert res.code == 0, res.stderr
+    assert ("--scheduling-policy priority" in " ".join(res.stdout.split())) is flag
+
+
+@pytest.mark.parametrize(
+    ("admission", "why"),
+    [("s3", "packs first-fit"), ("slo-odbs-cb", "changes while a request waits"),
+     ("static-fcfs", "statically"), ("nope", "unknown --admission")],
+)
+def test_a_policy_no_priority_can_express_is_refused(plan_file, admission, why):
+    res = run_cli(["serve", "--engine", "vllm", "--plan", str(plan_file), "--admission", admission,
+                   "--dry-run"])
+    assert_clean_error(res, why)
+
+
+def test_vllm_bin_that_is_not_an_executable_is_refused(plan_file, tmp_path):
+    missing = str(tmp_path / "no-vllm")
+    res = run_cli(["serve", "--engine", "vllm", "--plan", str(plan_file), "--vllm-bin", missing])
+    assert_clean_error(res, "--vllm-bin")
