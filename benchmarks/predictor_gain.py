@@ -22,6 +22,9 @@ Predictors (``--predictors``, comma list of names below or ``NAME=SPEC`` with an
 
 * ``oracle``: the true length (rank = upper = truth);
 * ``const``: the train split's median output for everyone (no information; ties keep arrival order);
+* ``random``: the control that tells ordering apart from knowing: a seeded random rank score per
+  request (no information about length, but not arrival order) and the train median as point and
+  bound. A predictor is only worth its rank head where it beats this row;
 * ``gbm``: the prompt-length GBM, ``gbm:/work/models/gbm`` when saved there, else
   :class:`llmplan.predict.baselines.PromptLengthGBM` fitted here on the train split;
 * ``bucket``: the LoRA MiniLM bucket classifier ``learned:/work/models/bucket``;
@@ -57,7 +60,7 @@ MODELS = Path("/work/models")
 TRACE_RATE = 5.0  # llmplan bench's sharegpt default (sharegpt:rate=5)
 TARGETS = {"~90%": 0.9, "~75%": 0.75, "~60%": 0.6}
 DEFAULT_POLICIES = ("sjf", "s3", "slo-odbs-cb")
-DEFAULT_PREDICTORS = ("oracle", "const", "gbm", "bucket", "multi")
+DEFAULT_PREDICTORS = ("oracle", "const", "random", "gbm", "bucket", "multi")
 LOADS = "trace,~90%,~75%,~60%"
 
 
@@ -76,6 +79,27 @@ class CachedPredictor:
         return LengthPrediction(
             [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows]
         )
+
+
+class RandomRank:
+    """No length information, but a non-arrival order: a seeded uniform rank score per request,
+    ``tokens`` as point estimate and bound (the control for what ordering alone does)."""
+
+    def __init__(self, tokens: int, seed: int = 0) -> None:
+        from llmplan.predict.interface import DEFAULT_BUCKET_EDGES
+
+        self.tokens, self.seed = tokens, seed
+        self.bucket_edges = DEFAULT_BUCKET_EDGES
+        self.name = f"random rank, {tokens} tokens"
+
+    def predict(self, items: Any) -> Any:
+        import numpy as np
+
+        from llmplan.predict.interface import LengthPrediction
+
+        r = np.random.default_rng(self.seed).random(len(items)).tolist()
+        n = len(items)
+        return LengthPrediction([0] * n, [self.tokens] * n, r, [self.tokens] * n)
 
 
 def load_slice(n: int, split_seed: int, limit: int | None = None) -> tuple[Any, list[Any]]:
@@ -133,6 +157,8 @@ def resolve_predictors(names: list[str], train: Any, models: Path) -> tuple[dict
         elif name == "const":
             n = int(np.median(train.output_tokens))
             out[name] = (f"const:{n}", f"const:{n}")
+        elif name == "random":
+            out[name] = (RandomRank(int(np.median(train.output_tokens))), "random-rank:0")
         elif name == "gbm":
             d = models / "gbm"
             why = f"{d} not found"
