@@ -263,11 +263,9 @@ def _fit_heads_frozen(
     gen = torch.Generator().manual_seed(tcfg.seed)
     losses: list[float] = []
     steps = 0
-    stopped = False
+    # The time budget does not cut these epochs: over cached features they take seconds, and a
+    # stop before the first one would save untrained heads (the forward pass above is the cost).
     for _ in range(tcfg.head_epochs):
-        if tcfg.time_budget_s is not None and time.monotonic() - t0 > tcfg.time_budget_s:
-            stopped = True
-            break
         perm = torch.randperm(n, generator=gen)
         for s in range(0, n, tcfg.head_batch_size):
             b = perm[s : s + tcfg.head_batch_size]
@@ -289,7 +287,7 @@ def _fit_heads_frozen(
         "total_steps": tcfg.head_epochs * ((n + tcfg.head_batch_size - 1) // tcfg.head_batch_size),
         "final_loss": float(np.mean(losses[-20:])) if losses else None,
         "resumed_from_step": 0,
-        "stopped_by_time_budget": stopped,
+        "stopped_by_time_budget": False,
         "frozen_encoder": True,
         "feature_seconds": round(t_feat, 1),
         "train_seconds": round(time.monotonic() - t0, 1),
