@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             json.dump({**cfg.to_hf_dict(), "architectures": ["LlamaForCausalLM"],
                        "torch_dtype": "float32"}, fh)
         venv = {**env, "VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1",
-                "VLLM_CPU_OMP_THREADS_BIND": "all" if args.threads > 1 else "0"}
+                "VLLM_CPU_OMP_THREADS_BIND": f"0-{args.threads - 1}" if args.threads > 1 else "0"}
         port = _port()
         print(f"vllm serve (random weights), {args.threads} thread(s)", file=sys.stderr)
         results["vllm"] = run_server("vllm", vllm_cmd(vllm_bin, port, model_dir), venv,
