@@ -25,10 +25,12 @@ Predictors (``--predictors``, comma list of names below or ``NAME=SPEC`` with an
 * ``random``: the control that tells ordering apart from knowing: a seeded random rank score per
   request (no information about length, but not arrival order) and the train median as point and
   bound. A predictor is only worth its rank head where it beats this row;
-* ``gbm``: the prompt-length GBM, ``gbm:/work/models/gbm`` when saved there, else
+* ``gbm``: the prompt-length GBM, ``gbm:MODELS/gbm`` when saved there (``--models``; default
+  ``$LLMPLAN_MODELS_DIR`` or ``./models``), else
   :class:`llmplan.predict.baselines.PromptLengthGBM` fitted here on the train split;
-* ``bucket``: the LoRA MiniLM bucket classifier ``learned:/work/models/bucket``;
-* ``multi``: the multi-head (rank + quantile) predictor ``learned:/work/models/multi``.
+* ``bucket``: the LoRA MiniLM bucket classifier ``learned:MODELS/bucket``;
+* ``multi``: the multi-head (rank + quantile) predictor ``learned:MODELS/multi``;
+* ``multi-p50``: ``multi``'s order and p50, booking KV for the p50 instead of the calibrated p90.
 
 Model directories that do not exist are skipped with a note. Each predictor runs once over the
 slice (outputs cached per request in memory, and in ``--cache-dir`` keyed by the spec, the
@@ -50,17 +52,19 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-MODELS = Path("/work/models")
+MODELS = Path(os.environ.get("LLMPLAN_MODELS_DIR", "models"))  # where gbm/, bucket/, multi/ are saved
 TRACE_RATE = 5.0  # llmplan bench's sharegpt default (sharegpt:rate=5)
 TARGETS = {"~90%": 0.9, "~75%": 0.75, "~60%": 0.6}
 DEFAULT_POLICIES = ("sjf", "s3", "slo-odbs-cb")
 DEFAULT_PREDICTORS = ("oracle", "const", "random", "gbm", "bucket", "multi")
+KNOWN_PREDICTORS = (*DEFAULT_PREDICTORS, "multi-p50")
 LOADS = "trace,~90%,~75%,~60%"
 
 
@@ -100,6 +104,24 @@ class RandomRank:
         r = np.random.default_rng(self.seed).random(len(items)).tolist()
         n = len(items)
         return LengthPrediction([0] * n, [self.tokens] * n, r, [self.tokens] * n)
+
+
+class BookPoint:
+    """A saved model's rank order and point estimate, booking KV for the point estimate (p50)
+    instead of its calibrated upper bound: separates what the order buys from what the bound costs."""
+
+    def __init__(self, model_dir: Path) -> None:
+        from llmplan.predict.learned import LearnedLengthPredictor
+
+        self.model = LearnedLengthPredictor(model_dir)
+        self.bucket_edges = self.model.bucket_edges
+        self.name = f"{self.model.name}, point booking"
+
+    def predict(self, items: Any) -> Any:
+        from llmplan.predict.interface import LengthPrediction
+
+        p = self.model.predict(items)
+        return LengthPrediction(p.buckets, p.lengths, p.rank_scores, list(p.lengths))
 
 
 def load_slice(n: int, split_seed: int, limit: int | None = None) -> tuple[Any, list[Any]]:
@@ -174,6 +196,12 @@ def resolve_predictors(names: list[str], train: Any, models: Path) -> tuple[dict
 
             notes.append(f"gbm: {why}; the prompt-length GBM is fitted here on the train split")
             out[name] = (PromptLengthGBM(train, DEFAULT_BUCKET_EDGES, seed=0), "gbm-in-process")
+        elif name == "multi-p50":
+            d = models / "multi"
+            if (d / "config.json").is_file():
+                out[name] = (BookPoint(d), "book-point:" + _model_fingerprint(d))
+            else:
+                notes.append(f"{name}: no saved model at {d} (config.json missing); skipped")
         elif name in ("bucket", "multi"):
             d = models / name
             if (d / "config.json").is_file():
@@ -181,7 +209,7 @@ def resolve_predictors(names: list[str], train: Any, models: Path) -> tuple[dict
             else:
                 notes.append(f"{name}: no saved model at {d} (config.json missing); skipped")
         else:
-            raise ValueError(f"unknown predictor {name!r}; use {', '.join(DEFAULT_PREDICTORS)} or NAME=SPEC")
+            raise ValueError(f"unknown predictor {name!r}; use {', '.join(KNOWN_PREDICTORS)} or NAME=SPEC")
     return out, notes
 
 
@@ -440,9 +468,9 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     names = [p for p in args.predictors.split(",") if p.strip()]
-    bad = [n for n in names if "=" not in n and n.strip() not in DEFAULT_PREDICTORS]
+    bad = [n for n in names if "=" not in n and n.strip() not in KNOWN_PREDICTORS]
     if bad:
-        ap.error(f"unknown predictor {bad[0]!r}; use {', '.join(DEFAULT_PREDICTORS)} or NAME=SPEC")
+        ap.error(f"unknown predictor {bad[0]!r}; use {', '.join(KNOWN_PREDICTORS)} or NAME=SPEC")
     if "oracle" not in [n.partition("=")[0].strip() for n in names]:
         ap.error("the oracle is the reference of every share; keep it in --predictors")
     train, reqs = load_slice(args.n, args.split_seed, limit)
