@@ -30,7 +30,8 @@ Predictors (``--predictors``, comma list of names below or ``NAME=SPEC`` with an
   :class:`llmplan.predict.baselines.PromptLengthGBM` fitted here on the train split;
 * ``bucket``: the LoRA MiniLM bucket classifier ``learned:MODELS/bucket``;
 * ``multi``: the multi-head (rank + quantile) predictor ``learned:MODELS/multi``;
-* ``multi-p50``: ``multi``'s order and p50, booking KV for the p50 instead of the calibrated p90.
+* ``multi-p50``: ``learned:MODELS/multi,book=point``: ``multi``'s order and p50, booking KV for the
+  p50 instead of the calibrated p90.
 
 Model directories that do not exist are skipped with a note. Each predictor runs once over the
 slice (outputs cached per request in memory, and in ``--cache-dir`` keyed by the spec, the
@@ -105,23 +106,6 @@ class RandomRank:
         n = len(items)
         return LengthPrediction([0] * n, [self.tokens] * n, r, [self.tokens] * n)
 
-
-class BookPoint:
-    """A saved model's rank order and point estimate, booking KV for the point estimate (p50)
-    instead of its calibrated upper bound: separates what the order buys from what the bound costs."""
-
-    def __init__(self, model_dir: Path) -> None:
-        from llmplan.predict.learned import LearnedLengthPredictor
-
-        self.model = LearnedLengthPredictor(model_dir)
-        self.bucket_edges = self.model.bucket_edges
-        self.name = f"{self.model.name}, point booking"
-
-    def predict(self, items: Any) -> Any:
-        from llmplan.predict.interface import LengthPrediction
-
-        p = self.model.predict(items)
-        return LengthPrediction(p.buckets, p.lengths, p.rank_scores, list(p.lengths))
 
 
 def load_slice(n: int, split_seed: int, limit: int | None = None) -> tuple[Any, list[Any]]:
@@ -199,7 +183,7 @@ def resolve_predictors(names: list[str], train: Any, models: Path) -> tuple[dict
         elif name == "multi-p50":
             d = models / "multi"
             if (d / "config.json").is_file():
-                out[name] = (BookPoint(d), "book-point:" + _model_fingerprint(d))
+                out[name] = (f"learned:{d},book=point", "book-point:" + _model_fingerprint(d))
             else:
                 notes.append(f"{name}: no saved model at {d} (config.json missing); skipped")
         elif name in ("bucket", "multi"):

@@ -217,7 +217,9 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - the typer command: its o
             "`llmplan predict eval --report-dir` saves) or learned:DIR (the LoRA classifier "
             "`llmplan predict train --out DIR` saves, run on each prompt's text: needs a trace with "
             "text, e.g. sharegpt) or gbm:DIR (the prompt-length LightGBM `llmplan predict train "
-            "--kind gbm --out DIR` saves; reads prompt token counts only). Non-oracle predictors' "
+            "--kind gbm --out DIR` saves; reads prompt token counts only). Append ,book=point to book KV "
+            "for the point estimate instead of the predictor's upper bound (e.g. a multi-head model's "
+            "calibrated p90; see docs/predict.md). Non-oracle predictors' "
             "exact/±1 bucket accuracy, Spearman correlation and underestimate rate on the replayed "
             "requests go in the report.",
         ),

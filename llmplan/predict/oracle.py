@@ -200,10 +200,56 @@ class ConfusionNoisyPredictor:
         return _bucket_prediction(out, self.representatives)
 
 
-PREDICTOR_SPECS = "oracle, noisy:ACC, noisy-cm:FILE, const:N, learned:DIR or gbm:DIR"
+PREDICTOR_SPECS = (
+    "oracle, noisy:ACC, noisy-cm:FILE, const:N, learned:DIR or gbm:DIR (any of them ,book=point to book KV "
+    "for the point estimate instead of the upper bound)"
+)
+BOOKINGS = ("upper", "point")
+
+
+class PointBooking:
+    """A predictor whose KV booking is its point estimate: the wrapped predictor's buckets, point
+    estimates and rank scores, with no upper bound (so prediction-booking policies book the point
+    estimate and grow a sequence that outgrows it). ``benchmarks/predictor_gain.py`` measures what
+    this buys against booking a calibrated p90 (docs/predict.md)."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.bucket_edges = inner.bucket_edges  # type: ignore[attr-defined]
+        self.name = f"{getattr(inner, 'name', 'predictor')},book=point"
+
+    def predict(self, items: Sequence[PromptLike]) -> LengthPrediction:
+        p = self.inner.predict(items)  # type: ignore[attr-defined]
+        return LengthPrediction(p.buckets, p.lengths, p.rank_scores, None)
+
+    def __getattr__(self, attr: str) -> object:  # the wrapped predictor's other parts (scores, eval)
+        return getattr(self.inner, attr)
+
+
+def _split_booking(spec: str) -> tuple[str, str]:
+    """``"learned:DIR,book=point"`` -> ``("learned:DIR", "point")``; no option -> ``"upper"``."""
+    head, sep, opt = spec.rpartition(",")
+    if not sep or not opt.strip().lower().startswith("book="):
+        return spec, "upper"
+    book = opt.strip().split("=", 1)[1].strip().lower()
+    if book not in BOOKINGS:
+        raise LlmplanError(f"bad predictor option {opt.strip()!r}; write book=point or book=upper")
+    return head.strip(), book
 
 
 def parse_predictor(spec: object, seed: int = 0):
+    """A predictor from its spec; a trailing ``,book=point`` books KV for the point estimate
+    (:class:`PointBooking`), ``,book=upper`` (the default) for the predictor's upper bound."""
+    if isinstance(spec, str):
+        base, book = _split_booking(spec.strip())
+        if book == "point":
+            inner = _parse_predictor(base, seed)
+            return PointBooking(inner) if inner is not None else None
+        spec = base
+    return _parse_predictor(spec, seed)
+
+
+def _parse_predictor(spec: object, seed: int = 0):
     """``"oracle"``, ``"noisy:0.8"``, ``"noisy-cm:confusion.json"``, ``"const:256"``,
     ``"learned:DIR"`` (a LoRA classifier saved by ``llmplan predict train --out DIR``, run on the
     prompt text), ``"gbm:DIR"`` (the prompt-length LightGBM saved by ``llmplan predict train --kind gbm``),

@@ -133,3 +133,36 @@ def test_static_slo_odbs_sizes_the_batch_by_the_upper_bound():
     view3 = AdmissionView(free_blocks=20, total_blocks=20, block_size=16, num_running=0, max_num_seqs=64,
                           token_budget=8192)
     assert len(pol.select(seqs, view3, 0.0)) == 3  # 320 // 100
+
+
+@pytest.mark.parametrize("policy", ["s3", "slo-odbs-cb"])
+def test_book_point_books_the_point_estimate_of_a_predictor_with_an_upper_bound(policy):
+    from llmplan.predict.oracle import PointBooking, parse_predictor
+
+    wl = Workload("two", [RequestSpec(i, 0.0, 16, 96) for i in range(2)])
+    bound = _Fixed(lambda t: t // 2, rank=lambda t: -t, upper=lambda t: t, name="half+upper")
+    cfg = dict(instances=1, policy=policy, cost=LinearCost(), num_blocks=10, block_size=16, watermark=0.0)
+    upper = simulate(wl, SimConfig(predictor=bound, **cfg))
+    point = simulate(wl, SimConfig(predictor=parse_predictor(PointBooking(bound)), **cfg))
+    # The same order and point estimate; only the booking differs: 64 slots each (both admitted at
+    # once, then they outgrow it) instead of 112 (one at a time).
+    assert upper.counters["mispredictions"] == 0 and upper.counters["preemptions"] == 0
+    assert point.counters["mispredictions"] == 2 and point.counters["preemptions"] >= 1
+    p = PointBooking(bound).predict(wl.requests)
+    assert p.upper is None and p.rank_scores == [-96.0, -96.0] and p.lengths == [48, 48]
+
+
+def test_book_option_in_a_predictor_spec():
+    from llmplan.errors import LlmplanError
+    from llmplan.predict.oracle import PointBooking, parse_predictor
+
+    specs = [RequestSpec(i, 0.0, 4, n) for i, n in enumerate((3, 40))]
+    pt = parse_predictor("oracle,book=point")
+    assert isinstance(pt, PointBooking) and pt.name == "oracle,book=point"
+    assert pt.predict(specs).upper is None and pt.predict(specs).lengths == [3, 40]
+    assert not isinstance(parse_predictor("oracle, book=upper"), PointBooking)
+    assert parse_predictor("const:64,BOOK=POINT").predict(specs).lengths == [64, 64]
+    with pytest.raises(LlmplanError, match="book=point or book=upper"):
+        parse_predictor("oracle,book=p99")
+    with pytest.raises(LlmplanError, match="unknown predictor"):
+        parse_predictor("oracle,window=3")

@@ -461,6 +461,7 @@ CASES: list[Case] = [
     ("bench-predictor-text", [*BENCH, "--predictor", "psychic"], {}, "predictor"),
     ("bench-predictor-acc", [*BENCH, "--predictor", "noisy:2"], {}, "noisy"),
     ("bench-predictor-nan", [*BENCH, "--predictor", "noisy:nan"], {}, "noisy"),
+    ("bench-predictor-book", [*BENCH, "--predictor", "oracle,book=p99"], {}, "book="),
     ("bench-disagg-0", [*BENCH, "--disaggregation", "0:2"], {}, "--disaggregation"),
     ("bench-disagg-text", [*BENCH, "--disaggregation", "a:b"], {}, "--disaggregation"),
     ("bench-jobs-0", [*BENCH, "--jobs", "0"], {}, "--jobs"),
