@@ -451,7 +451,12 @@ def main(argv: list[str] | None = None) -> int:
     from llmplan.errors import LlmplanError
 
     t0 = time.perf_counter()
-    names = [p for p in args.predictors.split(",") if p.strip()]
+    names: list[str] = []
+    for p in (x for x in args.predictors.split(",") if x.strip()):
+        if p.strip().lower().startswith("book=") and names:
+            names[-1] += "," + p.strip()  # NAME=SPEC,book=point: the option belongs to the spec
+        else:
+            names.append(p)
     bad = [n for n in names if "=" not in n and n.strip() not in KNOWN_PREDICTORS]
     if bad:
         ap.error(f"unknown predictor {bad[0]!r}; use {', '.join(KNOWN_PREDICTORS)} or NAME=SPEC")
