@@ -59,9 +59,31 @@ def _tiny_model(path) -> None:
     LlamaForCausalLM(cfg).save_pretrained(path, safe_serialization=True)
 
 
+def _start_deployment(spec, cfg, tmp_path):
+    """Run the front end over ``spec`` in a thread until vLLM answers (up to 11 minutes: vLLM's CPU
+    warm-up); returns the ready dict (url, fe), the stop event and the thread."""
+    from llmplan.frontend.deploy import serve_deployment
+
+    ready: dict = {}
+    stop = threading.Event()
+    t = threading.Thread(
+        target=lambda: asyncio.run(
+            serve_deployment([spec], cfg, ready=lambda url, sup, fe: ready.update(url=url, fe=fe), stop=stop)
+        ),
+        daemon=True,
+    )
+    t.start()
+    deadline = time.monotonic() + 660
+    while "url" not in ready:
+        assert t.is_alive(), f"vLLM did not start; see {tmp_path / 'logs'}"
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    return ready, stop, t
+
+
 @pytest.mark.slow
 def test_front_end_over_real_vllm(tmp_path):
-    from llmplan.frontend.deploy import DeployConfig, serve_deployment
+    from llmplan.frontend.deploy import DeployConfig
     from llmplan.frontend.launch import VllmInstance, vllm_spec
 
     model = tmp_path / "tiny-llama"
@@ -79,20 +101,7 @@ def test_front_end_over_real_vllm(tmp_path):
     if not gpu:
         spec.env = {"VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1"}
     cfg = DeployConfig(port=_port(), log_dir=tmp_path / "logs", health_timeout_s=600)
-    ready: dict = {}
-    stop = threading.Event()
-    t = threading.Thread(
-        target=lambda: asyncio.run(
-            serve_deployment([spec], cfg, ready=lambda url, sup, fe: ready.update(url=url, fe=fe), stop=stop)
-        ),
-        daemon=True,
-    )
-    t.start()
-    deadline = time.monotonic() + 660
-    while "url" not in ready:
-        assert t.is_alive(), f"vLLM did not start; see {tmp_path / 'logs'}"
-        assert time.monotonic() < deadline
-        time.sleep(0.5)
+    ready, stop, t = _start_deployment(spec, cfg, tmp_path)
     try:
         url = ready["url"]
         r = httpx.post(
@@ -126,7 +135,7 @@ def test_real_vllm_serves_in_the_policys_order(tmp_path, route):
     from concurrent.futures import ThreadPoolExecutor
     from pathlib import Path
 
-    from llmplan.frontend.deploy import DeployConfig, serve_deployment
+    from llmplan.frontend.deploy import DeployConfig
     from llmplan.frontend.launch import VllmInstance, vllm_spec
 
     model = tmp_path / "tiny-llama"
@@ -144,20 +153,7 @@ def test_real_vllm_serves_in_the_policys_order(tmp_path, route):
         spec.argv += ["--scheduler-cls", "llmplan.frontend.vllm_scheduler.PolicyScheduler"]
         spec.env |= {"LLMPLAN_VLLM_POLICY": "sjf", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
         cfg = DeployConfig(port=_port(), log_dir=tmp_path / "logs", health_timeout_s=600, admission="fcfs")
-    ready: dict = {}
-    stop = threading.Event()
-    t = threading.Thread(
-        target=lambda: asyncio.run(
-            serve_deployment([spec], cfg, ready=lambda url, sup, fe: ready.update(url=url), stop=stop)
-        ),
-        daemon=True,
-    )
-    t.start()
-    deadline = time.monotonic() + 660
-    while "url" not in ready:
-        assert t.is_alive(), f"vLLM did not start; see {tmp_path / 'logs'}"
-        assert time.monotonic() < deadline
-        time.sleep(0.5)
+    ready, stop, t = _start_deployment(spec, cfg, tmp_path)
     done: list[int] = []
 
     def ask(max_tokens: int) -> None:
