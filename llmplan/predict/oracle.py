@@ -249,6 +249,14 @@ def parse_predictor(spec: object, seed: int = 0):
     return _parse_predictor(spec, seed)
 
 
+def _path_arg(raw: str, fix: str) -> str:
+    """The path after ``KIND:`` in a predictor spec; an empty one is refused with ``fix``."""
+    path = raw.split(":", 1)[1]
+    if not path:
+        raise LlmplanError(f"bad predictor {raw!r}; {fix}")
+    return path
+
+
 def _parse_predictor(spec: object, seed: int = 0):
     """``"oracle"``, ``"noisy:0.8"``, ``"noisy-cm:confusion.json"``, ``"const:256"``,
     ``"learned:DIR"`` (a LoRA classifier saved by ``llmplan predict train --out DIR``, run on the
@@ -262,9 +270,7 @@ def _parse_predictor(spec: object, seed: int = 0):
         if s == "oracle":
             return OraclePredictor()
         if s.startswith("noisy-cm:"):
-            path = raw.split(":", 1)[1]
-            if not path:
-                raise LlmplanError(f"bad predictor {spec!r}; write noisy-cm:<confusion.json>")
+            path = _path_arg(raw, "write noisy-cm:<confusion.json>")
             return ConfusionNoisyPredictor(path, seed=seed)
         if s.startswith("noisy:"):
             try:
@@ -280,18 +286,12 @@ def _parse_predictor(spec: object, seed: int = 0):
                 raise LlmplanError(f"bad predictor {spec!r}; write const:<tokens>, e.g. const:256") from None
             return ConstPredictor(n)
         if s.startswith("learned:"):
-            path = raw.split(":", 1)[1]
-            if not path:
-                fix = "write learned:<DIR> (from `llmplan predict train --out DIR`)"
-                raise LlmplanError(f"bad predictor {spec!r}; {fix}")
+            path = _path_arg(raw, "write learned:<DIR> (from `llmplan predict train --out DIR`)")
             from llmplan.predict.learned import LearnedLengthPredictor
 
             return LearnedLengthPredictor(path)
         if s.startswith("gbm:"):
-            path = raw.split(":", 1)[1]
-            if not path:
-                fix = "write gbm:<DIR> (from `llmplan predict train --kind gbm --out DIR`)"
-                raise LlmplanError(f"bad predictor {spec!r}; {fix}")
+            path = _path_arg(raw, "write gbm:<DIR> (from `llmplan predict train --kind gbm --out DIR`)")
             from llmplan.predict.baselines import PromptLengthGBM
 
             return PromptLengthGBM.load(path)
