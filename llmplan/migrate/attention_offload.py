@@ -62,13 +62,8 @@ class OffloadedLayer(nn.Module):
 
     def _sequences(self, meta):
         """(rows of the flattened batch, block table, KV length) per sequence in the step."""
-        if meta.num_decode:
-            if meta.decode_mask is not None:
-                lens = meta.decode_mask.view(meta.num_decode, -1).sum(-1).tolist()
-            else:
-                lens = [meta.decode_len] * meta.num_decode
-            for r in range(meta.num_decode):
-                yield slice(r, r + 1), meta.decode_block_tables[r], int(lens[r])
+        for r, length in enumerate(meta.decode_lens):
+            yield slice(r, r + 1), meta.decode_block_tables[r], length
         for p in meta.prefills:
             yield slice(p.start, p.start + p.length), p.block_table, p.context_len + p.length
 

@@ -156,7 +156,11 @@ class BlockManager:
     def _pop_free(self) -> int:
         if self._free:
             return self._free.pop()
-        b, _ = self._evictable.popitem(last=False)  # least recently freed cached block
+        return self._evict()
+
+    def _evict(self) -> int:
+        """Take the least recently freed unused cached block out of the cache."""
+        b, _ = self._evictable.popitem(last=False)
         del self._block_of[self._hash_of.pop(b)]
         self._ref.pop(b, None)
         self.evictions += 1
@@ -188,15 +192,23 @@ class BlockManager:
         need = self.extra_blocks(seq, tokens)
         if need == 0:
             return True
-        free = self._free
-        if need > len(free) + len(self._evictable):
+        if need > self.num_free:
             return False
+        self._grow(seq, need)
+        return True
+
+    def _grow(self, seq: SeqState, need: int) -> None:
+        """Append ``need`` blocks (available: checked) to ``seq``'s table."""
+        free = self._free
         if need <= len(free):
             seq.block_ids.extend(free[-need:][::-1])
             del free[-need:]
         else:
             seq.block_ids.extend(self._pop_free() for _ in range(need))
-        return True
+
+    def _release(self, plain: list[int]) -> None:
+        """Return never-cached blocks to the free pool."""
+        self._free.extend(reversed(plain))
 
     def free(self, seq: SeqState) -> int:
         """Return all of ``seq``'s blocks to the pool; returns how many. Registered blocks stay
@@ -217,8 +229,110 @@ class BlockManager:
                     else:
                         del self._ref[b]
                         self._evictable[b] = None  # newest last: evicted after older ones
-                self._free.extend(reversed(plain))
+                self._release(plain)
             else:
-                self._free.extend(reversed(seq.block_ids))
+                self._release(seq.block_ids)
             seq.block_ids = []
         return n
+
+
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and length of every run of True in ``mask``."""
+    d = np.diff(np.concatenate(([0], mask.view(np.int8), [0])))
+    starts = np.flatnonzero(d == 1)
+    return starts, np.flatnonzero(d == -1) - starts
+
+
+class ContiguousBlockManager(BlockManager):
+    """The same accounting as :class:`BlockManager` (same counts, same refusals, same prefix
+    cache), with placement that keeps each sequence's block table in consecutive ids, so the
+    torch engine's attention reads a sequence's KV as one slice of the pool instead of
+    gathering its blocks (``llmplan.runtime.engine.attention``).
+
+    A sequence grows into the block after its last one when that is free. A new sequence (or
+    one whose next block is taken) is placed at the start of the smallest run of free blocks
+    that holds its expected length (prompt + ``spec.output_tokens``, the cap it runs to), and
+    the rest of that length stays *reserved*: later placements avoid it while other space is
+    left. With no unreserved room, a sequence starts halfway into the largest free run (the
+    sequence before it keeps half of it to grow into). Placement is O(num_blocks) numpy work
+    per placed sequence; growing in place is O(1). Which ids a sequence gets never changes
+    how many blocks are free, so schedules are the same as :class:`BlockManager`'s.
+    """
+
+    def __init__(self, num_blocks: int, block_size: int = 16, prefix_caching: bool = False) -> None:
+        super().__init__(num_blocks, block_size, prefix_caching)
+        self._free = []  # unused: the bitmaps below are the free pool
+        self._is_free = np.ones(num_blocks, dtype=bool)
+        self._reserved = np.zeros(num_blocks, dtype=bool)
+        self._nfree = num_blocks
+        self._reservation: dict[int, tuple[int, int]] = {}  # rid -> reserved [start, end)
+
+    @property
+    def num_free(self) -> int:
+        return self._nfree + len(self._evictable)
+
+    def can_allocate(self, n_blocks: int, watermark: int = 0) -> bool:
+        return self._nfree - n_blocks >= watermark
+
+    def is_free(self, block: int) -> bool:
+        return bool(self._is_free[block])
+
+    def _take(self, seq: SeqState, start: int, n: int) -> None:
+        self._is_free[start : start + n] = False
+        self._reserved[start : start + n] = False
+        self._nfree -= n
+        seq.block_ids.extend(range(start, start + n))
+
+    def _grow(self, seq: SeqState, need: int) -> None:
+        ids = seq.block_ids
+        if ids:
+            b, n, end = ids[-1] + 1, 0, self.num_blocks
+            while n < need and b + n < end and self._is_free[b + n]:
+                n += 1
+            if n:
+                self._take(seq, b, n)
+                need -= n
+        while need:
+            if self._nfree == 0:
+                ids.append(self._evict())
+                need -= 1
+                continue
+            start, n = self._place(seq, need)
+            self._take(seq, start, n)
+            need -= n
+
+    def _place(self, seq: SeqState, need: int) -> tuple[int, int]:
+        """Where ``seq``'s next ``need`` blocks go: (first block, how many fit there)."""
+        expected = blocks_for(seq.spec.prompt_tokens + seq.spec.output_tokens, self.block_size)
+        want = max(need, expected - len(seq.block_ids))
+        self._unreserve(seq)
+        starts, lens = _runs(self._is_free & ~self._reserved)
+        if len(starts):
+            fits = lens >= want  # best fit among runs that hold it, else the longest run
+            i = int(np.argmin(np.where(fits, lens, self.num_blocks + 1) if fits.any() else -lens))
+            s, length = int(starts[i]), int(lens[i])
+            n = min(need, length)
+            end = s + min(want, length)
+            if end > s + n:
+                self._reserved[s + n : end] = True
+                self._reservation[seq.rid] = (s + n, end)
+            return s, n
+        starts, lens = _runs(self._is_free)
+        i = int(np.argmax(lens))
+        s, length = int(starts[i]), int(lens[i])
+        s += max(0, (length - need) // 2)
+        return s, min(need, int(starts[i]) + length - s)
+
+    def _unreserve(self, seq: SeqState) -> None:
+        r = self._reservation.pop(seq.rid, None)
+        if r is not None:
+            self._reserved[r[0] : r[1]] = False
+
+    def _release(self, plain: list[int]) -> None:
+        if plain:
+            self._is_free[np.asarray(plain, dtype=np.int64)] = True
+            self._nfree += len(plain)
+
+    def free(self, seq: SeqState) -> int:
+        self._unreserve(seq)
+        return super().free(seq)

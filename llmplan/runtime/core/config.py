@@ -29,6 +29,10 @@ class SchedulerConfig:
     record_token_times: bool = False
     # GPU-resident prefix cache in the block manager (vLLM's automatic prefix caching).
     enable_prefix_caching: bool = False
+    # Place each sequence's blocks at consecutive ids where possible (ContiguousBlockManager):
+    # the torch engine's attention then reads a sequence's KV as one slice of the pool. Only
+    # block ids change, never counts: the simulator keeps the cheaper stack (False).
+    contiguous_blocks: bool = False
 
     def __post_init__(self) -> None:
         if self.num_blocks <= 0:
@@ -53,6 +57,7 @@ def serving_config(
     record_token_times: bool = False,
     watermark: float = 0.01,
     enable_prefix_caching: bool = False,
+    contiguous_blocks: bool = False,
 ) -> SchedulerConfig:
     """The scheduler settings a serving instance runs with, from its engine arguments: one
     rule for the engine (``llmplan.runtime.factory``) and the simulator. A static
@@ -69,6 +74,7 @@ def serving_config(
         role=role,
         record_token_times=record_token_times,
         enable_prefix_caching=enable_prefix_caching,
+        contiguous_blocks=contiguous_blocks,
     )
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from llmplan.runtime.core.blocks import BlockManager
+from llmplan.runtime.core.blocks import BlockManager, ContiguousBlockManager
 from llmplan.runtime.core.config import Role, SchedulerConfig, SchedulerStats, serving_config
 from llmplan.runtime.core.fast_forward import DecodeFastForward
 from llmplan.runtime.core.limits import kv_rejection, reject
@@ -94,7 +94,8 @@ class Scheduler(DecodeFastForward):
         self.name = name
         # None: every admitted prompt is computed from token 0 (the simulator, the plain engine).
         self.prefix_probe = prefix_probe
-        self.blocks = BlockManager(config.num_blocks, config.block_size, config.enable_prefix_caching)
+        manager = ContiguousBlockManager if config.contiguous_blocks else BlockManager
+        self.blocks = manager(config.num_blocks, config.block_size, config.enable_prefix_caching)
         self.waiting: list[SeqState] = []  # arrival order; preempted sequences go to the front
         self.running: list[SeqState] = []  # admission order; preemption victims come from the tail
         self.seqs: dict[int, SeqState] = {}

@@ -101,6 +101,7 @@ def make_scheduler(
             max_model_len=max_model_len,
             static=bool(getattr(policy, "static", False)),
             enable_prefix_caching=prefix_caching,
+            contiguous_blocks=True,
         ),
         policy=policy,
         prefix_probe=prefix_probe,

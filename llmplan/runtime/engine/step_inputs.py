@@ -33,39 +33,11 @@ class StepInputs:
     order: list[int]  # order[k] = index in the caller's list of the k-th sampled sequence
 
 
-# A decode group costs a few kernel launches per layer (two gathers, one attention call):
-# about what gathering and attending to this many padded key rows costs on a CPU.
-GROUP_COST_ROWS = 1024
-MAX_GROUP_RUNS = 24
-
-
-def decode_groups(lens: list[int], block_size: int) -> tuple[tuple[int, int, int], ...]:
-    """Split decode rows, sorted by length descending, into ``(row_start, row_end, length)``
-    groups that minimise padded key rows plus :data:`GROUP_COST_ROWS` per group.
-
-    One padded gather over a batch whose contexts range from 32 to 512 tokens reads and
-    attends to ``D * 512`` rows; grouping by length reads close to ``sum(lens)``.
-    """
-    padded = [-(-n // block_size) * block_size for n in lens]
-    # Rows with the same padded length always share a group: the search runs over runs of them.
-    starts = [r for r in range(len(lens)) if r == 0 or padded[r] != padded[r - 1]] + [len(lens)]
-    m = len(starts) - 1
-    best = [0.0] + [float("inf")] * m  # best[j]: cost of the rows before run j
-    cut = [0] * (m + 1)
-    for j in range(1, m + 1):
-        # runs [i, j) in one group, its longest row opening run i; a group spans at most
-        # MAX_GROUP_RUNS runs so the search stays linear in the batch size
-        for i in range(max(0, j - MAX_GROUP_RUNS), j):
-            c = best[i] + (starts[j] - starts[i]) * padded[starts[i]] + GROUP_COST_ROWS
-            if c < best[j]:
-                best[j], cut[j] = c, i
-    out: list[tuple[int, int, int]] = []
-    j = m
-    while j > 0:
-        i = cut[j]
-        out.append((starts[i], starts[j], lens[starts[i]]))
-        j = i
-    return tuple(reversed(out))
+def _first_if_consecutive(block_ids: list[int], n: int) -> int:
+    """The first of ``block_ids[:n]`` when they are consecutive ids (one slice of the pool),
+    else -1."""
+    b0 = block_ids[0]
+    return b0 if block_ids[n - 1] - b0 == n - 1 and block_ids[:n] == list(range(b0, b0 + n)) else -1
 
 
 def build_step_inputs(work: list[SeqWork], block_size: int, device: torch.device) -> StepInputs:
@@ -95,28 +67,21 @@ def build_step_inputs(work: list[SeqWork], block_size: int, device: torch.device
             order.append(i)
         return start
 
-    # Longest context first, so sequences of similar length sit in contiguous rows that the
-    # attention gathers group by group (see decode_groups).
-    decode.sort(key=lambda i: -work[i].context_len)
     for i in decode:
         add(i)
     d = len(decode)
-    dec_tables = dec_mask = None
-    dec_len = 0
-    groups: tuple[tuple[int, int, int], ...] = ()
+    dec_tables = None
+    lens = [work[i].context_len + 1 for i in decode]
+    starts: tuple[int, ...] = ()
     if d:
-        lens = [work[i].context_len + 1 for i in decode]
-        dec_len = max(lens)
-        groups = decode_groups(lens, block_size)
-        nb = -(-dec_len // block_size)
+        nb = -(-max(lens) // block_size)
         table = torch.zeros((d, nb), dtype=torch.long)
         for r, i in enumerate(decode):
             blocks = work[i].block_ids[: -(-lens[r] // block_size)]
             table[r, : len(blocks)] = torch.tensor(blocks, dtype=torch.long)
         dec_tables = table.to(device)
-        if d > 1 and min(lens) != dec_len:
-            lt = torch.tensor(lens).unsqueeze(1)
-            dec_mask = (torch.arange(dec_len).unsqueeze(0) < lt).view(d, 1, 1, dec_len).to(device)
+        starts = tuple(_first_if_consecutive(work[i].block_ids, -(-lens[r] // block_size))
+                       for r, i in enumerate(decode))
     spans: list[PrefillSpan] = []
     for i in prefill:
         w = work[i]
@@ -125,16 +90,16 @@ def build_step_inputs(work: list[SeqWork], block_size: int, device: torch.device
         need = -(-(w.context_len + n) // block_size)
         spans.append(
             PrefillSpan(
-                start, n, w.context_len, torch.tensor(w.block_ids[:need], dtype=torch.long, device=device)
+                start, n, w.context_len, torch.tensor(w.block_ids[:need], dtype=torch.long, device=device),
+                first_block=_first_if_consecutive(w.block_ids, need),
             )
         )
     meta = AttnMetadata(
         slot_mapping=torch.tensor(slots, dtype=torch.long, device=device),
         num_decode=d,
         decode_block_tables=dec_tables,
-        decode_mask=dec_mask,
-        decode_len=dec_len,
-        decode_groups=groups,
+        decode_lens=tuple(lens),
+        decode_starts=starts,
         prefills=spans,
     )
     # The caller's order of sampled sequences: decode first, then prefill, as flattened.
