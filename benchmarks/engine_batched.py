@@ -30,15 +30,27 @@ import time
 import torch
 
 
-def _set_packed(on: bool) -> None:
+def _set_packed(on: bool, engine) -> None:
     from llmplan.runtime.engine import model
 
     model.PACKED_ROWS = range(4, 97) if on else range(0)
 
 
-# name -> switch(on): what --ab compares (off = the code before that change); "bf16" compares
-# two engines instead, fp32 (off) and bfloat16 (on), whose tokens differ (an option, not a default)
-AB = {"packed": _set_packed, "bf16": lambda on: None}
+def _set_contig(on: bool, engine) -> None:
+    """Consecutive block ids per sequence (attention reads pool slices) vs the stack allocator
+    (growth blocks interleave; attention gathers each row's blocks). Swapped between runs,
+    when the pool is empty."""
+    from llmplan.runtime.core.blocks import BlockManager, ContiguousBlockManager
+
+    old = engine.scheduler.blocks
+    assert old.num_used == 0
+    cls = ContiguousBlockManager if on else BlockManager
+    engine.scheduler.blocks = cls(old.num_blocks, old.block_size, old.prefix_caching)
+
+
+# name -> switch(on, engine): what --ab compares (off = the code before that change); "bf16"
+# compares two engines instead, fp32 (off) and bfloat16 (on), whose tokens differ (an option)
+AB = {"packed": _set_packed, "contig": _set_contig, "bf16": lambda on, engine: None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         times: dict[bool, list[float]] = {False: [], True: []}
         for r in range(args.rounds):
             for on in (False, True):
-                AB[args.ab](on)
+                AB[args.ab](on, engines[on])
                 times[on].append(run(prompts, outs, f"ab{r}{int(on)}-", engines[on]))
-        AB[args.ab](True)
+        AB[args.ab](True, engines[True])
         rates = {on: sorted(sum(outs) / t for t in ts) for on, ts in times.items()}
         for on, label in ((False, "off"), (True, "on ")):
             lo, med, hi = rates[on][0], statistics.median(rates[on]), rates[on][-1]

@@ -21,11 +21,12 @@ from llmplan.errors import LlmplanError
 from llmplan.runtime.engine.async_engine import AsyncLLMEngine
 from llmplan.runtime.engine.config import ModelConfig, catalog_config, load_hf_config
 from llmplan.runtime.engine.executor import TorchExecutor
+
+# resolve_policy and served_context are re-exported: callers import them from here.
+from llmplan.runtime.engine.hostmem import keep_freed_memory
 from llmplan.runtime.engine.kvcache import PagedKVCache
 from llmplan.runtime.engine.loader import init_dummy_weights, load_hf_weights
 from llmplan.runtime.engine.model import LlamaModel
-
-# resolve_policy and served_context are re-exported: callers import them from here.
 from llmplan.runtime.engine.parts import (
     assemble_engine,
     check_policy,
@@ -190,17 +191,28 @@ def build_engine(config: EngineConfig | None = None, /, **kwargs: Any) -> AsyncL
     elif kwargs:
         raise TypeError("build_engine takes an EngineConfig or keywords, not both")
     c, a = config, config.args
-    if c.threads is not None:
-        if c.threads < 1:
-            raise LlmplanError(f"threads must be >= 1 (got {c.threads})")
-        torch.set_num_threads(c.threads)
+    if str(c.device).startswith("cpu"):
+        keep_freed_memory()  # activations are re-allocated every step: no page faults for them
+    if c.threads is not None and c.threads < 1:
+        raise LlmplanError(f"threads must be >= 1 (got {c.threads})")
     if a.max_num_seqs < 1 or c.max_queue < 0 or a.block_size < 1 or a.max_num_batched_tokens < 1:
         raise LlmplanError("max_num_seqs, block_size and max_num_batched_tokens must be >= 1, max_queue >= 0")
+    threads = c.threads if c.threads is not None else torch.get_num_threads()
     multi = c.workers != 1 or c.layer_split is not None or c.migration_controller
-    if multi or c.worker_memory_gb is not None:
-        engine = _pipeline_engine(c)
-    else:
-        engine = _single_engine(c)
+    # The build runs on this thread with one intra-op thread, the steps on the engine thread with
+    # ``threads`` (AsyncLLMEngine.threads). libgomp keeps one pool of worker threads per thread
+    # that ever ran a parallel region, and once it manages more threads than there are CPUs it
+    # stops spinning at barriers: a build with N threads here left the engine thread's pool
+    # throttled, 142 vs 250 out tok/s on issue 23's decode-heavy workload at 2 threads.
+    torch.set_num_threads(1)
+    try:
+        if multi or c.worker_memory_gb is not None:
+            engine = _pipeline_engine(c)
+        else:
+            engine = _single_engine(c)
+    finally:
+        torch.set_num_threads(threads)  # callers that step the engine on this thread get them
+    engine.threads = threads
     engine.deployment = engine_deployment(c, engine)
     return engine
 

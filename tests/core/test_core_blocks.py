@@ -90,9 +90,9 @@ def test_contiguous_manager_counts_like_the_stack(seed, prefix_caching):
     for step in range(400):
         op = rng.random()
         if op < 0.3 or not live[0]:
-            p = rng.choice(prompts)
+            p, out = rng.choice(prompts), rng.randint(1, 40)
             for bm, seqs in zip(managers, live, strict=True):
-                s = SeqState(spec=RequestSpec(step, 0.0, len(p), rng.randint(1, 40)), prompt_token_ids=list(p))
+                s = SeqState(spec=RequestSpec(step, 0.0, len(p), out), prompt_token_ids=list(p))
                 cached = bm.lookup(s, len(p))
                 if bm.ensure(s, 0) and bm.num_free >= len(cached):
                     bm.take_cached(s, cached, len(p))

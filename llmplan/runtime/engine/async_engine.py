@@ -18,6 +18,8 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 
+import torch
+
 from llmplan.runtime.engine.api import (
     EngineClosedError,
     EngineStats,
@@ -49,7 +51,13 @@ class AsyncLLMEngine:
         self._closed = False
         self._started = False
         self._live: set[str] = set()  # request ids with an open stream
+        # Outputs of the current step, handed to the event loop(s) in one call per step (a call
+        # per output wakes the loop and takes the GIL from the engine thread once per request).
+        self._outbox: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[GenerateOutput], GenerateOutput]]
+        self._outbox = []
         self.loop_error: BaseException | None = None
+        # torch intra-op threads of the engine thread (set by the factory); None: torch's default
+        self.threads: int | None = None
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -85,8 +93,8 @@ class AsyncLLMEngine:
             if not self._started:
                 raise EngineClosedError("the engine is not started; await engine.start() first")
 
-            def sink(out: GenerateOutput) -> None:
-                loop.call_soon_threadsafe(queue.put_nowait, out)
+            def sink(out: GenerateOutput) -> None:  # on the engine thread; see _flush
+                self._outbox.append((loop, queue, out))
 
             self._live.add(request.request_id)
             self._pending += 1
@@ -138,9 +146,32 @@ class AsyncLLMEngine:
             self._pending -= sum(1 for kind, _ in items if kind == "add")
             return items
 
+    def _flush(self) -> None:
+        """Hand the outputs gathered on the engine thread to their event loops, one call each."""
+        if not self._outbox:
+            return
+        items, self._outbox = self._outbox, []
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+        for loop, queue, out in items:
+            by_loop.setdefault(loop, []).append((queue, out))
+        for loop, batch in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, batch)
+            except RuntimeError:  # that loop is closed: nobody is reading these streams
+                log.debug("dropped %d outputs for a closed event loop", len(batch))
+
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self._flush()
+
+    def _loop(self) -> None:
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)  # this thread's intra-op threads (see the factory)
         eng = self.engine
         while True:
+            self._flush()
             for kind, payload in self._take_inbox():
                 if kind == "add":
                     request, sink = payload  # type: ignore[misc]
@@ -175,3 +206,8 @@ class AsyncLLMEngine:
             fn()
         except Exception:
             log.exception("engine command failed")
+
+
+def _deliver(batch: list[tuple[asyncio.Queue[GenerateOutput], GenerateOutput]]) -> None:
+    for queue, out in batch:
+        queue.put_nowait(out)
