@@ -180,3 +180,51 @@ def test_dummy_weights_use_the_offline_mistral_tokenizer():
     ids = tok.encode("Hello world")
     assert ids and all(3 <= i < 32000 for i in ids) and tok.decode(ids) == "Hello world"
     assert eng.vocab_size == 32000 and eng.model_name == "llama-tiny"
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_steps_run_with_the_requested_threads_on_the_engine_thread(ckpt, threads):
+    """The build runs single-threaded on the caller's thread (one OpenMP pool per process, see
+    the factory); the engine thread steps with ``threads`` intra-op threads, and the caller's
+    thread has them back after the build."""
+    import threading
+
+    import torch
+
+    before = torch.get_num_threads()
+    seen: list[tuple[str, int]] = []
+
+    async def main():
+        eng = build_engine(model=ckpt, num_kv_blocks=64, block_size=4, threads=threads)
+        assert torch.get_num_threads() == threads
+        real = eng.engine.executor.execute
+
+        def execute(batch):
+            seen.append((threading.current_thread().name, torch.get_num_threads()))
+            return real(batch)
+
+        eng.engine.executor.execute = execute
+        await eng.start()
+        await _collect(eng.generate(_req("t", n=3)))
+        await eng.shutdown()
+
+    try:
+        asyncio.run(main())
+    finally:
+        torch.set_num_threads(before)
+    assert seen and set(seen) == {("llmplan-engine", threads)}
+
+
+def test_keep_freed_memory_applies_once_and_can_be_turned_off():
+    import os
+    import subprocess
+    import sys
+
+    code = "from llmplan.runtime.engine.hostmem import keep_freed_memory as k; print(k(), k())"
+    env = {k: v for k, v in os.environ.items() if k != "LLMPLAN_KEEP_FREED_MEMORY"}
+    on = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    off = subprocess.run([sys.executable, "-c", code], env={**env, "LLMPLAN_KEEP_FREED_MEMORY": "0"},
+                         capture_output=True, text=True, check=True)
+    expect = "True True" if sys.platform.startswith("linux") else "False False"
+    assert on.stdout.split() == expect.split()
+    assert off.stdout.split() == ["False", "False"]
