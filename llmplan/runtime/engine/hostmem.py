@@ -48,6 +48,6 @@ def keep_freed_memory() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     ok = mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
     if ok:
-        log.info("malloc keeps freed memory for reuse (LLMPLAN_KEEP_FREED_MEMORY=0 turns this off)")
+        log.debug("malloc keeps freed memory for reuse (LLMPLAN_KEEP_FREED_MEMORY=0 turns this off)")
     _done = ok
     return ok
