@@ -474,6 +474,10 @@ def register(app: typer.Typer) -> None:
                     enable_prefix_caching=enable_prefix_caching,
                 )
             )
+        if str(device).startswith("cpu"):
+            from llmplan.runtime.engine.hostmem import keep_freed_memory
+
+            keep_freed_memory()  # a long-lived CPU server re-allocates its activations every step
         ctl = None
         if clock_control:
             from llmplan.energy.live import attach_clock_control

@@ -23,7 +23,6 @@ from llmplan.runtime.engine.config import ModelConfig, catalog_config, load_hf_c
 from llmplan.runtime.engine.executor import TorchExecutor
 
 # resolve_policy and served_context are re-exported: callers import them from here.
-from llmplan.runtime.engine.hostmem import keep_freed_memory
 from llmplan.runtime.engine.kvcache import PagedKVCache
 from llmplan.runtime.engine.loader import init_dummy_weights, load_hf_weights
 from llmplan.runtime.engine.model import LlamaModel
@@ -191,8 +190,6 @@ def build_engine(config: EngineConfig | None = None, /, **kwargs: Any) -> AsyncL
     elif kwargs:
         raise TypeError("build_engine takes an EngineConfig or keywords, not both")
     c, a = config, config.args
-    if str(c.device).startswith("cpu"):
-        keep_freed_memory()  # activations are re-allocated every step: no page faults for them
     if c.threads is not None and c.threads < 1:
         raise LlmplanError(f"threads must be >= 1 (got {c.threads})")
     if a.max_num_seqs < 1 or c.max_queue < 0 or a.block_size < 1 or a.max_num_batched_tokens < 1:

@@ -7,7 +7,10 @@ every step page-faults its activations in again, and the page faults of two Open
 serialise on the process's memory map. ``keep_freed_memory`` turns that off for the process
 (``mallopt``: no mmap-served blocks, no trimming of the heap top), as vLLM's CPU guide gets by
 preloading TCMalloc. The cost: memory freed by the process is kept for reuse, not returned to
-the OS (the resident size stays at its peak).
+the OS (the resident size stays at its peak), and large zeroed allocations cost a memset. So
+only ``llmplan serve`` turns it on, after its one build: a process that builds and drops
+engines again and again (the test suite, sweeps) got slower with it (six llama-120m builds:
+27.2 s and 1.8 GiB resident afterwards, against 12.5 s and 0.6 GiB without).
 
 Measured on this project's 2-core Xeon (``llama-120m``, fp32, random weights, the prefill-heavy
 workload of ``benchmarks/serve_vs_vllm.py`` in-process): 2 threads, its four 2,048-token
