@@ -274,9 +274,6 @@ class ContiguousBlockManager(BlockManager):
     def can_allocate(self, n_blocks: int, watermark: int = 0) -> bool:
         return self._nfree - n_blocks >= watermark
 
-    def is_free(self, block: int) -> bool:
-        return bool(self._is_free[block])
-
     def _take(self, seq: SeqState, start: int, n: int) -> None:
         self._is_free[start : start + n] = False
         self._reserved[start : start + n] = False
