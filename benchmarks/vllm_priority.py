@@ -6,7 +6,10 @@ as in ``benchmarks/serve_vs_vllm.py``) supervised behind llmplan's front end, ex
 
 * ``fcfs``: vLLM's default scheduler, no priority field (vLLM FCFS);
 * ``slo-odbs`` / ``sjf`` / ...: vLLM with ``--scheduling-policy priority``; the front end sets each
-  request's ``priority`` from the batch policy's order key (``llmplan.frontend.priority``).
+  request's ``priority`` from the batch policy's order key (``llmplan.frontend.priority``);
+* ``cls:slo-odbs`` / ``cls:sjf`` / ...: vLLM running llmplan's ``PolicyScheduler``
+  (``--vllm-route scheduler-cls``): the policy object picks from vLLM's waiting queue at every
+  admission, with the request's SLOs passed as ``vllm_xargs`` (vLLM 0.32.x).
 
 The same slice of the Azure LLM inference trace 2023 (conversation), lengths scaled for the
 CPU, arrivals rescaled to ``--rate`` req/s, is replayed open loop against each arm by
@@ -80,22 +83,29 @@ def _serve_arm(admission: str, args: argparse.Namespace, model_dir: str, logs: P
     from llmplan.frontend.deploy import DeployConfig, run
     from llmplan.frontend.launch import VllmInstance, vllm_spec
     from llmplan.frontend.priority import VllmPriority
+    from llmplan.frontend.vllm_compat import scheduler_cls_launch
 
-    prio = VllmPriority.for_admission(admission) is not None
-    spec = vllm_spec(VllmInstance(name=f"vllm-{admission}", gpus=[0]), model_dir, _port(),
+    arm, route_argv, route_env = admission, [], {}
+    cls = admission.startswith("cls:")
+    if cls:  # what `llmplan serve --engine vllm --vllm-route scheduler-cls --admission NAME` adds
+        admission = admission.removeprefix("cls:")
+        route_argv, route_env = scheduler_cls_launch(admission)
+    prio = not cls and VllmPriority.for_admission(admission) is not None
+    spec = vllm_spec(VllmInstance(name=f"vllm-{arm.replace(':', '-')}", gpus=[0]), model_dir, _port(),
                      vllm_bin=args.vllm_bin)
     spec.argv += [
         "--dtype", "float32", "--load-format", "dummy", "--max-num-batched-tokens", str(BUDGET),
         "--max-num-seqs", str(SEQS), "--block-size", str(BLOCK),
         "--num-gpu-blocks-override", str(KV_TOKENS // BLOCK), "--max-model-len", "1024",
-        "--skip-tokenizer-init", *(["--scheduling-policy", "priority"] if prio else []),
+        "--skip-tokenizer-init", *(["--scheduling-policy", "priority"] if prio else []), *route_argv,
     ]  # fmt: skip
     spec.env = {"VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "1",
-                "VLLM_CPU_OMP_THREADS_BIND": "0"}
-    cfg = DeployConfig(port=_port(), admission=admission, vllm_priority=prio, log_dir=logs,
+                "VLLM_CPU_OMP_THREADS_BIND": "0", **route_env}
+    cfg = DeployConfig(port=_port(), admission=admission, vllm_priority=prio, vllm_slo_xargs=cls,
+                       log_dir=logs,
                        health_timeout_s=args.start_timeout, max_inflight_per_backend=1024, max_queue=4096)
     with contextlib.suppress(KeyboardInterrupt):
-        run([spec], cfg, ready=lambda url, *_: urls.put((admission, url)))
+        run([spec], cfg, ready=lambda url, *_: urls.put((arm, url)))
 
 
 def start_arms(
@@ -155,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--vllm-bin", default=os.environ.get("LLMPLAN_VLLM_BIN") or shutil.which("vllm"),
                     help="the vllm CLI (default: LLMPLAN_VLLM_BIN, else vllm on PATH)")
-    ap.add_argument("--admissions", default="fcfs,slo-odbs,sjf", help="arms (--admission names)")
+    ap.add_argument("--admissions", default="fcfs,slo-odbs,sjf",
+                    help="arms: --admission names (priority route), cls:NAME for the scheduler class")
     ap.add_argument("--requests", type=int, default=80)
     ap.add_argument("--rate", type=float, default=3.0, help="req/s (overload: above what vLLM serves)")
     ap.add_argument("--prompt-scale", type=float, default=0.25)
@@ -175,12 +186,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from llmplan.frontend.priority import VllmPriority
+    from llmplan.frontend.vllm_compat import scheduler_cls_launch
     from llmplan.runtime.engine.config import catalog_config
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops the arms too
     arms_names = [a.strip() for a in args.admissions.split(",") if a.strip()]
-    for name in arms_names:
-        VllmPriority.for_admission(name)  # refuses a policy no priority expresses, before vLLM starts
+    for name in arms_names:  # refuse what neither route can run, before vLLM starts
+        if name.startswith("cls:"):
+            scheduler_cls_launch(name.removeprefix("cls:"))
+        else:
+            VllmPriority.for_admission(name)
     cfg = catalog_config(args.model)
     wl = workload(args, cfg.vocab_size)
     model_dir = tempfile.mkdtemp(prefix="vllm_priority-model-")
@@ -224,7 +239,10 @@ def main(argv: list[str] | None = None) -> int:
           "TTFT p99 s | TPOT p50 ms | TPOT p99 ms | done/failed |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, rows in results.items():
-        label = "FCFS (default)" if VllmPriority.for_admission(name) is None else f"priority from {name}"
+        if name.startswith("cls:"):
+            label = f"PolicyScheduler running {name.removeprefix('cls:')}"
+        else:
+            label = "FCFS (default)" if VllmPriority.for_admission(name) is None else f"priority from {name}"
         done = "/".join(str(sum(r[k] for r in rows)) for k in ("done", "failed"))
         print(f"| {label} | {cell(rows, 'attainment', '.1%')} | {cell(rows, 'att_ttft', '.1%')} | "
               f"{cell(rows, 'goodput_rps', '.3f')} | "

@@ -242,8 +242,7 @@ def register(app: typer.Typer) -> None:
             "slo-odbs",
             "--admission",
             help="Front-end queue order: fcfs, slo-odbs, slo-dbs or odbs. With --engine vllm it also "
-            "orders vLLM's own queue: each request gets a `priority` from that batch policy (sjf and "
-            "ljf too) and vLLM runs with --scheduling-policy priority; see docs/vllm.md.",
+            "orders vLLM's own queue (sjf and ljf too), by the route --vllm-route picks; see docs/vllm.md.",
             rich_help_panel="Deployment (front end)",
         ),
         max_inflight: int = typer.Option(
@@ -259,6 +258,18 @@ def register(app: typer.Typer) -> None:
             envvar="LLMPLAN_VLLM_BIN",
             help="The `vllm` executable for --engine vllm (default: `vllm` on PATH), e.g. a separate "
             "venv's /venv/bin/vllm.",
+            rich_help_panel="Deployment (front end)",
+        ),
+        vllm_route: str = typer.Option(
+            "priority",
+            "--vllm-route",
+            help="How --admission orders vLLM's own queue. `priority`: vLLM's public priority "
+            "scheduling (--scheduling-policy priority), each request's `priority` set by the front end "
+            "from the policy's order key; any vLLM with priority scheduling; only orders fixed at "
+            "arrival. `scheduler-cls`: vLLM loads llmplan's PolicyScheduler (--scheduler-cls), which "
+            "asks the policy at every admission, so slo-odbs keeps its aging and late-request tiers and "
+            "requests' slo_ttft_s/slo_e2e_s reach it; vLLM 0.32.x only, and vLLM's Python must import "
+            "numpy and pandas.",
             rich_help_panel="Deployment (front end)",
         ),
         connector: str = typer.Option(
@@ -373,6 +384,10 @@ def register(app: typer.Typer) -> None:
         guard = _guard(host, api_key, enable_admin, protect_metrics, max_request_mb)
         _check_workers(workers, layer_split, migration_controller,
                        engine_kind != "builtin" or instances > 1 or pd is not None)
+        if vllm_route != "priority" and engine_kind != "vllm":
+            from llmplan.errors import LlmplanError
+
+            raise LlmplanError("--vllm-route is for --engine vllm; the built-in engine runs --policy itself")
         if engine_kind != "builtin" or instances > 1 or pd is not None:
             _serve_deployment(
                 engine_kind=engine_kind,
@@ -390,6 +405,7 @@ def register(app: typer.Typer) -> None:
                 max_queue=max_queue,
                 connector=connector,
                 vllm_bin=vllm_bin,
+                vllm_route=vllm_route,
                 health_timeout=health_timeout,
                 max_restarts=max_restarts,
                 log_dir=log_dir,
@@ -586,6 +602,7 @@ def _serve_deployment(  # noqa: C901 - one branch per deployment option (engine 
     dry_run: bool,
     builtin_args: list[str],
     vllm_bin: str | None = None,
+    vllm_route: str = "priority",
     pd: str | None = None,
     kv_store: Path | None = None,
     guard=None,  # noqa: ANN001 - GuardConfig, imported lazily
@@ -602,14 +619,23 @@ def _serve_deployment(  # noqa: C901 - one branch per deployment option (engine 
 
     get_router(router)  # fail on a bad name before anything starts
     vllm_priority = False
+    route_argv: list[str] = []
+    route_env: dict[str, str] = {}
     if engine_kind == "vllm":
         import shutil
 
         from llmplan.frontend.priority import VllmPriority
+        from llmplan.frontend.vllm_compat import scheduler_cls_launch
 
-        # vLLM orders its own queue by the policy's priorities (or keeps FCFS); refused here when
-        # no per-request priority can express the policy.
-        vllm_priority = VllmPriority.for_admission(admission) is not None
+        if vllm_route == "priority":
+            # vLLM orders its own queue by the policy's priorities (or keeps FCFS); refused here
+            # when no per-request priority can express the policy.
+            vllm_priority = VllmPriority.for_admission(admission) is not None
+            route_argv = ["--scheduling-policy", "priority"] if vllm_priority else []
+        elif vllm_route == "scheduler-cls":
+            route_argv, route_env = scheduler_cls_launch(admission)
+        else:
+            raise LlmplanError(f"unknown --vllm-route {vllm_route!r}; choose priority or scheduler-cls")
         if vllm_bin is not None and shutil.which(vllm_bin) is None:
             raise LlmplanError(f"--vllm-bin {vllm_bin} is not an executable; point it at a venv's bin/vllm")
     elif admission not in POLICIES:
@@ -631,8 +657,8 @@ def _serve_deployment(  # noqa: C901 - one branch per deployment option (engine 
             vllm_bin=vllm_bin or ("vllm" if dry_run else None),
         )
         for spec in specs:
-            if vllm_priority:
-                spec.argv += ["--scheduling-policy", "priority"]
+            spec.argv += route_argv
+            spec.env |= route_env
     elif engine_kind == "builtin":
         if (model is None) == (dummy_weights is None):
             raise LlmplanError("give exactly one of --model PATH or --dummy-weights NAME (e.g. llama-tiny)")
@@ -673,6 +699,7 @@ def _serve_deployment(  # noqa: C901 - one branch per deployment option (engine 
         max_restarts=max_restarts,
         pd_handoff="store" if engine_kind == "builtin" else "connector",
         vllm_priority=vllm_priority,
+        vllm_slo_xargs=vllm_route == "scheduler-cls",
         **({"guard": guard} if guard is not None else {}),
     )
     console.print(f"starting {len(specs)} backend(s); logs in {log_dir}/", highlight=False)

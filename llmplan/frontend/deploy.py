@@ -51,6 +51,9 @@ class DeployConfig:
     # vLLM backends started with --scheduling-policy priority: the front end sets each request's
     # priority from the batch policy behind ``admission`` (llmplan.frontend.priority).
     vllm_priority: bool = False
+    # vLLM backends running llmplan's PolicyScheduler (--vllm-route scheduler-cls): the front end
+    # passes each request's SLOs to it as vllm_xargs.
+    vllm_slo_xargs: bool = False
     # The front end's API key (its backends get it too), body limit and connection clocks.
     guard: GuardConfig = field(default_factory=GuardConfig)
 
@@ -124,6 +127,7 @@ async def serve_deployment(
             pool,
             admission=AdmissionQueue(policy=queue_policy, capacity=cfg.max_queue),  # type: ignore[arg-type]
             priority=priority,
+            slo_xargs=cfg.vllm_slo_xargs,
             max_retries=cfg.max_retries,
             no_backend_timeout_s=cfg.no_backend_timeout_s,
             handoff=get_handoff(cfg.pd_handoff),

@@ -125,11 +125,15 @@ class Frontend:
         handoff: KvHandoff | None = None,
         backend_api_key: str | None = None,
         priority: VllmPriority | None = None,
+        slo_xargs: bool = False,
     ) -> None:
         self.pool = pool
         # vLLM backends with --scheduling-policy priority: each request's ``priority`` field
         # from a batch policy's order (llmplan.frontend.priority); the queue here uses it too.
         self.priority = priority
+        # vLLM backends running llmplan's PolicyScheduler: each request's SLOs travel as
+        # ``vllm_xargs`` (slo_ttft_s, slo_e2e_s), where the policy inside vLLM reads them.
+        self.slo_xargs = slo_xargs
         # The backends' key (they get the front end's own): sent on every call to them.
         self._auth = {"Authorization": f"Bearer {backend_api_key}"} if backend_api_key else {}
         pool.headers.update(self._auth)
@@ -303,6 +307,8 @@ class Frontend:
         if self.priority is not None:
             slo = SLO(ttft_s=body.get("slo_ttft_s"), e2e_s=deadline)
             priority = body["priority"] = self.priority.priority(start, spec.prompt_tokens, max_tokens, slo)
+        if self.slo_xargs:
+            _slo_to_xargs(body, deadline)
         if stream:
             return StreamingResponse(
                 self._stream(path, body, max_tokens, deadline, spec, start, priority),
@@ -458,6 +464,17 @@ def _snippet(resp: httpx.Response, n: int = 200) -> str:
 
 class NoBackendError(Exception):
     pass
+
+
+def _slo_to_xargs(body: dict[str, Any], e2e_s: float | None) -> None:
+    """Move a request's SLOs (``slo_ttft_s``, ``slo_tpot_s``; ``e2e_s`` already taken from the body)
+    where vLLM hands them to its scheduler: ``vllm_xargs`` (vLLM's ``SamplingParams.extra_args``),
+    merged with any the client sent."""
+    slo = {k: body.pop(k, None) for k in ("slo_ttft_s", "slo_tpot_s")} | {"slo_e2e_s": e2e_s}
+    slo = {k: v for k, v in slo.items() if v is not None}
+    if slo:
+        given = body.get("vllm_xargs")
+        body["vllm_xargs"] = {**(given if isinstance(given, dict) else {}), **slo}
 
 
 def _check_routing_fields(body: dict[str, Any]) -> JSONResponse | None:

@@ -11,8 +11,9 @@ else: KV allocation, chunked prefill, preemption (a preempted request comes back
 progress, the policy's tier 0).
 
 What the policy sees of a request: its prompt length, ``max_tokens`` as the predicted output,
-its arrival time, and SLOs from ``vllm_xargs`` (``{"slo_ttft_s": 2, "slo_e2e_s": 30}`` in the
-request body); ``llmplan serve --engine vllm`` does not send them yet.
+its arrival time, and SLOs from ``vllm_xargs`` in the request body
+(``{"slo_ttft_s": 2, "slo_tpot_s": 0.1, "slo_e2e_s": 30}``); ``llmplan serve --engine vllm
+--vllm-route scheduler-cls`` sets them.
 
 Not carried over: KV booking (``reserve = "predicted"``, S3-style): vLLM allocates KV on demand
 in its own block manager and this class does not change that; policies that pack first-fit

@@ -40,3 +40,34 @@ def test_vllm_bin_that_is_not_an_executable_is_refused(plan_file, tmp_path):
     missing = str(tmp_path / "no-vllm")
     res = run_cli(["serve", "--engine", "vllm", "--plan", str(plan_file), "--vllm-bin", missing])
     assert_clean_error(res, "--vllm-bin")
+
+
+@pytest.mark.parametrize(
+    ("admission", "policy"), [("slo-odbs", "slo-odbs-cb"), ("slo-odbs-cb", "slo-odbs-cb"), ("sjf", "sjf")]
+)
+def test_scheduler_cls_route_launches_vllm_with_the_policy_scheduler(plan_file, admission, policy):
+    """slo-odbs-cb, which no priority can carry, runs inside vLLM through the scheduler class."""
+    res = run_cli(["serve", "--engine", "vllm", "--plan", str(plan_file), "--admission", admission,
+                   "--vllm-route", "scheduler-cls", "--dry-run"])
+    assert res.code == 0, res.stderr
+    out = " ".join(res.stdout.split())
+    assert "--scheduler-cls llmplan.frontend.vllm_scheduler.PolicyScheduler" in out
+    assert f"LLMPLAN_VLLM_POLICY={policy}" in out and "PYTHONPATH=" in out
+    assert "--scheduling-policy" not in out
+
+
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [(["--admission", "s3", "--vllm-route", "scheduler-cls"], "packs first-fit"),
+     (["--admission", "static-fcfs", "--vllm-route", "scheduler-cls"], "statically"),
+     (["--admission", "nope", "--vllm-route", "scheduler-cls"], "unknown --admission"),
+     (["--vllm-route", "fifo"], "unknown --vllm-route")],
+)
+def test_scheduler_cls_route_refusals(plan_file, args, why):
+    res = run_cli(["serve", "--engine", "vllm", "--plan", str(plan_file), *args, "--dry-run"])
+    assert_clean_error(res, why)
+
+
+def test_vllm_route_without_vllm_is_refused():
+    res = run_cli(["serve", "--dummy-weights", "llama-tiny", "--vllm-route", "scheduler-cls", "--dry-run"])
+    assert_clean_error(res, "--vllm-route")

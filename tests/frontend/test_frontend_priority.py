@@ -145,3 +145,24 @@ def test_pack_sorts_like_the_key():
         packed = [pack(k) for k in keys]
         assert all(-(1 << 63) <= p < 1 << 63 for p in packed)
         assert all(a < b for a, b in zip(packed, packed[1:], strict=False)), n
+
+
+def test_scheduler_route_sends_slos_as_vllm_xargs(free_port):
+    """--vllm-route scheduler-cls: llmplan's PolicyScheduler inside vLLM reads a request's SLOs from
+    ``SamplingParams.extra_args``, which vLLM fills from the body's ``vllm_xargs``."""
+    with recording_backend(free_port()) as (burl, seen):
+        pool = _pool(burl)
+        fe = Frontend(pool, slo_xargs=True)
+        with serve_frontend(fe, free_port()) as url, httpx.Client(timeout=10) as c:
+            body = {"prompt": "a", "max_tokens": 4, "slo_ttft_s": 2, "slo_e2e_s": 30.5, "slo_tpot_s": 0.1}
+            body["vllm_xargs"] = {"k": 1}
+            assert c.post(url + "/v1/completions", json=body).status_code == 200
+            assert c.post(url + "/v1/completions", json={"prompt": "b", "max_tokens": 4}).status_code == 200
+            body = {"prompt": "c", "max_tokens": 4, "slo_ttft_s": 1.5, "stream": True}
+            with c.stream("POST", url + "/v1/completions", json=body) as r:
+                assert r.status_code == 200
+                r.read()
+    assert seen[0]["vllm_xargs"] == {"k": 1, "slo_ttft_s": 2, "slo_e2e_s": 30.5, "slo_tpot_s": 0.1}
+    assert not {"slo_ttft_s", "slo_e2e_s", "slo_tpot_s"} & set(seen[0])  # not vLLM request fields
+    assert "vllm_xargs" not in seen[1]
+    assert seen[2]["vllm_xargs"] == {"slo_ttft_s": 1.5}

@@ -150,39 +150,46 @@ def test_real_vllm_serves_in_the_policys_order(tmp_path, route):
     therefore read [blocker, 60, 8, 30] in some runs although vLLM ordered every queue it was
     given correctly (a logging subclass of the scheduler showed the queue and each choice).
     Waiting for vLLM's own waiting count removes that race; one client made before the first
-    request keeps per-request TLS-context set-up (httpx.post) out of the timed part."""
+    request keeps per-request TLS-context set-up (httpx.post) out of the timed part; and the order
+    is read from vLLM's per-request queue times, not from when answers reach this process (a run
+    that compared completion order here read [32, 240, 120] for an sjf queue of 240, 32, 120)."""
     from concurrent.futures import ThreadPoolExecutor
-    from pathlib import Path
 
     from llmplan.frontend.deploy import DeployConfig
     from llmplan.frontend.launch import VllmInstance, vllm_spec
+    from llmplan.frontend.vllm_compat import scheduler_cls_launch
 
     model = tmp_path / "tiny-llama"
     _tiny_model(model)
     spec = vllm_spec(
         VllmInstance(name="vllm0", gpus=[0]), str(model), _port(), vllm_bin=VLLM, served_model_name="tiny"
     )
-    spec.argv += ["--max-model-len", "4096", "--max-num-seqs", "1", "--dtype", "float32"]
+    # --enable-per-request-metrics: each response carries vLLM's own queue time for it
+    spec.argv += ["--max-model-len", "4096", "--max-num-seqs", "1", "--dtype", "float32",
+                  "--enable-per-request-metrics"]
     spec.env = {"VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1"}
     if route == "priority":
         spec.argv += ["--scheduling-policy", "priority"]
         cfg = DeployConfig(port=_port(), log_dir=tmp_path / "logs", health_timeout_s=600, admission="sjf",
                            vllm_priority=True)
     else:
-        spec.argv += ["--scheduler-cls", "llmplan.frontend.vllm_scheduler.PolicyScheduler"]
-        spec.env |= {"LLMPLAN_VLLM_POLICY": "sjf", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-        cfg = DeployConfig(port=_port(), log_dir=tmp_path / "logs", health_timeout_s=600, admission="fcfs")
+        # what `llmplan serve --engine vllm --vllm-route scheduler-cls --admission sjf` adds
+        argv, env = scheduler_cls_launch("sjf")
+        spec.argv += argv
+        spec.env |= env
+        cfg = DeployConfig(port=_port(), log_dir=tmp_path / "logs", health_timeout_s=600, admission="sjf",
+                           vllm_slo_xargs=True)
     ready, stop, t = _start_deployment(spec, cfg, tmp_path)
     client = httpx.Client(timeout=600)
-    done: list[int] = []
-    sizes = (240, 32, 120)  # sent in this order; finished shortest first under sjf
+    queue_ms: dict[int, float] = {}
+    sizes = (1000, 64, 400)  # sent in this order; served shortest first under sjf
 
     def ask(max_tokens: int) -> None:
         body = {"model": "tiny", "prompt": "paged attention", "max_tokens": max_tokens, "ignore_eos": True}
         r = client.post(ready["url"] + "/v1/completions", json=body)
         assert r.status_code == 200, r.text
         assert r.json()["usage"]["completion_tokens"] == max_tokens
-        done.append(max_tokens)
+        queue_ms[max_tokens] = r.json()["metrics"]["queue_time_ms"]
 
     try:
         blocker = client.stream(
@@ -207,7 +214,11 @@ def test_real_vllm_serves_in_the_policys_order(tmp_path, route):
             blocker.__exit__(None, None, None)  # cancel: the front end aborts it in vLLM
             for f in futures:
                 f.result()
-        assert done == sorted(sizes), f"vLLM finished them {done}; FCFS would be {list(sizes)}"
+        # The order vLLM scheduled them in, by vLLM's own clock: each waited for the ones before it
+        # (seconds apart: 64, 400 and 1,000 tokens), and they arrived within a fraction of one.
+        # Completion order seen by this process is no evidence: it can stall for seconds.
+        served = sorted(queue_ms, key=queue_ms.__getitem__)
+        assert served == sorted(sizes), f"vLLM served {served} (queue ms {queue_ms}); FCFS: {list(sizes)}"
     finally:
         client.close()
         stop.set()
