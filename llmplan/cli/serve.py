@@ -268,8 +268,8 @@ def register(app: typer.Typer) -> None:
             "from the policy's order key; any vLLM with priority scheduling; only orders fixed at "
             "arrival. `scheduler-cls`: vLLM loads llmplan's PolicyScheduler (--scheduler-cls), which "
             "asks the policy at every admission, so slo-odbs keeps its aging and late-request tiers and "
-            "requests' slo_ttft_s/slo_e2e_s reach it; vLLM 0.32.x only, and vLLM's Python must import "
-            "numpy and pandas.",
+            "requests' slo_ttft_s/slo_tpot_s/slo_e2e_s reach it; vLLM 0.32.x only, and vLLM's Python "
+            "must import numpy and pandas.",
             rich_help_panel="Deployment (front end)",
         ),
         connector: str = typer.Option(

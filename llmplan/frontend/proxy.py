@@ -132,7 +132,7 @@ class Frontend:
         # from a batch policy's order (llmplan.frontend.priority); the queue here uses it too.
         self.priority = priority
         # vLLM backends running llmplan's PolicyScheduler: each request's SLOs travel as
-        # ``vllm_xargs`` (slo_ttft_s, slo_e2e_s), where the policy inside vLLM reads them.
+        # ``vllm_xargs`` (slo_ttft_s, slo_tpot_s, slo_e2e_s), where the policy inside vLLM reads them.
         self.slo_xargs = slo_xargs
         # The backends' key (they get the front end's own): sent on every call to them.
         self._auth = {"Authorization": f"Bearer {backend_api_key}"} if backend_api_key else {}
