@@ -176,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slo", default="proportional:a=1,b=0.004,tpot=1,slack=1.5")
     ap.add_argument("--out", help="write every run's figures here (JSON)")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1,
+                    help="unreported replays per arm first (a first one after start-up ran up to 10x slower)")
     ap.add_argument("--model", default="llama-120m", help="catalog config (random weights)")
     ap.add_argument("--start-timeout", type=float, default=1200.0)
     ap.add_argument("--seed", type=int, default=0)
@@ -208,6 +210,11 @@ def main(argv: list[str] | None = None) -> int:
         for arm in arms:  # one short request each: first-call costs out of the measurement
             httpx.post(arm["url"] + "/v1/completions", timeout=600,
                        json={"model": model_dir, "prompt": [5, 6, 7, 8], "max_tokens": 4, "ignore_eos": True})
+        for _ in range(args.warmup):  # whole replays, not reported: vLLM's CPU build compiles per shape
+            for arm in arms:
+                r = run_once(arm, wl)
+                print(f"  warm-up {arm['admission']}: attainment {r['attainment']:.1%}, {r['wall_s']:.0f} s "
+                      "(not reported)", file=sys.stderr, flush=True)
         results: dict[str, list[dict]] = {a["admission"]: [] for a in arms}
         for rep in range(args.repeat):
             for k in range(len(arms)):
