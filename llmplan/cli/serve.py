@@ -687,6 +687,11 @@ def _serve_deployment(  # noqa: C901 - one branch per deployment option (engine 
             f"front end: http://{host}:{port} (router {router}, admission {admission})", highlight=False
         )
         return
+    if engine_kind == "vllm" and vllm_route == "scheduler-cls":
+        from llmplan.frontend.vllm_compat import preflight_scheduler_cls
+
+        console.print("checking that vLLM's Python loads llmplan's scheduler class ...", highlight=False)
+        preflight_scheduler_cls(specs[0].argv[0], route_env)
     cfg = DeployConfig(
         host=host,
         port=port,

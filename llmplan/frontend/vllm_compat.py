@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 from llmplan.batch import get_policy
@@ -66,3 +68,57 @@ def scheduler_cls_launch(admission: str) -> tuple[list[str], dict[str, str]]:
     rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != root]
     path = os.pathsep.join([root, *rest])
     return ["--scheduler-cls", SCHEDULER_CLS], {POLICY_ENV: name, "PYTHONPATH": path}
+
+
+_PREFLIGHT = (
+    "import vllm\n"
+    "from llmplan.frontend.vllm_compat import check_version\n"
+    "check_version(vllm.__version__)\n"
+    "import llmplan.frontend.vllm_scheduler\n"
+)
+
+
+def vllm_python(vllm_bin: str) -> list[str] | None:
+    """The interpreter a ``vllm`` console script runs under (its ``#!`` line), or None when that
+    cannot be read (not a script, not found)."""
+    path = shutil.which(vllm_bin)
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline(512)
+    except OSError:
+        return None
+    if not first.startswith(b"#!"):
+        return None
+    cmd = first[2:].decode(errors="replace").split()
+    return cmd or None
+
+
+def preflight_scheduler_cls(vllm_bin: str, env: dict[str, str], timeout_s: float = 300.0) -> None:
+    """Check, before any instance starts, that the Python behind ``vllm_bin`` loads llmplan's
+    scheduler class with ``env`` (what :func:`scheduler_cls_launch` returned): vLLM importable, a
+    supported version, and llmplan's dependencies present. Raises LlmplanError with one line
+    instead of leaving the reason in an instance log after a minute of vLLM start-up. Skipped
+    when the interpreter cannot be read off the script."""
+    python = vllm_python(vllm_bin)
+    if python is None:
+        return
+    try:
+        res = subprocess.run([*python, "-c", _PREFLIGHT], env={**os.environ, **env}, capture_output=True,
+                             text=True, timeout=timeout_s)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        msg = f"could not run vLLM's Python ({' '.join(python)}) to check the scheduler class: {e}"
+        raise LlmplanError(msg) from None
+    if res.returncode != 0:
+        lines = [ln.strip() for ln in res.stderr.splitlines() if ln.strip()]
+        why = lines[-1] if lines else f"exit {res.returncode}"
+        if "No module named 'vllm'" in why:
+            fix = f"{vllm_bin} does not run on a Python with vLLM; point --vllm-bin at a vLLM install"
+        elif "PolicyScheduler supports vLLM" in why:
+            fix = "use --vllm-route priority, which any vLLM with priority scheduling takes"
+        else:
+            fix = ("install llmplan's dependencies (numpy, pandas) in vLLM's environment, or use "
+                   "--vllm-route priority")
+        who = " ".join(python)
+        raise LlmplanError(f"vLLM's Python ({who}) cannot load llmplan's PolicyScheduler: {why}; {fix}")

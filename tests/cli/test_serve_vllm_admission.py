@@ -3,6 +3,9 @@ policy's order is a per-request key, and a policy no priority can express is ref
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+
 import pytest
 
 from .conftest import assert_clean_error, run_cli
@@ -71,3 +74,17 @@ def test_scheduler_cls_route_refusals(plan_file, args, why):
 def test_vllm_route_without_vllm_is_refused():
     res = run_cli(["serve", "--dummy-weights", "llama-tiny", "--vllm-route", "scheduler-cls", "--dry-run"])
     assert_clean_error(res, "--vllm-route")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="needs a Python without vLLM")
+def test_scheduler_cls_route_checks_vllms_python_before_starting(plan_file, tmp_path):
+    """A `vllm` whose Python cannot load the scheduler class (here: no vllm module at all) is one
+    line before any instance starts, not a crash in an instance log a minute later."""
+    fake = tmp_path / "vllm"
+    fake.write_text(f"#!{sys.executable}\nraise SystemExit('this vllm must not be started')\n")
+    fake.chmod(0o755)
+    logs = tmp_path / "logs"
+    res = run_cli(["serve", "--engine", "vllm", "--plan", str(plan_file), "--vllm-bin", str(fake),
+                   "--vllm-route", "scheduler-cls", "--admission", "slo-odbs", "--log-dir", str(logs)])
+    assert_clean_error(res, "PolicyScheduler: ModuleNotFoundError: No module named 'vllm'")
+    assert not logs.exists()  # nothing was started
