@@ -10,14 +10,15 @@ from pathlib import Path
 from llmplan.batch import get_policy
 from llmplan.batch.base import BatchPolicy
 from llmplan.errors import LlmplanError
+from llmplan.frontend.priority import ADMISSION_POLICIES
 
 # vLLM's scheduler internals (Scheduler.waiting, RequestQueue) as of the installed 0.32.0 source.
 SUPPORTED_VERSIONS = ("0.32.",)
 POLICY_ENV = "LLMPLAN_VLLM_POLICY"
 SCHEDULER_CLS = "llmplan.frontend.vllm_scheduler.PolicyScheduler"
-# The front end's --admission names -> the policy the scheduler class runs. Unlike the priority
-# route, the scheduler class keeps the continuous UELLM policies' aging and late-request tiers.
-_ADMISSION_TO_POLICY = {"slo-odbs": "slo-odbs-cb", "slo-dbs": "slo-dbs-cb", "odbs": "odbs-cb"}
+# The front end's --admission names -> the policy the scheduler class runs: the priority route's
+# table without its settings, so the continuous UELLM policies keep their aging and late tiers.
+_ADMISSION_TO_POLICY = {name: policy for name, (policy, _) in ADMISSION_POLICIES.items()}
 _CHOICES = "fcfs, sjf, ljf, slo-odbs, slo-dbs, odbs (or their -cb names)"
 
 
