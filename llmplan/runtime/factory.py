@@ -21,11 +21,11 @@ from llmplan.errors import LlmplanError
 from llmplan.runtime.engine.async_engine import AsyncLLMEngine
 from llmplan.runtime.engine.config import ModelConfig, catalog_config, load_hf_config
 from llmplan.runtime.engine.executor import TorchExecutor
-
-# resolve_policy and served_context are re-exported: callers import them from here.
 from llmplan.runtime.engine.kvcache import PagedKVCache
 from llmplan.runtime.engine.loader import init_dummy_weights, load_hf_weights
 from llmplan.runtime.engine.model import LlamaModel
+
+# resolve_policy and served_context are re-exported: callers import them from here.
 from llmplan.runtime.engine.parts import (
     assemble_engine,
     check_policy,
