@@ -127,11 +127,12 @@ def test_front_end_over_real_vllm(tmp_path):
 
 
 def _waiting(vllm_url: str, client: httpx.Client) -> int:
-    """vLLM's own count of queued requests, from its /metrics."""
-    for line in client.get(vllm_url + "/metrics", timeout=30).text.splitlines():
-        if line.startswith("vllm:num_requests_waiting"):
-            return int(float(line.rsplit(" ", 1)[1]))
-    raise AssertionError("vLLM's /metrics has no vllm:num_requests_waiting")
+    """vLLM's own count of queued requests, read from its /metrics as the front end reads it."""
+    from llmplan.frontend.backends import _WAITING_PATTERNS, _first_match
+
+    n = _first_match(_WAITING_PATTERNS, client.get(vllm_url + "/metrics", timeout=30).text)
+    assert n is not None, "vLLM's /metrics has no vllm:num_requests_waiting"
+    return int(n)
 
 
 @pytest.mark.slow
