@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from llmplan.runtime.engine.api import GenerateRequest, SamplingParams
-from llmplan.runtime.engine.sampling import RequestSampler, sample, top_p_filter
+from llmplan.runtime.engine.sampling import RequestSampler, greedy, sample, top_p_filter
 
 N_GOOD = 4
 
@@ -97,3 +97,19 @@ def test_top_k_keeps_only_the_k_most_likely_tokens():
     s = RequestSampler(SamplingParams(temperature=5.0, top_k=3, seed=9), 0)
     drawn = {sample(logits, [s])[0] for _ in range(200)}
     assert drawn <= top3 and len(drawn) > 1
+
+
+def test_greedy_picks_what_argmax_picks_on_ties_and_nans():
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(64, 3000, generator=g)
+    # ties at the top (first index wins), an all-equal row, and NaNs (the first NaN wins)
+    logits[1, 7] = logits[1, 2900] = logits[1, 1500] = 50.0
+    logits[2] = 0.0
+    logits[3, 40] = logits[3, 10] = float("nan")
+    logits[4, -1] = float("inf")
+    logits[5, 0] = logits[5, 1] = float("inf")
+    expected = logits.argmax(-1)
+    assert greedy(logits).tolist() == expected.tolist()
+    assert greedy(logits)[[1, 2, 3, 5]].tolist() == [7, 0, 10, 0]
+    greedy_rows = [RequestSampler(SamplingParams(temperature=0.0), 0) for _ in range(64)]
+    assert sample(logits, greedy_rows) == expected.tolist()

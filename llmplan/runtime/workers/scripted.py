@@ -83,6 +83,7 @@ class RunSpec:
 
 
 def _worker_main(rank: int, world: int, port: int, spec: RunSpec, out_path: str) -> None:
+    from llmplan.runtime.engine.sampling import greedy
     from llmplan.runtime.engine.step_inputs import build_step_inputs
 
     torch.set_num_threads(1)
@@ -123,7 +124,7 @@ def _worker_main(rank: int, world: int, port: int, spec: RunSpec, out_path: str)
                 si = build_step_inputs(work, spec.block_size, w.device)
                 logits, _ = w.forward(comm, si)
                 # Only rank 0 samples; the others follow the schedule with placeholder tokens.
-                nxt = logits.argmax(-1).tolist() if rank == 0 else [0] * len(si.order)
+                nxt = greedy(logits).tolist() if rank == 0 else [0] * len(si.order)
                 for k_row, idx in enumerate(si.order):
                     i = owners[idx]
                     context_lens[i] += len(work[idx].token_ids)
@@ -186,6 +187,7 @@ def reference_greedy(
     from llmplan.runtime.engine.kvcache import PagedKVCache
     from llmplan.runtime.engine.loader import init_dummy_weights
     from llmplan.runtime.engine.model import LlamaModel
+    from llmplan.runtime.engine.sampling import greedy
     from llmplan.runtime.engine.step_inputs import build_step_inputs
 
     cfg = catalog_config(spec.model)
@@ -209,7 +211,7 @@ def reference_greedy(
         if work:
             si = build_step_inputs(work, bs, cpu)
             logits = model(si.input_ids, si.positions, si.meta, kv, si.logits_index)
-            nxt = logits.argmax(-1)
+            nxt = greedy(logits)
             for k_row, idx in enumerate(si.order):
                 i = owners[idx]
                 context_lens[i] += len(work[idx].token_ids)
