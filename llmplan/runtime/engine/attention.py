@@ -95,6 +95,26 @@ def _seq_kv(cache: torch.Tensor, first: int, table: torch.Tensor, length: int) -
     return _gather(cache, table, length)
 
 
+# Decode rows of at least this many keys compute their scores two KV heads per matmul (MHA
+# models only): see _decode_rows.
+GROUPED_SCORES_MIN_KEYS = 96
+
+
+def _paired_queries(qv: torch.Tensor, lens: tuple[int, ...]) -> tuple[torch.Tensor, ...] | None:
+    """Per row, the block-diagonal queries ``[kv_heads / 2, 2, 2 * head_dim]`` of the paired
+    score matmuls (row ``(j, i)`` holds head ``2j + i``'s query in half ``i``, zeros in the
+    other), from ``qv`` ``[D, kv_heads, G, head_dim]``; None where no row takes that path (GQA,
+    an odd number of KV heads, or every row shorter than ``GROUPED_SCORES_MIN_KEYS``)."""
+    d, kvh, g, hd = qv.shape
+    if g != 1 or kvh % 2 or not lens or max(lens) < GROUPED_SCORES_MIN_KEYS:
+        return None
+    qb = qv.new_zeros((d, kvh // 2, 2, 2, hd))
+    pairs = qv.view(d, kvh // 2, 2, hd)
+    qb[:, :, 0, 0] = pairs[:, :, 0]
+    qb[:, :, 1, 1] = pairs[:, :, 1]
+    return qb.view(d, kvh // 2, 2, 2 * hd).unbind(0)
+
+
 def _decode_rows(q, k_cache, v_cache, meta: AttnMetadata) -> torch.Tensor:
     """Decode attention one row at a time over each sequence's own keys (no padding; a pool
     slice where its blocks are consecutive): ``[D, H, 1, hd]``.
@@ -103,28 +123,45 @@ def _decode_rows(q, k_cache, v_cache, meta: AttnMetadata) -> torch.Tensor:
     gives the same values but its CPU kernel tiles a single query's keys in blocks of 64 under 512
     keys, which costs it up to 1.4x here. Measured on this project's Xeon, 1 thread, 32 rows of
     12 heads x 64: 1.1 ms (16-64 keys) to 18 ms (512-800 keys) per layer, where gathering the
-    rows into one padded batch first took 1.65 ms and 100 ms (300-700 keys)."""
+    rows into one padded batch first took 1.65 ms and 100 ms (300-700 keys).
+
+    With one query head per KV head (MHA), a row's scores ``q @ K^T`` are one-row matmuls over
+    256-byte keys (head_dim 64, fp32) spaced ``kv_heads * head_dim`` apart, which the CPU GEMM
+    reads well below the memory bandwidth. Rows with at least ``GROUPED_SCORES_MIN_KEYS`` keys
+    therefore take two KV heads per matmul: the keys of heads ``2j, 2j+1`` are one
+    ``[L, 2 * head_dim]`` operand (a view), multiplied by a two-row block-diagonal query (each
+    head's query in its own half, zeros in the other). Twice the multiply-adds, but the
+    operand's rows are twice as long: 1.15-1.2x on the whole attention at 128-700 keys, 1 and
+    2 threads (figures in docs/serve-reference.md, "Round 4"). The zero half adds exact zeros,
+    so a finite row's scores are the same sums; a non-finite key would spread to its pair."""
     d = meta.num_decode
     h, hd = q.shape[1], q.shape[2]
     bs, kvh = k_cache.shape[1], k_cache.shape[2]
     out = torch.empty((d, h, 1, hd), dtype=q.dtype, device=q.device)
     # query heads of one KV head share its keys: [kvh, G, hd] per row
     outs = out.view(d, kvh, h // kvh, hd).unbind(0)
-    qs = (q[:d] * hd**-0.5).view(d, kvh, h // kvh, hd).unbind(0)
+    qv = (q[:d] * hd**-0.5).view(d, kvh, h // kvh, hd)
+    qs = qv.unbind(0)
     kf, vf = k_cache.flatten(0, 1), v_cache.flatten(0, 1)  # [slots, kvh, hd] views
     upcast = q.dtype != torch.float32
     tables = meta.decode_block_tables
     assert tables is not None
+    qpairs = _paired_queries(qv, meta.decode_lens)
     for r, (first, length) in enumerate(zip(meta.decode_starts, meta.decode_lens, strict=True)):
         if first >= 0:
             s0 = first * bs
-            kt = kf[s0 : s0 + length].permute(1, 2, 0)  # [kvh, hd, L]
             vr = vf[s0 : s0 + length].transpose(0, 1)  # [kvh, L, hd]
+            if qpairs is not None and length >= GROUPED_SCORES_MIN_KEYS:
+                pair_keys = kf[s0 : s0 + length].reshape(length, kvh // 2, 2 * hd)  # heads 2j, 2j+1
+                kp = pair_keys.permute(1, 2, 0)  # [kvh/2, 2hd, L]
+                scores = torch.bmm(qpairs[r], kp).view(kvh, 1, length)
+            else:
+                scores = torch.bmm(qs[r], kf[s0 : s0 + length].permute(1, 2, 0))  # [kvh, G, L]
         else:
             table = tables[r, : -(-length // bs)]
             kt = _gather(k_cache, table, length).transpose(1, 2)
             vr = _gather(v_cache, table, length)
-        scores = torch.bmm(qs[r], kt)  # [kvh, G, L]
+            scores = torch.bmm(qs[r], kt)  # [kvh, G, L]
         if upcast:
             torch.bmm(torch.softmax(scores.float(), -1).to(vr.dtype), vr, out=outs[r])
         else:
