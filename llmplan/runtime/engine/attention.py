@@ -96,17 +96,18 @@ def _seq_kv(cache: torch.Tensor, first: int, table: torch.Tensor, length: int) -
 
 
 # Decode rows of at least this many keys compute their scores two KV heads per matmul (MHA
-# models only): see _decode_rows.
+# models on CPU only): see _decode_rows.
 GROUPED_SCORES_MIN_KEYS = 96
 
 
 def _paired_queries(qv: torch.Tensor, lens: tuple[int, ...]) -> tuple[torch.Tensor, ...] | None:
     """Per row, the block-diagonal queries ``[kv_heads / 2, 2, 2 * head_dim]`` of the paired
     score matmuls (row ``(j, i)`` holds head ``2j + i``'s query in half ``i``, zeros in the
-    other), from ``qv`` ``[D, kv_heads, G, head_dim]``; None where no row takes that path (GQA,
-    an odd number of KV heads, or every row shorter than ``GROUPED_SCORES_MIN_KEYS``)."""
+    other), from ``qv`` ``[D, kv_heads, G, head_dim]``; None where no row takes that path (not
+    on CPU, where alone it was measured; GQA; an odd number of KV heads; or every row shorter
+    than ``GROUPED_SCORES_MIN_KEYS``)."""
     d, kvh, g, hd = qv.shape
-    if g != 1 or kvh % 2 or not lens or max(lens) < GROUPED_SCORES_MIN_KEYS:
+    if qv.device.type != "cpu" or g != 1 or kvh % 2 or not lens or max(lens) < GROUPED_SCORES_MIN_KEYS:
         return None
     qb = qv.new_zeros((d, kvh // 2, 2, 2, hd))
     pairs = qv.view(d, kvh // 2, 2, hd)
@@ -131,8 +132,8 @@ def _decode_rows(q, k_cache, v_cache, meta: AttnMetadata) -> torch.Tensor:
     therefore take two KV heads per matmul: the keys of heads ``2j, 2j+1`` are one
     ``[L, 2 * head_dim]`` operand (a view), multiplied by a two-row block-diagonal query (each
     head's query in its own half, zeros in the other). Twice the multiply-adds, but the
-    operand's rows are twice as long: 1.15-1.2x on the whole attention at 128-700 keys, 1 and
-    2 threads (figures in docs/serve-reference.md, "Round 4"). The zero half adds exact zeros,
+    operand's rows are twice as long: 1.1-1.2x on the whole attention at 128-700 keys, 1 and
+    2 threads, CPU (figures in docs/serve-reference.md, "Round 4"). The zero half adds exact zeros,
     so a finite row's scores are the same sums; a non-finite key would spread to its pair."""
     d = meta.num_decode
     h, hd = q.shape[1], q.shape[2]
