@@ -77,32 +77,33 @@ def workload(args: argparse.Namespace, vocab: int):
     return wl
 
 
+def _arm_route(arm: str) -> tuple[str, str]:
+    """An arm's ``--admission`` name and ``--vllm-route``: ``cls:NAME`` runs the scheduler class."""
+    return (arm.removeprefix("cls:"), "scheduler-cls") if arm.startswith("cls:") else (arm, "priority")
+
+
 def _serve_arm(admission: str, args: argparse.Namespace, model_dir: str, logs: Path, urls) -> None:
     """Child process: one deployment (vLLM + front end), until SIGTERM. Each arm gets its own
     process: asyncio's child watcher misreads exit codes with several supervisors' loops in one."""
     from llmplan.frontend.deploy import DeployConfig, run
     from llmplan.frontend.launch import VllmInstance, vllm_spec
-    from llmplan.frontend.priority import VllmPriority
-    from llmplan.frontend.vllm_compat import scheduler_cls_launch
+    from llmplan.frontend.vllm_compat import launch_route
 
-    arm, route_argv, route_env = admission, [], {}
-    cls = admission.startswith("cls:")
-    if cls:  # what `llmplan serve --engine vllm --vllm-route scheduler-cls --admission NAME` adds
-        admission = admission.removeprefix("cls:")
-        route_argv, route_env = scheduler_cls_launch(admission)
-    prio = not cls and VllmPriority.for_admission(admission) is not None
+    arm = admission
+    admission, route_name = _arm_route(arm)
+    route = launch_route(admission, route_name)  # what `llmplan serve --engine vllm` adds
     spec = vllm_spec(VllmInstance(name=f"vllm-{arm.replace(':', '-')}", gpus=[0]), model_dir, _port(),
                      vllm_bin=args.vllm_bin)
     spec.argv += [
         "--dtype", "float32", "--load-format", "dummy", "--max-num-batched-tokens", str(BUDGET),
         "--max-num-seqs", str(SEQS), "--block-size", str(BLOCK),
         "--num-gpu-blocks-override", str(KV_TOKENS // BLOCK), "--max-model-len", "1024",
-        "--skip-tokenizer-init", *(["--scheduling-policy", "priority"] if prio else []), *route_argv,
+        "--skip-tokenizer-init", *route.argv,
     ]  # fmt: skip
     spec.env = {"VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "1",
-                "VLLM_CPU_OMP_THREADS_BIND": "0", **route_env}
-    cfg = DeployConfig(port=_port(), admission=admission, vllm_priority=prio, vllm_slo_xargs=cls,
-                       log_dir=logs,
+                "VLLM_CPU_OMP_THREADS_BIND": "0", **route.env}
+    cfg = DeployConfig(port=_port(), admission=admission, vllm_priority=route.priority,
+                       vllm_slo_xargs=route.slo_xargs, log_dir=logs,
                        health_timeout_s=args.start_timeout, max_inflight_per_backend=1024, max_queue=4096)
     with contextlib.suppress(KeyboardInterrupt):
         run([spec], cfg, ready=lambda url, *_: urls.put((arm, url)))
@@ -187,17 +188,12 @@ def main(argv: list[str] | None = None) -> int:
               "behind the front end\") and pass --vllm-bin /that/venv/bin/vllm", file=sys.stderr)
         return 2
 
-    from llmplan.frontend.priority import VllmPriority
-    from llmplan.frontend.vllm_compat import scheduler_cls_launch
+    from llmplan.frontend.vllm_compat import launch_route
     from llmplan.runtime.engine.config import catalog_config
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops the arms too
     arms_names = [a.strip() for a in args.admissions.split(",") if a.strip()]
-    for name in arms_names:  # refuse what neither route can run, before vLLM starts
-        if name.startswith("cls:"):
-            scheduler_cls_launch(name.removeprefix("cls:"))
-        else:
-            VllmPriority.for_admission(name)
+    routes = {name: launch_route(*_arm_route(name)) for name in arms_names}  # refusals before vLLM starts
     cfg = catalog_config(args.model)
     wl = workload(args, cfg.vocab_size)
     model_dir = tempfile.mkdtemp(prefix="vllm_priority-model-")
@@ -246,10 +242,11 @@ def main(argv: list[str] | None = None) -> int:
           "TTFT p99 s | TPOT p50 ms | TPOT p99 ms | done/failed |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, rows in results.items():
-        if name.startswith("cls:"):
-            label = f"PolicyScheduler running {name.removeprefix('cls:')}"
+        admission, route_name = _arm_route(name)
+        if route_name == "scheduler-cls":
+            label = f"PolicyScheduler running {admission}"
         else:
-            label = "FCFS (default)" if VllmPriority.for_admission(name) is None else f"priority from {name}"
+            label = f"priority from {name}" if routes[name].priority else "FCFS (default)"
         done = "/".join(str(sum(r[k] for r in rows)) for k in ("done", "failed"))
         print(f"| {label} | {cell(rows, 'attainment', '.1%')} | {cell(rows, 'att_ttft', '.1%')} | "
               f"{cell(rows, 'goodput_rps', '.3f')} | "

@@ -618,24 +618,15 @@ def _serve_deployment(  # noqa: C901 - one branch per deployment option (engine 
     from llmplan.routing import get_router
 
     get_router(router)  # fail on a bad name before anything starts
-    vllm_priority = False
-    route_argv: list[str] = []
-    route_env: dict[str, str] = {}
+    from llmplan.frontend.vllm_compat import VllmRoute, launch_route
+
+    route = VllmRoute()
     if engine_kind == "vllm":
         import shutil
 
-        from llmplan.frontend.priority import VllmPriority
-        from llmplan.frontend.vllm_compat import scheduler_cls_launch
-
-        if vllm_route == "priority":
-            # vLLM orders its own queue by the policy's priorities (or keeps FCFS); refused here
-            # when no per-request priority can express the policy.
-            vllm_priority = VllmPriority.for_admission(admission) is not None
-            route_argv = ["--scheduling-policy", "priority"] if vllm_priority else []
-        elif vllm_route == "scheduler-cls":
-            route_argv, route_env = scheduler_cls_launch(admission)
-        else:
-            raise LlmplanError(f"unknown --vllm-route {vllm_route!r}; choose priority or scheduler-cls")
+        # vLLM orders its own queue by the policy (or keeps FCFS); refused here when the route
+        # cannot carry the policy.
+        route = launch_route(admission, vllm_route)
         if vllm_bin is not None and shutil.which(vllm_bin) is None:
             raise LlmplanError(f"--vllm-bin {vllm_bin} is not an executable; point it at a venv's bin/vllm")
     elif admission not in POLICIES:
@@ -657,8 +648,8 @@ def _serve_deployment(  # noqa: C901 - one branch per deployment option (engine 
             vllm_bin=vllm_bin or ("vllm" if dry_run else None),
         )
         for spec in specs:
-            spec.argv += route_argv
-            spec.env |= route_env
+            spec.argv += route.argv
+            spec.env |= route.env
     elif engine_kind == "builtin":
         if (model is None) == (dummy_weights is None):
             raise LlmplanError("give exactly one of --model PATH or --dummy-weights NAME (e.g. llama-tiny)")
@@ -691,7 +682,7 @@ def _serve_deployment(  # noqa: C901 - one branch per deployment option (engine 
         from llmplan.frontend.vllm_compat import preflight_scheduler_cls
 
         console.print("checking that vLLM's Python loads llmplan's scheduler class ...", highlight=False)
-        preflight_scheduler_cls(specs[0].argv[0], route_env)
+        preflight_scheduler_cls(specs[0].argv[0], route.env)
     cfg = DeployConfig(
         host=host,
         port=port,
@@ -703,8 +694,8 @@ def _serve_deployment(  # noqa: C901 - one branch per deployment option (engine 
         health_timeout_s=health_timeout,
         max_restarts=max_restarts,
         pd_handoff="store" if engine_kind == "builtin" else "connector",
-        vllm_priority=vllm_priority,
-        vllm_slo_xargs=vllm_route == "scheduler-cls",
+        vllm_priority=route.priority,
+        vllm_slo_xargs=route.slo_xargs,
         **({"guard": guard} if guard is not None else {}),
     )
     console.print(f"starting {len(specs)} backend(s); logs in {log_dir}/", highlight=False)

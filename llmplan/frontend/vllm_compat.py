@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmplan.batch import get_policy
 from llmplan.batch.base import BatchPolicy
 from llmplan.errors import LlmplanError
-from llmplan.frontend.priority import ADMISSION_POLICIES
+from llmplan.frontend.priority import ADMISSION_POLICIES, VllmPriority
 
 # vLLM's scheduler internals (Scheduler.waiting, RequestQueue) as of the installed 0.32.0 source.
 SUPPORTED_VERSIONS = ("0.32.",)
@@ -69,6 +70,34 @@ def scheduler_cls_launch(admission: str) -> tuple[list[str], dict[str, str]]:
     rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != root]
     path = os.pathsep.join([root, *rest])
     return ["--scheduler-cls", SCHEDULER_CLS], {POLICY_ENV: name, "PYTHONPATH": path}
+
+
+VLLM_ROUTES = ("priority", "scheduler-cls")
+
+
+@dataclass(frozen=True)
+class VllmRoute:
+    """How an ``--admission`` policy orders a vLLM backend's own queue, as launched and fronted."""
+
+    argv: list[str] = field(default_factory=list)  # added to every vLLM launch
+    env: dict[str, str] = field(default_factory=dict)  # added to every vLLM instance's environment
+    priority: bool = False  # the front end sets each request's ``priority`` (DeployConfig.vllm_priority)
+    slo_xargs: bool = False  # the front end passes SLOs as ``vllm_xargs`` (DeployConfig.vllm_slo_xargs)
+
+
+def launch_route(admission: str, route: str = "priority") -> VllmRoute:
+    """What ``llmplan serve --engine vllm --admission NAME --vllm-route ROUTE`` adds to its vLLM
+    backends and front end. ``priority``: ``--scheduling-policy priority`` and a per-request
+    priority, or nothing (vLLM's FCFS) for fcfs; ``scheduler-cls``: :func:`scheduler_cls_launch`
+    and the SLOs as ``vllm_xargs``. Raises LlmplanError with one line for an unknown route or a
+    policy the route cannot carry."""
+    if route == "priority":
+        prio = VllmPriority.for_admission(admission) is not None
+        return VllmRoute(argv=["--scheduling-policy", "priority"] if prio else [], priority=prio)
+    if route == "scheduler-cls":
+        argv, env = scheduler_cls_launch(admission)
+        return VllmRoute(argv=argv, env=env, slo_xargs=True)
+    raise LlmplanError(f"unknown --vllm-route {route!r}; choose {' or '.join(VLLM_ROUTES)}")
 
 
 _PREFLIGHT = (

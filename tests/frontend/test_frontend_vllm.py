@@ -158,7 +158,7 @@ def test_real_vllm_serves_in_the_policys_order(tmp_path, route):
 
     from llmplan.frontend.deploy import DeployConfig
     from llmplan.frontend.launch import VllmInstance, vllm_spec
-    from llmplan.frontend.vllm_compat import scheduler_cls_launch
+    from llmplan.frontend.vllm_compat import launch_route
 
     model = tmp_path / "tiny-llama"
     _tiny_model(model)
@@ -169,17 +169,13 @@ def test_real_vllm_serves_in_the_policys_order(tmp_path, route):
     spec.argv += ["--max-model-len", "4096", "--max-num-seqs", "1", "--dtype", "float32",
                   "--enable-per-request-metrics"]
     spec.env = {"VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1"}
-    if route == "priority":
-        spec.argv += ["--scheduling-policy", "priority"]
-        cfg = DeployConfig(port=_port(), log_dir=tmp_path / "logs", health_timeout_s=600, admission="sjf",
-                           vllm_priority=True)
-    else:
-        # what `llmplan serve --engine vllm --vllm-route scheduler-cls --admission sjf` adds
-        argv, env = scheduler_cls_launch("sjf")
-        spec.argv += argv
-        spec.env |= env
-        cfg = DeployConfig(port=_port(), log_dir=tmp_path / "logs", health_timeout_s=600, admission="sjf",
-                           vllm_slo_xargs=True)
+    # what `llmplan serve --engine vllm --vllm-route ROUTE --admission sjf` adds
+    launch = launch_route("sjf", route)
+    assert launch.priority == (route == "priority") and launch.slo_xargs == (route == "scheduler-cls")
+    spec.argv += launch.argv
+    spec.env |= launch.env
+    cfg = DeployConfig(port=_port(), log_dir=tmp_path / "logs", health_timeout_s=600, admission="sjf",
+                       vllm_priority=launch.priority, vllm_slo_xargs=launch.slo_xargs)
     ready, stop, t = _start_deployment(spec, cfg, tmp_path)
     client = httpx.Client(timeout=600)
     queue_ms: dict[int, float] = {}
