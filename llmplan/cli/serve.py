@@ -494,6 +494,17 @@ def register(app: typer.Typer) -> None:
             from llmplan.runtime.engine.hostmem import keep_freed_memory
 
             keep_freed_memory()  # a long-lived CPU server re-allocates its activations every step
+            from rich.markup import escape
+
+            from llmplan.runtime.engine import native
+
+            kernel = native.state()
+            console.print(
+                f"[dim]decode attention: {'compiled CPU kernel' if kernel.fn else 'torch ops'} "
+                f"({escape(kernel.reason)})[/]",
+                highlight=False,
+                soft_wrap=True,
+            )
         ctl = None
         if clock_control:
             from llmplan.energy.live import attach_clock_control

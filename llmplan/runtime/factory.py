@@ -195,6 +195,10 @@ def build_engine(config: EngineConfig | None = None, /, **kwargs: Any) -> AsyncL
     if a.max_num_seqs < 1 or c.max_queue < 0 or a.block_size < 1 or a.max_num_batched_tokens < 1:
         raise LlmplanError("max_num_seqs, block_size and max_num_batched_tokens must be >= 1, max_queue >= 0")
     threads = c.threads if c.threads is not None else torch.get_num_threads()
+    if str(c.device).startswith("cpu"):
+        from llmplan.runtime.engine import native
+
+        native.state()  # build the decode kernel now, or refuse LLMPLAN_DECODE_KERNEL, not in a step
     multi = c.workers != 1 or c.layer_split is not None or c.migration_controller
     # The build runs on this thread with one intra-op thread, the steps on the engine thread with
     # ``threads`` (AsyncLLMEngine.threads). libgomp keeps one pool of worker threads per thread

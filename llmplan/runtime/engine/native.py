@@ -1,0 +1,234 @@
+"""The compiled CPU decode-attention kernel: built once per machine with the system's C compiler,
+loaded with ctypes, used by :func:`llmplan.runtime.engine.attention.paged_attention` for the
+decode rows of fp32 models on CPU.
+
+Why a kernel: in plain torch ops a decode row costs two small matmuls and a softmax per row per
+layer, each a dispatch, and the CPU GEMM reads one head's 256-byte keys, spaced a whole token
+apart, well below the memory bandwidth. The kernel (``csrc/decode_attention.c``) streams each
+row's blocks in order, all heads of a token at once, and shares the rows out over PyTorch's own
+OpenMP threads. Measured on this project's 2-core Xeon, one layer of 32 rows of 12 heads x 64,
+ms, torch ops / kernel: figures in docs/serve-reference.md ("Round 5").
+
+Where it is used: the device is a CPU, queries and pools are fp32 and the pools contiguous, and
+the kernel built. Otherwise the torch path runs, which gives the same values (both are tested
+against a float64 reference). ``LLMPLAN_DECODE_KERNEL`` chooses:
+
+* ``auto`` (default): the kernel where it builds; a failed build logs one warning and the torch
+  path runs;
+* ``torch``: never build or use it;
+* ``native``: the kernel or an error naming why it is unavailable.
+
+The library is cached under ``$LLMPLAN_CACHE_DIR`` (default ``~/.cache/llmplan``), named by a hash
+of the source, the compiler and its flags, and the CPU's feature flags (it is built with
+``-march=native``); ``CC`` picks the compiler (default ``cc``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from llmplan.errors import LlmplanError
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("csrc") / "decode_attention.c"
+MODES = ("auto", "torch", "native")
+# Tried in order: the first that compiles is kept. Not -ffast-math: its finite-math assumptions
+# would change what a NaN score gives, and linking it sets flush-to-zero for the whole process.
+_FLAG_SETS = (
+    (
+        "-O3",
+        "-march=native",
+        "-fno-math-errno",
+        "-fno-trapping-math",
+        "-fassociative-math",
+        "-fno-signed-zeros",
+        "-fopenmp",
+    ),
+    ("-O3", "-fno-math-errno", "-fopenmp"),
+    ("-O3",),
+)
+
+
+class NativeKernelError(LlmplanError):
+    """``LLMPLAN_DECODE_KERNEL`` is not a choice, or is ``native`` and the kernel is unavailable."""
+
+
+@dataclass(frozen=True, slots=True)
+class KernelState:
+    """What this process uses for decode attention on CPU."""
+
+    fn: object | None  # the loaded ctypes function, or None: the torch path
+    reason: str  # one line: the library's path, or why the torch path runs
+
+
+def mode() -> str:
+    """``LLMPLAN_DECODE_KERNEL``, checked: one of :data:`MODES`."""
+    m = os.environ.get("LLMPLAN_DECODE_KERNEL", "auto").strip().lower() or "auto"
+    if m not in MODES:
+        raise NativeKernelError(f"LLMPLAN_DECODE_KERNEL={m!r} is not a choice; use one of {', '.join(MODES)}")
+    return m
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("LLMPLAN_CACHE_DIR")
+    return Path(base) if base else Path.home() / ".cache" / "llmplan"
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _compiler_id(cc: str) -> str:
+    try:
+        return subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _build() -> tuple[Path | None, str]:
+    """Compile (or find cached) the library: its path, or None and why not."""
+    cc = os.environ.get("CC") or "cc"
+    exe = shutil.which(cc)
+    if exe is None:
+        return None, f"no C compiler ({cc!r} not found; set CC to one)"
+    try:
+        src = SOURCE.read_text()
+    except OSError as e:
+        return None, f"the kernel's source is missing ({e}); reinstall llmplan"
+    version = _compiler_id(exe)
+    errors = []
+    for flags in _FLAG_SETS:
+        key = hashlib.sha256("\0".join((src, exe, version, *flags, _cpu_flags())).encode()).hexdigest()[:16]
+        out = _cache_dir() / f"decode_attention-{key}.so"
+        if out.exists():
+            return out, f"{out}"
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+            os.close(fd)
+        except OSError as e:
+            return None, f"cannot write the kernel cache {out.parent} ({e}); set LLMPLAN_CACHE_DIR"
+        cmd = [exe, *flags, "-fPIC", "-shared", str(SOURCE), "-o", tmp, "-lm"]
+        try:
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        except (OSError, subprocess.SubprocessError) as e:
+            res = None
+            errors.append(str(e))
+        if res is not None and res.returncode == 0:
+            os.replace(tmp, out)  # atomic: a concurrent build of the same key writes the same bytes
+            return out, f"{out}"
+        Path(tmp).unlink(missing_ok=True)
+        if res is not None:
+            errors.append((res.stderr.strip().splitlines() or [f"exit {res.returncode}"])[-1])
+    return None, f"{cc} could not compile {SOURCE.name}: {errors[-1] if errors else 'unknown error'}"
+
+
+def _load() -> KernelState:
+    m = mode()
+    if m == "torch":
+        return KernelState(None, "LLMPLAN_DECODE_KERNEL=torch")
+    path, why = _build()
+    fn = None
+    if path is not None:
+        try:
+            fn = ctypes.CDLL(str(path)).llmplan_decode_attention
+        except (OSError, AttributeError) as e:
+            why = f"cannot load {path}: {e}"
+    if fn is None:
+        if m == "native":
+            raise NativeKernelError(f"LLMPLAN_DECODE_KERNEL=native but the kernel is unavailable: {why}")
+        log.warning("decode attention runs on torch ops (slower): %s", why)
+        return KernelState(None, why)
+    p, i = ctypes.c_void_p, ctypes.c_int64
+    fn.argtypes = [p, p, p, p, i, p, p, i, i, i, i, i, ctypes.c_float, i, i]
+    fn.restype = ctypes.c_int
+    return KernelState(fn, why)
+
+
+_state: KernelState | None = None
+
+
+def state() -> KernelState:
+    """The process's kernel (built and loaded on first call; cached)."""
+    global _state
+    if _state is None:
+        _state = _load()
+    return _state
+
+
+def reset() -> None:
+    """Forget the loaded state: the next :func:`state` reads ``LLMPLAN_DECODE_KERNEL`` again."""
+    global _state
+    _state = None
+
+
+def usable(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor) -> bool:
+    """Whether these operands can take the kernel (and it is loaded)."""
+    return (
+        q.device.type == "cpu"
+        and q.dtype == k_cache.dtype == v_cache.dtype == torch.float32
+        and k_cache.is_contiguous()
+        and v_cache.is_contiguous()
+        and state().fn is not None
+    )
+
+
+def decode_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    tables: torch.Tensor,
+    lens: torch.Tensor,
+    out: torch.Tensor,
+) -> None:
+    """``out[r] = softmax(q[r] K_r^T / sqrt(head_dim)) V_r`` for each decode row ``r``.
+
+    ``q`` and ``out`` ``[rows, heads, head_dim]`` contiguous fp32; pools
+    ``[blocks, block_size, kv_heads, head_dim]``; ``tables`` ``[rows, max_blocks]`` int64
+    contiguous, whose first ``ceil(lens[r] / block_size)`` entries are valid block ids; ``lens``
+    ``[rows]`` int64, each at least 1. The caller checks the block ids (see
+    ``AttnMetadata.native_tables``): the kernel reads whatever they point at."""
+    fn = state().fn
+    assert fn is not None, "decode_attention without a loaded kernel: check usable() first"
+    rows, heads, hd = q.shape
+    _, bs, kvh, _ = k_cache.shape
+    threads = torch.get_num_threads()
+    parts = min(kvh, max(1, -(-threads // rows)))  # split a row's heads when rows < threads
+    per_item = -(-kvh // parts)
+    rc = fn(
+        q.data_ptr(),
+        k_cache.data_ptr(),
+        v_cache.data_ptr(),
+        tables.data_ptr(),
+        tables.shape[1],
+        lens.data_ptr(),
+        out.data_ptr(),
+        rows,
+        heads,
+        kvh,
+        hd,
+        bs,
+        hd**-0.5,
+        per_item,
+        threads,
+    )
+    if rc:
+        raise MemoryError("decode attention kernel: a scratch buffer could not be allocated")
