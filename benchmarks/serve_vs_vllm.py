@@ -3,7 +3,9 @@
 Both servers get llama-120m dims, fp32, random weights, the same KV pool (14,464 tokens =
 904 blocks of 16 for llmplan, 452 blocks of 32 for vLLM, whose CPU attention needs multiples of
 32), token budget 2048 and 32 sequences per step; llmplan's load generator sends the same
-token-id prompts with ``ignore_eos`` to each, one workload at a time:
+token-id prompts with ``ignore_eos`` to each, one workload at a time. Both have their threads
+pinned to the same CPUs (vLLM's ``VLLM_CPU_OMP_THREADS_BIND``, llmplan's ``--cpu-bind``: ``0``, or
+``0-1`` at 2 threads); ``--bind none`` leaves llmplan's to the OS scheduler.
 
 * ``single``: one request, 128 in / 128 out;
 * ``prefill``: 32 concurrent, prompts 32-512, outputs 32-256 (prefill-heavy);
@@ -72,12 +74,18 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log: str, timeout_s: float) 
     raise SystemExit(f"the server did not answer /health within {timeout_s:.0f} s (log: {log})")
 
 
-def llmplan_cmd(port: int, threads: int, model: str) -> list[str]:
+def cpu_list(threads: int) -> str:
+    """The CPUs both servers' threads are pinned to (vLLM's VLLM_CPU_OMP_THREADS_BIND syntax)."""
+    return f"0-{threads - 1}" if threads > 1 else "0"
+
+
+def llmplan_cmd(port: int, threads: int, model: str, bind: bool = True) -> list[str]:
     return [
         sys.executable, "-m", "llmplan.cli.app", "serve", "--dummy-weights", model,
         "--host", "127.0.0.1", "--port", str(port), "--threads", str(threads),
         "--block-size", str(BLOCK), "--num-kv-blocks", str(KV_TOKENS // BLOCK),
         "--max-num-batched-tokens", str(BUDGET), "--max-num-seqs", str(SEQS),
+        *(["--cpu-bind", cpu_list(threads)] if bind else []),
     ]  # fmt: skip
 
 
@@ -156,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sides", nargs="+", default=["llmplan", "vllm"], choices=["llmplan", "vllm"],
                     help="which servers to measure now")
+    ap.add_argument("--bind", choices=["same", "none"], default="same",
+                    help="same (default): llmplan's threads pinned to the CPUs vLLM's are "
+                    "(--cpu-bind 0 or 0-N); none: llmplan's left to the OS scheduler (vLLM's stay pinned)")
     ap.add_argument("--results", help="JSON file: measured sides are stored there and earlier ones read "
                     "back, so the vLLM side can be measured once and llmplan's re-run against it")
     args = ap.parse_args(argv)
@@ -170,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     if "llmplan" in args.sides:
         port = _port()
         print(f"llmplan serve --dummy-weights {args.model}, {args.threads} thread(s)", file=sys.stderr)
-        results["llmplan"] = run_server("llmplan", llmplan_cmd(port, args.threads, args.model), env,
+        cmd = llmplan_cmd(port, args.threads, args.model, args.bind == "same")
+        results["llmplan"] = run_server("llmplan", cmd, env,
                                         f"http://127.0.0.1:{port}", args, cfg.vocab_size)
 
     vllm_bin = args.vllm_bin.split() if args.vllm_bin else None
@@ -190,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             json.dump({**cfg.to_hf_dict(), "architectures": ["LlamaForCausalLM"],
                        "torch_dtype": "float32"}, fh)
         venv = {**env, "VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1",
-                "VLLM_CPU_OMP_THREADS_BIND": f"0-{args.threads - 1}" if args.threads > 1 else "0"}
+                "VLLM_CPU_OMP_THREADS_BIND": cpu_list(args.threads)}
         port = _port()
         print(f"vllm serve (random weights), {args.threads} thread(s)", file=sys.stderr)
         results["vllm"] = run_server("vllm", vllm_cmd(vllm_bin, port, model_dir), venv,
@@ -226,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _key(args) -> str:
-    return f"{args.model} threads={args.threads} runs={args.runs} workloads={','.join(args.workloads)}"
+    bind = "" if args.bind == "same" else f" bind={args.bind}"
+    return f"{args.model} threads={args.threads} runs={args.runs} workloads={','.join(args.workloads)}{bind}"
 
 
 def _load(path: str | None, args) -> dict:

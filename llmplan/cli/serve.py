@@ -160,6 +160,14 @@ def register(app: typer.Typer) -> None:
             help="torch CPU threads (default: torch's). On a CPU shared with other work, 1 is often fastest.",
             rich_help_panel="Model",
         ),
+        cpu_bind: str = typer.Option(
+            "none",
+            "--cpu-bind",
+            help="Pin the engine's threads one per CPU, as vLLM's VLLM_CPU_OMP_THREADS_BIND: none, auto "
+            "(the first --threads CPUs this process may use) or a list (0-3, 0,2). For a host the server "
+            "has to itself; a list sets --threads to its length.",
+            rich_help_panel="Model",
+        ),
         record_mispredictions: Path | None = typer.Option(
             None,
             "--record-mispredictions",
@@ -384,6 +392,13 @@ def register(app: typer.Typer) -> None:
         guard = _guard(host, api_key, enable_admin, protect_metrics, max_request_mb)
         _check_workers(workers, layer_split, migration_controller,
                        engine_kind != "builtin" or instances > 1 or pd is not None)
+        if cpu_bind.strip().lower() not in ("", "none") and (
+            engine_kind != "builtin" or instances > 1 or pd is not None or workers != 1
+        ):
+            from llmplan.errors import LlmplanError
+
+            raise LlmplanError("--cpu-bind pins one built-in engine's threads; drop it with --engine vllm, "
+                               "--instances, --pd or --workers (their processes would share the CPUs)")
         if vllm_route != "priority" and engine_kind != "vllm":
             from llmplan.errors import LlmplanError
 
@@ -477,6 +492,7 @@ def register(app: typer.Typer) -> None:
                     predictor=_predictor(predictor, seed),
                     served_model_name=served_model_name,
                     threads=threads,
+                    cpu_bind=cpu_bind,
                     workers=workers,
                     layer_split=layer_split,
                     migration_controller=migration_controller,
@@ -505,6 +521,8 @@ def register(app: typer.Typer) -> None:
                 highlight=False,
                 soft_wrap=True,
             )
+        if getattr(engine, "cpu_bind", None):
+            console.print(f"[dim]engine threads: one per CPU of {list(engine.cpu_bind)}[/]", highlight=False)
         ctl = None
         if clock_control:
             from llmplan.energy.live import attach_clock_control

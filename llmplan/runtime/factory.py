@@ -98,6 +98,9 @@ class EngineConfig:
     predictor: Any = None
     served_model_name: str | None = None
     threads: int | None = None
+    # "none", "auto" or a CPU list ("0-1"): pin the engine thread's intra-op threads one per CPU
+    # (native.parse_cpus); a list with threads=None sets threads to its length.
+    cpu_bind: str = "none"
     # Multi-worker instances (llmplan.runtime.workers): layers over `workers` processes.
     workers: int = 1
     layer_split: str | list[int] | None = None
@@ -173,7 +176,9 @@ def build_engine(config: EngineConfig | None = None, /, **kwargs: Any) -> AsyncL
     ``predictor`` is a :class:`~llmplan.predict.interface.LengthPredictor` for the policies
     that use predicted lengths. ``max_num_batched_tokens`` is the per-step token budget that
     chunked prefill splits long prompts against. ``threads`` sets torch's CPU threads (process
-    wide); on a CPU shared with other work, 1 is often faster than all cores.
+    wide); on a CPU shared with other work, 1 is often faster than all cores. ``cpu_bind``
+    (``"none"``, ``"auto"`` or a CPU list like ``"0-1"``) pins the engine thread's intra-op threads
+    one per CPU when it starts (:func:`llmplan.runtime.engine.native.bind_threads`).
     ``misprediction_log`` (with a predictor) appends (prompt, actual length) of every request
     whose length bucket was mispredicted to a JSONL file, for ``llmplan predict update``.
     ``kv_store`` (a directory, or ``"memory"``) puts the global KV cache store in the prefill
@@ -194,10 +199,11 @@ def build_engine(config: EngineConfig | None = None, /, **kwargs: Any) -> AsyncL
         raise LlmplanError(f"threads must be >= 1 (got {c.threads})")
     if a.max_num_seqs < 1 or c.max_queue < 0 or a.block_size < 1 or a.max_num_batched_tokens < 1:
         raise LlmplanError("max_num_seqs, block_size and max_num_batched_tokens must be >= 1, max_queue >= 0")
-    threads = c.threads if c.threads is not None else torch.get_num_threads()
-    if str(c.device).startswith("cpu"):
-        from llmplan.runtime.engine import native
+    from llmplan.runtime.engine import native
 
+    cpus = native.parse_cpus(c.cpu_bind, c.threads)
+    threads = c.threads if c.threads is not None else len(cpus) if cpus else torch.get_num_threads()
+    if str(c.device).startswith("cpu") or cpus:
         native.state()  # build the decode kernel now, or refuse LLMPLAN_DECODE_KERNEL, not in a step
     multi = c.workers != 1 or c.layer_split is not None or c.migration_controller
     # The build runs on this thread with one intra-op thread, the steps on the engine thread with
@@ -214,6 +220,7 @@ def build_engine(config: EngineConfig | None = None, /, **kwargs: Any) -> AsyncL
     finally:
         torch.set_num_threads(threads)  # callers that step the engine on this thread get them
     engine.threads = threads
+    engine.cpu_bind = cpus
     engine.deployment = engine_deployment(c, engine)
     return engine
 

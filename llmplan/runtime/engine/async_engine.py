@@ -58,6 +58,8 @@ class AsyncLLMEngine:
         self.loop_error: BaseException | None = None
         # torch intra-op threads of the engine thread (set by the factory); None: torch's default
         self.threads: int | None = None
+        # CPUs the engine thread's intra-op threads are pinned to, one each (set by the factory)
+        self.cpu_bind: tuple[int, ...] | None = None
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -169,6 +171,10 @@ class AsyncLLMEngine:
     def _loop(self) -> None:
         if self.threads is not None:
             torch.set_num_threads(self.threads)  # this thread's intra-op threads (see the factory)
+        if self.cpu_bind:
+            from llmplan.runtime.engine.native import bind_threads
+
+            log.info("engine thread: %s", bind_threads(self.cpu_bind))
         eng = self.engine
         while True:
             self._flush()

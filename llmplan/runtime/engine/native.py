@@ -1,10 +1,14 @@
-"""The compiled CPU decode-attention kernel: built once per machine with the system's C compiler,
-loaded with ctypes, used by :func:`llmplan.runtime.engine.attention.paged_attention` for the
-decode rows of fp32 models on CPU.
+"""The engine's compiled CPU operations (``csrc/cpu_ops.c``), built once per machine with the
+system's C compiler and loaded with ctypes:
+
+* the decode-attention kernel, which :func:`llmplan.runtime.engine.attention.paged_attention`
+  uses for the decode rows of fp32 models on CPU;
+* :func:`bind_threads`, which pins the engine thread's OpenMP threads one per CPU
+  (``llmplan serve --cpu-bind``, as vLLM's ``VLLM_CPU_OMP_THREADS_BIND``).
 
 Why a kernel: in plain torch ops a decode row costs two small matmuls and a softmax per row per
 layer, each a dispatch, and the CPU GEMM reads one head's 256-byte keys, spaced a whole token
-apart, well below the memory bandwidth. The kernel (``csrc/decode_attention.c``) streams each
+apart, well below the memory bandwidth. The kernel streams each
 row's blocks in order, all heads of a token at once, and shares the rows out over PyTorch's own
 OpenMP threads. Measured on this project's 2-core Xeon, one layer of 32 rows of 12 heads x 64,
 ms, torch ops / kernel: figures in docs/serve-reference.md ("Round 5").
@@ -42,7 +46,7 @@ from llmplan.errors import LlmplanError
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("csrc") / "decode_attention.c"
+SOURCE = Path(__file__).with_name("csrc") / "cpu_ops.c"
 MODES = ("auto", "torch", "native")
 # Tried in order: the first that compiles is kept. Not -ffast-math: its finite-math assumptions
 # would change what a NaN score gives, and linking it sets flush-to-zero for the whole process.
@@ -69,8 +73,9 @@ class NativeKernelError(LlmplanError):
 class KernelState:
     """What this process uses for decode attention on CPU."""
 
-    fn: object | None  # the loaded ctypes function, or None: the torch path
+    fn: object | None  # the loaded decode-attention function, or None: the torch path
     reason: str  # one line: the library's path, or why the torch path runs
+    bind: object | None = None  # the loaded thread-binding function (None with fn)
 
 
 def mode() -> str:
@@ -117,7 +122,7 @@ def _build() -> tuple[Path | None, str]:
     errors = []
     for flags in _FLAG_SETS:
         key = hashlib.sha256("\0".join((src, exe, version, *flags, _cpu_flags())).encode()).hexdigest()[:16]
-        out = _cache_dir() / f"decode_attention-{key}.so"
+        out = _cache_dir() / f"cpu_ops-{key}.so"
         if out.exists():
             return out, f"{out}"
         try:
@@ -146,12 +151,13 @@ def _load() -> KernelState:
     if m == "torch":
         return KernelState(None, "LLMPLAN_DECODE_KERNEL=torch")
     path, why = _build()
-    fn = None
+    fn = bind = None
     if path is not None:
         try:
-            fn = ctypes.CDLL(str(path)).llmplan_decode_attention
+            lib = ctypes.CDLL(str(path))
+            fn, bind = lib.llmplan_decode_attention, lib.llmplan_bind_threads
         except (OSError, AttributeError) as e:
-            why = f"cannot load {path}: {e}"
+            fn, why = None, f"cannot load {path}: {e}"
     if fn is None:
         if m == "native":
             raise NativeKernelError(f"LLMPLAN_DECODE_KERNEL=native but the kernel is unavailable: {why}")
@@ -160,7 +166,9 @@ def _load() -> KernelState:
     p, i = ctypes.c_void_p, ctypes.c_int64
     fn.argtypes = [p, p, p, p, i, p, p, i, i, i, i, i, ctypes.c_float, i, i]
     fn.restype = ctypes.c_int
-    return KernelState(fn, why)
+    bind.argtypes = [p, i]
+    bind.restype = ctypes.c_int
+    return KernelState(fn, why, bind)
 
 
 _state: KernelState | None = None
@@ -232,3 +240,56 @@ def decode_attention(
     )
     if rc:
         raise MemoryError("decode attention kernel: a scratch buffer could not be allocated")
+
+
+def parse_cpus(spec: str, threads: int | None) -> tuple[int, ...] | None:
+    """``--cpu-bind``: ``none`` -> None; ``auto`` -> the first ``threads`` CPUs this process may
+    run on; a list (``0-3``, ``0,2,4``) -> those CPUs, one per thread, each allowed to this
+    process. LlmplanError when the list and ``threads`` disagree or a CPU is not allowed."""
+    spec = spec.strip().lower()
+    if spec in ("", "none"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if not allowed:
+        raise LlmplanError("--cpu-bind needs Linux (sched_setaffinity); use --cpu-bind none")
+    if spec == "auto":
+        n = threads or len(allowed)
+        if n > len(allowed):
+            raise LlmplanError(f"--cpu-bind auto: --threads {n} but this process may use {len(allowed)} CPUs")
+        return tuple(allowed[:n])
+    cpus: list[int] = []
+    try:
+        for part in spec.split(","):
+            lo, _, hi = part.partition("-")
+            cpus.extend(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise LlmplanError(
+            f"--cpu-bind {spec!r} is not a CPU list; give none, auto, or CPUs like 0-3 or 0,2"
+        ) from None
+    bad = sorted(set(cpus) - set(allowed))
+    if bad or len(set(cpus)) != len(cpus) or not cpus:
+        raise LlmplanError(
+            f"--cpu-bind {spec}: CPUs must be distinct and among those this process may use "
+            f"({', '.join(map(str, allowed))})"
+        )
+    if threads is not None and threads != len(cpus):
+        raise LlmplanError(
+            f"--cpu-bind names {len(cpus)} CPU(s) for --threads {threads}; name one per thread"
+        )
+    return tuple(cpus)
+
+
+def bind_threads(cpus: tuple[int, ...]) -> str:
+    """Pin the calling thread's ``len(cpus)`` intra-op threads, thread i to ``cpus[i]`` (call it
+    on the thread that runs the steps, after ``torch.set_num_threads(len(cpus))``). Without the
+    compiled library, the calling thread is only restricted to the set (its OpenMP threads,
+    created later, inherit it). Returns one line saying which was done."""
+    os.sched_setaffinity(0, set(cpus))  # this thread, and the OpenMP threads it starts
+    fn = state().bind
+    if fn is None:
+        return f"threads restricted to CPUs {sorted(cpus)} (not pinned one per CPU: {state().reason})"
+    arr = (ctypes.c_int64 * len(cpus))(*cpus)
+    rc = fn(arr, len(cpus))
+    if rc:
+        return f"threads restricted to CPUs {sorted(cpus)} (pinning one per CPU failed: code {rc})"
+    return f"thread i pinned to CPU {list(cpus)}[i]"

@@ -1,16 +1,21 @@
-/* Decode attention over a paged, token-major KV pool, for CPUs (fp32).
+/* Compiled CPU operations of llmplan's engine: decode attention over the paged KV pool, and
+ * pinning the engine's OpenMP threads to CPUs.
  *
- * Built and loaded by llmplan/runtime/engine/native.py; the layout and the contract are in
- * llmplan_decode_attention's comment. One row is one sequence's decode token: it attends to
- * its own first lens[r] cached keys, found block by block through its block table. Each token's
- * keys for every KV head are one contiguous run of kv_heads * head_dim floats, so a row streams
- * its blocks in order, twice (keys, then values): scores for all heads of a token at once, a
- * softmax per head over the row's scores, then the values weighted into per-head accumulators.
- *
- * Work items are (row, group of KV heads); OpenMP shares them out. Loaded after PyTorch, the
- * library's libgomp.so.1 is the one PyTorch already loaded, so the items run on PyTorch's own
+ * Built and loaded by llmplan/runtime/engine/native.py. Loaded after PyTorch, the library's
+ * libgomp.so.1 is the one PyTorch already loaded, so its parallel regions run on PyTorch's own
  * intra-op threads (a second OpenMP runtime would spin against them for the same cores).
+ *
+ * Decode attention (llmplan_decode_attention): one row is one sequence's decode token; it attends
+ * to its own first lens[r] cached keys, found block by block through its block table. Each
+ * token's keys for every KV head are one contiguous run of kv_heads * head_dim floats, so a row
+ * streams its blocks in order, twice (keys, then values): scores for all heads of a token at
+ * once, a softmax per head over the row's scores, then the values weighted into per-head
+ * accumulators. Work items are (row, group of KV heads), shared out by OpenMP.
  */
+#define _GNU_SOURCE
+#ifdef __linux__
+#include <sched.h>
+#endif
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -117,5 +122,36 @@ int llmplan_decode_attention(const float *q, const float *k, const float *v, con
         }
         free(buf);
     }
+    return failed;
+}
+
+/* Pin the calling thread's OpenMP team of n threads, thread i to CPU cpus[i] (libgomp keeps the
+ * team's threads for later regions of the same size, so PyTorch's ops then run on them). Returns
+ * 0, 1 when a CPU could not be set, 2 when built without OpenMP and n > 1, 3 off Linux. */
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+int llmplan_bind_threads(const int64_t *cpus, int64_t n) {
+    int failed = 0;
+#ifndef __linux__
+    (void)cpus;
+    (void)n;
+    return 3;
+#elif defined(_OPENMP)
+#pragma omp parallel num_threads(n) reduction(| : failed)
+    {
+        const int i = omp_get_thread_num();
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET((int)cpus[i], &set);
+        if (omp_get_num_threads() != n || sched_setaffinity(0, sizeof set, &set)) failed = 1;
+    }
+#else
+    if (n > 1) return 2;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET((int)cpus[0], &set);
+    failed = sched_setaffinity(0, sizeof set, &set) != 0;
+#endif
     return failed;
 }
