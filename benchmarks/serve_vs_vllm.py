@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nthreads {args.threads}; out tok/s min / median / max of {args.runs} run(s); TTFT median")
     head = "| workload | llmplan serve | TTFT ms |"
-    paired = "vllm" in results and {"llmplan", "vllm"} <= set(sides)
+    paired = {"llmplan", "vllm"} <= set(sides)  # both measured now, in ABBA order
     if "vllm" in results:
         head += " vllm serve | TTFT ms | llmplan / vLLM (medians) |"
         head += " per run pair, min-max |" if paired else ""

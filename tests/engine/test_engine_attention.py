@@ -154,15 +154,8 @@ def test_mha_model_decoding_past_the_paired_threshold_matches_hf(
     assert [outs[f"r{i}"] for i in range(len(prompts))] == ref
 
 
-@pytest.fixture
-def kernel_only(monkeypatch):
-    monkeypatch.setenv("LLMPLAN_DECODE_KERNEL", "native")
-    native.reset()
-    yield native.state()
-    native.reset()
-
-
-def test_kernel_gives_a_nan_key_to_its_own_head_only(kernel_only):
+@pytest.mark.parametrize("decode_kernel", ["native"], indirect=True)
+def test_kernel_gives_a_nan_key_to_its_own_head_only(decode_kernel):
     """(The torch path's paired scores spread a non-finite key to its pair: documented there.)"""
     lens = [9, 30]
     q, k_cache, v_cache, meta, tables = _decode_batch(4, 4, 8, lens, scattered_row=1)

@@ -118,10 +118,10 @@ def _build() -> tuple[Path | None, str]:
         src = SOURCE.read_text()
     except OSError as e:
         return None, f"the kernel's source is missing ({e}); reinstall llmplan"
-    version = _compiler_id(exe)
+    ident = (src, exe, _compiler_id(exe), _cpu_flags())  # what every flag set's key shares
     errors = []
     for flags in _FLAG_SETS:
-        key = hashlib.sha256("\0".join((src, exe, version, *flags, _cpu_flags())).encode()).hexdigest()[:16]
+        key = hashlib.sha256("\0".join((*ident, *flags)).encode()).hexdigest()[:16]
         out = _cache_dir() / f"cpu_ops-{key}.so"
         if out.exists():
             return out, f"{out}"
