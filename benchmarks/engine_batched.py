@@ -36,6 +36,13 @@ def _set_packed(on: bool, engine) -> None:
     model.PACKED_ROWS = range(4, 97) if on else range(0)
 
 
+def _set_linear(on: bool, engine) -> None:
+    """The compiled linear kernel for decode-sized fp32 products (off: oneDNN's packed path)."""
+    from llmplan.runtime.engine import native
+
+    native.LINEAR_MAX_ROWS = 128 if on else 0
+
+
 def _set_contig(on: bool, engine) -> None:
     """Consecutive block ids per sequence (attention reads pool slices) vs the stack allocator
     (growth blocks interleave; attention gathers each row's blocks). Swapped between runs,
@@ -50,7 +57,7 @@ def _set_contig(on: bool, engine) -> None:
 
 # name -> switch(on, engine): what --ab compares (off = the code before that change); "bf16"
 # compares two engines instead, fp32 (off) and bfloat16 (on), whose tokens differ (an option)
-AB = {"packed": _set_packed, "contig": _set_contig, "bf16": lambda on, engine: None}
+AB = {"packed": _set_packed, "linear": _set_linear, "contig": _set_contig, "bf16": lambda on, engine: None}
 
 
 def main(argv: list[str] | None = None) -> int:

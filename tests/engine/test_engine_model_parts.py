@@ -270,11 +270,18 @@ def test_engine_stop_string_eos_and_max_tokens(tiny_checkpoint):
     assert eng.scheduler.blocks.num_used == 0
 
 
-def test_decode_sized_linear_follows_weights_written_in_place(monkeypatch):
-    """The reordered weight copy that decode-sized GEMMs use is refreshed when the weight is
-    written in place (a reload, a migration), and past the memory budget the plain GEMM runs."""
+@pytest.mark.parametrize("kernel", ["torch", "native"])
+def test_decode_sized_linear_follows_weights_written_in_place(monkeypatch, kernel):
+    """The packed weight copy that decode-sized GEMMs use (oneDNN's, or the compiled kernel's) is
+    refreshed when the weight is written in place (a reload, a migration), and past the memory
+    budget the plain GEMM runs."""
     from llmplan.runtime.engine import model as m
+    from llmplan.runtime.engine import native
 
+    monkeypatch.setenv("LLMPLAN_DECODE_KERNEL", kernel)
+    monkeypatch.setattr(native, "_state", None)  # read the mode again; the old state comes back after
+    kind = "native" if kernel == "native" else "onednn"
+    assert (native.state().linear is not None) == (kernel == "native")
     torch.manual_seed(0)
     w = torch.randn(96, 32)
     x = torch.randn(8, 32)  # a decode-sized batch: the packed path
@@ -287,4 +294,5 @@ def test_decode_sized_linear_follows_weights_written_in_place(monkeypatch):
     monkeypatch.setattr(m, "PACK_BUDGET_BYTES", before)  # no room for another copy
     w2 = torch.randn(64, 32)
     torch.testing.assert_close(m.linear(x, w2), x @ w2.T, rtol=1e-5, atol=1e-5)
-    assert m._packed_weight(w2) is None and m._packed_bytes == before
+    assert m._packed_weight(w2, kind) is None and m._packed_bytes == before
+    assert (id(w), kind) in m._packed

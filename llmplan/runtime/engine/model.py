@@ -21,22 +21,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmplan.runtime.engine import native
 from llmplan.runtime.engine.attention import AttnMetadata, paged_attention
 from llmplan.runtime.engine.config import ModelConfig
 from llmplan.runtime.engine.kvcache import PagedKVCache
 
 # On CPU, MKL's sgemm re-packs the whole weight on every call, which dominates when a few
-# rows multiply a large weight (decode). oneDNN's matmul over a weight reordered once into
-# its blocked layout skips that: measured on this project's Xeon (1 thread, 4096x768 and
-# 32000x768 weights), 1.2-3x faster for 4..96 rows, slower at 1-2 rows and about even from
-# 128 rows (prefill), which keep the plain path. The packed copy is made on first use and
-# kept per weight (invalidated when the weight is written in place): a second copy of the
+# rows multiply a large weight (decode). Two paths skip that, each over a copy of the weight
+# made once in its own layout:
+# * fp32 with 1..native.LINEAR_MAX_ROWS rows: the compiled linear kernel (native.py), which
+#   streams the packed weight while it computes; 0.75-0.8x oneDNN's time at 16-64 rows and no
+#   slower elsewhere in its range (docs/serve-reference.md, "Round 6");
+# * otherwise, 4..96 rows in fp32 or bf16: oneDNN's matmul over a weight reordered once into its
+#   blocked layout (1.2-3x faster than sgemm there, measured on this project's Xeon, 1 thread,
+#   4096x768 and 32000x768 weights; slower at 1-2 rows and about even from 128 rows).
+# Larger products (prefill) keep the plain path. A packed copy is made on first use and kept per
+# weight and kind (invalidated when the weight is written in place): a second copy of the
 # weights, so only the first PACK_BUDGET_BYTES of them (per process) get one and the rest keep
-# the plain path. Set PACKED_ROWS = range(0) to turn it off.
+# the plain path. Set PACKED_ROWS = range(0) to turn oneDNN's path off; LLMPLAN_DECODE_KERNEL=torch
+# turns the compiled kernel off.
 PACKED_ROWS = range(4, 97)
 PACK_BUDGET_BYTES = 2 * 2**30
 _PACK_HINT = 64  # the batch size oneDNN picks the weight layout for
-_packed: dict[int, tuple[int, int, torch.Tensor]] = {}  # id(weight) -> (version, data_ptr, packed)
+# (id(weight), kind) -> (version, data_ptr, packed)
+_packed: dict[tuple[int, str], tuple[int, int, torch.Tensor]] = {}
 _packed_bytes = 0
 _pack_ok = torch.backends.mkldnn.is_available()
 # Without oneDNN, MKL's sgemm takes a slow kernel for x @ W.T with 7..15 rows (32-45 ms for
@@ -44,10 +52,17 @@ _pack_ok = torch.backends.mkldnn.is_available()
 _TRANSPOSED_ROWS = range(7, 16)
 
 
-def _packed_weight(weight: torch.Tensor) -> torch.Tensor | None:
-    """The oneDNN copy of ``weight`` (made on first use), or None past the memory budget."""
+def _pack_onednn(weight: torch.Tensor) -> torch.Tensor:
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), _PACK_HINT)
+
+
+_PACKERS = {"onednn": _pack_onednn, "native": native.pack_linear}
+
+
+def _packed_weight(weight: torch.Tensor, kind: str) -> torch.Tensor | None:
+    """``weight`` in ``kind``'s layout (made on first use), or None past the memory budget."""
     global _packed_bytes
-    key = id(weight)
+    key = (id(weight), kind)
     ver = -1 if weight.is_inference() else weight._version
     hit = _packed.get(key)
     if hit is not None and hit[0] == ver and hit[1] == weight.data_ptr():
@@ -58,12 +73,12 @@ def _packed_weight(weight: torch.Tensor) -> torch.Tensor | None:
             return None
         _packed_bytes += size
         weakref.finalize(weight, _forget, key, size)
-    packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), _PACK_HINT)
+    packed = _PACKERS[kind](weight)
     _packed[key] = (ver, weight.data_ptr(), packed)
     return packed
 
 
-def _forget(key: int, size: int) -> None:
+def _forget(key: tuple[int, str], size: int) -> None:
     global _packed_bytes
     _packed.pop(key, None)
     _packed_bytes -= size
@@ -71,11 +86,21 @@ def _forget(key: int, size: int) -> None:
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     global _pack_ok
-    if x.device.type == "cpu" and x.dim() == 2:
+    if x.device.type == "cpu" and x.dim() == 2 and not (
+        torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    ):
         rows = x.shape[0]
+        if (
+            0 < rows <= native.LINEAR_MAX_ROWS
+            and x.dtype == weight.dtype == torch.float32
+            and native.state().linear is not None
+        ):
+            packed = _packed_weight(weight, "native")
+            if packed is not None:
+                return native.linear(x, packed, weight.shape[0], bias)
         if _pack_ok and rows in PACKED_ROWS and x.dtype in (torch.float32, torch.bfloat16):
             try:
-                packed = _packed_weight(weight)
+                packed = _packed_weight(weight, "onednn")
                 if packed is not None:
                     return torch.ops.mkldnn._linear_pointwise(x.contiguous(), packed, bias, "none", [], "")
             except RuntimeError:  # a build or CPU without this oneDNN path: plain GEMMs from now on

@@ -3,6 +3,9 @@ system's C compiler and loaded with ctypes:
 
 * the decode-attention kernel, which :func:`llmplan.runtime.engine.attention.paged_attention`
   uses for the decode rows of fp32 models on CPU;
+* the linear kernel, which :func:`llmplan.runtime.engine.model.linear` uses for fp32 products of
+  1 to :data:`LINEAR_MAX_ROWS` rows (decode steps) over a copy of the weight packed for it
+  (:func:`pack_linear`);
 * :func:`bind_threads`, which pins the engine thread's OpenMP threads one per CPU
   (``llmplan serve --cpu-bind``, as vLLM's ``VLLM_CPU_OMP_THREADS_BIND``).
 
@@ -15,7 +18,16 @@ ms, torch ops / kernel: figures in docs/serve-reference.md ("Round 5").
 
 Where it is used: the device is a CPU, queries and pools are fp32 and the pools contiguous, and
 the kernel built. Otherwise the torch path runs, which gives the same values (both are tested
-against a float64 reference). ``LLMPLAN_DECODE_KERNEL`` chooses:
+against a float64 reference).
+
+Why a linear kernel: a decode step multiplies a few rows by every weight of the model, so it
+must both stream the weights from memory and do the arithmetic. oneDNN's fp32 matmul (what the
+engine used before, and what vLLM's CPU backend uses) does the two in turn; the kernel prefetches
+the next weight panel while it computes on the current one. Measured on this project's Xeon (the
+weights of one llama-120m step, 1 thread): 0.75-0.8x oneDNN's time at 16-64 rows, about equal at
+4-8 rows and at 128; figures in docs/serve-reference.md ("Round 6").
+
+``LLMPLAN_DECODE_KERNEL`` chooses for both kernels:
 
 * ``auto`` (default): the kernel where it builds; a failed build logs one warning and the torch
   path runs;
@@ -76,6 +88,7 @@ class KernelState:
     fn: object | None  # the loaded decode-attention function, or None: the torch path
     reason: str  # one line: the library's path, or why the torch path runs
     bind: object | None = None  # the loaded thread-binding function (None with fn)
+    linear: object | None = None  # the loaded linear kernel (None with fn)
 
 
 def mode() -> str:
@@ -151,11 +164,11 @@ def _load() -> KernelState:
     if m == "torch":
         return KernelState(None, "LLMPLAN_DECODE_KERNEL=torch")
     path, why = _build()
-    fn = bind = None
+    fn = bind = lin = None
     if path is not None:
         try:
             lib = ctypes.CDLL(str(path))
-            fn, bind = lib.llmplan_decode_attention, lib.llmplan_bind_threads
+            fn, bind, lin = lib.llmplan_decode_attention, lib.llmplan_bind_threads, lib.llmplan_linear
         except (OSError, AttributeError) as e:
             fn, why = None, f"cannot load {path}: {e}"
     if fn is None:
@@ -168,7 +181,9 @@ def _load() -> KernelState:
     fn.restype = ctypes.c_int
     bind.argtypes = [p, i]
     bind.restype = ctypes.c_int
-    return KernelState(fn, why, bind)
+    lin.argtypes = [p, i, p, p, p, i, i, i, i, i]
+    lin.restype = ctypes.c_int
+    return KernelState(fn, why, bind, lin)
 
 
 _state: KernelState | None = None
@@ -240,6 +255,47 @@ def decode_attention(
     )
     if rc:
         raise MemoryError("decode attention kernel: a scratch buffer could not be allocated")
+
+
+LINEAR_NB = 32  # output columns per packed panel (LIN_NB in csrc/cpu_ops.c)
+LINEAR_MAX_ROWS = 128  # past this a general GEMM is as fast (see the module docstring)
+
+
+def pack_linear(weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` ``[N, K]`` as the linear kernel reads it: ``[ceil(N / 32), K, 32]`` contiguous
+    fp32, each panel 32 output columns, those past ``N`` zero."""
+    n, k = weight.shape
+    panels = -(-n // LINEAR_NB)
+    padded = torch.zeros(panels * LINEAR_NB, k, dtype=torch.float32)
+    padded[:n] = weight.detach()
+    return padded.view(panels, LINEAR_NB, k).transpose(1, 2).contiguous()
+
+
+def linear(x: torch.Tensor, packed: torch.Tensor, n: int, bias: torch.Tensor | None) -> torch.Tensor:
+    """``x @ W.T (+ bias)`` for ``x`` ``[rows, K]`` fp32 on CPU (1 to :data:`LINEAR_MAX_ROWS`
+    rows), ``packed`` = :func:`pack_linear` of ``W`` ``[n, K]``, ``bias`` None or ``[n]`` fp32."""
+    lin = state().linear
+    assert lin is not None, "native.linear without a loaded kernel: check state().linear first"
+    rows, k = x.shape
+    assert packed.shape[1] == k and packed.shape[0] * LINEAR_NB >= n, (x.shape, packed.shape, n)
+    if x.stride(1) != 1:
+        x = x.contiguous()
+    if bias is not None:
+        bias = bias.detach().to(torch.float32).contiguous()
+    y = torch.empty(rows, n, dtype=torch.float32)
+    lin(
+        x.data_ptr(),
+        x.stride(0),
+        packed.data_ptr(),
+        None if bias is None else bias.data_ptr(),
+        y.data_ptr(),
+        n,
+        rows,
+        n,
+        k,
+        torch.get_num_threads(),
+    )
+    return y
 
 
 def parse_cpus(spec: str, threads: int | None) -> tuple[int, ...] | None:

@@ -1,0 +1,71 @@
+"""The compiled linear kernel (decode-sized products over a packed weight) against a float64
+reference: ragged rows, columns and K (every register block, masked tail panel and K chunk),
+bias, strided rows, one and two threads; and which path the model's ``linear`` takes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llmplan.runtime.engine import model as m
+from llmplan.runtime.engine import native
+
+
+@pytest.fixture
+def kernel(monkeypatch):
+    monkeypatch.setenv("LLMPLAN_DECODE_KERNEL", "native")
+    monkeypatch.setattr(native, "_state", None)  # load the kernel; the old state comes back after
+    assert native.state().linear is not None, native.state().reason
+
+
+def _check(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> None:
+    got = native.linear(x, native.pack_linear(w), w.shape[0], b)
+    ref = x.double() @ w.double().T + (0 if b is None else b.double())
+    # fp32 accumulation in any order stays within K ulps of the sum of magnitudes.
+    bound = (x.double().abs() @ w.double().abs().T) * x.shape[1] * 2**-23 + 1e-30
+    assert got.shape == ref.shape and got.dtype == torch.float32
+    assert ((got.double() - ref).abs() <= bound + (0 if b is None else b.double().abs() * 2**-23)).all()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("rows", [1, 2, 5, 12, 13, 25, 37, 128])
+def test_linear_matches_float64(kernel, rows, threads):
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(rows)
+        for n, k in [(1, 7), (31, 255), (33, 256), (96, 300), (100, 600)]:
+            x = torch.randn(rows, k, generator=g)
+            w = torch.randn(n, k, generator=g)
+            _check(x, w, None)
+            _check(x, w, torch.randn(n, generator=g))
+            wide = torch.randn(rows, k + 9, generator=g)
+            _check(wide[:, 3 : 3 + k], w, None)  # rows k + 9 floats apart
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_linear_values_do_not_leak_between_rows_or_columns(kernel):
+    """One nonzero input row and weight column: exactly one output is nonzero."""
+    x = torch.zeros(13, 300)
+    w = torch.zeros(70, 300)
+    x[7, 299] = 3.0
+    w[65, 299] = 2.0
+    y = native.linear(x, native.pack_linear(w), 70, None)
+    assert y[7, 65] == 6.0 and torch.count_nonzero(y) == 1
+
+
+def test_model_linear_takes_the_kernel_for_decode_rows_only(kernel):
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(64, 48, generator=g)
+    for rows in (1, native.LINEAR_MAX_ROWS):
+        x = torch.randn(rows, 48, generator=g)
+        torch.testing.assert_close(m.linear(x, w), x @ w.T, rtol=1e-5, atol=1e-5)
+    assert (id(w), "native") in m._packed
+    w2 = torch.randn(64, 48, generator=g)
+    x = torch.randn(native.LINEAR_MAX_ROWS + 1, 48, generator=g)  # prefill-sized: the plain GEMM
+    torch.testing.assert_close(m.linear(x, w2), x @ w2.T, rtol=1e-5, atol=1e-5)
+    assert (id(w2), "native") not in m._packed
+    bf = w.to(torch.bfloat16)  # not fp32: not the kernel
+    m.linear(torch.randn(8, 48, generator=g).to(torch.bfloat16), bf)
+    assert (id(bf), "native") not in m._packed
