@@ -516,7 +516,7 @@ def register(app: typer.Typer) -> None:
 
             kernel = native.state()
             console.print(
-                f"[dim]decode attention: {'compiled CPU kernel' if kernel.fn else 'torch ops'} "
+                f"[dim]decode attention and linear: {'compiled CPU kernels' if kernel.fn else 'torch ops'} "
                 f"({escape(kernel.reason)})[/]",
                 highlight=False,
                 soft_wrap=True,

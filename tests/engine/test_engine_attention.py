@@ -193,7 +193,7 @@ def test_kernel_mode_choices_and_a_missing_compiler(monkeypatch, tmp_path, caplo
         native.reset()
         with caplog.at_level("WARNING", logger=native.__name__):
             assert native.state().fn is None
-        assert "decode attention runs on torch ops" in caplog.text and "set CC" in caplog.text
+        assert "decode attention and linear run on torch ops" in caplog.text and "set CC" in caplog.text
         lens = [3, 40]
         q, k_cache, v_cache, meta, tables = _decode_batch(2, 2, 8, lens, scattered_row=0)
         got = paged_attention(q, q[:, :2], q[:, :2], k_cache, v_cache, meta, 2, 2, 8, write=False)

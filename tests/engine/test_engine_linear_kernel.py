@@ -55,16 +55,17 @@ def test_linear_values_do_not_leak_between_rows_or_columns(kernel):
     assert y[7, 65] == 6.0 and torch.count_nonzero(y) == 1
 
 
-def test_model_linear_takes_the_kernel_for_decode_rows_only(kernel):
+def test_model_linear_takes_the_kernel_for_decode_batches_only(kernel):
     g = torch.Generator().manual_seed(3)
     w = torch.randn(64, 48, generator=g)
-    for rows in (1, native.LINEAR_MAX_ROWS):
+    for rows in (native.LINEAR_ROWS.start, native.LINEAR_ROWS.stop - 1):
         x = torch.randn(rows, 48, generator=g)
         torch.testing.assert_close(m.linear(x, w), x @ w.T, rtol=1e-5, atol=1e-5)
     assert (id(w), "native") in m._packed
     w2 = torch.randn(64, 48, generator=g)
-    x = torch.randn(native.LINEAR_MAX_ROWS + 1, 48, generator=g)  # prefill-sized: the plain GEMM
-    torch.testing.assert_close(m.linear(x, w2), x @ w2.T, rtol=1e-5, atol=1e-5)
+    for rows in (native.LINEAR_ROWS.start - 1, native.LINEAR_ROWS.stop):  # one row; prefill-sized
+        x = torch.randn(rows, 48, generator=g)
+        torch.testing.assert_close(m.linear(x, w2), x @ w2.T, rtol=1e-5, atol=1e-5)
     assert (id(w2), "native") not in m._packed
     bf = w.to(torch.bfloat16)  # not fp32: not the kernel
     m.linear(torch.randn(8, 48, generator=g).to(torch.bfloat16), bf)

@@ -4,7 +4,7 @@ system's C compiler and loaded with ctypes:
 * the decode-attention kernel, which :func:`llmplan.runtime.engine.attention.paged_attention`
   uses for the decode rows of fp32 models on CPU;
 * the linear kernel, which :func:`llmplan.runtime.engine.model.linear` uses for fp32 products of
-  1 to :data:`LINEAR_MAX_ROWS` rows (decode steps) over a copy of the weight packed for it
+  :data:`LINEAR_ROWS` rows (decode batches) over a copy of the weight packed for it
   (:func:`pack_linear`);
 * :func:`bind_threads`, which pins the engine thread's OpenMP threads one per CPU
   (``llmplan serve --cpu-bind``, as vLLM's ``VLLM_CPU_OMP_THREADS_BIND``).
@@ -24,8 +24,8 @@ Why a linear kernel: a decode step multiplies a few rows by every weight of the 
 must both stream the weights from memory and do the arithmetic. oneDNN's fp32 matmul (what the
 engine used before, and what vLLM's CPU backend uses) does the two in turn; the kernel prefetches
 the next weight panel while it computes on the current one. Measured on this project's Xeon (the
-weights of one llama-120m step, 1 thread): 0.75-0.8x oneDNN's time at 16-64 rows, about equal at
-4-8 rows and at 128; figures in docs/serve-reference.md ("Round 6").
+weights of one llama-120m step, 1 and 2 threads): 0.73-0.82x oneDNN's time at 16-64 rows, 0.87-0.96x
+at 4-8 and 96-128 rows; figures in docs/serve-reference.md ("Round 6").
 
 ``LLMPLAN_DECODE_KERNEL`` chooses for both kernels:
 
@@ -174,7 +174,7 @@ def _load() -> KernelState:
     if fn is None:
         if m == "native":
             raise NativeKernelError(f"LLMPLAN_DECODE_KERNEL=native but the kernel is unavailable: {why}")
-        log.warning("decode attention runs on torch ops (slower): %s", why)
+        log.warning("decode attention and linear run on torch ops (slower): %s", why)
         return KernelState(None, why)
     p, i = ctypes.c_void_p, ctypes.c_int64
     fn.argtypes = [p, p, p, p, i, p, p, i, i, i, i, i, ctypes.c_float, i, i]
@@ -258,7 +258,9 @@ def decode_attention(
 
 
 LINEAR_NB = 32  # output columns per packed panel (LIN_NB in csrc/cpu_ops.c)
-LINEAR_MAX_ROWS = 128  # past this a general GEMM is as fast (see the module docstring)
+# The row counts model.linear gives the kernel: below 4 the plain GEMM (sgemv) reads the weight a
+# few % faster, past 128 a general GEMM is as fast (see the module docstring).
+LINEAR_ROWS = range(4, 129)
 
 
 def pack_linear(weight: torch.Tensor) -> torch.Tensor:
@@ -272,8 +274,9 @@ def pack_linear(weight: torch.Tensor) -> torch.Tensor:
 
 
 def linear(x: torch.Tensor, packed: torch.Tensor, n: int, bias: torch.Tensor | None) -> torch.Tensor:
-    """``x @ W.T (+ bias)`` for ``x`` ``[rows, K]`` fp32 on CPU (1 to :data:`LINEAR_MAX_ROWS`
-    rows), ``packed`` = :func:`pack_linear` of ``W`` ``[n, K]``, ``bias`` None or ``[n]`` fp32."""
+    """``x @ W.T (+ bias)`` for ``x`` ``[rows, K]`` fp32 on CPU (any row count; the engine gives
+    it :data:`LINEAR_ROWS`), ``packed`` = :func:`pack_linear` of ``W`` ``[n, K]``, ``bias`` None or
+    ``[n]``."""
     lin = state().linear
     assert lin is not None, "native.linear without a loaded kernel: check state().linear first"
     rows, k = x.shape
