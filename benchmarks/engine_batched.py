@@ -40,7 +40,7 @@ def _set_linear(on: bool, engine) -> None:
     """The compiled linear kernel for decode-sized fp32 products (off: oneDNN's packed path)."""
     from llmplan.runtime.engine import native
 
-    native.LINEAR_ROWS = range(4, 129) if on else range(0)
+    native.LINEAR_ROWS = range(1, 129) if on else range(0)
 
 
 def _set_contig(on: bool, engine) -> None:

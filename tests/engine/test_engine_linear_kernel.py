@@ -28,13 +28,13 @@ def _check(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> None:
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("rows", [1, 2, 5, 12, 13, 25, 37, 128])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 12, 13, 25, 37, 128])
 def test_linear_matches_float64(kernel, rows, threads):
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         g = torch.Generator().manual_seed(rows)
-        for n, k in [(1, 7), (31, 255), (33, 256), (96, 300), (100, 600)]:
+        for n, k in [(1, 7), (31, 255), (33, 256), (96, 300), (100, 600), (300, 64)]:
             x = torch.randn(rows, k, generator=g)
             w = torch.randn(n, k, generator=g)
             _check(x, w, None)
@@ -45,28 +45,40 @@ def test_linear_matches_float64(kernel, rows, threads):
         torch.set_num_threads(old)
 
 
-def test_linear_values_do_not_leak_between_rows_or_columns(kernel):
+@pytest.mark.parametrize("rows", [2, 13])  # the few-rows path and the register blocks
+def test_linear_values_do_not_leak_between_rows_or_columns(kernel, rows):
     """One nonzero input row and weight column: exactly one output is nonzero."""
-    x = torch.zeros(13, 300)
-    w = torch.zeros(70, 300)
-    x[7, 299] = 3.0
-    w[65, 299] = 2.0
-    y = native.linear(x, native.pack_linear(w), 70, None)
-    assert y[7, 65] == 6.0 and torch.count_nonzero(y) == 1
+    x = torch.zeros(rows, 300)
+    w = torch.zeros(170, 300)  # 6 panels: a group of 4 side by side, then 2, the last masked
+    x[rows - 1, 299] = 3.0
+    w[165, 299] = 2.0
+    y = native.linear(x, native.pack_linear(w), 170, None)
+    assert y[rows - 1, 165] == 6.0 and torch.count_nonzero(y) == 1
 
 
 def test_model_linear_takes_the_kernel_for_decode_batches_only(kernel):
     g = torch.Generator().manual_seed(3)
-    w = torch.randn(64, 48, generator=g)
-    for rows in (native.LINEAR_ROWS.start, native.LINEAR_ROWS.stop - 1):
+    for rows, kernel_path in ((1, True), (128, True), (129, False)):
+        w = torch.randn(64, 48, generator=g)
         x = torch.randn(rows, 48, generator=g)
         torch.testing.assert_close(m.linear(x, w), x @ w.T, rtol=1e-5, atol=1e-5)
-    assert (id(w), "native") in m._packed
-    w2 = torch.randn(64, 48, generator=g)
-    for rows in (native.LINEAR_ROWS.start - 1, native.LINEAR_ROWS.stop):  # one row; prefill-sized
-        x = torch.randn(rows, 48, generator=g)
-        torch.testing.assert_close(m.linear(x, w2), x @ w2.T, rtol=1e-5, atol=1e-5)
-    assert (id(w2), "native") not in m._packed
-    bf = w.to(torch.bfloat16)  # not fp32: not the kernel
+        assert ((id(w), "native") in m._packed) == kernel_path, rows
+    bf = torch.randn(64, 48, generator=g).to(torch.bfloat16)  # not fp32: not the kernel
     m.linear(torch.randn(8, 48, generator=g).to(torch.bfloat16), bf)
     assert (id(bf), "native") not in m._packed
+
+
+def test_portable_build_gives_the_same_values(monkeypatch, tmp_path):
+    """Built without -march=native (the fallback flag set, no AVX-512 intrinsics), the linear
+    kernel still matches the float64 reference, bias and masked last panel included."""
+    portable = next(f for f in native._FLAG_SETS if "-march=native" not in f)
+    monkeypatch.setattr(native, "_FLAG_SETS", (portable,))
+    monkeypatch.setenv("LLMPLAN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("LLMPLAN_DECODE_KERNEL", "native")
+    monkeypatch.setattr(native, "_state", None)
+    assert native.state().linear is not None and str(tmp_path) in native.state().reason
+    g = torch.Generator().manual_seed(5)
+    for rows in (1, 4, 13, 40):
+        x = torch.randn(rows, 300, generator=g)
+        w = torch.randn(45, 300, generator=g)
+        _check(x, w, torch.randn(45, generator=g))

@@ -29,10 +29,9 @@ from llmplan.runtime.engine.kvcache import PagedKVCache
 # On CPU, MKL's sgemm re-packs the whole weight on every call, which dominates when a few
 # rows multiply a large weight (decode). Two paths skip that, each over a copy of the weight
 # made once in its own layout:
-# * fp32 with native.LINEAR_ROWS rows (4..128): the compiled linear kernel (native.py), which
+# * fp32 with native.LINEAR_ROWS rows (1..128): the compiled linear kernel (native.py), which
 #   streams the packed weight while it computes; 0.73-0.82x oneDNN's time at 16-64 rows and no
-#   slower elsewhere in its range (docs/serve-reference.md, "Round 6"). 1-3 rows keep the plain
-#   GEMM, which reads the weight faster there (sgemv);
+#   slower than oneDNN or the plain GEMM elsewhere in its range (docs/serve-reference.md, "Round 6");
 # * otherwise, 4..96 rows in fp32 or bf16: oneDNN's matmul over a weight reordered once into its
 #   blocked layout (1.2-3x faster than sgemm there, measured on this project's Xeon, 1 thread,
 #   4096x768 and 32000x768 weights; slower at 1-2 rows and about even from 128 rows).

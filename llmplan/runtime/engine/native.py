@@ -25,7 +25,8 @@ must both stream the weights from memory and do the arithmetic. oneDNN's fp32 ma
 engine used before, and what vLLM's CPU backend uses) does the two in turn; the kernel prefetches
 the next weight panel while it computes on the current one. Measured on this project's Xeon (the
 weights of one llama-120m step, 1 and 2 threads): 0.73-0.82x oneDNN's time at 16-64 rows, 0.87-0.96x
-at 4-8 and 96-128 rows; figures in docs/serve-reference.md ("Round 6").
+at 4-8 and 96-128 rows; at 1-3 rows, where the product is a pure weight stream, 0.93-0.96x the
+plain GEMM's (sgemv); figures in docs/serve-reference.md ("Round 6").
 
 ``LLMPLAN_DECODE_KERNEL`` chooses for both kernels:
 
@@ -258,9 +259,9 @@ def decode_attention(
 
 
 LINEAR_NB = 32  # output columns per packed panel (LIN_NB in csrc/cpu_ops.c)
-# The row counts model.linear gives the kernel: below 4 the plain GEMM (sgemv) reads the weight a
-# few % faster, past 128 a general GEMM is as fast (see the module docstring).
-LINEAR_ROWS = range(4, 129)
+# The row counts model.linear gives the kernel: past 128 a general GEMM is as fast (see the module
+# docstring).
+LINEAR_ROWS = range(1, 129)
 
 
 def pack_linear(weight: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,8 @@
  * chunk stays in L1 for the next block of rows). While a panel is computed on, the next one is
  * prefetched into L2, spread over the panel's passes, so reading the weight from memory overlaps
  * the arithmetic instead of alternating with it (which is where a general GEMM loses at 8-96 rows).
+ * With 1-3 rows the product is a pure weight stream: several panels are walked side by side, one
+ * memory stream each (lin_few).
  */
 #define _GNU_SOURCE
 #ifdef __linux__
@@ -199,6 +201,57 @@ static const lin_block_t LIN_BLOCKS[LIN_MR + 1] = {
     NULL, lin_block_1, lin_block_2, lin_block_3, lin_block_4, lin_block_5, lin_block_6,
     lin_block_7, lin_block_8, lin_block_9, lin_block_10, lin_block_11, lin_block_12};
 
+/* Few rows (M <= LIN_FEW_ROWS): the product is a pure weight stream, and one sequential stream
+ * per core reads memory slower than several. So LIN_FEW_PANELS panels are walked side by side (one
+ * stream each), whole K, and the next group of panels is prefetched into L2 meanwhile. */
+#define LIN_FEW_ROWS 3
+#define LIN_FEW_PANELS 4
+#ifdef __AVX512F__
+static void lin_few(const float *x, int64_t ldx, const float *wp, const float *b, float *y, int64_t ldy,
+                    int64_t M, int64_t N, int64_t K, int64_t p0, int64_t np, const char *pf, int64_t pfb) {
+    __m512 a[LIN_FEW_ROWS][LIN_FEW_PANELS][2];
+    for (int i = 0; i < LIN_FEW_ROWS; i++)
+        for (int q = 0; q < LIN_FEW_PANELS; q++) a[i][q][0] = a[i][q][1] = _mm512_setzero_ps();
+    const float *w = wp + p0 * K * LIN_NB;
+    for (int64_t k = 0; k < K; k++) {
+        if (pf) { /* two lines of the next group per step */
+            const int64_t o = (k * pfb / K) & ~(int64_t)63;
+            __builtin_prefetch(pf + o, 0, 2);
+            __builtin_prefetch(pf + o + 64, 0, 2);
+        }
+        for (int q = 0; q < LIN_FEW_PANELS && q < np; q++) {
+            const float *wq = w + q * K * LIN_NB + k * LIN_NB;
+            const __m512 w0 = _mm512_loadu_ps(wq), w1 = _mm512_loadu_ps(wq + 16);
+            for (int i = 0; i < LIN_FEW_ROWS && i < M; i++) {
+                const __m512 xb = _mm512_set1_ps(x[i * ldx + k]);
+                a[i][q][0] = _mm512_fmadd_ps(xb, w0, a[i][q][0]);
+                a[i][q][1] = _mm512_fmadd_ps(xb, w1, a[i][q][1]);
+            }
+        }
+    }
+    for (int q = 0; q < np; q++) {
+        const int64_t p = p0 + q, ncols = N - p * LIN_NB < LIN_NB ? N - p * LIN_NB : LIN_NB;
+        const __mmask16 m0 = ncols >= 16 ? 0xFFFF : (__mmask16)((1u << ncols) - 1);
+        const __mmask16 m1 = ncols >= 32 ? 0xFFFF : ncols <= 16 ? 0 : (__mmask16)((1u << (ncols - 16)) - 1);
+        const __m512 b0 = b ? _mm512_maskz_loadu_ps(m0, b + p * LIN_NB) : _mm512_setzero_ps();
+        const __m512 b1 = b ? _mm512_maskz_loadu_ps(m1, b + p * LIN_NB + 16) : _mm512_setzero_ps();
+        for (int i = 0; i < M; i++) {
+            _mm512_mask_storeu_ps(y + i * ldy + p * LIN_NB, m0, _mm512_add_ps(a[i][q][0], b0));
+            _mm512_mask_storeu_ps(y + i * ldy + p * LIN_NB + 16, m1, _mm512_add_ps(a[i][q][1], b1));
+        }
+    }
+}
+#else /* portable: panel by panel through the register blocks */
+static void lin_few(const float *x, int64_t ldx, const float *wp, const float *b, float *y, int64_t ldy,
+                    int64_t M, int64_t N, int64_t K, int64_t p0, int64_t np, const char *pf, int64_t pfb) {
+    for (int64_t p = p0; p < p0 + np; p++) {
+        const int64_t ncols = N - p * LIN_NB < LIN_NB ? N - p * LIN_NB : LIN_NB;
+        LIN_BLOCKS[M](x, ldx, wp + p * K * LIN_NB, b ? b + p * LIN_NB : NULL, y + p * LIN_NB, ldy, K, ncols, 0,
+                      p == p0 ? pf : NULL, pfb);
+    }
+}
+#endif
+
 /* y[m][n] = sum_k x[m][k] * W[n][k] (+ b[n]) for m < M, n < N. x rows ldx floats apart, y rows ldy
  * apart; wp is W packed as [ceil(N / LIN_NB)][K][LIN_NB], columns past N zero; b NULL or [N].
  * Each output is summed in order of k. Shapes are the caller's to check. Returns 0. */
@@ -207,6 +260,17 @@ int llmplan_linear(const float *x, int64_t ldx, const float *wp, const float *b,
     const int64_t panels = (N + LIN_NB - 1) / LIN_NB, row_blocks = (M + LIN_MR - 1) / LIN_MR;
     const int64_t chunks = (K + LIN_KC - 1) / LIN_KC, passes = chunks * row_blocks;
     const int64_t panel_bytes = K * LIN_NB * (int64_t)sizeof(float), pf_bytes = panel_bytes / passes;
+    if (M <= LIN_FEW_ROWS) {
+        const int64_t groups = (panels + LIN_FEW_PANELS - 1) / LIN_FEW_PANELS;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+        for (int64_t g = 0; g < groups; g++) {
+            const int64_t p0 = g * LIN_FEW_PANELS, np = panels - p0 < LIN_FEW_PANELS ? panels - p0 : LIN_FEW_PANELS;
+            const int64_t next = panels - p0 - np < LIN_FEW_PANELS ? panels - p0 - np : LIN_FEW_PANELS;
+            lin_few(x, ldx, wp, b, y, ldy, M, N, K, p0, np, next ? (const char *)(wp + (p0 + np) * K * LIN_NB) : NULL,
+                    next * panel_bytes);
+        }
+        return 0;
+    }
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
     for (int64_t p = 0; p < panels; p++) {
         const float *w = wp + p * K * LIN_NB;
