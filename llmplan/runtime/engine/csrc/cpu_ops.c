@@ -146,12 +146,27 @@ int llmplan_decode_attention(const float *q, const float *k, const float *v, con
  * NULL) added at the store; accum: add to what y holds. Prefetches pfb bytes from pf into L2 over
  * the K steps (pf NULL: none). */
 #ifdef __AVX512F__
+/* The two halves' lane masks for a panel whose first ncols (1..LIN_NB) columns are real. */
+static inline __mmask16 lin_mask(int64_t ncols, int half) {
+    const int64_t n = ncols - 16 * half;
+    return n >= 16 ? 0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
+}
+
+/* y[0:ncols] = acc (+ b[0:ncols]). */
+static inline void lin_store(float *y, __m512 a0, __m512 a1, const float *b, __mmask16 m0, __mmask16 m1) {
+    if (b) {
+        a0 = _mm512_add_ps(a0, _mm512_maskz_loadu_ps(m0, b));
+        a1 = _mm512_add_ps(a1, _mm512_maskz_loadu_ps(m1, b + 16));
+    }
+    _mm512_mask_storeu_ps(y, m0, a0);
+    _mm512_mask_storeu_ps(y + 16, m1, a1);
+}
+
 #define LIN_BLOCK(MR)                                                                              \
     static void lin_block_##MR(const float *x, int64_t ldx, const float *w, const float *b,        \
                                float *y, int64_t ldy, int64_t K, int64_t ncols, int accum,          \
                                const char *pf, int64_t pfb) {                                      \
-        const __mmask16 m0 = ncols >= 16 ? 0xFFFF : (__mmask16)((1u << ncols) - 1);                \
-        const __mmask16 m1 = ncols >= 32 ? 0xFFFF : ncols <= 16 ? 0 : (__mmask16)((1u << (ncols - 16)) - 1); \
+        const __mmask16 m0 = lin_mask(ncols, 0), m1 = lin_mask(ncols, 1);                          \
         __m512 a0[MR], a1[MR];                                                                     \
         for (int i = 0; i < MR; i++) {                                                             \
             a0[i] = accum ? _mm512_maskz_loadu_ps(m0, y + i * ldy) : _mm512_setzero_ps();           \
@@ -166,12 +181,7 @@ int llmplan_decode_attention(const float *q, const float *k, const float *v, con
                 a1[i] = _mm512_fmadd_ps(xb, w1, a1[i]);                                            \
             }                                                                                      \
         }                                                                                          \
-        const __m512 b0 = b ? _mm512_maskz_loadu_ps(m0, b) : _mm512_setzero_ps();                  \
-        const __m512 b1 = b ? _mm512_maskz_loadu_ps(m1, b + 16) : _mm512_setzero_ps();             \
-        for (int i = 0; i < MR; i++) {                                                             \
-            _mm512_mask_storeu_ps(y + i * ldy, m0, _mm512_add_ps(a0[i], b0));                       \
-            _mm512_mask_storeu_ps(y + i * ldy + 16, m1, _mm512_add_ps(a1[i], b1));                  \
-        }                                                                                          \
+        for (int i = 0; i < MR; i++) lin_store(y + i * ldy, a0[i], a1[i], b, m0, m1);               \
     }
 #else /* portable: the compiler vectorises the column loop */
 #define LIN_BLOCK(MR)                                                                              \
@@ -231,14 +241,9 @@ static void lin_few(const float *x, int64_t ldx, const float *wp, const float *b
     }
     for (int q = 0; q < np; q++) {
         const int64_t p = p0 + q, ncols = N - p * LIN_NB < LIN_NB ? N - p * LIN_NB : LIN_NB;
-        const __mmask16 m0 = ncols >= 16 ? 0xFFFF : (__mmask16)((1u << ncols) - 1);
-        const __mmask16 m1 = ncols >= 32 ? 0xFFFF : ncols <= 16 ? 0 : (__mmask16)((1u << (ncols - 16)) - 1);
-        const __m512 b0 = b ? _mm512_maskz_loadu_ps(m0, b + p * LIN_NB) : _mm512_setzero_ps();
-        const __m512 b1 = b ? _mm512_maskz_loadu_ps(m1, b + p * LIN_NB + 16) : _mm512_setzero_ps();
-        for (int i = 0; i < M; i++) {
-            _mm512_mask_storeu_ps(y + i * ldy + p * LIN_NB, m0, _mm512_add_ps(a[i][q][0], b0));
-            _mm512_mask_storeu_ps(y + i * ldy + p * LIN_NB + 16, m1, _mm512_add_ps(a[i][q][1], b1));
-        }
+        const __mmask16 m0 = lin_mask(ncols, 0), m1 = lin_mask(ncols, 1);
+        for (int i = 0; i < M; i++)
+            lin_store(y + i * ldy + p * LIN_NB, a[i][q][0], a[i][q][1], b ? b + p * LIN_NB : NULL, m0, m1);
     }
 }
 #else /* portable: panel by panel through the register blocks */
