@@ -82,3 +82,12 @@ def test_portable_build_gives_the_same_values(monkeypatch, tmp_path):
         x = torch.randn(rows, 300, generator=g)
         w = torch.randn(45, 300, generator=g)
         _check(x, w, torch.randn(45, generator=g))
+
+
+def test_empty_products_do_not_reach_the_kernel(kernel):
+    """No rows, no columns or K = 0 (which the kernel divides by) give the empty or bias result."""
+    for rows, n, k in ((0, 5, 8), (3, 0, 8), (3, 5, 0)):
+        w = torch.randn(n, k)
+        b = torch.randn(n)
+        got = native.linear(torch.randn(rows, k), native.pack_linear(w), n, b)
+        torch.testing.assert_close(got, torch.zeros(rows, n) + b)

@@ -259,7 +259,8 @@ static void lin_few(const float *x, int64_t ldx, const float *wp, const float *b
 
 /* y[m][n] = sum_k x[m][k] * W[n][k] (+ b[n]) for m < M, n < N. x rows ldx floats apart, y rows ldy
  * apart; wp is W packed as [ceil(N / LIN_NB)][K][LIN_NB], columns past N zero; b NULL or [N].
- * Each output is summed in order of k. Shapes are the caller's to check. Returns 0. */
+ * Each output is summed in order of k. M, N and K are at least 1; shapes are the caller's to check.
+ * Returns 0. */
 int llmplan_linear(const float *x, int64_t ldx, const float *wp, const float *b, float *y,
                    int64_t ldy, int64_t M, int64_t N, int64_t K, int64_t threads) {
     const int64_t panels = (N + LIN_NB - 1) / LIN_NB, row_blocks = (M + LIN_MR - 1) / LIN_MR;
