@@ -168,12 +168,17 @@ static inline void lin_store(float *y, __m512 a0, __m512 a1, const float *b, __m
                                const char *pf, int64_t pfb) {                                      \
         const __mmask16 m0 = lin_mask(ncols, 0), m1 = lin_mask(ncols, 1);                          \
         __m512 a0[MR], a1[MR];                                                                     \
+        const int pf2 = pfb > 64 * K; /* over a line per step (one row block): two lines */          \
         for (int i = 0; i < MR; i++) {                                                             \
             a0[i] = accum ? _mm512_maskz_loadu_ps(m0, y + i * ldy) : _mm512_setzero_ps();           \
             a1[i] = accum ? _mm512_maskz_loadu_ps(m1, y + i * ldy + 16) : _mm512_setzero_ps();      \
         }                                                                                          \
         for (int64_t k = 0; k < K; k++) {                                                          \
-            if (pf) __builtin_prefetch(pf + ((k * pfb / K) & ~(int64_t)63), 0, 2);                  \
+            if (pf) {                                                                              \
+                const int64_t o = (k * pfb / K) & ~(int64_t)63;                                    \
+                __builtin_prefetch(pf + o, 0, 2);                                                  \
+                if (pf2) __builtin_prefetch(pf + o + 64, 0, 2);                                    \
+            }                                                                                      \
             const __m512 w0 = _mm512_loadu_ps(w + k * LIN_NB), w1 = _mm512_loadu_ps(w + k * LIN_NB + 16); \
             for (int i = 0; i < MR; i++) {                                                         \
                 const __m512 xb = _mm512_set1_ps(x[i * ldx + k]);                                  \
