@@ -45,7 +45,7 @@ def test_linear_matches_float64(kernel, rows, threads):
         torch.set_num_threads(old)
 
 
-@pytest.mark.parametrize("rows", [2, 13])  # the few-rows path and the register blocks
+@pytest.mark.parametrize("rows", [2, 4, 13])  # the few-rows path (4- and 3-panel groups), the blocks
 def test_linear_values_do_not_leak_between_rows_or_columns(kernel, rows):
     """One nonzero input row and weight column: exactly one output is nonzero."""
     x = torch.zeros(rows, 300)

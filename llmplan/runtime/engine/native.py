@@ -25,7 +25,7 @@ must both stream the weights from memory and do the arithmetic. oneDNN's fp32 ma
 engine used before, and what vLLM's CPU backend uses) does the two in turn; the kernel prefetches
 the next weight panel while it computes on the current one. Measured on this project's Xeon (the
 weights of one llama-120m step, 1 and 2 threads): 0.73-0.82x oneDNN's time at 16-64 rows, 0.87-0.96x
-at 4-8 and 96-128 rows; at 1-3 rows, where the product is a pure weight stream, about the plain
+at 4-8 and 96-128 rows; at 1-4 rows, where the product is a pure weight stream, about the plain
 GEMM's (sgemv) time, 0.9-1.02x; figures in docs/serve-reference.md ("Round 6").
 
 ``LLMPLAN_DECODE_KERNEL`` chooses for both kernels:

@@ -19,8 +19,8 @@
  * chunk stays in L1 for the next block of rows). While a panel is computed on, the next one is
  * prefetched into L2, spread over the panel's passes, so reading the weight from memory overlaps
  * the arithmetic instead of alternating with it (which is where a general GEMM loses at 8-96 rows).
- * With 1-3 rows the product is a pure weight stream: several panels are walked side by side, one
- * memory stream each (lin_few).
+ * With 1-4 rows the product is mostly a weight stream: several panels are walked side by side, one
+ * memory stream each (lin_few_*).
  */
 #define _GNU_SOURCE
 #ifdef __linux__
@@ -216,17 +216,21 @@ static const lin_block_t LIN_BLOCKS[LIN_MR + 1] = {
     NULL, lin_block_1, lin_block_2, lin_block_3, lin_block_4, lin_block_5, lin_block_6,
     lin_block_7, lin_block_8, lin_block_9, lin_block_10, lin_block_11, lin_block_12};
 
-/* Few rows (M <= LIN_FEW_ROWS): the product is a pure weight stream, and one sequential stream
- * per core reads memory slower than several. So LIN_FEW_PANELS panels are walked side by side (one
- * stream each), whole K, and the next group of panels is prefetched into L2 meanwhile. */
-#define LIN_FEW_ROWS 3
-#define LIN_FEW_PANELS 4
+/* Few rows (M <= LIN_FEW_ROWS): the product is mostly a weight stream, and one sequential stream
+ * per core reads memory slower than several. So LIN_FEW_GROUP[M] panels are walked side by side
+ * (one stream each; as many as 24 accumulators allow), whole K, and the next group of panels is
+ * prefetched into L2 meanwhile. */
+#define LIN_FEW_ROWS 4 /* two panels side by side at 5-6 rows were slower than the blocks */
+static const int64_t LIN_FEW_GROUP[LIN_FEW_ROWS + 1] = {0, 4, 4, 4, 3};
 #ifdef __AVX512F__
-static void lin_few(const float *x, int64_t ldx, const float *wp, const float *b, float *y, int64_t ldy,
-                    int64_t M, int64_t N, int64_t K, int64_t p0, int64_t np, const char *pf, int64_t pfb) {
-    __m512 a[LIN_FEW_ROWS][LIN_FEW_PANELS][2];
-    for (int i = 0; i < LIN_FEW_ROWS; i++)
-        for (int q = 0; q < LIN_FEW_PANELS; q++) a[i][q][0] = a[i][q][1] = _mm512_setzero_ps();
+/* MR rows, up to NP panels: constants once inlined into lin_few_MR, so the accumulators stay in
+ * registers. */
+static inline __attribute__((always_inline)) void lin_few_impl(
+    const float *x, int64_t ldx, const float *wp, const float *b, float *y, int64_t ldy, int64_t N, int64_t K,
+    int64_t p0, int64_t np, const char *pf, int64_t pfb, const int MR, const int NP) {
+    __m512 a[LIN_FEW_ROWS][4][2]; /* [MR][NP] used */
+    for (int i = 0; i < MR; i++)
+        for (int q = 0; q < NP; q++) a[i][q][0] = a[i][q][1] = _mm512_setzero_ps();
     const float *w = wp + p0 * K * LIN_NB;
     for (int64_t k = 0; k < K; k++) {
         if (pf) { /* two lines of the next group per step */
@@ -234,33 +238,45 @@ static void lin_few(const float *x, int64_t ldx, const float *wp, const float *b
             __builtin_prefetch(pf + o, 0, 2);
             __builtin_prefetch(pf + o + 64, 0, 2);
         }
-        for (int q = 0; q < LIN_FEW_PANELS && q < np; q++) {
+        for (int q = 0; q < NP && q < np; q++) {
             const float *wq = w + q * K * LIN_NB + k * LIN_NB;
             const __m512 w0 = _mm512_loadu_ps(wq), w1 = _mm512_loadu_ps(wq + 16);
-            for (int i = 0; i < LIN_FEW_ROWS && i < M; i++) {
+            for (int i = 0; i < MR; i++) {
                 const __m512 xb = _mm512_set1_ps(x[i * ldx + k]);
                 a[i][q][0] = _mm512_fmadd_ps(xb, w0, a[i][q][0]);
                 a[i][q][1] = _mm512_fmadd_ps(xb, w1, a[i][q][1]);
             }
         }
     }
-    for (int q = 0; q < np; q++) {
+    for (int q = 0; q < NP && q < np; q++) {
         const int64_t p = p0 + q, ncols = N - p * LIN_NB < LIN_NB ? N - p * LIN_NB : LIN_NB;
         const __mmask16 m0 = lin_mask(ncols, 0), m1 = lin_mask(ncols, 1);
-        for (int i = 0; i < M; i++)
+        for (int i = 0; i < MR; i++)
             lin_store(y + i * ldy + p * LIN_NB, a[i][q][0], a[i][q][1], b ? b + p * LIN_NB : NULL, m0, m1);
     }
 }
-#else /* portable: panel by panel through the register blocks */
-static void lin_few(const float *x, int64_t ldx, const float *wp, const float *b, float *y, int64_t ldy,
-                    int64_t M, int64_t N, int64_t K, int64_t p0, int64_t np, const char *pf, int64_t pfb) {
-    for (int64_t p = p0; p < p0 + np; p++) {
-        const int64_t ncols = N - p * LIN_NB < LIN_NB ? N - p * LIN_NB : LIN_NB;
-        LIN_BLOCKS[M](x, ldx, wp + p * K * LIN_NB, b ? b + p * LIN_NB : NULL, y + p * LIN_NB, ldy, K, ncols, 0,
-                      p == p0 ? pf : NULL, pfb);
+#define LIN_FEW(MR, NP)                                                                            \
+    static void lin_few_##MR(const float *x, int64_t ldx, const float *wp, const float *b, float *y,  \
+                             int64_t ldy, int64_t N, int64_t K, int64_t p0, int64_t np, const char *pf, \
+                             int64_t pfb) {                                                        \
+        lin_few_impl(x, ldx, wp, b, y, ldy, N, K, p0, np, pf, pfb, MR, NP);                        \
     }
-}
+#else /* portable: panel by panel through the register blocks */
+#define LIN_FEW(MR, NP)                                                                            \
+    static void lin_few_##MR(const float *x, int64_t ldx, const float *wp, const float *b, float *y,  \
+                             int64_t ldy, int64_t N, int64_t K, int64_t p0, int64_t np, const char *pf, \
+                             int64_t pfb) {                                                        \
+        for (int64_t p = p0; p < p0 + np; p++) {                                                   \
+            const int64_t ncols = N - p * LIN_NB < LIN_NB ? N - p * LIN_NB : LIN_NB;               \
+            LIN_BLOCKS[MR](x, ldx, wp + p * K * LIN_NB, b ? b + p * LIN_NB : NULL, y + p * LIN_NB, ldy, K, \
+                           ncols, 0, p == p0 ? pf : NULL, pfb);                                     \
+        }                                                                                          \
+    }
 #endif
+LIN_FEW(1, 4) LIN_FEW(2, 4) LIN_FEW(3, 4) LIN_FEW(4, 3)
+typedef void (*lin_few_t)(const float *, int64_t, const float *, const float *, float *, int64_t, int64_t,
+                          int64_t, int64_t, int64_t, const char *, int64_t);
+static const lin_few_t LIN_FEWS[LIN_FEW_ROWS + 1] = {NULL, lin_few_1, lin_few_2, lin_few_3, lin_few_4};
 
 /* y[m][n] = sum_k x[m][k] * W[n][k] (+ b[n]) for m < M, n < N. x rows ldx floats apart, y rows ldy
  * apart; wp is W packed as [ceil(N / LIN_NB)][K][LIN_NB], columns past N zero; b NULL or [N].
@@ -272,13 +288,13 @@ int llmplan_linear(const float *x, int64_t ldx, const float *wp, const float *b,
     const int64_t chunks = (K + LIN_KC - 1) / LIN_KC, passes = chunks * row_blocks;
     const int64_t panel_bytes = K * LIN_NB * (int64_t)sizeof(float), pf_bytes = panel_bytes / passes;
     if (M <= LIN_FEW_ROWS) {
-        const int64_t groups = (panels + LIN_FEW_PANELS - 1) / LIN_FEW_PANELS;
+        const int64_t G = LIN_FEW_GROUP[M], groups = (panels + G - 1) / G;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
         for (int64_t g = 0; g < groups; g++) {
-            const int64_t p0 = g * LIN_FEW_PANELS, np = panels - p0 < LIN_FEW_PANELS ? panels - p0 : LIN_FEW_PANELS;
-            const int64_t next = panels - p0 - np < LIN_FEW_PANELS ? panels - p0 - np : LIN_FEW_PANELS;
-            lin_few(x, ldx, wp, b, y, ldy, M, N, K, p0, np, next ? (const char *)(wp + (p0 + np) * K * LIN_NB) : NULL,
-                    next * panel_bytes);
+            const int64_t p0 = g * G, np = panels - p0 < G ? panels - p0 : G;
+            const int64_t next = panels - p0 - np < G ? panels - p0 - np : G;
+            LIN_FEWS[M](x, ldx, wp, b, y, ldy, N, K, p0, np,
+                        next ? (const char *)(wp + (p0 + np) * K * LIN_NB) : NULL, next * panel_bytes);
         }
         return 0;
     }
