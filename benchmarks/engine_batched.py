@@ -29,18 +29,22 @@ import time
 
 import torch
 
+_ON: dict[str, range] = {}  # each switch's row range as the engine ships it (read on first use)
+
 
 def _set_packed(on: bool, engine) -> None:
     from llmplan.runtime.engine import model
 
-    model.PACKED_ROWS = range(4, 97) if on else range(0)
+    shipped = _ON.setdefault("packed", model.PACKED_ROWS)  # before the first switch writes it
+    model.PACKED_ROWS = shipped if on else range(0)
 
 
 def _set_linear(on: bool, engine) -> None:
     """The compiled linear kernel for decode-sized fp32 products (off: oneDNN's packed path)."""
     from llmplan.runtime.engine import native
 
-    native.LINEAR_ROWS = range(1, 129) if on else range(0)
+    shipped = _ON.setdefault("linear", native.LINEAR_ROWS)  # before the first switch writes it
+    native.LINEAR_ROWS = shipped if on else range(0)
 
 
 def _set_contig(on: bool, engine) -> None:

@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny random Llama saved as an HF safetensors checkpoint, and its HF twin."""
+"""Shared fixtures: a tiny random Llama saved as an HF safetensors checkpoint, and its HF twin;
+the decode path (torch ops or the compiled CPU kernels)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,19 @@ TINY = {
     "bos_token_id": None,
     "eos_token_id": None,
 }
+
+
+@pytest.fixture(params=["torch", "native"])
+def decode_kernel(request, monkeypatch):
+    """Runs the test once on the torch path and once on the compiled kernels (which must build);
+    ``@pytest.mark.parametrize("decode_kernel", ["native"], indirect=True)`` picks one."""
+    from llmplan.runtime.engine import native
+
+    monkeypatch.setenv("LLMPLAN_DECODE_KERNEL", request.param)
+    native.reset()
+    assert (native.state().fn is not None) == (request.param == "native")
+    yield request.param
+    native.reset()
 
 
 def make_hf_model(cfg_dict: dict, seed: int = 0, std: float = 0.08):

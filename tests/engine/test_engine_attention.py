@@ -15,16 +15,6 @@ from llmplan.runtime.engine.kvcache import PagedKVCache
 BS = 4
 
 
-@pytest.fixture(params=["torch", "native"])
-def decode_kernel(request, monkeypatch):
-    """Runs the test once on the torch path and once on the compiled kernel (which must build)."""
-    monkeypatch.setenv("LLMPLAN_DECODE_KERNEL", request.param)
-    native.reset()
-    assert (native.state().fn is not None) == (request.param == "native")
-    yield request.param
-    native.reset()
-
-
 def _decode_batch(kvh: int, heads: int, hd: int, lens: list[int], scattered_row: int):
     """Random pools and queries for decode rows of ``lens`` keys; rows sit on consecutive blocks
     except ``scattered_row``, whose blocks are reversed (the gather path)."""

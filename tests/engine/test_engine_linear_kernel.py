@@ -10,12 +10,7 @@ import torch
 from llmplan.runtime.engine import model as m
 from llmplan.runtime.engine import native
 
-
-@pytest.fixture
-def kernel(monkeypatch):
-    monkeypatch.setenv("LLMPLAN_DECODE_KERNEL", "native")
-    monkeypatch.setattr(native, "_state", None)  # load the kernel; the old state comes back after
-    assert native.state().linear is not None, native.state().reason
+native_only = pytest.mark.parametrize("decode_kernel", ["native"], indirect=True)
 
 
 def _check(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> None:
@@ -29,7 +24,8 @@ def _check(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> None:
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 12, 13, 25, 37, 128])
-def test_linear_matches_float64(kernel, rows, threads):
+@native_only
+def test_linear_matches_float64(decode_kernel, rows, threads):
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -46,7 +42,8 @@ def test_linear_matches_float64(kernel, rows, threads):
 
 
 @pytest.mark.parametrize("rows", [2, 4, 13])  # the few-rows path (4- and 3-panel groups), the blocks
-def test_linear_values_do_not_leak_between_rows_or_columns(kernel, rows):
+@native_only
+def test_linear_values_do_not_leak_between_rows_or_columns(decode_kernel, rows):
     """One nonzero input row and weight column: exactly one output is nonzero."""
     x = torch.zeros(rows, 300)
     w = torch.zeros(170, 300)  # 6 panels: a group of 4 side by side, then 2, the last masked
@@ -56,7 +53,8 @@ def test_linear_values_do_not_leak_between_rows_or_columns(kernel, rows):
     assert y[rows - 1, 165] == 6.0 and torch.count_nonzero(y) == 1
 
 
-def test_model_linear_takes_the_kernel_for_decode_batches_only(kernel):
+@native_only
+def test_model_linear_takes_the_kernel_for_decode_batches_only(decode_kernel):
     g = torch.Generator().manual_seed(3)
     for rows, kernel_path in ((1, True), (128, True), (129, False)):
         w = torch.randn(64, 48, generator=g)
@@ -84,7 +82,8 @@ def test_portable_build_gives_the_same_values(monkeypatch, tmp_path):
         _check(x, w, torch.randn(45, generator=g))
 
 
-def test_empty_products_do_not_reach_the_kernel(kernel):
+@native_only
+def test_empty_products_do_not_reach_the_kernel(decode_kernel):
     """No rows, no columns or K = 0 (which the kernel divides by) give the empty or bias result."""
     for rows, n, k in ((0, 5, 8), (3, 0, 8), (3, 5, 0)):
         w = torch.randn(n, k)

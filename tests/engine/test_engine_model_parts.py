@@ -270,18 +270,15 @@ def test_engine_stop_string_eos_and_max_tokens(tiny_checkpoint):
     assert eng.scheduler.blocks.num_used == 0
 
 
-@pytest.mark.parametrize("kernel", ["torch", "native"])
-def test_decode_sized_linear_follows_weights_written_in_place(monkeypatch, kernel):
+def test_decode_sized_linear_follows_weights_written_in_place(monkeypatch, decode_kernel):
     """The packed weight copy that decode-sized GEMMs use (oneDNN's, or the compiled kernel's) is
     refreshed when the weight is written in place (a reload, a migration), and past the memory
     budget the plain GEMM runs."""
     from llmplan.runtime.engine import model as m
     from llmplan.runtime.engine import native
 
-    monkeypatch.setenv("LLMPLAN_DECODE_KERNEL", kernel)
-    monkeypatch.setattr(native, "_state", None)  # read the mode again; the old state comes back after
-    kind = "native" if kernel == "native" else "onednn"
-    assert (native.state().linear is not None) == (kernel == "native")
+    kind = "native" if decode_kernel == "native" else "onednn"
+    assert (native.state().linear is not None) == (decode_kernel == "native")
     torch.manual_seed(0)
     w = torch.randn(96, 32)
     x = torch.randn(8, 32)  # a decode-sized batch: the packed path

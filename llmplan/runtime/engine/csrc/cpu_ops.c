@@ -142,9 +142,6 @@ int llmplan_decode_attention(const float *q, const float *k, const float *v, con
 #define LIN_MR 12 /* most rows per register block: 2 * 12 accumulators + 2 weight vectors */
 #define LIN_KC 256 /* K per chunk: a 32 KB slice of the panel, kept in L1 across row blocks */
 
-/* One register block: y[i][0:ncols] (+)= x[i][0:K] . panel[0:K][0:ncols] for i < MR; b (when not
- * NULL) added at the store; accum: add to what y holds. Prefetches pfb bytes from pf into L2 over
- * the K steps (pf NULL: none). */
 #ifdef __AVX512F__
 /* The two halves' lane masks for a panel whose first ncols (1..LIN_NB) columns are real. */
 static inline __mmask16 lin_mask(int64_t ncols, int half) {
@@ -162,6 +159,9 @@ static inline void lin_store(float *y, __m512 a0, __m512 a1, const float *b, __m
     _mm512_mask_storeu_ps(y + 16, m1, a1);
 }
 
+/* One register block: y[i][0:ncols] (+)= x[i][0:K] . panel[0:K][0:ncols] for i < MR; b (when not
+ * NULL) added at the store; accum: add to what y holds. Prefetches pfb bytes from pf into L2 over
+ * the K steps (pf NULL: none). */
 #define LIN_BLOCK(MR)                                                                              \
     static void lin_block_##MR(const float *x, int64_t ldx, const float *w, const float *b,        \
                                float *y, int64_t ldy, int64_t K, int64_t ncols, int accum,          \
