@@ -1,11 +1,12 @@
-"""Output tokens/s of the synchronous engine on issue 23's two batched workloads, in-process.
+"""Output tokens/s of the synchronous engine on issue 23's workloads, in-process.
 
-32 requests added at once to one ``LLMEngine`` (llama-120m dims, fp32, random weights, 1
+32 requests (one for ``single``) added at once to one ``LLMEngine`` (llama-120m dims, fp32, random weights, 1
 thread, token budget 2048, 32 sequences per step), stepped to the end; no HTTP, so what
 it measures is the engine step (scheduler, step inputs, forward, sampling, detokenization):
 
 * ``prefill``: prompts 32-512 tokens, outputs 8-32;
-* ``decode``: prompts 16-64 tokens, outputs 32-96.
+* ``decode``: prompts 16-64 tokens, outputs 32-96;
+* ``single``: one request, 128 in / 128 out (issue 23's single-request row).
 
     python benchmarks/engine_batched.py prefill
     python benchmarks/engine_batched.py decode --profile     # + torch.profiler's top ops
@@ -29,6 +30,12 @@ import time
 
 import torch
 
+# workload: (requests, prompt tokens min/max, output tokens min/max)
+SHAPES = {
+    "prefill": (32, (32, 512), (8, 32)),
+    "decode": (32, (16, 64), (32, 96)),
+    "single": (1, (128, 128), (128, 128)),
+}
 _ON: dict[str, range] = {}  # each switch's row range as the engine ships it (read on first use)
 
 
@@ -47,6 +54,14 @@ def _set_linear(on: bool, engine) -> None:
     native.LINEAR_ROWS = shipped if on else range(0)
 
 
+def _set_glue(on: bool, engine) -> None:
+    """The compiled element-wise steps between products (RMSNorm with its residual add, RoPE with
+    the KV write, SiLU x up); off: the torch ops."""
+    from llmplan.runtime.engine import native
+
+    native.GLUE_STEPS = on
+
+
 def _set_contig(on: bool, engine) -> None:
     """Consecutive block ids per sequence (attention reads pool slices) vs the stack allocator
     (growth blocks interleave; attention gathers each row's blocks). Swapped between runs,
@@ -61,12 +76,18 @@ def _set_contig(on: bool, engine) -> None:
 
 # name -> switch(on, engine): what --ab compares (off = the code before that change); "bf16"
 # compares two engines instead, fp32 (off) and bfloat16 (on), whose tokens differ (an option)
-AB = {"packed": _set_packed, "linear": _set_linear, "contig": _set_contig, "bf16": lambda on, engine: None}
+AB = {
+    "packed": _set_packed,
+    "linear": _set_linear,
+    "glue": _set_glue,
+    "contig": _set_contig,
+    "bf16": lambda on, engine: None,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("workload", choices=("prefill", "decode"))
+    ap.add_argument("workload", choices=tuple(SHAPES))
     ap.add_argument("--model", default="llama-120m")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
@@ -88,9 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     engine = make(args.dtype)
     engines = {False: engine, True: make("bfloat16") if args.ab == "bf16" else engine}
     vocab = engine.cfg.vocab_size
-    (plo, phi), (olo, ohi) = ((32, 512), (8, 32)) if args.workload == "prefill" else ((16, 64), (32, 96))
-    prompts = [[rng.randrange(3, vocab) for _ in range(rng.randint(plo, phi))] for _ in range(32)]
-    outs = [rng.randint(olo, ohi) for _ in range(32)]
+    n, (plo, phi), (olo, ohi) = SHAPES[args.workload]
+    prompts = [[rng.randrange(3, vocab) for _ in range(rng.randint(plo, phi))] for _ in range(n)]
+    outs = [rng.randint(olo, ohi) for _ in range(n)]
 
     def run(ps: list[list[int]], os_: list[int], tag: str, engine=engine) -> float:
         for i, (p, o) in enumerate(zip(ps, os_, strict=True)):
@@ -102,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         return time.perf_counter() - t
 
     for eng in {id(e): e for e in engines.values()}.values():
-        run(prompts[:2], [2, 2], "warm", eng)
+        run(prompts[:2], [2] * len(prompts[:2]), "warm", eng)
     if args.ab:
         times: dict[bool, list[float]] = {False: [], True: []}
         for r in range(args.rounds):

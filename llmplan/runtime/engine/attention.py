@@ -45,6 +45,7 @@ class AttnMetadata:
     prefills: list[PrefillSpan] = field(default_factory=list)
     _per_device: dict[torch.device, AttnMetadata] = field(default_factory=dict)
     _native: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    _slots: dict[int, torch.Tensor] = field(default_factory=dict)  # native_slots, per pool size
 
     def native_tables(self, num_blocks: int, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The decode rows' block tables (contiguous int64) and key lengths as tensors, for the
@@ -67,6 +68,18 @@ class AttnMetadata:
             if bad:
                 raise ValueError("decode block tables do not cover the rows' keys within the pool")
             hit = self._native[(num_blocks, block_size)] = (tables, lens)
+        return hit
+
+    def native_slots(self, num_slots: int) -> torch.Tensor:
+        """``slot_mapping`` as contiguous int64 for the compiled KV write
+        (:func:`native.rope_kv`), which writes wherever the slots point: checked once per step
+        that each lies in ``[0, num_slots)``, else ValueError (an engine bug)."""
+        hit = self._slots.get(num_slots)
+        if hit is None:
+            hit = self.slot_mapping.to(torch.int64).contiguous()
+            if hit.numel() and (int(hit.min()) < 0 or int(hit.max()) >= num_slots):
+                raise ValueError("slot mapping points outside the KV pool")
+            self._slots[num_slots] = hit
         return hit
 
     def to(self, device: torch.device) -> AttnMetadata:

@@ -8,7 +8,9 @@ of which layers a stage holds and where. Layer indices are global, so a layer's 
 and its weights keep their identity when moved.
 
 q/k/v and gate/up are fused into one matmul each (fewer, larger GEMMs; the loader maps HF
-names onto the fused weights).
+names onto the fused weights). For fp32 on CPU the steps between the products run compiled
+(:mod:`llmplan.runtime.engine.native`): the residual add with the RMSNorm after it, RoPE with
+the KV-cache write, SiLU x up.
 """
 
 from __future__ import annotations
@@ -178,6 +180,8 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if native.glue_usable(x):
+            return native.rms_norm(x, self.weight, self.eps)[0]  # one pass, one call
         if x.dtype == torch.float32:
             return F.rms_norm(x, self.weight.shape, self.weight, self.eps)  # one fused op
         # Half precision: normalise in fp32, scale in the input dtype, as transformers does.
@@ -185,6 +189,14 @@ class RMSNorm(nn.Module):
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * h.to(dt)
+
+    def add(self, x: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(norm(x + delta), x + delta)``: a residual add and the norm after it, in one pass
+        where the compiled steps run."""
+        if native.glue_usable(x) and delta.dtype == torch.float32:
+            return native.rms_norm(x, self.weight, self.eps, residual=delta)
+        x = x + delta
+        return self(x), x
 
 
 class DecoderLayer(nn.Module):
@@ -212,30 +224,49 @@ class DecoderLayer(nn.Module):
         kv: PagedKVCache,
     ) -> torch.Tensor:
         cfg = self.cfg
-        q, k, v = self.qkv(x, cos, sin)
         k_cache, v_cache = kv.layer(self.index)
-        a = paged_attention(q, k, v, k_cache, v_cache, meta, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim)
+        q, k, v, written = self._qkv(x, cos, sin, (k_cache, v_cache, meta))
+        a = paged_attention(q, k, v, k_cache, v_cache, meta, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
+                            write=not written)  # fmt: skip
         return self.finish(x, a)
 
     # The two halves around attention, shared with layers whose attention runs elsewhere
     # (llmplan.runtime.workers.offload).
     def qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
         """Rotated ``q [T, H, hd]`` and ``k``, ``v [T, KVH, hd]`` of the normed input."""
+        q, k, v, _ = self._qkv(x, cos, sin)
+        return q, k, v
+
+    def _qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, write=None):
+        """:meth:`qkv`, and whether the new keys and values are in the pools already: with
+        ``write = (k_pool, v_pool, meta)`` the compiled RoPE step writes them where it runs
+        (fp32 contiguous pools on CPU), in the same pass that rotates them."""
         cfg = self.cfg
         h = self.input_layernorm(x)
         t = h.shape[0]
         qkv = _proj(h, self.qkv_proj)
+        v = qkv[:, cfg.q_size + cfg.kv_size :].reshape(t, cfg.num_kv_heads, cfg.head_dim)
+        if native.glue_usable(qkv) and cos.dtype == torch.float32:
+            cache = None
+            if write is not None and native.kv_writable(write[0], write[1]):
+                k_pool, v_pool, meta = write
+                cache = (k_pool, v_pool, meta.native_slots(k_pool.shape[0] * k_pool.shape[1]))
+            q, k = native.rope_kv(qkv, cos, sin, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cache)
+            return q, k, v, cache is not None
         qk = _rotate(qkv[:, : cfg.q_size + cfg.kv_size].view(t, -1, cfg.head_dim), cos, sin)
         q, k = qk.split((cfg.num_heads, cfg.num_kv_heads), dim=1)
-        v = qkv[:, cfg.q_size + cfg.kv_size :].reshape(t, cfg.num_kv_heads, cfg.head_dim)
-        return q, k, v
+        return q, k, v, False
 
     def finish(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """Output projection of the attention ``a [T, H*hd]``, residual, then the MLP."""
-        x = x + _proj(a, self.o_proj)
-        h = self.post_attention_layernorm(x)
-        gate, up = _proj(h, self.gate_up_proj).chunk(2, dim=-1)
-        return x + _proj(F.silu(gate) * up, self.down_proj)
+        h, x = self.post_attention_layernorm.add(x, _proj(a, self.o_proj))
+        gate_up = _proj(h, self.gate_up_proj)
+        if native.glue_usable(gate_up):
+            act = native.silu_mul(gate_up)
+        else:
+            gate, up = gate_up.chunk(2, dim=-1)
+            act = F.silu(gate) * up
+        return x + _proj(act, self.down_proj)
 
 
 class LlamaModel(nn.Module):

@@ -6,6 +6,9 @@ system's C compiler and loaded with ctypes:
 * the linear kernel, which :func:`llmplan.runtime.engine.model.linear` uses for fp32 products of
   :data:`LINEAR_ROWS` rows (decode batches) over a copy of the weight packed for it
   (:func:`pack_linear`);
+* the element-wise steps between a decoder layer's products (:func:`rms_norm` with the residual
+  add before it, :func:`rope_kv` with the KV-cache write, :func:`silu_mul`), which
+  :mod:`llmplan.runtime.engine.model` uses for fp32 activations on CPU;
 * :func:`bind_threads`, which pins the engine thread's OpenMP threads one per CPU
   (``llmplan serve --cpu-bind``, as vLLM's ``VLLM_CPU_OMP_THREADS_BIND``).
 
@@ -28,7 +31,14 @@ weights of one llama-120m step, 1 and 2 threads): 0.73-0.82x oneDNN's time at 16
 at 4-8 and 96-128 rows; at 1-4 rows, where the product is a pure weight stream, about the plain
 GEMM's (sgemv) time, 0.9-1.02x; figures in docs/serve-reference.md ("Round 6").
 
-``LLMPLAN_DECODE_KERNEL`` chooses for both kernels:
+Why compiled element-wise steps: between its four products a layer ran about 30 torch ops
+(RMSNorm alone is seven on CPU: pow, sum, div, add, rsqrt, two muls), each a dispatch, an
+allocation and, after a weight has streamed through L2, a cache refill: 4.0-4.4 ms of a single
+request's 22.5-23.1 ms step went outside the products and attention (llama-120m, 1 thread). One call per step, one pass over its rows: RMSNorm sums its squares
+in vector lanes (another order than torch's: last-bit differences), SiLU uses the C library's
+vector ``expf``, RoPE rounds each product before the sum as the torch ops do (equal bit for bit).
+
+``LLMPLAN_DECODE_KERNEL`` chooses for all of them:
 
 * ``auto`` (default): the kernel where it builds; a failed build logs one warning and the torch
   path runs;
@@ -90,6 +100,17 @@ class KernelState:
     reason: str  # one line: the library's path, or why the torch path runs
     bind: object | None = None  # the loaded thread-binding function (None with fn)
     linear: object | None = None  # the loaded linear kernel (None with fn)
+    glue: Glue | None = None  # the element-wise steps between products (None with fn)
+
+
+@dataclass(frozen=True, slots=True)
+class Glue:
+    """The loaded element-wise steps between a decoder layer's products (see :func:`rms_norm`,
+    :func:`silu_mul`, :func:`rope_kv`)."""
+
+    rms_norm: object
+    silu_mul: object
+    rope_kv: object
 
 
 def mode() -> str:
@@ -165,11 +186,12 @@ def _load() -> KernelState:
     if m == "torch":
         return KernelState(None, "LLMPLAN_DECODE_KERNEL=torch")
     path, why = _build()
-    fn = bind = lin = None
+    fn = bind = lin = glue = None
     if path is not None:
         try:
             lib = ctypes.CDLL(str(path))
             fn, bind, lin = lib.llmplan_decode_attention, lib.llmplan_bind_threads, lib.llmplan_linear
+            glue = Glue(lib.llmplan_rms_norm, lib.llmplan_silu_mul, lib.llmplan_rope_kv)
         except (OSError, AttributeError) as e:
             fn, why = None, f"cannot load {path}: {e}"
     if fn is None:
@@ -184,7 +206,12 @@ def _load() -> KernelState:
     bind.restype = ctypes.c_int
     lin.argtypes = [p, i, p, p, p, i, i, i, i, i]
     lin.restype = ctypes.c_int
-    return KernelState(fn, why, bind, lin)
+    glue.rms_norm.argtypes = [p, p, p, p, p, i, i, ctypes.c_float, i]
+    glue.silu_mul.argtypes = [p, p, i, i, i]
+    glue.rope_kv.argtypes = [p, i, p, p, p, p, p, p, p, i, i, i, i, i]
+    for f in (glue.rms_norm, glue.silu_mul, glue.rope_kv):
+        f.restype = None
+    return KernelState(fn, why, bind, lin, glue)
 
 
 _state: KernelState | None = None
@@ -303,6 +330,106 @@ def linear(x: torch.Tensor, packed: torch.Tensor, n: int, bias: torch.Tensor | N
         torch.get_num_threads(),
     )
     return y
+
+
+# False runs the element-wise steps on torch ops even where they are compiled
+# (benchmarks/engine_batched.py --ab glue); LLMPLAN_DECODE_KERNEL=torch turns them off with the rest.
+GLUE_STEPS = True
+
+
+def glue_usable(x: torch.Tensor) -> bool:
+    """Whether ``x`` (an fp32 activation on CPU) can take the compiled element-wise steps."""
+    return GLUE_STEPS and x.device.type == "cpu" and x.dtype == torch.float32 and state().glue is not None
+
+
+def kv_writable(k_cache: torch.Tensor, v_cache: torch.Tensor) -> bool:
+    """Whether :func:`rope_kv` can write these pools (fp32, contiguous, on CPU)."""
+    return (
+        k_cache.device.type == v_cache.device.type == "cpu"
+        and k_cache.dtype == v_cache.dtype == torch.float32
+        and k_cache.is_contiguous()
+        and v_cache.is_contiguous()
+    )
+
+
+def _glue() -> Glue:
+    g = state().glue
+    assert g is not None, "compiled element-wise step without a loaded kernel: check glue_usable() first"
+    return g
+
+
+def rms_norm(
+    x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """RMSNorm of ``s = x (+ residual)`` over the last dimension, scaled by ``weight``: returns
+    ``(normed, s)`` (``s`` is ``x`` itself without a residual). fp32 on CPU; ``x`` and
+    ``residual`` ``[..., n]``, ``weight`` ``[n]``. The sum of squares is summed in vector lanes,
+    so it can differ from ``torch.rms_norm`` in the last bit."""
+    n = x.shape[-1]
+    x = x.contiguous()
+    w = weight.contiguous()
+    out = torch.empty_like(x)
+    rows = x.numel() // n if n else 0
+    if residual is None:
+        s = x
+        if rows:
+            _glue().rms_norm(x.data_ptr(), None, None, w.data_ptr(), out.data_ptr(), rows, n, eps,
+                             torch.get_num_threads())
+    else:
+        residual = residual.contiguous()
+        s = torch.empty_like(x)
+        if rows:
+            _glue().rms_norm(x.data_ptr(), residual.data_ptr(), s.data_ptr(), w.data_ptr(), out.data_ptr(),
+                             rows, n, eps, torch.get_num_threads())
+    return out, s
+
+
+def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """``silu(gate) * up`` of a fused gate/up product ``[rows, 2n]`` (fp32 on CPU) -> ``[rows, n]``.
+    Uses the C library's vector ``expf``, which can differ from torch's in the last bit."""
+    rows, two_n = gate_up.shape
+    n = two_n // 2
+    gate_up = gate_up.contiguous()
+    out = torch.empty(rows, n, dtype=torch.float32)
+    if rows and n:
+        _glue().silu_mul(gate_up.data_ptr(), out.data_ptr(), rows, n, torch.get_num_threads())
+    return out
+
+
+def rope_kv(
+    qkv: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    heads: int,
+    kv_heads: int,
+    head_dim: int,
+    cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    keys: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """RoPE (rotate-half) of the queries and keys in a fused q/k/v product ``qkv`` ``[T, (heads +
+    2 kv_heads) head_dim]`` (rows may be strided), with ``cos``/``sin`` ``[T, head_dim / 2]``:
+    returns the rotated queries ``[T, heads, head_dim]`` and keys ``[T, kv_heads, head_dim]``
+    (None with ``keys=False``), both new contiguous tensors, equal bit for bit to the torch ops
+    (``x1 c - x2 s``, ``x2 c + x1 s``). With ``cache = (k_pool, v_pool, slots)`` the rotated keys
+    and the values are also written to the pools' rows ``slots`` (int64, each checked by the caller
+    to lie within the pools: see ``AttnMetadata.native_slots``)."""
+    t = qkv.shape[0]
+    if qkv.stride(1) != 1:
+        qkv = qkv.contiguous()
+    cos, sin = cos.contiguous(), sin.contiguous()
+    q = torch.empty(t, heads, head_dim, dtype=torch.float32)
+    k = torch.empty(t, kv_heads, head_dim, dtype=torch.float32) if keys else None
+    kc = vc = slots = None
+    if cache is not None:
+        kc, vc, slots = cache
+    if t:
+        _glue().rope_kv(
+            qkv.data_ptr(), qkv.stride(0), cos.data_ptr(), sin.data_ptr(), q.data_ptr(),
+            None if k is None else k.data_ptr(), None if slots is None else slots.data_ptr(),
+            None if kc is None else kc.data_ptr(), None if vc is None else vc.data_ptr(),
+            t, heads, kv_heads, head_dim, torch.get_num_threads(),
+        )  # fmt: skip
+    return q, k
 
 
 def parse_cpus(spec: str, threads: int | None) -> tuple[int, ...] | None:

@@ -318,6 +318,102 @@ int llmplan_linear(const float *x, int64_t ldx, const float *wp, const float *b,
     return 0;
 }
 
+/* The element-wise steps between a decoder layer's products, each one pass over its rows instead
+ * of the several torch ops (and dispatches) it takes otherwise. Rows are shared out by OpenMP only
+ * when there are enough elements to pay for waking the team. */
+#define GLUE_PAR(rows, n, threads) ((threads) > 1 && (rows) > 1 && (rows) * (n) >= 32768)
+
+/* out[r] = s[r] / sqrt(mean(s[r]^2) + eps) * w, s = x (+ res), for rows of n floats (all
+ * contiguous). With res, s is also written to sum (the residual stream after the add). */
+void llmplan_rms_norm(const float *x, const float *res, float *sum, const float *w, float *out,
+                      int64_t rows, int64_t n, float eps, int64_t threads) {
+#pragma omp parallel for schedule(static) num_threads(threads) if (GLUE_PAR(rows, n, threads))
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * n;
+        const float *src = xr;
+        float ss = 0.f;
+        if (res) {
+            const float *rr = res + r * n;
+            float *sr = sum + r * n;
+#pragma omp simd reduction(+ : ss)
+            for (int64_t i = 0; i < n; i++) {
+                const float v = xr[i] + rr[i];
+                sr[i] = v;
+                ss += v * v;
+            }
+            src = sr;
+        } else {
+#pragma omp simd reduction(+ : ss)
+            for (int64_t i = 0; i < n; i++) ss += xr[i] * xr[i];
+        }
+        const float inv = 1.f / sqrtf(ss / (float)n + eps);
+        float *o = out + r * n;
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) o[i] = src[i] * inv * w[i];
+    }
+}
+
+/* out[r][i] = silu(gu[r][i]) * gu[r][n + i]: the gate and up halves of a fused gate/up product
+ * ([rows, 2n] contiguous) into [rows, n]. */
+void llmplan_silu_mul(const float *gu, float *out, int64_t rows, int64_t n, int64_t threads) {
+#pragma omp parallel for schedule(static) num_threads(threads) if (GLUE_PAR(rows, n, threads))
+    for (int64_t r = 0; r < rows; r++) {
+        const float *g = gu + r * 2 * n, *u = g + n;
+        float *o = out + r * n;
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) o[i] = g[i] / (1.f + expf(-g[i])) * u[i];
+    }
+}
+
+/* RoPE (rotate-half) of one step's queries and keys, and the new keys and values written to their
+ * cache slots. qkv [T][ld] holds per token heads query heads, then kv_heads key heads, then kv_heads
+ * value heads, head_dim each; cos, sin [T][head_dim / 2]. q_out [T][heads][head_dim] gets the
+ * rotated queries, k_out (when not NULL) [T][kv_heads][head_dim] the rotated keys; with slots
+ * (each < the pools' slot count, checked by the caller), token t's rotated keys and its values go
+ * to row slots[t] of kc and vc ([slots][kv_heads][head_dim] contiguous). Each output is
+ * x1 * c - x2 * s (first half) or x2 * c + x1 * s (second half), each product rounded before the
+ * sum, as the torch ops compute it: no contraction into fused multiply-adds here. */
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+static inline void rope_head(const float *x, const float *c, const float *s, float *o, int64_t half) {
+#pragma omp simd
+    for (int64_t i = 0; i < half; i++) {
+        const float a = x[i] * c[i], b = x[half + i] * s[i];
+        o[i] = a - b;
+    }
+#pragma omp simd
+    for (int64_t i = 0; i < half; i++) {
+        const float a = x[half + i] * c[i], b = x[i] * s[i];
+        o[half + i] = a + b;
+    }
+}
+
+void llmplan_rope_kv(const float *qkv, int64_t ld, const float *cos, const float *sin, float *q_out,
+                     float *k_out, const int64_t *slots, float *kc, float *vc, int64_t T, int64_t heads,
+                     int64_t kv_heads, int64_t head_dim, int64_t threads) {
+    const int64_t half = head_dim / 2, tok = (heads + 2 * kv_heads) * head_dim;
+#pragma omp parallel for schedule(static) num_threads(threads) if (GLUE_PAR(T, tok, threads))
+    for (int64_t t = 0; t < T; t++) {
+        const float *x = qkv + t * ld, *c = cos + t * half, *s = sin + t * half;
+        for (int64_t h = 0; h < heads; h++) rope_head(x + h * head_dim, c, s, q_out + (t * heads + h) * head_dim, half);
+        float *kd = slots ? kc + slots[t] * kv_heads * head_dim : NULL;
+        for (int64_t h = 0; h < kv_heads; h++) {
+            const float *xk = x + (heads + h) * head_dim;
+            if (k_out) {
+                float *ko = k_out + (t * kv_heads + h) * head_dim;
+                rope_head(xk, c, s, ko, half);
+                if (kd) memcpy(kd + h * head_dim, ko, sizeof(float) * head_dim);
+            } else if (kd) {
+                rope_head(xk, c, s, kd + h * head_dim, half);
+            }
+        }
+        if (slots)
+            memcpy(vc + slots[t] * kv_heads * head_dim, x + (heads + kv_heads) * head_dim,
+                   sizeof(float) * kv_heads * head_dim);
+    }
+}
+#pragma GCC pop_options
+
 /* Pin the calling thread's OpenMP team of n threads, thread i to CPU cpus[i] (libgomp keeps the
  * team's threads for later regions of the same size, so PyTorch's ops then run on them). Returns
  * 0, 1 when a CPU could not be set, 2 when built without OpenMP and n > 1, 3 off Linux. */
