@@ -54,6 +54,15 @@ def _set_linear(on: bool, engine) -> None:
     native.LINEAR_ROWS = shipped if on else range(0)
 
 
+def _set_prefill(on: bool, engine) -> None:
+    """oneDNN's matmul over the plain weight for products past the linear kernel's rows (off: the
+    plain GEMM, MKL's sgemm)."""
+    from llmplan.runtime.engine import model
+
+    shipped = _ON.setdefault("prefill", model.PREFILL_ROWS)  # before the first switch writes it
+    model.PREFILL_ROWS = shipped if on else range(0)
+
+
 def _set_glue(on: bool, engine) -> None:
     """The compiled element-wise steps between products (RMSNorm with its residual add, RoPE with
     the KV write, SiLU x up); off: the torch ops."""
@@ -80,6 +89,7 @@ AB = {
     "packed": _set_packed,
     "linear": _set_linear,
     "glue": _set_glue,
+    "prefill": _set_prefill,
     "contig": _set_contig,
     "bf16": lambda on, engine: None,
 }

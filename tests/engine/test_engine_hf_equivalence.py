@@ -162,3 +162,25 @@ def test_decode_over_scattered_blocks_keeps_tokens_identical(tiny_checkpoint, hf
     assert gathered, "the stack allocator should have left some tables scattered"
     mismatches = [i for i in range(len(work)) if _tokens(outs, i) != ref[i]]
     assert not mismatches, f"requests {mismatches} differ from HF generate over scattered blocks"
+
+
+@pytest.mark.parametrize("prefill_onednn", [False, True])
+def test_long_prefill_chunks_match_hf_generate(tiny_checkpoint, monkeypatch, prefill_onednn):
+    """Prompts of 150-300 tokens in a 512-token budget: the step's products have 129+ rows, past
+    the decode kernel, on the plain GEMM or on oneDNN (model.PREFILL_ROWS; the default on CPUs
+    not Intel's); greedy tokens equal HF generate either way."""
+    from llmplan.runtime.engine import model as m
+
+    monkeypatch.setattr(m, "PREFILL_ROWS", range(129, 2**62) if prefill_onednn else range(0))
+    path, hf = tiny_checkpoint
+    rng = random.Random(11)
+    work = [([rng.randrange(3, hf.config.vocab_size) for _ in range(n)], 6) for n in (150, 300, 200)]
+    with torch.no_grad():
+        gen = [hf.generate(torch.tensor([p]), max_new_tokens=n, do_sample=False, pad_token_id=0,
+                           eos_token_id=None) for p, n in work]  # fmt: skip
+    ref = [g[0, len(p) :].tolist() for g, (p, _) in zip(gen, work, strict=True)]
+    eng = build_engine(
+        model=str(path), max_num_seqs=4, block_size=4, num_kv_blocks=512, max_num_batched_tokens=512
+    ).engine
+    outs, _ = _run(eng, work, per_arrival=3)
+    assert [_tokens(outs, i) for i in range(len(work))] == ref

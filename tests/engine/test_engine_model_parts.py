@@ -293,3 +293,25 @@ def test_decode_sized_linear_follows_weights_written_in_place(monkeypatch, decod
     torch.testing.assert_close(m.linear(x, w2), x @ w2.T, rtol=1e-5, atol=1e-5)
     assert m._packed_weight(w2, kind) is None and m._packed_bytes == before
     assert (id(w), kind) in m._packed
+
+
+@pytest.mark.parametrize("prefill_onednn", [False, True])
+def test_prefill_sized_linear_paths_agree(monkeypatch, prefill_onednn):
+    """Products past the decode kernel's rows run on oneDNN over the plain weight where
+    PREFILL_ROWS says so (CPUs not Intel's) and on the plain GEMM otherwise: both give x W^T + b,
+    and the path taken is the one PREFILL_ROWS names."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from llmplan.runtime.engine import model as m
+
+    monkeypatch.setattr(m, "PREFILL_ROWS", range(129, 2**62) if prefill_onednn else range(0))
+    g = torch.Generator().manual_seed(4)
+    w, b = torch.randn(80, 48, generator=g), torch.randn(80, generator=g)
+    for rows in (129, 300):
+        x = torch.randn(rows, 48, generator=g)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            y = m.linear(x, w, b)
+        ref = (x.double() @ w.double().T + b.double()).float()
+        torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+        ops = {e.key for e in prof.key_averages()}
+        assert ("mkldnn::_linear_pointwise" in ops) == (prefill_onednn and m._pack_ok), sorted(ops)

@@ -37,12 +37,18 @@ from llmplan.runtime.engine.kvcache import PagedKVCache
 # * otherwise, 4..96 rows in fp32 or bf16: oneDNN's matmul over a weight reordered once into its
 #   blocked layout (1.2-3x faster than sgemm there, measured on this project's Xeon, 1 thread,
 #   4096x768 and 32000x768 weights; slower at 1-2 rows and about even from 128 rows).
-# Larger products (prefill) keep the plain path. A packed copy is made on first use and kept per
+# * fp32 with PREFILL_ROWS rows (prefill chunks) on CPUs not Intel's: oneDNN's matmul over the
+#   weight as it is (no copy). There MKL's sgemm takes a generic path: oneDNN was 1.04-1.18x
+#   faster at 129-2048 rows on a Zen 4 EPYC. On Intel CPUs the plain GEMM stays (oneDNN, even
+#   over its packed copy, was about even with it from 128 rows on the Xeon of round 3):
+#   docs/serve-reference.md, "Round 7".
+# A packed copy is made on first use and kept per
 # weight and kind (invalidated when the weight is written in place): a second copy of the
 # weights, so only the first PACK_BUDGET_BYTES of them (per process) get one and the rest keep
 # the plain path. Set PACKED_ROWS = range(0) to turn oneDNN's path off; LLMPLAN_DECODE_KERNEL=torch
 # turns the compiled kernel off.
 PACKED_ROWS = range(4, 97)
+PREFILL_ROWS = range(0) if native.intel_cpu() else range(129, 2**62)
 PACK_BUDGET_BYTES = 2 * 2**30
 _PACK_HINT = 64  # the batch size oneDNN picks the weight layout for
 # (id(weight), kind) -> (version, data_ptr, packed)
@@ -106,6 +112,11 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
                 if packed is not None:
                     return torch.ops.mkldnn._linear_pointwise(x.contiguous(), packed, bias, "none", [], "")
             except RuntimeError:  # a build or CPU without this oneDNN path: plain GEMMs from now on
+                _pack_ok = False
+        if _pack_ok and rows in PREFILL_ROWS and x.dtype == weight.dtype == torch.float32:
+            try:
+                return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight, bias, "none", [], "")
+            except RuntimeError:  # as above
                 _pack_ok = False
         if rows in _TRANSPOSED_ROWS:
             y = torch.mm(weight, x.t()).t().contiguous()

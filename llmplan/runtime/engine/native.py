@@ -34,9 +34,10 @@ GEMM's (sgemv) time, 0.9-1.02x; figures in docs/serve-reference.md ("Round 6").
 Why compiled element-wise steps: between its four products a layer ran about 30 torch ops
 (RMSNorm alone is seven on CPU: pow, sum, div, add, rsqrt, two muls), each a dispatch, an
 allocation and, after a weight has streamed through L2, a cache refill: 4.0-4.4 ms of a single
-request's 22.5-23.1 ms step went outside the products and attention (llama-120m, 1 thread). One call per step, one pass over its rows: RMSNorm sums its squares
-in vector lanes (another order than torch's: last-bit differences), SiLU uses the C library's
-vector ``expf``, RoPE rounds each product before the sum as the torch ops do (equal bit for bit).
+request's 22.5-23.1 ms step went outside the products and attention (llama-120m, 1 thread). Each
+step is now one call and one pass over its rows: RMSNorm sums its squares in vector lanes
+(another order than torch's: last-bit differences), SiLU uses the C library's vector ``expf``,
+RoPE rounds each product before the sum as the torch ops do (equal bit for bit).
 
 ``LLMPLAN_DECODE_KERNEL`` chooses for all of them:
 
@@ -134,6 +135,18 @@ def _cpu_flags() -> str:
     except OSError:
         pass
     return platform.processor()
+
+
+def intel_cpu() -> bool:
+    """Whether this CPU is Intel's (``vendor_id`` GenuineIntel): MKL's sgemm takes its fastest
+    paths there and a slower generic one on other vendors' CPUs."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                return "GenuineIntel" in line
+    except OSError:
+        pass
+    return "intel" in platform.processor().lower()
 
 
 def _compiler_id(cc: str) -> str:
