@@ -37,6 +37,22 @@ def decode_kernel(request, monkeypatch):
     native.reset()
 
 
+@pytest.fixture
+def portable_build(monkeypatch, tmp_path):
+    """The compiled library built without -march=native (the fallback flag set: no AVX-512
+    intrinsics) into a fresh cache, loaded in place of this process's; restored afterwards."""
+    from llmplan.runtime.engine import native
+
+    portable = next(f for f in native._FLAG_SETS if "-march=native" not in f)
+    monkeypatch.setattr(native, "_FLAG_SETS", (portable,))
+    monkeypatch.setenv("LLMPLAN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("LLMPLAN_DECODE_KERNEL", "native")
+    monkeypatch.setattr(native, "_state", None)
+    st = native.state()
+    assert str(tmp_path) in st.reason
+    return st
+
+
 def make_hf_model(cfg_dict: dict, seed: int = 0, std: float = 0.08):
     """A random HF causal LM. A wider init than HF's 0.02 gives peaked logits, so greedy
     decoding is decided by margins far above fp32 rounding (no coin-flip ties)."""

@@ -66,15 +66,10 @@ def test_model_linear_takes_the_kernel_for_decode_batches_only(decode_kernel):
     assert (id(bf), "native") not in m._packed
 
 
-def test_portable_build_gives_the_same_values(monkeypatch, tmp_path):
+def test_portable_build_gives_the_same_values(portable_build):
     """Built without -march=native (the fallback flag set, no AVX-512 intrinsics), the linear
     kernel still matches the float64 reference, bias and masked last panel included."""
-    portable = next(f for f in native._FLAG_SETS if "-march=native" not in f)
-    monkeypatch.setattr(native, "_FLAG_SETS", (portable,))
-    monkeypatch.setenv("LLMPLAN_CACHE_DIR", str(tmp_path))
-    monkeypatch.setenv("LLMPLAN_DECODE_KERNEL", "native")
-    monkeypatch.setattr(native, "_state", None)
-    assert native.state().linear is not None and str(tmp_path) in native.state().reason
+    assert portable_build.linear is not None
     g = torch.Generator().manual_seed(5)
     for rows in (1, 4, 13, 40):
         x = torch.randn(rows, 300, generator=g)
