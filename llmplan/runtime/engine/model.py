@@ -106,17 +106,19 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
             packed = _packed_weight(weight, "native")
             if packed is not None:
                 return native.linear(x, packed, weight.shape[0], bias)
-        if _pack_ok and rows in PACKED_ROWS and x.dtype in (torch.float32, torch.bfloat16):
+        if _pack_ok and x.dtype in (torch.float32, torch.bfloat16):
+            # oneDNN over its packed copy (decode batches), or over the weight as it is (prefill
+            # chunks in fp32, CPUs not Intel's): the two row ranges do not overlap.
             try:
-                packed = _packed_weight(weight, "onednn")
-                if packed is not None:
-                    return torch.ops.mkldnn._linear_pointwise(x.contiguous(), packed, bias, "none", [], "")
+                if rows in PACKED_ROWS:
+                    w = _packed_weight(weight, "onednn")
+                elif rows in PREFILL_ROWS and x.dtype == weight.dtype == torch.float32:
+                    w = weight
+                else:
+                    w = None
+                if w is not None:
+                    return torch.ops.mkldnn._linear_pointwise(x.contiguous(), w, bias, "none", [], "")
             except RuntimeError:  # a build or CPU without this oneDNN path: plain GEMMs from now on
-                _pack_ok = False
-        if _pack_ok and rows in PREFILL_ROWS and x.dtype == weight.dtype == torch.float32:
-            try:
-                return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight, bias, "none", [], "")
-            except RuntimeError:  # as above
                 _pack_ok = False
         if rows in _TRANSPOSED_ROWS:
             y = torch.mm(weight, x.t()).t().contiguous()

@@ -127,26 +127,26 @@ def _cache_dir() -> Path:
     return Path(base) if base else Path.home() / ".cache" / "llmplan"
 
 
-def _cpu_flags() -> str:
+def _cpuinfo_line(*keys: str) -> str | None:
+    """The first line of /proc/cpuinfo that starts with one of ``keys``; None where there is none."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
+            if line.startswith(keys):
                 return line
     except OSError:
         pass
-    return platform.processor()
+    return None
+
+
+def _cpu_flags() -> str:
+    return _cpuinfo_line("flags", "Features") or platform.processor()
 
 
 def intel_cpu() -> bool:
     """Whether this CPU is Intel's (``vendor_id`` GenuineIntel): MKL's sgemm takes its fastest
     paths there and a slower generic one on other vendors' CPUs."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("vendor_id"):
-                return "GenuineIntel" in line
-    except OSError:
-        pass
-    return "intel" in platform.processor().lower()
+    vendor = _cpuinfo_line("vendor_id")
+    return "GenuineIntel" in vendor if vendor is not None else "intel" in platform.processor().lower()
 
 
 def _compiler_id(cc: str) -> str:
@@ -382,18 +382,14 @@ def rms_norm(
     x = x.contiguous()
     w = weight.contiguous()
     out = torch.empty_like(x)
+    res = None if residual is None else residual.contiguous()
+    s = x if res is None else torch.empty_like(x)
     rows = x.numel() // n if n else 0
-    if residual is None:
-        s = x
-        if rows:
-            _glue().rms_norm(x.data_ptr(), None, None, w.data_ptr(), out.data_ptr(), rows, n, eps,
-                             torch.get_num_threads())
-    else:
-        residual = residual.contiguous()
-        s = torch.empty_like(x)
-        if rows:
-            _glue().rms_norm(x.data_ptr(), residual.data_ptr(), s.data_ptr(), w.data_ptr(), out.data_ptr(),
-                             rows, n, eps, torch.get_num_threads())
+    if rows:
+        _glue().rms_norm(
+            x.data_ptr(), None if res is None else res.data_ptr(), None if res is None else s.data_ptr(),
+            w.data_ptr(), out.data_ptr(), rows, n, eps, torch.get_num_threads(),
+        )  # fmt: skip
     return out, s
 
 
@@ -417,12 +413,11 @@ def rope_kv(
     kv_heads: int,
     head_dim: int,
     cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-    keys: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """RoPE (rotate-half) of the queries and keys in a fused q/k/v product ``qkv`` ``[T, (heads +
     2 kv_heads) head_dim]`` (rows may be strided), with ``cos``/``sin`` ``[T, head_dim / 2]``:
-    returns the rotated queries ``[T, heads, head_dim]`` and keys ``[T, kv_heads, head_dim]``
-    (None with ``keys=False``), both new contiguous tensors, equal bit for bit to the torch ops
+    returns the rotated queries ``[T, heads, head_dim]`` and keys ``[T, kv_heads, head_dim]``,
+    both new contiguous tensors, equal bit for bit to the torch ops
     (``x1 c - x2 s``, ``x2 c + x1 s``). With ``cache = (k_pool, v_pool, slots)`` the rotated keys
     and the values are also written to the pools' rows ``slots`` (int64, each checked by the caller
     to lie within the pools: see ``AttnMetadata.native_slots``)."""
@@ -431,14 +426,14 @@ def rope_kv(
         qkv = qkv.contiguous()
     cos, sin = cos.contiguous(), sin.contiguous()
     q = torch.empty(t, heads, head_dim, dtype=torch.float32)
-    k = torch.empty(t, kv_heads, head_dim, dtype=torch.float32) if keys else None
+    k = torch.empty(t, kv_heads, head_dim, dtype=torch.float32)
     kc = vc = slots = None
     if cache is not None:
         kc, vc, slots = cache
     if t:
         _glue().rope_kv(
             qkv.data_ptr(), qkv.stride(0), cos.data_ptr(), sin.data_ptr(), q.data_ptr(),
-            None if k is None else k.data_ptr(), None if slots is None else slots.data_ptr(),
+            k.data_ptr(), None if slots is None else slots.data_ptr(),
             None if kc is None else kc.data_ptr(), None if vc is None else vc.data_ptr(),
             t, heads, kv_heads, head_dim, torch.get_num_threads(),
         )  # fmt: skip

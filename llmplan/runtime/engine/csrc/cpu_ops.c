@@ -368,7 +368,7 @@ void llmplan_silu_mul(const float *gu, float *out, int64_t rows, int64_t n, int6
 /* RoPE (rotate-half) of one step's queries and keys, and the new keys and values written to their
  * cache slots. qkv [T][ld] holds per token heads query heads, then kv_heads key heads, then kv_heads
  * value heads, head_dim each; cos, sin [T][head_dim / 2]. q_out [T][heads][head_dim] gets the
- * rotated queries, k_out (when not NULL) [T][kv_heads][head_dim] the rotated keys; with slots
+ * rotated queries, k_out [T][kv_heads][head_dim] the rotated keys; with slots
  * (each < the pools' slot count, checked by the caller), token t's rotated keys and its values go
  * to row slots[t] of kc and vc ([slots][kv_heads][head_dim] contiguous). Each output is
  * x1 * c - x2 * s (first half) or x2 * c + x1 * s (second half), each product rounded before the
@@ -398,14 +398,9 @@ void llmplan_rope_kv(const float *qkv, int64_t ld, const float *cos, const float
         for (int64_t h = 0; h < heads; h++) rope_head(x + h * head_dim, c, s, q_out + (t * heads + h) * head_dim, half);
         float *kd = slots ? kc + slots[t] * kv_heads * head_dim : NULL;
         for (int64_t h = 0; h < kv_heads; h++) {
-            const float *xk = x + (heads + h) * head_dim;
-            if (k_out) {
-                float *ko = k_out + (t * kv_heads + h) * head_dim;
-                rope_head(xk, c, s, ko, half);
-                if (kd) memcpy(kd + h * head_dim, ko, sizeof(float) * head_dim);
-            } else if (kd) {
-                rope_head(xk, c, s, kd + h * head_dim, half);
-            }
+            float *ko = k_out + (t * kv_heads + h) * head_dim;
+            rope_head(x + (heads + h) * head_dim, c, s, ko, half);
+            if (kd) memcpy(kd + h * head_dim, ko, sizeof(float) * head_dim);
         }
         if (slots)
             memcpy(vc + slots[t] * kv_heads * head_dim, x + (heads + kv_heads) * head_dim,
